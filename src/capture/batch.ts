@@ -1,0 +1,103 @@
+// Packets travel through riff in batches: one Buffer holding records laid end
+// to end, each a fixed 32-byte header followed by the captured bytes, padded
+// to 8 bytes. Every stage speaks this one layout — readers and live capture
+// fill it, the filter marks it, the worker ring carries it, and the VM copies
+// it into WebAssembly memory in a single set() — so packet bytes are never
+// re-encoded on the way to Lua.
+//
+// Header (little-endian):
+//   0  u32 seconds, low word      4  i32 seconds, high word (i64 in Lua)
+//   8  u32 nanoseconds            12 u32 captured length
+//   16 u32 wire length            20 u32 linktype (LINKTYPE_*, as in the file)
+//   24 u32 interface index        28 u32 flags (FLAG_*)
+
+export const HDR = 32;
+export const FLAG_ARRIVAL_TS = 1; // live: stamped on arrival, wire length unknown
+export const FLAG_FILTERED_OUT = 2; // set by the filter; skipped downstream
+
+export const align8 = (n: number): number => (n + 7) & ~7;
+
+export class Batch {
+  buf: Buffer;
+  view: DataView;
+  count = 0;
+  bytes = 0;
+
+  constructor(capacity = 1 << 20) {
+    this.buf = Buffer.allocUnsafe(capacity);
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+  }
+
+  reset(): void {
+    this.count = 0;
+    this.bytes = 0;
+  }
+
+  /** Room for one more packet of `caplen` bytes? An empty batch always takes one (it grows). */
+  fits(caplen: number): boolean {
+    return this.bytes + HDR + align8(caplen) <= this.buf.length;
+  }
+
+  /**
+   * Append a packet. `src[start, start+caplen)` are the captured bytes.
+   * Callers check fits() to close a batch; a packet that does not fit grows it.
+   */
+  push(
+    sec: number,
+    nsec: number,
+    src: Uint8Array,
+    start: number,
+    caplen: number,
+    wirelen: number,
+    linktype: number,
+    iface: number,
+    flags = 0,
+  ): void {
+    if (!this.fits(caplen)) this.grow(HDR + align8(caplen));
+    const o = this.bytes;
+    const v = this.view;
+    v.setUint32(o, sec >>> 0, true);
+    v.setInt32(o + 4, Math.floor(sec / 4294967296), true);
+    v.setUint32(o + 8, nsec, true);
+    v.setUint32(o + 12, caplen, true);
+    v.setUint32(o + 16, wirelen, true);
+    v.setUint32(o + 20, linktype, true);
+    v.setUint32(o + 24, iface, true);
+    v.setUint32(o + 28, flags, true);
+    this.buf.set(src.subarray(start, start + caplen), o + HDR);
+    this.bytes = o + HDR + align8(caplen);
+    this.count++;
+  }
+
+  private grow(need: number): void {
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.bytes + need));
+    this.buf.copy(next, 0, 0, this.bytes);
+    this.buf = next;
+    this.view = new DataView(next.buffer, next.byteOffset, next.byteLength);
+  }
+
+  /** Byte offset of every record, in order. */
+  offsets(): number[] {
+    const out: number[] = [];
+    for (let o = 0, i = 0; i < this.count; i++) {
+      out.push(o);
+      o += HDR + align8(this.view.getUint32(o + 12, true));
+    }
+    return out;
+  }
+}
+
+/** Read one record's header fields (for tests, writers and the filter; not the hot path). */
+export function recordAt(b: Batch, o: number) {
+  const v = b.view;
+  return {
+    sec: v.getUint32(o, true) + v.getInt32(o + 4, true) * 4294967296,
+    nsec: v.getUint32(o + 8, true),
+    caplen: v.getUint32(o + 12, true),
+    wirelen: v.getUint32(o + 16, true),
+    linktype: v.getUint32(o + 20, true),
+    iface: v.getUint32(o + 24, true),
+    flags: v.getUint32(o + 28, true),
+    data: b.buf.subarray(o + HDR, o + HDR + v.getUint32(o + 12, true)),
+  };
+}
