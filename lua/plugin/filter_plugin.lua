@@ -1,0 +1,54 @@
+-- The seed's filter plugin: shows each packet and raises the banner when the
+-- packet holds the pattern ("pcap", the seed's curl --user-agent test).
+-- Settings are plain fields, so a pipeline can change them before running:
+--   local f = require "plugin.filter_plugin"; f.pattern = "sqlmap"; f.show = "match"
+-- show: "text" writes each packet with unprintable bytes as '.', like
+-- tcpdump -A (the default, readable on a terminal); "raw" writes the bytes
+-- as they are, as the original did; "match" writes only packets that hold
+-- the pattern (as text); "none" writes only the banner.
+local filter_plugin = { name = "filter_plugin", ver = "0.2", pattern = "pcap", show = "text" }
+
+local BANNER = "###########[ OK ]#############"
+local find, gsub = string.find, string.gsub
+
+local function printable(s)
+  return (gsub(s, "[^\t\n\r\32-\126]", "."))
+end
+
+function filter_plugin.output(self, list, flg)
+  if flg == 0 then return end
+  for k, v in pairs(list) do print(k, v) end
+end
+
+function filter_plugin.init(self)
+  self.source = { args = "filter args" }
+  self.sink = { name = self.name, ver = self.ver }
+end
+
+function filter_plugin.push(self, stream)
+  for k, v in pairs(stream.metadata) do self.source[k] = v end
+end
+
+function filter_plugin.action(self, stream)
+  local data = stream.data
+  local hit = find(data, self.pattern, 1, true)
+  local show = self.show
+  if show == "raw" then
+    io.write(data, "\n")
+  elseif show == "text" or (show == "match" and hit) then
+    io.write(printable(data), "\n")
+  end
+  stream.found_flg = hit ~= nil
+  if hit then print(BANNER) end
+end
+
+function filter_plugin.match(self, param)
+  local sink = self.sink
+  sink.found_flg = false
+  for k, v in pairs(self.source) do sink[k] = v end
+  sink.metadata = { data = self.source.data }
+  self:action(sink)
+  return self.source, sink
+end
+
+return filter_plugin

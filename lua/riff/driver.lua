@@ -1,0 +1,313 @@
+-- The Lua half of riff's bridge: works out what the user's script is (the
+-- entry rules), then runs batches of packets through it, one Lua call per
+-- batch. Each packet is its own protected call with its own instruction
+-- budget, so a failing or looping plugin costs that packet and nothing else.
+local rt, host = ...
+
+local type, pairs, ipairs, xpcall, error, tostring, select =
+      type, pairs, ipairs, xpcall, error, tostring, select
+local sfmt, unpack, find, match, date = string.format, string.unpack, string.find, string.match, os.date
+local flush, emit, emit_err = rt.flush, rt.emit, rt.emit_err
+local sethook, getinfo, traceback = rt.sethook, rt.getinfo, debug.traceback
+
+local opts = {
+  quiet = false, verbose = false, strict = false,
+  budget = 10000000, setup_budget = 1000000000,
+  max_error_lines = 3,
+}
+
+local api = {}
+
+---------------------------------------------------------------------------
+-- The packet being processed, readable from Lua as riff.packet.<field>.
+-- Headers arrive as one string per batch (32 bytes a packet, the layout of
+-- src/capture/batch.ts) and are decoded only when a field is read.
+---------------------------------------------------------------------------
+local meta, cur, processed = "", 0, 0
+local HDR = "<I4i4I4I4I4I4I4I4"
+
+local function header(i)
+  local lo, hi, nsec, caplen, len, linktype, iface, flags = unpack(HDR, meta, (i - 1) * 32 + 1)
+  return hi * 4294967296 + lo, nsec, caplen, len, linktype, iface, flags
+end
+
+local fields = {
+  sec = function(s) return s end,
+  nsec = function(s, ns) return ns end,
+  usec = function(s, ns) return ns // 1000 end,
+  ts = function(s, ns) return s + ns / 1e9 end,
+  caplen = function(s, ns, c) return c end,
+  len = function(s, ns, c, l) return l end,
+  linktype = function(s, ns, c, l, lt) return lt end,
+  iface = function(s, ns, c, l, lt, ifc) return ifc end,
+  arrival = function(s, ns, c, l, lt, ifc, fl) return fl & 1 ~= 0 end,
+}
+
+riff = { version = host.version }
+riff.packet = setmetatable({}, {
+  __index = function(_, k)
+    if k == "id" then return processed end
+    local f = fields[k]
+    if f and cur > 0 then return f(header(cur)) end
+  end,
+  __newindex = function() error("riff.packet is read-only", 2) end,
+})
+
+---------------------------------------------------------------------------
+-- Instruction budget. A count hook ticks every TICK instructions; the driver
+-- zeroes the tick count per packet. Once a call is over budget the hook
+-- fires on every instruction until control is back in the driver, so a
+-- plugin that catches the error with pcall cannot keep running.
+---------------------------------------------------------------------------
+local TICK, limit, ticks, exhausted, budget_msg = 10000, 0, 0, false, nil
+local driver_frames = {}
+
+local function hook()
+  if exhausted then
+    local f = getinfo(2, "f")
+    if f and driver_frames[f.func] then
+      sethook()
+      return
+    end
+    error(budget_msg, 0)
+  end
+  ticks = ticks + 1
+  if ticks >= limit then
+    exhausted = true
+    local where = getinfo(2, "Sl")
+    local pos = where and where.currentline and where.currentline > 0
+      and (where.short_src .. ":" .. where.currentline .. ": ") or ""
+    budget_msg = pos .. "budget exceeded (" .. (limit * TICK) .. " Lua instructions; raise it with --lua-budget N, 0 = unlimited)"
+    sethook(hook, "", 1)
+    error(budget_msg, 0)
+  end
+end
+
+local function arm(budget)
+  exhausted, ticks = false, 0
+  if budget and budget > 0 then
+    TICK = budget < 10000 and budget or 10000
+    limit = budget // TICK
+    sethook(hook, "", TICK)
+  else
+    sethook()
+  end
+end
+
+---------------------------------------------------------------------------
+-- Errors: counted per script, the first few of each kind shown.
+---------------------------------------------------------------------------
+local errors_total, errors_by_script, seen = 0, {}, {}
+local stop_requested = false
+
+local function msgh(e)
+  if type(e) ~= "string" then
+    e = type(e) == "table" and type(getmetatable(e)) == "table" and getmetatable(e).__tostring
+      and tostring(e) or ("(error object is a " .. type(e) .. " value)")
+  end
+  if not match(e, "^[^\n]-:%d+: ") then
+    -- Errors raised without a position (out of memory, error(x, 0)): name
+    -- the innermost Lua frame.
+    for level = 2, 20 do
+      local info = getinfo(level, "Sl")
+      if not info then break end
+      if info.what ~= "C" and info.currentline and info.currentline > 0 then
+        e = info.short_src .. ":" .. info.currentline .. ": " .. e
+        break
+      end
+    end
+  end
+  if opts.verbose then return traceback(e, 2) end
+  return e
+end
+
+local function report_error(e, where)
+  if exhausted then e = budget_msg end
+  if e == "not enough memory" or find(e, "not enough memory", 1, true) then
+    e = e .. " (Lua heap limit reached; raise it with --lua-memory)"
+  end
+  errors_total = errors_total + 1
+  local script = match(e, "^([^\n]-):%d+: ") or "?"
+  errors_by_script[script] = (errors_by_script[script] or 0) + 1
+  local key = match(e, "^[^\n]*") or e
+  local n = (seen[key] or 0) + 1
+  seen[key] = n
+  if n <= opts.max_error_lines then
+    emit_err("riff: " .. e .. " (" .. where .. ")\n")
+  elseif n == opts.max_error_lines + 1 then
+    emit_err("riff: " .. key .. ": repeated; further repeats are counted in the summary\n")
+  end
+  if opts.strict then stop_requested = true end
+end
+
+---------------------------------------------------------------------------
+-- Entry rules: what the --lua FILE is.
+---------------------------------------------------------------------------
+local entry_fn, entry_self -- per packet: entry_fn(entry_self, p) or entry_fn(p)
+local setup_fn, deinit_fn, setup_self
+
+local function is_plugin(v)
+  return type(v) == "table" and (type(v.match) == "function" or type(v.push) == "function"
+    or type(v.action) == "function")
+end
+
+local function use_pipeline(p)
+  entry_fn, entry_self = p.run, p
+  if type(p.setup) == "function" then setup_fn, setup_self = p.setup, p end
+  if type(p.deinit) == "function" then deinit_fn, setup_self = p.deinit, p end
+end
+
+local function use_globals()
+  local b = rawget(_G, "buffer")
+  entry_fn, entry_self = b, nil
+  local s, d = rawget(_G, "setup"), rawget(_G, "deinit")
+  if type(s) == "function" then setup_fn = s end
+  if type(d) == "function" then deinit_fn = d end
+end
+
+local function run_file(src, chunkname, path)
+  local fn, msg = rt.load(src, chunkname, "t")
+  if not fn then error(msg, 0) end
+  rt.loading[#rt.loading + 1] = path
+  arm(opts.setup_budget)
+  local ok, res = xpcall(fn, msgh)
+  arm(0)
+  rt.loading[#rt.loading] = nil
+  if not ok then error(exhausted and budget_msg or res, 0) end
+  return res
+end
+
+-- Returns a word naming the rule that applied, or raises the reason.
+function api.open(src, chunkname, path, display)
+  if src == nil then
+    local p = require "default"
+    use_pipeline(p)
+    return "default"
+  end
+  local before = rawget(_G, "buffer")
+  local ret = run_file(src, chunkname, path)
+  local b = rawget(_G, "buffer")
+  if type(b) == "function" and b ~= before then
+    use_globals()
+    return "buffer"
+  end
+  if type(ret) == "table" and type(ret.run) == "function" then
+    if ret.element_list == nil and type(ret.new) == "function" then
+      -- A framework with no plugins: the user pointed at the original riff's
+      -- pipeline.lua. Run the tree around it the way the original did.
+      local bsrc, bpath = host.module("buffer", path)
+      if not bsrc or bpath == path then
+        error(display .. " is a pipeline framework that declares no plugins; "
+          .. "point --lua at a file that calls pipeline:new{...}, or keep buffer.lua beside it", 0)
+      end
+      emit_err("riff: " .. display .. " declares no plugins; running the riff tree around it as the original did ("
+        .. bpath .. " -> elements.lua)\n")
+      run_file(bsrc, "@" .. bpath, bpath)
+      if type(rawget(_G, "buffer")) ~= "function" then
+        error(bpath .. " does not define a global buffer(packet) function", 0)
+      end
+      use_globals()
+      return "tree"
+    end
+    use_pipeline(ret)
+    return "pipeline"
+  end
+  if type(ret) == "table" and ret[1] ~= nil then
+    for i, v in ipairs(ret) do
+      if not is_plugin(v) then
+        error(sfmt("%s returned a list whose element %d is not a plugin (a table with match/push/action)", display, i), 0)
+      end
+    end
+    local p = require("pipeline"):new(ret)
+    use_pipeline(p)
+    return "plugins"
+  end
+  error(display .. " must set a global function buffer(packet), return a pipeline (a table with run), "
+    .. "or return a list of plugins", 0)
+end
+
+-- config.lua beside the script: its global format() gives the capture filter.
+function api.config_filter(src, chunkname)
+  local env = setmetatable({}, { __index = _G })
+  local fn, msg = rt.load(src, chunkname, "t", env)
+  if not fn then error(msg, 0) end
+  arm(opts.setup_budget)
+  local ok, res = xpcall(fn, msgh)
+  if ok and type(rawget(env, "format")) == "function" then ok, res = xpcall(env.format, msgh) else res = nil end
+  arm(0)
+  if not ok then error(res, 0) end
+  if res ~= nil and type(res) ~= "string" then
+    error(chunkname:sub(2) .. ": format() must return a string (the capture filter), got " .. type(res), 0)
+  end
+  return res
+end
+
+function api.configure(quiet, verbose, strict, budget, setup_budget)
+  opts.quiet, opts.verbose, opts.strict = quiet, verbose, strict
+  opts.budget, opts.setup_budget = budget, setup_budget
+end
+
+local function call_hook(fn, name)
+  if not fn then return end
+  arm(opts.setup_budget)
+  local ok, e
+  if setup_self then ok, e = xpcall(fn, msgh, setup_self) else ok, e = xpcall(fn, msgh) end
+  arm(0)
+  if not ok then report_error(e, name) end
+  flush()
+end
+
+function api.setup() call_hook(setup_fn, "setup") end
+function api.deinit() call_hook(deinit_fn, "deinit") end
+
+---------------------------------------------------------------------------
+-- The batch loop. T holds the packets as strings, M their headers.
+---------------------------------------------------------------------------
+local ctime_sec, ctime_str = nil, nil
+local function ctime(sec)
+  if sec ~= ctime_sec then
+    ctime_sec, ctime_str = sec, date("%a %b %e %H:%M:%S %Y", sec)
+  end
+  return ctime_str
+end
+
+function api.batch(T, M, n)
+  meta = M
+  local fn, self, budget, quiet = entry_fn, entry_self, opts.budget, opts.quiet
+  arm(budget)
+  for i = 1, n do
+    cur = i
+    processed = processed + 1
+    ticks = 0
+    local ok, e
+    if self then ok, e = xpcall(fn, msgh, self, T[i]) else ok, e = xpcall(fn, msgh, T[i]) end
+    if not ok then
+      report_error(e, "packet " .. processed)
+      if exhausted then arm(budget) end
+      if stop_requested then cur = 0 arm(0) flush() return i end
+    end
+    if not quiet then
+      local sec, _, caplen, len = header(i)
+      emit(sfmt("id: %d\nPacket length: %d\nNumber of bytes: %d\nRecieved time: %s\n\n\n",
+        processed, len, caplen, ctime(sec)))
+    end
+  end
+  arm(0)
+  cur = 0
+  flush()
+  return n
+end
+driver_frames[api.batch] = true
+driver_frames[call_hook] = true
+driver_frames[run_file] = true
+driver_frames[api.config_filter] = true
+
+-- "processed errors\nscript count\n..." for the exit summary.
+function api.summary()
+  local lines = { processed .. "\t" .. errors_total }
+  for script, n in pairs(errors_by_script) do lines[#lines + 1] = script .. "\t" .. n end
+  return table.concat(lines, "\n")
+end
+
+api.flush = flush
+return api

@@ -1,0 +1,257 @@
+-- Runs first in every riff VM, before any user code. It turns the stock Lua
+-- 5.4 globals into riff's sandbox: output goes through riff (byte-exact and in
+-- packet order), modules come only from the script's directory and riff's own
+-- lua/, and nothing else on the host is reachable. It also adds the Lua 5.1
+-- names riff-era scripts use. Returns the privileged handles the driver needs;
+-- user code never sees them.
+local host = ...
+
+local type, tostring, select, error, rawget, rawset, setmetatable, pcall =
+      type, tostring, select, error, rawget, rawset, setmetatable, pcall
+local concat, sfmt, byte, mtype = table.concat, string.format, string.byte, math.type
+local host_write, host_module = host.write, host.module
+local real_load, real_sethook, real_getinfo = load, debug.sethook, debug.getinfo
+
+local function denied(what, rule)
+  return function()
+    error(what .. " is not available in riff's sandbox: " .. rule, 2)
+  end
+end
+local NO_FILES = "Lua cannot reach host files (use require for modules beside your script)"
+local NO_HOST = "Lua cannot run processes or touch the host environment"
+
+---------------------------------------------------------------------------
+-- Output. Everything a script writes is buffered in Lua and handed to riff
+-- in large pieces, so packet bytes stay bytes and riff's own report lines
+-- interleave in packet order.
+---------------------------------------------------------------------------
+local out, nout, outbytes = {}, 0, 0
+local err, nerr = {}, 0
+local FLUSH_AT = 1 << 16
+
+local function flush()
+  if nout > 0 then
+    local s = concat(out, "", 1, nout)
+    out, nout, outbytes = {}, 0, 0
+    host_write(1, s)
+  end
+  if nerr > 0 then
+    local s = concat(err, "", 1, nerr)
+    err, nerr = {}, 0
+    host_write(2, s)
+  end
+end
+
+local function emit(s)
+  nout = nout + 1
+  out[nout] = s
+  outbytes = outbytes + #s
+  if outbytes >= FLUSH_AT then flush() end
+end
+
+local function emit_err(s)
+  nerr = nerr + 1
+  err[nerr] = s
+  if nerr >= 256 then flush() end
+end
+
+-- io.write formats numbers as C Lua does: integers with %d, floats with %.14g.
+local function writer(sink, fname)
+  return function(...)
+    for i = 1, select("#", ...) do
+      local v = select(i, ...)
+      local t = type(v)
+      if t == "string" then
+        sink(v)
+      elseif t == "number" then
+        sink(mtype(v) == "integer" and sfmt("%d", v) or sfmt("%.14g", v))
+      else
+        error(sfmt("bad argument #%d to '%s' (string expected, got %s)", i, fname, t), 2)
+      end
+    end
+  end
+end
+local write_out, write_err = writer(emit, "write"), writer(emit_err, "write")
+
+local function file_object(write)
+  local f = {}
+  function f.write(self, ...) write(...) return self end
+  function f.flush(self) return self end
+  function f.close() return nil, "riff's standard streams stay open" end
+  function f.setvbuf() return true end
+  function f.seek() return nil, "not seekable" end
+  function f.lines() error("riff's standard streams cannot be read", 2) end
+  f.read = f.lines
+  return setmetatable(f, { __name = "FILE*", __tostring = function() return "file (riff)" end })
+end
+local stdout, stderr = file_object(write_out), file_object(write_err)
+
+function print(...)
+  local n = select("#", ...)
+  for i = 1, n do
+    if i > 1 then emit("\t") end
+    emit(tostring((select(i, ...))))
+  end
+  emit("\n")
+end
+
+io.write = function(...) write_out(...) return stdout end
+io.stdout, io.stderr = stdout, stderr
+io.stdin = nil
+io.output = function(f)
+  if f == nil or f == stdout then return stdout end
+  error("io.output is not available in riff's sandbox: " .. NO_FILES, 2)
+end
+io.type = function(f)
+  if f == stdout or f == stderr then return "file" end
+  return nil
+end
+io.open = denied("io.open", NO_FILES)
+io.lines = denied("io.lines", NO_FILES)
+io.input = denied("io.input", NO_FILES)
+io.read = denied("io.read", NO_FILES)
+io.close = denied("io.close", NO_FILES)
+io.tmpfile = denied("io.tmpfile", NO_FILES)
+io.popen = denied("io.popen", NO_HOST)
+
+os.execute = denied("os.execute", NO_HOST)
+os.exit = denied("os.exit", NO_HOST .. " (riff stops at the end of the capture, -c N, or Ctrl-C)")
+os.getenv = denied("os.getenv", NO_HOST)
+os.remove = denied("os.remove", NO_FILES)
+os.rename = denied("os.rename", NO_FILES)
+os.tmpname = denied("os.tmpname", NO_FILES)
+os.setlocale = denied("os.setlocale", NO_HOST)
+
+dofile = denied("dofile", NO_FILES)
+loadfile = denied("loadfile", NO_FILES)
+string.dump = denied("string.dump", "binary chunks are not allowed")
+
+-- Text chunks only: a binary chunk can break the VM's invariants.
+function load(chunk, name, mode, env)
+  if mode ~= nil and mode ~= "t" and mode ~= "bt" and mode ~= "tb" then
+    error("load: only text chunks are allowed in riff's sandbox (mode 't')", 2)
+  end
+  if env ~= nil then return real_load(chunk, name, "t", env) end
+  return real_load(chunk, name, "t")
+end
+
+-- debug can read and rewrite any local or upvalue and replace the budget
+-- hook; a script keeps only what explains errors.
+debug = { traceback = debug.traceback, getinfo = real_getinfo }
+
+---------------------------------------------------------------------------
+-- require: the script's directory first, then riff's lua/. Returns one
+-- value, as Lua 5.1 did, so pipeline:new{ require"a", require"b" } holds
+-- exactly two plugins.
+---------------------------------------------------------------------------
+package.loadlib = denied("package.loadlib", "C modules cannot be loaded")
+package.searchpath = denied("package.searchpath", NO_FILES)
+package.path, package.cpath, package.searchers = "", "", {}
+local loaded, preload = package.loaded, package.preload
+local loading = {} -- stack of the files being run, innermost last
+
+local function require(name)
+  if type(name) ~= "string" then
+    error(sfmt("bad argument #1 to 'require' (string expected, got %s)", type(name)), 2)
+  end
+  local v = loaded[name]
+  if v ~= nil then return v end
+  local pre = preload[name]
+  if pre then
+    v = pre(name, ":preload:")
+  else
+    -- A file may not require itself: a user pipeline.lua that requires
+    -- "pipeline" means riff's framework.
+    local src, path = host_module(name, loading[#loading])
+    if not src then error(path, 2) end
+    local fn, msg = real_load(src, "@" .. path, "t")
+    if not fn then error(msg, 0) end
+    loading[#loading + 1] = path
+    local ok, res = pcall(fn, name, path)
+    loading[#loading] = nil
+    if not ok then error(res, 0) end
+    v = res
+  end
+  if v == nil then v = rawget(loaded, name) end
+  if v == nil then v = true end
+  loaded[name] = v
+  return v
+end
+_G.require = require
+
+---------------------------------------------------------------------------
+-- Lua 5.1 names still found in riff-era scripts.
+---------------------------------------------------------------------------
+unpack = table.unpack
+loadstring = function(s, name) return load(s, name, "t") end
+table.getn = function(t) return #t end
+table.setn = function() end
+table.maxn = function(t)
+  local m = 0
+  for k in pairs(t) do
+    if type(k) == "number" and k > m then m = k end
+  end
+  return m
+end
+table.foreach = function(t, f)
+  for k, v in pairs(t) do
+    local r = f(k, v)
+    if r ~= nil then return r end
+  end
+end
+table.foreachi = function(t, f)
+  for i = 1, #t do
+    local r = f(i, t[i])
+    if r ~= nil then return r end
+  end
+end
+math.pow = function(x, y) return x ^ y end
+math.mod = math.fmod
+math.log10 = function(x) return math.log(x, 10) end
+math.ldexp = function(m, e) return m * 2.0 ^ e end
+math.frexp = function(x)
+  if x == 0 or x ~= x or x == math.huge or x == -math.huge then return x, 0 end
+  local e = math.floor(math.log(math.abs(x), 2)) + 1
+  local m = x / 2.0 ^ e
+  if math.abs(m) >= 1 then m, e = m / 2, e + 1 elseif math.abs(m) < 0.5 then m, e = m * 2, e - 1 end
+  return m, e
+end
+math.atan2 = math.atan
+math.cosh = function(x) return (math.exp(x) + math.exp(-x)) / 2 end
+math.sinh = function(x) return (math.exp(x) - math.exp(-x)) / 2 end
+math.tanh = function(x) local a, b = math.exp(x), math.exp(-x) return (a - b) / (a + b) end
+string.gfind = string.gmatch
+getfenv = function(f)
+  if f == nil or f == 0 or f == 1 then return _G end
+  error("getfenv is not supported beyond the global table in riff (Lua 5.4 has _ENV)", 2)
+end
+setfenv = function()
+  error("setfenv is not supported in riff (Lua 5.4 has _ENV)", 2)
+end
+
+-- The original riff handed each packet over as a table of bytes. Packets are
+-- strings now; these let old code index them the same way: p[i] is a byte,
+-- pairs(p) yields index, byte in order, #p is the length.
+local smeta = getmetatable("")
+local string_lib = string
+smeta.__index = function(s, k)
+  if type(k) == "number" then return byte(s, k) end
+  return string_lib[k]
+end
+smeta.__pairs = function(s)
+  local n = #s
+  return function(_, i)
+    i = i + 1
+    if i <= n then return i, byte(s, i) end
+  end, s, 0
+end
+
+return {
+  flush = flush,
+  emit = emit,
+  emit_err = emit_err,
+  load = real_load,
+  sethook = real_sethook,
+  getinfo = real_getinfo,
+  loading = loading,
+}

@@ -1,0 +1,320 @@
+#!/usr/bin/env node
+// riff's command line: parse, open the capture, start the Lua runtime, move
+// batches from one to the other, and account for every packet at the end.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { Batch, FLAG_FILTERED_OUT, HDR, align8 } from './capture/batch.js';
+import { openCaptureFile, CaptureFileError, type CaptureFile } from './capture/file.js';
+import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
+import { LiveCapture, listDevices, liveUnavailable } from './capture/live.js';
+import { PcapWriter } from './outputs/pcap-writer.js';
+import { stdout, stderr } from './outputs/fd-sink.js';
+import { Runtime, ScriptError } from './vm/runtime.js';
+
+const PKG = JSON.parse(
+  fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
+) as { version: string };
+
+/** A problem the user can fix: printed as one line, exit code attached. */
+class Fail extends Error {
+  constructor(
+    message: string,
+    readonly code: 1 | 2,
+  ) {
+    super(message);
+  }
+}
+
+function note(line: string): void {
+  stderr.text(`riff: ${line}\n`);
+}
+
+function parseSize(v: string | number, what: string): number {
+  if (typeof v === 'number') return v;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)i?b?$/i.exec(v.trim());
+  if (!m) throw new Fail(`${what}: '${v}' is not a size (e.g. 256M, 1G, 0 for unlimited)`, 2);
+  const mult = { '': 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g'];
+  return Math.floor(Number(m[1]) * mult);
+}
+
+function parseArgs(argv: string[]) {
+  return yargs(argv)
+    .scriptName('riff')
+    .usage('$0 [--lua FILE] (-i IFACE | -r CAPTURE) [filter expression...]\n\nA sandboxed, Lua-scriptable packet sniffer.')
+    .option('lua', { type: 'string', describe: 'Lua script: sets buffer(packet), returns a pipeline or a list of plugins (default: the bundled pipeline)' })
+    .option('i', { alias: 'interface', type: 'string', describe: 'capture live on this interface (any, lo, eth0...)' })
+    .option('r', { alias: 'read', type: 'string', describe: 'read packets from a pcap or pcapng file (- for stdin)' })
+    .option('c', { alias: 'count', type: 'number', describe: 'stop after this many packets (that passed the filter)' })
+    .option('w', { alias: 'write', type: 'string', describe: 'also write the packets riff read (after the filter) to this pcap file (- for stdout)' })
+    .option('D', { alias: 'list-interfaces', type: 'boolean', describe: 'list the interfaces riff can capture on, then exit' })
+    .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: "don't print the per-packet report lines (id, length, time)" })
+    .option('verbose', { type: 'boolean', default: false, describe: 'full Lua tracebacks for script errors' })
+    .option('strict', { type: 'boolean', default: false, describe: 'stop at the first Lua error (exit 1)' })
+    .option('lua-budget', { type: 'number', default: 10_000_000, describe: 'Lua instructions allowed per packet (0 = unlimited)' })
+    .option('lua-memory', { type: 'string', default: '256M', describe: 'Lua heap limit (e.g. 64M, 1G; 0 = unlimited)' })
+    .example('$0 -r fixtures/http.pcap', 'the bundled pipeline over a capture file')
+    .example('$0 --lua pipeline.lua -i eth1', 'run an original riff tree live on eth1')
+    .example("$0 --lua watch.lua -i any -c 100 'tcp port 8080'", 'first 100 packets to or from port 8080')
+    .example('$0 -q --lua count.lua -r big.pcapng -w http.pcap tcp port 80', 'filter a file, run a script, keep what matched')
+    .version(PKG.version)
+    .alias('version', 'V')
+    .help()
+    .alias('help', 'h')
+    .strictOptions()
+    .parserConfiguration({ 'unknown-options-as-args': false })
+    .fail((msg, err) => {
+      throw new Fail(msg ?? err?.message ?? 'bad command line', 2);
+    })
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .parseSync();
+}
+
+interface Counters {
+  read: number;
+  passed: number;
+  processed: number;
+}
+
+/** Keep only the first `left` passed packets of the batch; returns how many records were kept. */
+function cutAt(batch: Batch, left: number): void {
+  let seen = 0;
+  let o = 0;
+  let kept = 0;
+  for (let i = 0; i < batch.count; i++) {
+    const caplen = batch.view.getUint32(o + 12, true);
+    const flags = batch.view.getUint32(o + 28, true);
+    if (seen >= left) break;
+    if (!(flags & FLAG_FILTERED_OUT)) seen++;
+    o += HDR + align8(caplen);
+    kept++;
+  }
+  batch.count = kept;
+  batch.bytes = o;
+}
+
+async function main(): Promise<number> {
+  const args = parseArgs(hideBin(process.argv));
+  if (args.D) {
+    const why = liveUnavailable();
+    if (why) throw new Fail(why, 1);
+    listDevices().forEach((d, i) => {
+      const addrs = d.addresses.map((a) => a.addr).join(', ');
+      stdout.text(`${i + 1}.${d.name}${d.description ? ` (${d.description})` : ''}${addrs ? ` [${addrs}]` : ''}\n`);
+    });
+    return 0;
+  }
+  if (args.i !== undefined && args.r !== undefined) throw new Fail('give either -i IFACE or -r FILE, not both', 2);
+  if (args.i === undefined && args.r === undefined)
+    throw new Fail('nothing to read: give -i IFACE to capture live or -r FILE to read a capture (riff --help)', 2);
+  if (args.c !== undefined && (!Number.isInteger(args.c) || args.c < 0))
+    throw new Fail(`-c: '${args.c}' is not a packet count`, 2);
+  if (args.lua !== undefined) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(args.lua);
+    } catch {
+      throw new Fail(`--lua ${args.lua}: no such file; give the path of your Lua script`, 2);
+    }
+    if (!st.isFile()) throw new Fail(`--lua ${args.lua}: not a file; give the path of your Lua script`, 2);
+    try {
+      fs.accessSync(args.lua, fs.constants.R_OK);
+    } catch {
+      throw new Fail(`--lua ${args.lua}: cannot read it (permission denied)`, 2);
+    }
+  }
+  const budget = args['lua-budget'];
+  if (!Number.isInteger(budget) || budget < 0) throw new Fail(`--lua-budget: '${budget}' is not a whole number >= 0`, 2);
+  const memoryLimit = parseSize(args['lua-memory'], '--lua-memory');
+
+  const writeToStdout = args.w === '-';
+  const runtime = await Runtime.create({
+    script: args.lua,
+    quiet: args.q || writeToStdout,
+    verbose: args.verbose,
+    strict: args.strict,
+    budget,
+    setupBudget: budget === 0 ? 0 : Math.max(budget * 100, 1_000_000_000),
+    memoryLimit,
+    version: PKG.version,
+    // With -w - the pcap owns stdout; the script's output goes to stderr.
+    write: (fd, bytes) => (fd === 1 && !writeToStdout ? stdout : stderr).write(bytes),
+  });
+
+  let filterExpr = (args._ as (string | number)[]).map(String).join(' ').trim();
+  try {
+    if (!filterExpr) {
+      const fromConfig = runtime.configFilter();
+      if (fromConfig) {
+        filterExpr = fromConfig;
+        note(`filter from config.lua: ${filterExpr}`);
+      }
+    }
+    const rule = runtime.open();
+    if (args.verbose) note(`script: ${args.lua ?? 'bundled default pipeline'} (${rule})`);
+  } catch (e) {
+    if (e instanceof ScriptError) throw new Fail(e.message, 1);
+    throw e;
+  }
+
+  const counters: Counters = { read: 0, passed: 0, processed: 0 };
+  let stopping = false;
+  let interrupted = false;
+  let onStop: () => void = () => {};
+  const stop = () => {
+    if (stopping) {
+      // A second Ctrl-C: the user wants out now.
+      process.exit(130);
+    }
+    stopping = true;
+    interrupted = true;
+    onStop();
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  stdout.onClose = () => {
+    stopping = true;
+    onStop();
+  };
+
+  let writer: PcapWriter | null = null;
+  const limit = args.c;
+  let damage: CaptureFileError | null = null;
+
+  const consume = (batch: Batch, filter: PacketFilter | null) => {
+    const passed = filter ? filter.apply(batch) : batch.count;
+    if (limit !== undefined && counters.passed + passed >= limit) {
+      cutAt(batch, limit - counters.passed);
+      stopping = true;
+    }
+    counters.read += batch.count;
+    counters.passed += filter ? batch.count - countFiltered(batch) : batch.count;
+    writer?.write(batch);
+    counters.processed += runtime.process(batch);
+    if (runtime.stopRequested) stopping = true;
+  };
+
+  runtime.setup();
+  let source: string;
+  if (args.r !== undefined) {
+    source = args.r === '-' ? 'standard input' : args.r;
+    let file: CaptureFile;
+    try {
+      file = openCaptureFile(args.r);
+    } catch (e) {
+      if (e instanceof CaptureFileError) throw new Fail(`${source}: ${e.message}`, 1);
+      throw e;
+    }
+    let filter: PacketFilter | null = null;
+    if (filterExpr) {
+      try {
+        filter = compileFilter(filterExpr, file.linktype < 0 ? 1 : file.linktype);
+      } catch (e) {
+        if (e instanceof FilterError || e instanceof FilterUnavailable) throw new Fail(e.message, 2);
+        throw e;
+      }
+    }
+    if (args.w !== undefined) writer = new PcapWriter(args.w, file.linktype < 0 ? 1 : file.linktype);
+    const batch = new Batch(1 << 20);
+    let sinceYield = 0;
+    while (!stopping && limit !== 0) {
+      batch.reset();
+      try {
+        if (file.fill(batch, 1024) === 0) break;
+      } catch (e) {
+        if (!(e instanceof CaptureFileError)) throw e;
+        damage = e;
+        break;
+      }
+      consume(batch, filter);
+      // Let signals and pipe closes in between batches.
+      if (++sinceYield >= 8) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+    for (const w of file.warnings) note(`${source}: ${w}`);
+    file.close();
+  } else {
+    const device = args.i!;
+    source = device;
+    const why = liveUnavailable();
+    if (why) throw new Fail(why, 1);
+    const names = listDevices().map((d) => d.name);
+    if (device !== 'any' && !names.includes(device)) {
+      throw new Fail(`-i ${device}: no such interface; riff -D lists them (${names.slice(0, 8).join(', ')})`, 2);
+    }
+    let live: LiveCapture;
+    try {
+      live = new LiveCapture(device, filterExpr, (b) => {
+        if (!stopping) consume(b, null);
+        if (stopping) onStop();
+      });
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (/permission|not permitted|denied/i.test(msg))
+        throw new Fail(`-i ${device}: no permission to capture (${msg}); run as root or grant CAP_NET_RAW (setcap cap_net_raw,cap_net_admin+eip $(which node))`, 1);
+      if (filterExpr) {
+        // Say whether it is the filter or the device.
+        try {
+          compileFilter(filterExpr, 1);
+        } catch (fe) {
+          if (fe instanceof FilterError) throw new Fail(fe.message, 2);
+        }
+      }
+      throw new Fail(`-i ${device}: ${msg}`, 1);
+    }
+    note(`listening on ${device}, link-type ${live.linktype}${filterExpr ? `, filter '${filterExpr}'` : ''} (timestamps taken on arrival)`);
+    if (args.w !== undefined) writer = new PcapWriter(args.w, live.linktype, 65535);
+    await new Promise<void>((resolve) => {
+      onStop = () => {
+        live.close();
+        resolve();
+      };
+      if (limit === 0) onStop();
+    });
+  }
+
+  runtime.deinit();
+  writer?.close();
+  const s = runtime.summary();
+  const lines = [
+    `${counters.read} packets ${args.r !== undefined ? 'read' : 'captured'}`,
+    `${counters.passed} packets passed the filter`,
+    `${counters.processed} packets processed by Lua`,
+    `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`,
+  ];
+  if (writer) lines.push(`${writer.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}`);
+  stderr.text(lines.join('\n') + '\n');
+  if (interrupted) return 0;
+  if (damage) {
+    note(`${source}: ${damage.message} at byte offset ${damage.offset}; ${counters.read} packets before it were processed`);
+    return 1;
+  }
+  if (args.strict && s.errors > 0) return 1;
+  return 0;
+}
+
+function countFiltered(batch: Batch): number {
+  let n = 0;
+  for (let i = 0, o = 0; i < batch.count; i++) {
+    if (batch.view.getUint32(o + 28, true) & FLAG_FILTERED_OUT) n++;
+    o += HDR + align8(batch.view.getUint32(o + 12, true));
+  }
+  return n;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e) => {
+    if (e instanceof Fail) {
+      note(e.message);
+      process.exit(e.code);
+    }
+    // A bug in riff, not bad input: the stack is for the bug report.
+    note(`internal error: ${process.env.RIFF_DEBUG ? (e as Error)?.stack : (e as Error)?.message ?? e} (RIFF_DEBUG=1 shows the stack)`);
+    process.exit(1);
+  },
+);

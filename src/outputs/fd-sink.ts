@@ -1,0 +1,46 @@
+// Synchronous, byte-exact writes to a file descriptor (stdout, stderr). riff
+// writes whole buffers as the Lua side flushes them, so order is the order
+// of the packets. A closed reader (`riff ... | head -1`) is not an error: the
+// sink notes it and riff winds down quietly.
+import fs from 'node:fs';
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+export class FdSink {
+  closed = false;
+  bytes = 0;
+  onClose: (() => void) | null = null;
+
+  constructor(readonly fd: number) {}
+
+  write(buf: Uint8Array): void {
+    if (this.closed) return;
+    let off = 0;
+    while (off < buf.length) {
+      try {
+        off += fs.writeSync(this.fd, buf, off, buf.length - off);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN') {
+          // A non-blocking pipe is full: wait for the reader instead of dropping output.
+          Atomics.wait(sleeper, 0, 0, 1);
+          continue;
+        }
+        if (code === 'EPIPE' || code === 'EBADF' || code === 'ECONNRESET') {
+          this.closed = true;
+          this.onClose?.();
+          return;
+        }
+        throw e;
+      }
+    }
+    this.bytes += buf.length;
+  }
+
+  text(s: string): void {
+    this.write(Buffer.from(s, 'utf8'));
+  }
+}
+
+export const stdout = new FdSink(1);
+export const stderr = new FdSink(2);

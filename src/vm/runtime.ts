@@ -1,0 +1,318 @@
+// riff's Lua runtime: one VM for the whole run, the sandbox and driver loaded
+// into it, the user's script resolved by the entry rules, and batches of
+// packets handed over with one Lua call each.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { align8, HDR, FLAG_FILTERED_OUT, type Batch } from '../capture/batch.js';
+import { LuaError, LuaVM } from './vm.js';
+import { LUA_REGISTRYINDEX, type Ptr } from './wasm.js';
+
+/** riff's own Lua (lua/ at the package root). */
+export const LUA_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'lua');
+const BUNDLED_LABEL = 'riff/lua';
+
+export interface RuntimeOptions {
+  /** The --lua FILE; undefined runs the default pipeline. */
+  script?: string;
+  quiet: boolean;
+  verbose: boolean;
+  strict: boolean;
+  /** Lua instructions per packet (0 = unlimited). */
+  budget: number;
+  /** Lua instructions for loading the script, setup and deinit (0 = unlimited). */
+  setupBudget: number;
+  /** Lua heap cap in bytes (0 = unlimited). */
+  memoryLimit: number;
+  version: string;
+  write(fd: 1 | 2, bytes: Buffer): void;
+}
+
+export interface Summary {
+  processed: number;
+  errors: number;
+  byScript: Map<string, number>;
+}
+
+/** Bad script: a one-line message for the user (syntax error, wrong shape...). */
+export class ScriptError extends Error {}
+
+export class Runtime {
+  private api = new Map<string, number>();
+  private tableRef = 0;
+  private region: Ptr = 0;
+  private regionSize = 0;
+  private keys: bigint[] = [];
+  private readonly scriptDir: string | null;
+  private readonly labels = new Map<string, string>(); // label shown to the user → real path
+  stopRequested = false;
+
+  private constructor(
+    readonly vm: LuaVM,
+    readonly opts: RuntimeOptions,
+  ) {
+    this.scriptDir = opts.script ? path.dirname(path.resolve(opts.script)) : null;
+  }
+
+  static async create(opts: RuntimeOptions): Promise<Runtime> {
+    const vm = await LuaVM.create({ memoryLimit: opts.memoryLimit });
+    const rt = new Runtime(vm, opts);
+    rt.boot();
+    return rt;
+  }
+
+  private boot(): void {
+    const { vm } = this;
+    const x = vm.x;
+    const L = vm.L;
+    // host: the only doors from Lua to riff.
+    x.lua_createtable(L, 0, 4);
+    vm.pushFunction(() => this.hostWrite());
+    x.lua_setfield(L, -2, vm.cstr('write'));
+    vm.pushFunction(() => this.hostModule());
+    x.lua_setfield(L, -2, vm.cstr('module'));
+    vm.pushBytes(Buffer.from(this.opts.version));
+    x.lua_setfield(L, -2, vm.cstr('version'));
+    const hostRef = vm.ref();
+
+    vm.load(this.bundled('riff/sandbox.lua'), `@${BUNDLED_LABEL}/riff/sandbox.lua`);
+    vm.pushRef(hostRef);
+    vm.call(1, 1);
+    const rtRef = vm.ref();
+
+    vm.load(this.bundled('riff/driver.lua'), `@${BUNDLED_LABEL}/riff/driver.lua`);
+    vm.pushRef(rtRef);
+    vm.pushRef(hostRef);
+    vm.call(2, 1);
+    for (const name of ['open', 'config_filter', 'configure', 'setup', 'deinit', 'batch', 'summary', 'flush']) {
+      x.lua_getfield(L, -1, vm.cstr(name));
+      this.api.set(name, vm.ref());
+    }
+    x.lua_settop(L, -2);
+    x.lua_createtable(L, 1024, 0);
+    this.tableRef = vm.ref();
+
+    const o = this.opts;
+    this.callApi('configure', () => {
+      x.lua_pushboolean(L, o.quiet ? 1 : 0);
+      x.lua_pushboolean(L, o.verbose ? 1 : 0);
+      x.lua_pushboolean(L, o.strict ? 1 : 0);
+      x.lua_pushnumber(L, o.budget);
+      x.lua_pushnumber(L, o.setupBudget);
+      return 5;
+    });
+  }
+
+  private bundled(rel: string): Buffer {
+    return fs.readFileSync(path.join(LUA_DIR, rel));
+  }
+
+  /** How a file is named in messages: relative to the working directory when inside it. */
+  private label(real: string): string {
+    const bundledRel = path.relative(LUA_DIR, real);
+    let label: string;
+    if (!bundledRel.startsWith('..') && !path.isAbsolute(bundledRel)) label = `${BUNDLED_LABEL}/${bundledRel}`;
+    else {
+      const rel = path.relative(process.cwd(), real);
+      label = rel.startsWith('..') ? real : rel;
+    }
+    this.labels.set(label, real);
+    return label;
+  }
+
+  private callApi(name: string, pushArgs: () => number = () => 0, nresults = 0): void {
+    const ref = this.api.get(name)!;
+    this.vm.pushRef(ref);
+    const n = this.vm.unbounded(pushArgs);
+    this.vm.call(n, nresults);
+  }
+
+  // host.write(fd, bytes)
+  private hostWrite(): number {
+    const { vm } = this;
+    const fd = vm.x.lua_tonumberx(vm.L, 1, 0);
+    const bytes = vm.toBytes(2);
+    if (bytes && bytes.length) this.opts.write(fd === 2 ? 2 : 1, bytes);
+    return 0;
+  }
+
+  // host.module(name, requirer) -> source, label | nil, message
+  private hostModule(): number {
+    const { vm } = this;
+    const name = vm.toText(1) ?? '';
+    const requirer = vm.toText(2);
+    const fail = (msg: string) => {
+      vm.x.lua_pushnil(vm.L);
+      vm.pushBytes(Buffer.from(msg));
+      return 2;
+    };
+    if (!/^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$/.test(name)) {
+      return fail(`module '${name}' not found: require takes a dotted name (a.b.c), resolved only inside the script's directory and riff's lua/`);
+    }
+    const exclude = requirer ? this.labels.get(requirer) ?? path.resolve(requirer) : null;
+    const rel = name.split('.').join(path.sep);
+    const roots = this.scriptDir ? [this.scriptDir, LUA_DIR] : [LUA_DIR];
+    const tried: string[] = [];
+    for (const root of roots) {
+      for (const cand of [path.join(root, rel + '.lua'), path.join(root, rel, 'init.lua')]) {
+        let real: string;
+        try {
+          real = fs.realpathSync(cand);
+        } catch {
+          tried.push(this.label(cand));
+          continue;
+        }
+        if (real === exclude) continue;
+        // A symlink must not lead out of the root it was found in.
+        const within = path.relative(fs.realpathSync(root), real);
+        if (within.startsWith('..') || path.isAbsolute(within)) {
+          tried.push(`${this.label(cand)} (links outside its directory)`);
+          continue;
+        }
+        let src: Buffer;
+        try {
+          src = fs.readFileSync(real);
+        } catch (e) {
+          return fail(`module '${name}': cannot read ${this.label(real)}: ${(e as Error).message}`);
+        }
+        vm.pushBytes(src);
+        vm.pushBytes(Buffer.from(this.label(real)));
+        return 2;
+      }
+    }
+    return fail(`module '${name}' not found (riff looks only in the script's directory and riff's lua/):\n\tno file ${tried.join('\n\tno file ')}`);
+  }
+
+  /** The capture filter from config.lua beside the script, if it defines format(). */
+  configFilter(): string | null {
+    if (!this.scriptDir) return null;
+    const file = path.join(this.scriptDir, 'config.lua');
+    if (!fs.existsSync(file)) return null;
+    const label = this.label(file);
+    try {
+      this.callApi(
+        'config_filter',
+        () => {
+          this.vm.pushBytes(fs.readFileSync(file));
+          this.vm.pushBytes(Buffer.from('@' + label));
+          return 2;
+        },
+        1,
+      );
+    } catch (e) {
+      if (e instanceof LuaError) throw new ScriptError(e.message);
+      throw e;
+    }
+    const f = this.vm.toText(-1);
+    this.vm.x.lua_settop(this.vm.L, -2);
+    return f;
+  }
+
+  /** Load the script and apply the entry rules; returns the rule's name. */
+  open(): string {
+    const { vm } = this;
+    const script = this.opts.script;
+    try {
+      this.callApi(
+        'open',
+        () => {
+          if (!script) return 0;
+          const real = path.resolve(script);
+          const label = this.label(real);
+          vm.pushBytes(fs.readFileSync(real));
+          vm.pushBytes(Buffer.from('@' + label));
+          vm.pushBytes(Buffer.from(label));
+          vm.pushBytes(Buffer.from(script));
+          return 4;
+        },
+        1,
+      );
+    } catch (e) {
+      if (e instanceof LuaError) throw new ScriptError(e.message);
+      throw e;
+    }
+    const rule = vm.toText(-1) ?? '?';
+    vm.x.lua_settop(vm.L, -2);
+    return rule;
+  }
+
+  setup(): void {
+    this.callApi('setup');
+  }
+
+  deinit(): void {
+    this.callApi('deinit');
+  }
+
+  /**
+   * Run one batch through Lua. Packets the filter marked are skipped here.
+   * Returns how many packets Lua processed (fewer than passed when --strict stopped it).
+   */
+  process(batch: Batch): number {
+    const { vm } = this;
+    const x = vm.x;
+    const L = vm.L;
+    const need = batch.bytes + batch.count * HDR;
+    if (need > this.regionSize) {
+      if (this.region) x.free(this.region);
+      this.regionSize = Math.max(need, this.regionSize * 2, 1 << 20);
+      this.region = x.malloc(this.regionSize);
+      if (!this.region) throw new Error('out of WebAssembly memory for a packet batch');
+    }
+    const base = this.region;
+    let heap = vm.wasm.heap();
+    heap.set(batch.buf.subarray(0, batch.bytes), base);
+    const metaBase = base + batch.bytes;
+    const view = batch.view;
+    const keys = this.keys;
+    while (keys.length <= batch.count) keys.push(BigInt(keys.length));
+
+    vm.pushRef(this.api.get('batch')!);
+    let n = 0;
+    vm.unbounded(() => {
+      x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.tableRef));
+      for (let i = 0, o = 0; i < batch.count; i++) {
+        const caplen = view.getUint32(o + 12, true);
+        if (!(view.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) {
+          n++;
+          x.lua_pushlstring(L, base + o + HDR, caplen);
+          x.lua_rawseti(L, -2, keys[n]);
+          heap = vm.wasm.heap();
+          heap.copyWithin(metaBase + (n - 1) * HDR, base + o, base + o + HDR);
+        }
+        o += HDR + align8(caplen);
+      }
+      x.lua_pushlstring(L, metaBase, n * HDR);
+      x.lua_pushnumber(L, n);
+      return 0;
+    });
+    if (n === 0) {
+      x.lua_settop(L, -5);
+      return 0;
+    }
+    vm.call(3, 1);
+    const done = x.lua_tonumberx(L, -1, 0);
+    x.lua_settop(L, -2);
+    if (done < n) this.stopRequested = true;
+    return done;
+  }
+
+  summary(): Summary {
+    this.callApi('summary', () => 0, 1);
+    const text = this.vm.toText(-1) ?? '0\t0';
+    this.vm.x.lua_settop(this.vm.L, -2);
+    const [head, ...rest] = text.split('\n');
+    const [processed, errors] = head.split('\t').map(Number);
+    const byScript = new Map<string, number>();
+    for (const line of rest) {
+      const i = line.lastIndexOf('\t');
+      byScript.set(line.slice(0, i), Number(line.slice(i + 1)));
+    }
+    return { processed, errors, byScript };
+  }
+
+  /** Bytes the Lua heap holds now. */
+  memoryUsed(): number {
+    return this.vm.memoryUsed;
+  }
+}

@@ -1,0 +1,186 @@
+// One Lua state in its own WebAssembly instance, with the few operations riff
+// needs typed over the raw C API: bytes in and out without text conversion,
+// chunks loaded as text only, host functions, and a capped allocator.
+import {
+  loadWasm,
+  LUA_OK,
+  LUA_REGISTRYINDEX,
+  type LuaExports,
+  type LuaState,
+  type Ptr,
+  type Wasm,
+} from './wasm.js';
+
+/** A Lua error as a message (already formatted by the Lua side: file:line: text). */
+export class LuaError extends Error {}
+
+/** A host function: reads its arguments from L, pushes results, returns how many. */
+export type HostFunction = (vm: LuaVM) => number;
+
+export interface VMOptions {
+  /** Lua heap limit in bytes; 0 = unlimited. */
+  memoryLimit: number;
+}
+
+export class LuaVM {
+  readonly L: LuaState;
+  readonly x: LuaExports;
+  memoryUsed = 0;
+  memoryLimit: number;
+  /** Largest allocation the cap refused since the last reset (0 = none). */
+  refused = 0;
+  private stage: Ptr = 0;
+  private stageSize = 0;
+  private readonly lenPtr: Ptr;
+  private readonly names = new Map<string, Ptr>();
+  private readonly textMode: Ptr;
+
+  private constructor(
+    readonly wasm: Wasm,
+    opts: VMOptions,
+  ) {
+    this.x = wasm.x;
+    this.memoryLimit = opts.memoryLimit;
+    const x = this.x;
+    // Every Lua allocation passes here so the heap cap holds exactly; a refusal
+    // becomes Lua's own "not enough memory" error, which pcall reports per packet.
+    const alloc = wasm.addFunction((_ud: number, ptr: number, osize: number, nsize: number) => {
+      if (nsize === 0) {
+        if (ptr) {
+          this.memoryUsed -= osize;
+          x.free(ptr);
+        }
+        return 0;
+      }
+      const delta = ptr ? nsize - osize : nsize;
+      if (delta > 0 && this.memoryLimit && this.memoryUsed + delta > this.memoryLimit) {
+        this.refused = Math.max(this.refused, nsize);
+        return 0;
+      }
+      const p = x.realloc(ptr, nsize);
+      if (p) this.memoryUsed += delta;
+      return p;
+    }, 'iiiii');
+    this.L = x.lua_newstate(alloc, 0);
+    if (!this.L) throw new Error('could not create a Lua state');
+    x.luaL_openlibs(this.L);
+    this.lenPtr = x.malloc(8);
+    this.textMode = this.cstr('t');
+  }
+
+  static async create(opts: VMOptions): Promise<LuaVM> {
+    return new LuaVM(await loadWasm(), opts);
+  }
+
+  /** A NUL-terminated copy of a short ASCII name, kept for the VM's life. */
+  cstr(s: string): Ptr {
+    let p = this.names.get(s);
+    if (p === undefined) {
+      const b = Buffer.from(s + '\0', 'utf8');
+      p = this.x.malloc(b.length);
+      this.wasm.heap().set(b, p);
+      this.names.set(s, p);
+    }
+    return p;
+  }
+
+  /** Scratch space in WebAssembly memory, reused; valid until the next call. */
+  staging(size: number): Ptr {
+    if (size > this.stageSize) {
+      if (this.stage) this.x.free(this.stage);
+      this.stageSize = Math.max(size, this.stageSize * 2, 1 << 16);
+      this.stage = this.x.malloc(this.stageSize);
+      if (!this.stage) throw new Error(`out of WebAssembly memory staging ${size} bytes`);
+    }
+    return this.stage;
+  }
+
+  /** Push bytes as a Lua string, byte for byte. */
+  pushBytes(b: Uint8Array): void {
+    const p = this.staging(b.length);
+    this.wasm.heap().set(b, p);
+    this.x.lua_pushlstring(this.L, p, b.length);
+  }
+
+  /** Bytes of the string (or number) at idx, copied out; null for other types. */
+  toBytes(idx: number): Buffer | null {
+    const p = this.x.lua_tolstring(this.L, idx, this.lenPtr);
+    if (!p) return null;
+    const n = new Uint32Array(this.wasm.heap().buffer, this.lenPtr, 1)[0];
+    return Buffer.from(this.wasm.heap().subarray(p, p + n));
+  }
+
+  /** For messages and names only — never for packet data. */
+  toText(idx: number): string | null {
+    const b = this.toBytes(idx);
+    return b === null ? null : b.toString('utf8');
+  }
+
+  /** Load a text chunk (binary chunks are refused) and leave the function on the stack. */
+  load(source: Uint8Array, chunkname: string): void {
+    const p = this.staging(source.length);
+    this.wasm.heap().set(source, p);
+    const rc = this.x.luaL_loadbufferx(this.L, p, source.length, this.cstr(chunkname), this.textMode);
+    if (rc !== LUA_OK) throw new LuaError(this.popError());
+  }
+
+  /** Protected call; throws LuaError with the message on failure. */
+  call(nargs: number, nresults: number): void {
+    const rc = this.x.lua_pcallk(this.L, nargs, nresults, 0, 0, 0);
+    if (rc !== LUA_OK) throw new LuaError(this.popError());
+  }
+
+  popError(): string {
+    const msg = this.toText(-1) ?? '(error object is not a string)';
+    this.x.lua_settop(this.L, -2);
+    return msg;
+  }
+
+  /** Pop the value on top into the registry; returns the reference. */
+  ref(): number {
+    return this.x.luaL_ref(this.L, LUA_REGISTRYINDEX);
+  }
+
+  pushRef(ref: number): void {
+    this.x.lua_rawgeti(this.L, LUA_REGISTRYINDEX, BigInt(ref));
+  }
+
+  /**
+   * Push a host function. A JS exception inside it becomes a Lua error (the
+   * JS stack must not unwind through Lua frames); Lua's own errors, which
+   * Emscripten throws as numbers, pass through untouched.
+   */
+  pushFunction(fn: HostFunction): void {
+    const ptr = this.wasm.addFunction((_L: number) => {
+      let message: string;
+      try {
+        return fn(this);
+      } catch (e) {
+        if (typeof e === 'number') throw e;
+        message = e instanceof Error ? e.message : String(e);
+      }
+      this.pushBytes(Buffer.from(message, 'utf8'));
+      return this.x.lua_error(this.L);
+    }, 'ii');
+    this.x.lua_pushcclosure(this.L, ptr, 0);
+  }
+
+  /**
+   * Run riff's own pushes with the cap lifted: an allocation refused outside a
+   * protected call would make Lua panic, and riff's handoff buffers are
+   * bounded by the batch size anyway.
+   */
+  unbounded<T>(fn: () => T): T {
+    const limit = this.memoryLimit;
+    this.memoryLimit = 0;
+    try {
+      return fn();
+    } finally {
+      this.memoryLimit = limit;
+    }
+  }
+
+  close(): void {
+    this.x.lua_close(this.L);
+  }
+}

@@ -1,0 +1,103 @@
+// The raw Lua 5.4 C API, straight from the WebAssembly exports of wasmoon's
+// build. wasmoon's own wrappers (cwrap, and the assertion shims on module._*)
+// convert strings through UTF-8 and cost a closure and an `arguments` copy per
+// call; riff makes several calls per packet and moves binary data, so it talks
+// to the exports directly and keeps wasmoon for what it does well: building and
+// instantiating the module.
+import { LuaWasm } from 'wasmoon';
+
+/** lua_State* — an address in WebAssembly memory. */
+export type LuaState = number;
+/** Address in WebAssembly memory. */
+export type Ptr = number;
+
+// Signatures follow lua.h / lauxlib.h. lua_Integer is 64-bit
+// and cross the boundary as BigInt.
+export interface LuaExports {
+  malloc(size: number): Ptr;
+  free(p: Ptr): void;
+  realloc(p: Ptr, size: number): Ptr;
+  lua_newstate(alloc: number, ud: Ptr): LuaState;
+  lua_close(L: LuaState): void;
+  luaL_openlibs(L: LuaState): void;
+  luaL_loadbufferx(L: LuaState, buf: Ptr, size: number, name: Ptr, mode: Ptr): number;
+  lua_pcallk(L: LuaState, nargs: number, nresults: number, msgh: number, ctx: number, k: number): number;
+  lua_gettop(L: LuaState): number;
+  lua_settop(L: LuaState, idx: number): void;
+  lua_pushvalue(L: LuaState, idx: number): void;
+  lua_type(L: LuaState, idx: number): number;
+  lua_pushnil(L: LuaState): void;
+  lua_pushnumber(L: LuaState, n: number): void;
+  lua_pushinteger(L: LuaState, n: bigint): void;
+  lua_pushboolean(L: LuaState, b: number): void;
+  lua_pushlstring(L: LuaState, s: Ptr, len: number): Ptr;
+  lua_pushcclosure(L: LuaState, fn: number, n: number): void;
+  lua_tolstring(L: LuaState, idx: number, len: Ptr): Ptr;
+  lua_tonumberx(L: LuaState, idx: number, isnum: Ptr): number;
+  lua_toboolean(L: LuaState, idx: number): number;
+  lua_createtable(L: LuaState, narr: number, nrec: number): void;
+  lua_setfield(L: LuaState, idx: number, k: Ptr): void;
+  lua_getfield(L: LuaState, idx: number, k: Ptr): number;
+  lua_rawgeti(L: LuaState, idx: number, n: bigint): number;
+  lua_rawseti(L: LuaState, idx: number, n: bigint): void;
+  lua_setglobal(L: LuaState, name: Ptr): void;
+  lua_getglobal(L: LuaState, name: Ptr): number;
+  luaL_ref(L: LuaState, t: number): number;
+  lua_error(L: LuaState): number;
+  lua_sethook(L: LuaState, f: number, mask: number, count: number): void;
+  luaL_traceback(L: LuaState, L1: LuaState, msg: Ptr, level: number): void;
+}
+
+export const LUA_OK = 0;
+export const LUA_REGISTRYINDEX = -1001000;
+export const LUA_TNIL = 0;
+export const LUA_TSTRING = 4;
+export const LUA_TTABLE = 5;
+export const LUA_TFUNCTION = 6;
+export const LUA_MULTRET = -1;
+
+export interface Wasm {
+  x: LuaExports;
+  /** Current view of WebAssembly memory (re-read: memory growth replaces the buffer). */
+  heap(): Uint8Array;
+  addFunction(fn: (...args: number[]) => number | void, sig: string): number;
+}
+
+/**
+ * Instantiate a fresh Lua WebAssembly module. Each VM gets its own module, so
+ * its memory is its own: a runaway plugin can exhaust only its instance.
+ */
+export async function loadWasm(): Promise<Wasm> {
+  // wasmoon keeps the instance's exports in a closure. Catching the instance
+  // as it is created is the one seam that reaches the exports unwrapped.
+  interface Instance {
+    exports: Record<string, unknown>;
+  }
+  const WA = (globalThis as unknown as { WebAssembly: { instantiate: (...a: unknown[]) => Promise<unknown> } })
+    .WebAssembly;
+  const original = WA.instantiate;
+  let instance: Instance | undefined;
+  WA.instantiate = async function (this: unknown, ...args: unknown[]) {
+    const r = await original.apply(this, args);
+    instance = (r as { instance?: Instance }).instance ?? (r as Instance);
+    return r;
+  };
+  let lw: LuaWasm;
+  try {
+    lw = await LuaWasm.initialize();
+  } finally {
+    WA.instantiate = original;
+  }
+  if (!instance) throw new Error('could not reach the Lua WebAssembly exports (wasmoon changed how it instantiates)');
+  const x = instance.exports as unknown as LuaExports;
+  const memory = instance.exports.memory as { buffer: ArrayBuffer };
+  const mod = lw.module as unknown as {
+    addFunction(fn: (...args: number[]) => number | void, sig: string): number;
+  };
+  let view = new Uint8Array(memory.buffer);
+  return {
+    x,
+    heap: () => (view.buffer === memory.buffer ? view : (view = new Uint8Array(memory.buffer))),
+    addFunction: (fn, sig) => mod.addFunction(fn, sig),
+  };
+}

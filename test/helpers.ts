@@ -1,0 +1,72 @@
+// Shared by the tests: run the riff CLI as a user would, find fixtures.
+import { spawnSync, spawn, type SpawnSyncOptions } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+export const FIXTURES = path.join(ROOT, 'fixtures');
+export const CORPUS = path.resolve(ROOT, '..', 'shared', 'corpus', 'tcpdump');
+
+export interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+export function riff(args: string[], opts: SpawnSyncOptions = {}): Run {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, TZ: 'UTC' },
+    maxBuffer: 256 << 20,
+    timeout: 120_000,
+    ...opts,
+  });
+  return { code: r.status, signal: r.signal, stdout: r.stdout as Buffer, stderr: String(r.stderr) };
+}
+
+/** Start riff in the background (live capture, signals). */
+export function riffAsync(args: string[], opts: Parameters<typeof spawn>[2] = {}) {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, TZ: 'UTC' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...opts,
+  });
+  const out: Buffer[] = [];
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => out.push(d));
+  child.stderr!.on('data', (d: Buffer) => (err += d));
+  const done = new Promise<Run>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out), stderr: err })),
+  );
+  return { child, done, stderr: () => err };
+}
+
+export function tmpdir(prefix = 'riff-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Write files (path → content) under a fresh directory; returns it. */
+export function tree(files: Record<string, string | Buffer>): string {
+  const dir = tmpdir();
+  for (const [rel, content] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
+    fs.writeFileSync(path.join(dir, rel), content);
+  }
+  return dir;
+}
+
+export const isRoot = process.getuid?.() === 0;
+
+export function hasCommand(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+/** Lines of the report riff prints per packet, parsed from stdout. */
+export function reportIds(stdout: Buffer): number[] {
+  return [...stdout.toString('latin1').matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+}

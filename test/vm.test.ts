@@ -1,0 +1,242 @@
+// The handoff into WebAssembly Lua and the entry rules, driven through the
+// Runtime directly: bytes in, bytes out, no CLI in between.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { Batch } from '../src/capture/batch.js';
+import { Runtime, ScriptError, type RuntimeOptions } from '../src/vm/runtime.js';
+import { tree, FIXTURES } from './helpers.js';
+
+// Report lines print local time, as watch.c's ctime did.
+process.env.TZ = 'UTC';
+
+interface Out {
+  stdout: Buffer;
+  stderr: string;
+}
+
+async function start(script: string | undefined, opts: Partial<RuntimeOptions> = {}) {
+  const chunks: Buffer[] = [];
+  let err = '';
+  const rt = await Runtime.create({
+    script,
+    quiet: true,
+    verbose: false,
+    strict: false,
+    budget: 10_000_000,
+    setupBudget: 1_000_000_000,
+    memoryLimit: 64 << 20,
+    version: 'test',
+    write: (fd, b) => (fd === 1 ? chunks.push(Buffer.from(b)) : (err += b.toString())),
+    ...opts,
+  });
+  const out = (): Out => ({ stdout: Buffer.concat(chunks), stderr: err });
+  return { rt, out };
+}
+
+function batchOf(packets: Buffer[], sec = 1504850400): Batch {
+  const b = new Batch(1 << 16);
+  packets.forEach((p, i) => b.push(sec + i, 500_000_000, p, 0, p.length, p.length + 4, 1, 0));
+  return b;
+}
+
+const ALL = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+const PACKETS = [ALL, Buffer.from(ALL).reverse(), Buffer.from([0]), Buffer.from([0, 0, 0x70, 0x63, 0x61, 0x70, 0, 0xff])];
+
+test('every byte value reaches Lua and comes back out through io.write unchanged', async () => {
+  const dir = tree({ 'echo.lua': 'buffer = function(p) io.write(p) end' });
+  const { rt, out } = await start(path.join(dir, 'echo.lua'));
+  rt.open();
+  assert.equal(rt.process(batchOf(PACKETS)), PACKETS.length);
+  assert.deepEqual(out().stdout, Buffer.concat(PACKETS));
+});
+
+test('the packet string has the captured length, first byte included, and behaves like the original byte table', async () => {
+  const dir = tree({
+    't.lua': `
+      buffer = function(p)
+        local s, n = '', 0
+        for k, v in pairs(p) do n = n + 1; assert(k == n); s = s .. string.char(v) end
+        assert(s == p and #p == n and p[1] == string.byte(p, 1))
+        local ip = 0
+        for i, v in ipairs(p) do ip = i end
+        assert(ip == #p)
+        io.write(#p, ' ', p[1], ' ', riff.packet.caplen, ' ', riff.packet.len, ' ', riff.packet.sec, ' ',
+          riff.packet.nsec, ' ', riff.packet.linktype, ' ', riff.packet.iface, '\\n')
+      end`,
+  });
+  const { rt, out } = await start(path.join(dir, 't.lua'));
+  rt.open();
+  rt.process(batchOf(PACKETS));
+  assert.equal(
+    out().stdout.toString(),
+    '256 0 256 260 1504850400 500000000 1 0\n256 255 256 260 1504850401 500000000 1 0\n' +
+      '1 0 1 5 1504850402 500000000 1 0\n8 0 8 12 1504850403 500000000 1 0\n',
+  );
+});
+
+test('Lua state persists across packets and batches', async () => {
+  const dir = tree({ 'n.lua': 'local n = 0\nbuffer = function(p) n = n + 1 io.write(n, "\\n") end' });
+  const { rt, out } = await start(path.join(dir, 'n.lua'));
+  rt.open();
+  rt.process(batchOf(PACKETS.slice(0, 2)));
+  rt.process(batchOf(PACKETS.slice(0, 2)));
+  assert.equal(out().stdout.toString(), '1\n2\n3\n4\n');
+});
+
+test('entry rule (b): a returned pipeline runs per packet, with setup and deinit once', async () => {
+  const dir = tree({
+    'p.lua': `
+      local p = {}
+      function p:setup() print('setup') end
+      function p:run(data) print('run', #data) end
+      function p:deinit() print('deinit') end
+      return p`,
+  });
+  const { rt, out } = await start(path.join(dir, 'p.lua'));
+  assert.equal(rt.open(), 'pipeline');
+  rt.setup();
+  rt.process(batchOf(PACKETS.slice(2, 4)));
+  rt.deinit();
+  assert.equal(out().stdout.toString(), 'setup\nrun\t1\nrun\t8\ndeinit\n');
+});
+
+test('entry rule (c): a returned list of plugins runs in the bundled pipeline, in declared order', async () => {
+  const dir = tree({
+    'plugin/a.lua': `local a = {}
+      function a:setup() print('setup a') end
+      function a:init() self.seen = true end
+      function a:push(stream) assert(stream.metadata.request.uri == 'http://www.candylab.net') stream.metadata.tag = 'A' end
+      function a:match(data) print('a', #data) return nil, {} end
+      return a`,
+    'plugin/b.lua': `local b = {}
+      function b:push(stream) print('b sees', stream.metadata.tag) end
+      function b:match(data) print('b', #data) end
+      function b:deinit() print('deinit b') end
+      return b`,
+    'list.lua': 'return { require "plugin.a", require "plugin.b" }',
+  });
+  const { rt, out } = await start(path.join(dir, 'list.lua'));
+  assert.equal(rt.open(), 'plugins');
+  rt.setup();
+  rt.process(batchOf(PACKETS.slice(2, 3)));
+  rt.deinit();
+  assert.equal(out().stdout.toString(), 'setup a\na\t1\nb sees\tA\nb\t1\ndeinit b\n');
+});
+
+test('entry rule (d): the original framework pipeline.lua runs the riff tree around it', async () => {
+  const { rt, out } = await start(path.join(FIXTURES, 'original-riff', 'pipeline.lua'));
+  assert.equal(rt.open(), 'tree');
+  rt.process(batchOf([Buffer.from('GET / HTTP/1.1\r\nUser-Agent: pcap testcase\r\n\r\n'), Buffer.from([0, 1, 2])]));
+  const o = out();
+  assert.match(o.stderr, /declares no plugins; running the riff tree/);
+  assert.deepEqual(
+    o.stdout,
+    Buffer.concat([
+      Buffer.from('GET / HTTP/1.1\r\nUser-Agent: pcap testcase\r\n\r\n\n###########[ OK ]#############\n'),
+      Buffer.from([0, 1, 2, 10]),
+    ]),
+  );
+});
+
+test('a script that fits no entry rule is refused with what it must define', async () => {
+  const dir = tree({ 'x.lua': 'local y = 1' });
+  const { rt } = await start(path.join(dir, 'x.lua'));
+  assert.throws(() => rt.open(), (e: Error) => e instanceof ScriptError && /must set a global function buffer/.test(e.message));
+});
+
+test('a syntax error names file and line', async () => {
+  const dir = tree({ 'bad.lua': 'buffer = function(p)\n  if then\nend' });
+  const { rt } = await start(path.join(dir, 'bad.lua'));
+  assert.throws(() => rt.open(), (e: Error) => e instanceof ScriptError && /bad\.lua:2: unexpected symbol near 'then'/.test(e.message));
+});
+
+test('a user pipeline.lua that requires "pipeline" gets the bundled framework, not itself', async () => {
+  const dir = tree({
+    'pipeline.lua': `local pipeline = require "pipeline"
+      local p = pipeline:new { { match = function(self, d) print('mine', #d) end } }
+      return p`,
+  });
+  const { rt, out } = await start(path.join(dir, 'pipeline.lua'));
+  assert.equal(rt.open(), 'pipeline');
+  rt.process(batchOf([Buffer.from('xy')]));
+  assert.equal(out().stdout.toString(), 'mine\t2\n');
+});
+
+test('require returns one value, as in Lua 5.1, and looks beside the script first', async () => {
+  const dir = tree({
+    'plugin/one.lua': 'return { match = function() end }',
+    'r.lua': `
+      local t = { require "plugin.one" }
+      assert(#t == 1, 'require returned ' .. #t .. ' values')
+      local p = require "pipeline"
+      assert(type(p.new) == 'function')
+      buffer = function() end`,
+  });
+  const { rt } = await start(path.join(dir, 'r.lua'));
+  assert.equal(rt.open(), 'buffer');
+});
+
+test('Lua 5.1 names work on 5.4', async () => {
+  const dir = tree({
+    's.lua': `
+      assert(unpack({1, 2, 3}) == 1)
+      assert(loadstring('return 7')() == 7)
+      assert(table.getn({1, 2, 3}) == 3)
+      assert(math.pow(2, 10) == 1024)
+      assert(math.mod(7, 3) == 1)
+      assert(math.log10(1000) == 3)
+      local words = {}
+      for w in string.gfind('a b c', '%a') do words[#words + 1] = w end
+      assert(#words == 3)
+      assert(table.maxn({[1] = 1, [5] = 2}) == 5)
+      local m, e = math.frexp(8) assert(m == 0.5 and e == 4)
+      assert(math.ldexp(0.5, 4) == 8)
+      buffer = function() end`,
+  });
+  const { rt } = await start(path.join(dir, 's.lua'));
+  assert.equal(rt.open(), 'buffer');
+});
+
+test('a runtime error in a plugin costs that packet only, with file:line, counted per script', async () => {
+  const dir = tree({
+    'plugin/boom.lua': `local b = {}
+      function b:match(data)
+        if #data == 1 then error('boom on a one-byte packet') end
+        print('ok', #data)
+      end
+      return b`,
+    'list.lua': 'return { require "plugin.boom" }',
+  });
+  const { rt, out } = await start(path.join(dir, 'list.lua'));
+  rt.open();
+  assert.equal(rt.process(batchOf(PACKETS)), 4);
+  const o = out();
+  assert.equal(o.stdout.toString(), 'ok\t256\nok\t256\nok\t8\n');
+  assert.match(o.stderr, /plugin\/boom\.lua:3: boom on a one-byte packet \(packet 3\)/);
+  const s = rt.summary();
+  assert.equal(s.errors, 1);
+  assert.equal(s.processed, 4);
+  assert.equal([...s.byScript.keys()].some((k) => k.endsWith('plugin/boom.lua')), true);
+});
+
+test('the default pipeline raises the banner for packets holding "pcap"', async () => {
+  const { rt, out } = await start(undefined);
+  assert.equal(rt.open(), 'default');
+  rt.process(batchOf([Buffer.from('no match here'), Buffer.from('User-Agent: pcap testcase')]));
+  assert.equal(
+    out().stdout.toString(),
+    'no match here\nUser-Agent: pcap testcase\n###########[ OK ]#############\n',
+  );
+});
+
+test('report lines follow each packet with watch.c words, unless quiet', async () => {
+  const dir = tree({ 'w.lua': 'buffer = function(p) io.write("L\\n") end' });
+  const { rt, out } = await start(path.join(dir, 'w.lua'), { quiet: false });
+  rt.open();
+  rt.process(batchOf([Buffer.from('abc')]));
+  assert.equal(
+    out().stdout.toString(),
+    'L\nid: 1\nPacket length: 7\nNumber of bytes: 3\nRecieved time: Fri Sep  8 06:00:00 2017\n\n\n',
+  );
+});
