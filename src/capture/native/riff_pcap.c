@@ -1,0 +1,419 @@
+/*
+ * riff_pcap: libpcap's filter compiler and matcher, for riff's packet batches.
+ *
+ * Filtering runs here rather than in JS so that a batch costs one N-API call
+ * whatever its packet count, and so that the matcher is libpcap's own: a filter
+ * selects exactly the packets `tcpdump -r FILE EXPR` would.
+ *
+ * Batch record layout (see src/capture/batch.ts), little-endian:
+ *   0 sec lo, 4 sec hi, 8 nsec, 12 caplen, 16 wirelen, 20 linktype,
+ *   24 iface, 28 flags; then caplen bytes, padded to 8.
+ */
+#include <node_api.h>
+#include <pcap/pcap.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HDR 32
+#define FLAG_ARRIVAL_TS 1u
+#define FLAG_FILTERED_OUT 2u
+#define DEFAULT_SNAPLEN 262144
+#define MAX_EXPR 65536
+
+/* Bail out of a N-API callback, leaving any pending exception in place. */
+#define CHECK(call)                                                         \
+  do {                                                                      \
+    if ((call) != napi_ok) {                                                \
+      bool pending_ = false;                                                \
+      napi_is_exception_pending(env, &pending_);                            \
+      if (!pending_) napi_throw_error(env, NULL, "riff_pcap: N-API call failed: " #call); \
+      return NULL;                                                          \
+    }                                                                       \
+  } while (0)
+
+static inline uint32_t rd32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline void wr32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+  p[2] = (uint8_t)(v >> 16);
+  p[3] = (uint8_t)(v >> 24);
+}
+
+/*
+ * Capture files store LINKTYPE_* values; pcap_open_dead wants the platform's
+ * DLT_* value. compile() normally lets libpcap map it (see open_as_savefile);
+ * this is the fallback, and what dlt() reports. It mirrors libpcap's
+ * linktype_to_dlt (pcap-common.c), which is not exported: the upper bits
+ * carry the FCS length and are not part of the type, the values that some
+ * platforms number differently are remapped, and everything else is
+ * identical. (Checked against libpcap's own mapping for 0..299.)
+ */
+static int linktype_to_dlt(uint32_t linktype) {
+  uint32_t lt = linktype & 0xFFFFu;
+  switch (lt) {
+    case 50: return DLT_PPP_SERIAL;    /* LINKTYPE_PPP_HDLC */
+    case 51: return DLT_PPP_ETHER;     /* LINKTYPE_PPP_ETHER */
+    case 100: return DLT_ATM_RFC1483;  /* LINKTYPE_ATM_RFC1483 */
+    case 101: return DLT_RAW;          /* LINKTYPE_RAW */
+    case 102: return DLT_SLIP_BSDOS;   /* LINKTYPE_SLIP_BSDOS */
+    case 103: return DLT_PPP_BSDOS;    /* LINKTYPE_PPP_BSDOS */
+    case 106: return DLT_ATM_CLIP;     /* LINKTYPE_ATM_CLIP, the one hole in the matching range */
+    case 246: return DLT_PFSYNC;       /* LINKTYPE_PFSYNC */
+    default: return (int)lt;
+  }
+}
+
+/* A Buffer, any other TypedArray or DataView: its bytes, honouring byteOffset. */
+static napi_status bytes_of(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool is;
+  napi_status st = napi_is_typedarray(env, v, &is);
+  if (st != napi_ok) return st;
+  if (is) {
+    napi_typedarray_type type;
+    size_t n;
+    void *p;
+    st = napi_get_typedarray_info(env, v, &type, &n, &p, NULL, NULL);
+    if (st != napi_ok) return st;
+    size_t el = 1;
+    switch (type) {
+      case napi_int16_array: case napi_uint16_array: el = 2; break;
+      case napi_int32_array: case napi_uint32_array: case napi_float32_array: el = 4; break;
+      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: el = 8; break;
+      default: el = 1;
+    }
+    *data = p;
+    *len = n * el;
+    return napi_ok;
+  }
+  st = napi_is_dataview(env, v, &is);
+  if (st != napi_ok) return st;
+  if (is) {
+    void *p;
+    st = napi_get_dataview_info(env, v, len, &p, NULL, NULL);
+    *data = p;
+    return st;
+  }
+  return napi_invalid_arg;
+}
+
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, NULL, msg);
+  return NULL;
+}
+
+static napi_value throw_range(napi_env env, const char *msg) {
+  napi_throw_range_error(env, NULL, msg);
+  return NULL;
+}
+
+static void put_order(uint8_t *p, uint32_t v, int n, bool big) {
+  for (int i = 0; i < n; i++) p[big ? n - 1 - i : i] = (uint8_t)(v >> (8 * i));
+}
+
+/*
+ * A handle that libpcap believes reads a savefile with this link type, in this
+ * host's byte order or (swapped) the other one. pcap_compile generates code
+ * for savefiles that differs from what it generates for a pcap_open_dead
+ * handle, which it takes for a live capture: on DLT_NULL/DLT_LOOP/DLT_ENC,
+ * "ip6" matches all three BSD AF_INET6 values rather than this platform's, and
+ * the AF_ word of DLT_NULL/DLT_ENC is compared in the byte order of the host
+ * that wrote the file. Filters here run over captured records in userspace,
+ * exactly as tcpdump -r does, so they are compiled the way tcpdump -r compiles
+ * them. libpcap maps the LINKTYPE_ value to a DLT_ itself on this path.
+ * The FILE reads from `hdr`, so the caller keeps it alive until pcap_close.
+ */
+static pcap_t *open_as_savefile(uint32_t linktype, int snaplen, bool swapped, uint8_t hdr[24],
+                                char *errbuf) {
+  const uint16_t one = 1;
+  bool host_big = *(const uint8_t *)&one == 0;
+  bool big = swapped ? !host_big : host_big;
+  put_order(hdr, 0xa1b2c3d4u, 4, big);
+  put_order(hdr + 4, 2, 2, big);
+  put_order(hdr + 6, 4, 2, big);
+  put_order(hdr + 8, 0, 4, big);
+  put_order(hdr + 12, 0, 4, big);
+  put_order(hdr + 16, (uint32_t)snaplen, 4, big);
+  put_order(hdr + 20, linktype, 4, big);
+  FILE *f = fmemopen(hdr, 24, "rb");
+  if (!f) {
+    snprintf(errbuf, PCAP_ERRBUF_SIZE, "fmemopen failed");
+    return NULL;
+  }
+  /* On success the handle owns f; the header is read before this returns. */
+  pcap_t *p = pcap_fopen_offline(f, errbuf);
+  if (!p) fclose(f);
+  return p;
+}
+
+/* compile(expr, linktype, snaplen, optimize, swapped = false) -> Buffer of struct bpf_insn */
+static napi_value js_compile(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) return throw_type(env, "compile(expr, linktype, snaplen?, optimize?, swapped?)");
+
+  size_t len;
+  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &len) != napi_ok)
+    return throw_type(env, "compile: expr must be a string");
+  if (len > MAX_EXPR) return throw_range(env, "compile: filter expression too long");
+  char *expr = malloc(len + 1);
+  if (!expr) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, argv[0], expr, len + 1, &len);
+  /* libpcap would silently stop at an embedded NUL and filter on a prefix. */
+  if (strlen(expr) != len) {
+    free(expr);
+    return throw_type(env, "compile: expr contains a NUL character");
+  }
+
+  uint32_t linktype;
+  if (napi_get_value_uint32(env, argv[1], &linktype) != napi_ok) {
+    free(expr);
+    return throw_type(env, "compile: linktype must be a number");
+  }
+  int32_t snaplen = DEFAULT_SNAPLEN;
+  if (argc > 2) {
+    napi_valuetype t;
+    napi_typeof(env, argv[2], &t);
+    if (t == napi_number) napi_get_value_int32(env, argv[2], &snaplen);
+  }
+  /* A program compiled for snaplen 0 ends in "ret #0" and so rejects everything. */
+  if (snaplen <= 0) snaplen = DEFAULT_SNAPLEN;
+  bool optimize = true;
+  if (argc > 3) {
+    napi_valuetype t;
+    napi_typeof(env, argv[3], &t);
+    if (t == napi_boolean) napi_get_value_bool(env, argv[3], &optimize);
+  }
+
+  bool swapped = false;
+  if (argc > 4) {
+    napi_valuetype t;
+    napi_typeof(env, argv[4], &t);
+    if (t == napi_boolean) napi_get_value_bool(env, argv[4], &swapped);
+  }
+
+  char errbuf[PCAP_ERRBUF_SIZE];
+  uint8_t fakefile[24];
+  pcap_t *p = open_as_savefile(linktype, snaplen, swapped, fakefile, errbuf);
+  /* Only if libpcap cannot open even that; the code then differs only in the cases above. */
+  if (!p && !swapped) p = pcap_open_dead(linktype_to_dlt(linktype), snaplen);
+  if (!p) {
+    free(expr);
+    napi_throw_error(env, NULL, errbuf);
+    return NULL;
+  }
+  struct bpf_program prog;
+  /* Netmask 0, as tcpdump -r uses: "ip broadcast" then means 0.0.0.0 or 255.255.255.255. */
+  int rc = pcap_compile(p, &prog, expr, optimize ? 1 : 0, 0);
+  free(expr);
+  if (rc != 0) {
+    napi_value msg, err;
+    /* Copy before pcap_close frees the handle that owns the text. */
+    napi_status st = napi_create_string_utf8(env, pcap_geterr(p), NAPI_AUTO_LENGTH, &msg);
+    pcap_close(p);
+    CHECK(st);
+    CHECK(napi_create_error(env, NULL, msg, &err));
+    napi_throw(env, err);
+    return NULL;
+  }
+  pcap_close(p);
+
+  napi_value out;
+  void *copy;
+  napi_status st = napi_create_buffer_copy(env, (size_t)prog.bf_len * sizeof(struct bpf_insn),
+                                           prog.bf_insns, &copy, &out);
+  pcap_freecode(&prog);
+  CHECK(st);
+  return out;
+}
+
+/*
+ * apply(program, batch, count, bytes, linktype = -1, others?) -> passed
+ *
+ * Runs the program over every record not already FLAG_FILTERED_OUT whose
+ * linktype equals `linktype` (all records when it is -1), marks the ones it
+ * rejects, and returns how many it accepted. A program only makes sense for
+ * the link type it was compiled for, so records of other link types are left
+ * untouched; their distinct linktypes are reported in `others` (a Uint32Array:
+ * others[0] = how many were found, others[1..] = the values; a count above
+ * others.length - 1 means there were more than fit) so the caller can run
+ * their own programs over them.
+ */
+static napi_value js_apply(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) return throw_type(env, "apply(program, batch, count, bytes, linktype?, others?)");
+
+  uint8_t *pbytes, *buf;
+  size_t plen, blen;
+  if (bytes_of(env, argv[0], &pbytes, &plen) != napi_ok)
+    return throw_type(env, "apply: program must be a Buffer from compile()");
+  if (bytes_of(env, argv[1], &buf, &blen) != napi_ok)
+    return throw_type(env, "apply: batch must be a Buffer");
+
+  double dcount, dbytes;
+  if (napi_get_value_double(env, argv[2], &dcount) != napi_ok ||
+      napi_get_value_double(env, argv[3], &dbytes) != napi_ok)
+    return throw_type(env, "apply: count and bytes must be numbers");
+  if (!(dcount >= 0) || !(dbytes >= 0) || dcount != (double)(uint64_t)dcount ||
+      dbytes != (double)(uint64_t)dbytes)
+    return throw_range(env, "apply: count and bytes must be non-negative integers");
+  if (dbytes > (double)blen) return throw_range(env, "apply: bytes exceeds the batch buffer");
+  uint64_t count = (uint64_t)dcount;
+  size_t bytes = (size_t)dbytes;
+
+  int64_t want = -1;
+  if (argc > 4) {
+    napi_valuetype t;
+    napi_typeof(env, argv[4], &t);
+    if (t == napi_number) {
+      double d;
+      napi_get_value_double(env, argv[4], &d);
+      if (d >= 0 && d <= 4294967295.0) want = (int64_t)d;
+    }
+  }
+
+  uint32_t *others = NULL;
+  size_t others_cap = 0;
+  if (argc > 5) {
+    bool is = false;
+    napi_is_typedarray(env, argv[5], &is);
+    if (is) {
+      napi_typedarray_type type;
+      size_t n;
+      void *p;
+      CHECK(napi_get_typedarray_info(env, argv[5], &type, &n, &p, NULL, NULL));
+      if (type != napi_uint32_array || n < 1)
+        return throw_type(env, "apply: others must be a non-empty Uint32Array");
+      others = p;
+      others_cap = n - 1;
+      others[0] = 0;
+    }
+  }
+
+  /* The program comes from JS, so it is untrusted: a bad jump would read out of bounds. */
+  size_t ninsn = plen / sizeof(struct bpf_insn);
+  if (plen == 0 || plen % sizeof(struct bpf_insn) != 0 || ninsn > 0x7FFFFFFF)
+    return throw_type(env, "apply: program is not a compiled BPF program");
+  struct bpf_insn *insns = (struct bpf_insn *)pbytes;
+  struct bpf_insn *aligned = NULL;
+  if (((uintptr_t)pbytes & (_Alignof(struct bpf_insn) - 1)) != 0) {
+    aligned = malloc(plen);
+    if (!aligned) {
+      napi_throw_error(env, NULL, "out of memory");
+      return NULL;
+    }
+    memcpy(aligned, pbytes, plen);
+    insns = aligned;
+  }
+  if (!bpf_validate(insns, (int)ninsn)) {
+    free(aligned);
+    return throw_type(env, "apply: program is not a valid BPF program");
+  }
+  struct bpf_program prog = {(u_int)ninsn, insns};
+
+  /* Check every record fits before touching any, so a bad batch is left as it was. */
+  size_t o = 0;
+  for (uint64_t i = 0; i < count; i++) {
+    if (bytes - o < HDR) {
+      free(aligned);
+      char msg[160];
+      snprintf(msg, sizeof msg, "apply: record %llu header at offset %zu runs past %zu bytes",
+               (unsigned long long)i, o, bytes);
+      return throw_range(env, msg);
+    }
+    uint64_t rec = HDR + (((uint64_t)rd32(buf + o + 12) + 7) & ~(uint64_t)7);
+    if (rec > bytes - o) {
+      free(aligned);
+      char msg[160];
+      snprintf(msg, sizeof msg, "apply: record %llu at offset %zu (caplen %u) runs past %zu bytes",
+               (unsigned long long)i, o, rd32(buf + o + 12), bytes);
+      return throw_range(env, msg);
+    }
+    o += (size_t)rec;
+  }
+
+  uint32_t passed = 0;
+  size_t nothers = 0;
+  o = 0;
+  for (uint64_t i = 0; i < count; i++) {
+    uint8_t *h = buf + o;
+    uint32_t caplen = rd32(h + 12);
+    o += HDR + (((size_t)caplen + 7) & ~(size_t)7);
+    uint32_t flags = rd32(h + 28);
+    if (flags & FLAG_FILTERED_OUT) continue;
+    uint32_t lt = rd32(h + 20);
+    if (want >= 0 && lt != (uint32_t)want) {
+      if (others && nothers <= others_cap) {
+        size_t k = 0;
+        while (k < nothers && others[1 + k] != lt) k++;
+        if (k == nothers) {
+          /* One past capacity means "more than fit": the caller then finds them itself. */
+          if (nothers < others_cap) others[1 + nothers] = lt;
+          nothers++;
+        }
+      }
+      continue;
+    }
+    struct pcap_pkthdr ph;
+    ph.ts.tv_sec = 0;
+    ph.ts.tv_usec = 0;
+    ph.caplen = caplen;
+    /*
+     * Arrival-stamped records have no wire length. The pcap writer records
+     * caplen for them, so "len" here agrees with tcpdump -r on that file.
+     */
+    ph.len = (flags & FLAG_ARRIVAL_TS) ? caplen : rd32(h + 16);
+    if (pcap_offline_filter(&prog, &ph, h + HDR)) {
+      passed++;
+    } else {
+      wr32(h + 28, flags | FLAG_FILTERED_OUT);
+    }
+  }
+  if (others) others[0] = (uint32_t)nothers;
+  free(aligned);
+
+  napi_value out;
+  CHECK(napi_create_uint32(env, passed, &out));
+  return out;
+}
+
+/* dlt(linktype) -> the DLT_* value compile() hands libpcap; exposed for tests and diagnostics. */
+static napi_value js_dlt(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t lt;
+  if (argc < 1 || napi_get_value_uint32(env, argv[0], &lt) != napi_ok)
+    return throw_type(env, "dlt(linktype)");
+  napi_value out;
+  CHECK(napi_create_int32(env, linktype_to_dlt(lt), &out));
+  return out;
+}
+
+static napi_value js_version(napi_env env, napi_callback_info info) {
+  napi_value out;
+  CHECK(napi_create_string_utf8(env, pcap_lib_version(), NAPI_AUTO_LENGTH, &out));
+  return out;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      {"compile", NULL, js_compile, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"apply", NULL, js_apply, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"dlt", NULL, js_dlt, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"version", NULL, js_version, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
+    return NULL;
+  return exports;
+}
