@@ -121,7 +121,6 @@ export class LiveCapture {
 
   close(): void {
     if (this.closed) return;
-    this.flush();
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     try {
@@ -129,5 +128,7 @@ export class LiveCapture {
     } catch {
       /* already closed */
     }
+    // What arrived before the stop still goes to the consumer.
+    this.flush();
   }
 }
