@@ -11,8 +11,10 @@ local filter_plugin = { name = "filter_plugin", ver = "0.2", pattern = "pcap", s
 local BANNER = "###########[ OK ]#############"
 local find, gsub = string.find, string.gsub
 
+-- tcpdump -A's reading of bytes: text, tabs and newlines kept, CR LF shown
+-- as one newline, everything else as '.'.
 local function printable(s)
-  return (gsub(s, "[^\t\n\r\32-\126]", "."))
+  return (gsub(gsub(s, "\r\n", "\n"), "[^\t\n\32-\126]", "."))
 end
 
 function filter_plugin.output(self, list, flg)

@@ -44,6 +44,12 @@ local fields = {
 }
 
 riff = { version = host.version }
+-- riff.emit(type, record): structured output (JSON lines, SQLite, syslog...),
+-- encoded in Lua by riff.record and decoded by src/outputs.
+do
+  local ok, record = pcall(require, "riff.record")
+  if ok and type(record) == "table" and record.emitter then riff.emit = record.emitter(host.record) end
+end
 riff.packet = setmetatable({}, {
   __index = function(_, k)
     if k == "id" then return processed end

@@ -26,6 +26,8 @@ export interface RuntimeOptions {
   memoryLimit: number;
   version: string;
   write(fd: 1 | 2, bytes: Buffer): void;
+  /** A record emitted by riff.emit(type, table), encoded by lua/riff/record.lua. */
+  record?(bytes: Buffer): void;
 }
 
 export interface Summary {
@@ -71,6 +73,8 @@ export class Runtime {
     x.lua_setfield(L, -2, vm.cstr('write'));
     vm.pushFunction(() => this.hostModule());
     x.lua_setfield(L, -2, vm.cstr('module'));
+    vm.pushFunction(() => this.hostRecord());
+    x.lua_setfield(L, -2, vm.cstr('record'));
     vm.pushBytes(Buffer.from(this.opts.version));
     x.lua_setfield(L, -2, vm.cstr('version'));
     const hostRef = vm.ref();
@@ -133,6 +137,13 @@ export class Runtime {
     const fd = vm.x.lua_tonumberx(vm.L, 1, 0);
     const bytes = vm.toBytes(2);
     if (bytes && bytes.length) this.opts.write(fd === 2 ? 2 : 1, bytes);
+    return 0;
+  }
+
+  // host.record(bytes)
+  private hostRecord(): number {
+    const bytes = this.vm.toBytes(1);
+    if (bytes && this.opts.record) this.opts.record(bytes);
     return 0;
   }
 
