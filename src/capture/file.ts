@@ -1,0 +1,222 @@
+// Offline capture reader: `riff -r FILE` and `riff -r -`. The container is
+// told apart by its first four bytes; pcap.ts and pcapng.ts decode records
+// straight from the shared read buffer below into a Batch. Semantics follow
+// libpcap's savefile readers (sf-pcap.c, sf-pcapng.c), so a file tcpdump reads
+// gives the same packets here, and a file it rejects is rejected here too —
+// except where noted in those modules.
+//
+// pcap.ts and pcapng.ts import from this module and this module imports them;
+// they only touch these bindings inside functions, so the cycle is harmless.
+
+import * as fs from 'node:fs';
+import * as tty from 'node:tty';
+import type { Batch } from './batch.js';
+import { PcapFile, isPcapMagic } from './pcap.js';
+import { PcapngFile, PCAPNG_MAGIC } from './pcapng.js';
+
+export class CaptureFileError extends Error {
+  constructor(
+    message: string,
+    readonly offset: number,
+  ) {
+    super(message);
+    this.name = 'CaptureFileError';
+  }
+}
+
+export interface CaptureFile {
+  readonly path: string;
+  readonly container: 'pcap' | 'pcapng';
+  /** pcap: the header's link type; pcapng: the first interface's (-1 if none yet). */
+  readonly linktype: number;
+  readonly snaplen: number;
+  /** Bytes consumed so far. */
+  readonly offset: number;
+  /** Oddities tolerated the way libpcap tolerates them, each once, with a count. */
+  readonly warnings: string[];
+  /**
+   * Append packets until `max` were added, the batch is full or the file ends.
+   * Returns the number appended; 0 means clean end of file. At least one packet
+   * is appended per call if there is one (the batch grows), so 0 is never a
+   * full batch. On damage, the packets before it are returned first and the
+   * next call throws CaptureFileError (and so does every call after it).
+   */
+  fill(batch: Batch, max: number): number;
+  close(): void;
+}
+
+/** Open a pcap or pcapng file; '-' reads standard input. */
+export function openCaptureFile(path: string): CaptureFile {
+  const stdin = path === '-';
+  const name = stdin ? 'standard input' : path;
+  let fd: number;
+  if (stdin) {
+    // libpcap would sit waiting for keystrokes; say what was meant instead.
+    if (tty.isatty(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0);
+    fd = 0;
+  } else {
+    try {
+      fd = fs.openSync(path, 'r');
+    } catch (e) {
+      throw new CaptureFileError(`cannot open ${path}: ${(e as Error).message}; expected a pcap or pcapng capture file`, 0);
+    }
+  }
+  const src = new Source(fd, name, !stdin);
+  try {
+    const got = src.need(4);
+    if (got === 0) throw new CaptureFileError(`${name}: empty file; expected a pcap or pcapng capture file`, 0);
+    if (got < 4) throw new CaptureFileError(`${name}: only ${got} bytes, too short for a pcap or pcapng header`, 0);
+    const magic = src.view.getUint32(0, false);
+    if (magic === PCAPNG_MAGIC) return new PcapngFile(path, src);
+    if (isPcapMagic(magic)) return new PcapFile(path, src);
+    const hex = magic.toString(16).padStart(8, '0');
+    const hint = (magic >>> 16) === 0x1f8b ? ' (gzip-compressed? decompress it first)' : '';
+    throw new CaptureFileError(
+      `${name}: not a pcap or pcapng file: magic 0x${hex} at offset 0${hint}; ` +
+        'expected a1b2c3d4/a1b23c4d (pcap, either byte order) or 0a0d0d0a (pcapng)',
+      0,
+    );
+  } catch (e) {
+    src.close();
+    throw e;
+  }
+}
+
+const INITIAL_BUFFER = 1 << 20;
+// The largest thing ever held at once is one pcapng block or one pcap record,
+// both bounded by the link type's maximum snapshot length (128 MiB for D-Bus)
+// plus headers, so this cap only stops a bug from eating memory.
+const MAX_BUFFER = 160 << 20;
+const nap = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * A file descriptor read sequentially through one reusable buffer, so regular
+ * files and pipes behave alike and memory stays flat whatever the file size.
+ * Decoders read `buf`/`view` directly between `pos` and `end`.
+ */
+export class Source {
+  buf: Buffer = Buffer.allocUnsafe(INITIAL_BUFFER);
+  view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+  pos = 0;
+  end = 0;
+  /** File offset of buf[0]. */
+  private base = 0;
+  private eof = false;
+  private closed = false;
+
+  constructor(
+    private readonly fd: number,
+    readonly name: string,
+    private readonly owned: boolean,
+  ) {}
+
+  get offset(): number {
+    return this.base + this.pos;
+  }
+
+  /** File offset of buffer index `i`. */
+  at(i: number): number {
+    return this.base + i;
+  }
+
+  /** Make `n` bytes available from `pos`; returns how many are (fewer only at end of file). May move the data. */
+  need(n: number): number {
+    let avail = this.end - this.pos;
+    if (avail >= n || this.eof) return avail;
+    if (this.pos + n > this.buf.length) this.makeRoom(n);
+    while (avail < n) {
+      const got = this.read(this.end, this.buf.length - this.end);
+      if (got === 0) {
+        this.eof = true;
+        break;
+      }
+      this.end += got;
+      avail += got;
+    }
+    return avail;
+  }
+
+  private makeRoom(n: number): void {
+    const avail = this.end - this.pos;
+    let target = this.buf;
+    if (n > this.buf.length) {
+      if (n > MAX_BUFFER) throw new CaptureFileError(`${this.name}: a ${n}-byte record is beyond the reader's limit`, this.offset);
+      target = Buffer.allocUnsafe(Math.min(MAX_BUFFER, Math.max(n, this.buf.length * 2)));
+    }
+    this.buf.copy(target, 0, this.pos, this.end);
+    this.base += this.pos;
+    this.pos = 0;
+    this.end = avail;
+    if (target !== this.buf) {
+      this.buf = target;
+      this.view = new DataView(target.buffer, target.byteOffset, target.byteLength);
+    }
+  }
+
+  private read(at: number, len: number): number {
+    for (;;) {
+      try {
+        return fs.readSync(this.fd, this.buf, at, len, null);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        // A non-blocking stdin (inherited from a shell or a parent process)
+        // reports "no data yet" rather than blocking; wait for the writer.
+        if (code === 'EAGAIN') {
+          Atomics.wait(nap, 0, 0, 2);
+          continue;
+        }
+        if (code === 'EOF') return 0; // Windows pipes report end of data this way
+        const off = this.base + at;
+        throw new CaptureFileError(
+          `cannot read ${this.name} at offset ${off}: ${(e as Error).message}; expected a pcap or pcapng capture file`,
+          off,
+        );
+      }
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.owned) fs.closeSync(this.fd);
+  }
+}
+
+/** Tolerated oddities: one line per kind, its count kept current. */
+export class Warnings {
+  readonly list: string[] = [];
+  private readonly seen = new Map<string, { i: number; n: number; text: (n: number) => string }>();
+
+  note(key: string, text: (n: number) => string): void {
+    let w = this.seen.get(key);
+    if (!w) {
+      w = { i: this.list.length, n: 0, text };
+      this.seen.set(key, w);
+      this.list.push('');
+    }
+    w.n++;
+    this.list[w.i] = w.text(w.n);
+  }
+}
+
+export const plural = (n: number, one: string, many = one + 's'): string => `${n} ${n === 1 ? one : many}`;
+
+/** libpcap's max_snaplen_for_dlt(): the largest captured length it accepts for a link type. */
+export function maxSnaplen(linktype: number): number {
+  switch (linktype) {
+    case 231: // DBUS: messages can be up to 128 MiB
+      return 128 * 1024 * 1024;
+    case 279: // EBHSCR
+      return 8 * 1024 * 1024;
+    case 249: // USBPCAP: isochronous transfers can be large
+      return 1024 * 1024;
+    default:
+      return 262144;
+  }
+}
+
+/** libpcap's pcap_adjust_snapshot(): 0 or out-of-range snapshot lengths mean "the maximum". */
+export function adjustSnaplen(linktype: number, snaplen: number): number {
+  const max = maxSnaplen(linktype);
+  return snaplen === 0 || snaplen > max ? max : snaplen;
+}
