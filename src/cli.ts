@@ -197,14 +197,16 @@ async function main(): Promise<number> {
   };
 
   runtime.setup();
-  let source: string;
+  let source = '';
+  // Reader messages name the file for some problems; say it once either way.
+  const named = (msg: string) => (msg.startsWith(source) ? msg : `${source}: ${msg}`);
   if (args.r !== undefined) {
     source = args.r === '-' ? 'standard input' : args.r;
     let file: CaptureFile;
     try {
       file = openCaptureFile(args.r);
     } catch (e) {
-      if (e instanceof CaptureFileError) throw new Fail(`${source}: ${e.message}`, 1);
+      if (e instanceof CaptureFileError) throw new Fail(named(e.message), 1);
       throw e;
     }
     let filter: PacketFilter | null = null;
@@ -235,7 +237,7 @@ async function main(): Promise<number> {
         await new Promise((r) => setImmediate(r));
       }
     }
-    for (const w of file.warnings) note(`${source}: ${w}`);
+    for (const w of file.warnings) note(named(w));
     file.close();
   } else {
     const device = args.i!;
@@ -290,7 +292,7 @@ async function main(): Promise<number> {
   stderr.text(lines.join('\n') + '\n');
   if (interrupted) return 0;
   if (damage) {
-    note(`${source}: ${damage.message} at byte offset ${damage.offset}; ${counters.read} packets before it were processed`);
+    note(`${named(damage.message)} at byte offset ${damage.offset}; ${counters.read} packets before it were processed`);
     return 1;
   }
   if (args.strict && s.errors > 0) return 1;

@@ -1,0 +1,204 @@
+// riff end to end, as a user runs it: the CLI over fixture captures.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { Batch, recordAt } from '../src/capture/batch.js';
+import { openCaptureFile } from '../src/capture/file.js';
+import { compileFilter, filterAvailable } from '../src/capture/filter.js';
+import { riff, tree, tmpdir, FIXTURES, CLI, reportIds } from './helpers.js';
+
+process.env.TZ = 'UTC';
+
+interface Pkt {
+  data: Buffer;
+  sec: number;
+  nsec: number;
+  caplen: number;
+  wirelen: number;
+  passed: boolean;
+}
+
+function readAll(file: string, filter?: string): Pkt[] {
+  const f = openCaptureFile(file);
+  const out: Pkt[] = [];
+  const b = new Batch();
+  const flt = filter ? compileFilter(filter, f.linktype) : null;
+  while (true) {
+    b.reset();
+    if (f.fill(b, 1000) === 0) break;
+    flt?.apply(b);
+    for (const o of b.offsets()) {
+      const r = recordAt(b, o);
+      out.push({ data: Buffer.from(r.data), sec: r.sec, nsec: r.nsec, caplen: r.caplen, wirelen: r.wirelen, passed: !(r.flags & 2) });
+    }
+  }
+  f.close();
+  return out;
+}
+
+function ctime(sec: number): string {
+  // watch.c's ctime(): "Fri Sep  8 06:00:00 2017"
+  const d = new Date(sec * 1000);
+  const day = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'][d.getUTCDay()];
+  const mon = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'][d.getUTCMonth()];
+  const p2 = (n: number) => String(n).padStart(2, '0');
+  return `${day} ${mon} ${String(d.getUTCDate()).padStart(2, ' ')} ${p2(d.getUTCHours())}:${p2(d.getUTCMinutes())}:${p2(d.getUTCSeconds())} ${d.getUTCFullYear()}`;
+}
+
+const BANNER = '###########[ OK ]#############\n';
+const HTTP = path.join(FIXTURES, 'http.pcap');
+const noFilter = filterAvailable() ? false : 'the libpcap filter addon is not built';
+
+test('the seed scripts, laid out as an original riff tree, run unchanged: banner exactly for packets holding "pcap", bytes exact', { skip: noFilter }, () => {
+  const r = riff(['--lua', 'pipeline.lua', '-r', '../http.pcap'], { cwd: path.join(FIXTURES, 'original-riff') });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /filter from config\.lua: dst port 80/);
+  const pkts = readAll(HTTP, 'dst port 80').filter((p) => p.passed);
+  assert.ok(pkts.length > 10);
+  const expected: Buffer[] = [];
+  pkts.forEach((p, i) => {
+    expected.push(p.data, Buffer.from('\n'));
+    if (p.data.includes('pcap')) expected.push(Buffer.from(BANNER));
+    expected.push(
+      Buffer.from(`id: ${i + 1}\nPacket length: ${p.wirelen}\nNumber of bytes: ${p.caplen}\nRecieved time: ${ctime(p.sec)}\n\n\n`),
+    );
+  });
+  assert.deepEqual(r.stdout, Buffer.concat(expected));
+  // fixtures/http.pcap.txt lists which packets hold "pcap": the client's request does, and passes dst port 80.
+  assert.equal(r.stdout.toString('latin1').split(BANNER).length - 1, pkts.filter((p) => p.data.includes('pcap')).length);
+  assert.match(r.stderr, new RegExp(`^${pkts.length} packets passed the filter$`, 'm'));
+});
+
+test('all 256 byte values pass through the CLI byte-exact (pcap µs and big-endian ns)', () => {
+  const dir = tree({ 'echo.lua': 'buffer = function(p) io.write(p) end' });
+  for (const f of ['allbytes.pcap', 'ns-be.pcap']) {
+    const r = riff(['-q', '--lua', path.join(dir, 'echo.lua'), '-r', path.join(FIXTURES, f)]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout, Buffer.concat(readAll(path.join(FIXTURES, f)).map((p) => p.data)));
+  }
+});
+
+test('timestamps, lengths, linktype and interface reach Lua (pcapng, several sections and interfaces)', () => {
+  const dir = tree({
+    'meta.lua': `buffer = function(p)
+      local k = riff.packet
+      print(k.iface, k.linktype, k.sec, k.nsec, k.caplen, k.len, #p)
+    end`,
+  });
+  const r = riff(['-q', '--lua', path.join(dir, 'meta.lua'), '-r', path.join(FIXTURES, 'multi.pcapng')]);
+  assert.equal(r.code, 0, r.stderr);
+  const want = fs
+    .readFileSync(path.join(FIXTURES, 'multi.pcapng.txt'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => {
+      const [iface, lt, sec, nsec, caplen, wirelen] = l.split('\t');
+      return [iface, lt, sec, nsec, caplen, wirelen, caplen].join('\t');
+    });
+  assert.deepEqual(r.stdout.toString().trim().split('\n'), want);
+});
+
+test('-c N stops after N packets that passed the filter, and deinit still runs', { skip: noFilter }, () => {
+  const r = riff(['-q', '--lua', path.join(FIXTURES, 'count.lua'), '-r', HTTP, '-c', '3', 'tcp']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout.toString(), /^matches\t\d+$/m);
+  assert.match(r.stderr, /^3 packets passed the filter$/m);
+  assert.match(r.stderr, /^3 packets processed by Lua$/m);
+  const all = riff(['--lua', path.join(FIXTURES, 'count.lua'), '-r', HTTP, '-c', '5']);
+  assert.deepEqual(reportIds(all.stdout), [1, 2, 3, 4, 5]);
+});
+
+test('-w writes the packets that passed the filter to a valid pcap', { skip: noFilter }, () => {
+  const out = path.join(tmpdir(), 'out.pcap');
+  const r = riff(['-q', '-r', HTTP, '-w', out, 'udp or arp']);
+  assert.equal(r.code, 0, r.stderr);
+  const want = readAll(HTTP, 'udp or arp').filter((p) => p.passed);
+  const got = readAll(out);
+  assert.equal(got.length, want.length);
+  assert.deepEqual(got.map((p) => p.data), want.map((p) => p.data));
+  assert.deepEqual(got.map((p) => [p.sec, Math.floor(p.nsec / 1000)]), want.map((p) => [p.sec, Math.floor(p.nsec / 1000)]));
+  assert.match(r.stderr, new RegExp(`^${want.length} packets written to `, 'm'));
+});
+
+test('a filter means the same for -r as for tcpdump: libpcap syntax, libpcap messages', { skip: noFilter }, () => {
+  const ok = riff(['-q', '-r', HTTP, 'tcp', 'and', 'dst', 'port', '80']);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stderr, new RegExp(`^${readAll(HTTP, 'tcp and dst port 80').filter((p) => p.passed).length} packets passed the filter$`, 'm'));
+  const bad = riff(['-q', '-r', HTTP, 'tcp', 'prt', '80']);
+  assert.equal(bad.code, 2);
+  assert.equal(bad.stderr.trim().split('\n').length, 1);
+  assert.match(bad.stderr, /^riff: filter 'tcp prt 80': .*syntax error/);
+});
+
+test('a runtime error in a plugin skips that packet and the capture goes on', () => {
+  const dir = tree({
+    'plugin/bad.lua': `local b = {}
+function b:match(d)
+  if #d > 1000 then local t = nil; return t.x end
+  io.write('ok ', #d, '\\n')
+end
+return b`,
+    'list.lua': 'return { require "plugin.bad" }',
+  });
+  const r = riff(['-q', '--lua', path.join(dir, 'list.lua'), '-r', HTTP]);
+  assert.equal(r.code, 0, r.stderr);
+  const big = readAll(HTTP).filter((p) => p.data.length > 1000).length;
+  assert.equal(r.stdout.toString().split('\n').filter((l) => l.startsWith('ok ')).length, 45 - big);
+  assert.match(r.stderr, /riff: .*plugin\/bad\.lua:3: attempt to index a nil value/);
+  assert.match(r.stderr, new RegExp(`^${big} Lua errors \\(.*plugin/bad\\.lua: ${big}\\)$`, 'm'));
+  assert.doesNotMatch(r.stderr, /^\s+at /m);
+  const strict = riff(['-q', '--strict', '--lua', path.join(dir, 'list.lua'), '-r', HTTP]);
+  assert.equal(strict.code, 1);
+});
+
+test('bad input: one line on stderr, the right exit code, no stack trace', () => {
+  const syntax = tree({ 'bad.lua': 'buffer = function(p)\n  return p +\nend\n' });
+  const cases: [string[], number, RegExp][] = [
+    [[], 2, /^riff: nothing to read: give -i IFACE .* or -r FILE/],
+    [['-i', 'lo', '-r', HTTP], 2, /^riff: give either -i IFACE or -r FILE, not both/],
+    [['--lua', '/nonexistent/x.lua', '-r', HTTP], 2, /^riff: --lua \/nonexistent\/x\.lua: no such file/],
+    [['--lua', path.join(syntax, 'bad.lua'), '-r', HTTP], 1, /^riff: .*bad\.lua:3: unexpected symbol near 'end'/],
+    [['-r', '/nonexistent.pcap'], 1, /^riff: .*nonexistent\.pcap.*pcap or pcapng/],
+    [['-r', path.join(FIXTURES, 'count.lua')], 1, /^riff: .*not a pcap or pcapng file/],
+    [['-r', HTTP, '--bogus'], 2, /^riff: Unknown argument: bogus/],
+    [['-r', HTTP, '-c', 'x'], 2, /^riff: /],
+  ];
+  for (const [args, code, re] of cases) {
+    const r = riff(args);
+    assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(lines[0], re);
+  }
+});
+
+test('an unknown interface is refused before libpcap sees it', () => {
+  const r = riff(['-i', 'nosuchdev0']);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, r.stderr);
+  if (/live capture is unavailable/.test(r.stderr)) {
+    assert.equal(r.code, 1);
+    assert.match(lines[0], /apt-get install libpcap-dev/);
+  } else {
+    assert.equal(r.code, 2);
+    assert.match(lines[0], /^riff: -i nosuchdev0: no such interface; riff -D lists them/);
+  }
+});
+
+test('--help shows usage with examples; --version the version', () => {
+  const h = riff(['--help']);
+  assert.equal(h.code, 0);
+  assert.match(h.stdout.toString(), /riff \[--lua FILE\] \(-i IFACE \| -r CAPTURE\) \[filter expression\.\.\.\]/);
+  assert.match(h.stdout.toString(), /Examples:/);
+  const v = riff(['--version']);
+  assert.equal(v.code, 0);
+  assert.equal(v.stdout.toString().trim(), JSON.parse(fs.readFileSync(path.join(FIXTURES, '..', 'package.json'), 'utf8')).version);
+});
+
+test('riff ... | head -1 ends quietly when the pipe closes', () => {
+  const r = spawnSync('sh', ['-c', `node ${CLI} -r ${HTTP} | head -1; echo "status \${PIPESTATUS:-}"`], { encoding: 'utf8' });
+  assert.equal(r.stdout.split('\n').length, 3, r.stdout);
+  assert.doesNotMatch(r.stderr, /EPIPE|Error|^\s+at /m);
+});
