@@ -240,3 +240,90 @@ test('report lines follow each packet with watch.c words, unless quiet', async (
     'L\nid: 1\nPacket length: 7\nNumber of bytes: 3\nRecieved time: Fri Sep  8 06:00:00 2017\n\n\n',
   );
 });
+
+test('runaway code costs one budget per packet; catching the budget error does not escape it', async () => {
+  const dir = tree({
+    'loop.lua': `local n = 0
+      buffer = function(p)
+        n = n + 1
+        if n % 2 == 1 then while true do end end
+        if n == 2 then while true do pcall(function() while true do end end) end end
+        io.write('ok ', n, '\\n')
+      end`,
+  });
+  const { rt, out } = await start(path.join(dir, 'loop.lua'), { budget: 200_000 });
+  rt.open();
+  assert.equal(rt.process(batchOf([Buffer.from('a'), Buffer.from('b'), Buffer.from('c'), Buffer.from('d')])), 4);
+  const o = out();
+  assert.equal(o.stdout.toString(), 'ok 4\n');
+  assert.match(o.stderr, /loop\.lua:4: budget exceeded \(200000 Lua instructions; raise it with --lua-budget N/);
+  assert.equal(rt.summary().errors, 3);
+});
+
+test('the heap cap turns huge allocations into a Lua error for that packet, and the VM keeps working', async () => {
+  const dir = tree({
+    'mem.lua': `local keep = {}
+      buffer = function(p)
+        if p == 'big' then local s = string.rep('x', 300 * 1024 * 1024) end
+        if p == 'grow' then while true do keep[#keep + 1] = string.rep('y', 1024 * 1024) .. #keep end end
+        if p == 'deep' then local function f() return 1 + f() end f() end
+        keep = {}
+        collectgarbage()
+        io.write('alive ', p, '\\n')
+      end`,
+  });
+  const { rt, out } = await start(path.join(dir, 'mem.lua'), { memoryLimit: 64 << 20, budget: 0 });
+  rt.open();
+  rt.process(batchOf(['big', 'ok1', 'grow', 'ok2', 'deep', 'ok3'].map((s) => Buffer.from(s))));
+  const o = out();
+  assert.equal(o.stdout.toString(), 'alive ok1\nalive ok2\nalive ok3\n');
+  assert.match(o.stderr, /not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(packet 1\)/);
+  assert.match(o.stderr, /stack overflow/);
+  assert.ok(rt.memoryUsed() < 64 << 20);
+});
+
+test('the sandbox: no host files, processes, environment, binary chunks or debug hooks', async () => {
+  const dir = tree({
+    'secret.txt': 'secret',
+    'plugin/ok.lua': 'return 1',
+    'box.lua': `
+      local function refused(f, ...)
+        local ok, err = pcall(f, ...)
+        assert(not ok, 'allowed')
+        return tostring(err)
+      end
+      local msgs = {
+        refused(io.open, 'secret.txt'),
+        refused(io.lines, '/etc/passwd'),
+        refused(dofile, '/etc/passwd'),
+        refused(loadfile, '/etc/passwd'),
+        refused(os.execute, 'true'),
+        refused(io.popen, 'ls'),
+        refused(os.exit, 0),
+        refused(os.getenv, 'HOME'),
+        refused(os.remove, 'secret.txt'),
+        refused(os.rename, 'a', 'b'),
+        refused(os.tmpname),
+        refused(string.dump, function() end),
+        refused(require, '..secret'),
+        refused(require, 'nonexistent.module'),
+        refused(load, 'return 1', 'x', 'b'),
+      }
+      assert(load(string.char(27) .. 'Lua') == nil, 'binary chunk loaded')
+      assert(debug.sethook == nil and debug.getlocal == nil and debug.setupvalue == nil)
+      assert(package.loadlib == nil or not pcall(package.loadlib, 'x', 'y'))
+      assert(require('plugin.ok') == 1)
+      assert(type(os.time()) == 'number' and type(os.clock()) == 'number' and type(os.date()) == 'string')
+      assert(string.upper('a') == 'A' and math.floor(1.5) == 1 and utf8.char(72) == 'H' and coroutine.wrap(function() return 1 end)() == 1)
+      for _, m in ipairs(msgs) do print((m:gsub('\\n.*', ''))) end
+      buffer = function() end`,
+  });
+  const { rt, out } = await start(path.join(dir, 'box.lua'));
+  assert.equal(rt.open(), 'buffer');
+  const lines = out().stdout.toString().trim().split('\n');
+  assert.equal(lines.length, 15);
+  for (const l of lines.slice(0, 12)) assert.match(l, /not available in riff's sandbox: /);
+  assert.match(lines[12], /module '\.\.secret' not found: require takes a dotted name/);
+  assert.match(lines[13], /module 'nonexistent\.module' not found \(riff looks only in the script's directory and riff's lua\/\)/);
+  assert.match(lines[14], /only text chunks are allowed/);
+});

@@ -104,6 +104,9 @@ end
 -- Errors: counted per script, the first few of each kind shown.
 ---------------------------------------------------------------------------
 local errors_total, errors_by_script, seen = 0, {}, {}
+-- Errors with no position (out of memory skips the message handler) are
+-- charged to the script riff was started with.
+local entry_label = "riff/lua/default.lua"
 local stop_requested = false
 
 local function msgh(e)
@@ -133,7 +136,7 @@ local function report_error(e, where)
     e = e .. " (Lua heap limit reached; raise it with --lua-memory)"
   end
   errors_total = errors_total + 1
-  local script = match(e, "^([^\n]-):%d+: ") or "?"
+  local script = match(e, "^([^\n]-):%d+: ") or entry_label
   errors_by_script[script] = (errors_by_script[script] or 0) + 1
   local key = match(e, "^[^\n]*") or e
   local n = (seen[key] or 0) + 1
@@ -190,8 +193,10 @@ function api.open(src, chunkname, path, display)
     use_pipeline(p)
     return "default"
   end
+  entry_label = path
   local before = rawget(_G, "buffer")
   local ret = run_file(src, chunkname, path)
+  flush()
   local b = rawget(_G, "buffer")
   if type(b) == "function" and b ~= before then
     use_globals()
@@ -250,7 +255,7 @@ end
 
 function api.configure(quiet, verbose, strict, budget, setup_budget)
   opts.quiet, opts.verbose, opts.strict = quiet, verbose, strict
-  opts.budget, opts.setup_budget = budget, setup_budget
+  opts.budget, opts.setup_budget = math.tointeger(budget) or 0, math.tointeger(setup_budget) or 0
 end
 
 local function call_hook(fn, name)
