@@ -6,13 +6,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { Batch, FLAG_FILTERED_OUT, HDR, align8 } from './capture/batch.js';
+import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from './capture/batch.js';
 import { openCaptureFile, CaptureFileError, type CaptureFile } from './capture/file.js';
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
 import { LiveCapture, listDevices, liveUnavailable } from './capture/live.js';
 import { PcapWriter } from './outputs/pcap-writer.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
-import { Runtime, ScriptError } from './vm/runtime.js';
+import { ScriptError } from './vm/runtime.js';
+import { LuaPool } from './vm/pool.js';
 
 const PKG = JSON.parse(
   fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
@@ -54,6 +55,8 @@ function parseArgs(argv: string[]) {
     .option('verbose', { type: 'boolean', default: false, describe: 'full Lua tracebacks for script errors' })
     .option('strict', { type: 'boolean', default: false, describe: 'stop at the first Lua error (exit 1)' })
     .option('lua-budget', { type: 'number', default: 10_000_000, describe: 'Lua instructions allowed per packet (0 = unlimited)' })
+    .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS ?? 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
+    .option('stats', { type: 'number', describe: 'print a counters line on stderr every SECONDS' })
     .option('lua-memory', { type: 'string', default: '256M', describe: 'Lua heap limit (e.g. 64M, 1G; 0 = unlimited)' })
     .example('$0 -r fixtures/http.pcap', 'the bundled pipeline over a capture file')
     .example('$0 --lua pipeline.lua -i eth1', 'run an original riff tree live on eth1')
@@ -129,61 +132,68 @@ async function main(): Promise<number> {
   if (!Number.isInteger(budget) || budget < 0) throw new Fail(`--lua-budget: '${budget}' is not a whole number >= 0`, 2);
   const memoryLimit = parseSize(args['lua-memory'], '--lua-memory');
 
-  const writeToStdout = args.w === '-';
-  const runtime = await Runtime.create({
-    script: args.lua,
-    quiet: args.q || writeToStdout,
-    verbose: args.verbose,
-    strict: args.strict,
-    budget,
-    setupBudget: budget === 0 ? 0 : Math.max(budget * 100, 1_000_000_000),
-    memoryLimit,
-    version: PKG.version,
-    // With -w - the pcap owns stdout; the script's output goes to stderr.
-    write: (fd, bytes) => (fd === 1 && !writeToStdout ? stdout : stderr).write(bytes),
-  });
+  const workers = args.workers;
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new Fail(`--workers: '${workers}' is not a number of workers from 1 to 64`, 2);
+  const statsEvery = args.stats;
+  if (statsEvery !== undefined && !(statsEvery > 0)) throw new Fail(`--stats: '${statsEvery}' is not a number of seconds`, 2);
 
-  let filterExpr = (args._ as (string | number)[]).map(String).join(' ').trim();
+  const writeToStdout = args.w === '-';
+  let stopping = false;
+  let interrupted = false;
+  let onStop: () => void = () => {};
+  const halt = () => {
+    stopping = true;
+    onStop();
+  };
+  let pool: LuaPool;
   try {
-    if (!filterExpr) {
-      const fromConfig = runtime.configFilter();
-      if (fromConfig) {
-        filterExpr = fromConfig;
-        note(`filter from config.lua: ${filterExpr}`);
-      }
-    }
-    const rule = runtime.open();
-    if (args.verbose) note(`script: ${args.lua ?? 'bundled default pipeline'} (${rule})`);
+    pool = await LuaPool.start({
+      workers,
+      runtime: {
+        script: args.lua,
+        quiet: args.q || writeToStdout,
+        verbose: args.verbose,
+        strict: args.strict,
+        budget,
+        setupBudget: budget === 0 ? 0 : Math.max(budget * 100, 1_000_000_000),
+        memoryLimit,
+        version: PKG.version,
+      },
+      // With -w - the pcap owns stdout; the script's output goes to stderr.
+      outFd: writeToStdout ? 2 : 1,
+      ringBytes: 64 << 20,
+      onStop: halt,
+    });
   } catch (e) {
     if (e instanceof ScriptError) throw new Fail(e.message, 1);
     throw e;
   }
 
+  let filterExpr = (args._ as (string | number)[]).map(String).join(' ').trim();
+  if (!filterExpr && pool.filter) {
+    filterExpr = pool.filter;
+    note(`filter from config.lua: ${filterExpr}`);
+  }
+  if (args.verbose) note(`script: ${args.lua ?? 'bundled default pipeline'} (${pool.rule}), ${workers} Lua worker${workers > 1 ? 's' : ''}`);
+
   const counters: Counters = { read: 0, passed: 0, processed: 0 };
-  let stopping = false;
-  let interrupted = false;
-  let onStop: () => void = () => {};
   const stop = () => {
-    if (stopping) {
-      // A second Ctrl-C: the user wants out now.
-      process.exit(130);
-    }
-    stopping = true;
+    // A second Ctrl-C: the user wants out now.
+    if (interrupted) process.exit(130);
     interrupted = true;
-    onStop();
+    halt();
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-  stdout.onClose = () => {
-    stopping = true;
-    onStop();
-  };
+  stdout.onClose = halt;
 
   let writer: PcapWriter | null = null;
   const limit = args.c;
   let damage: CaptureFileError | null = null;
 
-  const consume = (batch: Batch, filter: PacketFilter | null) => {
+  // Filter, -c, -w and counting happen here, on the capture thread; Lua runs in the workers.
+  let nextId = 1;
+  const account = (batch: Batch, filter: PacketFilter | null) => {
     const passed = filter ? filter.apply(batch) : batch.count;
     if (limit !== undefined && counters.passed + passed >= limit) {
       cutAt(batch, limit - counters.passed);
@@ -191,12 +201,18 @@ async function main(): Promise<number> {
     }
     counters.read += batch.count;
     counters.passed += filter ? batch.count - countFiltered(batch) : batch.count;
+    nextId = stampIds(batch, nextId);
     writer?.write(batch);
-    counters.processed += runtime.process(batch);
-    if (runtime.stopRequested) stopping = true;
   };
+  let statsTimer: NodeJS.Timeout | null = null;
+  if (statsEvery) {
+    statsTimer = setInterval(() => {
+      const p = pool.progress();
+      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors`);
+    }, statsEvery * 1000);
+    statsTimer.unref();
+  }
 
-  runtime.setup();
   let source = '';
   // Reader messages name the file for some problems; say it once either way.
   const named = (msg: string) => (msg.startsWith(source) ? msg : `${source}: ${msg}`);
@@ -206,8 +222,11 @@ async function main(): Promise<number> {
     try {
       file = openCaptureFile(args.r);
     } catch (e) {
-      if (e instanceof CaptureFileError) throw new Fail(named(e.message), 1);
-      throw e;
+      if (!(e instanceof CaptureFileError)) throw e;
+      // Damage before the first packet (header, first blocks) says where, like
+      // damage further in; a file that cannot be opened or read has no offset.
+      const unreadable = /^(cannot (open|read) |standard input is a terminal)/.test(e.message);
+      throw new Fail(named(e.message) + (unreadable ? '' : ` at byte offset ${e.offset}; 0 packets before it were processed`), 1);
     }
     let filter: PacketFilter | null = null;
     if (filterExpr) {
@@ -219,18 +238,22 @@ async function main(): Promise<number> {
       }
     }
     if (args.w !== undefined) writer = new PcapWriter(args.w, file.linktype < 0 ? 1 : file.linktype);
-    const batch = new Batch(1 << 20);
     let sinceYield = 0;
     while (!stopping && limit !== 0) {
-      batch.reset();
+      const batch = pool.reserve();
+      let got = 0;
       try {
-        if (file.fill(batch, 1024) === 0) break;
+        got = file.fill(batch, 1024);
       } catch (e) {
         if (!(e instanceof CaptureFileError)) throw e;
         damage = e;
+      }
+      if (got === 0) {
+        pool.commit(batch);
         break;
       }
-      consume(batch, filter);
+      account(batch, filter);
+      pool.commit(batch);
       // Let signals and pipe closes in between batches.
       if (++sinceYield >= 8) {
         sinceYield = 0;
@@ -251,7 +274,10 @@ async function main(): Promise<number> {
     let live: LiveCapture;
     try {
       live = new LiveCapture(device, filterExpr, (b) => {
-        if (!stopping) consume(b, null);
+        if (!stopping) {
+          account(b, null);
+          pool.push(b);
+        }
         if (stopping) onStop();
       });
     } catch (e) {
@@ -279,15 +305,21 @@ async function main(): Promise<number> {
     });
   }
 
-  runtime.deinit();
+  if (statsTimer) clearInterval(statsTimer);
   writer?.close();
-  const s = runtime.summary();
+  const s = await pool.finish();
+  // passed = dropped + processed + packets that ended in an error (+ any left when --strict stopped)
   const lines = [
     `${counters.read} packets ${args.r !== undefined ? 'read' : 'captured'}`,
     `${counters.passed} packets passed the filter`,
-    `${counters.processed} packets processed by Lua`,
-    `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`,
   ];
+  if (args.i !== undefined) lines.push(`${pool.dropped} packets dropped at the ring (Lua could not keep up); kernel drops are not reported by cap`);
+  lines.push(
+    `${s.processed - s.packetErrors} packets processed by Lua`,
+    `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`,
+  );
+  const unprocessed = counters.passed - pool.dropped - s.processed;
+  if (unprocessed > 0) lines.push(`${unprocessed} packets not processed (stopped early)`);
   if (writer) lines.push(`${writer.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}`);
   stderr.text(lines.join('\n') + '\n');
   if (interrupted) return 0;

@@ -11,6 +11,9 @@ import { riff, tree, tmpdir, FIXTURES, CLI, reportIds } from './helpers.js';
 
 process.env.TZ = 'UTC';
 
+/** The suite runs with RIFF_WORKERS=1 and =2 (npm test does both). */
+const workers = () => Number(process.env.RIFF_WORKERS ?? 1);
+
 interface Pkt {
   data: Buffer;
   sec: number;
@@ -48,6 +51,22 @@ function ctime(sec: number): string {
 }
 
 const BANNER = '###########[ OK ]#############\n';
+
+// With several workers packets' output interleaves (each packet's lines stay
+// together); ids are global. Key each packet's output, report included, by id.
+function byId(stdout: Buffer): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  const re = /id: (\d+)\nPacket length: \d+\nNumber of bytes: \d+\nRecieved time: [^\n]*\n\n\n/g;
+  const text = stdout.toString('latin1');
+  let from = 0;
+  for (const m of text.matchAll(re)) {
+    const end = m.index! + m[0].length;
+    out.set(Number(m[1]), stdout.subarray(from, end));
+    from = end;
+  }
+  assert.equal(from, stdout.length, 'output after the last report block');
+  return out;
+}
 const HTTP = path.join(FIXTURES, 'http.pcap');
 const noFilter = filterAvailable() ? false : 'the libpcap filter addon is not built';
 
@@ -57,15 +76,19 @@ test('the seed scripts, laid out as an original riff tree, run unchanged: banner
   assert.match(r.stderr, /filter from config\.lua: dst port 80/);
   const pkts = readAll(HTTP, 'dst port 80').filter((p) => p.passed);
   assert.ok(pkts.length > 10);
-  const expected: Buffer[] = [];
+  const expected = new Map<number, Buffer>();
   pkts.forEach((p, i) => {
-    expected.push(p.data, Buffer.from('\n'));
-    if (p.data.includes('pcap')) expected.push(Buffer.from(BANNER));
-    expected.push(
+    const parts = [p.data, Buffer.from('\n')];
+    if (p.data.includes('pcap')) parts.push(Buffer.from(BANNER));
+    parts.push(
       Buffer.from(`id: ${i + 1}\nPacket length: ${p.wirelen}\nNumber of bytes: ${p.caplen}\nRecieved time: ${ctime(p.sec)}\n\n\n`),
     );
+    expected.set(i + 1, Buffer.concat(parts));
   });
-  assert.deepEqual(r.stdout, Buffer.concat(expected));
+  const got = byId(r.stdout);
+  assert.deepEqual([...got.keys()].sort((a, b) => a - b), [...expected.keys()]);
+  for (const [id, want] of expected) assert.deepEqual(got.get(id), want, `packet ${id}`);
+  if (workers() === 1) assert.deepEqual(r.stdout, Buffer.concat([...expected.values()]));
   // fixtures/http.pcap.txt lists which packets hold "pcap": the client's request does, and passes dst port 80.
   assert.equal(r.stdout.toString('latin1').split(BANNER).length - 1, pkts.filter((p) => p.data.includes('pcap')).length);
   assert.match(r.stderr, new RegExp(`^${pkts.length} packets passed the filter$`, 'm'));
@@ -74,7 +97,8 @@ test('the seed scripts, laid out as an original riff tree, run unchanged: banner
 test('all 256 byte values pass through the CLI byte-exact (pcap µs and big-endian ns)', () => {
   const dir = tree({ 'echo.lua': 'buffer = function(p) io.write(p) end' });
   for (const f of ['allbytes.pcap', 'ns-be.pcap']) {
-    const r = riff(['-q', '--lua', path.join(dir, 'echo.lua'), '-r', path.join(FIXTURES, f)]);
+    // Byte-exact concatenation needs packet order: one worker.
+    const r = riff(['-q', '--workers', '1', '--lua', path.join(dir, 'echo.lua'), '-r', path.join(FIXTURES, f)]);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(r.stdout, Buffer.concat(readAll(path.join(FIXTURES, f)).map((p) => p.data)));
   }
@@ -97,7 +121,8 @@ test('timestamps, lengths, linktype and interface reach Lua (pcapng, several sec
       const [iface, lt, sec, nsec, caplen, wirelen] = l.split('\t');
       return [iface, lt, sec, nsec, caplen, wirelen, caplen].join('\t');
     });
-  assert.deepEqual(r.stdout.toString().trim().split('\n'), want);
+  const lines = r.stdout.toString().trim().split('\n');
+  assert.deepEqual(workers() === 1 ? lines : lines.sort(), workers() === 1 ? want : want.sort());
 });
 
 test('-c N stops after N packets that passed the filter, and deinit still runs', { skip: noFilter }, () => {
@@ -107,7 +132,7 @@ test('-c N stops after N packets that passed the filter, and deinit still runs',
   assert.match(r.stderr, /^3 packets passed the filter$/m);
   assert.match(r.stderr, /^3 packets processed by Lua$/m);
   const all = riff(['--lua', path.join(FIXTURES, 'count.lua'), '-r', HTTP, '-c', '5']);
-  assert.deepEqual(reportIds(all.stdout), [1, 2, 3, 4, 5]);
+  assert.deepEqual(reportIds(all.stdout).sort(), [1, 2, 3, 4, 5]);
 });
 
 test('-w writes the packets that passed the filter to a valid pcap', { skip: noFilter }, () => {

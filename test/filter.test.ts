@@ -13,7 +13,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { Batch, FLAG_ARRIVAL_TS, FLAG_FILTERED_OUT, recordAt } from '../src/capture/batch.js';
+import { Batch, FLAG_ARRIVAL_TS, FLAG_FILTERED_OUT, HDR, recordAt } from '../src/capture/batch.js';
 import { FilterError, compileFilter, filterAvailable, libpcapVersion } from '../src/capture/filter.js';
 import { PcapWriter } from '../src/outputs/pcap-writer.js';
 import { openCaptureFile } from '../src/capture/file.js';
@@ -399,7 +399,7 @@ describe('filter semantics', { skip: noBoth }, () => {
     // on those files counts: ip6 6/0, ip 0/21, udp 0/21.
     const asBigEndianCapture = (name: string) => {
       const b = copyBatch(capture(name).batch);
-      for (const o of b.offsets()) b.buf.subarray(o + 32, o + 36).reverse();
+      for (const o of b.offsets()) b.buf.subarray(o + HDR, o + HDR + 4).reverse();
       return b;
     };
     const v6 = asBigEndianCapture('icmpv6-RFC2894-RR.pcap');

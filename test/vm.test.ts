@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { Batch } from '../src/capture/batch.js';
+import { Batch, stampIds } from '../src/capture/batch.js';
 import { Runtime, ScriptError, type RuntimeOptions } from '../src/vm/runtime.js';
 import { tree, FIXTURES } from './helpers.js';
 
@@ -37,6 +37,7 @@ async function start(script: string | undefined, opts: Partial<RuntimeOptions> =
 function batchOf(packets: Buffer[], sec = 1504850400): Batch {
   const b = new Batch(1 << 16);
   packets.forEach((p, i) => b.push(sec + i, 500_000_000, p, 0, p.length, p.length + 4, 1, 0));
+  stampIds(b, 1);
   return b;
 }
 

@@ -7,7 +7,7 @@ local rt, host = ...
 local type, pairs, ipairs, xpcall, error, tostring, select =
       type, pairs, ipairs, xpcall, error, tostring, select
 local sfmt, unpack, find, match, date = string.format, string.unpack, string.find, string.match, os.date
-local flush, emit, emit_err = rt.flush, rt.emit, rt.emit_err
+local flush, flush_if_big, emit, emit_err = rt.flush, rt.flush_if_big, rt.emit, rt.emit_err
 local sethook, getinfo, traceback = rt.sethook, rt.getinfo, debug.traceback
 
 local opts = {
@@ -20,15 +20,15 @@ local api = {}
 
 ---------------------------------------------------------------------------
 -- The packet being processed, readable from Lua as riff.packet.<field>.
--- Headers arrive as one string per batch (32 bytes a packet, the layout of
+-- Headers arrive as one string per batch (40 bytes a packet, the layout of
 -- src/capture/batch.ts) and are decoded only when a field is read.
 ---------------------------------------------------------------------------
 local meta, cur, processed = "", 0, 0
-local HDR = "<I4i4I4I4I4I4I4I4"
+local HDR, STRIDE = "<I4i4I4I4I4I4I4I4I4", 40
 
 local function header(i)
-  local lo, hi, nsec, caplen, len, linktype, iface, flags = unpack(HDR, meta, (i - 1) * 32 + 1)
-  return hi * 4294967296 + lo, nsec, caplen, len, linktype, iface, flags
+  local lo, hi, nsec, caplen, len, linktype, iface, flags, id = unpack(HDR, meta, (i - 1) * STRIDE + 1)
+  return hi * 4294967296 + lo, nsec, caplen, len, linktype, iface, flags, id
 end
 
 local fields = {
@@ -41,6 +41,7 @@ local fields = {
   linktype = function(s, ns, c, l, lt) return lt end,
   iface = function(s, ns, c, l, lt, ifc) return ifc end,
   arrival = function(s, ns, c, l, lt, ifc, fl) return fl & 1 ~= 0 end,
+  id = function(s, ns, c, l, lt, ifc, fl, id) return id end,
 }
 
 riff = { version = host.version }
@@ -52,7 +53,6 @@ do
 end
 riff.packet = setmetatable({}, {
   __index = function(_, k)
-    if k == "id" then return processed end
     local f = fields[k]
     if f and cur > 0 then return f(header(cur)) end
   end,
@@ -103,7 +103,7 @@ end
 ---------------------------------------------------------------------------
 -- Errors: counted per script, the first few of each kind shown.
 ---------------------------------------------------------------------------
-local errors_total, errors_by_script, seen = 0, {}, {}
+local errors_total, packet_errors, errors_by_script, seen = 0, 0, {}, {}
 -- Errors with no position (out of memory skips the message handler) are
 -- charged to the script riff was started with.
 local entry_label = "riff/lua/default.lua"
@@ -293,29 +293,31 @@ function api.batch(T, M, n)
     local ok, e
     if self then ok, e = xpcall(fn, msgh, self, T[i]) else ok, e = xpcall(fn, msgh, T[i]) end
     if not ok then
-      report_error(e, "packet " .. processed)
+      packet_errors = packet_errors + 1
+      report_error(e, "packet " .. select(8, header(i)))
       if exhausted then arm(budget) end
-      if stop_requested then cur = 0 arm(0) flush() return i end
+      if stop_requested then cur = 0 arm(0) flush() return i, packet_errors end
     end
     if not quiet then
-      local sec, _, caplen, len = header(i)
+      local sec, _, caplen, len, _, _, _, id = header(i)
       emit(sfmt("id: %d\nPacket length: %d\nNumber of bytes: %d\nRecieved time: %s\n\n\n",
-        processed, len, caplen, ctime(sec)))
+        id, len, caplen, ctime(sec)))
     end
+    flush_if_big()
   end
   arm(0)
   cur = 0
   flush()
-  return n
+  return n, packet_errors
 end
 driver_frames[api.batch] = true
 driver_frames[call_hook] = true
 driver_frames[run_file] = true
 driver_frames[api.config_filter] = true
 
--- "processed errors\nscript count\n..." for the exit summary.
+-- "handed errors packet_errors\nscript count\n..." for the exit summary.
 function api.summary()
-  local lines = { processed .. "\t" .. errors_total }
+  local lines = { processed .. "\t" .. errors_total .. "\t" .. packet_errors }
   for script, n in pairs(errors_by_script) do lines[#lines + 1] = script .. "\t" .. n end
   return table.concat(lines, "\n")
 end

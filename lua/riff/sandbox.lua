@@ -27,7 +27,10 @@ local NO_HOST = "Lua cannot run processes or touch the host environment"
 ---------------------------------------------------------------------------
 local out, nout, outbytes = {}, 0, 0
 local err, nerr = {}, 0
-local FLUSH_AT = 1 << 16
+-- The driver flushes between packets once FLUSH_AT is reached, so a flush
+-- holds whole packets' output (workers' flushes interleave only there);
+-- a single packet writing more than MUST_FLUSH is flushed mid-packet.
+local FLUSH_AT, MUST_FLUSH = 1 << 16, 1 << 24
 
 local function flush()
   if nout > 0 then
@@ -46,13 +49,16 @@ local function emit(s)
   nout = nout + 1
   out[nout] = s
   outbytes = outbytes + #s
-  if outbytes >= FLUSH_AT then flush() end
+  if outbytes >= MUST_FLUSH then flush() end
+end
+
+local function flush_if_big()
+  if outbytes >= FLUSH_AT or nerr >= 256 then flush() end
 end
 
 local function emit_err(s)
   nerr = nerr + 1
   err[nerr] = s
-  if nerr >= 256 then flush() end
 end
 
 -- io.write formats numbers as C Lua does: integers with %d, floats with %.14g.
@@ -248,6 +254,7 @@ end
 
 return {
   flush = flush,
+  flush_if_big = flush_if_big,
   emit = emit,
   emit_err = emit_err,
   load = real_load,

@@ -10,8 +10,11 @@
 //   8  u32 nanoseconds            12 u32 captured length
 //   16 u32 wire length            20 u32 linktype (LINKTYPE_*, as in the file)
 //   24 u32 interface index        28 u32 flags (FLAG_*)
+//   32 u32 packet id: its number among the packets that passed the filter,
+//          stamped by the capture thread so ids stay global across workers
+//   36 u32 reserved
 
-export const HDR = 32;
+export const HDR = 40;
 export const FLAG_ARRIVAL_TS = 1; // live: stamped on arrival, wire length unknown
 export const FLAG_FILTERED_OUT = 2; // set by the filter; skipped downstream
 
@@ -23,9 +26,14 @@ export class Batch {
   count = 0;
   bytes = 0;
 
-  constructor(capacity = 1 << 20) {
-    this.buf = Buffer.allocUnsafe(capacity);
+  constructor(capacity = 1 << 20, buf?: Buffer) {
+    this.buf = buf ?? Buffer.allocUnsafe(capacity);
     this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+  }
+
+  /** A batch over memory someone else owns (a ring slot); it grows out of it only if it must. */
+  static over(buf: Buffer): Batch {
+    return new Batch(0, buf);
   }
 
   reset(): void {
@@ -64,8 +72,18 @@ export class Batch {
     v.setUint32(o + 20, linktype, true);
     v.setUint32(o + 24, iface, true);
     v.setUint32(o + 28, flags, true);
+    v.setUint32(o + 32, 0, true);
+    v.setUint32(o + 36, 0, true);
     this.buf.set(src.subarray(start, start + caplen), o + HDR);
     this.bytes = o + HDR + align8(caplen);
+    this.count++;
+  }
+
+  /** Copy a whole record (header and padded bytes) from another batch's buffer. */
+  appendRecord(src: Buffer, o: number, size: number): void {
+    if (this.bytes + size > this.buf.length) this.grow(size);
+    src.copy(this.buf, this.bytes, o, o + size);
+    this.bytes += size;
     this.count++;
   }
 
@@ -87,6 +105,16 @@ export class Batch {
   }
 }
 
+/** Number the packets that passed the filter, continuing from `next`; returns the next id. */
+export function stampIds(b: Batch, next: number): number {
+  const v = b.view;
+  for (let i = 0, o = 0; i < b.count; i++) {
+    if (!(v.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) v.setUint32(o + 32, next++, true);
+    o += HDR + align8(v.getUint32(o + 12, true));
+  }
+  return next;
+}
+
 /** Read one record's header fields (for tests, writers and the filter; not the hot path). */
 export function recordAt(b: Batch, o: number) {
   const v = b.view;
@@ -98,6 +126,7 @@ export function recordAt(b: Batch, o: number) {
     linktype: v.getUint32(o + 20, true),
     iface: v.getUint32(o + 24, true),
     flags: v.getUint32(o + 28, true),
+    id: v.getUint32(o + 32, true),
     data: b.buf.subarray(o + HDR, o + HDR + v.getUint32(o + 12, true)),
   };
 }

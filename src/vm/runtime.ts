@@ -31,8 +31,12 @@ export interface RuntimeOptions {
 }
 
 export interface Summary {
+  /** Packets handed to Lua (those that ended in an error included). */
   processed: number;
+  /** All Lua errors: packets' and setup/deinit's. */
   errors: number;
+  /** Packets whose trip through Lua ended in an error. */
+  packetErrors: number;
   byScript: Map<string, number>;
 }
 
@@ -48,6 +52,7 @@ export class Runtime {
   private readonly scriptDir: string | null;
   private readonly labels = new Map<string, string>(); // label shown to the user → real path
   stopRequested = false;
+  private lastPacketErrors = 0;
 
   private constructor(
     readonly vm: LuaVM,
@@ -301,11 +306,17 @@ export class Runtime {
       x.lua_settop(L, -5);
       return 0;
     }
-    vm.call(3, 1);
-    const done = x.lua_tonumberx(L, -1, 0);
-    x.lua_settop(L, -2);
+    vm.call(3, 2);
+    const done = x.lua_tonumberx(L, -2, 0);
+    this.lastPacketErrors = x.lua_tonumberx(L, -1, 0);
+    x.lua_settop(L, -3);
     if (done < n) this.stopRequested = true;
     return done;
+  }
+
+  /** Packets that ended in a Lua error so far. */
+  packetErrors(): number {
+    return this.lastPacketErrors;
   }
 
   summary(): Summary {
@@ -313,13 +324,13 @@ export class Runtime {
     const text = this.vm.toText(-1) ?? '0\t0';
     this.vm.x.lua_settop(this.vm.L, -2);
     const [head, ...rest] = text.split('\n');
-    const [processed, errors] = head.split('\t').map(Number);
+    const [processed, errors, packetErrors] = head.split('\t').map(Number);
     const byScript = new Map<string, number>();
     for (const line of rest) {
       const i = line.lastIndexOf('\t');
       byScript.set(line.slice(0, i), Number(line.slice(i + 1)));
     }
-    return { processed, errors, byScript };
+    return { processed, errors, packetErrors, byScript };
   }
 
   /** Bytes the Lua heap holds now. */

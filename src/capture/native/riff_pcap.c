@@ -7,7 +7,7 @@
  *
  * Batch record layout (see src/capture/batch.ts), little-endian:
  *   0 sec lo, 4 sec hi, 8 nsec, 12 caplen, 16 wirelen, 20 linktype,
- *   24 iface, 28 flags; then caplen bytes, padded to 8.
+ *   24 iface, 28 flags, 32 packet id, 36 reserved; then caplen bytes, padded to 8.
  */
 #include <node_api.h>
 #include <pcap/pcap.h>
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HDR 32
+#define HDR 40
 #define FLAG_ARRIVAL_TS 1u
 #define FLAG_FILTERED_OUT 2u
 #define DEFAULT_SNAPLEN 262144

@@ -1,0 +1,172 @@
+-- riff.emit(type, fields): structured records for riff's outputs (JSON lines,
+-- SQLite, syslog, text). Lua cannot reach the host, so a record is encoded
+-- here into one binary string and handed to riff through host.record; the
+-- TypeScript half (src/outputs/records.ts) decodes it.
+--
+-- Wire format, version 1, all integers little-endian:
+--
+--   record := 0x01 time type:s2 map
+--   time   := 'P' sec:i8 nsec:u4     the packet's capture time (emitted while
+--                                    a packet is being processed)
+--           | 'W'                    no packet: riff stamps wall time when it
+--                                    receives the record (host.record is called
+--                                    synchronously, so that is the emit time)
+--   value  := 'F' | 'T'              false, true
+--           | 'i' i8                 Lua integer (64-bit)
+--           | 'd' f64                Lua float
+--           | 's' len:u4 bytes       Lua string: raw bytes, any values
+--           | 'a' n:u4 value*n       table whose keys are exactly 1..n (n >= 1)
+--           | 'm' n:u4 (key value)*n any other table; keys are UTF-8 strings
+--                                    (key := len:u4 bytes); integer and float
+--                                    keys are written in decimal ("%d", "%.17g")
+--
+-- The top level is always a map (an array given as fields becomes "1", "2",
+-- ...). An empty table is an empty map unless wrapped with record.array{}.
+-- Tables may be shared, but not cyclic, and nest at most MAX_DEPTH deep.
+-- Functions, userdata, threads, boolean keys and non-UTF-8 keys are errors.
+local type, pairs, next, error, pcall, tostring, setmetatable, rawget =
+      type, pairs, next, error, pcall, tostring, setmetatable, rawget
+local pack, sfmt, find, concat = string.pack, string.format, string.find, table.concat
+local mtype, ulen = math.type, utf8.len
+
+local M = { VERSION = 1, MAX_DEPTH = 32 }
+
+-- Tables the script marked as arrays (so that an empty one stays an array).
+local arrays = setmetatable({}, { __mode = "k" })
+function M.array(t)
+  t = t or {}
+  if type(t) ~= "table" then error("record.array: expected a table, got " .. type(t), 2) end
+  arrays[t] = true
+  return t
+end
+
+local Fail = {} -- marks errors raised by the encoder itself
+
+local function fail(path, msg)
+  error({ [Fail] = true, msg = "riff.emit: " .. (path ~= "" and (path .. ": ") or "") .. msg }, 0)
+end
+
+local function keypath(path, k)
+  if type(k) == "string" and find(k, "^[%a_][%w_]*$") then
+    return path == "" and k or (path .. "." .. k)
+  end
+  return path .. "[" .. (type(k) == "string" and sfmt("%q", k) or tostring(k)) .. "]"
+end
+
+local function keystr(k, path)
+  local t = type(k)
+  if t == "string" then
+    if not ulen(k) then fail(path, "a key is not valid UTF-8 (keys name fields; put bytes in values)") end
+    return k
+  elseif t == "number" then
+    if mtype(k) == "integer" then return sfmt("%d", k) end
+    return sfmt("%.17g", k)
+  end
+  fail(path, "a key is a " .. t .. " (keys must be strings or numbers)")
+end
+
+local encode_value
+
+-- Is t a sequence 1..n with no other keys? Returns n, or nil.
+local function seqlen(t)
+  local n, max = 0, 0
+  for k in pairs(t) do
+    if mtype(k) ~= "integer" or k < 1 then return nil end
+    n = n + 1
+    if k > max then max = k end
+  end
+  if n ~= max then return nil end
+  return n
+end
+
+local function encode_map(buf, t, path, depth, stack)
+  local i0 = #buf + 1
+  buf[i0] = false -- placeholder for 'm' .. count
+  local n = 0
+  for k, v in pairs(t) do
+    local ks = keystr(k, path)
+    n = n + 1
+    buf[#buf + 1] = pack("<s4", ks)
+    encode_value(buf, v, keypath(path, k), depth, stack)
+  end
+  buf[i0] = pack("<c1I4", "m", n)
+end
+
+function encode_value(buf, v, path, depth, stack)
+  local t = type(v)
+  if t == "string" then
+    buf[#buf + 1] = pack("<c1s4", "s", v)
+  elseif t == "number" then
+    if mtype(v) == "integer" then buf[#buf + 1] = pack("<c1i8", "i", v)
+    else buf[#buf + 1] = pack("<c1d", "d", v) end
+  elseif t == "boolean" then
+    buf[#buf + 1] = v and "T" or "F"
+  elseif t == "table" then
+    if stack[v] then fail(path, "cycle: this table contains itself") end
+    if depth >= M.MAX_DEPTH then fail(path, "nested deeper than " .. M.MAX_DEPTH .. " tables") end
+    stack[v] = true
+    local n = seqlen(v)
+    if n and (n > 0 or arrays[v]) then
+      buf[#buf + 1] = pack("<c1I4", "a", n)
+      for i = 1, n do encode_value(buf, v[i], path .. "[" .. i .. "]", depth + 1, stack) end
+    else
+      encode_map(buf, v, path, depth + 1, stack)
+    end
+    stack[v] = nil
+  else
+    fail(path, "a " .. t .. " cannot be recorded (records hold strings, numbers, booleans and tables of them)")
+  end
+end
+
+local function check_type(rtype)
+  if type(rtype) ~= "string" then
+    error("riff.emit: bad argument #1 (the record type must be a string, got " .. type(rtype) .. ")", 3)
+  end
+  if #rtype == 0 or #rtype > 64 or not find(rtype, "^[%a_][%w_%.%-]*$") then
+    error(sfmt("riff.emit: bad record type %q (a name of letters, digits, '_', '.', '-', at most 64 bytes, "
+      .. "starting with a letter or '_')", rtype), 3)
+  end
+end
+
+-- Encode one record; `sec`/`nsec` is the packet time, or nil for wall time.
+function M.encode(rtype, fields, sec, nsec)
+  local buf = {}
+  buf[1] = "\1"
+  if sec then buf[2] = pack("<c1i8I4", "P", sec, nsec or 0) else buf[2] = "W" end
+  buf[3] = pack("<s2", rtype)
+  if fields == nil then
+    buf[4] = pack("<c1I4", "m", 0)
+  elseif type(fields) ~= "table" then
+    fail("", "bad argument #2 (the record's fields must be a table, got " .. type(fields) .. ")")
+  else
+    local stack = { [fields] = true }
+    encode_map(buf, fields, "", 1, stack)
+  end
+  return concat(buf)
+end
+
+-- emitter(hostfn) -> emit(type, fields): encodes and hands the record to riff.
+-- `clock` is read for the packet time; by default riff.packet (sec is nil
+-- outside packets, in setup and deinit).
+function M.emitter(hostfn, clock)
+  local R = rawget(_G, "riff")
+  local function now()
+    local p = clock or (R and R.packet)
+    if not p then return nil end
+    local sec = p.sec
+    if sec == nil then return nil end
+    return sec, p.nsec
+  end
+  return function(rtype, fields)
+    check_type(rtype)
+    local sec, nsec = now()
+    local ok, rec = pcall(M.encode, rtype, fields, sec, nsec)
+    if not ok then
+      if type(rec) == "table" and rec[Fail] then error(rec.msg, 2) end
+      error(rec, 0)
+    end
+    hostfn(rec)
+  end
+end
+
+return M

@@ -1,0 +1,78 @@
+// Which worker a packet belongs to: both directions of an IP 5-tuple map to
+// the same worker, so a plugin's per-flow state lives in one VM. Non-IP
+// packets go to worker 0. Only headers are read; nothing is decoded for Lua.
+import { HDR } from './batch.js';
+
+function u16(d: DataView, o: number): number {
+  return d.getUint16(o, false);
+}
+
+/** Hash one endpoint (address bytes + port); combined with + so direction does not matter. */
+function endpoint(d: DataView, addr: number, len: number, port: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < len; i++) h = Math.imul(h ^ d.getUint8(addr + i), 0x01000193);
+  h = Math.imul(h ^ port, 0x01000193);
+  return h >>> 0;
+}
+
+/** Worker index in [0, n) for the record at byte offset `o` of a batch's view. */
+export function shardOf(d: DataView, o: number, n: number): number {
+  if (n <= 1) return 0;
+  const caplen = d.getUint32(o + 12, true);
+  const lt = d.getUint32(o + 20, true) & 0xffff;
+  const p = o + HDR;
+  const end = p + caplen;
+  let l3 = -1;
+  let v = 0; // 4 or 6
+  const byType = (type: number, at: number) => {
+    if (type === 0x0800) (v = 4), (l3 = at);
+    else if (type === 0x86dd) (v = 6), (l3 = at);
+  };
+  if (lt === 1) {
+    let at = p + 12;
+    if (at + 2 > end) return 0;
+    let type = u16(d, at);
+    while ((type === 0x8100 || type === 0x88a8 || type === 0x9100) && at + 6 <= end) {
+      at += 4;
+      type = u16(d, at);
+    }
+    byType(type, at + 2);
+  } else if (lt === 113) {
+    if (p + 16 > end) return 0;
+    byType(u16(d, p + 14), p + 16);
+  } else if (lt === 276) {
+    if (p + 20 > end) return 0;
+    byType(u16(d, p), p + 20);
+  } else if (lt === 0 || lt === 108) {
+    if (p + 4 > end) return 0;
+    const le = d.getUint32(p, true);
+    const fam = le > 0xffff ? d.getUint32(p, false) : le;
+    if (fam === 2) (v = 4), (l3 = p + 4);
+    else if (fam === 24 || fam === 28 || fam === 30 || fam === 10) (v = 6), (l3 = p + 4);
+  } else if (lt === 101 || lt === 12 || lt === 14 || lt === 228 || lt === 229) {
+    if (p + 1 > end) return 0;
+    const ver = d.getUint8(p) >> 4;
+    if (ver === 4 || ver === 6) (v = ver), (l3 = p);
+  }
+  if (l3 < 0) return 0;
+  let a: number;
+  let b: number;
+  if (v === 4) {
+    if (l3 + 20 > end) return 0;
+    const ihl = (d.getUint8(l3) & 15) * 4;
+    const proto = d.getUint8(l3 + 9);
+    const frag = u16(d, l3 + 6) & 0x1fff;
+    const l4 = l3 + ihl;
+    const ports = (proto === 6 || proto === 17 || proto === 132) && frag === 0 && l4 + 4 <= end;
+    a = endpoint(d, l3 + 12, 4, ports ? u16(d, l4) : 0);
+    b = endpoint(d, l3 + 16, 4, ports ? u16(d, l4 + 2) : 0);
+  } else {
+    if (l3 + 40 > end) return 0;
+    const nh = d.getUint8(l3 + 6);
+    const l4 = l3 + 40;
+    const ports = (nh === 6 || nh === 17 || nh === 132) && l4 + 4 <= end;
+    a = endpoint(d, l3 + 8, 16, ports ? u16(d, l4) : 0);
+    b = endpoint(d, l3 + 24, 16, ports ? u16(d, l4 + 2) : 0);
+  }
+  return ((a + b) >>> 0) % n;
+}

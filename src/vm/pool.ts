@@ -1,0 +1,185 @@
+// The capture thread's side of the Lua workers: start them, feed their
+// rings (sharding by flow when there are several), collect their counters.
+import { Worker } from 'node:worker_threads';
+import { Batch, FLAG_FILTERED_OUT, HDR, align8 } from '../capture/batch.js';
+import { shardOf } from '../capture/flow.js';
+import { createRing, RingProducer, type RingShared } from './ring.js';
+import type { RuntimeOptions } from './runtime.js';
+import { ScriptError, type Summary } from './runtime.js';
+import type { WorkerInit, WorkerMessage } from './worker.js';
+
+export interface PoolOptions {
+  workers: number;
+  runtime: Omit<RuntimeOptions, 'write' | 'record'>;
+  outFd: 1 | 2;
+  ringBytes: number;
+  /** A worker asks to stop: --strict hit an error, or stdout closed. */
+  onStop(why: string): void;
+  onRecord?(bytes: Uint8Array): void;
+}
+
+interface Slot {
+  worker: Worker;
+  ring: RingProducer;
+  local: Batch; // staging for sharded batches
+  done: Promise<Extract<WorkerMessage, { type: 'done' }>>;
+}
+
+export class LuaPool {
+  /** Packets dropped because a ring was full (live capture only). */
+  dropped = 0;
+  filter: string | null = null;
+  rule = '';
+  private readonly counters: Float64Array;
+  private readonly single: boolean;
+  private pendingRing: Batch | null = null;
+  private readonly staging = new Batch(1 << 20);
+
+  private constructor(
+    private readonly slots: Slot[],
+    counters: SharedArrayBuffer,
+  ) {
+    this.counters = new Float64Array(counters);
+    this.single = slots.length === 1;
+  }
+
+  static async start(o: PoolOptions): Promise<LuaPool> {
+    const n = Math.max(1, o.workers);
+    const lock = new SharedArrayBuffer(4);
+    const counters = new SharedArrayBuffer(8 * 2 * n);
+    const slots: Slot[] = [];
+    const ready: Promise<Extract<WorkerMessage, { type: 'ready' }>>[] = [];
+    for (let i = 0; i < n; i++) {
+      const shared: RingShared = createRing(o.ringBytes);
+      const init: WorkerInit = {
+        index: i,
+        opts: o.runtime,
+        ring: shared,
+        lock,
+        counters,
+        outFd: o.outFd,
+        readConfig: i === 0,
+        records: !!o.onRecord,
+      };
+      const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
+      let resolveReady!: (m: Extract<WorkerMessage, { type: 'ready' }>) => void;
+      let rejectReady!: (e: Error) => void;
+      let resolveDone!: (m: Extract<WorkerMessage, { type: 'done' }>) => void;
+      ready.push(new Promise((res, rej) => ((resolveReady = res), (rejectReady = rej))));
+      const done = new Promise<Extract<WorkerMessage, { type: 'done' }>>((res) => (resolveDone = res));
+      worker.on('message', (m: WorkerMessage) => {
+        if (m.type === 'ready') resolveReady(m);
+        else if (m.type === 'fail') rejectReady(new ScriptError(m.message));
+        else if (m.type === 'stop') o.onStop(m.why);
+        else if (m.type === 'record') o.onRecord?.(m.bytes);
+        else if (m.type === 'done') resolveDone(m);
+      });
+      worker.on('error', (e) => rejectReady(new Error(`Lua worker ${i}: ${e.message}`)));
+      worker.on('exit', () => {
+        rejectReady(new Error(`Lua worker ${i} exited before it was ready`));
+        resolveDone({ type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] });
+      });
+      slots.push({ worker, ring: new RingProducer(shared), local: new Batch(1 << 20), done });
+    }
+    const pool = new LuaPool(slots, counters);
+    try {
+      const msgs = await Promise.all(ready);
+      pool.filter = msgs[0].filter;
+      pool.rule = msgs[0].rule;
+    } catch (e) {
+      await Promise.all(slots.map((s) => s.worker.terminate()));
+      throw e;
+    }
+    return pool;
+  }
+
+  /** A batch to fill: straight in the ring with one worker, staging with several. */
+  reserve(): Batch {
+    if (this.single) {
+      const b = this.slots[0].ring.reserve(HDR + 65536, true);
+      if (b) {
+        this.pendingRing = b;
+        return b;
+      }
+    }
+    this.pendingRing = null;
+    this.staging.reset();
+    return this.staging;
+  }
+
+  /** Hand a filled batch over (file reading: waits for room, loses nothing). */
+  commit(b: Batch): void {
+    if (b === this.pendingRing) {
+      this.pendingRing = null;
+      this.slots[0].ring.commit(b, true);
+      return;
+    }
+    this.dispatch(b, true);
+  }
+
+  /** Hand a live batch over without waiting; what does not fit is dropped and counted. */
+  push(b: Batch): void {
+    this.dispatch(b, false);
+  }
+
+  private dispatch(b: Batch, wait: boolean): void {
+    if (this.single) {
+      if (!this.slots[0].ring.push(b, wait)) this.dropped += countPassed(b);
+      return;
+    }
+    const n = this.slots.length;
+    const outs = this.slots.map((s) => s.local);
+    for (const x of outs) x.reset();
+    const v = b.view;
+    for (let i = 0, o = 0; i < b.count; i++) {
+      const size = HDR + align8(v.getUint32(o + 12, true));
+      if (!(v.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) outs[shardOf(v, o, n)].appendRecord(b.buf, o, size);
+      o += size;
+    }
+    outs.forEach((x, i) => {
+      if (x.count && !this.slots[i].ring.push(x, wait)) this.dropped += x.count;
+    });
+  }
+
+  /** Packets handed to Lua and packets that ended in an error, summed over workers (live). */
+  progress(): { processed: number; errors: number } {
+    let processed = 0;
+    let errors = 0;
+    for (let i = 0; i < this.slots.length; i++) {
+      processed += this.counters[i * 2];
+      errors += this.counters[i * 2 + 1];
+    }
+    return { processed, errors };
+  }
+
+  /** Close the rings, let the workers drain and run deinit; their summaries merged. */
+  async finish(): Promise<Summary> {
+    for (const s of this.slots) s.ring.close();
+    const all = await Promise.all(this.slots.map((s) => s.done));
+    const byScript = new Map<string, number>();
+    let processed = 0;
+    let errors = 0;
+    let packetErrors = 0;
+    for (const m of all) {
+      processed += m.processed;
+      packetErrors += m.errors;
+      errors += m.errors + m.hookErrors;
+      for (const [k, v] of m.byScript) byScript.set(k, (byScript.get(k) ?? 0) + v);
+    }
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    return { processed, errors, packetErrors, byScript };
+  }
+
+  async terminate(): Promise<void> {
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}
+
+function countPassed(b: Batch): number {
+  let n = 0;
+  for (let i = 0, o = 0; i < b.count; i++) {
+    if (!(b.view.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) n++;
+    o += HDR + align8(b.view.getUint32(o + 12, true));
+  }
+  return n;
+}

@@ -1,0 +1,177 @@
+// A single-producer, single-consumer ring of packet batches in shared
+// memory: the capture thread writes batches in place (the file reader fills
+// the ring directly), a Lua worker reads them in place. Nothing is copied
+// between the two threads and the capture never waits for Lua unless it is
+// reading a file (backpressure instead of loss); live capture drops whole
+// batches when the ring is full and counts them.
+//
+// Layout of a slot: u32 payload bytes, u32 packet count, then the batch
+// records (src/capture/batch.ts). A slot never wraps: when the room at the
+// end is too small the producer writes a WRAP marker and starts at 0.
+import { Batch } from '../capture/batch.js';
+
+const SLOT_HDR = 8;
+const WRAP = 0xffffffff;
+// Control words (Int32Array over their own SharedArrayBuffer).
+const WPOS = 0;
+const RPOS = 1;
+const USED = 2; // bytes in use, markers and wasted tails included
+const SEQ = 3; // bumped on every publish; the consumer waits on it
+const CLOSED = 4;
+const CTRL_WORDS = 8;
+
+export interface RingShared {
+  data: SharedArrayBuffer;
+  ctrl: SharedArrayBuffer;
+}
+
+export function createRing(bytes: number): RingShared {
+  return { data: new SharedArrayBuffer(bytes), ctrl: new SharedArrayBuffer(CTRL_WORDS * 4) };
+}
+
+class RingBase {
+  protected readonly u8: Buffer;
+  protected readonly dv: DataView;
+  protected readonly ctl: Int32Array;
+  protected readonly size: number;
+
+  constructor(shared: RingShared) {
+    this.u8 = Buffer.from(shared.data);
+    this.dv = new DataView(shared.data);
+    this.ctl = new Int32Array(shared.ctrl);
+    this.size = shared.data.byteLength;
+  }
+
+  get used(): number {
+    return Atomics.load(this.ctl, USED);
+  }
+}
+
+export class RingProducer extends RingBase {
+  private pending: { at: number; skipped: number; batch: Batch } | null = null;
+
+  /** Largest batch the ring takes in one slot. */
+  get maxBatch(): number {
+    return Math.floor(this.size / 4);
+  }
+
+  /**
+   * A batch writing straight into the ring, with room for at least `min`
+   * bytes. Blocks while the ring is full when `wait` (file reading), else
+   * returns null (live: the caller drops and counts).
+   */
+  reserve(min: number, wait: boolean, want = 1 << 20): Batch | null {
+    const need = SLOT_HDR + min;
+    for (;;) {
+      const wpos = Atomics.load(this.ctl, WPOS);
+      const used = Atomics.load(this.ctl, USED);
+      const free = this.size - used;
+      const tail = this.size - wpos;
+      let at = wpos;
+      let skipped = 0;
+      if (tail < need) {
+        at = 0;
+        skipped = tail;
+      }
+      // The region [at, at + room) must be free: before the reader when it
+      // is ahead of us, or up to the end otherwise.
+      const room = Math.min(want + SLOT_HDR, free - skipped, at === 0 && skipped ? this.size : tail);
+      if (room >= need) {
+        const b = Batch.over(this.u8.subarray(at + SLOT_HDR, at + room));
+        this.pending = { at, skipped, batch: b };
+        return b;
+      }
+      if (!wait || Atomics.load(this.ctl, CLOSED)) return null;
+      Atomics.wait(this.ctl, USED, used, 100);
+    }
+  }
+
+  /** Publish the reserved batch (it may have grown out of the ring: then it is copied in). */
+  commit(batch: Batch, wait: boolean): boolean {
+    const p = this.pending;
+    this.pending = null;
+    if (!p || p.batch !== batch) throw new Error('ring: commit without reserve');
+    if (batch.count === 0) return true;
+    if (batch.buf.buffer !== this.u8.buffer) {
+      // A packet too big for the reserved room made the batch grow: copy it.
+      const into = this.reserve(batch.bytes, wait, batch.bytes);
+      if (!into) return false;
+      batch.buf.copy(into.buf, 0, 0, batch.bytes);
+      into.count = batch.count;
+      into.bytes = batch.bytes;
+      return this.commit(into, wait);
+    }
+    const { at, skipped } = p;
+    if (skipped) {
+      if (skipped >= 4) this.dv.setUint32(this.size - skipped, WRAP, true);
+    }
+    this.dv.setUint32(at, batch.bytes, true);
+    this.dv.setUint32(at + 4, batch.count, true);
+    const slot = SLOT_HDR + batch.bytes;
+    Atomics.store(this.ctl, WPOS, (at + slot) % this.size);
+    Atomics.add(this.ctl, USED, skipped + slot);
+    Atomics.add(this.ctl, SEQ, 1);
+    Atomics.notify(this.ctl, SEQ);
+    return true;
+  }
+
+  /** Copy a whole batch in (live capture, sharding). False when full and not waiting. */
+  push(batch: Batch, wait: boolean): boolean {
+    if (batch.count === 0) return true;
+    const into = this.reserve(batch.bytes, wait, batch.bytes);
+    if (!into) return false;
+    batch.buf.copy(into.buf, 0, 0, batch.bytes);
+    into.count = batch.count;
+    into.bytes = batch.bytes;
+    return this.commit(into, wait);
+  }
+
+  close(): void {
+    Atomics.store(this.ctl, CLOSED, 1);
+    Atomics.add(this.ctl, SEQ, 1);
+    Atomics.notify(this.ctl, SEQ);
+  }
+}
+
+export class RingConsumer extends RingBase {
+  private held = 0;
+
+  /**
+   * The next batch, read in place; valid until release(). Null when the ring
+   * is closed and empty, or when `timeoutMs` passed with nothing to read
+   * (check closed()).
+   */
+  next(timeoutMs: number): Batch | null {
+    for (;;) {
+      const seq = Atomics.load(this.ctl, SEQ);
+      if (Atomics.load(this.ctl, USED) > 0) break;
+      if (Atomics.load(this.ctl, CLOSED)) return null;
+      if (Atomics.wait(this.ctl, SEQ, seq, timeoutMs) === 'timed-out') return null;
+    }
+    let rpos = Atomics.load(this.ctl, RPOS);
+    let skipped = 0;
+    if (this.size - rpos < SLOT_HDR || this.dv.getUint32(rpos, true) === WRAP) {
+      skipped = this.size - rpos;
+      rpos = 0;
+    }
+    const bytes = this.dv.getUint32(rpos, true);
+    const count = this.dv.getUint32(rpos + 4, true);
+    this.held = skipped + SLOT_HDR + bytes;
+    Atomics.store(this.ctl, RPOS, (rpos + SLOT_HDR + bytes) % this.size);
+    const b = Batch.over(this.u8.subarray(rpos + SLOT_HDR, rpos + SLOT_HDR + bytes));
+    b.count = count;
+    b.bytes = bytes;
+    return b;
+  }
+
+  release(): void {
+    if (!this.held) return;
+    Atomics.sub(this.ctl, USED, this.held);
+    this.held = 0;
+    Atomics.notify(this.ctl, USED);
+  }
+
+  closed(): boolean {
+    return Atomics.load(this.ctl, CLOSED) === 1 && Atomics.load(this.ctl, USED) === 0;
+  }
+}

@@ -1,0 +1,105 @@
+// A Lua worker thread: one Runtime (one WebAssembly Lua VM) fed from its
+// ring. Started by pool.ts; everything it says to the capture thread goes
+// through postMessage, counters through shared memory.
+import { parentPort, workerData } from 'node:worker_threads';
+import { FdSink } from '../outputs/fd-sink.js';
+import { RingConsumer, type RingShared } from './ring.js';
+import { Runtime, ScriptError, type RuntimeOptions } from './runtime.js';
+
+export interface WorkerInit {
+  index: number;
+  opts: Omit<RuntimeOptions, 'write' | 'record'>;
+  ring: RingShared;
+  /** Int32 lock word serialising writes to stdout/stderr across workers. */
+  lock: SharedArrayBuffer;
+  /** Float64 per worker: [packets handed to Lua, packet errors]. */
+  counters: SharedArrayBuffer;
+  /** Where the script's stdout goes: 1, or 2 when the pcap owns stdout (-w -). */
+  outFd: 1 | 2;
+  readConfig: boolean;
+  records: boolean;
+}
+
+export type WorkerMessage =
+  | { type: 'ready'; rule: string; filter: string | null }
+  | { type: 'fail'; message: string }
+  | { type: 'stop'; why: 'strict' | 'stdout-closed' }
+  | { type: 'record'; bytes: Uint8Array }
+  | { type: 'done'; processed: number; errors: number; hookErrors: number; byScript: [string, number][] };
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+const post = (m: WorkerMessage) => port.postMessage(m);
+const lock = new Int32Array(init.lock);
+const counters = new Float64Array(init.counters);
+const sinks = { 1: new FdSink(init.outFd), 2: new FdSink(2) };
+let stopSent = false;
+
+// Output of one flush is whole packets' worth of lines; the lock keeps two
+// workers' flushes from interleaving inside a pipe.
+function write(fd: 1 | 2, bytes: Buffer): void {
+  while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1, 10);
+  try {
+    sinks[fd].write(bytes);
+  } finally {
+    Atomics.store(lock, 0, 0);
+    Atomics.notify(lock, 0, 1);
+  }
+}
+
+sinks[1].onClose = () => {
+  if (!stopSent) post({ type: 'stop', why: 'stdout-closed' });
+  stopSent = true;
+};
+
+async function main(): Promise<void> {
+  let rt: Runtime;
+  let filter: string | null = null;
+  let rule: string;
+  try {
+    rt = await Runtime.create({
+      ...init.opts,
+      write,
+      record: init.records ? (bytes) => post({ type: 'record', bytes }) : undefined,
+    });
+    if (init.readConfig) filter = rt.configFilter();
+    rule = rt.open();
+  } catch (e) {
+    post({ type: 'fail', message: e instanceof ScriptError ? e.message : `Lua runtime: ${(e as Error).message}` });
+    return;
+  }
+  post({ type: 'ready', rule, filter });
+  rt.setup();
+  const ring = new RingConsumer(init.ring);
+  const at = init.index * 2;
+  let handed = 0;
+  const prof = process.env.RIFF_PROFILE ? { wait: 0, lua: 0, t: performance.now() } : null;
+  for (;;) {
+    if (prof) prof.t = performance.now();
+    const b = ring.next(100);
+    if (prof) prof.wait += performance.now() - prof.t;
+    if (!b) {
+      if (ring.closed()) break;
+      continue;
+    }
+    if (!rt.stopRequested) {
+      if (prof) prof.t = performance.now();
+      handed += rt.process(b);
+      if (prof) prof.lua += performance.now() - prof.t;
+      counters[at] = handed;
+      counters[at + 1] = rt.packetErrors();
+    }
+    ring.release();
+    if (rt.stopRequested && !stopSent) {
+      stopSent = true;
+      post({ type: 'stop', why: 'strict' });
+    }
+  }
+  if (prof) write(2, Buffer.from(`riff: worker ${init.index}: ${prof.lua.toFixed(0)} ms in Lua batches, ${prof.wait.toFixed(0)} ms waiting for packets\n`));
+  rt.deinit();
+  const s = rt.summary();
+  counters[at + 1] = s.packetErrors;
+  post({ type: 'done', processed: s.processed, errors: s.packetErrors, hookErrors: s.errors - s.packetErrors, byScript: [...s.byScript] });
+}
+
+main().catch((e) => post({ type: 'fail', message: `Lua worker: ${(e as Error).message}` }));
