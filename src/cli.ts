@@ -161,7 +161,9 @@ async function main(): Promise<number> {
       },
       // With -w - the pcap owns stdout; the script's output goes to stderr.
       outFd: writeToStdout ? 2 : 1,
-      ringBytes: 64 << 20,
+      // A file only needs enough ring to keep the worker busy; live capture
+      // wants slack for bursts (the ring is bounded memory either way).
+      ringBytes: (args.i !== undefined ? 64 : 16) << 20,
       onStop: halt,
     });
   } catch (e) {
@@ -181,6 +183,7 @@ async function main(): Promise<number> {
     // A second Ctrl-C: the user wants out now.
     if (interrupted) process.exit(130);
     interrupted = true;
+    pool.abandon();
     halt();
   };
   process.on('SIGINT', stop);
@@ -241,6 +244,11 @@ async function main(): Promise<number> {
     let sinceYield = 0;
     while (!stopping && limit !== 0) {
       const batch = pool.reserve();
+      if (!batch) {
+        // Lua is behind and the ring is full: let signals in, then wait again.
+        await new Promise((r) => setImmediate(r));
+        continue;
+      }
       let got = 0;
       try {
         got = file.fill(batch, 1024);
@@ -320,6 +328,7 @@ async function main(): Promise<number> {
   );
   const unprocessed = counters.passed - pool.dropped - s.processed;
   if (unprocessed > 0) lines.push(`${unprocessed} packets not processed (stopped early)`);
+  if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
   if (writer) lines.push(`${writer.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}`);
   stderr.text(lines.join('\n') + '\n');
   if (interrupted) return 0;

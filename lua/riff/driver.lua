@@ -9,6 +9,7 @@ local type, pairs, ipairs, xpcall, error, tostring, select =
 local sfmt, unpack, find, match, date = string.format, string.unpack, string.find, string.match, os.date
 local flush, flush_if_big, emit, emit_err = rt.flush, rt.flush_if_big, rt.emit, rt.emit_err
 local sethook, getinfo, traceback = rt.sethook, rt.getinfo, debug.traceback
+local interrupted = host.interrupted
 
 local opts = {
   quiet = false, verbose = false, strict = false,
@@ -304,6 +305,8 @@ function api.batch(T, M, n)
         id, len, caplen, ctime(sec)))
     end
     flush_if_big()
+    -- Ctrl-C reaches a long batch every 32 packets, not only between batches.
+    if i & 31 == 0 and interrupted() then cur = 0 arm(0) flush() return i, packet_errors end
   end
   arm(0)
   cur = 0

@@ -23,10 +23,11 @@
 -- The top level is always a map (an array given as fields becomes "1", "2",
 -- ...). An empty table is an empty map unless wrapped with record.array{}.
 -- Tables may be shared, but not cyclic, and nest at most MAX_DEPTH deep.
+-- Tables are read raw (next/rawget): no metamethod runs while encoding.
 -- Functions, userdata, threads, boolean keys and non-UTF-8 keys are errors.
-local type, pairs, next, error, pcall, tostring, setmetatable, rawget =
-      type, pairs, next, error, pcall, tostring, setmetatable, rawget
-local pack, sfmt, find, concat = string.pack, string.format, string.find, table.concat
+local type, next, error, pcall, tostring, setmetatable, rawget =
+      type, next, error, pcall, tostring, setmetatable, rawget
+local pack, sfmt, find, gsub, byte, concat = string.pack, string.format, string.find, string.gsub, string.byte, table.concat
 local mtype, ulen = math.type, utf8.len
 
 local M = { VERSION = 1, MAX_DEPTH = 32 }
@@ -42,27 +43,47 @@ end
 
 local Fail = {} -- marks errors raised by the encoder itself
 
-local function fail(path, msg)
-  error({ [Fail] = true, msg = "riff.emit: " .. (path ~= "" and (path .. ": ") or "") .. msg }, 0)
+-- The path to the value being encoded, kept as a stack of keys and turned
+-- into text ("a.b[3]") only for an error message.
+local path, depth = {}, 0
+
+-- A key as a quoted Lua string for messages; bytes that are not printable
+-- (or not UTF-8) as \xHH, so the message itself is valid UTF-8.
+local function hex(c) return sfmt("\\x%02x", byte(c)) end
+local function quote(k)
+  k = gsub(k, '[\\"]', "\\%0")
+  k = gsub(k, ulen(k) and "[%c\127]" or "[^\32-\126]", hex)
+  return '"' .. k .. '"'
 end
 
-local function keypath(path, k)
-  if type(k) == "string" and find(k, "^[%a_][%w_]*$") then
-    return path == "" and k or (path .. "." .. k)
+local function pathtext()
+  local out = ""
+  for i = 1, depth do
+    local k = path[i]
+    if type(k) == "string" and find(k, "^[%a_][%w_]*$") then
+      out = out == "" and k or (out .. "." .. k)
+    else
+      out = out .. "[" .. (type(k) == "string" and quote(k) or tostring(k)) .. "]"
+    end
   end
-  return path .. "[" .. (type(k) == "string" and sfmt("%q", k) or tostring(k)) .. "]"
+  return out
 end
 
-local function keystr(k, path)
+local function fail(msg)
+  local where = pathtext()
+  error({ [Fail] = true, msg = "riff.emit: " .. (where ~= "" and (where .. ": ") or "") .. msg }, 0)
+end
+
+local function keystr(k)
   local t = type(k)
   if t == "string" then
-    if not ulen(k) then fail(path, "a key is not valid UTF-8 (keys name fields; put bytes in values)") end
+    if not ulen(k) then fail("a key is not valid UTF-8 (keys name fields; put bytes in values)") end
     return k
   elseif t == "number" then
     if mtype(k) == "integer" then return sfmt("%d", k) end
     return sfmt("%.17g", k)
   end
-  fail(path, "a key is a " .. t .. " (keys must be strings or numbers)")
+  fail("a key is a " .. t .. " (keys must be strings or numbers)")
 end
 
 local encode_value
@@ -70,7 +91,7 @@ local encode_value
 -- Is t a sequence 1..n with no other keys? Returns n, or nil.
 local function seqlen(t)
   local n, max = 0, 0
-  for k in pairs(t) do
+  for k in next, t do
     if mtype(k) ~= "integer" or k < 1 then return nil end
     n = n + 1
     if k > max then max = k end
@@ -79,68 +100,83 @@ local function seqlen(t)
   return n
 end
 
-local function encode_map(buf, t, path, depth, stack)
-  local i0 = #buf + 1
-  buf[i0] = false -- placeholder for 'm' .. count
+local function encode_map(buf, nb, t, stack)
+  local i0 = nb + 1
+  nb = i0 -- placeholder for 'm' .. count
   local n = 0
-  for k, v in pairs(t) do
-    local ks = keystr(k, path)
+  for k, v in next, t do
+    depth = depth + 1
+    path[depth] = k
+    local ks = keystr(k)
     n = n + 1
-    buf[#buf + 1] = pack("<s4", ks)
-    encode_value(buf, v, keypath(path, k), depth, stack)
+    nb = nb + 1
+    buf[nb] = pack("<s4", ks)
+    nb = encode_value(buf, nb, v, stack)
+    depth = depth - 1
   end
   buf[i0] = pack("<c1I4", "m", n)
+  return nb
 end
 
-function encode_value(buf, v, path, depth, stack)
+function encode_value(buf, nb, v, stack)
   local t = type(v)
+  nb = nb + 1
   if t == "string" then
-    buf[#buf + 1] = pack("<c1s4", "s", v)
+    buf[nb] = pack("<c1s4", "s", v)
   elseif t == "number" then
-    if mtype(v) == "integer" then buf[#buf + 1] = pack("<c1i8", "i", v)
-    else buf[#buf + 1] = pack("<c1d", "d", v) end
+    if mtype(v) == "integer" then buf[nb] = pack("<c1i8", "i", v)
+    else buf[nb] = pack("<c1d", "d", v) end
   elseif t == "boolean" then
-    buf[#buf + 1] = v and "T" or "F"
+    buf[nb] = v and "T" or "F"
   elseif t == "table" then
-    if stack[v] then fail(path, "cycle: this table contains itself") end
-    if depth >= M.MAX_DEPTH then fail(path, "nested deeper than " .. M.MAX_DEPTH .. " tables") end
+    nb = nb - 1
+    if stack[v] then fail("cycle: this table contains itself") end
+    if depth >= M.MAX_DEPTH then fail("nested deeper than " .. M.MAX_DEPTH .. " tables") end
     stack[v] = true
     local n = seqlen(v)
     if n and (n > 0 or arrays[v]) then
-      buf[#buf + 1] = pack("<c1I4", "a", n)
-      for i = 1, n do encode_value(buf, v[i], path .. "[" .. i .. "]", depth + 1, stack) end
+      nb = nb + 1
+      buf[nb] = pack("<c1I4", "a", n)
+      for i = 1, n do
+        depth = depth + 1
+        path[depth] = i
+        nb = encode_value(buf, nb, rawget(v, i), stack)
+        depth = depth - 1
+      end
     else
-      encode_map(buf, v, path, depth + 1, stack)
+      nb = encode_map(buf, nb, v, stack)
     end
     stack[v] = nil
   else
-    fail(path, "a " .. t .. " cannot be recorded (records hold strings, numbers, booleans and tables of them)")
+    fail("a " .. t .. " cannot be recorded (records hold strings, numbers, booleans and tables of them)")
   end
+  return nb
 end
 
+local valid_types, nvalid = {}, 0 -- types already checked
 local function check_type(rtype)
+  if valid_types[rtype] then return end
   if type(rtype) ~= "string" then
     error("riff.emit: bad argument #1 (the record type must be a string, got " .. type(rtype) .. ")", 3)
   end
   if #rtype == 0 or #rtype > 64 or not find(rtype, "^[%a_][%w_%.%-]*$") then
-    error(sfmt("riff.emit: bad record type %q (a name of letters, digits, '_', '.', '-', at most 64 bytes, "
-      .. "starting with a letter or '_')", rtype), 3)
+    error("riff.emit: bad record type " .. quote(rtype) .. " (a name of letters, digits, '_', '.', '-', "
+      .. "at most 64 bytes, starting with a letter or '_')", 3)
   end
+  if nvalid >= 4096 then valid_types, nvalid = {}, 0 end
+  valid_types[rtype], nvalid = true, nvalid + 1
 end
 
 -- Encode one record; `sec`/`nsec` is the packet time, or nil for wall time.
 function M.encode(rtype, fields, sec, nsec)
-  local buf = {}
-  buf[1] = "\1"
-  if sec then buf[2] = pack("<c1i8I4", "P", sec, nsec or 0) else buf[2] = "W" end
-  buf[3] = pack("<s2", rtype)
+  local buf = { "\1", sec and pack("<c1i8I4", "P", sec, nsec or 0) or "W", pack("<s2", rtype) }
+  depth = 0
   if fields == nil then
     buf[4] = pack("<c1I4", "m", 0)
   elseif type(fields) ~= "table" then
-    fail("", "bad argument #2 (the record's fields must be a table, got " .. type(fields) .. ")")
+    fail("bad argument #2 (the record's fields must be a table, got " .. type(fields) .. ")")
   else
-    local stack = { [fields] = true }
-    encode_map(buf, fields, "", 1, stack)
+    encode_map(buf, 3, fields, { [fields] = true })
   end
   return concat(buf)
 end

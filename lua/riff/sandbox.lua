@@ -77,7 +77,9 @@ local function writer(sink, fname)
     end
   end
 end
-local write_out, write_err = writer(emit, "write"), writer(emit_err, "write")
+-- stderr is unbuffered, as in C: a script's progress notes show at once.
+local write_out = writer(emit, "write")
+local write_err = writer(function(s) host_write(2, s) end, "write")
 
 local function file_object(write)
   local f = {}

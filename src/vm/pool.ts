@@ -8,6 +8,8 @@ import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, type Summary } from './runtime.js';
 import type { WorkerInit, WorkerMessage } from './worker.js';
 
+const FOREVER = 2 ** 31;
+
 export interface PoolOptions {
   workers: number;
   runtime: Omit<RuntimeOptions, 'write' | 'record'>;
@@ -93,14 +95,16 @@ export class LuaPool {
     return pool;
   }
 
-  /** A batch to fill: straight in the ring with one worker, staging with several. */
-  reserve(): Batch {
+  /**
+   * A batch to fill: straight in the ring with one worker, staging with
+   * several. Null when the ring stayed full for `waitMs`: let the event loop
+   * run (signals) and ask again.
+   */
+  reserve(waitMs = 200): Batch | null {
     if (this.single) {
-      const b = this.slots[0].ring.reserve(HDR + 65536, true);
-      if (b) {
-        this.pendingRing = b;
-        return b;
-      }
+      const b = this.slots[0].ring.reserve(HDR + 65536, waitMs);
+      this.pendingRing = b;
+      return b;
     }
     this.pendingRing = null;
     this.staging.reset();
@@ -111,18 +115,23 @@ export class LuaPool {
   commit(b: Batch): void {
     if (b === this.pendingRing) {
       this.pendingRing = null;
-      this.slots[0].ring.commit(b, true);
+      this.slots[0].ring.commit(b, FOREVER);
       return;
     }
-    this.dispatch(b, true);
+    this.dispatch(b, FOREVER);
   }
 
   /** Hand a live batch over without waiting; what does not fit is dropped and counted. */
   push(b: Batch): void {
-    this.dispatch(b, false);
+    this.dispatch(b, 0);
   }
 
-  private dispatch(b: Batch, wait: boolean): void {
+  /** Ctrl-C: workers skip what is queued and go straight to deinit. */
+  abandon(): void {
+    for (const s of this.slots) s.ring.abandon();
+  }
+
+  private dispatch(b: Batch, wait: number): void {
     if (this.single) {
       if (!this.slots[0].ring.push(b, wait)) this.dropped += countPassed(b);
       return;

@@ -18,6 +18,7 @@ const RPOS = 1;
 const USED = 2; // bytes in use, markers and wasted tails included
 const SEQ = 3; // bumped on every publish; the consumer waits on it
 const CLOSED = 4;
+const ABANDON = 5; // Ctrl-C: the consumer skips what is left
 const CTRL_WORDS = 8;
 
 export interface RingShared {
@@ -57,11 +58,13 @@ export class RingProducer extends RingBase {
 
   /**
    * A batch writing straight into the ring, with room for at least `min`
-   * bytes. Blocks while the ring is full when `wait` (file reading), else
-   * returns null (live: the caller drops and counts).
+   * bytes. While the ring is full it waits up to `waitMs` (file reading:
+   * the caller retries after letting its event loop run), then returns null;
+   * live capture passes 0 and drops what does not fit.
    */
-  reserve(min: number, wait: boolean, want = 1 << 20): Batch | null {
+  reserve(min: number, waitMs: number, want = 1 << 20): Batch | null {
     const need = SLOT_HDR + min;
+    const until = performance.now() + waitMs;
     for (;;) {
       const wpos = Atomics.load(this.ctl, WPOS);
       const used = Atomics.load(this.ctl, USED);
@@ -81,25 +84,21 @@ export class RingProducer extends RingBase {
         this.pending = { at, skipped, batch: b };
         return b;
       }
-      if (!wait || Atomics.load(this.ctl, CLOSED)) return null;
-      Atomics.wait(this.ctl, USED, used, 100);
+      const left = until - performance.now();
+      if (left <= 0 || Atomics.load(this.ctl, CLOSED)) return null;
+      Atomics.wait(this.ctl, USED, used, Math.min(left, 100));
     }
   }
 
   /** Publish the reserved batch (it may have grown out of the ring: then it is copied in). */
-  commit(batch: Batch, wait: boolean): boolean {
+  commit(batch: Batch, waitMs: number): boolean {
     const p = this.pending;
     this.pending = null;
     if (!p || p.batch !== batch) throw new Error('ring: commit without reserve');
     if (batch.count === 0) return true;
     if (batch.buf.buffer !== this.u8.buffer) {
       // A packet too big for the reserved room made the batch grow: copy it.
-      const into = this.reserve(batch.bytes, wait, batch.bytes);
-      if (!into) return false;
-      batch.buf.copy(into.buf, 0, 0, batch.bytes);
-      into.count = batch.count;
-      into.bytes = batch.bytes;
-      return this.commit(into, wait);
+      return this.push(batch, waitMs);
     }
     const { at, skipped } = p;
     if (skipped) {
@@ -115,15 +114,20 @@ export class RingProducer extends RingBase {
     return true;
   }
 
-  /** Copy a whole batch in (live capture, sharding). False when full and not waiting. */
-  push(batch: Batch, wait: boolean): boolean {
+  /** Copy a whole batch in (live capture, sharding). False when there was no room in time. */
+  push(batch: Batch, waitMs: number): boolean {
     if (batch.count === 0) return true;
-    const into = this.reserve(batch.bytes, wait, batch.bytes);
+    const into = this.reserve(batch.bytes, waitMs, batch.bytes);
     if (!into) return false;
     batch.buf.copy(into.buf, 0, 0, batch.bytes);
     into.count = batch.count;
     into.bytes = batch.bytes;
-    return this.commit(into, wait);
+    return this.commit(into, waitMs);
+  }
+
+  /** Ctrl-C: the consumer drops what is still queued instead of running it. */
+  abandon(): void {
+    Atomics.store(this.ctl, ABANDON, 1);
   }
 
   close(): void {
@@ -169,6 +173,10 @@ export class RingConsumer extends RingBase {
     Atomics.sub(this.ctl, USED, this.held);
     this.held = 0;
     Atomics.notify(this.ctl, USED);
+  }
+
+  abandoned(): boolean {
+    return Atomics.load(this.ctl, ABANDON) === 1;
   }
 
   closed(): boolean {

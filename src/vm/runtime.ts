@@ -28,6 +28,8 @@ export interface RuntimeOptions {
   write(fd: 1 | 2, bytes: Buffer): void;
   /** A record emitted by riff.emit(type, table), encoded by lua/riff/record.lua. */
   record?(bytes: Buffer): void;
+  /** Asked between packets (every few): true ends the batch early (Ctrl-C). */
+  interrupted?(): boolean;
 }
 
 export interface Summary {
@@ -80,6 +82,11 @@ export class Runtime {
     x.lua_setfield(L, -2, vm.cstr('module'));
     vm.pushFunction(() => this.hostRecord());
     x.lua_setfield(L, -2, vm.cstr('record'));
+    vm.pushFunction(() => {
+      x.lua_pushboolean(L, this.opts.interrupted?.() ? 1 : 0);
+      return 1;
+    });
+    x.lua_setfield(L, -2, vm.cstr('interrupted'));
     vm.pushBytes(Buffer.from(this.opts.version));
     x.lua_setfield(L, -2, vm.cstr('version'));
     const hostRef = vm.ref();

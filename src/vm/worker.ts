@@ -53,6 +53,7 @@ sinks[1].onClose = () => {
 };
 
 async function main(): Promise<void> {
+  const ring = new RingConsumer(init.ring);
   let rt: Runtime;
   let filter: string | null = null;
   let rule: string;
@@ -61,6 +62,7 @@ async function main(): Promise<void> {
       ...init.opts,
       write,
       record: init.records ? (bytes) => post({ type: 'record', bytes }) : undefined,
+      interrupted: () => ring.abandoned(),
     });
     if (init.readConfig) filter = rt.configFilter();
     rule = rt.open();
@@ -70,7 +72,6 @@ async function main(): Promise<void> {
   }
   post({ type: 'ready', rule, filter });
   rt.setup();
-  const ring = new RingConsumer(init.ring);
   const at = init.index * 2;
   let handed = 0;
   const prof = process.env.RIFF_PROFILE ? { wait: 0, lua: 0, t: performance.now() } : null;
@@ -82,7 +83,7 @@ async function main(): Promise<void> {
       if (ring.closed()) break;
       continue;
     }
-    if (!rt.stopRequested) {
+    if (!rt.stopRequested && !ring.abandoned()) {
       if (prof) prof.t = performance.now();
       handed += rt.process(b);
       if (prof) prof.lua += performance.now() - prof.t;

@@ -1,0 +1,79 @@
+-- proto.addr: address formatting shared by riff's protocol decoders.
+--
+--   local addr = require "proto.addr"
+--   addr.mac(s, pos)        -- 6 bytes at pos  -> "aa:bb:cc:dd:ee:ff"
+--   addr.ip4(s, pos)        -- 4 bytes at pos  -> "192.0.2.1"
+--   addr.ip6(s, pos)        -- 16 bytes at pos -> RFC 5952 text ("2001:db8::1",
+--                           --   "::ffff:192.0.2.1" for IPv4-mapped addresses)
+--   addr.hex(s, pos, n)     -- n bytes at pos  -> "0a:1b:..." (link addresses of any size)
+--
+-- pos is 1-based, as for string.byte/string.unpack. Every function returns nil
+-- (never raises) when the bytes are not all there, so callers can pass
+-- offsets straight from a packet.
+
+local byte, sfmt, unpack, concat, type = string.byte, string.format, string.unpack, table.concat, type
+
+local M = {}
+
+local function mac(s, pos)
+  pos = pos or 1
+  if type(s) ~= "string" or pos < 1 or pos + 5 > #s then return nil end
+  return sfmt("%02x:%02x:%02x:%02x:%02x:%02x", byte(s, pos, pos + 5))
+end
+
+local function ip4(s, pos)
+  pos = pos or 1
+  if type(s) ~= "string" or pos < 1 or pos + 3 > #s then return nil end
+  return sfmt("%d.%d.%d.%d", byte(s, pos, pos + 3))
+end
+
+-- Scratch space for ip6: the groups of the address being formatted and the
+-- hex text of those printed. Reused, so formatting allocates only the result.
+local G, P = { 0, 0, 0, 0, 0, 0, 0, 0 }, {}
+
+local function ip6(s, pos)
+  pos = pos or 1
+  if type(s) ~= "string" or pos < 1 or pos + 15 > #s then return nil end
+  local a1, a2, a3, a4, a5, a6, a7, a8 = unpack(">I2I2I2I2I2I2I2I2", s, pos)
+  if a1 == 0 and a2 == 0 and a3 == 0 and a4 == 0 and a5 == 0 then
+    -- ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible) print the IPv4 part
+    -- in dotted form, as inet_ntop and Wireshark do; ::, ::1 and ::x stay hex.
+    if a6 == 0xffff then return "::ffff:" .. sfmt("%d.%d.%d.%d", byte(s, pos + 12, pos + 15)) end
+    if a6 == 0 and a7 ~= 0 then return "::" .. sfmt("%d.%d.%d.%d", byte(s, pos + 12, pos + 15)) end
+  end
+  G[1], G[2], G[3], G[4], G[5], G[6], G[7], G[8] = a1, a2, a3, a4, a5, a6, a7, a8
+  -- The longest run of zero groups (the first of equal runs), if 2 or more
+  -- long, becomes "::" (RFC 5952 4.2).
+  local bs, bl, cs, cl = 0, 0, 0, 0
+  for i = 1, 8 do
+    if G[i] == 0 then
+      if cl == 0 then cs = i end
+      cl = cl + 1
+      if cl > bl then bs, bl = cs, cl end
+    else
+      cl = 0
+    end
+  end
+  if bl < 2 then
+    return sfmt("%x:%x:%x:%x:%x:%x:%x:%x", a1, a2, a3, a4, a5, a6, a7, a8)
+  end
+  local n = 0
+  for i = 1, bs - 1 do n = n + 1; P[n] = sfmt("%x", G[i]) end
+  local left = concat(P, ":", 1, n)
+  n = 0
+  for i = bs + bl, 8 do n = n + 1; P[n] = sfmt("%x", G[i]) end
+  return left .. "::" .. concat(P, ":", 1, n)
+end
+
+local function hex(s, pos, n)
+  pos = pos or 1
+  if type(s) ~= "string" or type(n) ~= "number" or n < 0 or pos < 1 or pos + n - 1 > #s then return nil end
+  if n == 0 then return "" end
+  if n == 6 then return mac(s, pos) end
+  local parts = {}
+  for i = 1, n do parts[i] = sfmt("%02x", byte(s, pos + i - 1)) end
+  return concat(parts, ":")
+end
+
+M.mac, M.ip4, M.ip6, M.hex = mac, ip4, ip6, hex
+return M

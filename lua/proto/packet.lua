@@ -1,0 +1,557 @@
+-- proto.packet: decodes a captured packet's link, network and transport
+-- headers, lazily, without ever raising an error.
+--
+--   local decode = require "proto.packet"
+--   buffer = function(p)
+--     local pkt = decode(p, riff.packet.linktype)   -- linktype defaults to riff.packet.linktype
+--     local tcp = pkt.tcp
+--     if tcp and tcp.dport == 80 then print(pkt.ip.src, pkt.payload) end
+--   end
+--
+-- decode(data, linktype) walks the headers once (string.unpack at offsets) and
+-- returns a small table; each layer table below is built the first time it is
+-- read (and then cached in pkt), text addresses the first time they are read.
+-- A layer that is absent reads as nil. Offsets are 1-based positions in data.
+--
+-- Link types: 1 Ethernet (802.1Q/802.1ad/QinQ tags, 802.3+SNAP), 113 Linux
+-- SLL, 276 Linux SLL2, 0 BSD NULL and 108 OpenBSD LOOP (address family in
+-- either byte order; 2 = IPv4, 24/28/30 = IPv6), 101/12/14 raw IP (version
+-- from the first nibble), 228 raw IPv4, 229 raw IPv6, 9/50 PPP, 104 Cisco HDLC.
+-- Link types with the FCS-length bits set have the FCS cut off.
+--
+-- pkt fields (always present when known, cost nothing extra):
+--   data, linktype          the arguments (linktype without FCS bits)
+--   ethertype               EtherType of the network layer (0x0800, 0x86dd,
+--                           0x0806...; synthesized for NULL/raw/PPP links)
+--   l3_offset               start of the network header
+--   proto                   IP protocol: IPv4 protocol field, or for IPv6 the
+--                           next header after the extension headers
+--   l4_offset               start of the transport header (or IP payload)
+--   payload_offset, payload_end
+--                           the bytes after the last decoded header (TCP/UDP/
+--                           ICMP payload; IP payload for other protocols and
+--                           fragments; link payload when not IP); end is
+--                           inclusive and excludes link padding/trailers
+--   fragment                true for a non-first IP fragment (no L4 decoded)
+--   truncated               true when the capture ended inside a header or
+--                           before the length the IP/UDP header claims
+--   malformed               a reason string when headers are inconsistent
+-- pkt fields built on first read:
+--   payload                 string.sub(data, payload_offset, payload_end)
+--   eth    { src, dst ("aa:bb:..."), type (the header's type/length field),
+--            length (802.3 length, when type <= 1500) }
+--   vlan   list of VLAN ids, outermost first (0x8100, 0x88a8, 0x9100, 0x9200),
+--          plus vlan.pcp = list of priorities
+--   sll    SLL:  { version=1, pkttype, hatype, halen, addr, protocol }
+--          SLL2: { version=2, protocol, ifindex, hatype, pkttype, halen, addr }
+--   null   { family }                               (link types 0, 108)
+--   ip     IPv4: { version=4, ihl (words), hlen (bytes), tos, dscp, ecn, len,
+--                  id, flags (3 bits), df, mf, frag_offset (bytes), fragment,
+--                  ttl, proto, checksum, src, dst, src_raw, dst_raw (4-byte
+--                  strings), options (raw option bytes, or nil) }
+--          IPv6: { version=6, tclass, flow, plen, len (40 + plen), hop_limit,
+--                  ttl (= hop_limit), next_header (fixed header's), proto
+--                  (after extension headers), src, dst (RFC 5952), src_raw,
+--                  dst_raw, ext (list of extension header numbers, e.g. {0, 44}),
+--                  hlen (40 + extension headers), fragment, frag_offset, mf,
+--                  frag_id (when a fragment header is present), jumbo }
+--   ip4, ip6                pkt.ip when it is that version
+--   tcp    { sport, dport, seq, ack_seq, hlen, flags (12 bits, as tshark's
+--            tcp.flags), fin, syn, rst, psh, ack, urg, ece, cwr (booleans),
+--            window, checksum, urgent, options }
+--          options = { mss, wscale, sack_perm, ts = { val, ecr }, sack = { left1,
+--            right1, ... }, kinds = { option kinds in order }, malformed }
+--   udp    { sport, dport, len, checksum }
+--   icmp, icmp6  { type, code, checksum, rest (bytes 5-8 as a number),
+--            id, seq (echo and similar types) }
+--
+-- The tables are per packet: keep what you need, not pkt (it holds data).
+-- Faster still, with no table at all:
+--   decode.walk(data, linktype) -> ethertype, l3_offset, ipversion, l4_offset,
+--     proto, l4proto (6/17/1/58 when that header is present), payload_offset,
+--     payload_end, truncated, malformed, fragment
+-- Tunnels (GRE, IP-in-IP, VXLAN...) are not followed: the first IP header wins.
+
+local addr = require "proto.addr"
+
+local unpack, byte, sub, type, setmetatable, rawset, rawget, tointeger =
+      string.unpack, string.byte, string.sub, type, setmetatable, rawset, rawget, math.tointeger
+local mac, ip4, ip6, hex = addr.mac, addr.ip4, addr.ip6, addr.hex
+
+local M = {}
+
+-- IPv6 extension headers with the generic layout (next header, length in
+-- 8-octet units not counting the first); 44 (fragment) and 51 (AH) differ.
+local EXT = { [0] = true, [43] = true, [60] = true, [139] = true, [140] = true, [253] = true, [254] = true }
+local MAX_EXT = 16
+
+-- Steps over IPv6 extension headers. pos: where header nh starts; cend: last
+-- byte the IPv6 payload length claims; n: last captured byte; list: table to
+-- fill (or nil). Returns upper-layer nh, its position, fragment (non-first),
+-- malformed reason, truncated, and the fragment header's offset/mf/id.
+local function v6chain(d, pos, nh, cend, n, list)
+  local k, frag, fo, mf, fid = 0, false, nil, nil, nil
+  while true do
+    local hl
+    if EXT[nh] or nh == 51 or nh == 44 then
+      if pos + 1 > cend then return nh, pos, frag, "IPv6 extension header past the payload length", false, fo, mf, fid end
+      if pos + 1 > n then return nh, pos, frag, nil, true, fo, mf, fid end
+      k = k + 1
+      if k > MAX_EXT then return nh, pos, frag, "too many IPv6 extension headers", false, fo, mf, fid end
+      if list then list[k] = nh end
+      local nx, len = byte(d, pos, pos + 1)
+      if nh == 44 then
+        hl = 8
+        if pos + 7 <= n and pos + 7 <= cend then
+          local fw, id = unpack(">I2I4", d, pos + 2)
+          fo, mf, fid = fw & 0xfff8, fw & 1 == 1, id
+          if fo ~= 0 then frag = true end
+        end
+      elseif nh == 51 then
+        hl = (len + 2) * 4
+      else
+        hl = (len + 1) * 8
+      end
+      if pos + hl - 1 > cend then return nx, pos + hl, frag, "IPv6 extension header past the payload length", false, fo, mf, fid end
+      if pos + hl - 1 > n then return nx, pos + hl, frag, nil, true, fo, mf, fid end
+      pos, nh = pos + hl, nx
+      if frag then return nh, pos, frag, nil, false, fo, mf, fid end
+    else
+      return nh, pos, frag, nil, false, fo, mf, fid
+    end
+  end
+end
+
+-- The Jumbo Payload option (RFC 2675) in a hop-by-hop header at pos.
+local function jumbo_len(d, pos, n)
+  if pos + 1 > n then return nil end
+  local e = pos + (byte(d, pos + 1) + 1) * 8 - 1
+  if e > n then e = n end
+  local p = pos + 2
+  while p <= e do
+    local t = byte(d, p)
+    if t == 0 then
+      p = p + 1
+    else
+      if p + 1 > e then return nil end
+      local l = byte(d, p + 1)
+      if t == 0xc2 and l == 4 and p + 5 <= e then return (unpack(">I4", d, p + 2)) end
+      p = p + 2 + l
+    end
+  end
+  return nil
+end
+
+local function walk(d, lt)
+  if type(d) ~= "string" then return nil, nil, nil, nil, nil, nil, nil, nil, false, "packet is not a string", false end
+  if type(lt) ~= "number" then lt = riff and riff.packet and riff.packet.linktype end
+  lt = type(lt) == "number" and tointeger(lt)
+  if not lt then return nil, nil, nil, nil, nil, nil, nil, nil, false, "unknown link type", false end
+  local n = #d
+  if lt & 0x04000000 ~= 0 then n = n - (lt >> 28) * 2; if n < 0 then n = 0 end end
+  lt = lt & 0xffff
+
+  -- Link layer: et (EtherType or synthesized) and o (network header).
+  local et, o, ver
+  if lt == 1 then
+    if n < 14 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    et = unpack(">I2", d, 13)
+    o = 15
+    local k = 0
+    while et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200 do
+      if o + 3 > n or k >= 8 then return et, o, nil, nil, nil, nil, o, n, o + 3 > n, (k >= 8 and "too many VLAN tags" or nil), false end
+      et = unpack(">I2", d, o + 2)
+      o, k = o + 4, k + 1
+    end
+    if et <= 1500 then
+      -- 802.3 length: IP only behind LLC/SNAP with an EtherType OUI.
+      if o + 7 <= n and byte(d, o) == 0xaa and byte(d, o + 1) == 0xaa and byte(d, o + 2) == 3
+        and byte(d, o + 3) == 0 and byte(d, o + 4) == 0 and (byte(d, o + 5) == 0 or byte(d, o + 5) == 0xf8) then
+        et = unpack(">I2", d, o + 6)
+        o = o + 8
+      else
+        return nil, o, nil, nil, nil, nil, o, n, false, nil, false
+      end
+    end
+  elseif lt == 113 then
+    if n < 16 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    local hatype
+    hatype, et = unpack(">I2", d, 3), unpack(">I2", d, 15)
+    o = 17
+    if hatype == 824 then return nil, o, nil, nil, nil, nil, o, n, false, nil, false end -- netlink
+    local k = 0
+    while et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200 do
+      if o + 3 > n or k >= 8 then return et, o, nil, nil, nil, nil, o, n, o + 3 > n, (k >= 8 and "too many VLAN tags" or nil), false end
+      et = unpack(">I2", d, o + 2)
+      o, k = o + 4, k + 1
+    end
+  elseif lt == 276 then
+    if n < 20 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    et = unpack(">I2", d, 1)
+    o = 21
+    if unpack(">I2", d, 9) == 824 then return nil, o, nil, nil, nil, nil, o, n, false, nil, false end
+    local k = 0
+    while et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200 do
+      if o + 3 > n or k >= 8 then return et, o, nil, nil, nil, nil, o, n, o + 3 > n, (k >= 8 and "too many VLAN tags" or nil), false end
+      et = unpack(">I2", d, o + 2)
+      o, k = o + 4, k + 1
+    end
+  elseif lt == 0 or lt == 108 then
+    if n < 4 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    local fam = unpack("<I4", d, 1)
+    if fam > 0xffff then fam = unpack(">I4", d, 1) end
+    o = 5
+    if fam == 2 then et = 0x0800
+    elseif fam == 24 or fam == 28 or fam == 30 or fam == 10 then et = 0x86dd
+    elseif fam > 1500 and fam <= 0xffff then et = fam -- some old captures put an EtherType there
+    else return nil, o, nil, nil, nil, nil, o, n, false, nil, false end
+  elseif lt == 101 or lt == 12 or lt == 14 then
+    if n < 1 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    local v = byte(d, 1) >> 4
+    o = 1
+    if v == 4 then et = 0x0800 elseif v == 6 then et = 0x86dd
+    else return nil, o, nil, nil, nil, nil, o, n, false, "raw IP packet with IP version " .. v, false end
+  elseif lt == 228 then
+    et, o = 0x0800, 1
+  elseif lt == 229 then
+    et, o = 0x86dd, 1
+  elseif lt == 9 or lt == 50 then
+    o = 1
+    if n >= 2 and byte(d, 1) == 0xff and byte(d, 2) == 3 then o = 3 end
+    if o > n then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    local p = byte(d, o)
+    if p & 1 == 1 then
+      o = o + 1
+    else
+      if o + 1 > n then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+      p = unpack(">I2", d, o)
+      o = o + 2
+    end
+    if p == 0x21 then et = 0x0800 elseif p == 0x57 then et = 0x86dd
+    else return nil, o, nil, nil, nil, nil, o, n, false, nil, false end
+  elseif lt == 104 then
+    if n < 4 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    et, o = unpack(">I2", d, 3), 5
+  else
+    return nil, nil, nil, nil, nil, nil, nil, nil, false, nil, false
+  end
+
+  -- Network layer.
+  local trunc, proto, o4, cend = false, nil, nil, nil
+  if et == 0x0800 then
+    if o + 19 > n then return et, o, nil, nil, nil, nil, o, n, true, nil, false end
+    local vihl, _, tlen, _, fw, _, p = unpack(">BBI2I2I2BB", d, o)
+    if vihl >> 4 ~= 4 then return et, o, nil, nil, nil, nil, o, n, false, "IPv4 header with version " .. (vihl >> 4), false end
+    local hl = (vihl & 15) * 4
+    ver, proto = 4, p
+    if hl < 20 then return et, o, 4, nil, p, nil, nil, nil, false, "IPv4 header length " .. hl .. " < 20", false end
+    if tlen == 0 then
+      cend = n -- TSO: the capture is the length
+    elseif tlen < hl then
+      return et, o, 4, nil, p, nil, nil, nil, false, "IPv4 total length " .. tlen .. " < header length " .. hl, false
+    else
+      cend = o + tlen - 1
+      if cend > n then trunc = true end
+    end
+    o4 = o + hl
+    if o4 - 1 > n then return et, o, 4, nil, p, nil, nil, nil, true, nil, false end
+    if o4 - 1 > cend then return et, o, 4, nil, p, nil, nil, nil, trunc, "IPv4 header past the total length", false end
+    if fw & 0x1fff ~= 0 then
+      return et, o, 4, o4, p, nil, o4, (cend < n and cend or n), trunc, nil, true
+    end
+  elseif et == 0x86dd then
+    if o + 39 > n then return et, o, nil, nil, nil, nil, o, n, true, nil, false end
+    local vtf, plen, nh = unpack(">I4I2B", d, o)
+    if vtf >> 28 ~= 6 then return et, o, nil, nil, nil, nil, o, n, false, "IPv6 header with version " .. (vtf >> 28), false end
+    ver = 6
+    if plen == 0 and nh ~= 59 then
+      local j = nh == 0 and jumbo_len(d, o + 40, n)
+      cend = j and o + 39 + j or n
+    else
+      cend = o + 39 + plen
+    end
+    if cend > n then trunc = true end
+    local frag, mal, tr
+    nh, o4, frag, mal, tr = v6chain(d, o + 40, nh, cend, n, nil)
+    proto = nh
+    if mal or tr then return et, o, 6, nil, nh, nil, nil, nil, trunc or tr, mal, frag end
+    if frag then return et, o, 6, o4, nh, nil, o4, (cend < n and cend or n), trunc, nil, true end
+  else
+    return et, o, nil, nil, nil, nil, o, n, false, nil, false
+  end
+
+  -- Transport layer. stop: last byte both captured and inside the IP length.
+  local stop = cend < n and cend or n
+  if proto == 6 then
+    if o4 + 19 > cend then return et, o, ver, o4, 6, nil, nil, nil, trunc, "TCP header past the IP payload", false end
+    if o4 + 19 > n then return et, o, ver, o4, 6, nil, nil, nil, true, nil, false end
+    local hl = (byte(d, o4 + 12) >> 4) * 4
+    if hl < 20 then return et, o, ver, o4, 6, 6, nil, nil, trunc, "TCP header length " .. hl .. " < 20", false end
+    if o4 + hl - 1 > cend then return et, o, ver, o4, 6, 6, nil, nil, trunc, "TCP header past the IP payload", false end
+    if o4 + hl - 1 > n then return et, o, ver, o4, 6, 6, n + 1, n, true, nil, false end
+    return et, o, ver, o4, 6, 6, o4 + hl, stop, trunc, nil, false
+  elseif proto == 17 then
+    if o4 + 7 > cend then return et, o, ver, o4, 17, nil, nil, nil, trunc, "UDP header past the IP payload", false end
+    if o4 + 7 > n then return et, o, ver, o4, 17, nil, nil, nil, true, nil, false end
+    local ulen = unpack(">I2", d, o4 + 4)
+    if ulen < 8 then
+      if ulen == 0 and ver == 6 then return et, o, ver, o4, 17, 17, o4 + 8, stop, trunc, nil, false end -- jumbogram
+      return et, o, ver, o4, 17, 17, o4 + 8, stop, trunc, "UDP length " .. ulen .. " < 8", false
+    end
+    local ue = o4 + ulen - 1
+    if ue > cend then return et, o, ver, o4, 17, 17, o4 + 8, stop, trunc, "UDP length past the IP payload", false end
+    if ue > n then return et, o, ver, o4, 17, 17, o4 + 8, n, true, nil, false end
+    return et, o, ver, o4, 17, 17, o4 + 8, ue, trunc, nil, false
+  elseif (proto == 1 and ver == 4) or (proto == 58 and ver == 6) then
+    if o4 + 3 > cend then return et, o, ver, o4, proto, nil, nil, nil, trunc, "ICMP header past the IP payload", false end
+    if o4 + 3 > n then return et, o, ver, o4, proto, nil, nil, nil, true, nil, false end
+    if o4 + 7 > stop then return et, o, ver, o4, proto, proto, stop + 1, stop, trunc or o4 + 7 > n, nil, false end
+    return et, o, ver, o4, proto, proto, o4 + 8, stop, trunc, nil, false
+  end
+  return et, o, ver, o4, proto, nil, o4, stop, trunc, nil, false
+end
+M.walk = walk
+
+---------------------------------------------------------------------------
+-- Lazily built tables. A layer table holds _d (the packet) and _o (its
+-- offset); its metatable computes the expensive fields on first read.
+---------------------------------------------------------------------------
+local function lazy(getters)
+  return {
+    __index = function(t, k)
+      local g = getters[k]
+      if g then
+        local v = g(t, t._d, t._o)
+        if v ~= nil then rawset(t, k, v) end
+        return v
+      end
+    end,
+  }
+end
+
+local ETH = lazy {
+  src = function(_, d) return mac(d, 7) end,
+  dst = function(_, d) return mac(d, 1) end,
+}
+
+local IP4 = lazy {
+  src = function(_, d, o) return ip4(d, o + 12) end,
+  dst = function(_, d, o) return ip4(d, o + 16) end,
+  src_raw = function(_, d, o) return sub(d, o + 12, o + 15) end,
+  dst_raw = function(_, d, o) return sub(d, o + 16, o + 19) end,
+  options = function(t, d, o)
+    if t.hlen <= 20 then return nil end
+    return sub(d, o + 20, o + t.hlen - 1)
+  end,
+}
+
+-- Fills ext, hlen and the fragment fields of an IPv6 table.
+local function v6ext(t, d, o)
+  local list = {}
+  local cend = o + 39 + t.plen
+  local n = #d
+  if t.plen == 0 and t.next_header ~= 59 then cend = t.jumbo and o + 39 + t.jumbo or n end
+  local _, pos, _, _, _, fo, mf, fid = v6chain(d, o + 40, t.next_header, cend, n, list)
+  rawset(t, "ext", list)
+  rawset(t, "hlen", pos - o)
+  if fo then
+    rawset(t, "frag_offset", fo)
+    rawset(t, "mf", mf)
+    rawset(t, "frag_id", fid)
+  end
+  return list
+end
+
+local IP6 = lazy {
+  src = function(_, d, o) return ip6(d, o + 8) end,
+  dst = function(_, d, o) return ip6(d, o + 24) end,
+  src_raw = function(_, d, o) return sub(d, o + 8, o + 23) end,
+  dst_raw = function(_, d, o) return sub(d, o + 24, o + 39) end,
+  ext = v6ext,
+  hlen = function(t, d, o) v6ext(t, d, o) return t.hlen end,
+  frag_offset = function(t, d, o) v6ext(t, d, o) return rawget(t, "frag_offset") end,
+  mf = function(t, d, o) v6ext(t, d, o) return rawget(t, "mf") end,
+  frag_id = function(t, d, o) v6ext(t, d, o) return rawget(t, "frag_id") end,
+  jumbo = function(t, d, o)
+    if t.plen == 0 and t.next_header == 0 then return jumbo_len(d, o + 40, #d) or false end
+    return false
+  end,
+}
+
+local function tcp_options(t, d, o)
+  local opts, kinds = {}, {}
+  opts.kinds = kinds
+  local p, e = o + 20, o + t.hlen - 1
+  if e > #d then e = #d end
+  local k = 0
+  while p <= e do
+    local kind = byte(d, p)
+    k = k + 1
+    kinds[k] = kind
+    if kind == 0 then break end
+    if kind == 1 then
+      p = p + 1
+    else
+      if p + 1 > e then opts.malformed = "option " .. kind .. " without a length" break end
+      local len = byte(d, p + 1)
+      if len < 2 or p + len - 1 > e then opts.malformed = "option " .. kind .. " with bad length " .. len break end
+      if kind == 2 and len == 4 then
+        opts.mss = unpack(">I2", d, p + 2)
+      elseif kind == 3 and len == 3 then
+        opts.wscale = byte(d, p + 2)
+      elseif kind == 4 and len == 2 then
+        opts.sack_perm = true
+      elseif kind == 5 and (len - 2) % 8 == 0 then
+        local s = {}
+        for q = p + 2, p + len - 1, 4 do s[#s + 1] = unpack(">I4", d, q) end
+        opts.sack = s
+      elseif kind == 8 and len == 10 then
+        local v, e2 = unpack(">I4I4", d, p + 2)
+        opts.ts = { val = v, ecr = e2 }
+      end
+      p = p + len
+    end
+  end
+  return opts
+end
+
+local TCP = lazy { options = tcp_options }
+
+local function layer_ip(t)
+  local v, d, o = t._ipv, t.data, t.l3_offset
+  if v == 4 then
+    local vihl, tos, tlen, id, fw, ttl, p, sum = unpack(">BBI2I2I2BBI2", d, o)
+    local fo = (fw & 0x1fff) * 8
+    return setmetatable({
+      _d = d, _o = o, version = 4, ihl = vihl & 15, hlen = (vihl & 15) * 4,
+      tos = tos, dscp = tos >> 2, ecn = tos & 3, len = tlen, id = id,
+      flags = fw >> 13, df = fw & 0x4000 ~= 0, mf = fw & 0x2000 ~= 0,
+      frag_offset = fo, fragment = fo ~= 0, ttl = ttl, proto = p, checksum = sum,
+    }, IP4)
+  elseif v == 6 then
+    local vtf, plen, nh, hlim = unpack(">I4I2BB", d, o)
+    return setmetatable({
+      _d = d, _o = o, version = 6, tclass = (vtf >> 20) & 0xff, flow = vtf & 0xfffff,
+      plen = plen, len = 40 + plen, next_header = nh, hop_limit = hlim, ttl = hlim,
+      proto = t.proto, fragment = t.fragment or false,
+    }, IP6)
+  end
+  return nil
+end
+
+local function icmp_layer(t, want)
+  if t._l4 ~= want then return nil end
+  local d, o = t.data, t.l4_offset
+  local ty, code, sum = unpack(">BBI2", d, o)
+  local r = { type = ty, code = code, checksum = sum }
+  if o + 7 <= #d then
+    local rest = unpack(">I4", d, o + 4)
+    r.rest = rest
+    if (want == 1 and (ty == 0 or ty == 8 or (ty >= 13 and ty <= 18))) or (want == 58 and (ty == 128 or ty == 129)) then
+      r.id, r.seq = rest >> 16, rest & 0xffff
+    end
+  end
+  return r
+end
+
+local B = {
+  payload = function(t)
+    local po = t.payload_offset
+    if po then return sub(t.data, po, t.payload_end) end
+  end,
+  eth = function(t)
+    if t.linktype ~= 1 or #t.data < 14 then return nil end
+    local ty = unpack(">I2", t.data, 13)
+    return setmetatable({ _d = t.data, _o = 1, type = ty, length = ty <= 1500 and ty or nil }, ETH)
+  end,
+  vlan = function(t)
+    local lt, d = t.linktype, t.data
+    local tp, ts
+    if lt == 1 then tp, ts = 13, 15 elseif lt == 113 then tp, ts = 15, 17 elseif lt == 276 then tp, ts = 1, 21 else return nil end
+    if tp + 1 > #d then return nil end
+    local et = unpack(">I2", d, tp)
+    local ids, pcp, k = nil, nil, 0
+    while (et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200) and ts + 3 <= #d and k < 8 do
+      local tci
+      tci, et = unpack(">I2I2", d, ts)
+      k = k + 1
+      if not ids then ids, pcp = {}, {} end
+      ids[k], pcp[k] = tci & 0xfff, tci >> 13
+      ts = ts + 4
+    end
+    if ids then ids.pcp = pcp end
+    return ids
+  end,
+  sll = function(t)
+    local lt, d = t.linktype, t.data
+    if lt == 113 and #d >= 16 then
+      local pkttype, hatype, halen = unpack(">I2I2I2", d, 1)
+      local proto = unpack(">I2", d, 15)
+      return { version = 1, pkttype = pkttype, hatype = hatype, halen = halen, protocol = proto,
+               addr = hex(d, 7, halen <= 8 and halen or 8) }
+    elseif lt == 276 and #d >= 20 then
+      local proto, _, ifindex, hatype, pkttype, halen = unpack(">I2I2I4I2BB", d, 1)
+      return { version = 2, protocol = proto, ifindex = ifindex, hatype = hatype, pkttype = pkttype,
+               halen = halen, addr = hex(d, 13, halen <= 8 and halen or 8) }
+    end
+  end,
+  null = function(t)
+    local lt, d = t.linktype, t.data
+    if (lt == 0 or lt == 108) and #d >= 4 then
+      local fam = unpack("<I4", d, 1)
+      if fam > 0xffff then fam = unpack(">I4", d, 1) end
+      return { family = fam }
+    end
+  end,
+  ip = layer_ip,
+  ip4 = function(t) if t._ipv == 4 then return t.ip end end,
+  ip6 = function(t) if t._ipv == 6 then return t.ip end end,
+  tcp = function(t)
+    if t._l4 ~= 6 then return nil end
+    local d, o = t.data, t.l4_offset
+    local sp, dp, seq, ack, offfl, win, sum, urp = unpack(">I2I2I4I4I2I2I2I2", d, o)
+    local fl = offfl & 0x0fff
+    return setmetatable({
+      _d = d, _o = o, sport = sp, dport = dp, seq = seq, ack_seq = ack,
+      hlen = (offfl >> 12) * 4, flags = fl,
+      fin = fl & 1 ~= 0, syn = fl & 2 ~= 0, rst = fl & 4 ~= 0, psh = fl & 8 ~= 0,
+      ack = fl & 16 ~= 0, urg = fl & 32 ~= 0, ece = fl & 64 ~= 0, cwr = fl & 128 ~= 0,
+      window = win, checksum = sum, urgent = urp,
+    }, TCP)
+  end,
+  udp = function(t)
+    if t._l4 ~= 17 then return nil end
+    local sp, dp, len, sum = unpack(">I2I2I2I2", t.data, t.l4_offset)
+    return { sport = sp, dport = dp, len = len, checksum = sum }
+  end,
+  icmp = function(t) return icmp_layer(t, 1) end,
+  icmp6 = function(t) return icmp_layer(t, 58) end,
+}
+
+local PKT = {
+  __index = function(t, k)
+    local b = B[k]
+    if b then
+      local v = b(t)
+      if v ~= nil then rawset(t, k, v) end
+      return v
+    end
+  end,
+}
+
+local function decode(d, lt)
+  if type(lt) ~= "number" then lt = riff and riff.packet and riff.packet.linktype end
+  lt = type(lt) == "number" and tointeger(lt) or nil
+  local et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag = walk(d, lt)
+  return setmetatable({
+    data = d, linktype = lt and lt & 0xffff, ethertype = et,
+    l3_offset = o3, _ipv = ver, l4_offset = o4, proto = proto, _l4 = l4,
+    payload_offset = po, payload_end = pe,
+    truncated = tr or nil, malformed = mal, fragment = frag or nil,
+  }, PKT)
+end
+
+M.decode = decode
+M.layers = B -- builders, for adding layers: B.name = function(pkt) ... end
+
+return setmetatable(M, { __call = function(_, d, lt) return decode(d, lt) end })

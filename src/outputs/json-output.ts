@@ -1,0 +1,182 @@
+// --output json:- (stdout) and json:FILE (appended): JSON lines, one record
+// per line:
+//
+//   {"ts":1504850400.500000000,"type":"dns","host":"box","qname":"example.com",...}
+//
+// - ts: seconds since the epoch as a JSON number, written with all nine
+//   nanosecond digits (exact as text; a double keeps about a microsecond).
+//   It is the packet's capture time for records emitted during a packet,
+//   else the wall time riff received the record.
+// - type: riff.emit's first argument; host: os.hostname().
+// - then the record's fields. A field named ts, type or host, with or
+//   without leading '_'s, gets one more leading '_' (ts -> _ts, _ts -> __ts),
+//   so names never collide and fromJsonLine() can undo it.
+// - Lua integers are JSON integers (all 64 bits, as digits); Lua floats
+//   always have a '.' or an exponent (3.0 stays 3.0); NaN and infinities
+//   are null.
+// - Byte strings: the output is always valid UTF-8 and round-trips exactly.
+//   A string whose bytes are valid UTF-8 is a JSON string. Any other is
+//   {"$bytes":"<base64 of the bytes>"}. A Lua table that itself has exactly
+//   one key, "$bytes" or "$map", is written wrapped as {"$map":{...}} so it
+//   cannot be mistaken for one. fromJson() undoes all of this.
+//
+// Lines are buffered and written at least every second (on the next record,
+// or by a timer when riff is idle), when 64 KiB are pending, and at close.
+import fs from 'node:fs';
+import os from 'node:os';
+import { FdSink, stdout } from './fd-sink.js';
+import { floatText, setKey, utf8OrNull, type Fields, type RecordData, type Value } from './records.js';
+import type { OutputStats, RecordOutput } from './output.js';
+import { specError } from './output.js';
+
+const RESERVED = new Set(['ts', 'type', 'host']);
+const FLUSH_BYTES = 1 << 16;
+const FLUSH_MS = 1000;
+
+/** Append v as JSON text, by the byte-string rule above. */
+export function jsonValue(v: Value, out: string[]): void {
+  if (typeof v === 'bigint') out.push(v.toString());
+  else if (typeof v === 'number') out.push(floatText(v));
+  else if (typeof v === 'boolean') out.push(v ? 'true' : 'false');
+  else if (Buffer.isBuffer(v)) {
+    const s = utf8OrNull(v);
+    out.push(s !== null ? JSON.stringify(s) : `{"$bytes":"${v.toString('base64')}"}`);
+  } else if (Array.isArray(v)) {
+    out.push('[');
+    v.forEach((x, i) => {
+      if (i) out.push(',');
+      jsonValue(x, out);
+    });
+    out.push(']');
+  } else if (v && typeof v === 'object') {
+    const keys = Object.keys(v);
+    const wrap = keys.length === 1 && (keys[0] === '$bytes' || keys[0] === '$map');
+    out.push(wrap ? '{"$map":{' : '{');
+    keys.forEach((k, i) => {
+      if (i) out.push(',');
+      out.push(JSON.stringify(k), ':');
+      jsonValue(v[k], out);
+    });
+    out.push(wrap ? '}}' : '}');
+  } else out.push('null');
+}
+
+function tsText(sec: number, nsec: number): string {
+  if (sec < 0 && nsec > 0) return (sec + nsec / 1e9).toFixed(9);
+  return `${sec}.${String(nsec).padStart(9, '0')}`;
+}
+
+/** A field's name at the top level of a line: _*(ts|type|host) gets one more '_'. */
+export function fieldName(k: string): string {
+  return RESERVED.has(k.replace(/^_+/, '')) ? '_' + k : k;
+}
+
+/** One record as a JSON line (without the newline). */
+export function toJsonLine(rec: RecordData, host: string = os.hostname()): string {
+  const out: string[] = ['{"ts":', tsText(rec.sec, rec.nsec), ',"type":', JSON.stringify(rec.type), ',"host":', JSON.stringify(host)];
+  for (const k of Object.keys(rec.fields)) {
+    out.push(',', JSON.stringify(fieldName(k)), ':');
+    jsonValue(rec.fields[k], out);
+  }
+  out.push('}');
+  return out.join('');
+}
+
+/**
+ * Undo the byte-string rule on a parsed JSON value: {"$bytes": b64} -> Buffer,
+ * {"$map": {...}} -> that map, strings -> Buffers of their UTF-8. Integers
+ * stay JSON numbers (parse with a bigint-aware reader if they may pass 2^53).
+ */
+export function fromJson(v: unknown): unknown {
+  if (typeof v === 'string') return Buffer.from(v, 'utf8');
+  if (Array.isArray(v)) return v.map(fromJson);
+  if (v && typeof v === 'object') {
+    const keys = Object.keys(v);
+    const o = v as Record<string, unknown>;
+    if (keys.length === 1 && keys[0] === '$bytes' && typeof o.$bytes === 'string') return Buffer.from(o.$bytes, 'base64');
+    const src = keys.length === 1 && keys[0] === '$map' && o.$map && typeof o.$map === 'object' ? (o.$map as Record<string, unknown>) : o;
+    const r: Fields = {};
+    for (const k of Object.keys(src)) setKey(r, k, fromJson(src[k]) as Value);
+    return r;
+  }
+  return v;
+}
+
+/** Parse one line back: ts, type, host and the fields as the record had them. */
+export function fromJsonLine(line: string): { ts: number; type: string; host: string; fields: Fields } {
+  const o = JSON.parse(line) as Record<string, unknown>;
+  const fields: Fields = {};
+  for (const k of Object.keys(o)) {
+    if (RESERVED.has(k)) continue;
+    const name = RESERVED.has(k.replace(/^_+/, '')) ? k.slice(1) : k;
+    setKey(fields, name, fromJson(o[k]) as Value);
+  }
+  return { ts: o.ts as number, type: o.type as string, host: o.host as string, fields };
+}
+
+export class JsonOutput implements RecordOutput {
+  private pending: string[] = [];
+  private pendingBytes = 0;
+  private lastFlush = Date.now();
+  private timer: NodeJS.Timeout;
+  private written = 0;
+  private closed = false;
+  private readonly host = os.hostname();
+  private readonly fd: number | null;
+  private readonly sink: FdSink;
+
+  /** target: '-' for stdout, else a file path (created if needed, appended to). */
+  constructor(
+    readonly spec: string,
+    target: string,
+  ) {
+    if (target === '-') {
+      this.fd = null;
+      this.sink = stdout;
+    } else {
+      try {
+        this.fd = fs.openSync(target, 'a');
+      } catch (e) {
+        throw specError(spec, `cannot open ${target} for appending (${(e as Error).message}); check the path and permissions`);
+      }
+      this.sink = new FdSink(this.fd);
+    }
+    this.timer = setInterval(() => this.flush(), FLUSH_MS);
+    this.timer.unref();
+    // A safety net for process.exit(): the writes are synchronous.
+    process.on('exit', this.onExit);
+  }
+
+  private readonly onExit = () => this.close();
+
+  write(rec: RecordData): void {
+    if (this.closed) return;
+    const line = toJsonLine(rec, this.host) + '\n';
+    this.pending.push(line);
+    this.pendingBytes += line.length;
+    this.written++;
+    if (this.pendingBytes >= FLUSH_BYTES || Date.now() - this.lastFlush >= FLUSH_MS) this.flush();
+  }
+
+  flush(): void {
+    this.lastFlush = Date.now();
+    if (!this.pending.length) return;
+    const data = Buffer.from(this.pending.join(''), 'utf8');
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.sink.write(data);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    clearInterval(this.timer);
+    process.off('exit', this.onExit);
+    if (this.fd !== null) fs.closeSync(this.fd);
+  }
+
+  stats(): OutputStats {
+    return { written: this.written, dropped: 0, queued: this.pending.length };
+  }
+}
