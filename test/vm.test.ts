@@ -27,7 +27,7 @@ async function start(script: string | undefined, opts: Partial<RuntimeOptions> =
     setupBudget: 1_000_000_000,
     memoryLimit: 64 << 20,
     version: 'test',
-    write: (fd, b) => (fd === 1 ? chunks.push(Buffer.from(b)) : (err += b.toString())),
+    write: (fd, b) => (fd === 1 ? chunks.push(Buffer.from(b)) : (err += Buffer.from(b).toString())),
     ...opts,
   });
   const out = (): Out => ({ stdout: Buffer.concat(chunks), stderr: err });

@@ -25,7 +25,8 @@ export interface RuntimeOptions {
   /** Lua heap cap in bytes (0 = unlimited). */
   memoryLimit: number;
   version: string;
-  write(fd: 1 | 2, bytes: Buffer): void;
+  /** Output; `bytes` may be a view into WebAssembly memory, valid only during the call. */
+  write(fd: 1 | 2, bytes: Uint8Array): void;
   /** A record emitted by riff.emit(type, table), encoded by lua/riff/record.lua. */
   record?(bytes: Buffer): void;
   /** Asked between packets (every few): true ends the batch early (Ctrl-C). */
@@ -147,7 +148,7 @@ export class Runtime {
   private hostWrite(): number {
     const { vm } = this;
     const fd = vm.x.lua_tonumberx(vm.L, 1, 0);
-    const bytes = vm.toBytes(2);
+    const bytes = vm.viewBytes(2);
     if (bytes && bytes.length) this.opts.write(fd === 2 ? 2 : 1, bytes);
     return 0;
   }

@@ -110,6 +110,18 @@ export class LuaVM {
     return Buffer.from(this.wasm.heap().subarray(p, p + n));
   }
 
+  /**
+   * The bytes of the string at idx as a view into WebAssembly memory — no
+   * copy. Valid only until Lua runs again (memory may grow or be reused).
+   */
+  viewBytes(idx: number): Uint8Array | null {
+    const p = this.x.lua_tolstring(this.L, idx, this.lenPtr);
+    if (!p) return null;
+    const heap = this.wasm.heap();
+    const n = new Uint32Array(heap.buffer, this.lenPtr, 1)[0];
+    return heap.subarray(p, p + n);
+  }
+
   /** For messages and names only — never for packet data. */
   toText(idx: number): string | null {
     const b = this.toBytes(idx);

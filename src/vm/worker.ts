@@ -37,7 +37,7 @@ let stopSent = false;
 
 // Output of one flush is whole packets' worth of lines; the lock keeps two
 // workers' flushes from interleaving inside a pipe.
-function write(fd: 1 | 2, bytes: Buffer): void {
+function write(fd: 1 | 2, bytes: Uint8Array): void {
   while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1, 10);
   try {
     sinks[fd].write(bytes);
