@@ -50,6 +50,7 @@ function parseArgs(argv: string[]) {
     .option('r', { alias: 'read', type: 'string', describe: 'read packets from a pcap or pcapng file (- for stdin)' })
     .option('c', { alias: 'count', type: 'number', describe: 'stop after this many packets (that passed the filter)' })
     .option('w', { alias: 'write', type: 'string', describe: 'also write the packets riff read (after the filter) to this pcap file (- for stdout)' })
+    .option('B', { alias: 'buffer-size', type: 'number', default: 131072, describe: 'live capture: kernel buffer in KiB (cap captures 65535-byte frames, so 128 MiB holds ~2000 packets)' })
     .option('D', { alias: 'list-interfaces', type: 'boolean', describe: 'list the interfaces riff can capture on, then exit' })
     .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: "don't print the per-packet report lines (id, length, time)" })
     .option('verbose', { type: 'boolean', default: false, describe: 'full Lua tracebacks for script errors' })
@@ -112,6 +113,7 @@ async function main(): Promise<number> {
   if (args.i !== undefined && args.r !== undefined) throw new Fail('give either -i IFACE or -r FILE, not both', 2);
   if (args.i === undefined && args.r === undefined)
     throw new Fail('nothing to read: give -i IFACE to capture live or -r FILE to read a capture (riff --help)', 2);
+  if (!Number.isInteger(args.B) || args.B < 64) throw new Fail(`-B: '${args.B}' is not a buffer size in KiB (at least 64)`, 2);
   if (args.c !== undefined && (!Number.isInteger(args.c) || args.c < 0))
     throw new Fail(`-c: '${args.c}' is not a packet count`, 2);
   if (args.lua !== undefined) {
@@ -281,13 +283,18 @@ async function main(): Promise<number> {
     }
     let live: LiveCapture;
     try {
-      live = new LiveCapture(device, filterExpr, (b) => {
-        if (!stopping) {
-          account(b, null);
-          pool.push(b);
-        }
-        if (stopping) onStop();
-      });
+      live = new LiveCapture(
+        device,
+        filterExpr,
+        (b) => {
+          if (!stopping) {
+            account(b, null);
+            pool.push(b);
+          }
+          if (stopping) onStop();
+        },
+        args.B * 1024,
+      );
     } catch (e) {
       const msg = (e as Error).message;
       if (/permission|not permitted|denied/i.test(msg))

@@ -74,7 +74,9 @@ export class Batch {
     v.setUint32(o + 28, flags, true);
     v.setUint32(o + 32, 0, true);
     v.setUint32(o + 36, 0, true);
-    this.buf.set(src.subarray(start, start + caplen), o + HDR);
+    // Buffer.copy takes offsets: no view object per packet on the hot path.
+    if (Buffer.isBuffer(src)) src.copy(this.buf, o + HDR, start, start + caplen);
+    else this.buf.set(src.subarray(start, start + caplen), o + HDR);
     this.bytes = o + HDR + align8(caplen);
     this.count++;
   }
