@@ -11,6 +11,8 @@ import { openCaptureFile, CaptureFileError, type CaptureFile } from './capture/f
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
 import { LiveCapture, listDevices, liveUnavailable } from './capture/live.js';
 import { PcapWriter } from './outputs/pcap-writer.js';
+import { openOutputs, recordSink as makeRecordSink, OutputSpecError, type RecordOutput } from './outputs/output.js';
+import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
 import { LuaPool } from './vm/pool.js';
@@ -56,6 +58,7 @@ function parseArgs(argv: string[]) {
     .option('verbose', { type: 'boolean', default: false, describe: 'full Lua tracebacks for script errors' })
     .option('strict', { type: 'boolean', default: false, describe: 'stop at the first Lua error (exit 1)' })
     .option('lua-budget', { type: 'number', default: 10_000_000, describe: 'Lua instructions allowed per packet (0 = unlimited)' })
+    .option('output', { alias: 'o', type: 'string', array: true, describe: 'where riff.emit records go, repeatable: json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT[?options] (default: text lines on stdout)' })
     .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS ?? 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
     .option('stats', { type: 'number', describe: 'print a counters line on stderr every SECONDS' })
     .option('lua-memory', { type: 'string', default: '256M', describe: 'Lua heap limit (e.g. 64M, 1G; 0 = unlimited)' })
@@ -147,6 +150,9 @@ async function main(): Promise<number> {
     stopping = true;
     onStop();
   };
+  // Records can arrive while the outputs are still being opened (setup runs at once).
+  const earlyRecords: [Uint8Array, number][] = [];
+  let recordSink: ((bytes: Uint8Array, at: number) => void) | null = null;
   let pool: LuaPool;
   try {
     pool = await LuaPool.start({
@@ -163,6 +169,7 @@ async function main(): Promise<number> {
       },
       // With -w - the pcap owns stdout; the script's output goes to stderr.
       outFd: writeToStdout ? 2 : 1,
+      onRecord: (bytes, at) => (recordSink ? recordSink(bytes, at) : earlyRecords.push([bytes, at])),
       // A file only needs enough ring to keep the worker busy; live capture
       // wants slack for bursts (the ring is bounded memory either way).
       ringBytes: (args.i !== undefined ? 64 : 16) << 20,
@@ -179,6 +186,20 @@ async function main(): Promise<number> {
     note(`filter from config.lua: ${filterExpr}`);
   }
   if (args.verbose) note(`script: ${args.lua ?? 'bundled default pipeline'} (${pool.rule}), ${workers} Lua worker${workers > 1 ? 's' : ''}`);
+
+  // Where riff.emit records go: --output, else config.lua's outputs(), else text lines on stdout.
+  const specs = args.output?.length ? args.output.map(String) : pool.outputs;
+  let outputs: RecordOutput;
+  try {
+    if (writeToStdout && specs.some((sp) => /^(json|text):-$/.test(sp)))
+      throw new OutputSpecError('--output: standard output is taken by -w -; send records to a file, SQLite or syslog');
+    outputs = specs.length ? await openOutputs(specs) : new TextOutput('text:-', writeToStdout ? stderr : stdout);
+  } catch (e) {
+    if (e instanceof OutputSpecError) throw new Fail(e.message, 2);
+    throw e;
+  }
+  recordSink = makeRecordSink(outputs);
+  for (const [b, at] of earlyRecords.splice(0)) recordSink(b, at);
 
   const counters: Counters = { read: 0, passed: 0, processed: 0 };
   const stop = () => {
@@ -323,6 +344,8 @@ async function main(): Promise<number> {
   if (statsTimer) clearInterval(statsTimer);
   writer?.close();
   const s = await pool.finish();
+  await outputs.close();
+  const os = outputs.stats();
   // passed = dropped + processed + packets that ended in an error (+ any left when --strict stopped)
   const lines = [
     `${counters.read} packets ${args.r !== undefined ? 'read' : 'captured'}`,
@@ -335,6 +358,7 @@ async function main(): Promise<number> {
   );
   const unprocessed = counters.passed - pool.dropped - s.processed;
   if (unprocessed > 0) lines.push(`${unprocessed} packets not processed (stopped early)`);
+  if (os.written || os.dropped) lines.push(`${os.written} records written${os.dropped ? `, ${os.dropped} dropped (an output's queue was full)` : ''}`);
   if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
   if (writer) lines.push(`${writer.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}`);
   stderr.text(lines.join('\n') + '\n');

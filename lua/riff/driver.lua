@@ -238,20 +238,34 @@ function api.open(src, chunkname, path, display)
     .. "or return a list of plugins", 0)
 end
 
--- config.lua beside the script: its global format() gives the capture filter.
+-- config.lua beside the script: its global format() gives the capture
+-- filter (the original's convention) and an optional outputs() the list of
+-- --output specs. Returns the filter and the specs joined by newlines.
 function api.config_filter(src, chunkname)
   local env = setmetatable({}, { __index = _G })
   local fn, msg = rt.load(src, chunkname, "t", env)
   if not fn then error(msg, 0) end
+  local name = chunkname:sub(2)
   arm(opts.setup_budget)
   local ok, res = xpcall(fn, msgh)
-  if ok and type(rawget(env, "format")) == "function" then ok, res = xpcall(env.format, msgh) else res = nil end
+  local filter, outs = nil, nil
+  if ok and type(rawget(env, "format")) == "function" then ok, filter = xpcall(env.format, msgh) res = filter end
+  if ok and type(rawget(env, "outputs")) == "function" then ok, outs = xpcall(env.outputs, msgh) res = outs end
   arm(0)
   if not ok then error(res, 0) end
-  if res ~= nil and type(res) ~= "string" then
-    error(chunkname:sub(2) .. ": format() must return a string (the capture filter), got " .. type(res), 0)
+  if filter ~= nil and type(filter) ~= "string" then
+    error(name .. ": format() must return a string (the capture filter), got " .. type(filter), 0)
   end
-  return res
+  if type(outs) == "string" then outs = { outs } end
+  if outs ~= nil and type(outs) ~= "table" then
+    error(name .. ": outputs() must return a list of output specs such as \"json:-\", got " .. type(outs), 0)
+  end
+  local specs = {}
+  for i, v in ipairs(outs or {}) do
+    if type(v) ~= "string" then error(name .. ": outputs() entry " .. i .. " is not a string", 0) end
+    specs[i] = v
+  end
+  return filter, table.concat(specs, "\n")
 end
 
 function api.configure(quiet, verbose, strict, budget, setup_budget)

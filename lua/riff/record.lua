@@ -8,20 +8,22 @@
 --   record := 0x01 time type:s2 map
 --   time   := 'P' sec:i8 nsec:u4     the packet's capture time (emitted while
 --                                    a packet is being processed)
---           | 'W'                    no packet: riff stamps wall time when it
---                                    receives the record (host.record is called
---                                    synchronously, so that is the emit time)
+--           | 'W'                    no packet (setup, deinit): riff stamps the
+--                                    wall time as it takes the record from Lua
+--                                    (Lua's os.time has only whole seconds)
 --   value  := 'F' | 'T'              false, true
 --           | 'i' i8                 Lua integer (64-bit)
 --           | 'd' f64                Lua float
 --           | 's' len:u4 bytes       Lua string: raw bytes, any values
---           | 'a' n:u4 value*n       table whose keys are exactly 1..n (n >= 1)
+--           | 'a' n:u4 value*n       table whose keys are exactly 1..n (n >= 1,
+--                                    or an empty table marked with array())
 --           | 'm' n:u4 (key value)*n any other table; keys are UTF-8 strings
 --                                    (key := len:u4 bytes); integer and float
 --                                    keys are written in decimal ("%d", "%.17g")
 --
 -- The top level is always a map (an array given as fields becomes "1", "2",
--- ...). An empty table is an empty map unless wrapped with record.array{}.
+-- ...). An empty table is an empty map unless marked with
+-- require("riff.record").array(t), which returns t.
 -- Tables may be shared, but not cyclic, and nest at most MAX_DEPTH deep.
 -- Tables are read raw (next/rawget): no metamethod runs while encoding.
 -- Functions, userdata, threads, boolean keys and non-UTF-8 keys are errors.

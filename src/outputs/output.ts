@@ -126,7 +126,11 @@ export async function openOutputs(specs: readonly string[]): Promise<RecordOutpu
   return outs.length === 1 ? outs[0] : new FanOut(outs);
 }
 
-/** The RuntimeOptions.record callback: decode each record and write it out. */
-export function recordSink(out: RecordOutput): (bytes: Buffer) => void {
-  return (bytes) => out.write(decodeRecord(bytes));
+/**
+ * The RuntimeOptions.record callback (or a worker message handler): decode
+ * each record and write it out. `now` (ms) is when the record left Lua, for
+ * records emitted outside a packet; by default the time of the call.
+ */
+export function recordSink(out: RecordOutput): (bytes: Uint8Array, now?: number) => void {
+  return (bytes, now) => out.write(decodeRecord(bytes, now));
 }

@@ -47,8 +47,14 @@ export function setKey(obj: Fields, key: string, v: Value): void {
   else obj[key] = v;
 }
 
-/** Decode one record; `now` (ms) stamps records emitted outside a packet. */
-export function decodeRecord(buf: Buffer, now: number = Date.now()): RecordData {
+/**
+ * Decode one record. `now` (ms since the epoch) stamps records emitted
+ * outside a packet: pass the time the record left Lua when decoding happens
+ * later or on another thread (e.g. the time a worker posted it).
+ * Accepts a Uint8Array as a worker's message delivers it (no copy).
+ */
+export function decodeRecord(input: Uint8Array, now: number = Date.now()): RecordData {
+  const buf = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   let off = 0;
   const need = (n: number) => {
     if (off + n > buf.length) throw new RecordDecodeError(`record truncated at byte ${off} (needs ${n} more of ${buf.length})`);

@@ -147,13 +147,17 @@ export function parseSyslogSpec(spec: string, rest: string): SyslogOptions {
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
+// Years 0000-9999 only (RFC 3339); a capture's garbage time gets NILVALUE.
+const MAX_SEC = 253402300799;
+
 function ts5424(sec: number, nsec: number): string {
+  if (!(sec >= 0 && sec <= MAX_SEC)) return '-';
   const iso = new Date(sec * 1000).toISOString(); // YYYY-MM-DDTHH:MM:SS.000Z
   return `${iso.slice(0, 19)}.${String(Math.floor(nsec / 1000)).padStart(6, '0')}Z`;
 }
 
 function ts3164(sec: number): string {
-  const d = new Date(sec * 1000);
+  const d = new Date(sec >= 0 && sec <= MAX_SEC ? sec * 1000 : Date.now());
   const p = (n: number) => String(n).padStart(2, '0');
   return `${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }

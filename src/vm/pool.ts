@@ -17,7 +17,7 @@ export interface PoolOptions {
   ringBytes: number;
   /** A worker asks to stop: --strict hit an error, or stdout closed. */
   onStop(why: string): void;
-  onRecord?(bytes: Uint8Array): void;
+  onRecord?(bytes: Uint8Array, at: number): void;
 }
 
 interface Slot {
@@ -31,6 +31,8 @@ export class LuaPool {
   /** Packets dropped because a ring was full (live capture only). */
   dropped = 0;
   filter: string | null = null;
+  /** --output specs from config.lua's outputs(). */
+  outputs: string[] = [];
   rule = '';
   private readonly counters: Float64Array;
   private readonly single: boolean;
@@ -73,7 +75,7 @@ export class LuaPool {
         if (m.type === 'ready') resolveReady(m);
         else if (m.type === 'fail') rejectReady(new ScriptError(m.message));
         else if (m.type === 'stop') o.onStop(m.why);
-        else if (m.type === 'record') o.onRecord?.(m.bytes);
+        else if (m.type === 'record') o.onRecord?.(m.bytes, m.at);
         else if (m.type === 'done') resolveDone(m);
       });
       worker.on('error', (e) => rejectReady(new Error(`Lua worker ${i}: ${e.message}`)));
@@ -87,6 +89,7 @@ export class LuaPool {
     try {
       const msgs = await Promise.all(ready);
       pool.filter = msgs[0].filter;
+      pool.outputs = msgs[0].outputs;
       pool.rule = msgs[0].rule;
     } catch (e) {
       await Promise.all(slots.map((s) => s.worker.terminate()));

@@ -207,11 +207,11 @@ export class Runtime {
     return fail(`module '${name}' not found (riff looks only in the script's directory and riff's lua/):\n\tno file ${tried.join('\n\tno file ')}`);
   }
 
-  /** The capture filter from config.lua beside the script, if it defines format(). */
-  configFilter(): string | null {
-    if (!this.scriptDir) return null;
+  /** What config.lua beside the script says: its format() filter and outputs() specs. */
+  config(): { filter: string | null; outputs: string[] } {
+    if (!this.scriptDir) return { filter: null, outputs: [] };
     const file = path.join(this.scriptDir, 'config.lua');
-    if (!fs.existsSync(file)) return null;
+    if (!fs.existsSync(file)) return { filter: null, outputs: [] };
     const label = this.label(file);
     try {
       this.callApi(
@@ -221,15 +221,16 @@ export class Runtime {
           this.vm.pushBytes(Buffer.from('@' + label));
           return 2;
         },
-        1,
+        2,
       );
     } catch (e) {
       if (e instanceof LuaError) throw new ScriptError(e.message);
       throw e;
     }
-    const f = this.vm.toText(-1);
-    this.vm.x.lua_settop(this.vm.L, -2);
-    return f;
+    const filter = this.vm.toText(-2);
+    const outputs = (this.vm.toText(-1) ?? '').split('\n').filter(Boolean);
+    this.vm.x.lua_settop(this.vm.L, -3);
+    return { filter, outputs };
   }
 
   /** Load the script and apply the entry rules; returns the rule's name. */

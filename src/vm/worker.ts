@@ -21,10 +21,10 @@ export interface WorkerInit {
 }
 
 export type WorkerMessage =
-  | { type: 'ready'; rule: string; filter: string | null }
+  | { type: 'ready'; rule: string; filter: string | null; outputs: string[] }
   | { type: 'fail'; message: string }
   | { type: 'stop'; why: 'strict' | 'stdout-closed' }
-  | { type: 'record'; bytes: Uint8Array }
+  | { type: 'record'; bytes: Uint8Array; at: number }
   | { type: 'done'; processed: number; errors: number; hookErrors: number; byScript: [string, number][] };
 
 const init = workerData as WorkerInit;
@@ -55,22 +55,22 @@ sinks[1].onClose = () => {
 async function main(): Promise<void> {
   const ring = new RingConsumer(init.ring);
   let rt: Runtime;
-  let filter: string | null = null;
+  let config: { filter: string | null; outputs: string[] } = { filter: null, outputs: [] };
   let rule: string;
   try {
     rt = await Runtime.create({
       ...init.opts,
       write,
-      record: init.records ? (bytes) => post({ type: 'record', bytes }) : undefined,
+      record: init.records ? (bytes) => post({ type: 'record', bytes, at: Date.now() }) : undefined,
       interrupted: () => ring.abandoned(),
     });
-    if (init.readConfig) filter = rt.configFilter();
+    if (init.readConfig) config = rt.config();
     rule = rt.open();
   } catch (e) {
     post({ type: 'fail', message: e instanceof ScriptError ? e.message : `Lua runtime: ${(e as Error).message}` });
     return;
   }
-  post({ type: 'ready', rule, filter });
+  post({ type: 'ready', rule, ...config });
   rt.setup();
   const at = init.index * 2;
   let handed = 0;
