@@ -28,6 +28,7 @@ function filter_plugin.init(self)
 end
 
 function filter_plugin.push(self, stream)
+  self.stream = stream
   for k, v in pairs(stream.metadata) do self.source[k] = v end
 end
 
@@ -41,6 +42,8 @@ function filter_plugin.action(self, stream)
     io.write(printable(data), "\n")
   end
   stream.found_flg = hit ~= nil
+  -- Plugins after this one see the verdict on the shared stream.
+  if self.stream then self.stream.metadata.found_flg = stream.found_flg end
   if hit then print(BANNER) end
 end
 
