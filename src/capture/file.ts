@@ -72,7 +72,7 @@ export function openCaptureFile(path: string): CaptureFile {
     const hex = magic.toString(16).padStart(8, '0');
     const hint = (magic >>> 16) === 0x1f8b ? ' (gzip-compressed? decompress it first)' : '';
     throw new CaptureFileError(
-      `${name}: not a pcap or pcapng file: magic 0x${hex} at offset 0${hint}; ` +
+      `${name}: not a pcap or pcapng file: magic 0x${hex}${hint}; ` +
         'expected a1b2c3d4/a1b23c4d (pcap, either byte order) or 0a0d0d0a (pcapng)',
       0,
     );
