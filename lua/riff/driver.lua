@@ -46,6 +46,8 @@ local fields = {
 }
 
 riff = { version = host.version }
+-- riff.read("file"): a data file beside the script (or in riff's lua/), read-only.
+riff.read = host.read
 -- riff.emit(type, record): structured output (JSON lines, SQLite, syslog...),
 -- encoded in Lua by riff.record and decoded by src/outputs.
 do

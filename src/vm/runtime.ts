@@ -83,6 +83,8 @@ export class Runtime {
     x.lua_setfield(L, -2, vm.cstr('module'));
     vm.pushFunction(() => this.hostRecord());
     x.lua_setfield(L, -2, vm.cstr('record'));
+    vm.pushFunction(() => this.hostRead());
+    x.lua_setfield(L, -2, vm.cstr('read'));
     vm.pushFunction(() => {
       x.lua_pushboolean(L, this.opts.interrupted?.() ? 1 : 0);
       return 1;
@@ -158,6 +160,43 @@ export class Runtime {
     const bytes = this.vm.toBytes(1);
     if (bytes && this.opts.record) this.opts.record(bytes);
     return 0;
+  }
+
+  // host.read(relpath) -> bytes | nil, message: a data file (signatures,
+  // lists) beside the script or in riff's lua/, under the same confinement
+  // as require: relative paths only, no '..', no links leading out.
+  private hostRead(): number {
+    const { vm } = this;
+    const rel = vm.toText(1) ?? '';
+    const fail = (msg: string) => {
+      vm.x.lua_pushnil(vm.L);
+      vm.pushBytes(Buffer.from(msg));
+      return 2;
+    };
+    if (!rel || path.isAbsolute(rel) || rel.split(/[\\/]/).some((part) => part === '..' || part === '')) {
+      return fail(`riff.read '${rel}': give a relative path inside the script's directory or riff's lua/ (no '..')`);
+    }
+    const roots = this.scriptDir ? [this.scriptDir, LUA_DIR] : [LUA_DIR];
+    for (const root of roots) {
+      let real: string;
+      try {
+        real = fs.realpathSync(path.join(root, rel));
+      } catch {
+        continue;
+      }
+      const within = path.relative(fs.realpathSync(root), real);
+      if (within.startsWith('..') || path.isAbsolute(within)) return fail(`riff.read '${rel}': the file links outside its directory`);
+      try {
+        const st = fs.statSync(real);
+        if (!st.isFile()) return fail(`riff.read '${rel}': not a file`);
+        if (st.size > 64 << 20) return fail(`riff.read '${rel}': larger than 64 MiB`);
+        vm.pushBytes(fs.readFileSync(real));
+        return 1;
+      } catch (e) {
+        return fail(`riff.read '${rel}': ${(e as Error).message}`);
+      }
+    }
+    return fail(`riff.read '${rel}': no such file beside the script or in riff's lua/`);
   }
 
   // host.module(name, requirer) -> source, label | nil, message
