@@ -9,31 +9,50 @@
 --
 -- pos is 1-based, as for string.byte/string.unpack. Every function returns nil
 -- (never raises) when the bytes are not all there, so callers can pass
--- offsets straight from a packet.
+-- offsets straight from a packet. mac, ip4 and ip6 remember the text of the
+-- last few thousand addresses they formatted (keyed by the raw bytes), since
+-- a capture sees the same addresses over and over.
 
-local byte, sfmt, unpack, concat, type = string.byte, string.format, string.unpack, table.concat, type
+local byte, sub, sfmt, unpack, concat, type, tointeger =
+      string.byte, string.sub, string.format, string.unpack, table.concat, type, math.tointeger
 
 local M = {}
 
+-- Text of recently formatted addresses, by raw bytes; emptied when full.
+local CACHE_MAX = 4096
+local cmac, nmac, cip4, nip4, cip6, nip6 = {}, 0, {}, 0, {}, 0
+
 local function mac(s, pos)
-  pos = pos or 1
-  if type(s) ~= "string" or pos < 1 or pos + 5 > #s then return nil end
-  return sfmt("%02x:%02x:%02x:%02x:%02x:%02x", byte(s, pos, pos + 5))
+  pos = tointeger(pos or 1)
+  if type(s) ~= "string" or not pos or pos < 1 or pos + 5 > #s then return nil end
+  local raw = sub(s, pos, pos + 5)
+  local t = cmac[raw]
+  if t then return t end
+  t = sfmt("%02x:%02x:%02x:%02x:%02x:%02x", byte(s, pos, pos + 5))
+  if nmac >= CACHE_MAX then cmac, nmac = {}, 0 end
+  nmac = nmac + 1
+  cmac[raw] = t
+  return t
 end
 
 local function ip4(s, pos)
-  pos = pos or 1
-  if type(s) ~= "string" or pos < 1 or pos + 3 > #s then return nil end
-  return sfmt("%d.%d.%d.%d", byte(s, pos, pos + 3))
+  pos = tointeger(pos or 1)
+  if type(s) ~= "string" or not pos or pos < 1 or pos + 3 > #s then return nil end
+  local raw = sub(s, pos, pos + 3)
+  local t = cip4[raw]
+  if t then return t end
+  t = sfmt("%d.%d.%d.%d", byte(s, pos, pos + 3))
+  if nip4 >= CACHE_MAX then cip4, nip4 = {}, 0 end
+  nip4 = nip4 + 1
+  cip4[raw] = t
+  return t
 end
 
 -- Scratch space for ip6: the groups of the address being formatted and the
 -- hex text of those printed. Reused, so formatting allocates only the result.
 local G, P = { 0, 0, 0, 0, 0, 0, 0, 0 }, {}
 
-local function ip6(s, pos)
-  pos = pos or 1
-  if type(s) ~= "string" or pos < 1 or pos + 15 > #s then return nil end
+local function ip6text(s, pos)
   local a1, a2, a3, a4, a5, a6, a7, a8 = unpack(">I2I2I2I2I2I2I2I2", s, pos)
   if a1 == 0 and a2 == 0 and a3 == 0 and a4 == 0 and a5 == 0 then
     -- ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible) print the IPv4 part
@@ -65,9 +84,22 @@ local function ip6(s, pos)
   return left .. "::" .. concat(P, ":", 1, n)
 end
 
+local function ip6(s, pos)
+  pos = tointeger(pos or 1)
+  if type(s) ~= "string" or not pos or pos < 1 or pos + 15 > #s then return nil end
+  local raw = sub(s, pos, pos + 15)
+  local t = cip6[raw]
+  if t then return t end
+  t = ip6text(s, pos)
+  if nip6 >= CACHE_MAX then cip6, nip6 = {}, 0 end
+  nip6 = nip6 + 1
+  cip6[raw] = t
+  return t
+end
+
 local function hex(s, pos, n)
-  pos = pos or 1
-  if type(s) ~= "string" or type(n) ~= "number" or n < 0 or pos < 1 or pos + n - 1 > #s then return nil end
+  pos, n = tointeger(pos or 1), tointeger(n)
+  if type(s) ~= "string" or not pos or not n or n < 0 or pos < 1 or pos + n - 1 > #s then return nil end
   if n == 0 then return "" end
   if n == 6 then return mac(s, pos) end
   local parts = {}

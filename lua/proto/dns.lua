@@ -61,8 +61,12 @@ local types = {
   CAA = 257, TA = 32768, DLV = 32769,
 }
 local classes = { IN = 1, CS = 2, CH = 3, HS = 4, NONE = 254, ANY = 255 }
-for k, v in pairs(types) do types[v] = k end
-for k, v in pairs(classes) do classes[v] = k end
+-- Number -> name as well (collected first: no new keys during pairs()).
+for _, t in ipairs { types, classes } do
+  local rev = {}
+  for k, v in pairs(t) do rev[v] = k end
+  for v, k in pairs(rev) do t[v] = k end
+end
 M.types, M.classes = types, classes
 
 local MAX_JUMPS, MAX_NAME = 64, 255
@@ -203,6 +207,8 @@ local function opt_data(s, class, ttl, p, e)
   return r
 end
 
+local names = { "answer", "authority", "additional" }
+
 local function parse(s, start, stop)
   local msg = { questions = {}, answers = {}, authority = {}, additional = {} }
   if type(s) ~= "string" then msg.malformed = "not a string" return msg end
@@ -240,12 +246,12 @@ local function parse(s, start, stop)
     pos = after + 4
   end
 
-  local sections = { msg.answers, msg.authority, msg.additional }
-  local counts = { an, ns, ar }
-  local names = { "answer", "authority", "additional" }
   for sec = 1, 3 do
-    local list = sections[sec]
-    for i = 1, counts[sec] do
+    local list, count
+    if sec == 1 then list, count = msg.answers, an
+    elseif sec == 2 then list, count = msg.authority, ns
+    else list, count = msg.additional, ar end
+    for i = 1, count do
       local nm, after, why = name_at(s, pos, start, stop)
       if not nm then
         msg.malformed = names[sec] .. " " .. i .. ": " .. why

@@ -35,6 +35,20 @@ for m in ("GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPAT
   .. "REPORT SEARCH NOTIFY SUBSCRIBE UNSUBSCRIBE M-SEARCH PRI"):gmatch("%S+") do METHODS[m] = true end
 M.methods = METHODS
 
+-- Lowercased header names, remembered (a few hundred at most).
+local LOWER, nlower = {}, 0
+local function lowername(name)
+  local l = LOWER[name]
+  if l then return l end
+  l = lower(name)
+  if nlower >= 512 then LOWER, nlower = {}, 0 end
+  nlower = nlower + 1
+  LOWER[name] = l
+  return l
+end
+
+local TOKEN = "^[!#-'*+%-.0-9A-Z^_`a-z|~]+$"
+
 local function parse(s, start, stop)
   if type(s) ~= "string" then return nil end
   start = tointeger(start) or 1
@@ -47,25 +61,33 @@ local function parse(s, start, stop)
 
   local lf = find(s, "\n", start, true)
   if lf and lf > stop then lf = nil end
-  if not lf then
-    -- The start line itself is cut short: say what it is, if that is clear.
-    if find(s, "^HTTP/%d", start) and start + 5 <= stop then
+  local lend = lf or stop + 1 -- end of the start line (exclusive)
+  local h, e
+  if b == 72 and find(s, "^HTTP/%d", start) then
+    if not lf then
+      if start + 5 > stop then return nil end
       return { response = true, partial = true, headers = {}, names = {}, values = {}, body_length = 0 }
     end
-    local m, me, meth = find(s, "^(%u+) ", start)
-    if m and me <= stop and METHODS[meth] then
-      return { request = true, partial = true, method = meth, headers = {}, names = {}, values = {}, body_length = 0 }
-    end
-    return nil
-  end
-  local h
-  local a, e, x, y, z = find(s, "^HTTP/(%d%.%d) +(%d%d%d)([^\r\n]*)", start)
-  if a then
+    local a, x, y, z
+    a, e, x, y, z = find(s, "^HTTP/(%d%.%d) +(%d%d%d)([^\r\n]*)", start)
+    if not a then return nil end
     h = { response = true, version = x, status = tonumber(y), reason = match(z, "^[ \t]*(.-)[ \t]*$") }
   else
-    a, e, x, y, z = find(s, "^([!#-'*+%-.0-9A-Z^_`a-z|~]+) +([^ \r\n]+) +HTTP/(%d%.%d)[ \t]*", start)
+    -- A method is a short token followed by a space.
+    local sp = find(s, " ", start, true)
+    if not sp or sp >= lend or sp - start > 32 then return nil end
+    local method = sub(s, start, sp - 1)
+    if not lf then
+      if METHODS[method] then
+        return { request = true, partial = true, method = method, headers = {}, names = {}, values = {}, body_length = 0 }
+      end
+      return nil
+    end
+    if not find(method, TOKEN) then return nil end
+    local a, x, y
+    a, e, x, y = find(s, "^ +([^ \r\n]+) +HTTP/(%d%.%d)[ \t]*", sp)
     if not a then return nil end
-    h = { request = true, method = x, uri = y, version = z }
+    h = { request = true, method = method, uri = x, version = y }
   end
 
   local headers, names, values, k = {}, {}, {}, 0
@@ -75,7 +97,6 @@ local function parse(s, start, stop)
     h.malformed = "junk after the start line"
   end
   local pos, nl = lf + 1, nil
-  local last
   while true do
     if pos > stop then h.partial, h.body_length = true, 0 break end
     local c = byte(s, pos)
@@ -88,26 +109,37 @@ local function parse(s, start, stop)
     if not nl or nl > stop then h.partial, h.body_length = true, 0 break end
     local le = nl - 1
     if byte(s, le) == 13 then le = le - 1 end
-    if (c == 32 or c == 9) and last then
+    -- value: from after the colon's blanks to the line end, blanks trimmed
+    local ve = le
+    local t = byte(s, ve)
+    while ve >= pos and (t == 32 or t == 9) do ve = ve - 1 t = byte(s, ve) end
+    if (c == 32 or c == 9) and k > 0 then
       -- obs-fold: continues the previous header's value
-      local more = match(sub(s, pos, le), "^[ \t]*(.-)[ \t]*$")
+      local vs = pos
+      t = byte(s, vs)
+      while vs <= ve and (t == 32 or t == 9) do vs = vs + 1 t = byte(s, vs) end
+      local more = sub(s, vs, ve)
       values[k] = values[k] .. " " .. more
-      local ln = lower(names[k])
+      local ln = lowername(names[k])
       headers[ln] = headers[ln] .. " " .. more
     else
-      local n1, n2, name, value = find(s, "^([^:\r\n \t]+)[ \t]*:[ \t]*([^\r\n]*)", pos)
-      if not n1 or n2 > le then
-        h.malformed = "bad header line"
-        break
-      end
-      value = match(value, "^(.-)[ \t]*$")
+      local colon = find(s, ":", pos, true)
+      if not colon or colon > le or colon == pos then h.malformed = "bad header line" break end
+      local ne = colon - 1
+      t = byte(s, ne)
+      while t == 32 or t == 9 do ne = ne - 1 t = byte(s, ne) end
+      local name = sub(s, pos, ne)
+      if find(name, "[ \t\r]") then h.malformed = "bad header line" break end
+      local vs = colon + 1
+      t = byte(s, vs)
+      while vs <= ve and (t == 32 or t == 9) do vs = vs + 1 t = byte(s, vs) end
+      local value = sub(s, vs, ve)
       k = k + 1
       if k > MAX_HEADERS then h.malformed = "more than " .. MAX_HEADERS .. " header lines" break end
       names[k], values[k] = name, value
-      local ln = lower(name)
+      local ln = lowername(name)
       local old = headers[ln]
       headers[ln] = old and (old .. ", " .. value) or value
-      last = true
     end
     pos = nl + 1
   end

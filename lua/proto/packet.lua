@@ -16,7 +16,8 @@
 -- Link types: 1 Ethernet (802.1Q/802.1ad/QinQ tags, 802.3+SNAP), 113 Linux
 -- SLL, 276 Linux SLL2, 0 BSD NULL and 108 OpenBSD LOOP (address family in
 -- either byte order; 2 = IPv4, 24/28/30 = IPv6), 101/12/14 raw IP (version
--- from the first nibble), 228 raw IPv4, 229 raw IPv6, 9/50 PPP, 104 Cisco HDLC.
+-- from the first nibble), 228 raw IPv4, 229 raw IPv6, 9/50 PPP, 104 Cisco HDLC,
+-- 242 IP over InfiniBand, 226 Solaris ipnet.
 -- Link types with the FCS-length bits set have the FCS cut off.
 --
 -- pkt fields (always present when known, cost nothing extra):
@@ -65,12 +66,29 @@
 --   icmp, icmp6  { type, code, checksum, rest (bytes 5-8 as a number),
 --            id, seq (echo and similar types) }
 --
--- The tables are per packet: keep what you need, not pkt (it holds data).
--- Faster still, with no table at all:
+-- Cost: decode() walks the headers with string.byte/unpack at offsets (no
+-- string.sub, no closures) and allocates one table; each layer is one more
+-- table when first read; text addresses are formatted once per distinct
+-- address (proto.addr keeps a cache). The tables are per packet: keep the
+-- fields you need, not pkt (it holds the packet string).
+--
+-- Faster, for scripts that finish with a packet before the next one:
+--   local decode = require("proto.packet").reusable()
+--   local pkt = decode(p, lt)  -- the same pkt table and layer tables each
+--                              -- call, refilled: no per-packet allocation.
+--   In that mode fields computed on read (addresses, options, ext, payload)
+--   are recomputed on every read (keep them in locals), and everything in
+--   pkt changes at the next call.
+-- Fastest, no table at all:
 --   decode.walk(data, linktype) -> ethertype, l3_offset, ipversion, l4_offset,
 --     proto, l4proto (6/17/1/58 when that header is present), payload_offset,
 --     payload_end, truncated, malformed, fragment
+-- decode.layers is the builder table (layers[name] = function(pkt) ... end
+-- adds pkt.name, built on first read).
 -- Tunnels (GRE, IP-in-IP, VXLAN...) are not followed: the first IP header wins.
+-- Truncated and malformed headers: a layer is present only when its fixed
+-- header was captured whole (IPv4 20 bytes, IPv6 40, TCP 20, UDP 8, ICMP 4);
+-- options and extension headers are read as far as they were captured.
 
 local addr = require "proto.addr"
 
@@ -94,11 +112,12 @@ local function v6chain(d, pos, nh, cend, n, list)
   while true do
     local hl
     if EXT[nh] or nh == 51 or nh == 44 then
-      if pos + 1 > cend then return nh, pos, frag, "IPv6 extension header past the payload length", false, fo, mf, fid end
-      if pos + 1 > n then return nh, pos, frag, nil, true, fo, mf, fid end
       k = k + 1
       if k > MAX_EXT then return nh, pos, frag, "too many IPv6 extension headers", false, fo, mf, fid end
-      if list then list[k] = nh end
+      if nh == 0 and k > 1 then return nh, pos, frag, "IPv6 hop-by-hop header not first", false, fo, mf, fid end
+      if list and pos <= n then list[k] = nh end -- listed if it starts in the capture
+      if pos + 1 > cend then return nh, pos, frag, "IPv6 extension header past the payload length", false, fo, mf, fid end
+      if pos + 1 > n then return nh, pos, frag, nil, true, fo, mf, fid end
       local nx, len = byte(d, pos, pos + 1)
       if nh == 44 then
         hl = 8
@@ -142,20 +161,15 @@ local function jumbo_len(d, pos, n)
   return nil
 end
 
-local function walk(d, lt)
-  if type(d) ~= "string" then return nil, nil, nil, nil, nil, nil, nil, nil, false, "packet is not a string", false end
-  if type(lt) ~= "number" then lt = riff and riff.packet and riff.packet.linktype end
-  lt = type(lt) == "number" and tointeger(lt)
-  if not lt then return nil, nil, nil, nil, nil, nil, nil, nil, false, "unknown link type", false end
-  local n = #d
-  if lt & 0x04000000 ~= 0 then n = n - (lt >> 28) * 2; if n < 0 then n = 0 end end
-  lt = lt & 0xffff
-
+-- The walk proper: lt is an integer link type without FCS bits, n the
+-- number of bytes to look at.
+local function walk0(d, n, lt)
   -- Link layer: et (EtherType or synthesized) and o (network header).
   local et, o, ver
   if lt == 1 then
     if n < 14 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
-    et = unpack(">I2", d, 13)
+    local hi, lo = byte(d, 13, 14)
+    et = hi << 8 | lo
     o = 15
     local k = 0
     while et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200 do
@@ -232,15 +246,25 @@ local function walk(d, lt)
   elseif lt == 104 then
     if n < 4 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
     et, o = unpack(">I2", d, 3), 5
+  elseif lt == 242 then -- IP over InfiniBand: 40 bytes of addresses, EtherType, 2 reserved
+    if n < 44 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    et, o = unpack(">I2", d, 41), 45
+  elseif lt == 226 then -- Solaris ipnet: 24-byte header, family in byte 2
+    if n < 24 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    local fam = byte(d, 2)
+    o = 25
+    if fam == 2 then et = 0x0800 elseif fam == 26 then et = 0x86dd
+    else return nil, o, nil, nil, nil, nil, o, n, false, nil, false end
   else
     return nil, nil, nil, nil, nil, nil, nil, nil, false, nil, false
   end
 
   -- Network layer.
-  local trunc, proto, o4, cend = false, nil, nil, nil
+  local trunc, proto, o4, cend, ff = false, nil, nil, nil, false
   if et == 0x0800 then
     if o + 19 > n then return et, o, nil, nil, nil, nil, o, n, true, nil, false end
-    local vihl, _, tlen, _, fw, _, p = unpack(">BBI2I2I2BB", d, o)
+    local vihl, _, l1, l2, _, _, f1, f2, _, p = byte(d, o, o + 9)
+    local tlen, fw = l1 << 8 | l2, f1 << 8 | f2
     if vihl >> 4 ~= 4 then return et, o, nil, nil, nil, nil, o, n, false, "IPv4 header with version " .. (vihl >> 4), false end
     local hl = (vihl & 15) * 4
     ver, proto = 4, p
@@ -259,6 +283,7 @@ local function walk(d, lt)
     if fw & 0x1fff ~= 0 then
       return et, o, 4, o4, p, nil, o4, (cend < n and cend or n), trunc, nil, true
     end
+    ff = fw & 0x2000 ~= 0 -- a first fragment: the transport header may claim more
   elseif et == 0x86dd then
     if o + 39 > n then return et, o, nil, nil, nil, nil, o, n, true, nil, false end
     local vtf, plen, nh = unpack(">I4I2B", d, o)
@@ -271,9 +296,9 @@ local function walk(d, lt)
       cend = o + 39 + plen
     end
     if cend > n then trunc = true end
-    local frag, mal, tr
-    nh, o4, frag, mal, tr = v6chain(d, o + 40, nh, cend, n, nil)
-    proto = nh
+    local frag, mal, tr, _, mf
+    nh, o4, frag, mal, tr, _, mf = v6chain(d, o + 40, nh, cend, n, nil)
+    proto, ff = nh, mf or false
     if mal or tr then return et, o, 6, nil, nh, nil, nil, nil, trunc or tr, mal, frag end
     if frag then return et, o, 6, o4, nh, nil, o4, (cend < n and cend or n), trunc, nil, true end
   else
@@ -283,95 +308,138 @@ local function walk(d, lt)
   -- Transport layer. stop: last byte both captured and inside the IP length.
   local stop = cend < n and cend or n
   if proto == 6 then
-    if o4 + 19 > cend then return et, o, ver, o4, 6, nil, nil, nil, trunc, "TCP header past the IP payload", false end
+    if o4 + 19 > cend then return et, o, ver, o4, 6, nil, nil, nil, trunc, (not ff and "TCP header past the IP payload" or nil), false end
     if o4 + 19 > n then return et, o, ver, o4, 6, nil, nil, nil, true, nil, false end
     local hl = (byte(d, o4 + 12) >> 4) * 4
     if hl < 20 then return et, o, ver, o4, 6, 6, nil, nil, trunc, "TCP header length " .. hl .. " < 20", false end
-    if o4 + hl - 1 > cend then return et, o, ver, o4, 6, 6, nil, nil, trunc, "TCP header past the IP payload", false end
+    if o4 + hl - 1 > cend then return et, o, ver, o4, 6, 6, nil, nil, trunc, (not ff and "TCP header past the IP payload" or nil), false end
     if o4 + hl - 1 > n then return et, o, ver, o4, 6, 6, n + 1, n, true, nil, false end
     return et, o, ver, o4, 6, 6, o4 + hl, stop, trunc, nil, false
   elseif proto == 17 then
-    if o4 + 7 > cend then return et, o, ver, o4, 17, nil, nil, nil, trunc, "UDP header past the IP payload", false end
+    if o4 + 7 > cend then return et, o, ver, o4, 17, nil, nil, nil, trunc, (not ff and "UDP header past the IP payload" or nil), false end
     if o4 + 7 > n then return et, o, ver, o4, 17, nil, nil, nil, true, nil, false end
-    local ulen = unpack(">I2", d, o4 + 4)
+    local u1, u2 = byte(d, o4 + 4, o4 + 5)
+    local ulen = u1 << 8 | u2
     if ulen < 8 then
       if ulen == 0 and ver == 6 then return et, o, ver, o4, 17, 17, o4 + 8, stop, trunc, nil, false end -- jumbogram
       return et, o, ver, o4, 17, 17, o4 + 8, stop, trunc, "UDP length " .. ulen .. " < 8", false
     end
     local ue = o4 + ulen - 1
-    if ue > cend then return et, o, ver, o4, 17, 17, o4 + 8, stop, trunc, "UDP length past the IP payload", false end
+    if ue > cend then return et, o, ver, o4, 17, 17, o4 + 8, stop, trunc, (not ff and "UDP length past the IP payload" or nil), false end
     if ue > n then return et, o, ver, o4, 17, 17, o4 + 8, n, true, nil, false end
     return et, o, ver, o4, 17, 17, o4 + 8, ue, trunc, nil, false
   elseif (proto == 1 and ver == 4) or (proto == 58 and ver == 6) then
-    if o4 + 3 > cend then return et, o, ver, o4, proto, nil, nil, nil, trunc, "ICMP header past the IP payload", false end
+    if o4 + 3 > cend then return et, o, ver, o4, proto, nil, nil, nil, trunc, (not ff and "ICMP header past the IP payload" or nil), false end
     if o4 + 3 > n then return et, o, ver, o4, proto, nil, nil, nil, true, nil, false end
     if o4 + 7 > stop then return et, o, ver, o4, proto, proto, stop + 1, stop, trunc or o4 + 7 > n, nil, false end
     return et, o, ver, o4, proto, proto, o4 + 8, stop, trunc, nil, false
   end
   return et, o, ver, o4, proto, nil, o4, stop, trunc, nil, false
 end
+
+-- A link type as an integer, or nil: the argument, else riff.packet.linktype.
+local function linktype_of(lt)
+  local l = tointeger(lt)
+  if l then return l end
+  if type(lt) ~= "number" then
+    local r = riff
+    l = r and type(r) == "table" and r.packet and r.packet.linktype
+    return tointeger(l)
+  end
+  return nil
+end
+
+local function walk(d, lt)
+  if type(d) ~= "string" then return nil, nil, nil, nil, nil, nil, nil, nil, false, "packet is not a string", false end
+  lt = linktype_of(lt)
+  if not lt then return nil, nil, nil, nil, nil, nil, nil, nil, false, "unknown link type", false end
+  local n = #d
+  if lt & 0x04000000 ~= 0 then n = n - (lt >> 28) * 2; if n < 0 then n = 0 end end
+  return walk0(d, n, lt & 0xffff)
+end
 M.walk = walk
 
 ---------------------------------------------------------------------------
 -- Lazily built tables. A layer table holds _d (the packet) and _o (its
--- offset); its metatable computes the expensive fields on first read.
+-- offset); its metatable computes the rarer fields on first read. Each kind
+-- has two metatables: one caching what it computes in the table (fresh
+-- tables from decode) and one not caching (the reused tables of
+-- decode.reusable(), whose contents change with every packet).
 ---------------------------------------------------------------------------
 local function lazy(getters)
-  return {
+  local caching = {
     __index = function(t, k)
       local g = getters[k]
       if g then
-        local v = g(t, t._d, t._o)
+        local v = g(t, t._d, t._o, true)
         if v ~= nil then rawset(t, k, v) end
         return v
       end
     end,
   }
+  local plain = {
+    __index = function(t, k)
+      local g = getters[k]
+      if g then return (g(t, t._d, t._o, false)) end
+    end,
+  }
+  return caching, plain
 end
 
-local ETH = lazy {
+local ETH, ETH_R = lazy {
   src = function(_, d) return mac(d, 7) end,
   dst = function(_, d) return mac(d, 1) end,
 }
 
-local IP4 = lazy {
+local IP4, IP4_R = lazy {
   src = function(_, d, o) return ip4(d, o + 12) end,
   dst = function(_, d, o) return ip4(d, o + 16) end,
   src_raw = function(_, d, o) return sub(d, o + 12, o + 15) end,
   dst_raw = function(_, d, o) return sub(d, o + 16, o + 19) end,
+  ihl = function(_, d, o) return byte(d, o) & 15 end,
+  tos = function(_, d, o) return byte(d, o + 1) end,
+  dscp = function(_, d, o) return byte(d, o + 1) >> 2 end,
+  ecn = function(_, d, o) return byte(d, o + 1) & 3 end,
+  flags = function(_, d, o) return byte(d, o + 6) >> 5 end,
+  checksum = function(_, d, o) return (unpack(">I2", d, o + 10)) end,
   options = function(t, d, o)
     if t.hlen <= 20 then return nil end
     return sub(d, o + 20, o + t.hlen - 1)
   end,
 }
 
--- Fills ext, hlen and the fragment fields of an IPv6 table.
-local function v6ext(t, d, o)
+-- The extension header list, header length and fragment fields of an IPv6
+-- table (stored in it when caching).
+local function v6info(t, d, o, cache)
   local list = {}
-  local cend = o + 39 + t.plen
+  local plen, nh = t.plen, t.next_header
   local n = #d
-  if t.plen == 0 and t.next_header ~= 59 then cend = t.jumbo and o + 39 + t.jumbo or n end
-  local _, pos, _, _, _, fo, mf, fid = v6chain(d, o + 40, t.next_header, cend, n, list)
-  rawset(t, "ext", list)
-  rawset(t, "hlen", pos - o)
-  if fo then
-    rawset(t, "frag_offset", fo)
-    rawset(t, "mf", mf)
-    rawset(t, "frag_id", fid)
+  local cend = o + 39 + plen
+  if plen == 0 and nh ~= 59 then
+    local j = nh == 0 and jumbo_len(d, o + 40, n)
+    cend = j and o + 39 + j or n
   end
-  return list
+  local _, pos, _, _, _, fo, mf, fid = v6chain(d, o + 40, nh, cend, n, list)
+  if cache then
+    rawset(t, "ext", list)
+    rawset(t, "hlen", pos - o)
+    if fo then rawset(t, "frag_offset", fo) rawset(t, "mf", mf) rawset(t, "frag_id", fid) end
+  end
+  return list, pos - o, fo, mf, fid
 end
 
-local IP6 = lazy {
+local IP6, IP6_R = lazy {
   src = function(_, d, o) return ip6(d, o + 8) end,
   dst = function(_, d, o) return ip6(d, o + 24) end,
   src_raw = function(_, d, o) return sub(d, o + 8, o + 23) end,
   dst_raw = function(_, d, o) return sub(d, o + 24, o + 39) end,
-  ext = v6ext,
-  hlen = function(t, d, o) v6ext(t, d, o) return t.hlen end,
-  frag_offset = function(t, d, o) v6ext(t, d, o) return rawget(t, "frag_offset") end,
-  mf = function(t, d, o) v6ext(t, d, o) return rawget(t, "mf") end,
-  frag_id = function(t, d, o) v6ext(t, d, o) return rawget(t, "frag_id") end,
+  tclass = function(_, d, o) return (unpack(">I4", d, o) >> 20) & 0xff end,
+  flow = function(_, d, o) return unpack(">I4", d, o) & 0xfffff end,
+  ext = function(t, d, o, c) return (v6info(t, d, o, c)) end,
+  hlen = function(t, d, o, c) local _, hl = v6info(t, d, o, c) return hl end,
+  frag_offset = function(t, d, o, c) local _, _, fo = v6info(t, d, o, c) return fo end,
+  mf = function(t, d, o, c) local _, _, _, mf = v6info(t, d, o, c) return mf end,
+  frag_id = function(t, d, o, c) local _, _, _, _, id = v6info(t, d, o, c) return id end,
   jumbo = function(t, d, o)
     if t.plen == 0 and t.next_header == 0 then return jumbo_len(d, o + 40, #d) or false end
     return false
@@ -415,118 +483,179 @@ local function tcp_options(t, d, o)
   return opts
 end
 
-local TCP = lazy { options = tcp_options }
+local TCP, TCP_R = lazy {
+  options = tcp_options,
+  urg = function(t) return t.flags & 32 ~= 0 end,
+  ece = function(t) return t.flags & 64 ~= 0 end,
+  cwr = function(t) return t.flags & 128 ~= 0 end,
+  checksum = function(_, d, o) return (unpack(">I2", d, o + 16)) end,
+  urgent = function(_, d, o) return (unpack(">I2", d, o + 18)) end,
+}
 
-local function layer_ip(t)
+-- Layer builders: B[name](pkt) -> layer or nil. With pkt._spare (a table of
+-- layer tables, in reusable mode) they refill the spare instead of
+-- allocating.
+local B = {}
+
+B.payload = function(t)
+  local po = t.payload_offset
+  if po then return sub(t.data, po, t.payload_end) end
+end
+
+B.eth = function(t)
+  local d = t.data
+  if t.linktype ~= 1 or #d < 14 then return nil end
+  local hi, lo = byte(d, 13, 14)
+  local ty = hi << 8 | lo
+  local len = ty <= 1500 and ty or nil
+  local s = t._spare
+  if s then
+    local r = s.eth
+    if r then r._d, r.type, r.length = d, ty, len return r end
+    r = setmetatable({ _d = d, type = ty, length = len }, ETH_R)
+    s.eth = r
+    return r
+  end
+  return setmetatable({ _d = d, type = ty, length = len }, ETH)
+end
+
+local function ip_layer(t)
   local v, d, o = t._ipv, t.data, t.l3_offset
+  local s = t._spare
   if v == 4 then
-    local vihl, tos, tlen, id, fw, ttl, p, sum = unpack(">BBI2I2I2BBI2", d, o)
+    local vihl, _, tlen, id, fw, ttl, p = unpack(">BBI2I2I2BB", d, o)
     local fo = (fw & 0x1fff) * 8
-    return setmetatable({
-      _d = d, _o = o, version = 4, ihl = vihl & 15, hlen = (vihl & 15) * 4,
-      tos = tos, dscp = tos >> 2, ecn = tos & 3, len = tlen, id = id,
-      flags = fw >> 13, df = fw & 0x4000 ~= 0, mf = fw & 0x2000 ~= 0,
-      frag_offset = fo, fragment = fo ~= 0, ttl = ttl, proto = p, checksum = sum,
-    }, IP4)
+    local hl, df, mf, frag = (vihl & 15) * 4, fw & 0x4000 ~= 0, fw & 0x2000 ~= 0, fo ~= 0
+    local r = s and s.ip4
+    if r then
+      r._d, r._o, r.hlen, r.len, r.id, r.df, r.mf, r.frag_offset, r.fragment, r.ttl, r.proto =
+        d, o, hl, tlen, id, df, mf, fo, frag, ttl, p
+      return r
+    end
+    r = setmetatable({
+      _d = d, _o = o, version = 4, hlen = hl, len = tlen, id = id,
+      df = df, mf = mf, frag_offset = fo, fragment = frag, ttl = ttl, proto = p,
+    }, s and IP4_R or IP4)
+    if s then s.ip4 = r end
+    return r
   elseif v == 6 then
-    local vtf, plen, nh, hlim = unpack(">I4I2BB", d, o)
-    return setmetatable({
-      _d = d, _o = o, version = 6, tclass = (vtf >> 20) & 0xff, flow = vtf & 0xfffff,
-      plen = plen, len = 40 + plen, next_header = nh, hop_limit = hlim, ttl = hlim,
-      proto = t.proto, fragment = t.fragment or false,
-    }, IP6)
+    local plen, nh, hlim = unpack(">I2BB", d, o + 4)
+    local frag = t.fragment or false
+    local r = s and s.ip6
+    if r then
+      r._d, r._o, r.plen, r.len, r.next_header, r.hop_limit, r.ttl, r.proto, r.fragment =
+        d, o, plen, 40 + plen, nh, hlim, hlim, t.proto, frag
+      return r
+    end
+    r = setmetatable({
+      _d = d, _o = o, version = 6, plen = plen, len = 40 + plen, next_header = nh,
+      hop_limit = hlim, ttl = hlim, proto = t.proto, fragment = frag,
+    }, s and IP6_R or IP6)
+    if s then s.ip6 = r end
+    return r
   end
   return nil
+end
+B.ip = ip_layer
+B.ip4 = function(t) if t._ipv == 4 then return t.ip end end
+B.ip6 = function(t) if t._ipv == 6 then return t.ip end end
+
+B.tcp = function(t)
+  if t._l4 ~= 6 then return nil end
+  local d, o = t.data, t.l4_offset
+  local sp, dp, seq, ack, offfl, win = unpack(">I2I2I4I4I2I2", d, o)
+  local fl = offfl & 0x0fff
+  local s = t._spare
+  local r = s and s.tcp
+  if r then
+    r._d, r._o, r.sport, r.dport, r.seq, r.ack_seq, r.hlen, r.flags, r.window = d, o, sp, dp, seq, ack, (offfl >> 12) * 4, fl, win
+    r.fin, r.syn, r.rst, r.psh, r.ack = fl & 1 ~= 0, fl & 2 ~= 0, fl & 4 ~= 0, fl & 8 ~= 0, fl & 16 ~= 0
+    return r
+  end
+  r = setmetatable({
+    _d = d, _o = o, sport = sp, dport = dp, seq = seq, ack_seq = ack,
+    hlen = (offfl >> 12) * 4, flags = fl, window = win,
+    fin = fl & 1 ~= 0, syn = fl & 2 ~= 0, rst = fl & 4 ~= 0, psh = fl & 8 ~= 0, ack = fl & 16 ~= 0,
+  }, s and TCP_R or TCP)
+  if s then s.tcp = r end
+  return r
+end
+
+B.udp = function(t)
+  if t._l4 ~= 17 then return nil end
+  local sp, dp, len, sum = unpack(">I2I2I2I2", t.data, t.l4_offset)
+  local s = t._spare
+  local r = s and s.udp
+  if r then r.sport, r.dport, r.len, r.checksum = sp, dp, len, sum return r end
+  r = { sport = sp, dport = dp, len = len, checksum = sum }
+  if s then s.udp = r end
+  return r
 end
 
 local function icmp_layer(t, want)
   if t._l4 ~= want then return nil end
   local d, o = t.data, t.l4_offset
   local ty, code, sum = unpack(">BBI2", d, o)
-  local r = { type = ty, code = code, checksum = sum }
+  local rest, id, seq
   if o + 7 <= #d then
-    local rest = unpack(">I4", d, o + 4)
-    r.rest = rest
+    rest = unpack(">I4", d, o + 4)
     if (want == 1 and (ty == 0 or ty == 8 or (ty >= 13 and ty <= 18))) or (want == 58 and (ty == 128 or ty == 129)) then
-      r.id, r.seq = rest >> 16, rest & 0xffff
+      id, seq = rest >> 16, rest & 0xffff
     end
   end
+  local s = t._spare
+  local key = want == 1 and "icmp" or "icmp6"
+  local r = s and s[key]
+  if r then r.type, r.code, r.checksum, r.rest, r.id, r.seq = ty, code, sum, rest, id, seq return r end
+  r = { type = ty, code = code, checksum = sum, rest = rest, id = id, seq = seq }
+  if s then s[key] = r end
   return r
 end
+B.icmp = function(t) return icmp_layer(t, 1) end
+B.icmp6 = function(t) return icmp_layer(t, 58) end
 
-local B = {
-  payload = function(t)
-    local po = t.payload_offset
-    if po then return sub(t.data, po, t.payload_end) end
-  end,
-  eth = function(t)
-    if t.linktype ~= 1 or #t.data < 14 then return nil end
-    local ty = unpack(">I2", t.data, 13)
-    return setmetatable({ _d = t.data, _o = 1, type = ty, length = ty <= 1500 and ty or nil }, ETH)
-  end,
-  vlan = function(t)
-    local lt, d = t.linktype, t.data
-    local tp, ts
-    if lt == 1 then tp, ts = 13, 15 elseif lt == 113 then tp, ts = 15, 17 elseif lt == 276 then tp, ts = 1, 21 else return nil end
-    if tp + 1 > #d then return nil end
-    local et = unpack(">I2", d, tp)
-    local ids, pcp, k = nil, nil, 0
-    while (et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200) and ts + 3 <= #d and k < 8 do
-      local tci
-      tci, et = unpack(">I2I2", d, ts)
-      k = k + 1
-      if not ids then ids, pcp = {}, {} end
-      ids[k], pcp[k] = tci & 0xfff, tci >> 13
-      ts = ts + 4
-    end
-    if ids then ids.pcp = pcp end
-    return ids
-  end,
-  sll = function(t)
-    local lt, d = t.linktype, t.data
-    if lt == 113 and #d >= 16 then
-      local pkttype, hatype, halen = unpack(">I2I2I2", d, 1)
-      local proto = unpack(">I2", d, 15)
-      return { version = 1, pkttype = pkttype, hatype = hatype, halen = halen, protocol = proto,
-               addr = hex(d, 7, halen <= 8 and halen or 8) }
-    elseif lt == 276 and #d >= 20 then
-      local proto, _, ifindex, hatype, pkttype, halen = unpack(">I2I2I4I2BB", d, 1)
-      return { version = 2, protocol = proto, ifindex = ifindex, hatype = hatype, pkttype = pkttype,
-               halen = halen, addr = hex(d, 13, halen <= 8 and halen or 8) }
-    end
-  end,
-  null = function(t)
-    local lt, d = t.linktype, t.data
-    if (lt == 0 or lt == 108) and #d >= 4 then
-      local fam = unpack("<I4", d, 1)
-      if fam > 0xffff then fam = unpack(">I4", d, 1) end
-      return { family = fam }
-    end
-  end,
-  ip = layer_ip,
-  ip4 = function(t) if t._ipv == 4 then return t.ip end end,
-  ip6 = function(t) if t._ipv == 6 then return t.ip end end,
-  tcp = function(t)
-    if t._l4 ~= 6 then return nil end
-    local d, o = t.data, t.l4_offset
-    local sp, dp, seq, ack, offfl, win, sum, urp = unpack(">I2I2I4I4I2I2I2I2", d, o)
-    local fl = offfl & 0x0fff
-    return setmetatable({
-      _d = d, _o = o, sport = sp, dport = dp, seq = seq, ack_seq = ack,
-      hlen = (offfl >> 12) * 4, flags = fl,
-      fin = fl & 1 ~= 0, syn = fl & 2 ~= 0, rst = fl & 4 ~= 0, psh = fl & 8 ~= 0,
-      ack = fl & 16 ~= 0, urg = fl & 32 ~= 0, ece = fl & 64 ~= 0, cwr = fl & 128 ~= 0,
-      window = win, checksum = sum, urgent = urp,
-    }, TCP)
-  end,
-  udp = function(t)
-    if t._l4 ~= 17 then return nil end
-    local sp, dp, len, sum = unpack(">I2I2I2I2", t.data, t.l4_offset)
-    return { sport = sp, dport = dp, len = len, checksum = sum }
-  end,
-  icmp = function(t) return icmp_layer(t, 1) end,
-  icmp6 = function(t) return icmp_layer(t, 58) end,
-}
+-- Link-layer extras (rare: always fresh tables).
+B.vlan = function(t)
+  local lt, d = t.linktype, t.data
+  local tp, ts
+  if lt == 1 then tp, ts = 13, 15 elseif lt == 113 then tp, ts = 15, 17 elseif lt == 276 then tp, ts = 1, 21 else return nil end
+  if tp + 1 > #d then return nil end
+  local et = unpack(">I2", d, tp)
+  local ids, pcp, k = nil, nil, 0
+  while (et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200) and ts + 3 <= #d and k < 8 do
+    local tci
+    tci, et = unpack(">I2I2", d, ts)
+    k = k + 1
+    if not ids then ids, pcp = {}, {} end
+    ids[k], pcp[k] = tci & 0xfff, tci >> 13
+    ts = ts + 4
+  end
+  if ids then ids.pcp = pcp end
+  return ids
+end
+
+B.sll = function(t)
+  local lt, d = t.linktype, t.data
+  if lt == 113 and #d >= 16 then
+    local pkttype, hatype, halen = unpack(">I2I2I2", d, 1)
+    local proto = unpack(">I2", d, 15)
+    return { version = 1, pkttype = pkttype, hatype = hatype, halen = halen, protocol = proto,
+             addr = hex(d, 7, halen <= 8 and halen or 8) }
+  elseif lt == 276 and #d >= 20 then
+    local proto, _, ifindex, hatype, pkttype, halen = unpack(">I2I2I4I2BB", d, 1)
+    return { version = 2, protocol = proto, ifindex = ifindex, hatype = hatype, pkttype = pkttype,
+             halen = halen, addr = hex(d, 13, halen <= 8 and halen or 8) }
+  end
+end
+
+B.null = function(t)
+  local lt, d = t.linktype, t.data
+  if (lt == 0 or lt == 108) and #d >= 4 then
+    local fam = unpack("<I4", d, 1)
+    if fam > 0xffff then fam = unpack(">I4", d, 1) end
+    return { family = fam }
+  end
+end
 
 local PKT = {
   __index = function(t, k)
@@ -540,18 +669,55 @@ local PKT = {
 }
 
 local function decode(d, lt)
-  if type(lt) ~= "number" then lt = riff and riff.packet and riff.packet.linktype end
-  lt = type(lt) == "number" and tointeger(lt) or nil
-  local et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag = walk(d, lt)
+  local l = tointeger(lt) or linktype_of(lt)
+  local et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag
+  if type(d) ~= "string" then
+    mal, l = "packet is not a string", l and l & 0xffff
+  elseif not l then
+    mal = "unknown link type"
+  else
+    local n = #d
+    if l & 0x04000000 ~= 0 then n = n - (l >> 28) * 2; if n < 0 then n = 0 end end
+    l = l & 0xffff
+    et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag = walk0(d, n, l)
+  end
   return setmetatable({
-    data = d, linktype = lt and lt & 0xffff, ethertype = et,
+    data = d, linktype = l, ethertype = et,
     l3_offset = o3, _ipv = ver, l4_offset = o4, proto = proto, _l4 = l4,
     payload_offset = po, payload_end = pe,
-    truncated = tr or nil, malformed = mal, fragment = frag or nil,
+    truncated = tr or nil, malformed = mal, fragment = frag or nil, _spare = false,
   }, PKT)
 end
 
+-- A decode function that fills and returns the same table (and the same
+-- layer tables) on every call: nothing is allocated per packet unless text
+-- fields, options or the payload are read. Those are recomputed on each
+-- read (keep them in locals), and everything changes with the next call.
+function M.reusable()
+  local spare = {}
+  local t = setmetatable({ _spare = spare }, PKT)
+  return function(d, lt)
+    local l = tointeger(lt) or linktype_of(lt)
+    local et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag
+    if type(d) ~= "string" then
+      mal, l = "packet is not a string", l and l & 0xffff
+    elseif not l then
+      mal = "unknown link type"
+    else
+      local n = #d
+      if l & 0x04000000 ~= 0 then n = n - (l >> 28) * 2; if n < 0 then n = 0 end end
+      l = l & 0xffff
+      et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag = walk0(d, n, l)
+    end
+    t.eth, t.vlan, t.sll, t.null, t.ip, t.ip4, t.ip6 = nil, nil, nil, nil, nil, nil, nil
+    t.tcp, t.udp, t.icmp, t.icmp6, t.payload = nil, nil, nil, nil, nil
+    t.data, t.linktype, t.ethertype, t.l3_offset, t._ipv, t.l4_offset, t.proto, t._l4 = d, l, et, o3, ver, o4, proto, l4
+    t.payload_offset, t.payload_end, t.truncated, t.malformed, t.fragment = po, pe, tr or nil, mal, frag or nil
+    return t
+  end
+end
+
 M.decode = decode
-M.layers = B -- builders, for adding layers: B.name = function(pkt) ... end
+M.layers = B -- the builders: add a layer with B.name = function(pkt) ... end
 
 return setmetatable(M, { __call = function(_, d, lt) return decode(d, lt) end })
