@@ -19,6 +19,7 @@ const RIFF = path.join(ROOT, 'dist', 'src', 'cli.js');
 const GEN = path.join(ROOT, 'dist', 'scripts', 'gen-bench-capture.js');
 const SEED = path.join(ROOT, 'fixtures', 'original-riff', 'elements.lua');
 const COUNT = path.join(ROOT, 'fixtures', 'count.lua');
+const TRAFFIC = path.join(ROOT, 'lua', 'examples', 'traffic.lua');
 const TIME = '/usr/bin/time';
 // The node running this script runs riff too, whatever node is first on PATH.
 const NODE = process.execPath;
@@ -31,9 +32,13 @@ const USAGE = `usage: scripts/bench [options]
 Times packet processing on one capture file and prints a table: tcpdump -w
 /dev/null (the libpcap ceiling), tshark with a Lua tap doing
 string.find(data, "pcap", 1, true) per packet, riff with an empty pipeline, the
-seed pipeline (fixtures/original-riff/elements.lua), fixtures/count.lua and,
-when riff has --workers, the seed pipeline with --workers 2. riff runs use -q
-and default settings. Counts are checked against the file's own.
+seed pipeline (fixtures/original-riff/elements.lua), fixtures/count.lua,
+the TrafficAnalyzer-style pipeline (lua/examples/traffic.lua into SQLite)
+and, when riff has --workers, the seed and traffic pipelines with --workers
+2; tshark -z conv,tcp (a full dissection into TCP conversations) beside the
+tap; with --python, scapy running TrafficAnalyzer's per-packet session work.
+riff runs use -q and default settings. Counts are checked against the file's
+own.
 
 Capture:
   --packets N          packets to generate (default 1000000, about 1 GB)
@@ -573,6 +578,118 @@ print("packets\\t%d" % seen)
 print("matches\\t%d" % n)
 `;
 
+// TrafficAnalyzer's per-packet work (dns.py, tcp.py, udp.py, app.py) in
+// scapy, for the "scapy TrafficAnalyzer-style" row: DNS records and reverse
+// cache, TCP sessions from SYN to FIN/FIN or RST with its duplicate-seq
+// lists, UDP flows, app byte features on client packets. Records are
+// counted, not written to MySQL.
+const SCAPY_TA_PY = `import sys
+from scapy.all import sniff
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+FEATURES = [("TLS", [(0, 0x16), (1, 0x03), (5, 0x01)]), ("SSH", [(0, 0x53), (1, 0x53), (2, 0x48), (3, 0x2d)]),
+            ("HTTP", [(0, 0x47), (1, 0x45), (2, 0x54), (3, 0x20)]), ("HTTP", [(0, 0x50), (1, 0x4f), (2, 0x53), (3, 0x54)])]
+tcp_sessions, udp_sessions, app_sessions, rev = {}, {}, {}, {}
+st = {"packets": 0, "closed": 0, "apps": 0}
+
+def clean(s):
+    s = s.decode() if isinstance(s, bytes) else str(s)
+    return s[:-1] if s.endswith(".") else s
+
+def dns_read(pkt, ts):
+    if not pkt.haslayer(DNS):
+        return False
+    if DNSQR in pkt and pkt.dport == 53:
+        return True
+    if DNSRR in pkt and pkt.sport == 53:
+        d = pkt[DNS]
+        for i in range(d.ancount):
+            rev[clean(d.an[i].rdata)] = clean(d.an[i].rrname)
+        return True
+    return False
+
+def tcp_read(pkt, ts):
+    if not (pkt.haslayer(IP) and pkt.haslayer(TCP)):
+        return False
+    ip, t = pkt[IP], pkt[TCP]
+    key, rkey = (ip.src, t.sport, ip.dst, t.dport), (ip.dst, t.dport, ip.src, t.sport)
+    flags = str(t.flags)
+    if key in tcp_sessions:
+        d = 1
+        if flags == "S":
+            tcp_sessions.pop(key)
+            st["closed"] += 1
+            return tcp_read(pkt, ts)
+    elif rkey in tcp_sessions:
+        key, d = rkey, 2
+        if flags == "S":
+            tcp_sessions.pop(key)
+            st["closed"] += 1
+            return tcp_read(pkt, ts)
+    elif flags == "S":
+        d = 1
+        tcp_sessions[key] = {"mac": pkt[Ether].src, "start": ts, "end": ts, "host": rev.get(ip.dst, ip.dst),
+                             "len": 0, "seq1": [], "seq2": [], "fin1": 0, "fin2": 0, "pkts": []}
+    else:
+        return True
+    s = tcp_sessions[key]
+    load = bytes(t.payload)
+    if d == 1 and "app" not in s and load:
+        for name, dic in FEATURES:
+            if all(o < len(load) and load[o] == v for o, v in dic):
+                s["app"] = name
+                app_sessions[(s["mac"], name)] = ts
+                st["apps"] += 1
+                break
+    if t.seq in s["seq%d" % d]:
+        return True
+    s["len"] += len(load)
+    s["seq%d" % d].append(t.seq)
+    s["end"] = ts
+    s["pkts"].append({"d": d, "l": len(load), "f": flags, "t": ts - s["start"]})
+    if "R" in flags:
+        tcp_sessions.pop(key)
+        st["closed"] += 1
+        return True
+    if s["fin%d" % d] == 1:
+        s["fin%d" % d] = 2
+    if "F" in flags:
+        s["fin%d" % d] = 1
+    if s["fin1"] == 2 and s["fin2"] == 2:
+        tcp_sessions.pop(key)
+        st["closed"] += 1
+    return True
+
+def udp_read(pkt, ts):
+    if not (pkt.haslayer(IP) and pkt.haslayer(UDP)):
+        return False
+    ip, u = pkt[IP], pkt[UDP]
+    key, rkey = (ip.src, u.sport, ip.dst, u.dport), (ip.dst, u.dport, ip.src, u.sport)
+    if key not in udp_sessions and rkey not in udp_sessions:
+        udp_sessions[key] = {"start": ts, "len": 0}
+    s = udp_sessions.get(key) or udp_sessions[rkey]
+    s["len"] += len(bytes(u.payload))
+    s["end"] = ts
+    return True
+
+def deal(pkt):
+    st["packets"] += 1
+    ts = float(pkt.time)
+    try:
+        if not dns_read(pkt, ts):
+            udp_read(pkt, ts)
+            tcp_read(pkt, ts)
+    except Exception as e:
+        print("[deal_pkt]", e, file=sys.stderr)
+
+sniff(offline=sys.argv[1], prn=deal, store=False)
+print("packets\\t%d" % st["packets"])
+print("sessions\\t%d" % (st["closed"] + len(tcp_sessions)))
+print("apps\\t%d" % st["apps"])
+`;
+
 interface Checks {
   lines: string[];
   failed: number;
@@ -621,6 +738,19 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
       // riff on tshark's prefix: the cross-tool check the table alone cannot give.
       const r = await run(NODE, [RIFF, '-q', '-r', pf, '--lua', COUNT], { stdout: 'keep' });
       check(checks, `riff count.lua on tshark's ${n} packets`, num(/matches\t(\d+)/, r.stdout), m, 'tshark');
+    }
+    // A full dissection into TCP conversations: the tshark side of the
+    // traffic pipeline below.
+    const cl = `tshark -z conv,tcp${n < N ? ` (first ${fmtRate(n)})` : ''}`;
+    const conv = await timeRuns(cl, n, o.runs, 'tshark', ['-r', pf, '-q', '-z', 'conv,tcp'], 'keep', (d) =>
+      /TCP Conversations/.test(d.stdout) ? null : `no conversation table: ${d.stderr.trim().slice(0, 300)}`,
+    );
+    if (conv) {
+      rows.push(conv.row);
+      let frames = 0;
+      for (const m of conv.last.stdout.matchAll(/<->\s+\S+\s+\d+ \S+ \w+\s+\d+ \S+ \w+\s+(\d+) /g)) frames += Number(m[1]);
+      const ref = await scanFiltered(pf, 'tcp');
+      check(checks, `tshark conv,tcp frames (first ${n})`, frames, ref?.packets ?? null, "tcpdump 'tcp'");
     }
   } else if (o.tshark) {
     log('  tshark: not installed, skipped');
@@ -693,6 +823,30 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
     if (cap.genMatches !== null) check(checks, 'riff count.lua matches', m, cap.genMatches, 'the generator');
   }
 
+  // The TrafficAnalyzer-style pipeline as a user runs it: DNS log, sessions
+  // and app labels into SQLite. Each run starts from an empty database (riff
+  // appends to an existing one); sh execs node, so the time is riff's.
+  if (fs.existsSync(TRAFFIC)) {
+    const db = path.join(workDir, 'traffic.db');
+    const fresh = `rm -f "$DB" "$DB-wal" "$DB-shm"; exec "$@"`;
+    const trafficRuns: { label: string; extra: string[] }[] = [{ label: 'riff traffic pipeline', extra: [] }];
+    if (hasWorkers) trafficRuns.push({ label: 'riff traffic pipeline --workers 2', extra: ['--workers', '2'] });
+    let tcpRef: Scan | null = null;
+    for (const s of trafficRuns) {
+      const args = ['-c', fresh.replaceAll('$DB', db), 'sh', NODE, RIFF, '-q', '-r', F, '--lua', TRAFFIC, '-o', `sqlite:${db}`, ...s.extra];
+      const t = await timeRuns(s.label, N, o.runs, 'sh', args, 'null', allProcessed);
+      if (!t) continue;
+      rows.push(t.row);
+      // The generated capture is all TCP, none of it after a connection
+      // closed: every packet lands in exactly one session record.
+      if (cap.genMatches !== null && has('sqlite3')) {
+        tcpRef ??= await scanFiltered(F, 'tcp');
+        const q = sh('sqlite3', [db, 'select coalesce(sum(pkts_c2s + pkts_s2c), 0) from tcp_session']);
+        check(checks, `${s.label}: packets in tcp_session records`, q.ok ? Number(q.out.trim()) : null, tcpRef?.packets ?? null, "tcpdump 'tcp'");
+      }
+    }
+  }
+
   if (o.python) {
     if (sh(PY, ['-c', 'import scapy.all']).ok) {
       const n = Math.min(o.pythonPackets, N);
@@ -704,6 +858,16 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
         rows.push(t.row);
         const ref = await scanFile(pf);
         check(checks, `scapy "pcap" matches (first ${n})`, num(/matches\t(\d+)/, t.last.stdout), ref?.matches ?? null, "this script's scan");
+      }
+      const ta = path.join(workDir, 'traffic_scapy.py');
+      fs.writeFileSync(ta, SCAPY_TA_PY);
+      const t2 = await timeRuns(`scapy TrafficAnalyzer-style (first ${fmtRate(n)})`, n, o.runs, PY, [ta, pf], 'keep', (d) =>
+        /packets\t\d+/.test(d.stdout) ? null : 'no count printed',
+      );
+      if (t2) {
+        rows.push(t2.row);
+        const ref = await scanFile(pf);
+        check(checks, `scapy TrafficAnalyzer-style packets (first ${n})`, num(/packets\t(\d+)/, t2.last.stdout), ref?.packets ?? null, 'the file');
       }
     } else {
       log('  scapy: python3-scapy not importable, skipped');

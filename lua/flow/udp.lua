@@ -1,0 +1,222 @@
+-- flow.udp: UDP flows (both directions of an address/port pair) for riff
+-- plugins; the UDP counterpart of flow.tcp, with the same record fields so
+-- one plugin can log both.
+--
+--   local udp = require "flow.udp"
+--   local u = udp.new{
+--     idle_timeout = 120,          -- seconds of capture time without a packet
+--     max_sessions = 100000,       -- beyond: an idle one (the oldest, roughly) is closed "evicted"
+--     on_open = function(flow) end,
+--     on_close = function(flow, reason) end, -- "timeout" | "evicted" | "end"
+--   }
+--   local flow = u:packet(pkt, ts)   -- pkt from proto.packet decode(); nil when not UDP
+--   u:expire(ts); u:flush(ts); for flow in u:conns() do ... end
+--
+-- UDP has no handshake, so the client is the sender of the first packet
+-- seen, except that a first packet sent from a well-known port (< 1024) to
+-- a higher one is taken as a reply (the capture began after the request).
+-- Time is capture time (riff.packet.ts), as in flow.tcp, and the timeout
+-- rule is applied when a packet arrives, so replays are identical.
+-- IP fragments after the first carry no ports and are not counted.
+--
+-- flow fields: key, client_ip, client_port, server_ip, server_port,
+--   client_mac, server_mac (Ethernet only), first, last, state ("open",
+--   "closed"), pkts {c2s=, s2c=}, bytes {c2s=, s2c=} (UDP payload bytes as the
+--   UDP length gives them), dir (of the packet just processed), reason (once
+--   closed), user = {} (for plugins). Integer keys 1-6 are this module's
+--   (private state in the array part: about 0.8 KB of Lua heap per flow).
+-- u.count: open flows; u.stats: packets, opened, closed, evicted, timeouts.
+
+local addr = require "proto.addr"
+local byte, sub, setmetatable, next = string.byte, string.sub, setmetatable, next
+local mac, ip4, ip6 = addr.mac, addr.ip4, addr.ip6
+
+-- Private state in the array part, as in flow.tcp.
+local CEP <const>, SEP <const>, LT <const>, N <const>, P <const>, K6 <const> = 1, 2, 3, 4, 5, 6
+
+local M = {}
+local U = {}
+U.__index = U
+
+local function nop() end
+
+function M.new(o)
+  o = o or {}
+  local live = {}
+  live[N], live[P] = live, live
+  return setmetatable({
+    idle_timeout = o.idle_timeout or 120,
+    max_sessions = math.max(1, math.tointeger(o.max_sessions) or 100000),
+    check_interval = o.check_interval or 1,
+    on_open = o.on_open or nop,
+    on_close = o.on_close or nop,
+    count = 0,
+    stats = { packets = 0, opened = 0, closed = 0, evicted = 0, timeouts = 0 },
+    _m4 = {}, _m6 = {}, _live = live, _next = nil,
+  }, U)
+end
+
+local function unlink(c)
+  local n, p = c[N], c[P]
+  p[N], n[P] = n, p
+end
+local function push_front(head, c)
+  local f = head[N]
+  c[N], c[P] = f, head
+  f[P], head[N] = c, c
+end
+
+-- Two-level map of integer endpoints, outer key the lower port (see flow.tcp).
+local function order(a, b)
+  local pa, pb = a & 0xffff, b & 0xffff
+  if pa < pb or (pa == pb and a < b) then return a, b end
+  return b, a
+end
+
+local function close(self, f, reason)
+  if f.state == "closed" then return end
+  unlink(f)
+  local k6 = f[K6]
+  if k6 then
+    self._m6[k6] = nil
+  else
+    local lo, hi = order(f[CEP], f[SEP])
+    local inner = self._m4[lo]
+    if inner then
+      inner[hi] = nil
+      if next(inner) == nil then self._m4[lo] = nil end
+    end
+  end
+  self.count = self.count - 1
+  f.state, f.reason = "closed", reason
+  local s = self.stats
+  s.closed = s.closed + 1
+  if reason == "timeout" then s.timeouts = s.timeouts + 1 elseif reason == "evicted" then s.evicted = s.evicted + 1 end
+  self.on_close(f, reason)
+end
+
+-- Lazily ordered, as in flow.tcp: a packet only sets flow.last; the walk
+-- from the old end re-links flows that were active since they were linked.
+local function oldest_idle(self)
+  local live = self._live
+  while true do
+    local f = live[P]
+    if f == live then return nil end
+    if f.last == f[LT] then return f end
+    unlink(f)
+    f[LT] = f.last
+    push_front(live, f)
+  end
+end
+
+function U:expire(ts)
+  ts = ts or riff.packet.ts
+  self._next = ts + self.check_interval
+  local live, idle = self._live, self.idle_timeout
+  while true do
+    local f = live[P]
+    if f == live or ts - f[LT] <= idle then break end
+    if ts - f.last > idle then
+      close(self, f, "timeout")
+    else
+      unlink(f)
+      f[LT] = f.last
+      push_front(live, f)
+    end
+  end
+end
+
+function U:flush(ts)
+  if ts then self:expire(ts) end
+  local live = self._live
+  while live[P] ~= live do close(self, live[P], "end") end
+end
+
+function U:conns() -- in no particular order
+  local live = self._live
+  local f = live
+  return function()
+    f = f[N]
+    if f == live then return nil end
+    return f
+  end
+end
+
+function U:packet(pkt, ts)
+  if pkt._l4 ~= 17 then return nil end -- a whole UDP header (not a later fragment)
+  local po = pkt.payload_offset
+  local d, o3, o4 = pkt.data, pkt.l3_offset, pkt.l4_offset
+  if not ts then ts = riff.packet.ts end
+  local nx = self._next
+  if not nx then self._next = ts + self.check_interval elseif ts >= nx then self:expire(ts) end
+
+  local p1, p2, p3, p4, u1, u2 = byte(d, o4, o4 + 5)
+  local sp, dp, ulen = p1 << 8 | p2, p3 << 8 | p4, u1 << 8 | u2
+  local plen = ulen >= 8 and ulen - 8 or (pkt.payload_end - po + 1)
+  local vihl, _, _, _, _, _, _, _, _, _, _, _, s1, s2, s3, s4, t1, t2, t3, t4 = byte(d, o3, o3 + 19)
+  local v6 = vihl >> 4 == 6
+  local f, a, b, key6
+  if v6 then
+    a = sub(d, o3 + 8, o3 + 23) .. sub(d, o4, o4 + 1)
+    b = sub(d, o3 + 24, o3 + 39) .. sub(d, o4 + 2, o4 + 3)
+    key6 = a < b and (a .. b) or (b .. a)
+    f = self._m6[key6]
+  else
+    a = s1 << 40 | s2 << 32 | s3 << 24 | s4 << 16 | sp
+    b = t1 << 40 | t2 << 32 | t3 << 24 | t4 << 16 | dp
+    local lo, hi
+    if sp < dp or (sp == dp and a < b) then lo, hi = a, b else lo, hi = b, a end
+    local inner = self._m4[lo]
+    f = inner and inner[hi]
+  end
+  if f and ts - f.last > self.idle_timeout then
+    close(self, f, "timeout")
+    f = nil
+  end
+  local c2s
+  if f then
+    c2s = f[CEP] == a
+  else
+    c2s = not (sp < 1024 and dp >= 1024)
+    local sip, dip
+    if v6 then sip, dip = ip6(d, o3 + 8), ip6(d, o3 + 24) else sip, dip = ip4(d, o3 + 12), ip4(d, o3 + 16) end
+    local smac, dmac
+    if pkt.linktype == 1 then smac, dmac = mac(d, 7), mac(d, 1) end
+    local cep, sep, cport, sport = a, b, sp, dp
+    if not c2s then cep, sep, sip, dip, smac, dmac, cport, sport = b, a, dip, sip, dmac, smac, dp, sp end
+    local key
+    if v6 then key = "[" .. sip .. "]:" .. cport .. "-[" .. dip .. "]:" .. sport
+    else key = sip .. ":" .. cport .. "-" .. dip .. ":" .. sport end
+    f = { -- every field in the constructor: sized once, never rehashed
+      cep, sep, ts, false, false, key6 or false,
+      key = key, client_ip = sip, client_port = cport, server_ip = dip, server_port = sport,
+      client_mac = smac or false, server_mac = dmac or false,
+      first = ts, last = ts, state = "open", dir = "c2s",
+      pkts = { c2s = 0, s2c = 0 }, bytes = { c2s = 0, s2c = 0 }, user = {},
+    }
+    if not smac then f.client_mac, f.server_mac = nil, nil end
+    if v6 then
+      self._m6[key6] = f
+    else
+      local lo, hi = order(a, b)
+      local inner = self._m4[lo]
+      if not inner then inner = {} self._m4[lo] = inner end
+      inner[hi] = f
+    end
+    while self.count >= self.max_sessions do close(self, oldest_idle(self), "evicted") end
+    push_front(self._live, f)
+    self.count = self.count + 1
+    self.stats.opened = self.stats.opened + 1
+    self.on_open(f)
+  end
+  self.stats.packets = self.stats.packets + 1
+  local dk = c2s and "c2s" or "s2c"
+  f.dir, f.last = dk, ts
+  local t = f.pkts
+  t[dk] = t[dk] + 1
+  t = f.bytes
+  t[dk] = t[dk] + plen
+  return f
+end
+
+return M

@@ -1,0 +1,73 @@
+-- proto.current: the decoded current packet, shared by every plugin of a
+-- pipeline, so that three plugins looking at the same packet decode it once.
+--
+--   local current = require "proto.current"
+--   function plugin:push(stream)  local pkt = current(stream) ... end   -- the stream table
+--   function plugin:match(data)   local pkt = current(data) ... end     -- or the packet bytes
+--   current()            -- the packet already decoded for this packet, or nil
+--   current.ts()         -- riff.packet.ts of the packet last decoded, read once per packet
+--   current.serial       -- packets decoded so far (changes exactly when the packet does)
+--   local get = current.get  -- the same function without the __call hop
+--
+-- pkt is proto.packet's decode(data, riff.packet.linktype) in its reusable
+-- form: one table, refilled for each packet, so nothing is allocated per
+-- packet. It is valid until the next packet: keep the fields you need, not
+-- pkt or its layers (text fields such as pkt.ip.src and pkt.payload are
+-- recomputed on each read; read them once into a local).
+-- Memoized on the stream table the pipeline builds for each packet (after
+-- the first plugin has asked, the others get the memo for the price of a
+-- comparison) and, for raw bytes, on riff.packet.id, so two different
+-- packets with the same bytes (an exact duplicate) are still two packets.
+-- Each riff.packet field read costs about as much as decoding the headers,
+-- so the stream path reads only riff.packet.linktype, once per packet.
+
+local decode = require("proto.packet").reusable()
+local type = type
+
+local M = { serial = 0 }
+local P -- riff.packet, looked up on first use
+local last_stream, last_id, last_pkt, last_ts, ts_serial = nil, nil, nil, nil, -1
+
+local function current(x)
+  local tx = type(x)
+  if tx == "table" then
+    if x == last_stream then return last_pkt end
+    -- A new stream table: the pipeline builds one per packet, so this is
+    -- the next packet; no need to ask riff.packet.id.
+    local md = x.metadata
+    local data = md and md.data
+    if data == nil then return nil end
+    if not P then P = riff.packet end
+    last_stream, last_id = x, nil
+    M.serial = M.serial + 1
+    last_pkt = decode(data, P.linktype)
+    return last_pkt
+  end
+  if not P then P = riff.packet end
+  local id = P.id
+  if last_pkt and id == last_id then return last_pkt end
+  if tx ~= "string" then return nil end
+  if last_stream and last_id == nil and x == last_pkt.data then
+    -- Decoded from this packet's stream by an earlier plugin (a pipeline
+    -- hands every plugin the same packet): adopt the id.
+    last_id = id
+    return last_pkt
+  end
+  last_stream, last_id = nil, id
+  M.serial = M.serial + 1
+  last_pkt = decode(x, P.linktype)
+  return last_pkt
+end
+
+M.get = current
+
+function M.ts()
+  local s = M.serial
+  if s ~= ts_serial then
+    if not P then P = riff.packet end
+    last_ts, ts_serial = P.ts, s
+  end
+  return last_ts
+end
+
+return setmetatable(M, { __call = function(_, x) return current(x) end })
