@@ -27,9 +27,15 @@ local api = {}
 local meta, cur, processed = "", 0, 0
 local HDR, STRIDE = "<I4i4I4I4I4I4I4I4I4", 40
 
+-- Decoded once per packet, however many fields a script reads.
+local h_at, h_sec, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id = -1
 local function header(i)
-  local lo, hi, nsec, caplen, len, linktype, iface, flags, id = unpack(HDR, meta, (i - 1) * STRIDE + 1)
-  return hi * 4294967296 + lo, nsec, caplen, len, linktype, iface, flags, id
+  if i ~= h_at then
+    local lo, hi
+    lo, hi, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id = unpack(HDR, meta, (i - 1) * STRIDE + 1)
+    h_sec, h_at = hi * 4294967296 + lo, i
+  end
+  return h_sec, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id
 end
 
 local fields = {
@@ -300,7 +306,7 @@ local function ctime(sec)
 end
 
 function api.batch(T, M, n)
-  meta = M
+  meta, h_at = M, -1
   local fn, self, budget, quiet = entry_fn, entry_self, opts.budget, opts.quiet
   arm(budget)
   for i = 1, n do
