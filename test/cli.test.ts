@@ -227,3 +227,26 @@ test('riff ... | head -1 ends quietly when the pipe closes', () => {
   assert.equal(r.stdout.split('\n').length, 3, r.stdout);
   assert.doesNotMatch(r.stderr, /EPIPE|Error|^\s+at /m);
 });
+
+test('--verbose shows a full Lua traceback for a script error', () => {
+  const dir = tree({
+    'plugin/deep.lua': `local d = {}
+local function inner(x) return x.missing.field end
+function d:match(p) local v = inner({}) return v end
+return d`,
+    'list.lua': 'return { require "plugin.deep" }',
+  });
+  const r = riff(['-q', '--verbose', '--lua', path.join(dir, 'list.lua'), '-r', HTTP, '-c', '1']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /plugin\/deep\.lua:2: attempt to index a nil value \(field 'missing'\)\nstack traceback:/);
+  assert.match(r.stderr, /plugin\/deep\.lua:3: in (method|function) /);
+  assert.match(r.stderr, /riff\/lua\/pipeline\.lua:\d+: in function 'pipeline\.run'/);
+});
+
+test('no permission to capture: one line saying to run as root or grant CAP_NET_RAW', { skip: process.getuid?.() !== 0 ? 'needs root to drop to an unprivileged user' : false }, () => {
+  const r = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, CLI, '-i', 'lo', '-c', '1'], { encoding: 'utf8' });
+  if (r.error || /unavailable/.test(r.stderr)) return; // no setpriv or no libpcap here
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, /^riff: -i lo: no permission to capture .*run as root or grant CAP_NET_RAW/);
+});
