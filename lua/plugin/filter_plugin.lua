@@ -6,7 +6,7 @@
 -- tcpdump -A (the default, readable on a terminal); "raw" writes the bytes
 -- as they are, as the original did; "match" writes only packets that hold
 -- the pattern (as text); "none" writes only the banner.
-local filter_plugin = { name = "filter_plugin", ver = "0.2", pattern = "pcap", show = "text" }
+local filter_plugin = require("plugin.base").plugin { name = "filter_plugin", ver = "0.2", pattern = "pcap", show = "text" }
 
 local BANNER = "###########[ OK ]#############"
 local find, gsub = string.find, string.gsub
@@ -15,21 +15,6 @@ local find, gsub = string.find, string.gsub
 -- as one newline, everything else as '.'.
 local function printable(s)
   return (gsub(gsub(s, "\r\n", "\n"), "[^\t\n\32-\126]", "."))
-end
-
-function filter_plugin.output(self, list, flg)
-  if flg == 0 then return end
-  for k, v in pairs(list) do print(k, v) end
-end
-
-function filter_plugin.init(self)
-  self.source = { args = "filter args" }
-  self.sink = { name = self.name, ver = self.ver }
-end
-
-function filter_plugin.push(self, stream)
-  self.stream = stream
-  for k, v in pairs(stream.metadata) do self.source[k] = v end
 end
 
 function filter_plugin.action(self, stream)
@@ -45,15 +30,6 @@ function filter_plugin.action(self, stream)
   -- Plugins after this one see the verdict on the shared stream.
   if self.stream then self.stream.metadata.found_flg = stream.found_flg end
   if hit then print(BANNER) end
-end
-
-function filter_plugin.match(self, param)
-  local sink = self.sink
-  sink.found_flg = false
-  for k, v in pairs(self.source) do sink[k] = v end
-  sink.metadata = { data = self.source.data }
-  self:action(sink)
-  return self.source, sink
 end
 
 return filter_plugin

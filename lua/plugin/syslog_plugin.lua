@@ -15,24 +15,11 @@
 --   only_found (default true): send only packets the filter plugin matched
 --   record (default "riff_packet"): the record type (the syslog MSGID)
 --   max_data (default 2048): bytes of packet data sent per record
-local syslog_plugin = { name = "syslog_plugin", ver = "0.2", only_found = true, record = "riff_packet", max_data = 2048 }
+local syslog_plugin = require("plugin.base").plugin {
+  name = "syslog_plugin", ver = "0.2", only_found = true, record = "riff_packet", max_data = 2048,
+}
 
 local sub = string.sub
-
-function syslog_plugin.output(self, list, flg)
-  if flg == 0 then return end
-  for k, v in pairs(list) do print(k, v) end
-end
-
-function syslog_plugin.init(self)
-  self.source = { args = "syslog args" }
-  self.sink = { name = self.name, ver = self.ver }
-end
-
-function syslog_plugin.push(self, stream)
-  self.stream = stream
-  for k, v in pairs(stream.metadata) do self.source[k] = v end
-end
 
 function syslog_plugin.action(self, stream)
   local found = self.stream and self.stream.metadata.found_flg
@@ -47,14 +34,6 @@ function syslog_plugin.action(self, stream)
     data = sub(data, 1, self.max_data),
     truncated = #data > self.max_data,
   })
-end
-
-function syslog_plugin.match(self, param)
-  local sink = self.sink
-  for k, v in pairs(self.source) do sink[k] = v end
-  sink.metadata = { data = self.source.data }
-  self:action(sink)
-  return self.source, sink
 end
 
 return syslog_plugin
