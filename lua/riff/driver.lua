@@ -75,6 +75,7 @@ riff.packet = setmetatable({}, {
 -- plugin that catches the error with pcall cannot keep running.
 ---------------------------------------------------------------------------
 local TICK, limit, ticks, exhausted, budget_msg = 10000, 0, 0, false, nil
+local stop_now = false
 local driver_frames = {}
 
 local function hook()
@@ -87,6 +88,8 @@ local function hook()
     error(budget_msg, 0)
   end
   ticks = ticks + 1
+  -- A long-running packet also hears Ctrl-C, every 16 ticks.
+  if ticks & 15 == 0 and not stop_now and interrupted() then stop_now = true end
   if ticks >= limit then
     exhausted = true
     local where = getinfo(2, "Sl")
@@ -327,8 +330,12 @@ function api.batch(T, M, n)
         id, len, caplen, ctime(sec)))
     end
     flush_if_big()
-    -- Ctrl-C reaches a long batch every 32 packets, not only between batches.
-    if i & 31 == 0 and interrupted() then cur = 0 arm(0) flush() return i, packet_errors end
+    -- Ctrl-C reaches a long batch every 32 packets (or sooner through the
+    -- budget hook), not only between batches.
+    if stop_now or (i & 31 == 0 and interrupted()) then
+      stop_now = true
+      cur = 0 arm(0) flush() return i, packet_errors
+    end
   end
   arm(0)
   cur = 0
