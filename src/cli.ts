@@ -79,10 +79,10 @@ function parseArgs(argv: string[]) {
     .parseSync();
 }
 
+/** Counted on the capture thread; what Lua did comes from the workers. */
 interface Counters {
   read: number;
   passed: number;
-  processed: number;
 }
 
 /** Keep only the first `left` passed packets of the batch; returns how many records were kept. */
@@ -201,7 +201,7 @@ async function main(): Promise<number> {
   recordSink = makeRecordSink(outputs);
   for (const [b, at] of earlyRecords.splice(0)) recordSink(b, at);
 
-  const counters: Counters = { read: 0, passed: 0, processed: 0 };
+  const counters: Counters = { read: 0, passed: 0 };
   const stop = () => {
     // A second Ctrl-C: the user wants out now.
     if (interrupted) process.exit(130);

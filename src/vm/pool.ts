@@ -181,10 +181,6 @@ export class LuaPool {
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
     return { processed, errors, packetErrors, byScript };
   }
-
-  async terminate(): Promise<void> {
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
-  }
 }
 
 function countPassed(b: Batch): number {
