@@ -68,6 +68,8 @@
 --   given to on_data), buffered (bytes waiting now).
 
 local addr = require "proto.addr"
+local idle = require "flow.idle"
+local unlink, push_front, push_back = idle.unlink, idle.push_front, idle.push_back
 local byte, sub, setmetatable, type, remove, insert, next =
       string.byte, string.sub, setmetatable, type, table.remove, table.insert, next
 local mac, ip4, ip6 = addr.mac, addr.ip4, addr.ip6
@@ -76,7 +78,7 @@ local M32, HALF = 0xffffffff, 0x80000000
 
 -- A connection's private state, in its array part (cheaper than named
 -- fields, and never absent: false stands for "not set").
-local CEP <const>, SEP <const>, LT <const>, N <const>, P <const> = 1, 2, 3, 4, 5
+local CEP <const>, SEP <const>, LT <const>, N <const>, P <const> = 1, 2, 3, 4, 5 -- LT, N, P: flow.idle's
 local ISN_C <const>, NX_C <const>, NX_S <const> = 6, 7, 8     -- client ISN; next seq seen per direction
 local FIN_C <const>, FIN_S <const>, FA <const> = 9, 10, 11    -- FIN seq per direction; FINs acked (bits 1 c, 2 s)
 local RA <const>, RS_C <const>, RS_S <const> = 12, 13, 14     -- reassembling; stream state per direction
@@ -106,12 +108,6 @@ T.__index = T
 
 local function nop() end
 
-local function sentinel()
-  local h = {}
-  h[N], h[P] = h, h
-  return h
-end
-
 function M.new(o)
   o = o or {}
   return setmetatable({
@@ -131,24 +127,10 @@ function M.new(o)
               retrans = 0, gaps = 0, gap_bytes = 0, delivered = 0, buffered = 0 },
     -- _live: open connections, lazily ordered (see expire); _tomb: closed
     -- ones still absorbing late packets, oldest first.
-    _m4 = {}, _m6 = {}, _live = sentinel(), _tomb = sentinel(), _ntomb = 0, _next = nil,
+    _m4 = {}, _m6 = {}, _live = idle.list(), _tomb = idle.list(), _ntomb = 0, _next = nil,
   }, T)
 end
 
-local function unlink(c)
-  local n, p = c[N], c[P]
-  p[N], n[P] = n, p
-end
-local function push_front(head, c)
-  local f = head[N]
-  c[N], c[P] = f, head
-  f[P], head[N] = c, c
-end
-local function push_back(head, c)
-  local l = head[P]
-  c[P], c[N] = l, head
-  l[N], head[P] = c, c
-end
 
 -- IPv4 endpoints are integers ip << 16 | port. The map is two-level,
 -- outer key the endpoint with the lower port (usually the server's, so the
@@ -381,38 +363,10 @@ local function idle_reason(c)
   return (c[FIN_C] and c[FIN_S]) and "fin" or "timeout"
 end
 
--- The live list is in the order connections were (re)linked, not strictly
--- by activity: a packet only sets conn.last, and a walk from the old end
--- re-links a connection found active since (its link time LT is behind its
--- last). Each connection moves at most once per idle_timeout, instead of
--- on every packet.
-local function oldest_idle(self)
-  local live = self._live
-  while true do
-    local c = live[P]
-    if c == live then return nil end
-    if c.last == c[LT] then return c end
-    unlink(c)
-    c[LT] = c.last
-    push_front(live, c)
-  end
-end
-
 function T:expire(ts)
   ts = ts or riff.packet.ts
   self._next = ts + self.check_interval
-  local live, idle = self._live, self.idle_timeout
-  while true do
-    local c = live[P]
-    if c == live or ts - c[LT] <= idle then break end
-    if ts - c.last > idle then
-      close(self, c, idle_reason(c))
-    else
-      unlink(c)
-      c[LT] = c.last
-      push_front(live, c)
-    end
-  end
+  idle.expire(self._live, ts, self.idle_timeout, function(c) close(self, c, idle_reason(c)) end)
   local tomb, linger = self._tomb, self.linger
   while true do
     local c = tomb[N]
@@ -433,13 +387,7 @@ function T:flush(ts)
 end
 
 function T:conns() -- in no particular order
-  local live = self._live
-  local c = live
-  return function()
-    c = c[N]
-    if c == live then return nil end
-    return c
-  end
+  return idle.each(self._live)
 end
 
 ---------------------------------------------------------------------------
@@ -476,7 +424,7 @@ local function new_conn(self, d, lt, o3, v6, a, b, key6, sp, dp, client_is_src, 
     if not inner then inner = {} m4[lo] = inner end
     inner[hi] = c
   end
-  while self.count >= self.max_sessions do close(self, oldest_idle(self), "evicted") end
+  while self.count >= self.max_sessions do close(self, idle.oldest(self._live), "evicted") end
   push_front(self._live, c)
   self.count = self.count + 1
   local s = self.stats

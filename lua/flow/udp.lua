@@ -28,10 +28,12 @@
 -- u.count: open flows; u.stats: packets, opened, closed, evicted, timeouts.
 
 local addr = require "proto.addr"
+local idle = require "flow.idle"
+local unlink, push_front = idle.unlink, idle.push_front
 local byte, sub, setmetatable, next = string.byte, string.sub, setmetatable, next
 local mac, ip4, ip6 = addr.mac, addr.ip4, addr.ip6
 
--- Private state in the array part, as in flow.tcp.
+-- Private state in the array part, as in flow.tcp (LT, N, P: flow.idle's).
 local CEP <const>, SEP <const>, LT <const>, N <const>, P <const>, K6 <const> = 1, 2, 3, 4, 5, 6
 
 local M = {}
@@ -42,8 +44,6 @@ local function nop() end
 
 function M.new(o)
   o = o or {}
-  local live = {}
-  live[N], live[P] = live, live
   return setmetatable({
     idle_timeout = o.idle_timeout or 120,
     max_sessions = math.max(1, math.tointeger(o.max_sessions) or 100000),
@@ -52,19 +52,10 @@ function M.new(o)
     on_close = o.on_close or nop,
     count = 0,
     stats = { packets = 0, opened = 0, closed = 0, evicted = 0, timeouts = 0 },
-    _m4 = {}, _m6 = {}, _live = live, _next = nil,
+    _m4 = {}, _m6 = {}, _live = idle.list(), _next = nil,
   }, U)
 end
 
-local function unlink(c)
-  local n, p = c[N], c[P]
-  p[N], n[P] = n, p
-end
-local function push_front(head, c)
-  local f = head[N]
-  c[N], c[P] = f, head
-  f[P], head[N] = c, c
-end
 
 -- Two-level map of integer endpoints, outer key the lower port (see flow.tcp).
 local function order(a, b)
@@ -95,35 +86,10 @@ local function close(self, f, reason)
   self.on_close(f, reason)
 end
 
--- Lazily ordered, as in flow.tcp: a packet only sets flow.last; the walk
--- from the old end re-links flows that were active since they were linked.
-local function oldest_idle(self)
-  local live = self._live
-  while true do
-    local f = live[P]
-    if f == live then return nil end
-    if f.last == f[LT] then return f end
-    unlink(f)
-    f[LT] = f.last
-    push_front(live, f)
-  end
-end
-
 function U:expire(ts)
   ts = ts or riff.packet.ts
   self._next = ts + self.check_interval
-  local live, idle = self._live, self.idle_timeout
-  while true do
-    local f = live[P]
-    if f == live or ts - f[LT] <= idle then break end
-    if ts - f.last > idle then
-      close(self, f, "timeout")
-    else
-      unlink(f)
-      f[LT] = f.last
-      push_front(live, f)
-    end
-  end
+  idle.expire(self._live, ts, self.idle_timeout, function(f) close(self, f, "timeout") end)
 end
 
 function U:flush(ts)
@@ -133,13 +99,7 @@ function U:flush(ts)
 end
 
 function U:conns() -- in no particular order
-  local live = self._live
-  local f = live
-  return function()
-    f = f[N]
-    if f == live then return nil end
-    return f
-  end
+  return idle.each(self._live)
 end
 
 function U:packet(pkt, ts)
@@ -203,7 +163,7 @@ function U:packet(pkt, ts)
       if not inner then inner = {} self._m4[lo] = inner end
       inner[hi] = f
     end
-    while self.count >= self.max_sessions do close(self, oldest_idle(self), "evicted") end
+    while self.count >= self.max_sessions do close(self, idle.oldest(self._live), "evicted") end
     push_front(self._live, f)
     self.count = self.count + 1
     self.stats.opened = self.stats.opened + 1
