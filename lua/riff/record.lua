@@ -17,7 +17,7 @@
 --           | 's' len:u4 bytes       Lua string: raw bytes, any values
 --           | 'a' n:u4 value*n       table whose keys are exactly 1..n (n >= 1,
 --                                    or an empty table marked with array())
---           | 'm' n:u4 (key value)*n any other table; keys are UTF-8 strings
+--           | 'm' n:u4 (key value)*n any other table; keys are UTF-8 strings, sorted
 --                                    (key := len:u4 bytes); integer and float
 --                                    keys are written in decimal ("%d", "%.17g")
 --
@@ -27,8 +27,8 @@
 -- Tables may be shared, but not cyclic, and nest at most MAX_DEPTH deep.
 -- Tables are read raw (next/rawget): no metamethod runs while encoding.
 -- Functions, userdata, threads, boolean keys and non-UTF-8 keys are errors.
-local type, next, error, pcall, tostring, setmetatable, rawget =
-      type, next, error, pcall, tostring, setmetatable, rawget
+local type, next, error, pcall, tostring, setmetatable, rawget, sort =
+      type, next, error, pcall, tostring, setmetatable, rawget, table.sort
 local pack, sfmt, find, gsub, byte, concat = string.pack, string.format, string.find, string.gsub, string.byte, table.concat
 local mtype, ulen = math.type, utf8.len
 
@@ -102,21 +102,31 @@ local function seqlen(t)
   return n
 end
 
+-- Keys go out sorted: Lua's table order changes with its per-run hash seed,
+-- and a record should read (and diff) the same every time.
+local function by_name(a, b) return a[1] < b[1] end
+
 local function encode_map(buf, nb, t, stack)
-  local i0 = nb + 1
-  nb = i0 -- placeholder for 'm' .. count
-  local n = 0
-  for k, v in next, t do
+  local keys, n = {}, 0
+  for k in next, t do
     depth = depth + 1
     path[depth] = k
-    local ks = keystr(k)
     n = n + 1
-    nb = nb + 1
-    buf[nb] = pack("<s4", ks)
-    nb = encode_value(buf, nb, v, stack)
+    keys[n] = { keystr(k), k }
     depth = depth - 1
   end
-  buf[i0] = pack("<c1I4", "m", n)
+  sort(keys, by_name)
+  nb = nb + 1
+  buf[nb] = pack("<c1I4", "m", n)
+  for i = 1, n do
+    local ks, k = keys[i][1], keys[i][2]
+    depth = depth + 1
+    path[depth] = k
+    nb = nb + 1
+    buf[nb] = pack("<s4", ks)
+    nb = encode_value(buf, nb, rawget(t, k), stack)
+    depth = depth - 1
+  end
   return nb
 end
 
