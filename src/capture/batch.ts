@@ -134,6 +134,16 @@ export class Batch {
   }
 }
 
+/** Packets of the batch the filter let through. */
+export function countPassed(b: Batch): number {
+  let n = 0;
+  for (let i = 0, o = 0; i < b.count; i++) {
+    if (!(b.view.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) n++;
+    o += HDR + align8(b.view.getUint32(o + 12, true));
+  }
+  return n;
+}
+
 /** Number the packets that passed the filter, continuing from `next`; returns the next id. */
 export function stampIds(b: Batch, next: number): number {
   const v = b.view;

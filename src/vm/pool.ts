@@ -1,7 +1,7 @@
 // The capture thread's side of the Lua workers: start them, feed their
 // rings (sharding by flow when there are several), collect their counters.
 import { Worker } from 'node:worker_threads';
-import { Batch, FLAG_FILTERED_OUT, HDR, align8 } from '../capture/batch.js';
+import { Batch, FLAG_FILTERED_OUT, HDR, align8, countPassed } from '../capture/batch.js';
 import { shardOf } from '../capture/flow.js';
 import { createRing, RingProducer, type RingShared } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
@@ -181,13 +181,4 @@ export class LuaPool {
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
     return { processed, errors, packetErrors, byScript };
   }
-}
-
-function countPassed(b: Batch): number {
-  let n = 0;
-  for (let i = 0, o = 0; i < b.count; i++) {
-    if (!(b.view.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) n++;
-    o += HDR + align8(b.view.getUint32(o + 12, true));
-  }
-  return n;
 }
