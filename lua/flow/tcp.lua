@@ -131,7 +131,6 @@ function M.new(o)
   }, T)
 end
 
-
 -- IPv4 endpoints are integers ip << 16 | port. The map is two-level,
 -- outer key the endpoint with the lower port (usually the server's, so the
 -- inner tables are few and shared), inner key the other.

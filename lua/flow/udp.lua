@@ -56,7 +56,6 @@ function M.new(o)
   }, U)
 end
 
-
 -- Two-level map of integer endpoints, outer key the lower port (see flow.tcp).
 local function order(a, b)
   local pa, pb = a & 0xffff, b & 0xffff
