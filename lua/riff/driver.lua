@@ -308,34 +308,59 @@ local function ctime(sec)
   return ctime_str
 end
 
-function api.batch(T, M, n)
-  meta, h_at = M, -1
-  local fn, self, budget, quiet = entry_fn, entry_self, opts.budget, opts.quiet
-  arm(budget)
-  for i = 1, n do
+-- watch.c's lines after each packet, byte for byte.
+local function report_line(i)
+  local sec, _, caplen, len, _, _, _, id = header(i)
+  emit(sfmt("id: %d\nPacket length: %d\nNumber of bytes: %d\nRecieved time: %s\n\n\n",
+    id, len, caplen, ctime(sec)))
+end
+
+-- The packets of one batch from `from` on, until one raises. Not a driver
+-- frame: the budget's error must unwind through it to api.batch.
+local function run(T, from, n, fn, self, quiet)
+  for i = from, n do
     cur = i
     processed = processed + 1
     ticks = 0
-    local ok, e
-    if self then ok, e = xpcall(fn, msgh, self, T[i]) else ok, e = xpcall(fn, msgh, T[i]) end
-    if not ok then
-      packet_errors = packet_errors + 1
-      report_error(e, "packet " .. select(8, header(i)))
-      if exhausted then arm(budget) end
-      if stop_requested then cur = 0 arm(0) flush() return i, packet_errors end
-    end
-    if not quiet then
-      local sec, _, caplen, len, _, _, _, id = header(i)
-      emit(sfmt("id: %d\nPacket length: %d\nNumber of bytes: %d\nRecieved time: %s\n\n\n",
-        id, len, caplen, ctime(sec)))
-    end
+    if self then fn(self, T[i]) else fn(T[i]) end
+    if not quiet then report_line(i) end
     flush_if_big()
     -- Ctrl-C reaches a long batch every 32 packets (or sooner through the
     -- budget hook), not only between batches.
     if stop_now or (i & 31 == 0 and interrupted()) then
       stop_now = true
+      return i
+    end
+  end
+  return n
+end
+
+-- One protected call covers every packet up to the first error (a pcall per
+-- packet costs as much as an empty pipeline's whole packet); after an error
+-- the loop resumes at the next packet, so each packet still fails alone.
+function api.batch(T, M, n)
+  meta, h_at = M, -1
+  local fn, self, budget, quiet = entry_fn, entry_self, opts.budget, opts.quiet
+  arm(budget)
+  local from = 1
+  while from <= n do
+    local ok, last = xpcall(run, msgh, T, from, n, fn, self, quiet)
+    if ok then
+      if stop_now then cur = 0 arm(0) flush() return last, packet_errors end
+      break
+    end
+    local i = cur
+    packet_errors = packet_errors + 1
+    report_error(last, "packet " .. select(8, header(i)))
+    if exhausted then arm(budget) end
+    if stop_requested then cur = 0 arm(0) flush() return i, packet_errors end
+    if not quiet then report_line(i) end
+    flush_if_big()
+    if stop_now or (i & 31 == 0 and interrupted()) then
+      stop_now = true
       cur = 0 arm(0) flush() return i, packet_errors
     end
+    from = i + 1
   end
   arm(0)
   cur = 0
