@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { align8, HDR, FLAG_FILTERED_OUT, type Batch } from '../capture/batch.js';
+import { HDR, type Batch } from '../capture/batch.js';
 import { LuaError, LuaVM } from './vm.js';
 import { LUA_REGISTRYINDEX, type Ptr } from './wasm.js';
 
@@ -51,7 +51,6 @@ export class Runtime {
   private tableRef = 0;
   private region: Ptr = 0;
   private regionSize = 0;
-  private keys: bigint[] = [];
   private readonly scriptDir: string | null;
   private readonly labels = new Map<string, string>(); // label shown to the user → real path
   stopRequested = false;
@@ -324,28 +323,13 @@ export class Runtime {
       if (!this.region) throw new Error('out of WebAssembly memory for a packet batch');
     }
     const base = this.region;
-    let heap = vm.wasm.heap();
-    heap.set(batch.buf.subarray(0, batch.bytes), base);
+    vm.wasm.heap().set(batch.buf.subarray(0, batch.bytes), base);
     const metaBase = base + batch.bytes;
-    const view = batch.view;
-    const keys = this.keys;
-    while (keys.length <= batch.count) keys.push(BigInt(keys.length));
-
     vm.pushRef(this.api.get('batch')!);
     let n = 0;
     vm.unbounded(() => {
       x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.tableRef));
-      for (let i = 0, o = 0; i < batch.count; i++) {
-        const caplen = view.getUint32(o + 12, true);
-        if (!(view.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) {
-          n++;
-          x.lua_pushlstring(L, base + o + HDR, caplen);
-          x.lua_rawseti(L, -2, keys[n]);
-          heap = vm.wasm.heap();
-          heap.copyWithin(metaBase + (n - 1) * HDR, base + o, base + o + HDR);
-        }
-        o += HDR + align8(caplen);
-      }
+      n = vm.bridge.fill(L, base, batch.count, metaBase);
       x.lua_pushlstring(L, metaBase, n * HDR);
       x.lua_pushnumber(L, n);
       return 0;

@@ -10,6 +10,7 @@ import {
   type Ptr,
   type Wasm,
 } from './wasm.js';
+import { linkBridge, type Bridge } from './bridge.js';
 
 /** A Lua error as a message (already formatted by the Lua side: file:line: text). */
 export class LuaError extends Error {}
@@ -25,10 +26,8 @@ export interface VMOptions {
 export class LuaVM {
   readonly L: LuaState;
   readonly x: LuaExports;
-  memoryUsed = 0;
-  memoryLimit: number;
-  /** Largest allocation the cap refused since the last reset (0 = none). */
-  refused = 0;
+  /** riff's WebAssembly half: the capped allocator and the batch fill loop. */
+  readonly bridge: Bridge;
   private stage: Ptr = 0;
   private stageSize = 0;
   private readonly lenPtr: Ptr;
@@ -40,32 +39,39 @@ export class LuaVM {
     opts: VMOptions,
   ) {
     this.x = wasm.x;
-    this.memoryLimit = opts.memoryLimit;
     const x = this.x;
-    // Every Lua allocation passes here so the heap cap holds exactly; a refusal
-    // becomes Lua's own "not enough memory" error, which pcall reports per packet.
-    const alloc = wasm.addFunction((_ud: number, ptr: number, osize: number, nsize: number) => {
-      if (nsize === 0) {
-        if (ptr) {
-          this.memoryUsed -= osize;
-          x.free(ptr);
-        }
-        return 0;
-      }
-      const delta = ptr ? nsize - osize : nsize;
-      if (delta > 0 && this.memoryLimit && this.memoryUsed + delta > this.memoryLimit) {
-        this.refused = Math.max(this.refused, nsize);
-        return 0;
-      }
-      const p = x.realloc(ptr, nsize);
-      if (p) this.memoryUsed += delta;
-      return p;
-    }, 'iiiii');
+    this.bridge = linkBridge({
+      memory: wasm.memory,
+      realloc: x.realloc,
+      free: x.free,
+      lua_pushlstring: x.lua_pushlstring,
+      lua_rawseti: x.lua_rawseti,
+    });
+    this.memoryLimit = opts.memoryLimit;
+    // Every Lua allocation passes the bridge's allocator so the heap cap holds
+    // exactly; a refusal becomes Lua's own "not enough memory" error, which
+    // pcall reports per packet.
+    const alloc = wasm.table.grow(1);
+    wasm.table.set(alloc, this.bridge.alloc);
     this.L = x.lua_newstate(alloc, 0);
     if (!this.L) throw new Error('could not create a Lua state');
     x.luaL_openlibs(this.L);
     this.lenPtr = x.malloc(8);
     this.textMode = this.cstr('t');
+  }
+
+  /** Bytes the Lua heap holds. */
+  get memoryUsed(): number {
+    return this.bridge.used.value >>> 0;
+  }
+
+  /** Lua heap limit in bytes, 0 = none. WebAssembly memory ends below 4 GiB, so larger means none. */
+  get memoryLimit(): number {
+    return this.bridge.limit.value >>> 0;
+  }
+
+  set memoryLimit(bytes: number) {
+    this.bridge.limit.value = bytes >= 2 ** 32 ? 0 : bytes;
   }
 
   static async create(opts: VMOptions): Promise<LuaVM> {

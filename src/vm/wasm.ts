@@ -6,6 +6,30 @@
 // instantiating the module.
 import { LuaWasm } from 'wasmoon';
 
+// The parts of the WebAssembly JS API riff touches. TypeScript declares them
+// in lib.dom, which a Node program does not load.
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+}
+export interface WasmTable {
+  readonly length: number;
+  grow(delta: number): number;
+  set(index: number, fn: unknown): void;
+}
+export interface WasmGlobal {
+  value: number;
+}
+interface WasmInstance {
+  exports: Record<string, unknown>;
+}
+export const WebAssemblyAPI = (globalThis as unknown as {
+  WebAssembly: {
+    Module: new (bytes: Uint8Array) => object;
+    Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => WasmInstance;
+    instantiate: (...a: unknown[]) => Promise<unknown>;
+  };
+}).WebAssembly;
+
 /** lua_State* — an address in WebAssembly memory. */
 export type LuaState = number;
 /** Address in WebAssembly memory. */
@@ -58,6 +82,8 @@ export const LUA_MULTRET = -1;
 
 export interface Wasm {
   x: LuaExports;
+  memory: WasmMemory;
+  table: WasmTable;
   /** Current view of WebAssembly memory (re-read: memory growth replaces the buffer). */
   heap(): Uint8Array;
   addFunction(fn: (...args: number[]) => number | void, sig: string): number;
@@ -70,11 +96,8 @@ export interface Wasm {
 export async function loadWasm(): Promise<Wasm> {
   // wasmoon keeps the instance's exports in a closure. Catching the instance
   // as it is created is the one seam that reaches the exports unwrapped.
-  interface Instance {
-    exports: Record<string, unknown>;
-  }
-  const WA = (globalThis as unknown as { WebAssembly: { instantiate: (...a: unknown[]) => Promise<unknown> } })
-    .WebAssembly;
+  type Instance = WasmInstance;
+  const WA = WebAssemblyAPI;
   const original = WA.instantiate;
   let instance: Instance | undefined;
   WA.instantiate = async function (this: unknown, ...args: unknown[]) {
@@ -90,13 +113,16 @@ export async function loadWasm(): Promise<Wasm> {
   }
   if (!instance) throw new Error('could not reach the Lua WebAssembly exports (wasmoon changed how it instantiates)');
   const x = instance.exports as unknown as LuaExports;
-  const memory = instance.exports.memory as { buffer: ArrayBuffer };
+  const memory = instance.exports.memory as WasmMemory;
+  const table = instance.exports.__indirect_function_table as WasmTable;
   const mod = lw.module as unknown as {
     addFunction(fn: (...args: number[]) => number | void, sig: string): number;
   };
   let view = new Uint8Array(memory.buffer);
   return {
     x,
+    memory,
+    table,
     heap: () => (view.buffer === memory.buffer ? view : (view = new Uint8Array(memory.buffer))),
     addFunction: (fn, sig) => mod.addFunction(fn, sig),
   };

@@ -1,0 +1,190 @@
+// riff's own two WebAssembly functions, linked into a Lua instance's memory
+// and function table beside wasmoon's code:
+//
+//   alloc(ud, ptr, osize, nsize)   Lua's allocator with the --lua-memory cap
+//   fill(L, base, count, meta)     push a batch's packets into the table on
+//                                  top of the stack, copying their headers
+//
+// Both run once or more per packet. Written in JS they cost a crossing from
+// WebAssembly into JS and back on every Lua allocation and two crossings out
+// of JS per packet; here they call wasmoon's exports (realloc, free,
+// lua_pushlstring, lua_rawseti) directly, WebAssembly to WebAssembly. The
+// module is small enough to assemble by hand, which keeps the build free of
+// a WebAssembly toolchain.
+import { HDR, FLAG_FILTERED_OUT } from '../capture/batch.js';
+import { WebAssemblyAPI, type WasmGlobal, type WasmMemory } from './wasm.js';
+
+export interface BridgeImports {
+  memory: WasmMemory;
+  realloc: (...a: never[]) => unknown;
+  free: (...a: never[]) => unknown;
+  lua_pushlstring: (...a: never[]) => unknown;
+  lua_rawseti: (...a: never[]) => unknown;
+}
+
+export interface Bridge {
+  /** The allocator, to be placed in the instance's function table. */
+  alloc: (ud: number, ptr: number, osize: number, nsize: number) => number;
+  /** Push the unfiltered packets of a batch at `base` into T (stack top) as T[1..n]; returns n. */
+  fill: (L: number, base: number, count: number, meta: number) => number;
+  /** Bytes Lua holds now. */
+  used: WasmGlobal;
+  /** Cap in bytes, 0 = none (unsigned 32-bit: WebAssembly memory is below 4 GiB). */
+  limit: WasmGlobal;
+}
+
+// ---------------------------------------------------------------- encoding
+
+const I32 = 0x7f;
+const I64 = 0x7e;
+
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n = Math.floor(n / 128);
+    if (n) b |= 0x80;
+    out.push(b);
+  } while (n);
+  return out;
+}
+
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && !(b & 0x40)) || (n === -1 && b & 0x40)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+const name = (s: string) => [...uleb(s.length), ...Buffer.from(s, 'ascii')];
+const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
+const section = (id: number, body: number[]) => [id, ...uleb(body.length), ...body];
+const functype = (params: number[], results: number[]) => [0x60, ...vec(params.map((p) => [p])), ...vec(results.map((r) => [r]))];
+
+// Instructions used below.
+const op = {
+  block: 0x02, loop: 0x03, if: 0x04, end: 0x0b, br: 0x0c, brIf: 0x0d, return: 0x0f, call: 0x10,
+  drop: 0x1a, select: 0x1b, void: 0x40,
+  get: 0x20, set: 0x21, tee: 0x22, gget: 0x23, gset: 0x24,
+  i32load: 0x28, i64load: 0x29, i64store: 0x37, i32const: 0x41,
+  i32eqz: 0x45, i32gtS: 0x4a, i32geU: 0x4f, i64gtU: 0x56,
+  i32add: 0x6a, i32sub: 0x6b, i32mul: 0x6c, i32and: 0x71, i64add: 0x7c,
+  i64extendS: 0xac, i64extendU: 0xad,
+};
+const c32 = (n: number) => [op.i32const, ...sleb(n)];
+const mem = (opcode: number, align: number, offset: number) => [opcode, align, ...uleb(offset)];
+
+// Function indices: imports first.
+const F_REALLOC = 0, F_FREE = 1, F_PUSH = 2, F_RAWSETI = 3;
+// Globals.
+const G_USED = 0, G_LIMIT = 1;
+
+function allocBody(): number[] {
+  // params: 0 ud, 1 ptr, 2 osize, 3 nsize; locals: 4 delta, 5 p
+  const { get, set, tee, gget, gset } = op;
+  return [
+    ...vec([[2, I32]]),
+    // nsize == 0: free (osize is the block's size only when ptr is set).
+    get, 3, op.i32eqz, op.if, op.void,
+      get, 1, op.if, op.void,
+        gget, G_USED, get, 2, op.i32sub, gset, G_USED,
+        get, 1, op.call, F_FREE,
+      op.end,
+      ...c32(0), op.return,
+    op.end,
+    // delta = ptr ? nsize - osize : nsize (osize is a type tag when ptr is NULL)
+    get, 3, get, 2, op.i32sub, get, 3, get, 1, op.select, set, 4,
+    // Growth past the cap is refused: Lua turns NULL into "not enough memory".
+    get, 4, ...c32(0), op.i32gtS, op.if, op.void,
+      gget, G_LIMIT, op.if, op.void,
+        gget, G_USED, op.i64extendU, get, 4, op.i64extendS, op.i64add,
+        gget, G_LIMIT, op.i64extendU, op.i64gtU, op.if, op.void,
+          ...c32(0), op.return,
+        op.end,
+      op.end,
+    op.end,
+    get, 1, get, 3, op.call, F_REALLOC, tee, 5,
+    op.if, op.void, gget, G_USED, get, 4, op.i32add, gset, G_USED, op.end,
+    get, 5,
+    op.end,
+  ];
+}
+
+function fillBody(): number[] {
+  // params: 0 L, 1 base, 2 count, 3 meta; locals: 4 n, 5 i, 6 rec, 7 caplen, 8 dst
+  const { get, set } = op;
+  const copyHeader: number[] = [];
+  for (let k = 0; k < HDR; k += 8) copyHeader.push(get, 8, get, 6, ...mem(op.i64load, 3, k), ...mem(op.i64store, 3, k));
+  return [
+    ...vec([[5, I32]]),
+    get, 1, set, 6,
+    op.block, op.void, op.loop, op.void,
+      get, 5, get, 2, op.i32geU, op.brIf, 1,
+      get, 6, ...mem(op.i32load, 2, 12), set, 7,
+      get, 6, ...mem(op.i32load, 2, 28), ...c32(FLAG_FILTERED_OUT), op.i32and, op.i32eqz,
+      op.if, op.void,
+        get, 0, get, 6, ...c32(HDR), op.i32add, get, 7, op.call, F_PUSH, op.drop,
+        get, 4, ...c32(1), op.i32add, set, 4,
+        get, 0, ...c32(-2), get, 4, op.i64extendU, op.call, F_RAWSETI,
+        get, 3, get, 4, ...c32(1), op.i32sub, ...c32(HDR), op.i32mul, op.i32add, set, 8,
+        ...copyHeader,
+      op.end,
+      // Records are header + data padded to 8 bytes (src/capture/batch.ts).
+      get, 6, get, 7, ...c32(HDR + 7), op.i32add, ...c32(-8), op.i32and, op.i32add, set, 6,
+      get, 5, ...c32(1), op.i32add, set, 5,
+      op.br, 0,
+    op.end, op.end,
+    get, 4,
+    op.end,
+  ];
+}
+
+let compiled: object | undefined;
+
+function module(): object {
+  if (compiled) return compiled;
+  const types = [
+    functype([I32, I32], [I32]), // 0 realloc
+    functype([I32], []), // 1 free
+    functype([I32, I32, I32], [I32]), // 2 lua_pushlstring
+    functype([I32, I32, I64], []), // 3 lua_rawseti
+    functype([I32, I32, I32, I32], [I32]), // 4 alloc, fill
+  ];
+  const imports = [
+    [...name('env'), ...name('memory'), 0x02, 0x00, 0x00],
+    [...name('env'), ...name('realloc'), 0x00, 0],
+    [...name('env'), ...name('free'), 0x00, 1],
+    [...name('env'), ...name('lua_pushlstring'), 0x00, 2],
+    [...name('env'), ...name('lua_rawseti'), 0x00, 3],
+  ];
+  const globals = [G_USED, G_LIMIT].map(() => [I32, 0x01, ...c32(0), op.end]);
+  const exports = [
+    [...name('alloc'), 0x00, 4],
+    [...name('fill'), 0x00, 5],
+    [...name('used'), 0x03, G_USED],
+    [...name('limit'), 0x03, G_LIMIT],
+  ];
+  const bodies = [allocBody(), fillBody()].map((b) => [...uleb(b.length), ...b]);
+  const bytes = Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec(types)),
+    ...section(2, vec(imports)),
+    ...section(3, vec([[4], [4]])),
+    ...section(6, vec(globals)),
+    ...section(7, vec(exports)),
+    ...section(10, vec(bodies)),
+  ]);
+  compiled = new WebAssemblyAPI.Module(bytes);
+  return compiled;
+}
+
+export function linkBridge(env: BridgeImports): Bridge {
+  const inst = new WebAssemblyAPI.Instance(module(), { env: env as unknown as Record<string, unknown> });
+  return inst.exports as unknown as Bridge;
+}
