@@ -98,8 +98,10 @@ action(type="omfile" file="${this.out}" template="raw")
 
   lines(): { fac: number; sev: number; app: string; msgid: string; sd: string; raw: string }[] {
     if (!fs.existsSync(this.out)) return [];
-    return fs
-      .readFileSync(this.out, 'utf8')
+    const text = fs.readFileSync(this.out, 'utf8');
+    // rsyslogd may be mid-line: only complete lines count.
+    return text
+      .slice(0, text.lastIndexOf('\n') + 1)
       .split('\n')
       .filter(Boolean)
       .map((l) => {

@@ -316,28 +316,36 @@ local function report_line(i)
 end
 
 -- The packets of one batch from `from` on, until one raises. Not a driver
--- frame: the budget's error must unwind through it to api.batch.
+-- frame: the budget's error must unwind through it to api.batch. Returns the
+-- last packet handed over.
 local function run(T, from, n, fn, self, quiet)
   for i = from, n do
-    cur = i
-    processed = processed + 1
-    ticks = 0
+    cur, ticks = i, 0
     if self then fn(self, T[i]) else fn(T[i]) end
     if not quiet then report_line(i) end
-    flush_if_big()
-    -- Ctrl-C reaches a long batch every 32 packets (or sooner through the
-    -- budget hook), not only between batches.
-    if stop_now or (i & 31 == 0 and interrupted()) then
-      stop_now = true
-      return i
+    if stop_now then return i end
+    -- Output is flushed, and Ctrl-C heard, every 32 packets (a long-running
+    -- packet hears Ctrl-C through the budget hook).
+    if i & 31 == 0 then
+      flush_if_big()
+      if interrupted() then stop_now = true return i end
     end
   end
   return n
 end
 
+local function handed(k)
+  processed = processed + k
+  cur = 0
+  arm(0)
+  flush()
+  return k, packet_errors
+end
+
 -- One protected call covers every packet up to the first error (a pcall per
 -- packet costs as much as an empty pipeline's whole packet); after an error
 -- the loop resumes at the next packet, so each packet still fails alone.
+-- Returns how many packets were handed to the script and the error count.
 function api.batch(T, M, n)
   meta, h_at = M, -1
   local fn, self, budget, quiet = entry_fn, entry_self, opts.budget, opts.quiet
@@ -345,27 +353,20 @@ function api.batch(T, M, n)
   local from = 1
   while from <= n do
     local ok, last = xpcall(run, msgh, T, from, n, fn, self, quiet)
-    if ok then
-      if stop_now then cur = 0 arm(0) flush() return last, packet_errors end
-      break
-    end
+    if ok then return handed(last) end
     local i = cur
     packet_errors = packet_errors + 1
     report_error(last, "packet " .. select(8, header(i)))
     if exhausted then arm(budget) end
-    if stop_requested then cur = 0 arm(0) flush() return i, packet_errors end
+    if stop_requested then return handed(i) end
     if not quiet then report_line(i) end
-    flush_if_big()
     if stop_now or (i & 31 == 0 and interrupted()) then
       stop_now = true
-      cur = 0 arm(0) flush() return i, packet_errors
+      return handed(i)
     end
     from = i + 1
   end
-  arm(0)
-  cur = 0
-  flush()
-  return n, packet_errors
+  return handed(n)
 end
 driver_frames[api.batch] = true
 driver_frames[call_hook] = true

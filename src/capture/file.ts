@@ -101,6 +101,8 @@ export class Source {
   end = 0;
   /** File offset of buf[0]. */
   private base = 0;
+  /** Run before buffered bytes move: a batch's deferred copies still point at them. */
+  onMove: (() => void) | null = null;
   private eof = false;
   private closed = false;
 
@@ -137,6 +139,7 @@ export class Source {
   }
 
   private makeRoom(n: number): void {
+    this.onMove?.();
     const avail = this.end - this.pos;
     let target = this.buf;
     if (n > this.buf.length) {

@@ -3,11 +3,8 @@
 // addon, so a filter selects exactly what `tcpdump -r FILE EXPR` selects. The
 // addon walks a whole batch per call; JS never touches individual packets.
 
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Batch, HDR, align8 } from './batch.js';
+import { loadNative, type Native } from './native.js';
 
 /** The expression does not compile; the message is libpcap's, prefixed with the expression. */
 export class FilterError extends Error {
@@ -57,55 +54,11 @@ export interface FilterOptions {
   swapped?: boolean;
 }
 
-interface Native {
-  compile(
-    expr: string,
-    linktype: number,
-    snaplen: number,
-    optimize: boolean,
-    swapped?: boolean,
-  ): Buffer;
-  apply(
-    program: Buffer,
-    batch: Buffer,
-    count: number,
-    bytes: number,
-    linktype?: number,
-    others?: Uint32Array,
-  ): number;
-  dlt(linktype: number): number;
-  version(): string;
-}
-
-const ADDON = path.join('src', 'capture', 'native', 'build', 'Release', 'riff_pcap.node');
-
-// The module runs from src/ under a TS loader and from dist/src/ once built,
-// so the addon is found from the package root rather than from this file.
-function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(path.join(dir, 'package.json'))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
-  }
-}
-
-let native: Native | undefined;
-let loadFailure: FilterUnavailable | undefined;
-
 function addon(): Native {
-  if (native) return native;
-  if (loadFailure) throw loadFailure;
   try {
-    const file = path.join(packageRoot(), ADDON);
-    if (!existsSync(file)) throw new Error(`${file} not found`);
-    native = createRequire(import.meta.url)(file) as Native;
-    return native;
+    return loadNative();
   } catch (e) {
-    // A missing libpcap.so shows up here as a dlopen error naming the library.
-    loadFailure = new FilterUnavailable(e instanceof Error ? e.message.split('\n')[0] : String(e));
-    throw loadFailure;
+    throw new FilterUnavailable((e as Error).message);
   }
 }
 

@@ -88,6 +88,7 @@ export class PcapFile implements CaptureFile {
     if (this.failure) throw this.failure;
     if (!(max >= 1)) throw new RangeError(`fill: max must be at least 1 (got ${max})`);
     const s = this.src;
+    s.onMove = batch.settle;
     const le = this.le;
     const hs = this.recHeader;
     const snap = this.snaplen;
@@ -148,7 +149,7 @@ export class PcapFile implements CaptureFile {
           sec += carry;
           frac -= carry * tps;
         }
-        batch.push(sec, frac * nspt, s.buf, p + hs, keep, wirelen, lt, 0, 0);
+        batch.pushDeferred(sec, frac * nspt, s.buf, p + hs, keep, wirelen, lt, 0, 0);
         s.pos = p + rec;
         this.packets++;
         n++;
@@ -163,6 +164,9 @@ export class PcapFile implements CaptureFile {
       if (!(e instanceof CaptureFileError)) throw e;
       this.failure = e;
       if (n === 0) throw e;
+    } finally {
+      batch.settle();
+      s.onMove = null;
     }
     return n;
   }

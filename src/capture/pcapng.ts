@@ -102,6 +102,7 @@ export class PcapngFile implements CaptureFile {
     if (this.failure) throw this.failure;
     if (!(max >= 1)) throw new RangeError(`fill: max must be at least 1 (got ${max})`);
     const s = this.src;
+    s.onMove = batch.settle;
     let n = 0;
     try {
       while (n < max) {
@@ -164,7 +165,7 @@ export class PcapngFile implements CaptureFile {
           this.sec = ifc.tsoffset;
           this.nsec = 0;
         }
-        batch.push(this.sec, this.nsec, s.buf, p + (type === BT_SPB ? 12 : 28), keep, wirelen, ifc.linktype, g, 0);
+        batch.pushDeferred(this.sec, this.nsec, s.buf, p + (type === BT_SPB ? 12 : 28), keep, wirelen, ifc.linktype, g, 0);
         s.pos = p + len;
         this.packets++;
         n++;
@@ -174,6 +175,9 @@ export class PcapngFile implements CaptureFile {
       if (!(e instanceof CaptureFileError)) throw e;
       this.failure = e;
       if (n === 0) throw e;
+    } finally {
+      batch.settle();
+      s.onMove = null;
     }
     return n;
   }

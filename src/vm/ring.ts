@@ -8,6 +8,7 @@
 // Layout of a slot: u32 payload bytes, u32 packet count, then the batch
 // records (src/capture/batch.ts). A slot never wraps: when the room at the
 // end is too small the producer writes a WRAP marker and starts at 0.
+import { copyBytes } from '../capture/native.js';
 import { Batch } from '../capture/batch.js';
 
 const SLOT_HDR = 8;
@@ -119,7 +120,7 @@ export class RingProducer extends RingBase {
     if (batch.count === 0) return true;
     const into = this.reserve(batch.bytes, waitMs, batch.bytes);
     if (!into) return false;
-    batch.buf.copy(into.buf, 0, 0, batch.bytes);
+    copyBytes(into.buf, 0, batch.buf, 0, batch.bytes);
     into.count = batch.count;
     into.bytes = batch.bytes;
     return this.commit(into, waitMs);

@@ -406,12 +406,41 @@ static napi_value js_version(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * copy(dst, src, triples, n): memcpy(dst + t[3i+1], src + t[3i], t[3i+2]).
+ * The capture thread writes packets into a SharedArrayBuffer ring, and V8
+ * copies into shared memory with relaxed atomics at a third of memcpy's
+ * speed; one call per batch moves every packet with memcpy.
+ */
+static napi_value js_copy(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) return throw_type(env, "copy(dst, src, triples, n)");
+  uint8_t *dst, *src, *tb;
+  size_t dlen, slen, tlen;
+  if (bytes_of(env, argv[0], &dst, &dlen) != napi_ok || bytes_of(env, argv[1], &src, &slen) != napi_ok ||
+      bytes_of(env, argv[2], &tb, &tlen) != napi_ok)
+    return throw_type(env, "copy: dst, src and triples must be typed arrays");
+  uint32_t n;
+  if (napi_get_value_uint32(env, argv[3], &n) != napi_ok) return throw_type(env, "copy: n must be a number");
+  if ((uint64_t)n * 12 > tlen || ((uintptr_t)tb & 3)) return throw_range(env, "copy: n exceeds the triples");
+  const uint32_t *t = (const uint32_t *)tb;
+  for (uint32_t i = 0; i < n; i++, t += 3) {
+    uint64_t from = t[0], to = t[1], len = t[2];
+    if (from + len > slen || to + len > dlen) return throw_range(env, "copy: a range is out of bounds");
+    memcpy(dst + to, src + from, (size_t)len);
+  }
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"compile", NULL, js_compile, NULL, NULL, NULL, napi_enumerable, NULL},
       {"apply", NULL, js_apply, NULL, NULL, NULL, napi_enumerable, NULL},
       {"dlt", NULL, js_dlt, NULL, NULL, NULL, napi_enumerable, NULL},
       {"version", NULL, js_version, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"copy", NULL, js_copy, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;
