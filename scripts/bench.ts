@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const RIFF = path.join(ROOT, 'dist', 'src', 'cli.js');
+const RIFF = path.join(ROOT, 'dist', 'src', 'riff.js');
 const GEN = path.join(ROOT, 'dist', 'scripts', 'gen-bench-capture.js');
 const SEED = path.join(ROOT, 'fixtures', 'original-riff', 'elements.lua');
 const COUNT = path.join(ROOT, 'fixtures', 'count.lua');

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+export const CLI = path.join(ROOT, 'dist', 'src', 'riff.js');
 export const FIXTURES = path.join(ROOT, 'fixtures');
 export const CORPUS = path.resolve(ROOT, '..', 'shared', 'corpus', 'tcpdump');
 

@@ -27,6 +27,21 @@ interface Slot {
   done: Promise<Extract<WorkerMessage, { type: 'done' }>>;
 }
 
+// Worker 0 can start booting (Node, wasmoon, the WebAssembly instance: most
+// of riff's start-up) before the command line is even parsed; start() then
+// hands it its orders by message instead of workerData.
+let early: { worker: Worker; error: Error | null } | null = null;
+
+export function prestartWorker(): void {
+  if (early) return;
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: null });
+  early = { worker, error: null };
+  const e = early;
+  worker.on('error', (err) => (e.error = err));
+  // Not needed after all (--help, a bad argument): it must not keep riff alive.
+  worker.unref();
+}
+
 export class LuaPool {
   /** Packets dropped because a ring was full (live capture only). */
   dropped = 0;
@@ -65,7 +80,16 @@ export class LuaPool {
         readConfig: i === 0,
         records: !!o.onRecord,
       };
-      const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
+      let worker: Worker;
+      let failed: Error | null = null;
+      if (i === 0 && early) {
+        ({ worker, error: failed } = early);
+        early = null;
+        worker.ref();
+        worker.postMessage(init);
+      } else {
+        worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
+      }
       let resolveReady!: (m: Extract<WorkerMessage, { type: 'ready' }>) => void;
       let rejectReady!: (e: Error) => void;
       let resolveDone!: (m: Extract<WorkerMessage, { type: 'done' }>) => void;
@@ -79,6 +103,7 @@ export class LuaPool {
         else if (m.type === 'done') resolveDone(m);
       });
       worker.on('error', (e) => rejectReady(new Error(`Lua worker ${i}: ${e.message}`)));
+      if (failed) rejectReady(new Error(`Lua worker ${i}: ${failed.message}`));
       worker.on('exit', () => {
         rejectReady(new Error(`Lua worker ${i} exited before it was ready`));
         resolveDone({ type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] });

@@ -63,8 +63,10 @@ export class Runtime {
     this.scriptDir = opts.script ? path.dirname(path.resolve(opts.script)) : null;
   }
 
-  static async create(opts: RuntimeOptions): Promise<Runtime> {
-    const vm = await LuaVM.create({ memoryLimit: opts.memoryLimit });
+  /** A runtime in `vm` (fresh from LuaVM.create), or in a VM of its own. */
+  static async create(opts: RuntimeOptions, vm?: LuaVM): Promise<Runtime> {
+    vm ??= await LuaVM.create({ memoryLimit: opts.memoryLimit });
+    vm.memoryLimit = opts.memoryLimit;
     const rt = new Runtime(vm, opts);
     rt.boot();
     return rt;

@@ -4,7 +4,9 @@
 // call; riff makes several calls per packet and moves binary data, so it talks
 // to the exports directly and keeps wasmoon for what it does well: building and
 // instantiating the module.
-import { LuaWasm } from 'wasmoon';
+// wasmoon is imported when a VM is made, so the capture thread, which only
+// talks to workers, never loads it.
+import type { LuaWasm } from 'wasmoon';
 
 // The parts of the WebAssembly JS API riff touches. TypeScript declares them
 // in lib.dom, which a Node program does not load.
@@ -105,9 +107,10 @@ export async function loadWasm(): Promise<Wasm> {
     instance = (r as { instance?: Instance }).instance ?? (r as Instance);
     return r;
   };
+  const { LuaWasm: Wasmoon } = await import('wasmoon');
   let lw: LuaWasm;
   try {
-    lw = await LuaWasm.initialize();
+    lw = await Wasmoon.initialize();
   } finally {
     WA.instantiate = original;
   }

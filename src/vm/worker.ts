@@ -5,6 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
 import { Runtime, ScriptError, type RuntimeOptions } from './runtime.js';
+import { LuaVM } from './vm.js';
 
 export interface WorkerInit {
   index: number;
@@ -27,8 +28,13 @@ export type WorkerMessage =
   | { type: 'record'; bytes: Uint8Array; at: number }
   | { type: 'done'; processed: number; errors: number; hookErrors: number; byScript: [string, number][] };
 
-const init = workerData as WorkerInit;
 const port = parentPort!;
+// The VM is made while the orders are on their way (a prestarted worker gets
+// them by message once the command line is parsed).
+const vmReady = LuaVM.create({ memoryLimit: 0 });
+vmReady.catch(() => {}); // handled where it is awaited
+const init: WorkerInit =
+  (workerData as WorkerInit | null) ?? (await new Promise<WorkerInit>((resolve) => port.once('message', resolve)));
 const post = (m: WorkerMessage) => port.postMessage(m);
 const lock = new Int32Array(init.lock);
 const counters = new Float64Array(init.counters);
@@ -58,12 +64,15 @@ async function main(): Promise<void> {
   let config: { filter: string | null; outputs: string[] } = { filter: null, outputs: [] };
   let rule: string;
   try {
-    rt = await Runtime.create({
-      ...init.opts,
-      write,
-      record: init.records ? (bytes) => post({ type: 'record', bytes, at: Date.now() }) : undefined,
-      interrupted: () => ring.abandoned(),
-    });
+    rt = await Runtime.create(
+      {
+        ...init.opts,
+        write,
+        record: init.records ? (bytes) => post({ type: 'record', bytes, at: Date.now() }) : undefined,
+        interrupted: () => ring.abandoned(),
+      },
+      await vmReady,
+    );
     if (init.readConfig) config = rt.config();
     rule = rt.open();
   } catch (e) {
