@@ -62,24 +62,46 @@ local function emit_err(s)
 end
 
 -- io.write formats numbers as C Lua does: integers with %d, floats with %.14g.
-local function writer(sink, fname)
-  return function(...)
-    for i = 1, select("#", ...) do
+local function tostr(i, v, fname)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return mtype(v) == "integer" and sfmt("%d", v) or sfmt("%.14g", v) end
+  error(sfmt("bad argument #%d to '%s' (string expected, got %s)", i, fname, t), 3)
+end
+
+-- Scripts write every packet: io.write(data, "\n") is riff's hottest Lua
+-- outside the scripts themselves, so one or two arguments skip the loop.
+local function write_out(...)
+  local n = select("#", ...)
+  if n <= 2 then
+    if n == 0 then return end
+    local a, b = ...
+    if type(a) ~= "string" then a = tostr(1, a, "write") end
+    nout = nout + 1
+    out[nout] = a
+    outbytes = outbytes + #a
+    if n == 2 then
+      if type(b) ~= "string" then b = tostr(2, b, "write") end
+      nout = nout + 1
+      out[nout] = b
+      outbytes = outbytes + #b
+    end
+  else
+    for i = 1, n do
       local v = select(i, ...)
-      local t = type(v)
-      if t == "string" then
-        sink(v)
-      elseif t == "number" then
-        sink(mtype(v) == "integer" and sfmt("%d", v) or sfmt("%.14g", v))
-      else
-        error(sfmt("bad argument #%d to '%s' (string expected, got %s)", i, fname, t), 2)
-      end
+      if type(v) ~= "string" then v = tostr(i, v, "write") end
+      nout = nout + 1
+      out[nout] = v
+      outbytes = outbytes + #v
     end
   end
+  if outbytes >= MUST_FLUSH then flush() end
 end
+
 -- stderr is unbuffered, as in C: a script's progress notes show at once.
-local write_out = writer(emit, "write")
-local write_err = writer(function(s) host_write(2, s) end, "write")
+local function write_err(...)
+  for i = 1, select("#", ...) do host_write(2, tostr(i, (select(i, ...)), "write")) end
+end
 
 local function file_object(write)
   local f = {}
