@@ -83,7 +83,7 @@ async function main(): Promise<void> {
   rt.setup();
   const at = init.index * 2;
   let handed = 0;
-  const prof = process.env.RIFF_PROFILE ? { wait: 0, lua: 0, t: performance.now() } : null;
+  const prof = process.env.RIFF_PROFILE ? { wait: 0, lua: 0, t: performance.now(), ready: performance.now(), first: 0 } : null;
   for (;;) {
     if (prof) prof.t = performance.now();
     const b = ring.next(100);
@@ -93,7 +93,10 @@ async function main(): Promise<void> {
       continue;
     }
     if (!rt.stopRequested && !ring.abandoned()) {
-      if (prof) prof.t = performance.now();
+      if (prof) {
+        prof.t = performance.now();
+        prof.first ||= prof.t - prof.ready;
+      }
       handed += rt.process(b);
       if (prof) prof.lua += performance.now() - prof.t;
       counters[at] = handed;
@@ -105,7 +108,7 @@ async function main(): Promise<void> {
       post({ type: 'stop', why: 'strict' });
     }
   }
-  if (prof) write(2, Buffer.from(`riff: worker ${init.index}: ${prof.lua.toFixed(0)} ms in Lua batches, ${prof.wait.toFixed(0)} ms waiting for packets\n`));
+  if (prof) write(2, Buffer.from(`riff: worker ${init.index}: ${prof.lua.toFixed(0)} ms in Lua batches, ${prof.wait.toFixed(0)} ms waiting for packets (the first ${prof.first.toFixed(0)} ms after ready)\n`));
   rt.deinit();
   const s = rt.summary();
   counters[at + 1] = s.packetErrors;
