@@ -8,7 +8,7 @@
 // Layout of a slot: u32 payload bytes, u32 packet count, then the batch
 // records (src/capture/batch.ts). A slot never wraps: when the room at the
 // end is too small the producer writes a WRAP marker and starts at 0.
-import { copyBytes } from '../capture/native.js';
+import { copyBytes, nativeOrNull } from '../capture/native.js';
 import { Batch } from '../capture/batch.js';
 
 const SLOT_HDR = 8;
@@ -51,6 +51,13 @@ class RingBase {
 
 export class RingProducer extends RingBase {
   private pending: { at: number; skipped: number; batch: Batch } | null = null;
+
+  constructor(shared: RingShared) {
+    super(shared);
+    // The addon copies batches in; load it now rather than under the first
+    // live packets.
+    nativeOrNull();
+  }
 
   /** Largest batch the ring takes in one slot. */
   get maxBatch(): number {
