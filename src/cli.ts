@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // riff's command line: parse, open the capture, start the Lua runtime, move
 // batches from one to the other, and account for every packet at the end.
 import fs from 'node:fs';
