@@ -14,7 +14,7 @@
 //          stamped by the capture thread so ids stay global across workers
 //   36 u32 reserved
 
-import { nativeOrNull, type Native } from './native.js';
+import { nativeOrNull } from './native.js';
 
 export const HDR = 40;
 export const FLAG_ARRIVAL_TS = 1; // live: stamped on arrival, wire length unknown
@@ -26,9 +26,6 @@ const LITTLE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 function wordsOf(b: Buffer): Uint32Array | null {
   return LITTLE && b.byteOffset % 4 === 0 ? new Uint32Array(b.buffer, b.byteOffset, b.byteLength >>> 2) : null;
 }
-
-let native: Native | null | undefined;
-const copier = (): Native | null => (native === undefined ? (native = nativeOrNull()) : native);
 
 export class Batch {
   buf: Buffer;
@@ -98,7 +95,7 @@ export class Batch {
     iface: number,
     flags: number,
   ): void {
-    if (!copier()) return this.push(sec, nsec, src, start, caplen, wirelen, linktype, iface, flags);
+    if (!nativeOrNull()) return this.push(sec, nsec, src, start, caplen, wirelen, linktype, iface, flags);
     const o = this.header(sec, nsec, caplen, wirelen, linktype, iface, flags);
     if (src !== this.pendingSrc) {
       this.settle();
@@ -119,7 +116,7 @@ export class Batch {
 
   /** Copy what pushDeferred() queued. A bound function, so a Source can call it before it moves its bytes. */
   readonly settle = (): void => {
-    if (this.npending) copier()!.copy(this.buf, this.pendingSrc!, this.pending, this.npending);
+    if (this.npending) nativeOrNull()!.copy(this.buf, this.pendingSrc!, this.pending, this.npending);
     this.npending = 0;
     this.pendingSrc = null;
   };

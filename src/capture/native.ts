@@ -49,8 +49,10 @@ export function loadNative(): Native {
   }
 }
 
-/** The addon when it loads, else null (callers have a slower JS path). */
+/** The addon when it loads, else null (callers have a slower JS path). Cheap to call per packet. */
 export function nativeOrNull(): Native | null {
+  if (native) return native;
+  if (loadFailure) return null;
   try {
     return loadNative();
   } catch {

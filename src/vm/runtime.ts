@@ -65,7 +65,7 @@ export class Runtime {
 
   /** A runtime in `vm` (fresh from LuaVM.create), or in a VM of its own. */
   static async create(opts: RuntimeOptions, vm?: LuaVM): Promise<Runtime> {
-    vm ??= await LuaVM.create({ memoryLimit: opts.memoryLimit });
+    vm ??= await LuaVM.create({ memoryLimit: 0 });
     vm.memoryLimit = opts.memoryLimit;
     const rt = new Runtime(vm, opts);
     rt.boot();
