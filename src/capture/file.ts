@@ -45,6 +45,36 @@ export interface CaptureFile {
   close(): void;
 }
 
+/**
+ * CaptureFile.fill around a reader's packet loop `read` (which appends up to
+ * `max` packets): a damaged file keeps failing, damage met after good packets
+ * is thrown by the next call, and copies the batch deferred settle before the
+ * read buffer moves and before the batch is handed on.
+ */
+export function fillFrom(
+  reader: { failure: CaptureFileError | null },
+  src: Source,
+  batch: Batch,
+  max: number,
+  read: () => void,
+): number {
+  if (reader.failure) throw reader.failure;
+  if (!(max >= 1)) throw new RangeError(`fill: max must be at least 1 (got ${max})`);
+  const before = batch.count;
+  src.onMove = batch.settle;
+  try {
+    read();
+  } catch (e) {
+    if (!(e instanceof CaptureFileError)) throw e;
+    reader.failure = e;
+    if (batch.count === before) throw e;
+  } finally {
+    batch.settle();
+    src.onMove = null;
+  }
+  return batch.count - before;
+}
+
 /** Open a pcap or pcapng file; '-' reads standard input. */
 export function openCaptureFile(path: string): CaptureFile {
   const stdin = path === '-';

@@ -1,7 +1,7 @@
 // Classic pcap savefiles, read the way libpcap's sf-pcap.c reads them.
 
 import type { Batch } from './batch.js';
-import { CaptureFileError, Warnings, adjustSnaplen, maxSnaplen, plural, type CaptureFile, type Source } from './file.js';
+import { CaptureFileError, Warnings, fillFrom, adjustSnaplen, maxSnaplen, plural, type CaptureFile, type Source } from './file.js';
 
 const MAGIC_US = 0xa1b2c3d4;
 const MAGIC_NS = 0xa1b23c4d;
@@ -34,7 +34,7 @@ export class PcapFile implements CaptureFile {
   private readonly lengths: number;
   private readonly warn = new Warnings();
   private packets = 0;
-  private failure: CaptureFileError | null = null;
+  failure: CaptureFileError | null = null;
 
   constructor(
     readonly path: string,
@@ -85,10 +85,11 @@ export class PcapFile implements CaptureFile {
   }
 
   fill(batch: Batch, max: number): number {
-    if (this.failure) throw this.failure;
-    if (!(max >= 1)) throw new RangeError(`fill: max must be at least 1 (got ${max})`);
+    return fillFrom(this, this.src, batch, max, () => this.read(batch, max));
+  }
+
+  private read(batch: Batch, max: number): void {
     const s = this.src;
-    s.onMove = batch.settle;
     const le = this.le;
     const hs = this.recHeader;
     const snap = this.snaplen;
@@ -96,79 +97,69 @@ export class PcapFile implements CaptureFile {
     const tps = this.ticksPerSec;
     const nspt = this.nsPerTick;
     let n = 0;
-    try {
-      while (n < max) {
-        let avail = s.end - s.pos;
+    while (n < max) {
+      let avail = s.end - s.pos;
+      if (avail < hs) {
+        avail = s.need(hs);
+        if (avail === 0) break;
         if (avail < hs) {
-          avail = s.need(hs);
-          if (avail === 0) break;
-          if (avail < hs) {
-            throw new CaptureFileError(
-              `packet ${this.packets + 1}: truncated record header (${avail} of ${hs} bytes before end of file)`,
-              s.offset,
-            );
-          }
-        }
-        let p = s.pos;
-        let v = s.view;
-        let caplen = v.getUint32(p + 8, le);
-        let wirelen = v.getUint32(p + 12, le);
-        if (this.lengths !== LENGTHS_OK && (this.lengths === LENGTHS_SWAPPED || caplen > wirelen)) {
-          const t = caplen;
-          caplen = wirelen;
-          wirelen = t;
-        }
-        if (caplen > this.maxCaplen) {
           throw new CaptureFileError(
-            `packet ${this.packets + 1}: captured length ${caplen} exceeds the maximum ${this.maxCaplen}`,
+            `packet ${this.packets + 1}: truncated record header (${avail} of ${hs} bytes before end of file)`,
             s.offset,
           );
         }
-        // Like libpcap, keep a record longer than the snapshot length (old
-        // Solaris writers got the header wrong) but cut it to that length.
-        const keep = caplen > snap ? snap : caplen;
-        if (n > 0 && !batch.fits(keep)) break;
-        const rec = hs + caplen;
+      }
+      let p = s.pos;
+      let v = s.view;
+      let caplen = v.getUint32(p + 8, le);
+      let wirelen = v.getUint32(p + 12, le);
+      if (this.lengths !== LENGTHS_OK && (this.lengths === LENGTHS_SWAPPED || caplen > wirelen)) {
+        const t = caplen;
+        caplen = wirelen;
+        wirelen = t;
+      }
+      if (caplen > this.maxCaplen) {
+        throw new CaptureFileError(
+          `packet ${this.packets + 1}: captured length ${caplen} exceeds the maximum ${this.maxCaplen}`,
+          s.offset,
+        );
+      }
+      // Like libpcap, keep a record longer than the snapshot length (old
+      // Solaris writers got the header wrong) but cut it to that length.
+      const keep = caplen > snap ? snap : caplen;
+      if (n > 0 && !batch.fits(keep)) break;
+      const rec = hs + caplen;
+      if (avail < rec) {
+        avail = s.need(rec);
         if (avail < rec) {
-          avail = s.need(rec);
-          if (avail < rec) {
-            throw new CaptureFileError(
-              `packet ${this.packets + 1}: truncated record (needs ${rec} bytes, ${avail} before end of file)`,
-              s.offset,
-            );
-          }
-          p = s.pos;
-          v = s.view;
-        }
-        let sec = v.getUint32(p, le);
-        let frac = v.getUint32(p + 4, le);
-        // Fuzzed and buggy writers put a second's worth or more in the
-        // fraction; carry it, which keeps sec*1e6+usec what libpcap reports.
-        if (frac >= tps) {
-          const carry = Math.floor(frac / tps);
-          sec += carry;
-          frac -= carry * tps;
-        }
-        batch.pushDeferred(sec, frac * nspt, s.buf, p + hs, keep, wirelen, lt, 0, 0);
-        s.pos = p + rec;
-        this.packets++;
-        n++;
-        if (keep !== caplen) {
-          this.warn.note(
-            'over-snaplen',
-            (k) => `${plural(k, 'packet')} longer than the snapshot length ${snap} (truncated to it, as libpcap does)`,
+          throw new CaptureFileError(
+            `packet ${this.packets + 1}: truncated record (needs ${rec} bytes, ${avail} before end of file)`,
+            s.offset,
           );
         }
+        p = s.pos;
+        v = s.view;
       }
-    } catch (e) {
-      if (!(e instanceof CaptureFileError)) throw e;
-      this.failure = e;
-      if (n === 0) throw e;
-    } finally {
-      batch.settle();
-      s.onMove = null;
+      let sec = v.getUint32(p, le);
+      let frac = v.getUint32(p + 4, le);
+      // Fuzzed and buggy writers put a second's worth or more in the
+      // fraction; carry it, which keeps sec*1e6+usec what libpcap reports.
+      if (frac >= tps) {
+        const carry = Math.floor(frac / tps);
+        sec += carry;
+        frac -= carry * tps;
+      }
+      batch.pushDeferred(sec, frac * nspt, s.buf, p + hs, keep, wirelen, lt, 0, 0);
+      s.pos = p + rec;
+      this.packets++;
+      n++;
+      if (keep !== caplen) {
+        this.warn.note(
+          'over-snaplen',
+          (k) => `${plural(k, 'packet')} longer than the snapshot length ${snap} (truncated to it, as libpcap does)`,
+        );
+      }
     }
-    return n;
   }
 
   close(): void {

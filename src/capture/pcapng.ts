@@ -4,7 +4,7 @@
 // each section may have its own byte order.
 
 import type { Batch } from './batch.js';
-import { CaptureFileError, Warnings, adjustSnaplen, maxSnaplen, plural, type CaptureFile, type Source } from './file.js';
+import { CaptureFileError, Warnings, fillFrom, adjustSnaplen, maxSnaplen, plural, type CaptureFile, type Source } from './file.js';
 
 /** First four bytes of every pcapng file (the SHB type, the same in both byte orders). */
 export const PCAPNG_MAGIC = 0x0a0d0d0a;
@@ -68,7 +68,7 @@ export class PcapngFile implements CaptureFile {
   private blen = 0;
   private packets = 0;
   private readonly warn = new Warnings();
-  private failure: CaptureFileError | null = null;
+  failure: CaptureFileError | null = null;
   // Time stamp of the packet being decoded, written by stamp().
   private sec = 0;
   private nsec = 0;
@@ -99,87 +99,78 @@ export class PcapngFile implements CaptureFile {
   }
 
   fill(batch: Batch, max: number): number {
-    if (this.failure) throw this.failure;
-    if (!(max >= 1)) throw new RangeError(`fill: max must be at least 1 (got ${max})`);
+    return fillFrom(this, this.src, batch, max, () => this.read(batch, max));
+  }
+
+  private read(batch: Batch, max: number): void {
     const s = this.src;
-    s.onMove = batch.settle;
     let n = 0;
-    try {
-      while (n < max) {
-        const type = this.block();
-        if (type < 0) break;
-        const p = s.pos;
-        const len = this.blen;
-        const v = s.view;
-        const le = this.le;
-        let id: number;
-        let caplen: number;
-        let wirelen: number;
-        let hi = 0;
-        let lo = 0;
-        let room: number;
-        if (type === BT_EPB || type === BT_PB) {
-          if (len < MIN_EPB) throw this.tooShort(type, len, MIN_EPB);
-          // The PB's interface id is 16 bits, followed by a drops count.
-          id = type === BT_EPB ? v.getUint32(p + 8, le) : v.getUint16(p + 8, le);
-          hi = v.getUint32(p + 12, le);
-          lo = v.getUint32(p + 16, le);
-          caplen = v.getUint32(p + 20, le);
-          wirelen = v.getUint32(p + 24, le);
-          room = len - MIN_EPB;
-        } else if (type === BT_SPB) {
-          if (len < MIN_SPB) throw this.tooShort(type, len, MIN_SPB);
-          id = 0;
-          wirelen = v.getUint32(p + 8, le);
-          caplen = wirelen; // narrowed to the snapshot length below, once the interface is known
-          room = len - MIN_SPB;
-        } else {
-          this.control(type);
-          s.pos = p + len;
-          continue;
-        }
-        if (id >= this.sectionCount) {
-          throw new CaptureFileError(
-            `packet ${this.packets + 1}: ${type === BT_SPB ? 'simple packet block' : 'packet'} on interface ${id}, ` +
-              `but section ${this.sections} declares ${plural(this.sectionCount, 'interface')}`,
-            s.offset,
-          );
-        }
-        const g = this.sectionBase + id;
-        const ifc = this.ifaces[g];
-        if (type === BT_SPB && caplen > ifc.snaplen) caplen = ifc.snaplen; // an SPB's captured length is implied
-        let keep = caplen;
-        if (keep > ifc.snaplen) keep = ifc.snaplen;
-        if (type === BT_SPB) {
-          if (keep > room) keep = room;
-        } else if (keep > room) {
-          throw new CaptureFileError(
-            `packet ${this.packets + 1}: captured length ${keep} exceeds the ${room} bytes its block holds`,
-            s.offset,
-          );
-        }
-        if (n > 0 && !batch.fits(keep)) break;
-        if (type !== BT_SPB) this.stamp(ifc, hi, lo);
-        else {
-          // No time stamp in an SPB; libpcap reports 0 plus the interface offset.
-          this.sec = ifc.tsoffset;
-          this.nsec = 0;
-        }
-        batch.pushDeferred(this.sec, this.nsec, s.buf, p + (type === BT_SPB ? 12 : 28), keep, wirelen, ifc.linktype, g, 0);
+    while (n < max) {
+      const type = this.block();
+      if (type < 0) break;
+      const p = s.pos;
+      const len = this.blen;
+      const v = s.view;
+      const le = this.le;
+      let id: number;
+      let caplen: number;
+      let wirelen: number;
+      let hi = 0;
+      let lo = 0;
+      let room: number;
+      if (type === BT_EPB || type === BT_PB) {
+        if (len < MIN_EPB) throw this.tooShort(type, len, MIN_EPB);
+        // The PB's interface id is 16 bits, followed by a drops count.
+        id = type === BT_EPB ? v.getUint32(p + 8, le) : v.getUint16(p + 8, le);
+        hi = v.getUint32(p + 12, le);
+        lo = v.getUint32(p + 16, le);
+        caplen = v.getUint32(p + 20, le);
+        wirelen = v.getUint32(p + 24, le);
+        room = len - MIN_EPB;
+      } else if (type === BT_SPB) {
+        if (len < MIN_SPB) throw this.tooShort(type, len, MIN_SPB);
+        id = 0;
+        wirelen = v.getUint32(p + 8, le);
+        caplen = wirelen; // narrowed to the snapshot length below, once the interface is known
+        room = len - MIN_SPB;
+      } else {
+        this.control(type);
         s.pos = p + len;
-        this.packets++;
-        n++;
-        if (keep !== caplen) this.noteCut(type, caplen, keep, ifc);
+        continue;
       }
-    } catch (e) {
-      if (!(e instanceof CaptureFileError)) throw e;
-      this.failure = e;
-      if (n === 0) throw e;
-    } finally {
-      batch.settle();
-      s.onMove = null;
+      if (id >= this.sectionCount) {
+        throw new CaptureFileError(
+          `packet ${this.packets + 1}: ${type === BT_SPB ? 'simple packet block' : 'packet'} on interface ${id}, ` +
+            `but section ${this.sections} declares ${plural(this.sectionCount, 'interface')}`,
+          s.offset,
+        );
+      }
+      const g = this.sectionBase + id;
+      const ifc = this.ifaces[g];
+      if (type === BT_SPB && caplen > ifc.snaplen) caplen = ifc.snaplen; // an SPB's captured length is implied
+      let keep = caplen;
+      if (keep > ifc.snaplen) keep = ifc.snaplen;
+      if (type === BT_SPB) {
+        if (keep > room) keep = room;
+      } else if (keep > room) {
+        throw new CaptureFileError(
+          `packet ${this.packets + 1}: captured length ${keep} exceeds the ${room} bytes its block holds`,
+          s.offset,
+        );
+      }
+      if (n > 0 && !batch.fits(keep)) break;
+      if (type !== BT_SPB) this.stamp(ifc, hi, lo);
+      else {
+        // No time stamp in an SPB; libpcap reports 0 plus the interface offset.
+        this.sec = ifc.tsoffset;
+        this.nsec = 0;
+      }
+      batch.pushDeferred(this.sec, this.nsec, s.buf, p + (type === BT_SPB ? 12 : 28), keep, wirelen, ifc.linktype, g, 0);
+      s.pos = p + len;
+      this.packets++;
+      n++;
+      if (keep !== caplen) this.noteCut(type, caplen, keep, ifc);
     }
-    return n;
   }
 
   close(): void {
