@@ -69,31 +69,15 @@ local function tostr(i, v, fname)
   error(sfmt("bad argument #%d to '%s' (string expected, got %s)", i, fname, t), 3)
 end
 
--- Scripts write every packet: io.write(data, "\n") is riff's hottest Lua
--- outside the scripts themselves, so one or two arguments skip the loop.
+-- Scripts write every packet (io.write(data, "\n")): the buffer is appended
+-- to here directly rather than through emit().
 local function write_out(...)
-  local n = select("#", ...)
-  if n <= 2 then
-    if n == 0 then return end
-    local a, b = ...
-    if type(a) ~= "string" then a = tostr(1, a, "write") end
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    if type(v) ~= "string" then v = tostr(i, v, "write") end
     nout = nout + 1
-    out[nout] = a
-    outbytes = outbytes + #a
-    if n == 2 then
-      if type(b) ~= "string" then b = tostr(2, b, "write") end
-      nout = nout + 1
-      out[nout] = b
-      outbytes = outbytes + #b
-    end
-  else
-    for i = 1, n do
-      local v = select(i, ...)
-      if type(v) ~= "string" then v = tostr(i, v, "write") end
-      nout = nout + 1
-      out[nout] = v
-      outbytes = outbytes + #v
-    end
+    out[nout] = v
+    outbytes = outbytes + #v
   end
   if outbytes >= MUST_FLUSH then flush() end
 end
