@@ -69,9 +69,10 @@
 
 local addr = require "proto.addr"
 local idle = require "flow.idle"
+local keys = require "flow.keys"
 local unlink, push_front, push_back = idle.unlink, idle.push_front, idle.push_back
-local byte, sub, setmetatable, type, remove, insert, next =
-      string.byte, string.sub, setmetatable, type, table.remove, table.insert, next
+local byte, sub, setmetatable, type, remove, insert =
+      string.byte, string.sub, setmetatable, type, table.remove, table.insert
 local mac, ip4, ip6 = addr.mac, addr.ip4, addr.ip6
 
 local M32, HALF = 0xffffffff, 0x80000000
@@ -131,27 +132,8 @@ function M.new(o)
   }, T)
 end
 
--- IPv4 endpoints are integers ip << 16 | port. The map is two-level,
--- outer key the endpoint with the lower port (usually the server's, so the
--- inner tables are few and shared), inner key the other.
-local function order(a, b)
-  local pa, pb = a & 0xffff, b & 0xffff
-  if pa < pb or (pa == pb and a < b) then return a, b end
-  return b, a
-end
-
 local function unmap(self, c)
-  local k6 = c[K6]
-  if k6 then
-    self._m6[k6] = nil
-    return
-  end
-  local lo, hi = order(c[CEP], c[SEP])
-  local inner = self._m4[lo]
-  if inner then
-    inner[hi] = nil
-    if next(inner) == nil then self._m4[lo] = nil end
-  end
+  keys.remove(self, c[CEP], c[SEP], c[K6] or nil)
 end
 
 -- a before b in sequence space
@@ -414,15 +396,7 @@ local function new_conn(self, d, lt, o3, v6, a, b, key6, sp, dp, client_is_src, 
     bytes = { c2s = 0, s2c = 0 }, retrans = { c2s = 0, s2c = 0 }, user = {},
   }, CONN)
   if not smac then c.client_mac, c.server_mac = nil, nil end
-  if v6 then
-    self._m6[key6] = c
-  else
-    local lo, hi = order(a, b)
-    local m4 = self._m4
-    local inner = m4[lo]
-    if not inner then inner = {} m4[lo] = inner end
-    inner[hi] = c
-  end
+  keys.put(self, c, a, b, key6)
   while self.count >= self.max_sessions do close(self, idle.oldest(self._live), "evicted") end
   push_front(self._live, c)
   self.count = self.count + 1

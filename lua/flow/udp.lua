@@ -29,8 +29,9 @@
 
 local addr = require "proto.addr"
 local idle = require "flow.idle"
+local keys = require "flow.keys"
 local unlink, push_front = idle.unlink, idle.push_front
-local byte, sub, setmetatable, next = string.byte, string.sub, setmetatable, next
+local byte, sub, setmetatable = string.byte, string.sub, setmetatable
 local mac, ip4, ip6 = addr.mac, addr.ip4, addr.ip6
 
 -- Private state in the array part, as in flow.tcp (LT, N, P: flow.idle's).
@@ -56,27 +57,10 @@ function M.new(o)
   }, U)
 end
 
--- Two-level map of integer endpoints, outer key the lower port (see flow.tcp).
-local function order(a, b)
-  local pa, pb = a & 0xffff, b & 0xffff
-  if pa < pb or (pa == pb and a < b) then return a, b end
-  return b, a
-end
-
 local function close(self, f, reason)
   if f.state == "closed" then return end
   unlink(f)
-  local k6 = f[K6]
-  if k6 then
-    self._m6[k6] = nil
-  else
-    local lo, hi = order(f[CEP], f[SEP])
-    local inner = self._m4[lo]
-    if inner then
-      inner[hi] = nil
-      if next(inner) == nil then self._m4[lo] = nil end
-    end
-  end
+  keys.remove(self, f[CEP], f[SEP], f[K6] or nil)
   self.count = self.count - 1
   f.state, f.reason = "closed", reason
   local s = self.stats
@@ -154,14 +138,7 @@ function U:packet(pkt, ts)
       pkts = { c2s = 0, s2c = 0 }, bytes = { c2s = 0, s2c = 0 }, user = {},
     }
     if not smac then f.client_mac, f.server_mac = nil, nil end
-    if v6 then
-      self._m6[key6] = f
-    else
-      local lo, hi = order(a, b)
-      local inner = self._m4[lo]
-      if not inner then inner = {} self._m4[lo] = inner end
-      inner[hi] = f
-    end
+    keys.put(self, f, a, b, key6)
     while self.count >= self.max_sessions do close(self, idle.oldest(self._live), "evicted") end
     push_front(self._live, f)
     self.count = self.count + 1
