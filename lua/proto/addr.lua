@@ -18,35 +18,27 @@ local byte, sub, sfmt, unpack, concat, type, tointeger =
 
 local M = {}
 
--- Text of recently formatted addresses, by raw bytes; emptied when full.
+-- A formatter of the `width` bytes at pos that remembers the text of recent
+-- ones by their raw bytes (the cache is emptied when full).
 local CACHE_MAX = 4096
-local cmac, nmac, cip4, nip4, cip6, nip6 = {}, 0, {}, 0, {}, 0
-
-local function mac(s, pos)
-  pos = tointeger(pos or 1)
-  if type(s) ~= "string" or not pos or pos < 1 or pos + 5 > #s then return nil end
-  local raw = sub(s, pos, pos + 5)
-  local t = cmac[raw]
-  if t then return t end
-  t = sfmt("%02x:%02x:%02x:%02x:%02x:%02x", byte(s, pos, pos + 5))
-  if nmac >= CACHE_MAX then cmac, nmac = {}, 0 end
-  nmac = nmac + 1
-  cmac[raw] = t
-  return t
+local function cached(width, text)
+  local cache, n = {}, 0
+  return function(s, pos)
+    pos = tointeger(pos or 1)
+    if type(s) ~= "string" or not pos or pos < 1 or pos + width - 1 > #s then return nil end
+    local raw = sub(s, pos, pos + width - 1)
+    local t = cache[raw]
+    if t then return t end
+    t = text(s, pos)
+    if n >= CACHE_MAX then cache, n = {}, 0 end
+    n = n + 1
+    cache[raw] = t
+    return t
+  end
 end
 
-local function ip4(s, pos)
-  pos = tointeger(pos or 1)
-  if type(s) ~= "string" or not pos or pos < 1 or pos + 3 > #s then return nil end
-  local raw = sub(s, pos, pos + 3)
-  local t = cip4[raw]
-  if t then return t end
-  t = sfmt("%d.%d.%d.%d", byte(s, pos, pos + 3))
-  if nip4 >= CACHE_MAX then cip4, nip4 = {}, 0 end
-  nip4 = nip4 + 1
-  cip4[raw] = t
-  return t
-end
+local mac = cached(6, function(s, pos) return sfmt("%02x:%02x:%02x:%02x:%02x:%02x", byte(s, pos, pos + 5)) end)
+local ip4 = cached(4, function(s, pos) return sfmt("%d.%d.%d.%d", byte(s, pos, pos + 3)) end)
 
 -- Scratch space for ip6: the groups of the address being formatted and the
 -- hex text of those printed. Reused, so formatting allocates only the result.
@@ -84,18 +76,7 @@ local function ip6text(s, pos)
   return left .. "::" .. concat(P, ":", 1, n)
 end
 
-local function ip6(s, pos)
-  pos = tointeger(pos or 1)
-  if type(s) ~= "string" or not pos or pos < 1 or pos + 15 > #s then return nil end
-  local raw = sub(s, pos, pos + 15)
-  local t = cip6[raw]
-  if t then return t end
-  t = ip6text(s, pos)
-  if nip6 >= CACHE_MAX then cip6, nip6 = {}, 0 end
-  nip6 = nip6 + 1
-  cip6[raw] = t
-  return t
-end
+local ip6 = cached(16, ip6text)
 
 local function hex(s, pos, n)
   pos, n = tointeger(pos or 1), tointeger(n)
