@@ -669,18 +669,9 @@ local PKT = {
 }
 
 local function decode(d, lt)
-  local l = tointeger(lt) or linktype_of(lt)
-  local et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag
-  if type(d) ~= "string" then
-    mal, l = "packet is not a string", l and l & 0xffff
-  elseif not l then
-    mal = "unknown link type"
-  else
-    local n = #d
-    if l & 0x04000000 ~= 0 then n = n - (l >> 28) * 2; if n < 0 then n = 0 end end
-    l = l & 0xffff
-    et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag = walk0(d, n, l)
-  end
+  local l = linktype_of(lt)
+  local et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag = walk(d, l)
+  l = l and l & 0xffff
   return setmetatable({
     data = d, linktype = l, ethertype = et,
     l3_offset = o3, _ipv = ver, l4_offset = o4, proto = proto, _l4 = l4,
@@ -697,18 +688,9 @@ function M.reusable()
   local spare = {}
   local t = setmetatable({ _spare = spare }, PKT)
   return function(d, lt)
-    local l = tointeger(lt) or linktype_of(lt)
-    local et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag
-    if type(d) ~= "string" then
-      mal, l = "packet is not a string", l and l & 0xffff
-    elseif not l then
-      mal = "unknown link type"
-    else
-      local n = #d
-      if l & 0x04000000 ~= 0 then n = n - (l >> 28) * 2; if n < 0 then n = 0 end end
-      l = l & 0xffff
-      et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag = walk0(d, n, l)
-    end
+    local l = linktype_of(lt)
+    local et, o3, ver, o4, proto, l4, po, pe, tr, mal, frag = walk(d, l)
+    l = l and l & 0xffff
     t.eth, t.vlan, t.sll, t.null, t.ip, t.ip4, t.ip6 = nil, nil, nil, nil, nil, nil, nil
     t.tcp, t.udp, t.icmp, t.icmp6, t.payload = nil, nil, nil, nil, nil
     t.data, t.linktype, t.ethertype, t.l3_offset, t._ipv, t.l4_offset, t.proto, t._l4 = d, l, et, o3, ver, o4, proto, l4
