@@ -55,27 +55,24 @@ local function fan(list, kind)
   end
 end
 
+-- A tracker with its own options, the shared defaults under them, and the
+-- plugins' open/close listeners.
+local function tracker(mod, kind, own, idle_timeout, max_sessions)
+  local o = {}
+  for k, v in pairs(own) do o[k] = v end
+  o.idle_timeout = o.idle_timeout or idle_timeout
+  o.max_sessions = o.max_sessions or max_sessions
+  o.on_open, o.on_close = fan(L.open, kind), fan(L.close, kind)
+  return mod.new(o)
+end
+
 function M.tcp()
-  if not T then
-    local o = {}
-    for k, v in pairs(opts.tcp) do o[k] = v end
-    o.idle_timeout = o.idle_timeout or opts.idle_timeout
-    o.max_sessions = o.max_sessions or opts.max_sessions
-    o.on_open, o.on_close = fan(L.open, "tcp"), fan(L.close, "tcp")
-    T = tcp.new(o)
-  end
+  T = T or tracker(tcp, "tcp", opts.tcp, opts.idle_timeout, opts.max_sessions)
   return T
 end
 
 function M.udp()
-  if not U then
-    local o = {}
-    for k, v in pairs(opts.udp) do o[k] = v end
-    o.idle_timeout = o.idle_timeout or opts.udp_timeout
-    o.max_sessions = o.max_sessions or opts.udp_max_sessions
-    o.on_open, o.on_close = fan(L.open, "udp"), fan(L.close, "udp")
-    U = udp.new(o)
-  end
+  U = U or tracker(udp, "udp", opts.udp, opts.udp_timeout, opts.udp_max_sessions)
   return U
 end
 
