@@ -58,6 +58,18 @@ export class Batch {
   }
 
   /**
+   * While set, push() queues its byte copies for settle(), which makes them
+   * all in one addon call: V8 writes into a SharedArrayBuffer (a ring slot)
+   * with relaxed atomics at a third of memcpy's speed. Whoever sets it
+   * settles before anything reads the batch and before a pushed `src`
+   * changes (capture/file.ts fillFrom does, for the file readers).
+   */
+  deferCopies = false;
+  private pending = new Uint32Array(3 * 1024);
+  private npending = 0;
+  private pendingSrc: Uint8Array | null = null;
+
+  /**
    * Append a packet. `src[start, start+caplen)` are the captured bytes.
    * Callers check fits() to close a batch; a packet that does not fit grows it.
    */
@@ -72,69 +84,6 @@ export class Batch {
     iface: number,
     flags = 0,
   ): void {
-    const o = this.header(sec, nsec, caplen, wirelen, linktype, iface, flags);
-    // Buffer.copy takes offsets: no view object per packet on the hot path.
-    if (Buffer.isBuffer(src)) src.copy(this.buf, o + HDR, start, start + caplen);
-    else this.buf.set(src.subarray(start, start + caplen), o + HDR);
-  }
-
-  /**
-   * push(), with the bytes copied later by settle(), which the caller runs
-   * before anything reads the batch and before `src` changes. V8 writes into
-   * a SharedArrayBuffer (a ring slot) with relaxed atomics at a third of
-   * memcpy's speed; settle() copies the whole batch in one addon call.
-   */
-  pushDeferred(
-    sec: number,
-    nsec: number,
-    src: Uint8Array,
-    start: number,
-    caplen: number,
-    wirelen: number,
-    linktype: number,
-    iface: number,
-    flags: number,
-  ): void {
-    if (!nativeOrNull()) return this.push(sec, nsec, src, start, caplen, wirelen, linktype, iface, flags);
-    const o = this.header(sec, nsec, caplen, wirelen, linktype, iface, flags);
-    if (src !== this.pendingSrc) {
-      this.settle();
-      this.pendingSrc = src;
-    }
-    let t = this.pending;
-    const k = this.npending * 3;
-    if (k === t.length) {
-      t = new Uint32Array(t.length * 2);
-      t.set(this.pending);
-      this.pending = t;
-    }
-    t[k] = start;
-    t[k + 1] = o + HDR;
-    t[k + 2] = caplen;
-    this.npending++;
-  }
-
-  /** Copy what pushDeferred() queued. A bound function, so a Source can call it before it moves its bytes. */
-  readonly settle = (): void => {
-    if (this.npending) nativeOrNull()!.copy(this.buf, this.pendingSrc!, this.pending, this.npending);
-    this.npending = 0;
-    this.pendingSrc = null;
-  };
-
-  private pending = new Uint32Array(3 * 1024);
-  private npending = 0;
-  private pendingSrc: Uint8Array | null = null;
-
-  /** Write a record header for `caplen` bytes at the end; returns its offset. */
-  private header(
-    sec: number,
-    nsec: number,
-    caplen: number,
-    wirelen: number,
-    linktype: number,
-    iface: number,
-    flags: number,
-  ): number {
     if (!this.fits(caplen)) this.grow(HDR + align8(caplen));
     const o = this.bytes;
     const w = this.words;
@@ -167,8 +116,36 @@ export class Batch {
     }
     this.bytes = o + HDR + align8(caplen);
     this.count++;
-    return o;
+    if (this.deferCopies && nativeOrNull()) this.queue(src, start, o + HDR, caplen);
+    // Buffer.copy takes offsets: no view object per packet on the hot path.
+    else if (Buffer.isBuffer(src)) src.copy(this.buf, o + HDR, start, start + caplen);
+    else this.buf.set(src.subarray(start, start + caplen), o + HDR);
   }
+
+  private queue(src: Uint8Array, from: number, to: number, len: number): void {
+    if (src !== this.pendingSrc) {
+      this.settle();
+      this.pendingSrc = src;
+    }
+    let t = this.pending;
+    const k = this.npending * 3;
+    if (k === t.length) {
+      t = new Uint32Array(t.length * 2);
+      t.set(this.pending);
+      this.pending = t;
+    }
+    t[k] = from;
+    t[k + 1] = to;
+    t[k + 2] = len;
+    this.npending++;
+  }
+
+  /** Make the copies push() queued. A bound function, so a Source can call it before it moves its bytes. */
+  readonly settle = (): void => {
+    if (this.npending) nativeOrNull()!.copy(this.buf, this.pendingSrc!, this.pending, this.npending);
+    this.npending = 0;
+    this.pendingSrc = null;
+  };
 
   /** Copy a whole record (header and padded bytes) from another batch's buffer. */
   appendRecord(src: Buffer, o: number, size: number): void {

@@ -61,6 +61,7 @@ export function fillFrom(
   if (reader.failure) throw reader.failure;
   if (!(max >= 1)) throw new RangeError(`fill: max must be at least 1 (got ${max})`);
   const before = batch.count;
+  batch.deferCopies = true;
   src.onMove = batch.settle;
   try {
     read();
@@ -70,6 +71,7 @@ export function fillFrom(
     if (batch.count === before) throw e;
   } finally {
     batch.settle();
+    batch.deferCopies = false;
     src.onMove = null;
   }
   return batch.count - before;

@@ -149,7 +149,7 @@ export class PcapFile implements CaptureFile {
         sec += carry;
         frac -= carry * tps;
       }
-      batch.pushDeferred(sec, frac * nspt, s.buf, p + hs, keep, wirelen, lt, 0, 0);
+      batch.push(sec, frac * nspt, s.buf, p + hs, keep, wirelen, lt, 0, 0);
       s.pos = p + rec;
       this.packets++;
       n++;

@@ -165,7 +165,7 @@ export class PcapngFile implements CaptureFile {
         this.sec = ifc.tsoffset;
         this.nsec = 0;
       }
-      batch.pushDeferred(this.sec, this.nsec, s.buf, p + (type === BT_SPB ? 12 : 28), keep, wirelen, ifc.linktype, g, 0);
+      batch.push(this.sec, this.nsec, s.buf, p + (type === BT_SPB ? 12 : 28), keep, wirelen, ifc.linktype, g, 0);
       s.pos = p + len;
       this.packets++;
       n++;
