@@ -409,6 +409,17 @@ local function new_conn(self, d, lt, o3, v6, a, b, key6, sp, dp, client_is_src, 
   return c
 end
 
+-- An ACK from the c2s side (or not): once it covers the peer's FIN, that
+-- FIN is acknowledged; both acknowledged closes the connection.
+local function ack_fin(self, conn, c2s, ack)
+  local pf = conn[c2s and FIN_S or FIN_C]
+  if pf and not before(ack, (pf + 1) & M32) then
+    local fa = conn[FA] | (c2s and 2 or 1) << 2
+    conn[FA] = fa
+    if fa & 12 == 12 then close(self, conn, "fin") end
+  end
+end
+
 function T:packet(pkt, ts)
   -- _l4 is proto.packet's "a whole TCP header is there" (nil for fragments);
   -- reading only fields that are set keeps pkt's __index out of the way.
@@ -556,13 +567,7 @@ function T:packet(pkt, ts)
 
   if fl & 7 == 0 then -- no SYN, FIN or RST: the usual case
     if ackf and conn[FA] ~= 0 then
-      -- FIN(s) seen: does this acknowledge the peer's?
-      local pf = conn[c2s and FIN_S or FIN_C]
-      if pf and not before(ack, (pf + 1) & M32) then
-        local fa = conn[FA] | (c2s and 2 or 1) << 2
-        conn[FA] = fa
-        if fa & 12 == 12 then close(self, conn, "fin") end
-      end
+      ack_fin(self, conn, c2s, ack) -- FIN(s) seen: does this acknowledge the peer's?
     elseif seglen > 0 or ackf then
       if conn.state == "syn" then conn.state = "established" end
     end
@@ -579,14 +584,7 @@ function T:packet(pkt, ts)
     close(self, conn, "rst")
     return conn
   end
-  if ackf then
-    local pf = conn[c2s and FIN_S or FIN_C]
-    if pf and not before(ack, (pf + 1) & M32) then
-      local fa = conn[FA] | (c2s and 2 or 1) << 2
-      conn[FA] = fa
-      if fa & 12 == 12 then close(self, conn, "fin") end
-    end
-  end
+  if ackf then ack_fin(self, conn, c2s, ack) end
   return conn
 end
 
