@@ -161,6 +161,19 @@ local function jumbo_len(d, pos, n)
   return nil
 end
 
+-- VLAN tags (802.1Q, 802.1ad, the older QinQ types) from o, et the
+-- EtherType before them: the EtherType they carry and where it ends, and
+-- false when a tag is cut short or there are more than 8 (then deep).
+local function vlans(d, n, et, o)
+  local k = 0
+  while et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200 do
+    if o + 3 > n or k >= 8 then return et, o, false, k >= 8 end
+    et = unpack(">I2", d, o + 2)
+    o, k = o + 4, k + 1
+  end
+  return et, o, true
+end
+
 -- The walk proper: lt is an integer link type without FCS bits, n the
 -- number of bytes to look at.
 local function walk0(d, n, lt)
@@ -171,12 +184,9 @@ local function walk0(d, n, lt)
     local hi, lo = byte(d, 13, 14)
     et = hi << 8 | lo
     o = 15
-    local k = 0
-    while et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200 do
-      if o + 3 > n or k >= 8 then return et, o, nil, nil, nil, nil, o, n, o + 3 > n, (k >= 8 and "too many VLAN tags" or nil), false end
-      et = unpack(">I2", d, o + 2)
-      o, k = o + 4, k + 1
-    end
+    local whole, deep
+    et, o, whole, deep = vlans(d, n, et, o)
+    if not whole then return et, o, nil, nil, nil, nil, o, n, o + 3 > n, (deep and "too many VLAN tags" or nil), false end
     if et <= 1500 then
       -- 802.3 length: IP only behind LLC/SNAP with an EtherType OUI.
       if o + 7 <= n and byte(d, o) == 0xaa and byte(d, o + 1) == 0xaa and byte(d, o + 2) == 3
@@ -193,23 +203,17 @@ local function walk0(d, n, lt)
     hatype, et = unpack(">I2", d, 3), unpack(">I2", d, 15)
     o = 17
     if hatype == 824 then return nil, o, nil, nil, nil, nil, o, n, false, nil, false end -- netlink
-    local k = 0
-    while et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200 do
-      if o + 3 > n or k >= 8 then return et, o, nil, nil, nil, nil, o, n, o + 3 > n, (k >= 8 and "too many VLAN tags" or nil), false end
-      et = unpack(">I2", d, o + 2)
-      o, k = o + 4, k + 1
-    end
+    local whole, deep
+    et, o, whole, deep = vlans(d, n, et, o)
+    if not whole then return et, o, nil, nil, nil, nil, o, n, o + 3 > n, (deep and "too many VLAN tags" or nil), false end
   elseif lt == 276 then
     if n < 20 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
     et = unpack(">I2", d, 1)
     o = 21
     if unpack(">I2", d, 9) == 824 then return nil, o, nil, nil, nil, nil, o, n, false, nil, false end
-    local k = 0
-    while et == 0x8100 or et == 0x88a8 or et == 0x9100 or et == 0x9200 do
-      if o + 3 > n or k >= 8 then return et, o, nil, nil, nil, nil, o, n, o + 3 > n, (k >= 8 and "too many VLAN tags" or nil), false end
-      et = unpack(">I2", d, o + 2)
-      o, k = o + 4, k + 1
-    end
+    local whole, deep
+    et, o, whole, deep = vlans(d, n, et, o)
+    if not whole then return et, o, nil, nil, nil, nil, o, n, o + 3 > n, (deep and "too many VLAN tags" or nil), false end
   elseif lt == 0 or lt == 108 then
     if n < 4 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
     local fam = unpack("<I4", d, 1)
