@@ -178,6 +178,27 @@ return b`,
   assert.equal(strict.code, 1);
 });
 
+test('runaway Lua in a worker is stopped by its budget, also inside pcall and coroutines; the capture goes on', () => {
+  const dir = tree({
+    'loop.lua': `buffer = function(p)
+  local id = riff.packet.id
+  if id == 2 then while true do end end
+  if id == 4 then while true do pcall(function() while true do end end) end end
+  if id == 6 then print(coroutine.resume(coroutine.create(function() while true do end end))) end
+  if id == 8 then local x = 0 for i = 1, 20000000 do x = x + i end end
+  io.write('ok ', id, '\\n')
+end`,
+  });
+  const r = riff(['-q', '--lua-budget', '1000000', '--lua', path.join(dir, 'loop.lua'), '-r', HTTP, '-c', '10']);
+  assert.equal(r.code, 0, r.stderr);
+  const ok = r.stdout.toString().split('\n').filter((l) => l.startsWith('ok ')).map((l) => Number(l.slice(3)));
+  assert.deepEqual(ok.sort((a, b) => a - b), [1, 3, 5, 7, 9, 10]);
+  for (const [line, id] of [[3, 2], [4, 4], [5, 6], [6, 8]]) {
+    assert.match(r.stderr, new RegExp(`loop\\.lua:${line}: budget exceeded \\(1000000 Lua instructions; [^\\n]*\\(packet ${id}\\)`));
+  }
+  assert.match(r.stderr, /^4 Lua errors \(.*loop\.lua: 4\)$/m);
+});
+
 test('bad input: one line on stderr, the right exit code, no stack trace', () => {
   const syntax = tree({ 'bad.lua': 'buffer = function(p)\n  return p +\nend\n' });
   const cases: [string[], number, RegExp][] = [

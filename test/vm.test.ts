@@ -3,9 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { Batch, stampIds } from '../src/capture/batch.js';
 import { Runtime, ScriptError, type RuntimeOptions } from '../src/vm/runtime.js';
-import { tree, FIXTURES } from './helpers.js';
+import { tree, FIXTURES, ROOT } from './helpers.js';
 
 // Report lines print local time, as watch.c's ctime did.
 process.env.TZ = 'UTC';
@@ -259,6 +261,89 @@ test('runaway code costs one budget per packet; catching the budget error does n
   assert.equal(o.stdout.toString(), 'ok 4\n');
   assert.match(o.stderr, /loop\.lua:4: budget exceeded \(200000 Lua instructions; raise it with --lua-budget N/);
   assert.equal(rt.summary().errors, 3);
+});
+
+// Each packet's runaway code lives in a coroutine a different way; the
+// budget must reach it and the packet must fail, whoever catches what.
+const COROUTINE_LOOPS = `local n = 0
+  buffer = function(p)
+    n = n + 1
+    if n == 1 then print(coroutine.resume(coroutine.create(function() while true do end end))) end
+    if n == 3 then local f = coroutine.wrap(function() while true do end end) print(pcall(f)) end
+    if n == 5 then while true do pcall(coroutine.resume, coroutine.create(function() while true do end end)) end end
+    if n == 7 then local co = coroutine.wrap(function() while true do coroutine.yield(1) end end) while true do co() end end
+    if n == 9 then
+      local co = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+      print(co(), co(), co())
+    end
+    io.write('ok ', n, '\\n')
+  end`;
+
+test('runaway code inside coroutines meets the budget too, and the packet fails', async () => {
+  const dir = tree({ 'co.lua': COROUTINE_LOOPS });
+  const { rt, out } = await start(path.join(dir, 'co.lua'), { budget: 200_000 });
+  rt.open();
+  assert.equal(rt.process(batchOf(Array.from({ length: 10 }, () => Buffer.from('x')))), 10);
+  const o = out();
+  assert.equal(o.stdout.toString(), 'ok 2\nok 4\nok 6\nok 8\n1\t2\t3\nok 9\nok 10\n');
+  for (const [line, id] of [[4, 1], [5, 3], [6, 5], [7, 7]]) {
+    assert.match(o.stderr, new RegExp(`co\\.lua:${line}: budget exceeded \\(200000 Lua instructions; [^\\n]*\\(packet ${id}\\)`));
+  }
+  assert.equal(rt.summary().errors, 4);
+});
+
+test('host functions called from a coroutine answer on its own stack', async () => {
+  const dir = tree({
+    'data.txt': 'DATA',
+    'mod.lua': 'return "MOD"',
+    'co.lua': `buffer = function(p)
+        local co = coroutine.wrap(function()
+          io.write(string.rep('w', 70000), '\\n') -- big enough to flush from inside
+          coroutine.yield(require('mod'), riff.read('data.txt'))
+        end)
+        local a, b = co()
+        io.write(a, ' ', b, '\\n')
+      end`,
+  });
+  const { rt, out } = await start(path.join(dir, 'co.lua'));
+  rt.open();
+  assert.equal(rt.process(batchOf([Buffer.from('x')])), 1);
+  const o = out();
+  assert.equal(o.stderr, '');
+  assert.equal(o.stdout.toString(), 'w'.repeat(70000) + '\nMOD DATA\n');
+});
+
+test('lazy budget: in batches the hook is off until a watchdog on another thread arms it', async () => {
+  const dir = tree({
+    'lazy.lua': `local n = 0
+      buffer = function(p)
+        n = n + 1
+        local x = 0
+        if n == 1 then for i = 1, 300000 do x = x + i end end -- over budget, but nobody arms the hook
+        if n == 3 then while true do end end
+        io.write('ok ', n, '\\n')
+      end`,
+  });
+  const { rt, out } = await start(path.join(dir, 'lazy.lua'), { budget: 200_000, lazyBudget: true });
+  rt.open();
+  assert.ok(rt.watch, 'the lua_State layout check passed');
+  assert.equal(rt.process(batchOf([Buffer.from('a'), Buffer.from('b')])), 2);
+  assert.equal(out().stdout.toString(), 'ok 1\nok 2\n');
+  // The watchdog runs where a worker's would, on another thread, over the VM's shared memory.
+  const dog = new Worker(
+    `const { workerData } = require('node:worker_threads');
+     import(workerData.url).then(({ Watchdog }) => { const dog = new Watchdog([workerData.target]); setInterval(() => dog.check(), 10); });`,
+    { eval: true, workerData: { url: pathToFileURL(path.join(ROOT, 'dist', 'src', 'vm', 'watchdog.js')).href, target: rt.watch } },
+  );
+  try {
+    await new Promise((r) => dog.once('online', r));
+    assert.equal(rt.process(batchOf([Buffer.from('c'), Buffer.from('d')])), 2);
+  } finally {
+    await dog.terminate();
+  }
+  const o = out();
+  assert.equal(o.stdout.toString(), 'ok 1\nok 2\nok 4\n');
+  assert.match(o.stderr, /lazy\.lua:6: budget exceeded \(200000 Lua instructions/);
 });
 
 test('the heap cap turns huge allocations into a Lua error for that packet, and the VM keeps working', async () => {

@@ -73,18 +73,30 @@ riff.packet = setmetatable({}, {
 -- zeroes the tick count per packet. Once a call is over budget the hook
 -- fires on every instruction until control is back in the driver, so a
 -- plugin that catches the error with pcall cannot keep running.
+--
+-- In a worker the budget is lazy: a set count hook slows every instruction,
+-- so in batches the hook is only registered, and riff's watchdog
+-- (src/vm/watchdog.ts) switches it on in a VM that stays in one batch for
+-- tens of milliseconds. A runaway packet then gets its budget from there.
 ---------------------------------------------------------------------------
 local TICK, limit, ticks, exhausted, budget_msg = 10000, 0, 0, false, nil
 local stop_now = false
 local driver_frames = {}
+-- lazy: batches leave the hook off for the watchdog; live: it is on now.
+local lazy, live = false, false
+local DRIVER_SOURCE = getinfo(1, "S").source
+local gethook = rt.gethook
 
 local function hook()
+  live = true
   if exhausted then
     local f = getinfo(2, "f")
     if f and driver_frames[f.func] then
       sethook()
       return
     end
+    -- Another thread (a coroutine's caller) may still run on a tick count.
+    if select(3, gethook()) ~= 1 then sethook(hook, "", 1) end
     error(budget_msg, 0)
   end
   ticks = ticks + 1
@@ -92,7 +104,12 @@ local function hook()
   if ticks & 15 == 0 and not stop_now and interrupted() then stop_now = true end
   if ticks >= limit then
     exhausted = true
-    local where = getinfo(2, "Sl")
+    -- Name the script's line, not the driver's coroutine wrappers.
+    local level, where = 2, getinfo(2, "Sl")
+    while where and where.source == DRIVER_SOURCE do
+      level = level + 1
+      where = getinfo(level, "Sl")
+    end
     local pos = where and where.currentline and where.currentline > 0
       and (where.short_src .. ":" .. where.currentline .. ": ") or ""
     budget_msg = pos .. "budget exceeded (" .. (limit * TICK) .. " Lua instructions; raise it with --lua-budget N, 0 = unlimited)"
@@ -101,14 +118,85 @@ local function hook()
   end
 end
 
-local function arm(budget)
+local function arm(budget, later)
   exhausted, ticks = false, 0
   if budget and budget > 0 then
     TICK = budget < 10000 and budget or 10000
     limit = budget // TICK
-    sethook(hook, "", TICK)
+    -- Count 0 registers the hook switched off, ready for the watchdog.
+    sethook(hook, "", (later and not live) and 0 or TICK)
   else
     sethook()
+  end
+end
+
+-- JS reads the lua_State while the probe's hook is set, to learn where the
+-- hook lives and to check the layout the watchdog writes to.
+function api.lazy_budget(step)
+  if step == "probe" then sethook(hook, "", 0x3fffffff)
+  else
+    sethook()
+    lazy = step == "on"
+  end
+end
+
+---------------------------------------------------------------------------
+-- Coroutines. A new coroutine gets the hook of the thread creating it (a
+-- thread's hook is its own in Lua), and while one runs the watchdog is told
+-- which, so a loop inside a coroutine meets the budget too.
+---------------------------------------------------------------------------
+local forget_coroutines
+do
+  local co_create, co_resume, co_close = coroutine.create, coroutine.resume, coroutine.close
+  local enter, running, last = host.enter, nil, nil
+
+  local function adopt(co)
+    local h, m, c = gethook()
+    if h == hook then sethook(co, hook, m, c) else sethook(co, hook, "", 0) end
+    return co
+  end
+
+  local function resumed(prev, ...)
+    -- The coroutine just left is kept alive until the next one leaves: the
+    -- watchdog may have read its address a moment ago.
+    last, running = running, prev
+    if lazy then enter(prev) end
+    -- A coroutine that ran out of budget died of it; resume must not
+    -- swallow that any more than pcall may.
+    if exhausted then
+      sethook(hook, "", 1)
+      error(budget_msg, 0)
+    end
+    return ...
+  end
+
+  local function resume(co, ...)
+    local prev = running
+    running = co
+    if lazy then enter(co) end
+    return resumed(prev, co_resume(co, ...))
+  end
+
+  local function wrapped(co, ok, ...)
+    if ok then return ... end
+    local e = ...
+    if co_close then co_close(co) end
+    -- As coroutine.wrap does: a string error gets the caller's position.
+    if type(e) == "string" then error(e, 2) end
+    error(e, 0)
+  end
+
+  coroutine.create = function(f) return adopt(co_create(f)) end
+  coroutine.resume = resume
+  coroutine.wrap = function(f)
+    local co = coroutine.create(f)
+    return function(...) return wrapped(co, resume(co, ...)) end
+  end
+
+  -- After an error unwound past a resume, nothing runs in a coroutine.
+  function forget_coroutines()
+    running, last = nil, nil
+    if lazy then enter(nil) end
   end
 end
 
@@ -337,6 +425,8 @@ end
 local function handed(k)
   processed = processed + k
   cur = 0
+  live = false
+  forget_coroutines()
   arm(0)
   flush()
   return k, packet_errors
@@ -349,7 +439,7 @@ end
 function api.batch(T, M, n)
   meta, h_at = M, -1
   local fn, self, budget, quiet = entry_fn, entry_self, opts.budget, opts.quiet
-  arm(budget)
+  arm(budget, lazy)
   local from = 1
   while from <= n do
     local ok, last = xpcall(run, msgh, T, from, n, fn, self, quiet)
@@ -357,7 +447,8 @@ function api.batch(T, M, n)
     local i = cur
     packet_errors = packet_errors + 1
     report_error(last, "packet " .. select(8, header(i)))
-    if exhausted then arm(budget) end
+    forget_coroutines()
+    if exhausted then arm(budget, lazy) end
     if stop_requested then return handed(i) end
     if not quiet then report_line(i) end
     if stop_now or (i & 31 == 0 and interrupted()) then

@@ -10,7 +10,7 @@ local type, tostring, select, error, rawget, rawset, setmetatable, pcall =
       type, tostring, select, error, rawget, rawset, setmetatable, pcall
 local concat, sfmt, byte, mtype = table.concat, string.format, string.byte, math.type
 local host_write, host_module = host.write, host.module
-local real_load, real_sethook, real_getinfo = load, debug.sethook, debug.getinfo
+local real_load, real_sethook, real_gethook, real_getinfo = load, debug.sethook, debug.gethook, debug.getinfo
 
 local function denied(what, rule)
   return function()
@@ -267,6 +267,7 @@ return {
   emit_err = emit_err,
   load = real_load,
   sethook = real_sethook,
+  gethook = real_gethook,
   getinfo = real_getinfo,
   loading = loading,
 }

@@ -4,6 +4,9 @@
 //   alloc(ud, ptr, osize, nsize)   Lua's allocator with the --lua-memory cap
 //   fill(L, base, count, meta)     push a batch's packets into the table on
 //                                  top of the stack, copying their headers
+//   enter(L)                       a Lua C function: note the coroutine in
+//                                  argument 1 as the running one (or none),
+//                                  where the watchdog can read it
 //
 // Both run once or more per packet. Written in JS they cost a crossing from
 // WebAssembly into JS and back on every Lua allocation and two crossings out
@@ -20,6 +23,7 @@ export interface BridgeImports {
   free: (...a: never[]) => unknown;
   lua_pushlstring: (...a: never[]) => unknown;
   lua_rawseti: (...a: never[]) => unknown;
+  lua_tothread: (...a: never[]) => unknown;
 }
 
 export interface Bridge {
@@ -27,6 +31,10 @@ export interface Bridge {
   alloc: (ud: number, ptr: number, osize: number, nsize: number) => number;
   /** Push the unfiltered packets of a batch at `base` into T (stack top) as T[1..n]; returns n. */
   fill: (L: number, base: number, count: number, meta: number) => number;
+  /** lua_CFunction: stores lua_tothread(L, 1) at the address in `slot`. */
+  enter: (L: number) => number;
+  /** Where enter() writes (an address in WebAssembly memory; 0 = nowhere yet). */
+  slot: WasmGlobal;
   /** Bytes Lua holds now. */
   used: WasmGlobal;
   /** Cap in bytes, 0 = none (unsigned 32-bit: WebAssembly memory is below 4 GiB). */
@@ -72,7 +80,7 @@ const op = {
   block: 0x02, loop: 0x03, if: 0x04, end: 0x0b, br: 0x0c, brIf: 0x0d, return: 0x0f, call: 0x10,
   drop: 0x1a, select: 0x1b, void: 0x40,
   get: 0x20, set: 0x21, tee: 0x22, gget: 0x23, gset: 0x24,
-  i32load: 0x28, i64load: 0x29, i64store: 0x37, i32const: 0x41,
+  i32load: 0x28, i64load: 0x29, i32store: 0x36, i64store: 0x37, i32const: 0x41,
   i32eqz: 0x45, i32gtS: 0x4a, i32geU: 0x4f, i64gtU: 0x56,
   i32add: 0x6a, i32sub: 0x6b, i32mul: 0x6c, i32and: 0x71, i64add: 0x7c,
   i64extendS: 0xac, i64extendU: 0xad,
@@ -81,9 +89,10 @@ const c32 = (n: number) => [op.i32const, ...sleb(n)];
 const mem = (opcode: number, align: number, offset: number) => [opcode, align, ...uleb(offset)];
 
 // Function indices: imports first.
-const F_REALLOC = 0, F_FREE = 1, F_PUSH = 2, F_RAWSETI = 3;
+const F_REALLOC = 0, F_FREE = 1, F_PUSH = 2, F_RAWSETI = 3, F_TOTHREAD = 4;
+const F_ALLOC = 5, F_FILL = 6, F_ENTER = 7;
 // Globals.
-const G_USED = 0, G_LIMIT = 1;
+const G_USED = 0, G_LIMIT = 1, G_SLOT = 2;
 
 function allocBody(): number[] {
   // params: 0 ud, 1 ptr, 2 osize, 3 nsize; locals: 4 delta, 5 p
@@ -145,6 +154,18 @@ function fillBody(): number[] {
   ];
 }
 
+function enterBody(): number[] {
+  // params: 0 L
+  return [
+    ...vec([]),
+    op.gget, G_SLOT, op.if, op.void,
+      op.gget, G_SLOT, op.get, 0, ...c32(1), op.call, F_TOTHREAD, ...mem(op.i32store, 2, 0),
+    op.end,
+    ...c32(0),
+    op.end,
+  ];
+}
+
 let compiled: object | undefined;
 
 function module(): object {
@@ -155,27 +176,31 @@ function module(): object {
     functype([I32, I32, I32], [I32]), // 2 lua_pushlstring
     functype([I32, I32, I64], []), // 3 lua_rawseti
     functype([I32, I32, I32, I32], [I32]), // 4 alloc, fill
+    functype([I32], [I32]), // 5 enter (and lua_tothread is 0's shape)
   ];
   const imports = [
-    [...name('env'), ...name('memory'), 0x02, 0x00, 0x00],
+    [...name('env'), ...name('memory'), 0x02, 0x03, 0x00, ...uleb(65536)], // shared, any size
     [...name('env'), ...name('realloc'), 0x00, 0],
     [...name('env'), ...name('free'), 0x00, 1],
     [...name('env'), ...name('lua_pushlstring'), 0x00, 2],
     [...name('env'), ...name('lua_rawseti'), 0x00, 3],
+    [...name('env'), ...name('lua_tothread'), 0x00, 0],
   ];
-  const globals = [G_USED, G_LIMIT].map(() => [I32, 0x01, ...c32(0), op.end]);
+  const globals = [G_USED, G_LIMIT, G_SLOT].map(() => [I32, 0x01, ...c32(0), op.end]);
   const exports = [
-    [...name('alloc'), 0x00, 4],
-    [...name('fill'), 0x00, 5],
+    [...name('alloc'), 0x00, F_ALLOC],
+    [...name('fill'), 0x00, F_FILL],
+    [...name('enter'), 0x00, F_ENTER],
     [...name('used'), 0x03, G_USED],
     [...name('limit'), 0x03, G_LIMIT],
+    [...name('slot'), 0x03, G_SLOT],
   ];
-  const bodies = [allocBody(), fillBody()].map((b) => [...uleb(b.length), ...b]);
+  const bodies = [allocBody(), fillBody(), enterBody()].map((b) => [...uleb(b.length), ...b]);
   const bytes = Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec(types)),
     ...section(2, vec(imports)),
-    ...section(3, vec([[4], [4]])),
+    ...section(3, vec([[4], [4], [5]])),
     ...section(6, vec(globals)),
     ...section(7, vec(exports)),
     ...section(10, vec(bodies)),

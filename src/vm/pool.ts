@@ -7,6 +7,7 @@ import { createRing, RingProducer, type RingShared } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, type Summary } from './runtime.js';
 import type { WorkerInit, WorkerMessage } from './worker.js';
+import { Watchdog } from './watchdog.js';
 
 const FOREVER = 2 ** 31;
 
@@ -53,6 +54,7 @@ export class LuaPool {
   private readonly single: boolean;
   private pendingRing: Batch | null = null;
   private readonly staging = new Batch(1 << 20);
+  private watchdog: Watchdog | null = null;
 
   private constructor(
     private readonly slots: Slot[],
@@ -60,6 +62,15 @@ export class LuaPool {
   ) {
     this.counters = new Float64Array(counters);
     this.single = slots.length === 1;
+  }
+
+  /** Workers' instruction budgets are armed from here (src/vm/watchdog.ts), also while the capture waits for ring room. */
+  private watch(targets: Watchdog['targets']): void {
+    if (!targets.length) return;
+    const dog = new Watchdog(targets);
+    this.watchdog = dog;
+    dog.start();
+    for (const s of this.slots) s.ring.onWait = () => dog.check();
   }
 
   static async start(o: PoolOptions): Promise<LuaPool> {
@@ -116,6 +127,7 @@ export class LuaPool {
       pool.filter = msgs[0].filter;
       pool.outputs = msgs[0].outputs;
       pool.rule = msgs[0].rule;
+      pool.watch(msgs.flatMap((m) => (m.watch ? [m.watch] : [])));
     } catch (e) {
       await Promise.all(slots.map((s) => s.worker.terminate()));
       throw e;
@@ -157,6 +169,7 @@ export class LuaPool {
   /** Ctrl-C: workers skip what is queued and go straight to deinit. */
   abandon(): void {
     for (const s of this.slots) s.ring.abandon();
+    this.watchdog?.hurry();
   }
 
   private dispatch(b: Batch, wait: number): void {
@@ -203,6 +216,7 @@ export class LuaPool {
       errors += m.errors + m.hookErrors;
       for (const [k, v] of m.byScript) byScript.set(k, (byScript.get(k) ?? 0) + v);
     }
+    this.watchdog?.stop();
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
     return { processed, errors, packetErrors, byScript };
   }

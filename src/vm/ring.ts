@@ -51,6 +51,8 @@ class RingBase {
 
 export class RingProducer extends RingBase {
   private pending: { at: number; skipped: number; batch: Batch } | null = null;
+  /** Called every few ms while waiting for room (the budget's watchdog looks then). */
+  onWait: (() => void) | null = null;
 
   constructor(shared: RingShared) {
     super(shared);
@@ -94,7 +96,8 @@ export class RingProducer extends RingBase {
       }
       const left = until - performance.now();
       if (left <= 0 || Atomics.load(this.ctl, CLOSED)) return null;
-      Atomics.wait(this.ctl, USED, used, Math.min(left, 100));
+      Atomics.wait(this.ctl, USED, used, Math.min(left, 20));
+      this.onWait?.();
     }
   }
 

@@ -6,7 +6,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HDR, type Batch } from '../capture/batch.js';
 import { LuaError, LuaVM } from './vm.js';
-import { LUA_REGISTRYINDEX, type Ptr } from './wasm.js';
+import { LUA_REGISTRYINDEX, type LuaState, type Ptr } from './wasm.js';
+import { BLOCK_SEQ, LS, type WatchTarget } from './watchdog.js';
 
 /** riff's own Lua (lua/ at the package root). */
 export const LUA_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'lua');
@@ -31,6 +32,12 @@ export interface RuntimeOptions {
   record?(bytes: Buffer): void;
   /** Asked between packets (every few): true ends the batch early (Ctrl-C). */
   interrupted?(): boolean;
+  /**
+   * Leave the budget's hook off in batches for a watchdog on another thread
+   * to arm (src/vm/watchdog.ts; workers). Without a watchdog a looping packet
+   * would never stop, so in-process runtimes keep the hook on.
+   */
+  lazyBudget?: boolean;
 }
 
 export interface Summary {
@@ -55,6 +62,9 @@ export class Runtime {
   private readonly labels = new Map<string, string>(); // label shown to the user → real path
   stopRequested = false;
   private lastPacketErrors = 0;
+  /** Set when the budget is lazy: what a watchdog needs to arm it. */
+  watch: WatchTarget | null = null;
+  private block: Int32Array | null = null;
 
   private constructor(
     readonly vm: LuaVM,
@@ -78,21 +88,30 @@ export class Runtime {
     const L = vm.L;
     // host: the only doors from Lua to riff.
     x.lua_createtable(L, 0, 4);
-    vm.pushFunction(() => this.hostWrite());
+    vm.pushFunction((_, thread) => this.hostWrite(thread));
     x.lua_setfield(L, -2, vm.cstr('write'));
-    vm.pushFunction(() => this.hostModule());
+    vm.pushFunction((_, thread) => this.hostModule(thread));
     x.lua_setfield(L, -2, vm.cstr('module'));
-    vm.pushFunction(() => this.hostRecord());
+    vm.pushFunction((_, thread) => this.hostRecord(thread));
     x.lua_setfield(L, -2, vm.cstr('record'));
-    vm.pushFunction(() => this.hostRead());
+    vm.pushFunction((_, thread) => this.hostRead(thread));
     x.lua_setfield(L, -2, vm.cstr('read'));
-    vm.pushFunction(() => {
-      x.lua_pushboolean(L, this.opts.interrupted?.() ? 1 : 0);
+    vm.pushFunction((_, thread) => {
+      x.lua_pushboolean(thread, this.opts.interrupted?.() ? 1 : 0);
       return 1;
     });
     x.lua_setfield(L, -2, vm.cstr('interrupted'));
     vm.pushBytes(Buffer.from(this.opts.version));
     x.lua_setfield(L, -2, vm.cstr('version'));
+    // host.enter(co): the driver's coroutine.resume notes the running
+    // coroutine in the watch block (WebAssembly, no JS on the way).
+    const blockAt = x.malloc(8);
+    new Int32Array(vm.wasm.memory.buffer, blockAt, 2).fill(0);
+    vm.bridge.slot.value = blockAt + 4;
+    const enter = vm.wasm.table.grow(1);
+    vm.wasm.table.set(enter, vm.bridge.enter);
+    x.lua_pushcclosure(L, enter, 0);
+    x.lua_setfield(L, -2, vm.cstr('enter'));
     const hostRef = vm.ref();
 
     vm.load(this.bundled('riff/sandbox.lua'), `@${BUNDLED_LABEL}/riff/sandbox.lua`);
@@ -104,7 +123,7 @@ export class Runtime {
     vm.pushRef(rtRef);
     vm.pushRef(hostRef);
     vm.call(2, 1);
-    for (const name of ['open', 'config_filter', 'configure', 'setup', 'deinit', 'batch', 'summary', 'flush']) {
+    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'batch', 'summary', 'flush']) {
       x.lua_getfield(L, -1, vm.cstr(name));
       this.api.set(name, vm.ref());
     }
@@ -121,6 +140,32 @@ export class Runtime {
       x.lua_pushnumber(L, o.setupBudget);
       return 5;
     });
+    if (o.lazyBudget && o.budget > 0) this.lazyBudget(blockAt);
+  }
+
+  /**
+   * Turn the lazy budget on if this VM's lua_State is laid out as the
+   * watchdog expects: with a probe hook set, the hook's fields must read back
+   * as lua_sethook wrote them. Otherwise the hook stays on in batches.
+   */
+  private lazyBudget(blockAt: Ptr): void {
+    const { vm } = this;
+    const memory = vm.wasm.memory.buffer;
+    if (!(memory instanceof SharedArrayBuffer)) return;
+    const step = (s: string) => this.callApi('lazy_budget', () => (vm.pushBytes(Buffer.from(s)), 1));
+    step('probe');
+    const dv = new DataView(memory);
+    const L = vm.L;
+    const hook = dv.getInt32(L + LS.hook, true);
+    const ok =
+      hook !== 0 &&
+      dv.getInt32(L + LS.basehookcount, true) === 0x3fffffff &&
+      dv.getInt32(L + LS.hookmask, true) === 8 &&
+      dv.getInt32(L + LS.ci, true) !== 0;
+    step(ok ? 'on' : 'off');
+    if (!ok) return;
+    this.block = new Int32Array(memory, blockAt, 2);
+    this.watch = { memory, L, hook, tick: Math.min(this.opts.budget, 10000), block: blockAt };
   }
 
   private bundled(rel: string): Buffer {
@@ -148,17 +193,17 @@ export class Runtime {
   }
 
   // host.write(fd, bytes)
-  private hostWrite(): number {
+  private hostWrite(L: LuaState): number {
     const { vm } = this;
-    const fd = vm.x.lua_tonumberx(vm.L, 1, 0);
-    const bytes = vm.viewBytes(2);
+    const fd = vm.x.lua_tonumberx(L, 1, 0);
+    const bytes = vm.viewBytes(2, L);
     if (bytes && bytes.length) this.opts.write(fd === 2 ? 2 : 1, bytes);
     return 0;
   }
 
   // host.record(bytes)
-  private hostRecord(): number {
-    const bytes = this.vm.toBytes(1);
+  private hostRecord(L: LuaState): number {
+    const bytes = this.vm.toBytes(1, L);
     if (bytes && this.opts.record) this.opts.record(bytes);
     return 0;
   }
@@ -166,12 +211,12 @@ export class Runtime {
   // host.read(relpath) -> bytes | nil, message: a data file (signatures,
   // lists) beside the script or in riff's lua/, under the same confinement
   // as require: relative paths only, no '..', no links leading out.
-  private hostRead(): number {
+  private hostRead(L: LuaState): number {
     const { vm } = this;
-    const rel = vm.toText(1) ?? '';
+    const rel = vm.toText(1, L) ?? '';
     const fail = (msg: string) => {
-      vm.x.lua_pushnil(vm.L);
-      vm.pushBytes(Buffer.from(msg));
+      vm.x.lua_pushnil(L);
+      vm.pushBytes(Buffer.from(msg), L);
       return 2;
     };
     if (!rel || path.isAbsolute(rel) || rel.split(/[\\/]/).some((part) => part === '..' || part === '')) {
@@ -191,7 +236,7 @@ export class Runtime {
         const st = fs.statSync(real);
         if (!st.isFile()) return fail(`riff.read '${rel}': not a file`);
         if (st.size > 64 << 20) return fail(`riff.read '${rel}': larger than 64 MiB`);
-        vm.pushBytes(fs.readFileSync(real));
+        vm.pushBytes(fs.readFileSync(real), L);
         return 1;
       } catch (e) {
         return fail(`riff.read '${rel}': ${(e as Error).message}`);
@@ -201,13 +246,13 @@ export class Runtime {
   }
 
   // host.module(name, requirer) -> source, label | nil, message
-  private hostModule(): number {
+  private hostModule(L: LuaState): number {
     const { vm } = this;
-    const name = vm.toText(1) ?? '';
-    const requirer = vm.toText(2);
+    const name = vm.toText(1, L) ?? '';
+    const requirer = vm.toText(2, L);
     const fail = (msg: string) => {
-      vm.x.lua_pushnil(vm.L);
-      vm.pushBytes(Buffer.from(msg));
+      vm.x.lua_pushnil(L);
+      vm.pushBytes(Buffer.from(msg), L);
       return 2;
     };
     if (!/^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$/.test(name)) {
@@ -239,8 +284,8 @@ export class Runtime {
         } catch (e) {
           return fail(`module '${name}': cannot read ${this.label(real)}: ${(e as Error).message}`);
         }
-        vm.pushBytes(src);
-        vm.pushBytes(Buffer.from(this.label(real)));
+        vm.pushBytes(src, L);
+        vm.pushBytes(Buffer.from(this.label(real)), L);
         return 2;
       }
     }
@@ -340,7 +385,13 @@ export class Runtime {
       x.lua_settop(L, -5);
       return 0;
     }
-    vm.call(3, 2);
+    // The watchdog sees the sequence odd while Lua has the batch.
+    if (this.block) Atomics.add(this.block, BLOCK_SEQ, 1);
+    try {
+      vm.call(3, 2);
+    } finally {
+      if (this.block) Atomics.add(this.block, BLOCK_SEQ, 1);
+    }
     const done = x.lua_tonumberx(L, -2, 0);
     this.lastPacketErrors = x.lua_tonumberx(L, -1, 0);
     x.lua_settop(L, -3);

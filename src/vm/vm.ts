@@ -15,8 +15,12 @@ import { linkBridge, type Bridge } from './bridge.js';
 /** A Lua error as a message (already formatted by the Lua side: file:line: text). */
 export class LuaError extends Error {}
 
-/** A host function: reads its arguments from L, pushes results, returns how many. */
-export type HostFunction = (vm: LuaVM) => number;
+/**
+ * A host function: reads its arguments from L, pushes results, returns how
+ * many. L is the calling thread: a coroutine's, not the main state, when Lua
+ * calls it from inside one.
+ */
+export type HostFunction = (vm: LuaVM, L: LuaState) => number;
 
 export interface VMOptions {
   /** Lua heap limit in bytes; 0 = unlimited. */
@@ -46,6 +50,7 @@ export class LuaVM {
       free: x.free,
       lua_pushlstring: x.lua_pushlstring,
       lua_rawseti: x.lua_rawseti,
+      lua_tothread: x.lua_tothread,
     });
     this.memoryLimit = opts.memoryLimit;
     // Every Lua allocation passes the bridge's allocator so the heap cap holds
@@ -102,15 +107,15 @@ export class LuaVM {
   }
 
   /** Push bytes as a Lua string, byte for byte. */
-  pushBytes(b: Uint8Array): void {
+  pushBytes(b: Uint8Array, L: LuaState = this.L): void {
     const p = this.staging(b.length);
     this.wasm.heap().set(b, p);
-    this.x.lua_pushlstring(this.L, p, b.length);
+    this.x.lua_pushlstring(L, p, b.length);
   }
 
   /** Bytes of the string (or number) at idx, copied out; null for other types. */
-  toBytes(idx: number): Buffer | null {
-    const p = this.x.lua_tolstring(this.L, idx, this.lenPtr);
+  toBytes(idx: number, L: LuaState = this.L): Buffer | null {
+    const p = this.x.lua_tolstring(L, idx, this.lenPtr);
     if (!p) return null;
     const n = new Uint32Array(this.wasm.heap().buffer, this.lenPtr, 1)[0];
     return Buffer.from(this.wasm.heap().subarray(p, p + n));
@@ -120,8 +125,8 @@ export class LuaVM {
    * The bytes of the string at idx as a view into WebAssembly memory — no
    * copy. Valid only until Lua runs again (memory may grow or be reused).
    */
-  viewBytes(idx: number): Uint8Array | null {
-    const p = this.x.lua_tolstring(this.L, idx, this.lenPtr);
+  viewBytes(idx: number, L: LuaState = this.L): Uint8Array | null {
+    const p = this.x.lua_tolstring(L, idx, this.lenPtr);
     if (!p) return null;
     const heap = this.wasm.heap();
     const n = new Uint32Array(heap.buffer, this.lenPtr, 1)[0];
@@ -129,8 +134,8 @@ export class LuaVM {
   }
 
   /** For messages and names only — never for packet data. */
-  toText(idx: number): string | null {
-    const b = this.toBytes(idx);
+  toText(idx: number, L: LuaState = this.L): string | null {
+    const b = this.toBytes(idx, L);
     return b === null ? null : b.toString('utf8');
   }
 
@@ -169,16 +174,16 @@ export class LuaVM {
    * Emscripten throws as numbers, pass through untouched.
    */
   pushFunction(fn: HostFunction): void {
-    const ptr = this.wasm.addFunction((_L: number) => {
+    const ptr = this.wasm.addFunction((L: number) => {
       let message: string;
       try {
-        return fn(this);
+        return fn(this, L);
       } catch (e) {
         if (typeof e === 'number') throw e;
         message = e instanceof Error ? e.message : String(e);
       }
-      this.pushBytes(Buffer.from(message, 'utf8'));
-      return this.x.lua_error(this.L);
+      this.pushBytes(Buffer.from(message, 'utf8'), L);
+      return this.x.lua_error(L);
     }, 'ii');
     this.x.lua_pushcclosure(this.L, ptr, 0);
   }

@@ -71,6 +71,7 @@ export interface LuaExports {
   luaL_ref(L: LuaState, t: number): number;
   lua_error(L: LuaState): number;
   lua_sethook(L: LuaState, f: number, mask: number, count: number): void;
+  lua_tothread(L: LuaState, idx: number): LuaState;
   luaL_traceback(L: LuaState, L1: LuaState, msg: Ptr, level: number): void;
 }
 
@@ -92,6 +93,40 @@ export interface Wasm {
 }
 
 /**
+ * The module's bytes with its memory declared shared. Shared memory is what
+ * lets another thread reach into a running VM: the capture thread writes
+ * packet batches straight into it, and the watchdog (src/vm/watchdog.ts) arms
+ * the instruction budget's hook in a VM that has been in one batch too long.
+ * Nothing else changes: loads and stores compile the same, and the memory
+ * already declares the maximum that shared memory requires.
+ */
+function shareMemory(input: Uint8Array | ArrayBuffer): Uint8Array {
+  const b = Uint8Array.from(input instanceof ArrayBuffer ? new Uint8Array(input) : input);
+  let p = 8;
+  const uleb = () => {
+    let r = 0;
+    for (let s = 0; ; s += 7) {
+      const x = b[p++];
+      r += (x & 0x7f) * 2 ** s;
+      if (!(x & 0x80)) return r;
+    }
+  };
+  while (p < b.length) {
+    const id = b[p++];
+    const len = uleb();
+    const end = p + len;
+    if (id === 5) {
+      // One memory: flags 1 (a maximum) becomes 3 (a maximum, shared).
+      if (uleb() !== 1 || b[p] !== 1) break;
+      b[p] = 3;
+      return b;
+    }
+    p = end;
+  }
+  throw new Error('the Lua WebAssembly module does not declare one bounded memory (wasmoon changed its build)');
+}
+
+/**
  * Instantiate a fresh Lua WebAssembly module. Each VM gets its own module, so
  * its memory is its own: a runaway plugin can exhaust only its instance.
  */
@@ -103,6 +138,7 @@ export async function loadWasm(): Promise<Wasm> {
   const original = WA.instantiate;
   let instance: Instance | undefined;
   WA.instantiate = async function (this: unknown, ...args: unknown[]) {
+    if (args[0] instanceof Uint8Array || args[0] instanceof ArrayBuffer) args[0] = shareMemory(args[0]);
     const r = await original.apply(this, args);
     instance = (r as { instance?: Instance }).instance ?? (r as Instance);
     return r;

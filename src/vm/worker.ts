@@ -6,6 +6,7 @@ import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
 import { Runtime, ScriptError, type RuntimeOptions } from './runtime.js';
 import { LuaVM } from './vm.js';
+import type { WatchTarget } from './watchdog.js';
 
 export interface WorkerInit {
   index: number;
@@ -22,7 +23,7 @@ export interface WorkerInit {
 }
 
 export type WorkerMessage =
-  | { type: 'ready'; rule: string; filter: string | null; outputs: string[] }
+  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; watch: WatchTarget | null }
   | { type: 'fail'; message: string }
   | { type: 'stop'; why: 'strict' | 'stdout-closed' }
   | { type: 'record'; bytes: Uint8Array; at: number }
@@ -70,6 +71,7 @@ async function main(): Promise<void> {
         write,
         record: init.records ? (bytes) => post({ type: 'record', bytes, at: Date.now() }) : undefined,
         interrupted: () => ring.abandoned(),
+        lazyBudget: true,
       },
       await vmReady,
     );
@@ -79,7 +81,7 @@ async function main(): Promise<void> {
     post({ type: 'fail', message: e instanceof ScriptError ? e.message : `Lua runtime: ${(e as Error).message}` });
     return;
   }
-  post({ type: 'ready', rule, ...config });
+  post({ type: 'ready', rule, ...config, watch: rt.watch });
   rt.setup();
   const at = init.index * 2;
   let handed = 0;
