@@ -54,6 +54,27 @@ test('every byte value reaches Lua and comes back out through io.write unchanged
   assert.deepEqual(out().stdout, Buffer.concat(PACKETS));
 });
 
+test('io.write keeps order and C formats across its buffer: numbers, huge strings, a bad argument after good ones', async () => {
+  const dir = tree({
+    'w.lua': `buffer = function(p)
+        io.write('a', 1, ' ', 1.0, ' ', 2.5, ' ', -0.0, ' ', 1e100, ' ', math.mininteger, '\\n')
+        io.write(string.rep('x', 20 * 1024 * 1024), '|', 'tail\\n')
+        print('p', 1, nil, true)
+        io.stdout:write('s'):write('t', '\\n')
+        io.write('before', {})
+      end`,
+  });
+  const { rt, out } = await start(path.join(dir, 'w.lua'));
+  rt.open();
+  rt.process(batchOf([Buffer.from('x')]));
+  const o = out();
+  const text = o.stdout.toString();
+  assert.equal(text.slice(0, 60), `a1 1 2.5 -0 1e+100 -9223372036854775808\n${'x'.repeat(20)}`);
+  assert.equal(text.length, 40 + 20 * 1024 * 1024 + 6 + 13 + 3 + 6);
+  assert.ok(text.endsWith(`x|tail\np\t1\tnil\ttrue\nst\nbefore`), JSON.stringify(text.slice(-40)));
+  assert.match(o.stderr, /w\.lua:6: bad argument #2 to 'write' \(string expected, got table\)/);
+});
+
 test('the packet string has the captured length, first byte included, and behaves like the original byte table', async () => {
   const dir = tree({
     't.lua': `

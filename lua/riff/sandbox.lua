@@ -25,19 +25,18 @@ local NO_HOST = "Lua cannot run processes or touch the host environment"
 -- in large pieces, so packet bytes stay bytes and riff's own report lines
 -- interleave in packet order.
 ---------------------------------------------------------------------------
-local out, nout, outbytes = {}, 0, 0
+-- stdout is buffered in WebAssembly memory by three small C functions of
+-- riff's (src/vm/bridge.ts): out_write appends its string arguments with one
+-- memcpy each. The driver flushes between packets once FLUSH_AT is reached,
+-- so a flush holds whole packets' output (workers' flushes interleave only
+-- there); a single packet writing more than the buffer (16 MiB) is flushed
+-- mid-packet.
+local out_write, out_pending, out_flush = host.out_write, host.out_pending, host.out_flush
 local err, nerr = {}, 0
--- The driver flushes between packets once FLUSH_AT is reached, so a flush
--- holds whole packets' output (workers' flushes interleave only there);
--- a single packet writing more than MUST_FLUSH is flushed mid-packet.
-local FLUSH_AT, MUST_FLUSH = 1 << 16, 1 << 24
+local FLUSH_AT = 1 << 16
 
 local function flush()
-  if nout > 0 then
-    local s = concat(out, "", 1, nout)
-    out, nout, outbytes = {}, 0, 0
-    host_write(1, s)
-  end
+  out_flush()
   if nerr > 0 then
     local s = concat(err, "", 1, nerr)
     err, nerr = {}, 0
@@ -45,15 +44,10 @@ local function flush()
   end
 end
 
-local function emit(s)
-  nout = nout + 1
-  out[nout] = s
-  outbytes = outbytes + #s
-  if outbytes >= MUST_FLUSH then flush() end
-end
+local emit = out_write
 
 local function flush_if_big()
-  if outbytes >= FLUSH_AT or nerr >= 256 then flush() end
+  if out_pending() >= FLUSH_AT or nerr >= 256 then flush() end
 end
 
 local function emit_err(s)
@@ -66,20 +60,20 @@ local function tostr(i, v, fname)
   local t = type(v)
   if t == "string" then return v end
   if t == "number" then return mtype(v) == "integer" and sfmt("%d", v) or sfmt("%.14g", v) end
-  error(sfmt("bad argument #%d to '%s' (string expected, got %s)", i, fname, t), 3)
+  -- Level 4: past tostr, write_out or write_err, and io.write or file:write.
+  error(sfmt("bad argument #%d to '%s' (string expected, got %s)", i, fname, t), 4)
 end
 
--- Scripts write every packet (io.write(data, "\n")): the buffer is appended
--- to here directly rather than through emit().
+-- Strings go straight in; from the first other argument on, one at a time.
 local function write_out(...)
-  for i = 1, select("#", ...) do
-    local v = select(i, ...)
-    if type(v) ~= "string" then v = tostr(i, v, "write") end
-    nout = nout + 1
-    out[nout] = v
-    outbytes = outbytes + #v
+  local other = out_write(...)
+  if other ~= 0 then
+    for i = other, select("#", ...) do
+      local v = select(i, ...)
+      if type(v) ~= "string" then v = tostr(i, v, "write") end
+      out_write(v)
+    end
   end
-  if outbytes >= MUST_FLUSH then flush() end
 end
 
 -- stderr is unbuffered, as in C: a script's progress notes show at once.

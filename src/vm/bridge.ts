@@ -7,6 +7,10 @@
 //   enter(L)                       a Lua C function: note the coroutine in
 //                                  argument 1 as the running one (or none),
 //                                  where the watchdog can read it
+//   out_write(L), out_pending(L),  Lua C functions behind io.write and
+//   out_flush(L)                   print: stdout is buffered here, in
+//                                  WebAssembly memory, and handed to JS
+//                                  (out_js) whole when flushed
 //
 // Both run once or more per packet. Written in JS they cost a crossing from
 // WebAssembly into JS and back on every Lua allocation and two crossings out
@@ -24,6 +28,12 @@ export interface BridgeImports {
   lua_pushlstring: (...a: never[]) => unknown;
   lua_rawseti: (...a: never[]) => unknown;
   lua_tothread: (...a: never[]) => unknown;
+  lua_gettop: (...a: never[]) => unknown;
+  lua_type: (...a: never[]) => unknown;
+  lua_tolstring: (...a: never[]) => unknown;
+  lua_pushinteger: (...a: never[]) => unknown;
+  /** Write bytes [p, p + len) of WebAssembly memory to stdout, now. */
+  out_js: (p: number, len: number) => void;
 }
 
 export interface Bridge {
@@ -35,6 +45,17 @@ export interface Bridge {
   enter: (L: number) => number;
   /** Where enter() writes (an address in WebAssembly memory; 0 = nowhere yet). */
   slot: WasmGlobal;
+  /** lua_CFunction: appends its leading string arguments to the output buffer; returns the index of the first other one, or 0. */
+  out_write: (L: number) => number;
+  /** lua_CFunction: returns the bytes buffered. */
+  out_pending: (L: number) => number;
+  /** lua_CFunction: hands the buffer to out_js and empties it. */
+  out_flush: (L: number) => number;
+  /** The output buffer: address, bytes used, capacity; and 8 bytes of scratch for lua_tolstring's length. */
+  out: WasmGlobal;
+  outLen: WasmGlobal;
+  outCap: WasmGlobal;
+  scratch: WasmGlobal;
   /** Bytes Lua holds now. */
   used: WasmGlobal;
   /** Cap in bytes, 0 = none (unsigned 32-bit: WebAssembly memory is below 4 GiB). */
@@ -81,7 +102,7 @@ const op = {
   drop: 0x1a, select: 0x1b, void: 0x40,
   get: 0x20, set: 0x21, tee: 0x22, gget: 0x23, gset: 0x24,
   i32load: 0x28, i64load: 0x29, i32store: 0x36, i64store: 0x37, i32const: 0x41,
-  i32eqz: 0x45, i32gtS: 0x4a, i32geU: 0x4f, i64gtU: 0x56,
+  i32eqz: 0x45, i32ne: 0x47, i32gtS: 0x4a, i32gtU: 0x4b, i32geU: 0x4f, i64gtU: 0x56,
   i32add: 0x6a, i32sub: 0x6b, i32mul: 0x6c, i32and: 0x71, i64add: 0x7c,
   i64extendS: 0xac, i64extendU: 0xad,
 };
@@ -90,9 +111,11 @@ const mem = (opcode: number, align: number, offset: number) => [opcode, align, .
 
 // Function indices: imports first.
 const F_REALLOC = 0, F_FREE = 1, F_PUSH = 2, F_RAWSETI = 3, F_TOTHREAD = 4;
-const F_ALLOC = 5, F_FILL = 6, F_ENTER = 7;
+const F_GETTOP = 5, F_TYPE = 6, F_TOLSTRING = 7, F_PUSHINT = 8, F_OUTJS = 9;
+const F_ALLOC = 10, F_FILL = 11, F_ENTER = 12, F_OUTWRITE = 13, F_OUTPENDING = 14, F_OUTFLUSH = 15, F_APPEND = 16;
 // Globals.
-const G_USED = 0, G_LIMIT = 1, G_SLOT = 2;
+const G_USED = 0, G_LIMIT = 1, G_SLOT = 2, G_OUT = 3, G_OUTLEN = 4, G_OUTCAP = 5, G_SCRATCH = 6;
+const LUA_TSTRING = 4;
 
 function allocBody(): number[] {
   // params: 0 ud, 1 ptr, 2 osize, 3 nsize; locals: 4 delta, 5 p
@@ -166,6 +189,62 @@ function enterBody(): number[] {
   ];
 }
 
+// out_js(out, outLen); outLen = 0 -- when anything is buffered.
+const flushOut = [
+  op.gget, G_OUTLEN, op.if, op.void,
+    op.gget, G_OUT, op.gget, G_OUTLEN, op.call, F_OUTJS,
+    ...c32(0), op.gset, G_OUTLEN,
+  op.end,
+];
+
+function appendBody(): number[] {
+  // params: 0 p, 1 len. A piece that does not fit flushes the buffer; one
+  // larger than the whole buffer goes straight out.
+  const { get, gget, gset } = op;
+  return [
+    ...vec([]),
+    get, 1, gget, G_OUTCAP, gget, G_OUTLEN, op.i32sub, op.i32gtU, op.if, op.void,
+      ...flushOut,
+      get, 1, gget, G_OUTCAP, op.i32gtU, op.if, op.void,
+        get, 0, get, 1, op.call, F_OUTJS, op.return,
+      op.end,
+    op.end,
+    gget, G_OUT, gget, G_OUTLEN, op.i32add, get, 0, get, 1, 0xfc, 0x0a, 0x00, 0x00, // memory.copy
+    gget, G_OUTLEN, get, 1, op.i32add, gset, G_OUTLEN,
+    op.end,
+  ];
+}
+
+function outWriteBody(): number[] {
+  // params: 0 L; locals: 1 n, 2 i
+  const { get, set, gget } = op;
+  return [
+    ...vec([[2, I32]]),
+    get, 0, op.call, F_GETTOP, set, 1,
+    ...c32(1), set, 2,
+    op.block, op.void, op.loop, op.void,
+      get, 2, get, 1, op.i32gtS, op.brIf, 1,
+      get, 0, get, 2, op.call, F_TYPE, ...c32(LUA_TSTRING), op.i32ne, op.brIf, 1,
+      get, 0, get, 2, gget, G_SCRATCH, op.call, F_TOLSTRING,
+      gget, G_SCRATCH, ...mem(op.i32load, 2, 0), op.call, F_APPEND,
+      get, 2, ...c32(1), op.i32add, set, 2,
+      op.br, 0,
+    op.end, op.end,
+    // i > n ? 0 : i
+    get, 0, ...c32(0), get, 2, get, 2, get, 1, op.i32gtS, op.select, op.i64extendU, op.call, F_PUSHINT,
+    ...c32(1),
+    op.end,
+  ];
+}
+
+function outPendingBody(): number[] {
+  return [...vec([]), op.get, 0, op.gget, G_OUTLEN, op.i64extendU, op.call, F_PUSHINT, ...c32(1), op.end];
+}
+
+function outFlushBody(): number[] {
+  return [...vec([]), ...flushOut, ...c32(0), op.end];
+}
+
 let compiled: object | undefined;
 
 function module(): object {
@@ -176,7 +255,9 @@ function module(): object {
     functype([I32, I32, I32], [I32]), // 2 lua_pushlstring
     functype([I32, I32, I64], []), // 3 lua_rawseti
     functype([I32, I32, I32, I32], [I32]), // 4 alloc, fill
-    functype([I32], [I32]), // 5 enter (and lua_tothread is 0's shape)
+    functype([I32], [I32]), // 5 lua_CFunction; lua_gettop (lua_tothread, lua_type: 0; lua_tolstring: 2)
+    functype([I32, I64], []), // 6 lua_pushinteger
+    functype([I32, I32], []), // 7 out_js, append
   ];
   const imports = [
     [...name('env'), ...name('memory'), 0x02, 0x03, 0x00, ...uleb(65536)], // shared, any size
@@ -185,8 +266,13 @@ function module(): object {
     [...name('env'), ...name('lua_pushlstring'), 0x00, 2],
     [...name('env'), ...name('lua_rawseti'), 0x00, 3],
     [...name('env'), ...name('lua_tothread'), 0x00, 0],
+    [...name('env'), ...name('lua_gettop'), 0x00, 5],
+    [...name('env'), ...name('lua_type'), 0x00, 0],
+    [...name('env'), ...name('lua_tolstring'), 0x00, 2],
+    [...name('env'), ...name('lua_pushinteger'), 0x00, 6],
+    [...name('env'), ...name('out_js'), 0x00, 7],
   ];
-  const globals = [G_USED, G_LIMIT, G_SLOT].map(() => [I32, 0x01, ...c32(0), op.end]);
+  const globals = [G_USED, G_LIMIT, G_SLOT, G_OUT, G_OUTLEN, G_OUTCAP, G_SCRATCH].map(() => [I32, 0x01, ...c32(0), op.end]);
   const exports = [
     [...name('alloc'), 0x00, F_ALLOC],
     [...name('fill'), 0x00, F_FILL],
@@ -194,13 +280,23 @@ function module(): object {
     [...name('used'), 0x03, G_USED],
     [...name('limit'), 0x03, G_LIMIT],
     [...name('slot'), 0x03, G_SLOT],
+    [...name('out_write'), 0x00, F_OUTWRITE],
+    [...name('out_pending'), 0x00, F_OUTPENDING],
+    [...name('out_flush'), 0x00, F_OUTFLUSH],
+    [...name('out'), 0x03, G_OUT],
+    [...name('outLen'), 0x03, G_OUTLEN],
+    [...name('outCap'), 0x03, G_OUTCAP],
+    [...name('scratch'), 0x03, G_SCRATCH],
   ];
-  const bodies = [allocBody(), fillBody(), enterBody()].map((b) => [...uleb(b.length), ...b]);
+  const bodies = [allocBody(), fillBody(), enterBody(), outWriteBody(), outPendingBody(), outFlushBody(), appendBody()].map((b) => [
+    ...uleb(b.length),
+    ...b,
+  ]);
   const bytes = Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec(types)),
     ...section(2, vec(imports)),
-    ...section(3, vec([[4], [4], [5]])),
+    ...section(3, vec([[4], [4], [5], [5], [5], [5], [7]])),
     ...section(6, vec(globals)),
     ...section(7, vec(exports)),
     ...section(10, vec(bodies)),

@@ -108,10 +108,14 @@ export class Runtime {
     const blockAt = x.malloc(8);
     new Int32Array(vm.wasm.memory.buffer, blockAt, 2).fill(0);
     vm.bridge.slot.value = blockAt + 4;
-    const enter = vm.wasm.table.grow(1);
-    vm.wasm.table.set(enter, vm.bridge.enter);
-    x.lua_pushcclosure(L, enter, 0);
+    vm.pushWasmFunction(vm.bridge.enter);
     x.lua_setfield(L, -2, vm.cstr('enter'));
+    // host.out_write/out_pending/out_flush: stdout, buffered in WebAssembly.
+    for (const name of ['out_write', 'out_pending', 'out_flush'] as const) {
+      vm.pushWasmFunction(vm.bridge[name]);
+      x.lua_setfield(L, -2, vm.cstr(name));
+    }
+    vm.onStdout = (bytes) => this.opts.write(1, bytes);
     const hostRef = vm.ref();
 
     vm.load(this.bundled('riff/sandbox.lua'), `@${BUNDLED_LABEL}/riff/sandbox.lua`);

@@ -22,6 +22,8 @@ export class LuaError extends Error {}
  */
 export type HostFunction = (vm: LuaVM, L: LuaState) => number;
 
+const STDOUT_BUFFER = 16 << 20;
+
 export interface VMOptions {
   /** Lua heap limit in bytes; 0 = unlimited. */
   memoryLimit: number;
@@ -37,6 +39,8 @@ export class LuaVM {
   private readonly lenPtr: Ptr;
   private readonly names = new Map<string, Ptr>();
   private readonly textMode: Ptr;
+  /** Where buffered stdout goes; `bytes` is a view into WebAssembly memory, valid during the call. */
+  onStdout: (bytes: Uint8Array) => void = () => {};
 
   private constructor(
     readonly wasm: Wasm,
@@ -51,7 +55,17 @@ export class LuaVM {
       lua_pushlstring: x.lua_pushlstring,
       lua_rawseti: x.lua_rawseti,
       lua_tothread: x.lua_tothread,
+      lua_gettop: x.lua_gettop,
+      lua_type: x.lua_type,
+      lua_tolstring: x.lua_tolstring,
+      lua_pushinteger: x.lua_pushinteger,
+      out_js: (p, len) => this.onStdout(this.wasm.heap().subarray(p, p + len)),
     });
+    // io.write's buffer: a packet's output stays whole unless it alone
+    // passes this size (then it goes out in pieces, as before).
+    this.bridge.out.value = x.malloc(STDOUT_BUFFER);
+    this.bridge.outCap.value = STDOUT_BUFFER;
+    this.bridge.scratch.value = x.malloc(8);
     this.memoryLimit = opts.memoryLimit;
     // Every Lua allocation passes the bridge's allocator so the heap cap holds
     // exactly; a refusal becomes Lua's own "not enough memory" error, which
@@ -166,6 +180,13 @@ export class LuaVM {
 
   pushRef(ref: number): void {
     this.x.lua_rawgeti(this.L, LUA_REGISTRYINDEX, BigInt(ref));
+  }
+
+  /** Push one of riff's WebAssembly functions as a Lua C function. */
+  pushWasmFunction(fn: (L: number) => number): void {
+    const at = this.wasm.table.grow(1);
+    this.wasm.table.set(at, fn);
+    this.x.lua_pushcclosure(this.L, at, 0);
   }
 
   /**
