@@ -32,7 +32,8 @@ const USAGE = `usage: scripts/bench [options]
 Times packet processing on one capture file and prints a table: tcpdump -w
 /dev/null (the libpcap ceiling), tshark with a Lua tap doing
 string.find(data, "pcap", 1, true) per packet, riff with an empty pipeline, the
-seed pipeline (fixtures/original-riff/elements.lua), fixtures/count.lua,
+seed pipeline (fixtures/original-riff/elements.lua, with its config.lua
+filter and, as "every packet", without it), fixtures/count.lua,
 the TrafficAnalyzer-style pipeline (lua/examples/traffic.lua into SQLite)
 and, when riff has --workers, the seed and traffic pipelines with --workers
 2; tshark -z conv,tcp (a full dissection into TCP conversations) beside the
@@ -794,6 +795,19 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
     } else {
       check(checks, `${s.label}: packets processed by Lua`, processed(t.last), N, 'the file');
     }
+  }
+  // The same pipeline on every packet: the seed's tree without config.lua,
+  // so Lua sees all the traffic tshark's tap sees.
+  const everyDir = path.join(workDir, 'seed-every');
+  fs.rmSync(everyDir, { recursive: true, force: true });
+  fs.cpSync(path.dirname(SEED), everyDir, { recursive: true });
+  fs.rmSync(path.join(everyDir, 'config.lua'), { force: true });
+  for (const extra of hasWorkers ? [[], ['--workers', '2']] : [[]]) {
+    const label = `riff seed pipeline, every packet${extra.length ? ' --workers 2' : ''}`;
+    const t = await timeRuns(label, N, o.runs, NODE, [RIFF, '-q', '-r', F, '--lua', path.join(everyDir, 'elements.lua'), ...extra], 'null', allProcessed);
+    if (!t) continue;
+    rows.push(t.row);
+    check(checks, `${label}: packets processed by Lua`, processed(t.last), N, 'the file');
   }
   if (seedRuns.length) {
     // The seed's filter plugin prints a banner for each packet holding "pcap":
