@@ -199,6 +199,25 @@ end`,
   assert.match(r.stderr, /^4 Lua errors \(.*loop\.lua: 4\)$/m);
 });
 
+test('the budget reaches code running in frames allocated after the Lua heap grew', () => {
+  // setup fills the heap well past its size when the watchdog first saw it,
+  // so the loop's call frames sit beyond that.
+  const dir = tree({
+    'grown.lua': `local keep = {}
+function setup() for i = 1, 2500000 do keep[i] = {} end end
+buffer = function(p)
+  local id = riff.packet.id
+  if id == 2 then print(coroutine.resume(coroutine.create(function() while true do end end))) end
+  io.write('ok ', id, '\\n')
+end`,
+  });
+  const r = riff(['-q', '--lua', path.join(dir, 'grown.lua'), '-r', HTTP, '-c', '3'], { timeout: 60_000 });
+  assert.equal(r.signal, null, 'riff hung');
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.toString(), 'ok 1\nok 3\n');
+  assert.match(r.stderr, /grown\.lua:5: budget exceeded \(10000000 Lua instructions; [^\n]*\(packet 2\)/);
+});
+
 test('bad input: one line on stderr, the right exit code, no stack trace', () => {
   const syntax = tree({ 'bad.lua': 'buffer = function(p)\n  return p +\nend\n' });
   const cases: [string[], number, RegExp][] = [

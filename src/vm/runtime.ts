@@ -169,7 +169,7 @@ export class Runtime {
     step(ok ? 'on' : 'off');
     if (!ok) return;
     this.block = new Int32Array(memory, blockAt, 2);
-    this.watch = { memory, L, hook, tick: Math.min(this.opts.budget, 10000), block: blockAt };
+    this.watch = { memory: vm.wasm.memory, L, hook, tick: Math.min(this.opts.budget, 10000), block: blockAt };
   }
 
   private bundled(rel: string): Buffer {

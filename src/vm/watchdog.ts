@@ -11,6 +11,7 @@
 // on the thread's call chain so a running loop sees it at its next jump.
 // Both the main thread and the coroutine running now (noted by the driver's
 // coroutine.resume) are armed.
+import type { WasmMemory } from './wasm.js';
 
 /** lua_State and CallInfo offsets in wasmoon's 32-bit Lua 5.4 build; Runtime checks them once per VM. */
 export const LS = { ci: 20, hook: 88, basehookcount: 104, hookcount: 108, hookmask: 112 } as const;
@@ -20,8 +21,12 @@ const CIST_C = 1 << 1;
 
 /** What the watchdog needs to reach one VM. */
 export interface WatchTarget {
-  /** The VM's WebAssembly memory (shared). */
-  memory: SharedArrayBuffer;
+  /**
+   * The VM's WebAssembly memory (shared). The memory itself, not its buffer:
+   * a buffer keeps the length memory had when it was taken, and frames and
+   * coroutines allocated after the heap grew lie beyond it.
+   */
+  memory: WasmMemory;
   /** The main lua_State. */
   L: number;
   /** lua_Hook to install: the debug library's hookf, which calls the driver's Lua hook. */
@@ -61,13 +66,21 @@ interface Watched {
   last: number;
 }
 
+function views(w: Watched): void {
+  const buf = w.t.memory.buffer;
+  if (buf.byteLength !== w.dv.byteLength) {
+    w.i32 = new Int32Array(buf);
+    w.dv = new DataView(buf);
+  }
+}
+
 export class Watchdog {
   private readonly watched: Watched[];
   private timer: ReturnType<typeof setInterval> | null = null;
   private urgent = false;
 
   constructor(readonly targets: WatchTarget[]) {
-    this.watched = targets.map((t) => ({ t, i32: new Int32Array(t.memory), dv: new DataView(t.memory), last: -1 }));
+    this.watched = targets.map((t) => ({ t, i32: new Int32Array(t.memory.buffer), dv: new DataView(t.memory.buffer), last: -1 }));
   }
 
   /**
@@ -79,6 +92,7 @@ export class Watchdog {
     for (const w of this.watched) {
       const seq = Atomics.load(w.i32, (w.t.block >> 2) + BLOCK_SEQ);
       if (seq & 1 && (seq === w.last || this.urgent)) {
+        views(w);
         armHook(w.i32, w.dv, w.t.L, w.t.hook, w.t.tick);
         const co = Atomics.load(w.i32, (w.t.block >> 2) + BLOCK_THREAD);
         if (co) armHook(w.i32, w.dv, co, w.t.hook, w.t.tick);
