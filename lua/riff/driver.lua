@@ -147,7 +147,7 @@ end
 ---------------------------------------------------------------------------
 local forget_coroutines
 do
-  local co_create, co_resume, co_close = coroutine.create, coroutine.resume, coroutine.close
+  local co_create, co_resume, co_close, co_status = coroutine.create, coroutine.resume, coroutine.close, coroutine.status
   local enter, running, last = host.enter, nil, nil
 
   local function adopt(co)
@@ -180,7 +180,7 @@ do
   local function wrapped(co, ok, ...)
     if ok then return ... end
     local e = ...
-    if co_close then co_close(co) end
+    if co_status(co) == "dead" then co_close(co) end
     -- As coroutine.wrap does: a string error gets the caller's position.
     if type(e) == "string" then error(e, 2) end
     error(e, 0)
