@@ -57,7 +57,7 @@ function parseArgs(argv: string[]) {
     .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: "don't print the per-packet report lines (id, length, time)" })
     .option('verbose', { type: 'boolean', default: false, describe: 'full Lua tracebacks for script errors' })
     .option('strict', { type: 'boolean', default: false, describe: 'stop at the first Lua error (exit 1)' })
-    .option('lua-budget', { type: 'number', default: 10_000_000, describe: 'Lua instructions allowed per packet (0 = unlimited)' })
+    .option('lua-budget', { type: 'number', default: 10_000_000, describe: 'Lua instructions allowed per packet once it runs long (0 = unlimited)' })
     .option('output', { alias: 'o', type: 'string', array: true, describe: 'where riff.emit records go, repeatable: json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT[?options] (default: text lines on stdout)' })
     .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS ?? 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
     .option('stats', { type: 'number', describe: 'print a counters line on stderr every SECONDS' })
