@@ -105,9 +105,8 @@ export class Runtime {
     x.lua_setfield(L, -2, vm.cstr('version'));
     // host.enter(co): the driver's coroutine.resume notes the running
     // coroutine in the watch block (WebAssembly, no JS on the way).
-    const blockAt = x.malloc(8);
-    new Int32Array(vm.wasm.memory.buffer, blockAt, 2).fill(0);
-    vm.bridge.slot.value = blockAt + 4;
+    const block = new Int32Array(vm.wasm.memory.buffer, x.malloc(8), 2).fill(0);
+    vm.bridge.slot.value = block.byteOffset + 4;
     vm.pushWasmFunction(vm.bridge.enter);
     x.lua_setfield(L, -2, vm.cstr('enter'));
     // host.out_write/out_pending/out_flush: stdout, buffered in WebAssembly.
@@ -144,7 +143,7 @@ export class Runtime {
       x.lua_pushnumber(L, o.setupBudget);
       return 5;
     });
-    if (o.lazyBudget && o.budget > 0) this.lazyBudget(blockAt);
+    if (o.lazyBudget && o.budget > 0) this.lazyBudget(block);
   }
 
   /**
@@ -152,7 +151,7 @@ export class Runtime {
    * watchdog expects: with a probe hook set, the hook's fields must read back
    * as lua_sethook wrote them. Otherwise the hook stays on in batches.
    */
-  private lazyBudget(blockAt: Ptr): void {
+  private lazyBudget(block: Int32Array): void {
     const { vm } = this;
     const memory = vm.wasm.memory.buffer;
     if (!(memory instanceof SharedArrayBuffer)) return;
@@ -168,8 +167,8 @@ export class Runtime {
       dv.getInt32(L + LS.ci, true) !== 0;
     step(ok ? 'on' : 'off');
     if (!ok) return;
-    this.block = new Int32Array(memory, blockAt, 2);
-    this.watch = { memory: vm.wasm.memory, L, hook, tick: Math.min(this.opts.budget, 10000), block: blockAt };
+    this.block = block;
+    this.watch = { memory: vm.wasm.memory, L, hook, tick: Math.min(this.opts.budget, 10000), block: block.byteOffset };
   }
 
   private bundled(rel: string): Buffer {

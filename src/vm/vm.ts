@@ -32,7 +32,7 @@ export interface VMOptions {
 export class LuaVM {
   readonly L: LuaState;
   readonly x: LuaExports;
-  /** riff's WebAssembly half: the capped allocator and the batch fill loop. */
+  /** riff's WebAssembly half: the capped allocator, the batch fill loop, the stdout buffer. */
   readonly bridge: Bridge;
   private stage: Ptr = 0;
   private stageSize = 0;
@@ -65,17 +65,16 @@ export class LuaVM {
     // passes this size (then it goes out in pieces, as before).
     this.bridge.out.value = x.malloc(STDOUT_BUFFER);
     this.bridge.outCap.value = STDOUT_BUFFER;
-    this.bridge.scratch.value = x.malloc(8);
+    // lua_tolstring's length, for JS and the bridge alike: each reads it at once.
+    this.lenPtr = x.malloc(8);
+    this.bridge.scratch.value = this.lenPtr;
     this.memoryLimit = opts.memoryLimit;
     // Every Lua allocation passes the bridge's allocator so the heap cap holds
     // exactly; a refusal becomes Lua's own "not enough memory" error, which
     // pcall reports per packet.
-    const alloc = wasm.table.grow(1);
-    wasm.table.set(alloc, this.bridge.alloc);
-    this.L = x.lua_newstate(alloc, 0);
+    this.L = x.lua_newstate(this.place(this.bridge.alloc), 0);
     if (!this.L) throw new Error('could not create a Lua state');
     x.luaL_openlibs(this.L);
-    this.lenPtr = x.malloc(8);
     this.textMode = this.cstr('t');
   }
 
@@ -182,11 +181,16 @@ export class LuaVM {
     this.x.lua_rawgeti(this.L, LUA_REGISTRYINDEX, BigInt(ref));
   }
 
-  /** Push one of riff's WebAssembly functions as a Lua C function. */
-  pushWasmFunction(fn: (L: number) => number): void {
+  /** A WebAssembly function's index in the instance's function table, where C code can call it. */
+  private place(fn: (...a: number[]) => number): number {
     const at = this.wasm.table.grow(1);
     this.wasm.table.set(at, fn);
-    this.x.lua_pushcclosure(this.L, at, 0);
+    return at;
+  }
+
+  /** Push one of riff's WebAssembly functions as a Lua C function. */
+  pushWasmFunction(fn: (L: number) => number): void {
+    this.x.lua_pushcclosure(this.L, this.place(fn), 0);
   }
 
   /**
