@@ -46,8 +46,16 @@ export function riffAsync(args: string[], opts: Parameters<typeof spawn>[2] = {}
   return { child, done, stderr: () => err };
 }
 
+// Every test file runs in its own process: what it made under /tmp goes when it exits.
+const made: string[] = [];
+process.on('exit', () => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+
 export function tmpdir(prefix = 'riff-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(d);
+  return d;
 }
 
 /** Write files (path → content) under a fresh directory; returns it. */
