@@ -85,6 +85,9 @@ local driver_frames = {}
 -- lazy: batches leave the hook off for the watchdog; live: it is on now.
 local lazy, live = false, false
 local DRIVER_SOURCE = getinfo(1, "S").source
+-- The sandbox's string metamethods (p[i] on a packet) run in the script's
+-- stead; the line to name is the script's that called them.
+local SANDBOX_SOURCE = DRIVER_SOURCE:gsub("driver%.lua$", "sandbox.lua")
 local gethook = rt.gethook
 
 local function hook()
@@ -106,7 +109,7 @@ local function hook()
     exhausted = true
     -- Name the script's line, not the driver's coroutine wrappers.
     local level, where = 2, getinfo(2, "Sl")
-    while where and where.source == DRIVER_SOURCE do
+    while where and (where.source == DRIVER_SOURCE or where.source == SANDBOX_SOURCE) do
       level = level + 1
       where = getinfo(level, "Sl")
     end
