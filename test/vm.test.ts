@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Batch, stampIds } from '../src/capture/batch.js';
 import { Runtime, ScriptError, type RuntimeOptions } from '../src/vm/runtime.js';
+import { patched } from '../src/vm/wasm.js';
 import { tree, FIXTURES, ROOT } from './helpers.js';
 
 // Report lines print local time, as watch.c's ctime did.
@@ -97,6 +98,44 @@ test('the packet string has the captured length, first byte included, and behave
     '256 0 256 260 1504850400 500000000 1 0\n256 255 256 260 1504850401 500000000 1 0\n' +
       '1 0 1 5 1504850402 500000000 1 0\n8 0 8 12 1504850403 500000000 1 0\n',
   );
+});
+
+test('string.find runs on the SIMD memchr and finds what a byte-by-byte search finds', async () => {
+  const dir = tree({
+    'find.lua': `buffer = function(p)
+        local bad, n = 0, 0
+        local function check(s, c, init, want)
+          n = n + 1
+          if string.find(s, c, init, true) ~= want then bad = bad + 1 end
+        end
+        -- the packet holds every byte value once
+        for c = 0, 255 do
+          for init = 1, #p + 1, 3 do check(p, string.char(c), init, c + 1 >= init and c + 1 or nil) end
+        end
+        -- every length, position and start across the 16-byte steps and the tail
+        for len = 0, 70 do
+          for _, c in ipairs{ "\\0", "p", "\\128", "\\255" } do
+            for pos = 0, len do
+              local s = string.rep("x", len)
+              if pos > 0 then s = s:sub(1, pos - 1) .. c .. s:sub(pos + 1) end
+              local twice = pos > 0 and s:sub(1, len - 1) .. c or s
+              for init = 1, 5 do
+                check(s, c, init, pos >= init and pos or nil)
+                check(twice, c, init, pos > 0 and (pos >= init and pos or len >= init and len) or nil)
+                check(s .. "pcap" .. s, "pcap", init, len + 1 >= init and len + 1 or nil)
+              end
+            end
+          end
+        end
+        io.write(bad, " wrong of ", n, "\\n")
+      end`,
+  });
+  const { rt, out } = await start(path.join(dir, 'find.lua'), { budget: 0 });
+  assert.equal(patched.memchr, true, 'wasmoon 1.16.0 (the lockfile) has the musl memchr riff replaces');
+  rt.open();
+  assert.equal(rt.process(batchOf([ALL])), 1);
+  assert.equal(out().stderr, '');
+  assert.match(out().stdout.toString(), /^0 wrong of \d{5,}\n$/);
 });
 
 test('Lua state persists across packets and batches', async () => {
@@ -282,6 +321,18 @@ test('runaway code costs one budget per packet; catching the budget error does n
   assert.equal(o.stdout.toString(), 'ok 4\n');
   assert.match(o.stderr, /loop\.lua:4: budget exceeded \(200000 Lua instructions; raise it with --lua-budget N/);
   assert.equal(rt.summary().errors, 3);
+});
+
+test('a runaway loop that indexes the packet like the old byte table is named at its own line', async () => {
+  // p[i] runs the sandbox's string __index; budgets a few instructions apart
+  // run out in it and in the loop's own line.
+  const dir = tree({ 'idx.lua': 'buffer = function(p)\n  local s = 0\n  while true do s = s + p[1] end\nend' });
+  for (let budget = 5000; budget < 5012; budget++) {
+    const { rt, out } = await start(path.join(dir, 'idx.lua'), { budget });
+    rt.open();
+    assert.equal(rt.process(batchOf([Buffer.from('abc')])), 1);
+    assert.match(out().stderr, new RegExp(`idx\\.lua:3: budget exceeded \\(${budget} Lua instructions`));
+  }
 });
 
 // Each packet's runaway code lives in a coroutine a different way; the
