@@ -39,9 +39,13 @@ end
 
 local URI = "http://www.candylab.net"
 
+local stock_output = Pipeline.output
+
 function Pipeline.run(self, pcapdata)
   local src = { metadata = { data = pcapdata, request = { uri = URI } } }
   local list = self.element_list
+  local output = self.output
+  if output == stock_output then output = nil end
   for i = 1, #list do
     local v = list[i]
     local init, push, match = v.init, v.push, v.match
@@ -49,7 +53,7 @@ function Pipeline.run(self, pcapdata)
     if push then push(v, src) end
     if match then
       local _, sink = match(v, pcapdata)
-      if type(sink) == "table" then self:output(sink, 0) end
+      if output and type(sink) == "table" then output(self, sink, 0) end
     end
   end
 end
