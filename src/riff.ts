@@ -1,8 +1,24 @@
 #!/usr/bin/env node
-// riff's entry point. Lua worker 0 starts booting first — Node, wasmoon and
-// the WebAssembly instance are most of riff's start-up — and the command
-// line (src/cli.ts) loads and is parsed meanwhile, on the other core.
-import { prestartWorker } from './vm/pool.js';
+// riff's entry point. The Lua workers start booting first — Node, wasmoon
+// and the WebAssembly instance are most of riff's start-up — and the command
+// line (src/cli.ts) loads and is parsed meanwhile, on another core.
+import { prestartWorkers } from './vm/pool.js';
 
-prestartWorker();
+/**
+ * How many workers the command line asks for, read ahead of yargs so they all
+ * boot at once. Only a guess: cli.ts parses and checks --workers for real, and
+ * the pool starts whatever the guess missed and stops what it overshot.
+ */
+function workersAsked(argv: string[]): number {
+  let v: string | undefined = process.env.RIFF_WORKERS;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--') break;
+    if (argv[i] === '--workers') v = argv[i + 1];
+    else if (argv[i].startsWith('--workers=')) v = argv[i].slice(10);
+  }
+  const n = Number(v ?? 1);
+  return Number.isInteger(n) && n >= 1 ? Math.min(n, 8) : 1;
+}
+
+prestartWorkers(workersAsked(process.argv.slice(2)));
 await import('./cli.js');

@@ -20,6 +20,8 @@ export const HDR = 40;
 export const FLAG_ARRIVAL_TS = 1; // live: stamped on arrival, wire length unknown
 export const FLAG_FILTERED_OUT = 2; // set by the filter; skipped downstream
 
+const EMPTY_TRIPLES = new Uint32Array(0);
+
 export const align8 = (n: number): number => (n + 7) & ~7;
 
 const LITTLE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
@@ -65,7 +67,8 @@ export class Batch {
    * changes (capture/file.ts fillFrom does, for the file readers).
    */
   deferCopies = false;
-  private pending = new Uint32Array(3 * 1024);
+  // Made on first use: a ring slot's Batch is made per reservation, and most never defer.
+  private pending = EMPTY_TRIPLES;
   private npending = 0;
   private pendingSrc: Uint8Array | null = null;
 
@@ -130,7 +133,7 @@ export class Batch {
     let t = this.pending;
     const k = this.npending * 3;
     if (k === t.length) {
-      t = new Uint32Array(t.length * 2);
+      t = new Uint32Array(Math.max(3 * 1024, t.length * 2));
       t.set(this.pending);
       this.pending = t;
     }

@@ -3,6 +3,7 @@
 import { Worker } from 'node:worker_threads';
 import { Batch, FLAG_FILTERED_OUT, HDR, align8, countPassed } from '../capture/batch.js';
 import { shardOf } from '../capture/flow.js';
+import { nativeOrNull } from '../capture/native.js';
 import { createRing, RingProducer, type RingShared } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, type Summary } from './runtime.js';
@@ -24,23 +25,23 @@ export interface PoolOptions {
 interface Slot {
   worker: Worker;
   ring: RingProducer;
-  local: Batch; // staging for sharded batches
   done: Promise<Extract<WorkerMessage, { type: 'done' }>>;
 }
 
-// Worker 0 can start booting (Node, wasmoon, the WebAssembly instance: most
+// Workers can start booting (Node, wasmoon, the WebAssembly instance: most
 // of riff's start-up) before the command line is even parsed; start() then
-// hands it its orders by message instead of workerData.
-let early: { worker: Worker; error: Error | null } | null = null;
+// hands them their orders by message instead of workerData.
+const early: { worker: Worker; error: Error | null }[] = [];
 
-export function prestartWorker(): void {
-  if (early) return;
-  const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: null });
-  early = { worker, error: null };
-  const e = early;
-  worker.on('error', (err) => (e.error = err));
-  // Not needed after all (--help, a bad argument): it must not keep riff alive.
-  worker.unref();
+export function prestartWorkers(n: number): void {
+  while (early.length < n) {
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: null });
+    const e = { worker, error: null as Error | null };
+    early.push(e);
+    worker.on('error', (err) => (e.error = err));
+    // Not needed after all (--help, a bad argument): it must not keep riff alive.
+    worker.unref();
+  }
 }
 
 export class LuaPool {
@@ -55,6 +56,8 @@ export class LuaPool {
   private pendingRing: Batch | null = null;
   private readonly staging = new Batch(1 << 20);
   private watchdog: Watchdog | null = null;
+  /** Per worker, while sharding a batch: its records as (from, to, length) triples. */
+  private readonly plans: { triples: Uint32Array; n: number; bytes: number }[];
 
   private constructor(
     private readonly slots: Slot[],
@@ -62,6 +65,7 @@ export class LuaPool {
   ) {
     this.counters = new Float64Array(counters);
     this.single = slots.length === 1;
+    this.plans = slots.map(() => ({ triples: new Uint32Array(3 * 4096), n: 0, bytes: 0 }));
   }
 
   /** Workers' instruction budgets are armed from here (src/vm/watchdog.ts), also while the capture waits for ring room. */
@@ -93,9 +97,9 @@ export class LuaPool {
       };
       let worker: Worker;
       let failed: Error | null = null;
-      if (i === 0 && early) {
-        ({ worker, error: failed } = early);
-        early = null;
+      const pre = early.shift();
+      if (pre) {
+        ({ worker, error: failed } = pre);
         worker.ref();
         worker.postMessage(init);
       } else {
@@ -119,8 +123,10 @@ export class LuaPool {
         rejectReady(new Error(`Lua worker ${i} exited before it was ready`));
         resolveDone({ type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] });
       });
-      slots.push({ worker, ring: new RingProducer(shared), local: new Batch(1 << 20), done });
+      slots.push({ worker, ring: new RingProducer(shared), done });
     }
+    // Started on a guess at the command line that was too high.
+    for (const e of early.splice(0)) void e.worker.terminate();
     const pool = new LuaPool(slots, counters);
     try {
       const msgs = await Promise.all(ready);
@@ -177,17 +183,46 @@ export class LuaPool {
       if (!this.slots[0].ring.push(b, wait)) this.dropped += countPassed(b);
       return;
     }
+    // Sharding: one pass assigns each record to its worker; then each
+    // worker's records are copied straight into its ring in one addon call
+    // (from, to, length triples), with no batch in between.
     const n = this.slots.length;
-    const outs = this.slots.map((s) => s.local);
-    for (const x of outs) x.reset();
+    const plans = this.plans;
+    for (const p of plans) (p.n = 0), (p.bytes = 0);
     const v = b.view;
     for (let i = 0, o = 0; i < b.count; i++) {
       const size = HDR + align8(v.getUint32(o + 12, true));
-      if (!(v.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) outs[shardOf(v, o, n)].appendRecord(b.buf, o, size);
+      if (!(v.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) {
+        const p = plans[shardOf(v, o, n)];
+        let t = p.triples;
+        const k = p.n * 3;
+        if (k === t.length) {
+          t = new Uint32Array(t.length * 2);
+          t.set(p.triples);
+          p.triples = t;
+        }
+        t[k] = o;
+        t[k + 1] = p.bytes;
+        t[k + 2] = size;
+        p.n++;
+        p.bytes += size;
+      }
       o += size;
     }
-    outs.forEach((x, i) => {
-      if (x.count && !this.slots[i].ring.push(x, wait)) this.dropped += x.count;
+    const native = nativeOrNull();
+    plans.forEach((p, i) => {
+      if (!p.n) return;
+      const ring = this.slots[i].ring;
+      const into = ring.reserve(p.bytes, wait, p.bytes);
+      if (!into) {
+        this.dropped += p.n;
+        return;
+      }
+      if (native) native.copy(into.buf, b.buf, p.triples, p.n);
+      else for (let k = 0; k < p.n * 3; k += 3) b.buf.copy(into.buf, p.triples[k + 1], p.triples[k], p.triples[k] + p.triples[k + 2]);
+      into.count = p.n;
+      into.bytes = p.bytes;
+      if (!ring.commit(into, wait)) this.dropped += p.n;
     });
   }
 
