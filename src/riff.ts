@@ -3,6 +3,7 @@
 // and the WebAssembly instance are most of riff's start-up — and the command
 // line (src/cli.ts) loads and is parsed meanwhile, on another core.
 import { prestartWorkers } from './vm/pool.js';
+import { useWasmInlining } from './vm/wasm.js';
 
 /**
  * How many workers the command line asks for, read ahead of yargs so they all
@@ -20,5 +21,7 @@ function workersAsked(argv: string[]): number {
   return Number.isInteger(n) && n >= 1 ? Math.min(n, 8) : 1;
 }
 
+// Before any worker starts: V8 flags are per process.
+useWasmInlining();
 prestartWorkers(workersAsked(process.argv.slice(2)));
 await import('./cli.js');

@@ -7,6 +7,7 @@
 // wasmoon is imported when a VM is made, so the capture thread, which only
 // talks to workers, never loads it.
 import { createHash } from 'node:crypto';
+import v8 from 'node:v8';
 import type { LuaWasm } from 'wasmoon';
 
 // The parts of the WebAssembly JS API riff touches. TypeScript declares them
@@ -139,6 +140,19 @@ function hasSimd(): boolean {
   const probe = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 5, 1, 0x60, 0, 1, 0x7b, 3, 2, 1, 0, 10, 8, 1, 6, 0, 0x41, 0, 0xfd, 0x0f, 0x0b];
   simd ??= (WebAssemblyAPI as unknown as { validate(b: Uint8Array): boolean }).validate(Uint8Array.from(probe));
   return simd;
+}
+
+/**
+ * V8 11 (Node 20) can inline small WebAssembly functions into their callers
+ * but leaves it off unless asked; later V8s do it by default. For the Lua
+ * interpreter (luaV_execute calling the table and string helpers) it is 5-10%
+ * of a script-heavy pipeline's time. RIFF_WASM_INLINING=0 keeps V8's default.
+ * Call on the main thread before any module is compiled or worker started.
+ */
+export function useWasmInlining(): void {
+  if (process.versions.v8.startsWith('11.') && process.env.RIFF_WASM_INLINING !== '0') {
+    v8.setFlagsFromString('--experimental-wasm-inlining');
+  }
 }
 
 /** What patchModule did: `memchr` is false when the module's memchr was not the one known. */
