@@ -14,6 +14,12 @@ export interface Native {
   version(): string;
   /** memcpy(dst + t[3i+1], src + t[3i], t[3i+2]) for i < n, bounds-checked. */
   copy(dst: Uint8Array, src: Uint8Array, triples: Uint32Array, n: number): void;
+  /**
+   * Plain classic-pcap records appended to a batch buffer in one call (see
+   * riff_pcap.c). params: le, record header, snaplen, max caplen, linktype,
+   * ticks/s, ns/tick. io in: pos, end, dstBytes, maxCount; out: pos, dstBytes.
+   */
+  pcapRecords(dst: Uint8Array, src: Uint8Array, params: Uint32Array, io: Uint32Array): number;
 }
 
 const ADDON = path.join('src', 'capture', 'native', 'build', 'Release', 'riff_pcap.node');
