@@ -190,6 +190,21 @@ test('entry rule (c): a returned list of plugins runs in the bundled pipeline, i
   assert.equal(out().stdout.toString(), 'setup a\na\t1\nb sees\tA\nb\t1\ndeinit b\n');
 });
 
+test('a pipeline whose output was replaced calls it with each plugin sink, as the original did', async () => {
+  const dir = tree({
+    'plugin/a.lua': 'local a = {} function a:match(d) return nil, { who = "a" } end return a',
+    'plugin/b.lua': 'local b = {} function b:match(d) return nil, "not a table" end return b',
+    'elements.lua': `local pipeline = require "pipeline"
+      pipeline:new { require "plugin.a", require "plugin.b" }
+      pipeline.output = function(self, list, flg) print("output", list.who, flg) end
+      return pipeline`,
+  });
+  const { rt, out } = await start(path.join(dir, 'elements.lua'));
+  rt.open();
+  rt.process(batchOf(PACKETS.slice(2, 4)));
+  assert.equal(out().stdout.toString(), 'output\ta\t0\noutput\ta\t0\n');
+});
+
 test('entry rule (d): the original framework pipeline.lua runs the riff tree around it', async () => {
   const { rt, out } = await start(path.join(FIXTURES, 'original-riff', 'pipeline.lua'));
   assert.equal(rt.open(), 'tree');
