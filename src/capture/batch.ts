@@ -14,13 +14,11 @@
 //          stamped by the capture thread so ids stay global across workers
 //   36 u32 reserved
 
-import { nativeOrNull } from './native.js';
+import { CopyList, nativeOrNull } from './native.js';
 
 export const HDR = 40;
 export const FLAG_ARRIVAL_TS = 1; // live: stamped on arrival, wire length unknown
 export const FLAG_FILTERED_OUT = 2; // set by the filter; skipped downstream
-
-const EMPTY_TRIPLES = new Uint32Array(0);
 
 export const align8 = (n: number): number => (n + 7) & ~7;
 
@@ -67,9 +65,7 @@ export class Batch {
    * changes (capture/file.ts fillFrom does, for the file readers).
    */
   deferCopies = false;
-  // Made on first use: a ring slot's Batch is made per reservation, and most never defer.
-  private pending = EMPTY_TRIPLES;
-  private npending = 0;
+  private readonly pending = new CopyList();
   private pendingSrc: Uint8Array | null = null;
 
   /**
@@ -130,33 +126,14 @@ export class Batch {
       this.settle();
       this.pendingSrc = src;
     }
-    let t = this.pending;
-    const k = this.npending * 3;
-    if (k === t.length) {
-      t = new Uint32Array(Math.max(3 * 1024, t.length * 2));
-      t.set(this.pending);
-      this.pending = t;
-    }
-    t[k] = from;
-    t[k + 1] = to;
-    t[k + 2] = len;
-    this.npending++;
+    this.pending.add(from, to, len);
   }
 
   /** Make the copies push() queued. A bound function, so a Source can call it before it moves its bytes. */
   readonly settle = (): void => {
-    if (this.npending) nativeOrNull()!.copy(this.buf, this.pendingSrc!, this.pending, this.npending);
-    this.npending = 0;
+    if (this.pending.n) this.pending.run(this.buf, this.pendingSrc!);
     this.pendingSrc = null;
   };
-
-  /** Copy a whole record (header and padded bytes) from another batch's buffer. */
-  appendRecord(src: Buffer, o: number, size: number): void {
-    if (this.bytes + size > this.buf.length) this.grow(size);
-    src.copy(this.buf, this.bytes, o, o + size);
-    this.bytes += size;
-    this.count++;
-  }
 
   private grow(need: number): void {
     this.settle();

@@ -83,3 +83,47 @@ export function copyBytes(dst: Buffer, at: number, src: Buffer, start: number, e
   one[2] = end - start;
   n.copy(dst, src, one, 1);
 }
+
+/**
+ * Copies gathered as (from, to, length) triples and made together: through
+ * one addon call when it loads (memcpy, not V8's relaxed-atomic writes into
+ * shared memory), else one by one. The batch's deferred packet copies and the
+ * pool's sharding both use it.
+ */
+export class CopyList {
+  // Made on first add: most batches over a ring slot never defer a copy.
+  private t = new Uint32Array(0);
+  private count = 0;
+
+  /** Copies gathered and not yet made. */
+  get n(): number {
+    return this.count;
+  }
+
+  add(from: number, to: number, len: number): void {
+    let t = this.t;
+    const k = this.count * 3;
+    if (k === t.length) {
+      t = new Uint32Array(Math.max(3 * 1024, t.length * 2));
+      t.set(this.t);
+      this.t = t;
+    }
+    t[k] = from;
+    t[k + 1] = to;
+    t[k + 2] = len;
+    this.count++;
+  }
+
+  clear(): void {
+    this.count = 0;
+  }
+
+  /** dst[to, to + len) = src[from, from + len) for each; the list is empty after. */
+  run(dst: Uint8Array, src: Uint8Array): void {
+    const native = nativeOrNull();
+    const t = this.t;
+    if (native) native.copy(dst, src, t, this.count);
+    else for (let k = 0; k < this.count * 3; k += 3) dst.set(src.subarray(t[k], t[k] + t[k + 2]), t[k + 1]);
+    this.clear();
+  }
+}

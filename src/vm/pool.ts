@@ -3,7 +3,7 @@
 import { Worker } from 'node:worker_threads';
 import { Batch, FLAG_FILTERED_OUT, HDR, align8, countPassed } from '../capture/batch.js';
 import { shardOf } from '../capture/flow.js';
-import { nativeOrNull } from '../capture/native.js';
+import { CopyList } from '../capture/native.js';
 import { createRing, RingProducer, type RingShared } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, type Summary } from './runtime.js';
@@ -56,8 +56,8 @@ export class LuaPool {
   private pendingRing: Batch | null = null;
   private readonly staging = new Batch(1 << 20);
   private watchdog: Watchdog | null = null;
-  /** Per worker, while sharding a batch: its records as (from, to, length) triples. */
-  private readonly plans: { triples: Uint32Array; n: number; bytes: number }[];
+  /** Per worker, while sharding a batch: where its records go in its ring slot. */
+  private readonly plans: { copies: CopyList; bytes: number }[];
 
   private constructor(
     private readonly slots: Slot[],
@@ -65,7 +65,7 @@ export class LuaPool {
   ) {
     this.counters = new Float64Array(counters);
     this.single = slots.length === 1;
-    this.plans = slots.map(() => ({ triples: new Uint32Array(3 * 4096), n: 0, bytes: 0 }));
+    this.plans = slots.map(() => ({ copies: new CopyList(), bytes: 0 }));
   }
 
   /** Workers' instruction budgets are armed from here (src/vm/watchdog.ts), also while the capture waits for ring room. */
@@ -184,45 +184,35 @@ export class LuaPool {
       return;
     }
     // Sharding: one pass assigns each record to its worker; then each
-    // worker's records are copied straight into its ring in one addon call
-    // (from, to, length triples), with no batch in between.
+    // worker's records are copied straight into its ring slot together, with
+    // no batch in between.
     const n = this.slots.length;
     const plans = this.plans;
-    for (const p of plans) (p.n = 0), (p.bytes = 0);
+    for (const p of plans) p.bytes = 0;
     const v = b.view;
     for (let i = 0, o = 0; i < b.count; i++) {
       const size = HDR + align8(v.getUint32(o + 12, true));
       if (!(v.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) {
         const p = plans[shardOf(v, o, n)];
-        let t = p.triples;
-        const k = p.n * 3;
-        if (k === t.length) {
-          t = new Uint32Array(t.length * 2);
-          t.set(p.triples);
-          p.triples = t;
-        }
-        t[k] = o;
-        t[k + 1] = p.bytes;
-        t[k + 2] = size;
-        p.n++;
+        p.copies.add(o, p.bytes, size);
         p.bytes += size;
       }
       o += size;
     }
-    const native = nativeOrNull();
     plans.forEach((p, i) => {
-      if (!p.n) return;
+      const count = p.copies.n;
+      if (!count) return;
       const ring = this.slots[i].ring;
       const into = ring.reserve(p.bytes, wait, p.bytes);
       if (!into) {
-        this.dropped += p.n;
+        p.copies.clear();
+        this.dropped += count;
         return;
       }
-      if (native) native.copy(into.buf, b.buf, p.triples, p.n);
-      else for (let k = 0; k < p.n * 3; k += 3) b.buf.copy(into.buf, p.triples[k + 1], p.triples[k], p.triples[k] + p.triples[k + 2]);
-      into.count = p.n;
+      p.copies.run(into.buf, b.buf);
+      into.count = count;
       into.bytes = p.bytes;
-      if (!ring.commit(into, wait)) this.dropped += p.n;
+      if (!ring.commit(into, wait)) this.dropped += count;
     });
   }
 
