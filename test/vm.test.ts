@@ -458,6 +458,44 @@ test('the heap cap turns huge allocations into a Lua error for that packet, and 
   assert.ok(rt.memoryUsed() < 64 << 20);
 });
 
+test("Lua's allocator keeps every block's bytes through growth, shrinking and reuse, and counts what Lua counts", async () => {
+  // Sizes cross the free lists' 8-byte classes and their 2048-byte edge
+  // (strings and table parts grow from small blocks to malloc's and back).
+  const dir = tree({
+    'alloc.lua': `buffer = function(p)
+        local strs = {}
+        for round = 1, 3 do
+          for n = 0, 2200, 7 do strs[#strs + 1] = string.rep(string.char(65 + n % 26), n) .. '|' .. n end
+          local t = {}
+          for i = 1, 700 do t[i] = i * 3 t['k' .. i] = i end
+          for i = 1, 700 do assert(t[i] == i * 3 and t['k' .. i] == i, 'table entry ' .. i) end
+          for i = 700, 1, -1 do t[i] = nil t['k' .. i] = nil end
+          t.last = round
+          collectgarbage()
+          assert(next(t) == 'last' and t.last == round)
+          for j = #strs, 1, -1 do
+            local n = tonumber(strs[j]:match('|(%d+)$'))
+            assert(strs[j] == string.rep(string.char(65 + n % 26), n) .. '|' .. n, 'string ' .. j)
+            if j % 3 == round % 3 then table.remove(strs, j) end
+          end
+          collectgarbage()
+        end
+        io.write('ok ', #p, '\\n')
+      end`,
+  });
+  const { rt, out } = await start(path.join(dir, 'alloc.lua'), { budget: 0 });
+  rt.open();
+  rt.process(batchOf(['a', 'bb', 'ccc'].map((s) => Buffer.from(s))));
+  const o = out();
+  assert.equal(o.stderr, '');
+  assert.equal(o.stdout.toString(), 'ok 1\nok 2\nok 3\n');
+  rt.vm.load(Buffer.from('return collectgarbage("count")'), '=count');
+  rt.vm.call(0, 1);
+  const kb = rt.vm.x.lua_tonumberx(rt.vm.L, -1, 0);
+  assert.equal(kb * 1024, rt.memoryUsed());
+  rt.vm.x.lua_settop(rt.vm.L, -2);
+});
+
 test('the sandbox: no host files, processes, environment, binary chunks or debug hooks', async () => {
   const dir = tree({
     'secret.txt': 'secret',

@@ -1,7 +1,8 @@
 // riff's own two WebAssembly functions, linked into a Lua instance's memory
 // and function table beside wasmoon's code:
 //
-//   alloc(ud, ptr, osize, nsize)   Lua's allocator with the --lua-memory cap
+//   alloc(ud, ptr, osize, nsize)   Lua's allocator: free lists by size class
+//                                  for small blocks, the --lua-memory cap
 //   fill(L, base, count, meta)     push a batch's packets into the table on
 //                                  top of the stack, copying their headers
 //   enter(L)                       a Lua C function: note the coroutine in
@@ -60,6 +61,8 @@ export interface Bridge {
   used: WasmGlobal;
   /** Cap in bytes, 0 = none (unsigned 32-bit: WebAssembly memory is below 4 GiB). */
   limit: WasmGlobal;
+  /** The allocator's free-list heads: SIZE_CLASSES zeroed words, set before Lua allocates. */
+  heads: WasmGlobal;
 }
 
 // ---------------------------------------------------------------- encoding
@@ -98,12 +101,12 @@ const functype = (params: number[], results: number[]) => [0x60, ...vec(params.m
 
 // Instructions used below.
 const op = {
-  block: 0x02, loop: 0x03, if: 0x04, end: 0x0b, br: 0x0c, brIf: 0x0d, return: 0x0f, call: 0x10,
+  block: 0x02, loop: 0x03, if: 0x04, else: 0x05, end: 0x0b, br: 0x0c, brIf: 0x0d, return: 0x0f, call: 0x10,
   drop: 0x1a, select: 0x1b, void: 0x40,
   get: 0x20, set: 0x21, tee: 0x22, gget: 0x23, gset: 0x24,
   i32load: 0x28, i64load: 0x29, i32store: 0x36, i64store: 0x37, i32const: 0x41,
-  i32eqz: 0x45, i32ne: 0x47, i32gtS: 0x4a, i32gtU: 0x4b, i32geU: 0x4f, i64gtU: 0x56,
-  i32add: 0x6a, i32sub: 0x6b, i32mul: 0x6c, i32and: 0x71, i64add: 0x7c,
+  i32eqz: 0x45, i32eq: 0x46, i32ne: 0x47, i32gtS: 0x4a, i32gtU: 0x4b, i32leU: 0x4d, i32geU: 0x4f, i64gtU: 0x56,
+  i32add: 0x6a, i32sub: 0x6b, i32mul: 0x6c, i32and: 0x71, i32shl: 0x74, i32shrU: 0x76, i64add: 0x7c,
   i64extendS: 0xac, i64extendU: 0xad,
 };
 const c32 = (n: number) => [op.i32const, ...sleb(n)];
@@ -113,20 +116,79 @@ const mem = (opcode: number, align: number, offset: number) => [opcode, align, .
 const F_REALLOC = 0, F_FREE = 1, F_PUSH = 2, F_RAWSETI = 3, F_TOTHREAD = 4;
 const F_GETTOP = 5, F_TYPE = 6, F_TOLSTRING = 7, F_PUSHINT = 8, F_OUTJS = 9;
 const F_ALLOC = 10, F_FILL = 11, F_ENTER = 12, F_OUTWRITE = 13, F_OUTPENDING = 14, F_OUTFLUSH = 15, F_APPEND = 16;
+const F_TAKE = 17, F_GIVE = 18;
 // Globals.
 const G_USED = 0, G_LIMIT = 1, G_SLOT = 2, G_OUT = 3, G_OUTLEN = 4, G_OUTCAP = 5, G_SCRATCH = 6;
+const G_HEADS = 7, G_BUMP = 8, G_BUMPEND = 9;
 const LUA_TSTRING = 4;
+
+// Lua's allocator. Lua tells the allocator each block's size when it frees
+// or resizes it, so blocks up to SMALL bytes need no header: they come from
+// free lists, one per 8-byte size class, refilled from CHUNK-sized pieces of
+// malloc. A packet's strings and tables are a handful of such blocks, and
+// emmalloc's bookkeeping behind two cross-module calls was a seventh of the
+// seed pipeline's time. Larger blocks go to realloc and free. Free-list
+// memory stays with the VM for its life (reused, never returned), which is
+// what a Lua heap settles into anyway; the --lua-memory cap counts what Lua
+// asked for, as before.
+// A block recorded at size s <= SMALL is at least class(s) bytes long, from
+// a free list or (after shrinking in place) from malloc; one recorded above
+// SMALL always came from malloc, so only those reach free and realloc.
+const SMALL = 2048;
+const CHUNK = 256 << 10;
+export const SIZE_CLASSES = (SMALL >> 3) + 1;
+
+function takeBody(): number[] {
+  // params: 0 n (1..SMALL); locals: 1 head slot, 2 block. A block of class (n + 7) >> 3.
+  const { get, set, tee, gget, gset } = op;
+  return [
+    ...vec([[2, I32]]),
+    gget, G_HEADS, get, 0, ...c32(7), op.i32add, ...c32(3), op.i32shrU, ...c32(2), op.i32shl, op.i32add, tee, 1,
+    ...mem(op.i32load, 2, 0), tee, 2,
+    op.if, op.void,
+      get, 1, get, 2, ...mem(op.i32load, 2, 0), ...mem(op.i32store, 2, 0),
+      get, 2, op.return,
+    op.end,
+    // n rounded up to the class size; a new chunk when the current one is spent.
+    get, 0, ...c32(7), op.i32add, ...c32(-8), op.i32and, set, 0,
+    gget, G_BUMP, get, 0, op.i32add, gget, G_BUMPEND, op.i32gtU,
+    op.if, op.void,
+      ...c32(0), ...c32(CHUNK), op.call, F_REALLOC, tee, 2, op.i32eqz, op.if, op.void, ...c32(0), op.return, op.end,
+      get, 2, gset, G_BUMP,
+      get, 2, ...c32(CHUNK), op.i32add, gset, G_BUMPEND,
+    op.end,
+    gget, G_BUMP, tee, 2, get, 0, op.i32add, gset, G_BUMP,
+    get, 2,
+    op.end,
+  ];
+}
+
+function giveBody(): number[] {
+  // params: 0 block, 1 its recorded size (1..SMALL); locals: 2 head slot.
+  const { get, tee, gget } = op;
+  return [
+    ...vec([[1, I32]]),
+    get, 0,
+    gget, G_HEADS, get, 1, ...c32(7), op.i32add, ...c32(3), op.i32shrU, ...c32(2), op.i32shl, op.i32add, tee, 2,
+    ...mem(op.i32load, 2, 0), ...mem(op.i32store, 2, 0),
+    get, 2, get, 0, ...mem(op.i32store, 2, 0),
+    op.end,
+  ];
+}
 
 function allocBody(): number[] {
   // params: 0 ud, 1 ptr, 2 osize, 3 nsize; locals: 4 delta, 5 p
   const { get, set, tee, gget, gset } = op;
+  const small = (local: number) => [get, local, ...c32(SMALL), op.i32leU];
+  // A fresh block of nsize: from a free list, or malloc.
+  const fresh = [...small(3), op.if, I32, get, 3, op.call, F_TAKE, op.else, ...c32(0), get, 3, op.call, F_REALLOC, op.end];
   return [
     ...vec([[2, I32]]),
     // nsize == 0: free (osize is the block's size only when ptr is set).
     get, 3, op.i32eqz, op.if, op.void,
       get, 1, op.if, op.void,
         gget, G_USED, get, 2, op.i32sub, gset, G_USED,
-        get, 1, op.call, F_FREE,
+        ...small(2), op.if, op.void, get, 1, get, 2, op.call, F_GIVE, op.else, get, 1, op.call, F_FREE, op.end,
       op.end,
       ...c32(0), op.return,
     op.end,
@@ -141,8 +203,29 @@ function allocBody(): number[] {
         op.end,
       op.end,
     op.end,
-    get, 1, get, 3, op.call, F_REALLOC, tee, 5,
-    op.if, op.void, gget, G_USED, get, 4, op.i32add, gset, G_USED, op.end,
+    op.block, op.void,
+      get, 1, op.i32eqz, op.if, op.void, ...fresh, set, 5, op.br, 1, op.end,
+      // Shrinking: in place, unless both sizes are malloc's.
+      get, 3, get, 2, op.i32leU, op.if, op.void,
+        get, 1, set, 5,
+        ...small(3), op.i32eqz, op.if, op.void, get, 1, get, 3, op.call, F_REALLOC, set, 5, op.end,
+        op.br, 1,
+      op.end,
+      // Growing a malloc block.
+      ...small(2), op.i32eqz, op.if, op.void, get, 1, get, 3, op.call, F_REALLOC, set, 5, op.br, 1, op.end,
+      // Growing within the size class.
+      get, 1, set, 5,
+      ...small(3), op.if, op.void,
+        get, 3, ...c32(7), op.i32add, ...c32(3), op.i32shrU, get, 2, ...c32(7), op.i32add, ...c32(3), op.i32shrU, op.i32eq,
+        op.brIf, 1,
+      op.end,
+      // Moving to a larger class, or out to malloc.
+      ...fresh, tee, 5, op.if, op.void,
+        get, 5, get, 1, get, 2, 0xfc, 0x0a, 0x00, 0x00, // memory.copy
+        get, 1, get, 2, op.call, F_GIVE,
+      op.end,
+    op.end,
+    get, 5, op.if, op.void, gget, G_USED, get, 4, op.i32add, gset, G_USED, op.end,
     get, 5,
     op.end,
   ];
@@ -272,7 +355,7 @@ function module(): object {
     [...name('env'), ...name('lua_pushinteger'), 0x00, 6],
     [...name('env'), ...name('out_js'), 0x00, 7],
   ];
-  const globals = [G_USED, G_LIMIT, G_SLOT, G_OUT, G_OUTLEN, G_OUTCAP, G_SCRATCH].map(() => [I32, 0x01, ...c32(0), op.end]);
+  const globals = [G_USED, G_LIMIT, G_SLOT, G_OUT, G_OUTLEN, G_OUTCAP, G_SCRATCH, G_HEADS, G_BUMP, G_BUMPEND].map(() => [I32, 0x01, ...c32(0), op.end]);
   const exports = [
     [...name('alloc'), 0x00, F_ALLOC],
     [...name('fill'), 0x00, F_FILL],
@@ -287,8 +370,9 @@ function module(): object {
     [...name('outLen'), 0x03, G_OUTLEN],
     [...name('outCap'), 0x03, G_OUTCAP],
     [...name('scratch'), 0x03, G_SCRATCH],
+    [...name('heads'), 0x03, G_HEADS],
   ];
-  const bodies = [allocBody(), fillBody(), enterBody(), outWriteBody(), outPendingBody(), outFlushBody(), appendBody()].map((b) => [
+  const bodies = [allocBody(), fillBody(), enterBody(), outWriteBody(), outPendingBody(), outFlushBody(), appendBody(), takeBody(), giveBody()].map((b) => [
     ...uleb(b.length),
     ...b,
   ]);
@@ -296,7 +380,7 @@ function module(): object {
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec(types)),
     ...section(2, vec(imports)),
-    ...section(3, vec([[4], [4], [5], [5], [5], [5], [7]])),
+    ...section(3, vec([[4], [4], [5], [5], [5], [5], [7], [5], [7]])),
     ...section(6, vec(globals)),
     ...section(7, vec(exports)),
     ...section(10, vec(bodies)),

@@ -10,7 +10,7 @@ import {
   type Ptr,
   type Wasm,
 } from './wasm.js';
-import { linkBridge, type Bridge } from './bridge.js';
+import { linkBridge, SIZE_CLASSES, type Bridge } from './bridge.js';
 
 /** A Lua error as a message (already formatted by the Lua side: file:line: text). */
 export class LuaError extends Error {}
@@ -69,6 +69,9 @@ export class LuaVM {
     this.lenPtr = x.malloc(8);
     this.bridge.scratch.value = this.lenPtr;
     this.memoryLimit = opts.memoryLimit;
+    const heads = x.malloc(SIZE_CLASSES * 4);
+    this.wasm.heap().fill(0, heads, heads + SIZE_CLASSES * 4);
+    this.bridge.heads.value = heads;
     // Every Lua allocation passes the bridge's allocator so the heap cap holds
     // exactly; a refusal becomes Lua's own "not enough memory" error, which
     // pcall reports per packet.
