@@ -56,29 +56,33 @@ local function emit_err(s)
 end
 
 -- io.write formats numbers as C Lua does: integers with %d, floats with %.14g.
-local function tostr(i, v, fname)
+-- `level` is the error level that names the caller of io.write or file:write.
+local function tostr(i, v, fname, level)
   local t = type(v)
   if t == "string" then return v end
   if t == "number" then return mtype(v) == "integer" and sfmt("%d", v) or sfmt("%.14g", v) end
-  -- Level 4: past tostr, write_out or write_err, and io.write or file:write.
-  error(sfmt("bad argument #%d to '%s' (string expected, got %s)", i, fname, t), 4)
+  error(sfmt("bad argument #%d to '%s' (string expected, got %s)", i, fname, t), level)
 end
 
--- Strings go straight in; from the first other argument on, one at a time.
+-- out_write takes the leading string arguments in one call and returns the
+-- index of the first other one (0 if none); from there, one at a time.
+local function write_rest(level, other, ...)
+  for i = other, select("#", ...) do
+    local v = select(i, ...)
+    if type(v) ~= "string" then v = tostr(i, v, "write", level + 1) end
+    out_write(v)
+  end
+end
+
+-- For io.stdout:write (level: write_out, then file:write, then its caller).
 local function write_out(...)
   local other = out_write(...)
-  if other ~= 0 then
-    for i = other, select("#", ...) do
-      local v = select(i, ...)
-      if type(v) ~= "string" then v = tostr(i, v, "write") end
-      out_write(v)
-    end
-  end
+  if other ~= 0 then write_rest(4, other, ...) end
 end
 
 -- stderr is unbuffered, as in C: a script's progress notes show at once.
 local function write_err(...)
-  for i = 1, select("#", ...) do host_write(2, tostr(i, (select(i, ...)), "write")) end
+  for i = 1, select("#", ...) do host_write(2, tostr(i, (select(i, ...)), "write", 4)) end
 end
 
 local function file_object(write)
@@ -103,7 +107,12 @@ function print(...)
   emit("\n")
 end
 
-io.write = function(...) write_out(...) return stdout end
+-- io.write runs once or more per packet in most scripts: one call less.
+io.write = function(...)
+  local other = out_write(...)
+  if other ~= 0 then write_rest(3, other, ...) end
+  return stdout
+end
 io.stdout, io.stderr = stdout, stderr
 io.stdin = nil
 io.output = function(f)
