@@ -7,6 +7,7 @@
 // wasmoon is imported when a VM is made, so the capture thread, which only
 // talks to workers, never loads it.
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import v8 from 'node:v8';
 import type { LuaWasm } from 'wasmoon';
 
@@ -236,7 +237,10 @@ export async function loadWasm(): Promise<Wasm> {
     instance = (r as { instance?: Instance }).instance ?? (r as Instance);
     return r;
   };
-  const { LuaWasm: Wasmoon } = await import('wasmoon');
+  // require, not import: wasmoon ships CommonJS, and importing it as ESM
+  // first has Node scan its source for export names (~25 ms of each
+  // worker's start-up).
+  const { LuaWasm: Wasmoon } = createRequire(import.meta.url)('wasmoon') as typeof import('wasmoon');
   let lw: LuaWasm;
   try {
     lw = await Wasmoon.initialize();
