@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { Batch, FLAG_FILTERED_OUT, HDR, align8, countPassed } from '../capture/batch.js';
 import { shardOf } from '../capture/flow.js';
 import { CopyList } from '../capture/native.js';
-import { createRing, RingProducer, type RingShared } from './ring.js';
+import { newRingControl, RingProducer } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, type Summary } from './runtime.js';
 import type { WorkerInit, WorkerMessage } from './worker.js';
@@ -24,6 +24,7 @@ export interface PoolOptions {
 
 interface Slot {
   worker: Worker;
+  /** Made once the worker is ready: the ring's bytes are in its VM's memory. */
   ring: RingProducer;
   done: Promise<Extract<WorkerMessage, { type: 'done' }>>;
 }
@@ -81,14 +82,13 @@ export class LuaPool {
     const n = Math.max(1, o.workers);
     const lock = new SharedArrayBuffer(4);
     const counters = new SharedArrayBuffer(8 * 2 * n);
-    const slots: Slot[] = [];
+    const started: Omit<Slot, 'ring'>[] = [];
     const ready: Promise<Extract<WorkerMessage, { type: 'ready' }>>[] = [];
     for (let i = 0; i < n; i++) {
-      const shared: RingShared = createRing(o.ringBytes);
       const init: WorkerInit = {
         index: i,
         opts: o.runtime,
-        ring: shared,
+        ring: { ctrl: newRingControl(), bytes: o.ringBytes },
         lock,
         counters,
         outFd: o.outFd,
@@ -123,21 +123,25 @@ export class LuaPool {
         rejectReady(new Error(`Lua worker ${i} exited before it was ready`));
         resolveDone({ type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] });
       });
-      slots.push({ worker, ring: new RingProducer(shared), done });
+      started.push({ worker, done });
     }
     // Started on a guess at the command line that was too high.
     for (const e of early.splice(0)) void e.worker.terminate();
-    const pool = new LuaPool(slots, counters);
+    let msgs: Extract<WorkerMessage, { type: 'ready' }>[];
     try {
-      const msgs = await Promise.all(ready);
-      pool.filter = msgs[0].filter;
-      pool.outputs = msgs[0].outputs;
-      pool.rule = msgs[0].rule;
-      pool.watch(msgs.flatMap((m) => (m.watch ? [m.watch] : [])));
+      msgs = await Promise.all(ready);
     } catch (e) {
-      await Promise.all(slots.map((s) => s.worker.terminate()));
+      await Promise.all(started.map((s) => s.worker.terminate()));
       throw e;
     }
+    const pool = new LuaPool(
+      started.map((s, i) => ({ ...s, ring: new RingProducer(msgs[i].ring) })),
+      counters,
+    );
+    pool.filter = msgs[0].filter;
+    pool.outputs = msgs[0].outputs;
+    pool.rule = msgs[0].rule;
+    pool.watch(msgs.flatMap((m) => (m.watch ? [m.watch] : [])));
     return pool;
   }
 

@@ -5,6 +5,10 @@
 // reading a file (backpressure instead of loss); live capture drops whole
 // batches when the ring is full and counts them.
 //
+// A worker's ring lies in its Lua VM's WebAssembly memory (shared memory, see
+// src/vm/wasm.ts), so the capture thread writes packets where Lua reads
+// them: the worker hands a batch to Lua without copying it first.
+//
 // Layout of a slot: u32 payload bytes, u32 packet count, then the batch
 // records (src/capture/batch.ts). A slot never wraps: when the room at the
 // end is too small the producer writes a WRAP marker and starts at 0.
@@ -24,11 +28,19 @@ const CTRL_WORDS = 8;
 
 export interface RingShared {
   data: SharedArrayBuffer;
+  /** Where the ring's bytes lie in `data` (default: all of it). */
+  offset?: number;
+  bytes?: number;
   ctrl: SharedArrayBuffer;
 }
 
 export function createRing(bytes: number): RingShared {
-  return { data: new SharedArrayBuffer(bytes), ctrl: new SharedArrayBuffer(CTRL_WORDS * 4) };
+  return { data: new SharedArrayBuffer(bytes), ctrl: newRingControl() };
+}
+
+/** The control words of a ring whose bytes the consumer provides (a worker's WebAssembly memory). */
+export function newRingControl(): SharedArrayBuffer {
+  return new SharedArrayBuffer(CTRL_WORDS * 4);
 }
 
 class RingBase {
@@ -38,10 +50,12 @@ class RingBase {
   protected readonly size: number;
 
   constructor(shared: RingShared) {
-    this.u8 = Buffer.from(shared.data);
-    this.dv = new DataView(shared.data);
+    const offset = shared.offset ?? 0;
+    const bytes = shared.bytes ?? shared.data.byteLength - offset;
+    this.u8 = Buffer.from(shared.data, offset, bytes);
+    this.dv = new DataView(shared.data, offset, bytes);
     this.ctl = new Int32Array(shared.ctrl);
-    this.size = shared.data.byteLength;
+    this.size = bytes;
   }
 
   get used(): number {

@@ -58,6 +58,8 @@ export class Runtime {
   private tableRef = 0;
   private region: Ptr = 0;
   private regionSize = 0;
+  private meta: Ptr = 0;
+  private metaSize = 0;
   private readonly scriptDir: string | null;
   private readonly labels = new Map<string, string>(); // label shown to the user → real path
   stopRequested = false;
@@ -359,22 +361,20 @@ export class Runtime {
 
   /**
    * Run one batch through Lua. Packets the filter marked are skipped here.
+   * `at`: the batch's address when it already lies in this VM's memory (a
+   * worker's ring); otherwise it is copied in first.
    * Returns how many packets Lua processed (fewer than passed when --strict stopped it).
    */
-  process(batch: Batch): number {
+  process(batch: Batch, at?: Ptr): number {
     const { vm } = this;
     const x = vm.x;
     const L = vm.L;
-    const need = batch.bytes + batch.count * HDR;
-    if (need > this.regionSize) {
-      if (this.region) x.free(this.region);
-      this.regionSize = Math.max(need, this.regionSize * 2, 1 << 20);
-      this.region = x.malloc(this.regionSize);
-      if (!this.region) throw new Error('out of WebAssembly memory for a packet batch');
-    }
-    const base = this.region;
-    vm.wasm.heap().set(batch.buf.subarray(0, batch.bytes), base);
-    const metaBase = base + batch.bytes;
+    let base: Ptr;
+    if (at === undefined) {
+      base = this.region = this.grown(this.region, batch.bytes, 'regionSize');
+      vm.wasm.heap().set(batch.buf.subarray(0, batch.bytes), base);
+    } else base = at;
+    const metaBase = (this.meta = this.grown(this.meta, batch.count * HDR, 'metaSize'));
     vm.pushRef(this.api.get('batch')!);
     let n = 0;
     vm.unbounded(() => {
@@ -400,6 +400,17 @@ export class Runtime {
     x.lua_settop(L, -3);
     if (done < n) this.stopRequested = true;
     return done;
+  }
+
+  /** A block of WebAssembly memory of at least `need` bytes: `p`, or a larger one in its place. */
+  private grown(p: Ptr, need: number, size: 'regionSize' | 'metaSize'): Ptr {
+    if (need <= this[size] && p) return p;
+    const x = this.vm.x;
+    if (p) x.free(p);
+    this[size] = Math.max(need, this[size] * 2, 1 << 16);
+    const q = x.malloc(this[size]);
+    if (!q) throw new Error('out of WebAssembly memory for a packet batch');
+    return q;
   }
 
   /** Packets that ended in a Lua error so far. */

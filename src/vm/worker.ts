@@ -11,7 +11,8 @@ import type { WatchTarget } from './watchdog.js';
 export interface WorkerInit {
   index: number;
   opts: Omit<RuntimeOptions, 'write' | 'record'>;
-  ring: RingShared;
+  /** The ring's control words and size; its bytes are the worker's to place (in its VM's memory). */
+  ring: { ctrl: SharedArrayBuffer; bytes: number };
   /** Int32 lock word serialising writes to stdout/stderr across workers. */
   lock: SharedArrayBuffer;
   /** Float64 per worker: [packets handed to Lua, packet errors]. */
@@ -23,7 +24,7 @@ export interface WorkerInit {
 }
 
 export type WorkerMessage =
-  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; watch: WatchTarget | null }
+  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; watch: WatchTarget | null; ring: RingShared }
   | { type: 'fail'; message: string }
   | { type: 'stop'; why: 'strict' | 'stdout-closed' }
   | { type: 'record'; bytes: Uint8Array; at: number }
@@ -59,12 +60,31 @@ sinks[1].onClose = () => {
   stopSent = true;
 };
 
+/**
+ * The ring's bytes: in the VM's WebAssembly memory when it is shared, so
+ * batches reach Lua where the capture thread wrote them; else a buffer of
+ * their own, copied into the VM batch by batch. The second value is the
+ * ring's address in the VM, or -1.
+ */
+function placeRing(vm: LuaVM): [RingShared, number] {
+  const { ctrl, bytes } = init.ring;
+  const at = vm.wasm.memory.buffer instanceof SharedArrayBuffer ? vm.x.malloc(bytes) : 0;
+  if (!at) return [{ data: new SharedArrayBuffer(bytes), ctrl }, -1];
+  // Read after malloc: growing the memory gives it a longer buffer.
+  return [{ data: vm.wasm.memory.buffer as unknown as SharedArrayBuffer, offset: at, bytes, ctrl }, at];
+}
+
 async function main(): Promise<void> {
-  const ring = new RingConsumer(init.ring);
+  let ring: RingConsumer;
+  let shared: RingShared;
+  let inVm: number;
   let rt: Runtime;
   let config: { filter: string | null; outputs: string[] } = { filter: null, outputs: [] };
   let rule: string;
   try {
+    const vm = await vmReady;
+    [shared, inVm] = placeRing(vm);
+    ring = new RingConsumer(shared);
     rt = await Runtime.create(
       {
         ...init.opts,
@@ -73,7 +93,7 @@ async function main(): Promise<void> {
         interrupted: () => ring.abandoned(),
         lazyBudget: true,
       },
-      await vmReady,
+      vm,
     );
     if (init.readConfig) config = rt.config();
     rule = rt.open();
@@ -81,7 +101,7 @@ async function main(): Promise<void> {
     post({ type: 'fail', message: e instanceof ScriptError ? e.message : `Lua runtime: ${(e as Error).message}` });
     return;
   }
-  post({ type: 'ready', rule, ...config, watch: rt.watch });
+  post({ type: 'ready', rule, ...config, watch: rt.watch, ring: shared });
   rt.setup();
   const at = init.index * 2;
   let handed = 0;
@@ -99,7 +119,8 @@ async function main(): Promise<void> {
         prof.t = performance.now();
         prof.first ||= prof.t - prof.ready;
       }
-      handed += rt.process(b);
+      // In the VM's memory, the batch's address is its offset in the buffer.
+      handed += rt.process(b, inVm >= 0 ? b.buf.byteOffset : undefined);
       if (prof) prof.lua += performance.now() - prof.t;
       counters[at] = handed;
       counters[at + 1] = rt.packetErrors();
