@@ -103,7 +103,7 @@ test('the packet string has the captured length, first byte included, and behave
   );
 });
 
-test('string.find runs on the SIMD memchr and finds what a byte-by-byte search finds', async () => {
+test("string.find runs on the SIMD memchr and riff's pattern search, and finds what a byte-by-byte search finds", async () => {
   const dir = tree({
     'find.lua': `buffer = function(p)
         local bad, n = 0, 0
@@ -130,11 +130,38 @@ test('string.find runs on the SIMD memchr and finds what a byte-by-byte search f
             end
           end
         end
+        -- longer patterns (riff's own search in lmemfind): near misses on
+        -- the first one and two bytes, matches at every position, across
+        -- the 16-byte steps and the tail, plain and pattern forms
+        local function ref(s, pat, init)
+          for i = init, #s - #pat + 1 do
+            if s:sub(i, i + #pat - 1) == pat then return i end
+          end
+          return nil
+        end
+        for _, pat in ipairs{ "pc", "pca", "pcap", "ppc", "pcapPCAP\\0\\255pcapxyz!" } do
+          for _, fill in ipairs{ "x", "p", "pc", "pcapc", "\\0" } do
+            for len = 0, 40 do
+              local base = fill:rep(len):sub(1, len)
+              for pos = 0, len do
+                local s = base
+                if pos > 0 then s = (base:sub(1, pos - 1) .. pat .. base:sub(pos + #pat)):sub(1, math.max(len, pos - 1)) end
+                for init = 1, 2 do
+                  local want = ref(s, pat, init)
+                  n = n + 2
+                  if string.find(s, pat, init, true) ~= want then bad = bad + 1 end
+                  if string.find(s, pat, init) ~= want then bad = bad + 1 end
+                end
+              end
+            end
+          end
+        end
         io.write(bad, " wrong of ", n, "\\n")
       end`,
   });
   const { rt, out } = await start(path.join(dir, 'find.lua'), { budget: 0 });
   assert.equal(patched.memchr, true, 'wasmoon 1.16.0 (the lockfile) has the musl memchr riff replaces');
+  assert.equal(patched.find, true, "wasmoon 1.16.0 has the str_find_aux whose search riff replaces");
   rt.open();
   assert.equal(rt.process(batchOf([ALL])), 1);
   assert.equal(out().stderr, '');

@@ -128,6 +128,68 @@ const FAST_MEMCHR = Uint8Array.from([
   0x41, 0x00, 0x0b,                               // return NULL
 ]);
 
+// string.find's plain search (lmemfind, inlined in str_find_aux) calls
+// memchr for the pattern's first byte, then memcmp for the rest, and starts
+// over at every false start: a packet of text has a 'p' every ~50 bytes, so
+// string.find(packet, "pcap") made ~17 such round trips a packet. riff gives
+// that loop a search of its own instead (FIND): sixteen positions a step,
+// keeping only those where the first two pattern bytes both match, each then
+// checked with memcmp. It returns the first match, or NULL, so lmemfind's
+// own memcmp confirms it and its loop ends; with a one-byte pattern it is
+// memchr. Applied when str_find_aux is the one known (size and FNV-1a of its
+// body) and holds the call exactly once, as with memchr.
+const STR_FIND_AUX = { size: 1277, fnv1a: 0xa6bd2abd };
+// memchr(s1, *s2, l1) inside lmemfind's loop: local 4 is s1, 9 the first
+// pattern byte, 3 the length left; locals 7 and 8 hold s2 + 1 and l2, the
+// rest of the pattern, which the call to FIND passes along.
+const LMEMFIND_CALL = [0x20, 0x04, 0x20, 0x09, 0x20, 0x03, 0x10];
+const LMEMFIND_ARGS = [0x20, 0x04, 0x20, 0x09, 0x20, 0x03, 0x20, 0x07, 0x20, 0x08, 0x10];
+
+/** FIND(s, c, n, rest, restLen): the first q in [s, s + n) with *q == c and q[1..restLen] == rest; reads nothing past s + n + restLen. */
+function findBody(memchr: number, memcmp: number): Uint8Array {
+  const call = (f: number) => [0x10, ...uleb(f)];
+  // prettier-ignore
+  return Uint8Array.from([
+    0x02, 0x02, 0x7b, 0x02, 0x7f,                   // locals 5, 6: v128 (c, rest[0] in every lane); 7, 8: i32 (mask, q)
+    0x20, 0x04, 0x45, 0x04, 0x40,                   // restLen == 0: it is memchr
+      0x20, 0x00, 0x20, 0x01, 0x20, 0x02, ...call(memchr), 0x0f,
+    0x0b,
+    0x20, 0x01, 0xfd, 0x0f, 0x21, 0x05,             // v1 = splat(c)
+    0x20, 0x03, 0x2d, 0x00, 0x00, 0xfd, 0x0f, 0x21, 0x06, // v2 = splat(rest[0])
+    0x02, 0x40, 0x03, 0x40,                         // block, loop: 16 positions a step
+      0x20, 0x02, 0x41, 0x10, 0x49, 0x0d, 0x01,     //   n < 16: to the tail
+      // bytes s..s+15 equal c and bytes s+1..s+16 equal rest[0] (s + 16 < s + n + restLen)
+      0x20, 0x00, 0xfd, 0x00, 0x00, 0x00, 0x20, 0x05, 0xfd, 0x23,
+      0x20, 0x00, 0xfd, 0x00, 0x00, 0x01, 0x20, 0x06, 0xfd, 0x23,
+      0xfd, 0x4e, 0xfd, 0x64, 0x21, 0x07,           //   mask = bitmask(and)
+      0x02, 0x40, 0x03, 0x40,                       //   each candidate, lowest first
+        0x20, 0x07, 0x45, 0x0d, 0x01,
+        0x20, 0x00, 0x20, 0x07, 0x68, 0x6a, 0x21, 0x08, // q = s + ctz(mask)
+        0x20, 0x08, 0x41, 0x01, 0x6a, 0x20, 0x03, 0x20, 0x04, ...call(memcmp), 0x45,
+        0x04, 0x40, 0x20, 0x08, 0x0f, 0x0b,         //   whole match: return q
+        0x20, 0x07, 0x20, 0x07, 0x41, 0x01, 0x6b, 0x71, 0x21, 0x07, // mask &= mask - 1
+        0x0c, 0x00,
+      0x0b, 0x0b,
+      0x20, 0x00, 0x41, 0x10, 0x6a, 0x21, 0x00,     //   s += 16
+      0x20, 0x02, 0x41, 0x10, 0x6b, 0x21, 0x02,     //   n -= 16
+      0x0c, 0x00,
+    0x0b, 0x0b,
+    0x20, 0x01, 0x41, 0xff, 0x01, 0x71, 0x21, 0x01, // c &= 255
+    0x02, 0x40, 0x03, 0x40,                         // block, loop: the last n < 16 positions
+      0x20, 0x02, 0x45, 0x0d, 0x01,
+      0x20, 0x00, 0x2d, 0x00, 0x00, 0x20, 0x01, 0x46,
+      0x04, 0x40,
+        0x20, 0x00, 0x41, 0x01, 0x6a, 0x20, 0x03, 0x20, 0x04, ...call(memcmp), 0x45,
+        0x04, 0x40, 0x20, 0x00, 0x0f, 0x0b,
+      0x0b,
+      0x20, 0x00, 0x41, 0x01, 0x6a, 0x21, 0x00,     //   s += 1
+      0x20, 0x02, 0x41, 0x01, 0x6b, 0x21, 0x02,     //   n -= 1
+      0x0c, 0x00,
+    0x0b, 0x0b,
+    0x41, 0x00, 0x0b,                               // return NULL
+  ]);
+}
+
 const uleb = (n: number): number[] => {
   const out: number[] = [];
   do {
@@ -161,18 +223,20 @@ export function useWasmInlining(): void {
   }
 }
 
-/** What patchModule did: `memchr` is false when the module's memchr was not the one known. */
-export const patched = { memchr: false };
+/** What patchModule did: each is false when the module's function was not the one known (or the engine lacks SIMD). */
+export const patched = { memchr: false, find: false };
 
 /**
- * The module's bytes, patched in two places:
+ * The module's bytes, patched:
  * - its memory declared shared. Shared memory is what lets another thread
  *   reach into a running VM: the watchdog (src/vm/watchdog.ts) arms the
- *   instruction budget's hook in a VM that has been in one batch too long.
+ *   instruction budget's hook in a VM that has been in one batch too long,
+ *   and the capture thread writes a worker's batches into its ring there.
  *   Loads and stores compile the same, and the memory already declares the
  *   maximum that shared memory requires.
- * - memchr's body replaced by FAST_MEMCHR, when it is the known one and the
- *   engine has SIMD; otherwise left alone.
+ * - memchr's body replaced by FAST_MEMCHR, and lmemfind's loop calling FIND
+ *   (added as a new function), when they are the known ones and the engine
+ *   has SIMD; otherwise left alone.
  */
 function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
   const b = Uint8Array.from(input instanceof ArrayBuffer ? new Uint8Array(input) : input);
@@ -185,14 +249,44 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
       if (!(x & 0x80)) return r;
     }
   };
+  type Range = { start: number; end: number };
   let shared = false;
-  let code: { start: number; end: number; bodies: [number, number][] } | null = null;
+  let funcImports = 0;
+  let find5: number | null = null; // index of the type (i32 x5) -> i32
+  let funcs: Range | null = null;
+  let code: (Range & { bodies: [number, number][] }) | null = null;
   while (p < b.length) {
     const sectionStart = p;
     const id = b[p++];
     const len = read();
     const end = p + len;
-    if (id === 5) {
+    if (id === 1) {
+      for (let n = read(), i = 0; i < n; i++) {
+        if (b[p++] !== 0x60) break;
+        const params = read();
+        const ps = b.subarray(p, p + params);
+        p += params;
+        const results = read();
+        const rs = b.subarray(p, p + results);
+        p += results;
+        if (find5 === null && params === 5 && ps.every((t) => t === 0x7f) && results === 1 && rs[0] === 0x7f) find5 = i;
+      }
+    } else if (id === 2) {
+      for (let n = read(); n > 0; n--) {
+        for (let k = 0; k < 2; k++) {
+          const l = read(); // module, then field name
+          p += l;
+        }
+        const kind = b[p++];
+        if (kind === 0) (read(), funcImports++);
+        else if (kind === 1) (p++, read() & 1 ? (read(), read()) : read());
+        else if (kind === 2) (read() & 1 ? (read(), read()) : read());
+        else if (kind === 3) p += 2;
+        else break;
+      }
+    } else if (id === 3) {
+      funcs = { start: sectionStart, end };
+    } else if (id === 5) {
       // One memory: flags 1 (a maximum) becomes 3 (a maximum, shared).
       if (read() !== 1 || b[p] !== 1) break;
       b[p] = 3;
@@ -209,20 +303,57 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
     p = end;
   }
   if (!shared) throw new Error('the Lua WebAssembly module does not declare one bounded memory (wasmoon changed its build)');
-  patched.memchr = false;
-  if (!code || !hasSimd()) return b;
-  const hit = code.bodies.findIndex(
-    ([s, e]) => e - s === MUSL_MEMCHR.size && fnv1a(b.subarray(s, e)) === MUSL_MEMCHR.fnv1a,
-  );
-  if (hit < 0) return b;
-  const parts: Uint8Array[] = [Uint8Array.from(uleb(code.bodies.length))];
-  for (const [i, [s, e]] of code.bodies.entries()) {
-    const body = i === hit ? FAST_MEMCHR : b.subarray(s, e);
-    parts.push(Uint8Array.from(uleb(body.length)), body);
+  patched.memchr = patched.find = false;
+  if (!code || !funcs || !hasSimd()) return b;
+  const known = (k: { size: number; fnv1a: number }) =>
+    code!.bodies.findIndex(([s, e]) => e - s === k.size && fnv1a(b.subarray(s, e)) === k.fnv1a);
+  const memchr = known(MUSL_MEMCHR);
+  if (memchr < 0) return b;
+  const bodies: Uint8Array[] = code.bodies.map(([s, e]) => b.subarray(s, e));
+  bodies[memchr] = FAST_MEMCHR;
+
+  // lmemfind's call to memchr, to become a call to FIND with two more arguments.
+  const strFind = known(STR_FIND_AUX);
+  let added: Uint8Array | null = null;
+  if (strFind >= 0 && find5 !== null) {
+    const body = bodies[strFind];
+    const call = [...LMEMFIND_CALL, ...uleb(funcImports + memchr)];
+    const at: number[] = [];
+    for (let i = 0; i + call.length <= body.length; i++) if (call.every((x, k) => body[i + k] === x)) at.push(i);
+    // memcmp is what the loop calls next: local.tee 1, i32.eqz, br_if 4, then
+    // local.get 1, +1, local.tee 5, local.get 7, local.get 8, call memcmp.
+    const next = at.length === 1 ? at[0] + call.length : -1;
+    const tail = [0x22, 0x01, 0x45, 0x0d, 0x04, 0x20, 0x01, 0x41, 0x01, 0x6a, 0x22, 0x05, 0x20, 0x07, 0x20, 0x08, 0x10];
+    if (next > 0 && tail.every((x, k) => body[next + k] === x)) {
+      p = next + tail.length;
+      // read() works on b: decode memcmp's index from the body instead.
+      let memcmp = 0;
+      for (let s = 0, q = p; ; s += 7) {
+        const x = body[q++];
+        memcmp += (x & 0x7f) * 2 ** s;
+        if (!(x & 0x80)) break;
+      }
+      const findIndex = funcImports + code.bodies.length;
+      bodies[strFind] = Buffer.concat([body.subarray(0, at[0]), Uint8Array.from([...LMEMFIND_ARGS, ...uleb(findIndex)]), body.subarray(next)]);
+      added = findBody(funcImports + memchr, memcmp);
+      patched.find = true;
+    }
   }
+
+  const out: Uint8Array[] = [b.subarray(0, funcs.start)];
+  // Function section: one more declaration when FIND is added.
+  p = funcs.start + 1;
+  read();
+  const declared = read();
+  const decls = b.subarray(p, funcs.end);
+  const funcContent = Buffer.concat([Uint8Array.from(uleb(declared + (added ? 1 : 0))), decls, Uint8Array.from(added ? uleb(find5!) : [])]);
+  out.push(Uint8Array.from([3, ...uleb(funcContent.length)]), funcContent, b.subarray(funcs.end, code.start));
+  const parts: Uint8Array[] = [Uint8Array.from(uleb(bodies.length + (added ? 1 : 0)))];
+  for (const body of added ? [...bodies, added] : bodies) parts.push(Uint8Array.from(uleb(body.length)), body);
   const content = Buffer.concat(parts);
+  out.push(Uint8Array.from([10, ...uleb(content.length)]), content, b.subarray(code.end));
   patched.memchr = true;
-  return Buffer.concat([b.subarray(0, code.start), Uint8Array.from([10, ...uleb(content.length)]), content, b.subarray(code.end)]);
+  return Buffer.concat(out);
 }
 
 /**
