@@ -27,13 +27,15 @@ local NO_HOST = "Lua cannot run processes or touch the host environment"
 ---------------------------------------------------------------------------
 -- stdout is buffered in WebAssembly memory by three small C functions of
 -- riff's (src/vm/bridge.ts): out_write appends its string arguments with one
--- memcpy each. The driver flushes between packets once FLUSH_AT is reached,
--- so a flush holds whole packets' output (workers' flushes interleave only
--- there); a single packet writing more than the buffer (16 MiB) is flushed
--- mid-packet.
+-- memcpy each. The driver flushes between packets once FLUSH_AT is reached
+-- and at the end of every batch, so a flush holds whole packets' output
+-- (workers' flushes interleave only there); a single packet writing more
+-- than the buffer (16 MiB) is flushed mid-packet. FLUSH_AT is about a
+-- batch's worth for a script that writes every packet (the seed does):
+-- one write a batch rather than one every 64 KiB.
 local out_write, out_pending, out_flush = host.out_write, host.out_pending, host.out_flush
 local err, nerr = {}, 0
-local FLUSH_AT = 1 << 16
+local FLUSH_AT = 1 << 20
 
 local function flush()
   out_flush()
