@@ -13,7 +13,9 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { Batch, FLAG_ARRIVAL_TS, FLAG_FILTERED_OUT, HDR, recordAt } from '../src/capture/batch.js';
+import { Batch, FLAG_ARRIVAL_TS, FLAG_ELSEWHERE, FLAG_FILTERED_OUT, HDR, align8, recordAt } from '../src/capture/batch.js';
+import { shardOf } from '../src/capture/flow.js';
+import { loadNative } from '../src/capture/native.js';
 import { FilterError, compileFilter, filterAvailable, libpcapVersion } from '../src/capture/filter.js';
 import { PcapWriter } from '../src/outputs/pcap-writer.js';
 import { openCaptureFile } from '../src/capture/file.js';
@@ -334,6 +336,53 @@ describe('filters over batches from the project reader (capture/file.ts)', { ski
       }
     });
   }
+});
+
+describe('sharding by flow in the addon (--workers N) is flow.ts\'s, record for record', { skip: noBoth }, () => {
+  test('every corpus file, 2, 3 and 7 workers, with filtered records among them', () => {
+    const native = loadNative();
+    let checked = 0;
+    for (const name of Object.keys(EXPECTED)) {
+      const src = capture(name).batch;
+      if (!src.count) continue;
+      for (const n of [2, 3, 7]) {
+        const b = copyBatch(src);
+        const offs = b.offsets();
+        offs.forEach((o, i) => i % 5 === 4 && b.view.setUint32(o + 28, b.view.getUint32(o + 28, true) | FLAG_FILTERED_OUT, true));
+        const shards = new Uint8Array(b.count);
+        const bytes = new Uint32Array(n);
+        const before = Buffer.from(b.buf.subarray(0, b.bytes));
+        native.shardPlan(b.buf, b.count, n, shards, bytes, true);
+        const want = new Uint32Array(n);
+        offs.forEach((o, i) => {
+          const flags = before.readUInt32LE(o + 28);
+          const w = flags & FLAG_FILTERED_OUT ? 255 : shardOf(new DataView(before.buffer, before.byteOffset, before.length), o, n);
+          assert.equal(shards[i], w, `${name}, ${n} workers, record ${i}`);
+          if (w !== 255) want[w] += HDR + align8(before.readUInt32LE(o + 12));
+          // Records for other workers are flagged in place; nothing else changes.
+          assert.equal(b.view.getUint32(o + 28, true), w !== 255 && w !== 0 ? flags | FLAG_ELSEWHERE : flags, `${name} flags ${i}`);
+        });
+        assert.deepEqual([...bytes], [...want], `${name}, ${n} workers: bytes per worker`);
+        for (let w = 0; w < n; w++) {
+          const dst = Buffer.alloc(bytes[w] + 16, 0xee);
+          const k = native.shardCopy(b.buf, b.count, shards, w, dst, 8);
+          let at = 8;
+          let m = 0;
+          offs.forEach((o, i) => {
+            if (shards[i] !== w) return;
+            const size = HDR + align8(before.readUInt32LE(o + 12));
+            assert.ok(dst.subarray(at, at + size).equals(before.subarray(o, o + size)), `${name}: worker ${w}'s record ${m}`);
+            at += size;
+            m++;
+          });
+          assert.equal(k, m);
+          assert.equal(dst.readUInt32LE(bytes[w] + 8), 0xeeeeeeee, 'nothing written past the records');
+          checked += k;
+        }
+      }
+    }
+    assert.ok(checked > 5000, `${checked} records checked`);
+  });
 });
 
 describe('filter semantics', { skip: noBoth }, () => {

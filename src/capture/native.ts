@@ -20,6 +20,14 @@ export interface Native {
    * ticks/s, ns/tick. io in: pos, end, dstBytes, maxCount; out: pos, dstBytes.
    */
   pcapRecords(dst: Uint8Array, src: Uint8Array, params: Uint32Array, io: Uint32Array): number;
+  /**
+   * Each record's worker (src/capture/flow.ts's shardOf; 255 when filtered
+   * out) into shards, each worker's bytes into bytes; with `elsewhere`, flag
+   * records for other workers FLAG_ELSEWHERE in place.
+   */
+  shardPlan(batch: Uint8Array, count: number, n: number, shards: Uint8Array, bytes: Uint32Array, elsewhere: boolean): void;
+  /** Worker w's records copied to dst from `at`, FLAG_ELSEWHERE cleared; returns how many. */
+  shardCopy(batch: Uint8Array, count: number, shards: Uint8Array, w: number, dst: Uint8Array, at: number): number;
 }
 
 const ADDON = path.join('src', 'capture', 'native', 'build', 'Release', 'riff_pcap.node');

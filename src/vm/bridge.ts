@@ -19,7 +19,7 @@
 // lua_pushlstring, lua_rawseti) directly, WebAssembly to WebAssembly. The
 // module is small enough to assemble by hand, which keeps the build free of
 // a WebAssembly toolchain.
-import { HDR, FLAG_FILTERED_OUT } from '../capture/batch.js';
+import { HDR, FLAG_ELSEWHERE, FLAG_FILTERED_OUT } from '../capture/batch.js';
 import { WebAssemblyAPI, type WasmGlobal, type WasmMemory } from './wasm.js';
 
 export interface BridgeImports {
@@ -40,7 +40,7 @@ export interface BridgeImports {
 export interface Bridge {
   /** The allocator, to be placed in the instance's function table. */
   alloc: (ud: number, ptr: number, osize: number, nsize: number) => number;
-  /** Push the unfiltered packets of a batch at `base` into T (stack top) as T[1..n]; returns n. */
+  /** Push a batch's packets at `base` into T (stack top) as T[1..n], skipping those filtered out or sharded elsewhere; returns n. */
   fill: (L: number, base: number, count: number, meta: number) => number;
   /** lua_CFunction: stores lua_tothread(L, 1) at the address in `slot`. */
   enter: (L: number) => number;
@@ -242,7 +242,7 @@ function fillBody(): number[] {
     op.block, op.void, op.loop, op.void,
       get, 5, get, 2, op.i32geU, op.brIf, 1,
       get, 6, ...mem(op.i32load, 2, 12), set, 7,
-      get, 6, ...mem(op.i32load, 2, 28), ...c32(FLAG_FILTERED_OUT), op.i32and, op.i32eqz,
+      get, 6, ...mem(op.i32load, 2, 28), ...c32(FLAG_FILTERED_OUT | FLAG_ELSEWHERE), op.i32and, op.i32eqz,
       op.if, op.void,
         get, 0, get, 6, ...c32(HDR), op.i32add, get, 7, op.call, F_PUSH, op.drop,
         get, 4, ...c32(1), op.i32add, set, 4,

@@ -3,7 +3,7 @@
 import { Worker } from 'node:worker_threads';
 import { Batch, FLAG_FILTERED_OUT, HDR, align8, countPassed } from '../capture/batch.js';
 import { shardOf } from '../capture/flow.js';
-import { CopyList } from '../capture/native.js';
+import { CopyList, nativeOrNull, type Native } from '../capture/native.js';
 import { newRingControl, RingProducer } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, type Summary } from './runtime.js';
@@ -11,6 +11,13 @@ import type { WorkerInit, WorkerMessage } from './worker.js';
 import { Watchdog } from './watchdog.js';
 
 const FOREVER = 2 ** 31;
+
+/** Records of worker w in a shard plan. */
+function countShard(shards: Uint8Array, count: number, w: number): number {
+  let k = 0;
+  for (let i = 0; i < count; i++) if (shards[i] === w) k++;
+  return k;
+}
 
 export interface PoolOptions {
   workers: number;
@@ -57,8 +64,14 @@ export class LuaPool {
   private pendingRing: Batch | null = null;
   private readonly staging = new Batch(1 << 20);
   private watchdog: Watchdog | null = null;
-  /** Per worker, while sharding a batch: where its records go in its ring slot. */
+  /** Per worker, while sharding a batch without the addon: where its records go in its ring slot. */
   private readonly plans: { copies: CopyList; bytes: number }[];
+  /** The addon, which shards batches when there are several workers. */
+  private readonly native: Native | null;
+  /** Per record of the batch being sharded: its worker (255: filtered out). */
+  private shards = new Uint8Array(1024);
+  /** Per worker: bytes of the batch being sharded that go to it. */
+  private readonly bytesPer: Uint32Array;
 
   private constructor(
     private readonly slots: Slot[],
@@ -67,6 +80,8 @@ export class LuaPool {
     this.counters = new Float64Array(counters);
     this.single = slots.length === 1;
     this.plans = slots.map(() => ({ copies: new CopyList(), bytes: 0 }));
+    this.native = this.single ? null : nativeOrNull();
+    this.bytesPer = new Uint32Array(slots.length);
   }
 
   /** Workers' instruction budgets are armed from here (src/vm/watchdog.ts), also while the capture waits for ring room. */
@@ -146,12 +161,14 @@ export class LuaPool {
   }
 
   /**
-   * A batch to fill: straight in the ring with one worker, staging with
-   * several. Null when the ring stayed full for `waitMs`: let the event loop
-   * run (signals) and ask again.
+   * A batch to fill, straight in worker 0's ring: with several workers the
+   * records for the others are copied out of it at commit and worker 0
+   * skips them (the addon's shardPlan; without the addon, a staging batch).
+   * Null when the ring stayed full for `waitMs`: let the event loop run
+   * (signals) and ask again.
    */
   reserve(waitMs = 200): Batch | null {
-    if (this.single) {
+    if (this.single || this.native) {
       const b = this.slots[0].ring.reserve(HDR + 65536, waitMs);
       this.pendingRing = b;
       return b;
@@ -165,7 +182,10 @@ export class LuaPool {
   commit(b: Batch): void {
     if (b === this.pendingRing) {
       this.pendingRing = null;
+      // Worker 0 may start on its records while the others' are copied out.
+      if (!this.single && b.count) this.plan(b, true);
       this.slots[0].ring.commit(b, FOREVER);
+      if (!this.single && b.count) this.copyOut(b, FOREVER, 1);
       return;
     }
     this.dispatch(b, FOREVER);
@@ -187,9 +207,14 @@ export class LuaPool {
       if (!this.slots[0].ring.push(b, wait)) this.dropped += countPassed(b);
       return;
     }
-    // Sharding: one pass assigns each record to its worker; then each
-    // worker's records are copied straight into its ring slot together, with
-    // no batch in between.
+    if (this.native) {
+      this.plan(b, false);
+      this.copyOut(b, wait, 0);
+      return;
+    }
+    // Sharding without the addon: one pass assigns each record to its
+    // worker; then each worker's records are copied straight into its ring
+    // slot together, with no batch in between.
     const n = this.slots.length;
     const plans = this.plans;
     for (const p of plans) p.bytes = 0;
@@ -218,6 +243,33 @@ export class LuaPool {
       into.bytes = p.bytes;
       if (!ring.commit(into, wait)) this.dropped += count;
     });
+  }
+
+  /**
+   * Shard a batch through the addon. `inRing0`: the batch is worker 0's ring
+   * slot, whose own records stay where they are; the others' are flagged
+   * there (before worker 0 sees the slot) and copied out by copyOut.
+   */
+  private plan(b: Batch, inRing0: boolean): void {
+    if (this.shards.length < b.count) this.shards = new Uint8Array(Math.max(b.count, this.shards.length * 2));
+    this.native!.shardPlan(b.buf, b.count, this.slots.length, this.shards, this.bytesPer, inRing0);
+  }
+
+  /** Copy the planned records of workers `from` on into their rings; what finds no room in time is dropped and counted. */
+  private copyOut(b: Batch, wait: number, from: number): void {
+    for (let w = from; w < this.slots.length; w++) {
+      const bytes = this.bytesPer[w];
+      if (!bytes) continue;
+      const ring = this.slots[w].ring;
+      const into = ring.reserve(bytes, wait, bytes);
+      if (!into) {
+        this.dropped += countShard(this.shards, b.count, w);
+        continue;
+      }
+      into.count = this.native!.shardCopy(b.buf, b.count, this.shards, w, into.buf, 0);
+      into.bytes = bytes;
+      if (!ring.commit(into, wait)) this.dropped += into.count;
+    }
   }
 
   /** Packets handed to Lua and packets that ended in an error, summed over workers (live). */

@@ -19,6 +19,7 @@
 #define HDR 40
 #define FLAG_ARRIVAL_TS 1u
 #define FLAG_FILTERED_OUT 2u
+#define FLAG_ELSEWHERE 4u
 #define DEFAULT_SNAPLEN 262144
 #define MAX_EXPR 65536
 
@@ -500,6 +501,169 @@ static napi_value js_pcap_records(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * Sharding by flow for --workers N, the same function as src/capture/flow.ts
+ * (which the addon-less path runs): both directions of an IP 5-tuple map to
+ * one worker, non-IP packets to worker 0.
+ */
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+static uint32_t endpoint(const uint8_t *addr, int len, uint32_t port) {
+  uint32_t h = 0x811c9dc5u;
+  for (int i = 0; i < len; i++) h = (h ^ addr[i]) * 0x01000193u;
+  return (h ^ port) * 0x01000193u;
+}
+
+static uint32_t shard_of(const uint8_t *rec, uint32_t n) {
+  if (n <= 1) return 0;
+  uint32_t caplen = rd32(rec + 12), lt = rd32(rec + 20) & 0xffffu;
+  const uint8_t *p = rec + HDR, *end = p + caplen, *l3 = NULL;
+  int v = 0;
+  uint32_t type = 0;
+  if (lt == 1) {
+    const uint8_t *at = p + 12;
+    if (at + 2 > end) return 0;
+    type = be16(at);
+    while ((type == 0x8100 || type == 0x88a8 || type == 0x9100) && at + 6 <= end) {
+      at += 4;
+      type = be16(at);
+    }
+    l3 = at + 2;
+  } else if (lt == 113) {
+    if (p + 16 > end) return 0;
+    type = be16(p + 14);
+    l3 = p + 16;
+  } else if (lt == 276) {
+    if (p + 20 > end) return 0;
+    type = be16(p);
+    l3 = p + 20;
+  } else if (lt == 0 || lt == 108) {
+    if (p + 4 > end) return 0;
+    uint32_t le = rd32(p);
+    uint32_t fam = le > 0xffff ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3] : le;
+    if (fam == 2) v = 4;
+    else if (fam == 24 || fam == 28 || fam == 30 || fam == 10) v = 6;
+    else return 0;
+    l3 = p + 4;
+  } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
+    if (p + 1 > end) return 0;
+    int ver = p[0] >> 4;
+    if (ver != 4 && ver != 6) return 0;
+    v = ver;
+    l3 = p;
+  } else {
+    return 0;
+  }
+  if (!v) {
+    if (type == 0x0800) v = 4;
+    else if (type == 0x86dd) v = 6;
+    else return 0;
+  }
+  uint32_t a, b;
+  if (v == 4) {
+    if (l3 + 20 > end) return 0;
+    uint32_t ihl = (uint32_t)(l3[0] & 15) * 4, proto = l3[9], frag = be16(l3 + 6) & 0x1fffu;
+    const uint8_t *l4 = l3 + ihl;
+    bool ports = (proto == 6 || proto == 17 || proto == 132) && frag == 0 && l4 + 4 <= end;
+    a = endpoint(l3 + 12, 4, ports ? be16(l4) : 0);
+    b = endpoint(l3 + 16, 4, ports ? be16(l4 + 2) : 0);
+  } else {
+    if (l3 + 40 > end) return 0;
+    uint32_t nh = l3[6];
+    const uint8_t *l4 = l3 + 40;
+    bool ports = (nh == 6 || nh == 17 || nh == 132) && l4 + 4 <= end;
+    a = endpoint(l3 + 8, 16, ports ? be16(l4) : 0);
+    b = endpoint(l3 + 24, 16, ports ? be16(l4 + 2) : 0);
+  }
+  return (a + b) % n;
+}
+
+/* Walks `count` records of a batch of `len` bytes; false if one runs past the end. */
+#define EACH_RECORD(buf, len, count, rec, body)                                \
+  do {                                                                         \
+    uint64_t off_ = 0;                                                         \
+    for (uint32_t i_ = 0; i_ < (count); i_++) {                                \
+      if (off_ + HDR > (len)) return throw_range(env, "batch records run past its bytes"); \
+      uint8_t *rec = (buf) + off_;                                             \
+      uint64_t size_ = HDR + (((uint64_t)rd32(rec + 12) + 7) & ~(uint64_t)7); \
+      if (off_ + size_ > (len)) return throw_range(env, "batch records run past its bytes"); \
+      body;                                                                    \
+      off_ += size_;                                                           \
+    }                                                                          \
+  } while (0)
+
+/*
+ * shardPlan(batch, count, n, shards, bytes, elsewhere): each record's worker
+ * in shards[i] (255 for records the filter dropped) and each worker's bytes
+ * in bytes[w]. With `elsewhere` the batch is worker 0's ring slot: records
+ * for other workers are flagged FLAG_ELSEWHERE there, for worker 0 to skip,
+ * and only they are copied out (shardCopy), not worker 0's own.
+ */
+static napi_value js_shard_plan(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 6) return throw_type(env, "shardPlan(batch, count, n, shards, bytes, elsewhere)");
+  uint8_t *buf, *sh, *bb;
+  size_t len, shlen, blen;
+  uint32_t count, n;
+  bool elsewhere;
+  if (bytes_of(env, argv[0], &buf, &len) != napi_ok || bytes_of(env, argv[3], &sh, &shlen) != napi_ok ||
+      bytes_of(env, argv[4], &bb, &blen) != napi_ok || napi_get_value_uint32(env, argv[1], &count) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &n) != napi_ok || napi_get_value_bool(env, argv[5], &elsewhere) != napi_ok)
+    return throw_type(env, "shardPlan(batch, count, n, shards, bytes, elsewhere)");
+  if (n < 1 || n > 255 || shlen < count || blen < (size_t)n * 4 || ((uintptr_t)bb & 3))
+    return throw_range(env, "shardPlan: shards or bytes too small");
+  uint32_t *bytes = (uint32_t *)bb;
+  memset(bytes, 0, (size_t)n * 4);
+  uint32_t k = 0;
+  EACH_RECORD(buf, len, count, rec, {
+    uint32_t flags = rd32(rec + 28);
+    if (flags & FLAG_FILTERED_OUT) {
+      sh[k++] = 255;
+    } else {
+      uint32_t w = shard_of(rec, n);
+      sh[k++] = (uint8_t)w;
+      bytes[w] += (uint32_t)size_;
+      if (elsewhere && w != 0) wr32(rec + 28, flags | FLAG_ELSEWHERE);
+    }
+  });
+  return NULL;
+}
+
+/*
+ * shardCopy(batch, count, shards, w, dst, at): worker w's records, in order,
+ * copied to dst from byte `at` (FLAG_ELSEWHERE cleared); returns how many.
+ */
+static napi_value js_shard_copy(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 6) return throw_type(env, "shardCopy(batch, count, shards, w, dst, at)");
+  uint8_t *buf, *sh, *dst;
+  size_t len, shlen, dlen;
+  uint32_t count, w, at;
+  if (bytes_of(env, argv[0], &buf, &len) != napi_ok || bytes_of(env, argv[2], &sh, &shlen) != napi_ok ||
+      bytes_of(env, argv[4], &dst, &dlen) != napi_ok || napi_get_value_uint32(env, argv[1], &count) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &w) != napi_ok || napi_get_value_uint32(env, argv[5], &at) != napi_ok)
+    return throw_type(env, "shardCopy(batch, count, shards, w, dst, at)");
+  if (shlen < count) return throw_range(env, "shardCopy: shards too small");
+  uint64_t o = at;
+  uint32_t k = 0, copied = 0;
+  EACH_RECORD(buf, len, count, rec, {
+    if (sh[k++] == w) {
+      if (o + size_ > dlen) return throw_range(env, "shardCopy: dst too small");
+      memcpy(dst + o, rec, (size_t)size_);
+      wr32(dst + o + 28, rd32(rec + 28) & ~FLAG_ELSEWHERE);
+      o += size_;
+      copied++;
+    }
+  });
+  napi_value out;
+  CHECK(napi_create_uint32(env, copied, &out));
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"compile", NULL, js_compile, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -508,6 +672,8 @@ NAPI_MODULE_INIT() {
       {"version", NULL, js_version, NULL, NULL, NULL, napi_enumerable, NULL},
       {"copy", NULL, js_copy, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pcapRecords", NULL, js_pcap_records, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"shardPlan", NULL, js_shard_plan, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"shardCopy", NULL, js_shard_copy, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;
