@@ -485,6 +485,11 @@ describe('filter semantics', { skip: noBoth }, () => {
     assert.deepEqual(b.buf.subarray(0, before.length), before);
     b.bytes = b.buf.length + 8;
     assert.throws(() => compileFilter('tcp', 1).apply(b), RangeError);
+    // Sharding checks the same way before flagging anything.
+    const short = b.buf.subarray(0, before.length - 8);
+    assert.throws(() => loadNative().shardPlan(short, b.count, 2, new Uint8Array(b.count), new Uint32Array(2), true), /shardPlan: record \d+ .*runs past/);
+    assert.deepEqual(b.buf.subarray(0, before.length), before);
+    assert.throws(() => loadNative().shardCopy(short, b.count, new Uint8Array(b.count), 0, Buffer.alloc(before.length), 0), /shardCopy: record/);
   });
 
   test('the addon refuses a program it cannot validate', () => {

@@ -236,6 +236,34 @@ static napi_value js_compile(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* A record's size in a batch: header and captured bytes padded to 8. */
+static inline uint64_t record_size(const uint8_t *rec) {
+  return HDR + (((uint64_t)rd32(rec + 12) + 7) & ~(uint64_t)7);
+}
+
+/*
+ * Whether `count` records lie within `bytes`. Callers check before touching
+ * any record, so a bad batch is refused as it was; msg names the first record
+ * that does not fit, prefixed with `what`.
+ */
+static bool records_fit(const uint8_t *buf, size_t bytes, uint64_t count, const char *what, char *msg, size_t msgsize) {
+  size_t o = 0;
+  for (uint64_t i = 0; i < count; i++) {
+    if (bytes - o < HDR) {
+      snprintf(msg, msgsize, "%s: record %llu header at offset %zu runs past %zu bytes", what, (unsigned long long)i, o, bytes);
+      return false;
+    }
+    uint64_t rec = record_size(buf + o);
+    if (rec > bytes - o) {
+      snprintf(msg, msgsize, "%s: record %llu at offset %zu (caplen %u) runs past %zu bytes", what, (unsigned long long)i, o,
+               rd32(buf + o + 12), bytes);
+      return false;
+    }
+    o += (size_t)rec;
+  }
+  return true;
+}
+
 /*
  * apply(program, batch, count, bytes, linktype = -1, others?) -> passed
  *
@@ -323,33 +351,19 @@ static napi_value js_apply(napi_env env, napi_callback_info info) {
   struct bpf_program prog = {(u_int)ninsn, insns};
 
   /* Check every record fits before touching any, so a bad batch is left as it was. */
-  size_t o = 0;
-  for (uint64_t i = 0; i < count; i++) {
-    if (bytes - o < HDR) {
-      free(aligned);
-      char msg[160];
-      snprintf(msg, sizeof msg, "apply: record %llu header at offset %zu runs past %zu bytes",
-               (unsigned long long)i, o, bytes);
-      return throw_range(env, msg);
-    }
-    uint64_t rec = HDR + (((uint64_t)rd32(buf + o + 12) + 7) & ~(uint64_t)7);
-    if (rec > bytes - o) {
-      free(aligned);
-      char msg[160];
-      snprintf(msg, sizeof msg, "apply: record %llu at offset %zu (caplen %u) runs past %zu bytes",
-               (unsigned long long)i, o, rd32(buf + o + 12), bytes);
-      return throw_range(env, msg);
-    }
-    o += (size_t)rec;
+  char msg[160];
+  if (!records_fit(buf, bytes, count, "apply", msg, sizeof msg)) {
+    free(aligned);
+    return throw_range(env, msg);
   }
 
   uint32_t passed = 0;
   size_t nothers = 0;
-  o = 0;
+  size_t o = 0;
   for (uint64_t i = 0; i < count; i++) {
     uint8_t *h = buf + o;
     uint32_t caplen = rd32(h + 12);
-    o += HDR + (((size_t)caplen + 7) & ~(size_t)7);
+    o += (size_t)record_size(h);
     uint32_t flags = rd32(h + 28);
     if (flags & FLAG_FILTERED_OUT) continue;
     uint32_t lt = rd32(h + 20);
@@ -578,20 +592,6 @@ static uint32_t shard_of(const uint8_t *rec, uint32_t n) {
   return (a + b) % n;
 }
 
-/* Walks `count` records of a batch of `len` bytes; false if one runs past the end. */
-#define EACH_RECORD(buf, len, count, rec, body)                                \
-  do {                                                                         \
-    uint64_t off_ = 0;                                                         \
-    for (uint32_t i_ = 0; i_ < (count); i_++) {                                \
-      if (off_ + HDR > (len)) return throw_range(env, "batch records run past its bytes"); \
-      uint8_t *rec = (buf) + off_;                                             \
-      uint64_t size_ = HDR + (((uint64_t)rd32(rec + 12) + 7) & ~(uint64_t)7); \
-      if (off_ + size_ > (len)) return throw_range(env, "batch records run past its bytes"); \
-      body;                                                                    \
-      off_ += size_;                                                           \
-    }                                                                          \
-  } while (0)
-
 /*
  * shardPlan(batch, count, n, shards, bytes, elsewhere): each record's worker
  * in shards[i] (255 for records the filter dropped) and each worker's bytes
@@ -614,20 +614,24 @@ static napi_value js_shard_plan(napi_env env, napi_callback_info info) {
     return throw_type(env, "shardPlan(batch, count, n, shards, bytes, elsewhere)");
   if (n < 1 || n > 255 || shlen < count || blen < (size_t)n * 4 || ((uintptr_t)bb & 3))
     return throw_range(env, "shardPlan: shards or bytes too small");
+  char msg[160];
+  if (!records_fit(buf, len, count, "shardPlan", msg, sizeof msg)) return throw_range(env, msg);
   uint32_t *bytes = (uint32_t *)bb;
   memset(bytes, 0, (size_t)n * 4);
-  uint32_t k = 0;
-  EACH_RECORD(buf, len, count, rec, {
+  uint8_t *rec = buf;
+  for (uint32_t i = 0; i < count; i++) {
+    uint64_t size = record_size(rec);
     uint32_t flags = rd32(rec + 28);
     if (flags & FLAG_FILTERED_OUT) {
-      sh[k++] = 255;
+      sh[i] = 255;
     } else {
       uint32_t w = shard_of(rec, n);
-      sh[k++] = (uint8_t)w;
-      bytes[w] += (uint32_t)size_;
+      sh[i] = (uint8_t)w;
+      bytes[w] += (uint32_t)size;
       if (elsewhere && w != 0) wr32(rec + 28, flags | FLAG_ELSEWHERE);
     }
-  });
+    rec += size;
+  }
   return NULL;
 }
 
@@ -648,17 +652,22 @@ static napi_value js_shard_copy(napi_env env, napi_callback_info info) {
       napi_get_value_uint32(env, argv[3], &w) != napi_ok || napi_get_value_uint32(env, argv[5], &at) != napi_ok)
     return throw_type(env, "shardCopy(batch, count, shards, w, dst, at)");
   if (shlen < count) return throw_range(env, "shardCopy: shards too small");
+  char msg[160];
+  if (!records_fit(buf, len, count, "shardCopy", msg, sizeof msg)) return throw_range(env, msg);
   uint64_t o = at;
-  uint32_t k = 0, copied = 0;
-  EACH_RECORD(buf, len, count, rec, {
-    if (sh[k++] == w) {
-      if (o + size_ > dlen) return throw_range(env, "shardCopy: dst too small");
-      memcpy(dst + o, rec, (size_t)size_);
+  uint32_t copied = 0;
+  const uint8_t *rec = buf;
+  for (uint32_t i = 0; i < count; i++) {
+    uint64_t size = record_size(rec);
+    if (sh[i] == w) {
+      if (o + size > dlen) return throw_range(env, "shardCopy: dst too small");
+      memcpy(dst + o, rec, (size_t)size);
       wr32(dst + o + 28, rd32(rec + 28) & ~FLAG_ELSEWHERE);
-      o += size_;
+      o += size;
       copied++;
     }
-  });
+    rec += size;
+  }
   napi_value out;
   CHECK(napi_create_uint32(env, copied, &out));
   return out;
