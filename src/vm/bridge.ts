@@ -1,4 +1,4 @@
-// riff's own two WebAssembly functions, linked into a Lua instance's memory
+// riff's own WebAssembly functions, linked into a Lua instance's memory
 // and function table beside wasmoon's code:
 //
 //   alloc(ud, ptr, osize, nsize)   Lua's allocator: free lists by size class
@@ -20,7 +20,7 @@
 // module is small enough to assemble by hand, which keeps the build free of
 // a WebAssembly toolchain.
 import { HDR, FLAG_ELSEWHERE, FLAG_FILTERED_OUT } from '../capture/batch.js';
-import { WebAssemblyAPI, type WasmGlobal, type WasmMemory } from './wasm.js';
+import { WebAssemblyAPI, uleb, type WasmGlobal, type WasmMemory } from './wasm.js';
 
 export interface BridgeImports {
   memory: WasmMemory;
@@ -70,17 +70,6 @@ export interface Bridge {
 const I32 = 0x7f;
 const I64 = 0x7e;
 
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n = Math.floor(n / 128);
-    if (n) b |= 0x80;
-    out.push(b);
-  } while (n);
-  return out;
-}
-
 function sleb(n: number): number[] {
   const out: number[] = [];
   for (;;) {
@@ -126,8 +115,8 @@ const LUA_TSTRING = 4;
 // or resizes it, so blocks up to SMALL bytes need no header: they come from
 // free lists, one per 8-byte size class, refilled from CHUNK-sized pieces of
 // malloc. A packet's strings and tables are a handful of such blocks, and
-// emmalloc's bookkeeping behind two cross-module calls was a seventh of the
-// seed pipeline's time. Larger blocks go to realloc and free. Free-list
+// emmalloc's bookkeeping behind two cross-module calls was about a tenth of
+// the seed pipeline's time. Larger blocks go to realloc and free. Free-list
 // memory stays with the VM for its life (reused, never returned), which is
 // what a Lua heap settles into anyway; the --lua-memory cap counts what Lua
 // asked for, as before.
@@ -137,13 +126,16 @@ const LUA_TSTRING = 4;
 const SMALL = 2048;
 const CHUNK = 256 << 10;
 export const SIZE_CLASSES = (SMALL >> 3) + 1;
+// A block of n bytes (1..SMALL) is of class (n + 7) >> 3; its free list's head is word `class` of heads.
+const sizeClass = (local: number) => [op.get, local, ...c32(7), op.i32add, ...c32(3), op.i32shrU];
+const headOf = (local: number) => [op.gget, G_HEADS, ...sizeClass(local), ...c32(2), op.i32shl, op.i32add];
 
 function takeBody(): number[] {
   // params: 0 n (1..SMALL); locals: 1 head slot, 2 block. A block of class (n + 7) >> 3.
   const { get, set, tee, gget, gset } = op;
   return [
     ...vec([[2, I32]]),
-    gget, G_HEADS, get, 0, ...c32(7), op.i32add, ...c32(3), op.i32shrU, ...c32(2), op.i32shl, op.i32add, tee, 1,
+    ...headOf(0), tee, 1,
     ...mem(op.i32load, 2, 0), tee, 2,
     op.if, op.void,
       get, 1, get, 2, ...mem(op.i32load, 2, 0), ...mem(op.i32store, 2, 0),
@@ -165,11 +157,11 @@ function takeBody(): number[] {
 
 function giveBody(): number[] {
   // params: 0 block, 1 its recorded size (1..SMALL); locals: 2 head slot.
-  const { get, tee, gget } = op;
+  const { get, tee } = op;
   return [
     ...vec([[1, I32]]),
     get, 0,
-    gget, G_HEADS, get, 1, ...c32(7), op.i32add, ...c32(3), op.i32shrU, ...c32(2), op.i32shl, op.i32add, tee, 2,
+    ...headOf(1), tee, 2,
     ...mem(op.i32load, 2, 0), ...mem(op.i32store, 2, 0),
     get, 2, get, 0, ...mem(op.i32store, 2, 0),
     op.end,
@@ -216,7 +208,7 @@ function allocBody(): number[] {
       // Growing within the size class.
       get, 1, set, 5,
       ...small(3), op.if, op.void,
-        get, 3, ...c32(7), op.i32add, ...c32(3), op.i32shrU, get, 2, ...c32(7), op.i32add, ...c32(3), op.i32shrU, op.i32eq,
+        ...sizeClass(3), ...sizeClass(2), op.i32eq,
         op.brIf, 1,
       op.end,
       // Moving to a larger class, or out to malloc.

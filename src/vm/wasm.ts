@@ -190,7 +190,8 @@ function findBody(memchr: number, memcmp: number): Uint8Array {
   ]);
 }
 
-const uleb = (n: number): number[] => {
+/** Unsigned LEB128, as WebAssembly encodes sizes and indices (src/vm/bridge.ts uses it too). */
+export const uleb = (n: number): number[] => {
   const out: number[] = [];
   do {
     let x = n % 128;
@@ -200,6 +201,16 @@ const uleb = (n: number): number[] => {
   } while (n);
   return out;
 };
+
+/** The unsigned LEB128 at buf[at]: its value and the offset after it. */
+function readUleb(buf: Uint8Array, at: number): [number, number] {
+  let r = 0;
+  for (let s = 0; ; s += 7) {
+    const x = buf[at++];
+    r += (x & 0x7f) * 2 ** s;
+    if (!(x & 0x80)) return [r, at];
+  }
+}
 
 /** Whether this engine runs WebAssembly SIMD (Node 20 does; checked, not assumed). */
 let simd: boolean | undefined;
@@ -242,12 +253,9 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
   const b = Uint8Array.from(input instanceof ArrayBuffer ? new Uint8Array(input) : input);
   let p = 8;
   const read = () => {
-    let r = 0;
-    for (let s = 0; ; s += 7) {
-      const x = b[p++];
-      r += (x & 0x7f) * 2 ** s;
-      if (!(x & 0x80)) return r;
-    }
+    const [v, next] = readUleb(b, p);
+    p = next;
+    return v;
   };
   type Range = { start: number; end: number };
   let shared = false;
@@ -325,14 +333,7 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
     const next = at.length === 1 ? at[0] + call.length : -1;
     const tail = [0x22, 0x01, 0x45, 0x0d, 0x04, 0x20, 0x01, 0x41, 0x01, 0x6a, 0x22, 0x05, 0x20, 0x07, 0x20, 0x08, 0x10];
     if (next > 0 && tail.every((x, k) => body[next + k] === x)) {
-      p = next + tail.length;
-      // read() works on b: decode memcmp's index from the body instead.
-      let memcmp = 0;
-      for (let s = 0, q = p; ; s += 7) {
-        const x = body[q++];
-        memcmp += (x & 0x7f) * 2 ** s;
-        if (!(x & 0x80)) break;
-      }
+      const [memcmp] = readUleb(body, next + tail.length);
       const findIndex = funcImports + code.bodies.length;
       bodies[strFind] = Buffer.concat([body.subarray(0, at[0]), Uint8Array.from([...LMEMFIND_ARGS, ...uleb(findIndex)]), body.subarray(next)]);
       added = findBody(funcImports + memchr, memcmp);
