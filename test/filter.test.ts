@@ -14,7 +14,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { Batch, FLAG_ARRIVAL_TS, FLAG_ELSEWHERE, FLAG_FILTERED_OUT, HDR, align8, recordAt } from '../src/capture/batch.js';
-import { shardOf } from '../src/capture/flow.js';
+import { jsSharding, shardOf } from '../src/capture/flow.js';
 import { loadNative } from '../src/capture/native.js';
 import { FilterError, compileFilter, filterAvailable, libpcapVersion } from '../src/capture/filter.js';
 import { PcapWriter } from '../src/outputs/pcap-writer.js';
@@ -339,8 +339,9 @@ describe('filters over batches from the project reader (capture/file.ts)', { ski
 });
 
 describe('sharding by flow in the addon (--workers N) is flow.ts\'s, record for record', { skip: noBoth }, () => {
-  test('every corpus file, 2, 3 and 7 workers, with filtered records among them', () => {
-    const native = loadNative();
+  for (const [label, impl] of [['the addon', () => loadNative()], ['its JS twin (no addon)', () => jsSharding]] as const)
+  test(`${label}: every corpus file, 2, 3 and 7 workers, with filtered records among them`, () => {
+    const native = impl();
     let checked = 0;
     for (const name of Object.keys(EXPECTED)) {
       const src = capture(name).batch;
@@ -485,11 +486,13 @@ describe('filter semantics', { skip: noBoth }, () => {
     assert.deepEqual(b.buf.subarray(0, before.length), before);
     b.bytes = b.buf.length + 8;
     assert.throws(() => compileFilter('tcp', 1).apply(b), RangeError);
-    // Sharding checks the same way before flagging anything.
+    // Sharding (the addon's and its JS twin) checks the same way before flagging anything.
     const short = b.buf.subarray(0, before.length - 8);
-    assert.throws(() => loadNative().shardPlan(short, b.count, 2, new Uint8Array(b.count), new Uint32Array(2), true), /shardPlan: record \d+ .*runs past/);
-    assert.deepEqual(b.buf.subarray(0, before.length), before);
-    assert.throws(() => loadNative().shardCopy(short, b.count, new Uint8Array(b.count), 0, Buffer.alloc(before.length), 0), /shardCopy: record/);
+    for (const sharding of [loadNative(), jsSharding]) {
+      assert.throws(() => sharding.shardPlan(short, b.count, 2, new Uint8Array(b.count), new Uint32Array(2), true), /shardPlan: record \d+ .*runs past/);
+      assert.deepEqual(b.buf.subarray(0, before.length), before);
+      assert.throws(() => sharding.shardCopy(short, b.count, new Uint8Array(b.count), 0, Buffer.alloc(before.length), 0), /shardCopy: record/);
+    }
   });
 
   test('the addon refuses a program it cannot validate', () => {

@@ -1,7 +1,8 @@
 // Which worker a packet belongs to: both directions of an IP 5-tuple map to
 // the same worker, so a plugin's per-flow state lives in one VM. Non-IP
 // packets go to worker 0. Only headers are read; nothing is decoded for Lua.
-import { HDR } from './batch.js';
+import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, HDR, align8 } from './batch.js';
+import type { Native } from './native.js';
 
 function u16(d: DataView, o: number): number {
   return d.getUint16(o, false);
@@ -76,3 +77,56 @@ export function shardOf(d: DataView, o: number, n: number): number {
   }
   return ((a + b) >>> 0) % n;
 }
+
+/** A batch's record sizes, checked to lie within it before anything is touched (as the addon checks). */
+function recordSizes(batch: Uint8Array, d: DataView, count: number, what: string): number[] {
+  const sizes: number[] = [];
+  for (let i = 0, o = 0; i < count; i++) {
+    if (batch.length - o < HDR) throw new RangeError(`${what}: record ${i} header at offset ${o} runs past ${batch.length} bytes`);
+    const size = HDR + align8(d.getUint32(o + 12, true));
+    if (size > batch.length - o) throw new RangeError(`${what}: record ${i} at offset ${o} runs past ${batch.length} bytes`);
+    sizes.push(size);
+    o += size;
+  }
+  return sizes;
+}
+
+const view = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+
+/** Sharding a batch among workers: the addon's shardPlan and shardCopy, or jsSharding. */
+export type Sharding = Pick<Native, 'shardPlan' | 'shardCopy'>;
+
+/** The addon's shardPlan and shardCopy (riff_pcap.c), for when it is not built: the same records go to the same workers. */
+export const jsSharding: Sharding = {
+  shardPlan(batch, count, n, shards, bytes, elsewhere) {
+    const d = view(batch);
+    const sizes = recordSizes(batch, d, count, 'shardPlan');
+    bytes.fill(0, 0, n);
+    for (let i = 0, o = 0; i < count; o += sizes[i], i++) {
+      const flags = d.getUint32(o + 28, true);
+      if (flags & FLAG_FILTERED_OUT) {
+        shards[i] = 255;
+        continue;
+      }
+      const w = shardOf(d, o, n);
+      shards[i] = w;
+      bytes[w] += sizes[i];
+      if (elsewhere && w !== 0) d.setUint32(o + 28, flags | FLAG_ELSEWHERE, true);
+    }
+  },
+  shardCopy(batch, count, shards, w, dst, at) {
+    const d = view(batch);
+    const out = view(dst);
+    const sizes = recordSizes(batch, d, count, 'shardCopy');
+    let copied = 0;
+    for (let i = 0, o = 0; i < count; o += sizes[i], i++) {
+      if (shards[i] !== w) continue;
+      if (at + sizes[i] > dst.length) throw new RangeError('shardCopy: dst too small');
+      dst.set(batch.subarray(o, o + sizes[i]), at);
+      out.setUint32(at + 28, d.getUint32(o + 28, true) & ~FLAG_ELSEWHERE, true);
+      at += sizes[i];
+      copied++;
+    }
+    return copied;
+  },
+};

@@ -93,10 +93,10 @@ export function copyBytes(dst: Buffer, at: number, src: Buffer, start: number, e
 }
 
 /**
- * Copies gathered as (from, to, length) triples and made together: through
- * one addon call when it loads (memcpy, not V8's relaxed-atomic writes into
- * shared memory), else one by one. The batch's deferred packet copies and the
- * pool's sharding both use it.
+ * Copies gathered as (from, to, length) triples and made together in one
+ * addon call (memcpy, not V8's relaxed-atomic writes into shared memory): a
+ * batch's deferred packet copies, which it gathers only while the addon is
+ * loaded.
  */
 export class CopyList {
   // Made on first add: most batches over a ring slot never defer a copy.
@@ -122,16 +122,9 @@ export class CopyList {
     this.count++;
   }
 
-  clear(): void {
-    this.count = 0;
-  }
-
   /** dst[to, to + len) = src[from, from + len) for each; the list is empty after. */
   run(dst: Uint8Array, src: Uint8Array): void {
-    const native = nativeOrNull();
-    const t = this.t;
-    if (native) native.copy(dst, src, t, this.count);
-    else for (let k = 0; k < this.count * 3; k += 3) dst.set(src.subarray(t[k], t[k] + t[k + 2]), t[k + 1]);
-    this.clear();
+    loadNative().copy(dst, src, this.t, this.count);
+    this.count = 0;
   }
 }

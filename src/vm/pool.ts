@@ -1,9 +1,9 @@
 // The capture thread's side of the Lua workers: start them, feed their
 // rings (sharding by flow when there are several), collect their counters.
 import { Worker } from 'node:worker_threads';
-import { Batch, FLAG_FILTERED_OUT, HDR, align8, countPassed } from '../capture/batch.js';
-import { shardOf } from '../capture/flow.js';
-import { CopyList, nativeOrNull, type Native } from '../capture/native.js';
+import { HDR, countPassed, type Batch } from '../capture/batch.js';
+import { jsSharding, type Sharding } from '../capture/flow.js';
+import { nativeOrNull } from '../capture/native.js';
 import { newRingControl, RingProducer } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, type Summary } from './runtime.js';
@@ -61,13 +61,9 @@ export class LuaPool {
   rule = '';
   private readonly counters: Float64Array;
   private readonly single: boolean;
-  private pendingRing: Batch | null = null;
-  private readonly staging = new Batch(1 << 20);
   private watchdog: Watchdog | null = null;
-  /** Per worker, while sharding a batch without the addon: where its records go in its ring slot. */
-  private readonly plans: { copies: CopyList; bytes: number }[];
-  /** The addon, which shards batches when there are several workers. */
-  private readonly native: Native | null;
+  /** Shards batches when there are several workers: the addon, or its JS twin. */
+  private readonly sharding: Sharding | null;
   /** Per record of the batch being sharded: its worker (255: filtered out). */
   private shards = new Uint8Array(1024);
   /** Per worker: bytes of the batch being sharded that go to it. */
@@ -79,8 +75,7 @@ export class LuaPool {
   ) {
     this.counters = new Float64Array(counters);
     this.single = slots.length === 1;
-    this.plans = slots.map(() => ({ copies: new CopyList(), bytes: 0 }));
-    this.native = this.single ? null : nativeOrNull();
+    this.sharding = this.single ? null : (nativeOrNull() ?? jsSharding);
     this.bytesPer = new Uint32Array(slots.length);
   }
 
@@ -163,32 +158,20 @@ export class LuaPool {
   /**
    * A batch to fill, straight in worker 0's ring: with several workers the
    * records for the others are copied out of it at commit and worker 0
-   * skips them (the addon's shardPlan; without the addon, a staging batch).
-   * Null when the ring stayed full for `waitMs`: let the event loop run
-   * (signals) and ask again.
+   * skips them. Null when the ring stayed full for `waitMs`: let the event
+   * loop run (signals) and ask again.
    */
   reserve(waitMs = 200): Batch | null {
-    if (this.single || this.native) {
-      const b = this.slots[0].ring.reserve(HDR + 65536, waitMs);
-      this.pendingRing = b;
-      return b;
-    }
-    this.pendingRing = null;
-    this.staging.reset();
-    return this.staging;
+    return this.slots[0].ring.reserve(HDR + 65536, waitMs);
   }
 
-  /** Hand a filled batch over (file reading: waits for room, loses nothing). */
+  /** Hand the reserved batch over (file reading: waits for room, loses nothing). */
   commit(b: Batch): void {
-    if (b === this.pendingRing) {
-      this.pendingRing = null;
-      // Worker 0 may start on its records while the others' are copied out.
-      if (!this.single && b.count) this.plan(b, true);
-      this.slots[0].ring.commit(b, FOREVER);
-      if (!this.single && b.count) this.copyOut(b, FOREVER, 1);
-      return;
-    }
-    this.dispatch(b, FOREVER);
+    const shard = !this.single && b.count > 0;
+    // Worker 0 may start on its records while the others' are copied out.
+    if (shard) this.plan(b, true);
+    this.slots[0].ring.commit(b, FOREVER);
+    if (shard) this.copyOut(b, FOREVER, 1);
   }
 
   /** Hand a live batch over without waiting; what does not fit is dropped and counted. */
@@ -207,52 +190,18 @@ export class LuaPool {
       if (!this.slots[0].ring.push(b, wait)) this.dropped += countPassed(b);
       return;
     }
-    if (this.native) {
-      this.plan(b, false);
-      this.copyOut(b, wait, 0);
-      return;
-    }
-    // Sharding without the addon: one pass assigns each record to its
-    // worker; then each worker's records are copied straight into its ring
-    // slot together, with no batch in between.
-    const n = this.slots.length;
-    const plans = this.plans;
-    for (const p of plans) p.bytes = 0;
-    const v = b.view;
-    for (let i = 0, o = 0; i < b.count; i++) {
-      const size = HDR + align8(v.getUint32(o + 12, true));
-      if (!(v.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) {
-        const p = plans[shardOf(v, o, n)];
-        p.copies.add(o, p.bytes, size);
-        p.bytes += size;
-      }
-      o += size;
-    }
-    plans.forEach((p, i) => {
-      const count = p.copies.n;
-      if (!count) return;
-      const ring = this.slots[i].ring;
-      const into = ring.reserve(p.bytes, wait, p.bytes);
-      if (!into) {
-        p.copies.clear();
-        this.dropped += count;
-        return;
-      }
-      p.copies.run(into.buf, b.buf);
-      into.count = count;
-      into.bytes = p.bytes;
-      if (!ring.commit(into, wait)) this.dropped += count;
-    });
+    this.plan(b, false);
+    this.copyOut(b, wait, 0);
   }
 
   /**
-   * Shard a batch through the addon. `inRing0`: the batch is worker 0's ring
+   * Shard a batch by flow. `inRing0`: the batch is worker 0's ring
    * slot, whose own records stay where they are; the others' are flagged
    * there (before worker 0 sees the slot) and copied out by copyOut.
    */
   private plan(b: Batch, inRing0: boolean): void {
     if (this.shards.length < b.count) this.shards = new Uint8Array(Math.max(b.count, this.shards.length * 2));
-    this.native!.shardPlan(b.buf, b.count, this.slots.length, this.shards, this.bytesPer, inRing0);
+    this.sharding!.shardPlan(b.buf, b.count, this.slots.length, this.shards, this.bytesPer, inRing0);
   }
 
   /** Copy the planned records of workers `from` on into their rings; what finds no room in time is dropped and counted. */
@@ -266,7 +215,7 @@ export class LuaPool {
         this.dropped += countShard(this.shards, b.count, w);
         continue;
       }
-      into.count = this.native!.shardCopy(b.buf, b.count, this.shards, w, into.buf, 0);
+      into.count = this.sharding!.shardCopy(b.buf, b.count, this.shards, w, into.buf, 0);
       into.bytes = bytes;
       if (!ring.commit(into, wait)) this.dropped += into.count;
     }
