@@ -34,11 +34,7 @@ export interface RingShared {
   ctrl: SharedArrayBuffer;
 }
 
-export function createRing(bytes: number): RingShared {
-  return { data: new SharedArrayBuffer(bytes), ctrl: newRingControl() };
-}
-
-/** The control words of a ring whose bytes the consumer provides (a worker's WebAssembly memory). */
+/** A ring's control words; its bytes are the consumer's to place (a worker puts them in its WebAssembly memory). */
 export function newRingControl(): SharedArrayBuffer {
   return new SharedArrayBuffer(CTRL_WORDS * 4);
 }

@@ -61,29 +61,28 @@ sinks[1].onClose = () => {
 };
 
 /**
- * The ring's bytes: in the VM's WebAssembly memory when it is shared, so
- * batches reach Lua where the capture thread wrote them; else a buffer of
- * their own, copied into the VM batch by batch. The second value is the
- * ring's address in the VM, or -1.
+ * The ring's bytes: in the VM's WebAssembly memory when it is shared (then
+ * `offset` is the ring's address there), so batches reach Lua where the
+ * capture thread wrote them; else a buffer of their own, copied into the VM
+ * batch by batch.
  */
-function placeRing(vm: LuaVM): [RingShared, number] {
+function placeRing(vm: LuaVM): RingShared {
   const { ctrl, bytes } = init.ring;
   const at = vm.wasm.memory.buffer instanceof SharedArrayBuffer ? vm.x.malloc(bytes) : 0;
-  if (!at) return [{ data: new SharedArrayBuffer(bytes), ctrl }, -1];
+  if (!at) return { data: new SharedArrayBuffer(bytes), ctrl };
   // Read after malloc: growing the memory gives it a longer buffer.
-  return [{ data: vm.wasm.memory.buffer as unknown as SharedArrayBuffer, offset: at, bytes, ctrl }, at];
+  return { data: vm.wasm.memory.buffer as unknown as SharedArrayBuffer, offset: at, bytes, ctrl };
 }
 
 async function main(): Promise<void> {
   let ring: RingConsumer;
   let shared: RingShared;
-  let inVm: number;
   let rt: Runtime;
   let config: { filter: string | null; outputs: string[] } = { filter: null, outputs: [] };
   let rule: string;
   try {
     const vm = await vmReady;
-    [shared, inVm] = placeRing(vm);
+    shared = placeRing(vm);
     ring = new RingConsumer(shared);
     rt = await Runtime.create(
       {
@@ -120,7 +119,7 @@ async function main(): Promise<void> {
         prof.first ||= prof.t - prof.ready;
       }
       // In the VM's memory, the batch's address is its offset in the buffer.
-      handed += rt.process(b, inVm >= 0 ? b.buf.byteOffset : undefined);
+      handed += rt.process(b, shared.offset !== undefined ? b.buf.byteOffset : undefined);
       if (prof) prof.lua += performance.now() - prof.t;
       counters[at] = handed;
       counters[at + 1] = rt.packetErrors();
