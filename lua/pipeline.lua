@@ -20,6 +20,53 @@ function Pipeline.output(self, list, flg)
   for k, v in pairs(list) do print(k, v) end
 end
 
+-- A plugin riff would never call, or a phase spelled so that riff never
+-- calls it, is said once at load: silently ignored code is the worst kind.
+local PHASES = { "init", "push", "match", "action", "setup", "deinit" }
+local KNOWN = { init = true, push = true, match = true, action = true, setup = true, deinit = true, output = true }
+
+-- Edit distance up to 2 (transpositions count 1): "mathc", "pussh", "deint".
+local function near(a, b)
+  if a == b or math.abs(#a - #b) > 2 then return false end
+  local prev2, prev = nil, {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      local d = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      if prev2 and i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        d = math.min(d, prev2[j - 2] + 1)
+      end
+      cur[j] = d
+    end
+    prev2, prev = prev, cur
+  end
+  return prev[#b] <= 2
+end
+
+local function check_phases(v, i)
+  local label = "plugin " .. i .. (type(v.name) == "string" and (" (" .. v.name .. ")") or "")
+  local function warn(msg)
+    io.stderr:write("riff: " .. label .. ": " .. msg .. "; riff calls the phases "
+      .. table.concat(PHASES, ", ") .. " (action only from your match)\n")
+  end
+  for k, f in pairs(v) do
+    if type(k) == "string" and type(f) == "function" and not KNOWN[k] and #k >= 4 then
+      for _, ph in ipairs(PHASES) do
+        if near(k, ph) then
+          warn("'" .. k .. "' looks like the phase '" .. ph .. "' misspelled and is never called")
+          break
+        end
+      end
+    end
+  end
+  if not (v.init or v.push or v.match or v.setup or v.deinit) then
+    warn(v.action and "it has action but no match to call it, so it is never called"
+      or "it has no phase riff calls, so it is never called")
+  end
+end
+
 -- Called on the module itself, as elements.lua does, it also declares the
 -- plugins on the module (the original returned the module from elements.lua);
 -- the returned instance lets several pipelines coexist.
@@ -32,6 +79,7 @@ function Pipeline.new(self, elements)
       error(string.format("pipeline:new: element %d is a %s, not a plugin table", i, type(v)), 2)
     end
   end
+  for i, v in ipairs(elements) do check_phases(v, i) end
   self.element_list = elements
   self:output(elements, 0)
   return setmetatable({ element_list = elements }, Pipeline)

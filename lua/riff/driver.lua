@@ -258,9 +258,14 @@ end
 local entry_fn, entry_self -- per packet: entry_fn(entry_self, p) or entry_fn(p)
 local setup_fn, deinit_fn, setup_self
 
+-- A table with a function in it: pipeline:new says which of its phases
+-- riff will never call (a misspelled one, action without match).
 local function is_plugin(v)
-  return type(v) == "table" and (type(v.match) == "function" or type(v.push) == "function"
-    or type(v.action) == "function")
+  if type(v) ~= "table" then return false end
+  for _, f in pairs(v) do
+    if type(f) == "function" then return true end
+  end
+  return false
 end
 
 local function use_pipeline(p)
@@ -326,10 +331,13 @@ function api.open(src, chunkname, path, display)
     use_pipeline(ret)
     return "pipeline"
   end
+  -- One plugin returned on its own (plugin.base's template ends that way)
+  -- is a pipeline of one.
+  if type(ret) == "table" and ret[1] == nil and is_plugin(ret) then ret = { ret } end
   if type(ret) == "table" and ret[1] ~= nil then
     for i, v in ipairs(ret) do
       if not is_plugin(v) then
-        error(sfmt("%s returned a list whose element %d is not a plugin (a table with match/push/action)", display, i), 0)
+        error(sfmt("%s returned a list whose element %d is not a plugin (a table of phase functions: init, push, match, action, setup, deinit)", display, i), 0)
       end
     end
     local p = require("pipeline"):new(ret)

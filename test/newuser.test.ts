@@ -1,0 +1,62 @@
+// What a new user meets first: the command on the PATH, the README's plugin
+// template as printed, and a word when a plugin would never be called.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { riff, tmpdir, CLI } from './helpers.js';
+
+test('after setup, `riff` runs from any directory and is this checkout', () => {
+  const elsewhere = tmpdir('riff-path-');
+  const which = spawnSync('sh', ['-c', 'command -v riff'], { cwd: elsewhere, encoding: 'utf8' });
+  assert.equal(which.status, 0, 'riff is not on the PATH: run bash scripts/setup');
+  assert.equal(fs.realpathSync(which.stdout.trim()), fs.realpathSync(CLI), 'riff on the PATH is another checkout: run bash scripts/setup here');
+  const r = spawnSync('riff', ['--version'], { cwd: elsewhere, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(CLI), '..', '..', 'package.json'), 'utf8'));
+  assert.equal(r.stdout.trim(), pkg.version);
+});
+
+test("a script returning one plugin (README's plugin.base template) runs it", () => {
+  const dir = tmpdir();
+  const file = path.join(dir, 'mine.lua');
+  fs.writeFileSync(
+    file,
+    `local mine = require("plugin.base").plugin { name = "mine", ver = "1" }
+function mine.action(self, stream)
+  if stream.data:find("GET", 1, true) then print("get", riff.packet.id) end
+end
+return mine
+`,
+  );
+  const r = riff(['-q', '--lua', file, '-r', 'fixtures/http.pcap']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stdout.toString().trim().split('\n'), ['get\t10', 'get\t20', 'get\t40']);
+});
+
+test('a plugin riff would never call is named once at load, with the phases riff knows', () => {
+  const dir = tmpdir();
+  const file = path.join(dir, 'odd.lua');
+  fs.writeFileSync(
+    file,
+    `local a = { name = "lonely" }
+function a:action(s) print("x") end
+local b = {}
+function b:init() end
+function b:mathc(p) print("never") end
+local c = {}
+function c:helper() end
+function c:push(s) end
+return { a, b, c }
+`,
+  );
+  const r = riff(['-q', '--lua', file, '-r', 'fixtures/http.pcap']);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('riff: plugin'));
+  const workers = Number(process.env.RIFF_WORKERS ?? 1);
+  assert.equal(lines.length, 2 * workers, r.stderr);
+  assert.ok(lines.some((l) => /^riff: plugin 1 \(lonely\): it has action but no match .*riff calls the phases init, push, match, action, setup, deinit/.test(l)), r.stderr);
+  assert.ok(lines.some((l) => /^riff: plugin 2: 'mathc' looks like the phase 'match' misspelled/.test(l)), r.stderr);
+  assert.equal(r.stdout.length, 0);
+});
