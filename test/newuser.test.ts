@@ -60,3 +60,23 @@ return { a, b, c }
   assert.ok(lines.some((l) => /^riff: plugin 2: 'mathc' looks like the phase 'match' misspelled/.test(l)), r.stderr);
   assert.equal(r.stdout.length, 0);
 });
+
+test('a repeated option or an unreadable number is one line naming what was typed', () => {
+  const cases: [string[], RegExp][] = [
+    [['-r', 'fixtures/http.pcap', '-r', 'fixtures/http.pcap'], /^riff: -r given 2 times \(fixtures\/http\.pcap, fixtures\/http\.pcap\); give it once$/],
+    [['--lua', 'fixtures/count.lua', '--lua', 'x.lua', '-r', 'fixtures/http.pcap'], /^riff: --lua given 2 times \(fixtures\/count\.lua, x\.lua\); give it once$/],
+    [['-c', 'abc', '-r', 'fixtures/http.pcap'], /^riff: -c: 'abc' is not a packet count/],
+    [['--count=x1', '-r', 'fixtures/http.pcap'], /^riff: -c: 'x1' is not a packet count/],
+    [['--workers', 'two', '-r', 'fixtures/http.pcap'], /^riff: --workers: 'two' is not/],
+    [['--stats', 'often', '-r', 'fixtures/http.pcap'], /^riff: --stats: 'often' is not/],
+    [['--lua-budget', '1e3x', '-r', 'fixtures/http.pcap'], /^riff: --lua-budget: '1e3x' is not/],
+  ];
+  for (const [args, want] of cases) {
+    const r = riff(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 1, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(lines[0], want);
+    assert.doesNotMatch(r.stderr, /NaN|internal error|Array/);
+  }
+});
