@@ -4,8 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
+import { createRequire } from 'node:module';
+import type yargsType from 'yargs';
 import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from './capture/batch.js';
 import { openCaptureFile, CaptureFileError, type CaptureFile } from './capture/file.js';
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
@@ -16,6 +16,13 @@ import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
 import { LuaPool } from './vm/pool.js';
+
+// yargs's CommonJS build: its ES module build wraps help text with a plain
+// hard wrap that cuts words in half ("L / ua-scriptable"); the CommonJS one
+// wraps at spaces (wrap-ansi).
+const require = createRequire(import.meta.url);
+const yargs = require('yargs') as typeof yargsType;
+const { hideBin } = require('yargs/helpers') as { hideBin(argv: string[]): string[] };
 
 const PKG = JSON.parse(
   fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
@@ -75,7 +82,7 @@ function parseArgs(argv: string[]) {
     .fail((msg, err) => {
       throw new Fail(msg ?? err?.message ?? 'bad command line', 2);
     })
-    .wrap(Math.min(110, process.stdout.columns || 100))
+    .wrap(Math.min(110, process.stdout.columns || 80))
     .parseSync();
 }
 
