@@ -23,11 +23,13 @@ end
 -- A plugin riff would never call, or a phase spelled so that riff never
 -- calls it, is said once at load: silently ignored code is the worst kind.
 local PHASES = { "init", "push", "match", "action", "setup", "deinit" }
-local KNOWN = { init = true, push = true, match = true, action = true, setup = true, deinit = true, output = true }
+local KNOWN = { init = true, push = true, match = true, action = true, setup = true, deinit = true, output = true,
+  collect = true, merge = true, report = true }
 
--- Edit distance up to 2 (transpositions count 1): "mathc", "pussh", "deint".
+-- One edit away (a swap of two neighbours counts one): "mathc", "pussh",
+-- "deint"; "active" (two away from "action") is a helper, not a typo.
 local function near(a, b)
-  if a == b or math.abs(#a - #b) > 2 then return false end
+  if a == b or math.abs(#a - #b) > 1 then return false end
   local prev2, prev = nil, {}
   for j = 0, #b do prev[j] = j end
   for i = 1, #a do
@@ -42,7 +44,7 @@ local function near(a, b)
     end
     prev2, prev = prev, cur
   end
-  return prev[#b] <= 2
+  return prev[#b] <= 1
 end
 
 local function check_phases(v, i)
@@ -79,10 +81,15 @@ function Pipeline.new(self, elements)
       error(string.format("pipeline:new: element %d is a %s, not a plugin table", i, type(v)), 2)
     end
   end
-  for i, v in ipairs(elements) do check_phases(v, i) end
+  local first = not riff or not riff.worker or riff.worker.index == 1
+  local reports = false
+  for i, v in ipairs(elements) do
+    if first then check_phases(v, i) end
+    if type(v.report) == "function" then reports = true end
+  end
   self.element_list = elements
   self:output(elements, 0)
-  return setmetatable({ element_list = elements }, Pipeline)
+  return setmetatable({ element_list = elements, reports = reports }, Pipeline)
 end
 
 local URI = "http://www.candylab.net"
@@ -118,5 +125,33 @@ end
 
 function Pipeline.setup(self) each(self, "setup") end
 function Pipeline.deinit(self) each(self, "deinit") end
+
+-- The whole run's report across workers (riff's driver calls these once
+-- per worker, then merge and report once): each plugin's collect() state,
+-- keyed by its place in the pipeline; merged by the plugin's merge(a, b)
+-- or riff.merge; report(state) per plugin, in declared order.
+function Pipeline.collect(self)
+  local states = {}
+  for i, v in ipairs(self.element_list) do
+    if v.report then states[i] = v.collect and v:collect() or true end
+  end
+  return states
+end
+
+function Pipeline.merge(self, a, b)
+  for i, v in ipairs(self.element_list) do
+    if v.report then
+      if a[i] == nil then a[i] = b[i]
+      elseif b[i] ~= nil then a[i] = v.merge and v:merge(a[i], b[i]) or riff.merge(a[i], b[i]) end
+    end
+  end
+  return a
+end
+
+function Pipeline.report(self, states)
+  for i, v in ipairs(self.element_list) do
+    if v.report then v:report(states[i]) end
+  end
+end
 
 return Pipeline

@@ -6,8 +6,8 @@ import { jsSharding, type Sharding } from '../capture/flow.js';
 import { nativeOrNull } from '../capture/native.js';
 import { newRingControl, RingProducer } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
-import { ScriptError, type Summary } from './runtime.js';
-import type { WorkerInit, WorkerMessage } from './worker.js';
+import { ScriptError, SharedCounters, type Summary } from './runtime.js';
+import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
 import { Watchdog } from './watchdog.js';
 
 const FOREVER = 2 ** 31;
@@ -33,6 +33,8 @@ interface Slot {
   worker: Worker;
   /** Made once the worker is ready: the ring's bytes are in its VM's memory. */
   ring: RingProducer;
+  /** The worker's state for the whole run's report (null: the script has none, or the worker is gone). */
+  collected: Promise<Uint8Array | null>;
   done: Promise<Extract<WorkerMessage, { type: 'done' }>>;
 }
 
@@ -92,6 +94,7 @@ export class LuaPool {
     const n = Math.max(1, o.workers);
     const lock = new SharedArrayBuffer(4);
     const counters = new SharedArrayBuffer(8 * 2 * n);
+    const sums = new SharedArrayBuffer(SharedCounters.bytes(n));
     const started: Omit<Slot, 'ring'>[] = [];
     const ready: Promise<Extract<WorkerMessage, { type: 'ready' }>>[] = [];
     for (let i = 0; i < n; i++) {
@@ -101,6 +104,8 @@ export class LuaPool {
         ring: { ctrl: newRingControl(), bytes: o.ringBytes },
         lock,
         counters,
+        workers: n,
+        sums,
         outFd: o.outFd,
         readConfig: i === 0,
         records: !!o.onRecord,
@@ -118,6 +123,8 @@ export class LuaPool {
       let resolveReady!: (m: Extract<WorkerMessage, { type: 'ready' }>) => void;
       let rejectReady!: (e: Error) => void;
       let resolveDone!: (m: Extract<WorkerMessage, { type: 'done' }>) => void;
+      let resolveCollected!: (state: Uint8Array | null) => void;
+      const collected = new Promise<Uint8Array | null>((res) => (resolveCollected = res));
       ready.push(new Promise((res, rej) => ((resolveReady = res), (rejectReady = rej))));
       const done = new Promise<Extract<WorkerMessage, { type: 'done' }>>((res) => (resolveDone = res));
       worker.on('message', (m: WorkerMessage) => {
@@ -125,15 +132,17 @@ export class LuaPool {
         else if (m.type === 'fail') rejectReady(new ScriptError(m.message));
         else if (m.type === 'stop') o.onStop(m.why);
         else if (m.type === 'record') o.onRecord?.(m.bytes, m.at);
+        else if (m.type === 'collected') resolveCollected(m.state);
         else if (m.type === 'done') resolveDone(m);
       });
       worker.on('error', (e) => rejectReady(new Error(`Lua worker ${i}: ${e.message}`)));
       if (failed) rejectReady(new Error(`Lua worker ${i}: ${failed.message}`));
       worker.on('exit', () => {
         rejectReady(new Error(`Lua worker ${i} exited before it was ready`));
+        resolveCollected(null);
         resolveDone({ type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] });
       });
-      started.push({ worker, done });
+      started.push({ worker, collected, done });
     }
     // Started on a guess at the command line that was too high.
     for (const e of early.splice(0)) void e.worker.terminate();
@@ -235,6 +244,14 @@ export class LuaPool {
   /** Close the rings, let the workers drain and run deinit; their summaries merged. */
   async finish(): Promise<Summary> {
     for (const s of this.slots) s.ring.close();
+    // Every worker has run deinit and collected its state: worker 0 merges
+    // them and reports once; then all of them finish.
+    const states = await Promise.all(this.slots.map((s) => s.collected));
+    const reporting = states.some((st) => st !== null);
+    this.slots.forEach((s, i) => {
+      const order: PoolMessage = i === 0 && reporting ? { type: 'report', states } : { type: 'finish' };
+      s.worker.postMessage(order);
+    });
     const all = await Promise.all(this.slots.map((s) => s.done));
     const byScript = new Map<string, number>();
     let processed = 0;
