@@ -66,7 +66,7 @@ function parseArgs(argv: string[]) {
     .option('strict', { type: 'boolean', default: false, describe: 'stop at the first Lua error (exit 1)' })
     .option('lua-budget', { type: 'number', default: 10_000_000, describe: 'Lua instructions allowed per packet once it runs long (0 = unlimited)' })
     .option('output', { alias: 'o', type: 'string', array: true, describe: 'where riff.emit records go, repeatable: json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT[?options] (default: text lines on stdout)' })
-    .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS ?? 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
+    .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS || 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
     .option('stats', { type: 'number', describe: 'print a counters line on stderr every SECONDS' })
     .option('lua-memory', { type: 'string', default: '256M', describe: 'Lua heap limit (e.g. 64M, 1G; 0 = unlimited)' })
     .example('$0 -r fixtures/http.pcap', 'the bundled pipeline over a capture file')
@@ -181,6 +181,11 @@ async function main(): Promise<number> {
   if (statsEvery !== undefined && !(statsEvery > 0)) throw new Fail(`--stats: '${typed(statsEvery, ['stats'])}' is not a number of seconds`, 2);
 
   const writeToStdout = args.w === '-';
+  // Records as JSON lines on stdout (-o json:-) own stdout as -w - does: the
+  // report lines are off and the script's own output goes to stderr, so
+  // `riff ... -o json:- | jq` reads JSON only.
+  const recordsToStdout = (args.output ?? []).some((sp) => String(sp) === 'json:-');
+  const stdoutTaken = writeToStdout || recordsToStdout;
   let stopping = false;
   let interrupted = false;
   let onStop: () => void = () => {};
@@ -197,7 +202,7 @@ async function main(): Promise<number> {
       workers,
       runtime: {
         script: args.lua,
-        quiet: args.q || writeToStdout,
+        quiet: args.q || stdoutTaken,
         verbose: args.verbose,
         strict: args.strict,
         budget,
@@ -206,7 +211,7 @@ async function main(): Promise<number> {
         version: PKG.version,
       },
       // With -w - the pcap owns stdout; the script's output goes to stderr.
-      outFd: writeToStdout ? 2 : 1,
+      outFd: stdoutTaken ? 2 : 1,
       onRecord: (bytes, at) => (recordSink ? recordSink(bytes, at) : earlyRecords.push([bytes, at])),
       // A file only needs enough ring to keep the worker busy; live capture
       // wants slack for bursts (the ring is bounded memory either way).
@@ -231,6 +236,11 @@ async function main(): Promise<number> {
   try {
     if (writeToStdout && specs.some((sp) => /^(json|text):-$/.test(sp)))
       throw new OutputSpecError('--output: standard output is taken by -w -; send records to a file, SQLite or syslog');
+    // config.lua's outputs are known only once the workers run: JSON on a
+    // stdout that carries report lines or the script's output would be
+    // unreadable, so it is refused there.
+    if (!args.output?.length && !args.q && specs.includes('json:-'))
+      throw new OutputSpecError("config.lua's outputs(): json:- would mix records with riff's report lines on stdout; give -q, or -o json:- on the command line, or a file");
     outputs = specs.length ? await openOutputs(specs) : new TextOutput('text:-', writeToStdout ? stderr : stdout);
   } catch (e) {
     if (e instanceof OutputSpecError) throw new Fail(e.message, 2);

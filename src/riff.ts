@@ -11,7 +11,7 @@ import { useWasmInlining } from './vm/wasm.js';
  * the pool starts whatever the guess missed and stops what it overshot.
  */
 function workersAsked(argv: string[]): number {
-  let v: string | undefined = process.env.RIFF_WORKERS;
+  let v: string | undefined = process.env.RIFF_WORKERS || undefined;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--') break;
     if (argv[i] === '--workers') v = argv[i + 1];

@@ -102,6 +102,20 @@ for i = 0, 255 do ESC[string.char(i)] = sfmt("\\x%02x", i) end
 ESC["\\"], ESC["\r"], ESC["\n"], ESC["\t"] = "\\\\", "\\r", "\\n", "\\t"
 local function escape(s) return (gsub(s, "[%c\128-\255\\]", ESC)) end
 
+-- The first n characters of an escaped text, never ending inside an escape
+-- ("\r" or "\x0d" kept whole or left out), with "..." when it was cut.
+local function preview(text, n)
+  if #text <= n then return text end
+  local i = 1
+  while true do
+    local len = 1
+    if byte(text, i) == 92 then len = byte(text, i + 1) == 120 and 4 or 2 end
+    if i + len - 1 > n then break end
+    i = i + len
+  end
+  return sub(text, 1, i - 1) .. "..."
+end
+
 local function timetext(t)
   if not t then return nil end
   local sec = mfloor(t)
@@ -262,7 +276,7 @@ local function declare(svc, symptom, confirmed)
   })
   local r = idx and list[idx]
   log("%s DOWN since %s (%s); %d requests before it; responsible: %s", svc.key, timetext(since), symptom, #list,
-    r and sfmt("%s at %s: %s", r.client, r.at_text, sub(r.text, 1, 120)) or "none")
+    r and sfmt("%s at %s: %s", r.client, r.at_text, preview(r.text, 120)) or "none")
 end
 
 -- A symptom at time `at` (when what failed was sent or happened).
