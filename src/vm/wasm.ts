@@ -231,9 +231,8 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
   type Range = { start: number; end: number };
   let shared = false;
   let funcImports = 0;
-  const types: string[] = []; // as scripts/build-wasm.ts spells them: "i32 i32 -> i32"
-  const decls: number[] = []; // each defined function's type
-  let funcs: (Range & { decls: number }) | null = null;
+  const types: number[] = []; // where each function type starts
+  let funcs: (Range & { count: number; decls: number }) | null = null;
   let code: (Range & { bodies: [number, number][] }) | null = null;
   while (p < b.length) {
     const sectionStart = p;
@@ -241,10 +240,12 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
     const len = read();
     const end = p + len;
     if (id === 1) {
-      const list = () => Array.from({ length: read() }, () => VALTYPE[b[p++]] ?? '?').join(' ');
-      for (let n = read(); n > 0 && b[p++] === 0x60; n--) {
-        const params = list();
-        types.push(`${params} -> ${list()}`);
+      for (let n = read(); n > 0 && b[p] === 0x60; n--) {
+        types.push(p++);
+        for (let k = 0; k < 2; k++) {
+          const count = read(); // params, then results
+          p += count;
+        }
       }
     } else if (id === 2) {
       for (let n = read(); n > 0; n--) {
@@ -260,9 +261,8 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
         else break;
       }
     } else if (id === 3) {
-      const n = read();
-      funcs = { start: sectionStart, end, decls: p };
-      for (let i = 0; i < n; i++) decls.push(read());
+      const count = read();
+      funcs = { start: sectionStart, end, count, decls: p };
     } else if (id === 5) {
       // One memory: flags 1 (a maximum) becomes 3 (a maximum, shared).
       if (read() !== 1 || b[p] !== 1) break;
@@ -284,9 +284,21 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
   if (!code || !funcs || !hasSimd()) return b;
   const known = (k: { size: number; fnv1a: number }) =>
     code!.bodies.findIndex(([s, e]) => e - s === k.size && fnv1a(b.subarray(s, e)) === k.fnv1a);
+  // Signatures spelled as scripts/build-wasm.ts spells them: "i32 i32 -> i32".
+  const sig = (type: number) => {
+    p = types[type] + 1;
+    const list = () => Array.from({ length: read() }, () => VALTYPE[b[p++]] ?? '?').join(' ');
+    const params = list();
+    return `${params} -> ${list()}`;
+  };
+  const typeOf = (f: number) => {
+    p = funcs!.decls;
+    for (let i = 0; i < f; i++) read();
+    return read();
+  };
   const spliced = splicesFromBuild();
   const memchr = known(MUSL_MEMCHR);
-  if (memchr < 0 || types[decls[memchr]] !== spliced.memchr.sig) return b;
+  if (memchr < 0 || sig(typeOf(memchr)) !== spliced.memchr.sig) return b;
   // Where each callee of the spliced functions is in this module.
   const index: Record<string, number> = { memchr: funcImports + memchr, find: funcImports + code.bodies.length };
   const indexOf = (name: string) => {
@@ -298,7 +310,7 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
 
   // lmemfind's call to memchr, to become a call to find with two more arguments.
   const strFind = known(STR_FIND_AUX);
-  const findType = types.indexOf(spliced.find.sig);
+  const findType = types.findIndex((_, t) => sig(t) === spliced.find.sig);
   let added: Uint8Array | null = null;
   if (strFind >= 0 && findType >= 0) {
     const body = bodies[strFind];
@@ -317,7 +329,7 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
   const out: Uint8Array[] = [b.subarray(0, funcs.start)];
   // Function section: one more declaration when find is added.
   const funcContent = Buffer.concat([
-    Uint8Array.from(uleb(decls.length + (added ? 1 : 0))),
+    Uint8Array.from(uleb(funcs.count + (added ? 1 : 0))),
     b.subarray(funcs.decls, funcs.end),
     Uint8Array.from(added ? uleb(findType) : []),
   ]);
