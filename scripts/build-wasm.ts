@@ -17,22 +17,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import wabt from 'wabt';
-import { readUleb, VALTYPE } from '../src/vm/wasm.js';
+import { readUleb, VALTYPE, type Spliced } from '../src/vm/wasm.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SRC = path.join(ROOT, 'src', 'vm', 'wasm');
 const OUT = path.join(ROOT, 'dist', 'src', 'vm', 'wasm');
 // Shared memory (threads), SIMD, memory.copy (bulk memory): all in Node 20.
 const FEATURES = { threads: true, simd: true, bulk_memory: true };
-
-/** One function for patchModule: its signature as wasm.ts spells it, its body, and where its calls go. */
-export interface SplicedFunction {
-  sig: string;
-  /** locals and code, hex */
-  body: string;
-  /** [offset in body of a 5-byte function index, callee's name] */
-  calls: [number, string][];
-}
 
 /** The sections of a module, and a reader positioned anywhere in it. */
 function sections(b: Uint8Array) {
@@ -65,7 +56,7 @@ function sections(b: Uint8Array) {
 }
 
 /** The exported functions of a relocatable module, as patchModule splices them. */
-function splices(b: Uint8Array): Record<string, SplicedFunction> {
+function splices(b: Uint8Array): Record<string, Spliced> {
   const s = sections(b);
   const sec = (id: number, name = '') => s.list.find((x) => x.id === id && x.name === name);
   const types: string[] = [];
@@ -90,9 +81,16 @@ function splices(b: Uint8Array): Record<string, SplicedFunction> {
     s.name();
     const field = s.name();
     const kind = s.byte();
-    if (kind === 0) (imports.push(field), s.u());
-    else if (kind === 2) s.u() & 1 ? (s.u(), s.u()) : s.u(); // the memory's limits: flags, min, max if flagged
-    else throw new Error(`import ${field}: only functions and the memory`);
+    if (kind === 0) {
+      imports.push(field);
+      s.u(); // its type
+    } else if (kind === 2) {
+      const flags = s.u(); // the memory's limits: min, and max when flagged
+      s.u();
+      if (flags & 1) s.u();
+    } else {
+      throw new Error(`import ${field}: only functions and the memory are expected`);
+    }
   });
   vec(3, () => decls.push(s.u()));
   vec(7, () => {
@@ -127,7 +125,7 @@ function splices(b: Uint8Array): Record<string, SplicedFunction> {
     s.seek(end);
   }
   const nameOf = (f: number) => (f < imports.length ? imports[f] : exported.get(f) ?? `#${f}`);
-  const out: Record<string, SplicedFunction> = {};
+  const out: Record<string, Spliced> = {};
   const calls = new Map<number, [number, string][]>();
   const relocs = s.list.find((x) => x.id === 0 && x.name.startsWith('reloc.'));
   if (relocs) {
@@ -139,6 +137,10 @@ function splices(b: Uint8Array): Record<string, SplicedFunction> {
       const symbol = s.u();
       if (type !== 0) throw new Error(`relocation type ${type}: only calls (R_WASM_FUNCTION_INDEX_LEB) are expected`);
       const f = bodies.findIndex((x) => x.start <= offset && offset < x.end);
+      // patchModule replaces five bytes: a padded LEB128, as relocatable output writes it.
+      if (f < 0 || ![0, 1, 2, 3].every((k) => b[offset + k] & 0x80) || b[offset + 4] & 0x80) {
+        throw new Error(`a call at ${offset} is not a five-byte function index inside a function`);
+      }
       const list = calls.get(f) ?? [];
       list.push([offset - bodies[f].start, nameOf(symbols[symbol])]);
       calls.set(f, list);

@@ -130,17 +130,21 @@ const LMEMFIND_NEXT = [...localTee(1), 0x45, 0x0d, 0x04, ...localGet(1), 0x41, 0
 /** Value types by their encoding, as signatures are spelled here and by scripts/build-wasm.ts. */
 export const VALTYPE: Record<number, string> = { 0x7f: 'i32', 0x7e: 'i64', 0x7d: 'f32', 0x7c: 'f64', 0x7b: 'v128' };
 
-/** A function of string.wat as the build left it (scripts/build-wasm.ts: SplicedFunction). */
-interface Spliced {
+/** A function of string.wat as scripts/build-wasm.ts leaves it in string.json. */
+export interface Spliced {
+  /** As VALTYPE spells it: "i32 i32 i32 -> i32". */
   sig: string;
+  /** Locals and code, hex. */
   body: string;
+  /** Each call in body: the offset of its function index (five bytes) and the callee's name (an import's field, or the export name of a function of string.wat). */
   calls: [number, string][];
 }
-let splices: Record<string, Spliced> | undefined;
-function splicesFromBuild(): Record<string, Spliced> {
+type Splices = Record<string, Spliced>;
+let splices: Splices | undefined;
+function splicesFromBuild(): Splices {
   const file = new URL('./wasm/string.json', import.meta.url);
   try {
-    splices ??= JSON.parse(readFileSync(file, 'utf8')) as Record<string, Spliced>;
+    splices ??= JSON.parse(readFileSync(file, 'utf8')) as Splices;
   } catch {
     throw new Error(`${file.pathname} is missing or unreadable: run npm run build (it assembles src/vm/wasm/*.wat)`);
   }
@@ -220,7 +224,7 @@ export const patched = { memchr: false, find: false };
  *   string.wat's find (added as a new function), when they are the known
  *   ones, the signatures agree and the engine has SIMD; otherwise left alone.
  */
-function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
+function patchModule(input: Uint8Array | ArrayBuffer, spliced: Splices): Uint8Array {
   const b = Uint8Array.from(input instanceof ArrayBuffer ? new Uint8Array(input) : input);
   let p = 8;
   const read = () => {
@@ -296,7 +300,6 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
     for (let i = 0; i < f; i++) read();
     return read();
   };
-  const spliced = splicesFromBuild();
   const memchr = known(MUSL_MEMCHR);
   if (memchr < 0 || sig(typeOf(memchr)) !== spliced.memchr.sig) return b;
   // Where each callee of the spliced functions is in this module.
@@ -351,10 +354,13 @@ export async function loadWasm(): Promise<Wasm> {
   // as it is created is the one seam that reaches the exports unwrapped.
   type Instance = WasmInstance;
   const WA = WebAssemblyAPI;
+  // Read before wasmoon starts: a failure inside its instantiate would come
+  // out wrapped in Emscripten's own messages.
+  const spliced = splicesFromBuild();
   const original = WA.instantiate;
   let instance: Instance | undefined;
   WA.instantiate = async function (this: unknown, ...args: unknown[]) {
-    if (args[0] instanceof Uint8Array || args[0] instanceof ArrayBuffer) args[0] = patchModule(args[0]);
+    if (args[0] instanceof Uint8Array || args[0] instanceof ArrayBuffer) args[0] = patchModule(args[0], spliced);
     const r = await original.apply(this, args);
     instance = (r as { instance?: Instance }).instance ?? (r as Instance);
     return r;
