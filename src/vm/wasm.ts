@@ -165,7 +165,7 @@ function placed(f: Spliced, index: (name: string) => number): Uint8Array {
   return Buffer.concat(parts);
 }
 
-/** Unsigned LEB128, as WebAssembly encodes sizes and indices (src/vm/bridge.ts uses it too). */
+/** Unsigned LEB128, as WebAssembly encodes sizes and indices. */
 export const uleb = (n: number): number[] => {
   const out: number[] = [];
   do {
@@ -209,7 +209,7 @@ export function useWasmInlining(): void {
   }
 }
 
-/** What patchModule did: each is false when the module's function was not the one known (or the engine lacks SIMD). */
+/** What patchModule did: each is false when the module's function was not the one known, its signature not string.wat's, or the engine lacks SIMD. */
 export const patched = { memchr: false, find: false };
 
 /**
