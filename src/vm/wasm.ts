@@ -6,6 +6,7 @@
 // instantiating the module.
 // wasmoon is imported when a VM is made, so the capture thread, which only
 // talks to workers, never loads it.
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import v8 from 'node:v8';
 import type { LuaWasm } from 'wasmoon';
@@ -94,103 +95,77 @@ export interface Wasm {
   addFunction(fn: (...args: number[]) => number | void, sig: string): number;
 }
 
-// The musl memchr in wasmoon 1.16's build (found by the size and FNV-1a hash
-// of its body; node:crypto would add its load to every worker's start-up),
-// four bytes a step; string.find(packet, "pcap", 1, true) spends most of its
-// time in it, a tenth of the seed pipeline's. FAST_MEMCHR does the same job
-// sixteen bytes a step with WebAssembly SIMD and never reads past s + n.
+// Faster string search, spliced into wasmoon's module by patchModule from
+// src/vm/wasm/string.wat (assembled at build time into
+// dist/src/vm/wasm/string.json by scripts/build-wasm.ts; that file says why
+// each is faster):
+// - memchr: replaces the musl memchr in wasmoon 1.16's build, found by the
+//   size and FNV-1a hash of its body (node:crypto would add its load to every
+//   worker's start-up).
+// - find: added, and called by string.find's plain search (lmemfind, inlined
+//   in str_find_aux) in place of memchr, when str_find_aux is the one known
+//   (size and FNV-1a of its body) and holds that call exactly once.
 const MUSL_MEMCHR = { size: 225, fnv1a: 0x406369bc };
+const STR_FIND_AUX = { size: 1277, fnv1a: 0xa6bd2abd };
 const fnv1a = (b: Uint8Array): number => {
   let h = 0x811c9dc5;
   for (const x of b) h = Math.imul(h ^ x, 0x01000193) >>> 0;
   return h;
 };
-// prettier-ignore
-const FAST_MEMCHR = Uint8Array.from([
-  0x02, 0x01, 0x7b, 0x01, 0x7f,                   // locals: 3 v128 (c in every lane), 4 i32 (lane mask)
-  0x20, 0x01, 0xfd, 0x0f, 0x21, 0x03,             // v = i8x16.splat(c)
-  0x02, 0x40, 0x03, 0x40,                         // block, loop: 16 bytes a step
-  0x20, 0x02, 0x41, 0x10, 0x49, 0x0d, 0x01,       //   n < 16: to the tail
-  0x20, 0x00, 0xfd, 0x00, 0x00, 0x00,             //   v128.load s
-  0x20, 0x03, 0xfd, 0x23, 0xfd, 0x64, 0x22, 0x04, //   m = bitmask(eq(bytes, v))
-  0x04, 0x40, 0x20, 0x00, 0x20, 0x04, 0x68, 0x6a, 0x0f, 0x0b, // if m: return s + ctz(m)
-  0x20, 0x00, 0x41, 0x10, 0x6a, 0x21, 0x00,       //   s += 16
-  0x20, 0x02, 0x41, 0x10, 0x6b, 0x21, 0x02,       //   n -= 16
-  0x0c, 0x00, 0x0b, 0x0b,                         // again; end loop, block
-  0x20, 0x01, 0x41, 0xff, 0x01, 0x71, 0x21, 0x01, // c &= 255
-  0x02, 0x40, 0x03, 0x40,                         // block, loop: the last n < 16 bytes
-  0x20, 0x02, 0x45, 0x0d, 0x01,                   //   n == 0: done
-  0x20, 0x00, 0x2d, 0x00, 0x00, 0x20, 0x01, 0x46, //   *s == c
-  0x04, 0x40, 0x20, 0x00, 0x0f, 0x0b,             //   ... return s
-  0x20, 0x00, 0x41, 0x01, 0x6a, 0x21, 0x00,       //   s += 1
-  0x20, 0x02, 0x41, 0x01, 0x6b, 0x21, 0x02,       //   n -= 1
-  0x0c, 0x00, 0x0b, 0x0b,                         // again; end loop, block
-  0x41, 0x00, 0x0b,                               // return NULL
-]);
+// lmemfind's loop, as wasmoon's build compiled it: local 4 is s1, 9 the
+// first pattern byte, 3 the length left; locals 7 and 8 hold s2 + 1 and l2,
+// the rest of the pattern. Its memchr(s1, *s2, l1) becomes find(s1, *s2, l1,
+// s2 + 1, l2): find returns the first full match, or NULL, so lmemfind's own
+// memcmp confirms it and its loop ends.
+const localGet = (i: number) => [0x20, i];
+const localTee = (i: number) => [0x22, i];
+const CALL = 0x10;
+const LMEMFIND_CALL = [...localGet(4), ...localGet(9), ...localGet(3), CALL];
+const LMEMFIND_ARGS = [...localGet(4), ...localGet(9), ...localGet(3), ...localGet(7), ...localGet(8), CALL];
+// What follows the memchr call, up to the call to memcmp: local.tee 1,
+// i32.eqz, br_if 4, local.get 1, i32.const 1, i32.add, local.tee 5,
+// local.get 7, local.get 8, call (memcmp's index follows).
+const LMEMFIND_NEXT = [...localTee(1), 0x45, 0x0d, 0x04, ...localGet(1), 0x41, 0x01, 0x6a, ...localTee(5), ...localGet(7), ...localGet(8), CALL];
 
-// string.find's plain search (lmemfind, inlined in str_find_aux) calls
-// memchr for the pattern's first byte, then memcmp for the rest, and starts
-// over at every false start: a packet of text has a 'p' every ~50 bytes, so
-// string.find(packet, "pcap") made ~17 such round trips a packet. riff gives
-// that loop a search of its own instead (FIND): sixteen positions a step,
-// keeping only those where the first two pattern bytes both match, each then
-// checked with memcmp. It returns the first match, or NULL, so lmemfind's
-// own memcmp confirms it and its loop ends; with a one-byte pattern it is
-// memchr. Applied when str_find_aux is the one known (size and FNV-1a of its
-// body) and holds the call exactly once, as with memchr.
-const STR_FIND_AUX = { size: 1277, fnv1a: 0xa6bd2abd };
-// memchr(s1, *s2, l1) inside lmemfind's loop: local 4 is s1, 9 the first
-// pattern byte, 3 the length left; locals 7 and 8 hold s2 + 1 and l2, the
-// rest of the pattern, which the call to FIND passes along.
-const LMEMFIND_CALL = [0x20, 0x04, 0x20, 0x09, 0x20, 0x03, 0x10];
-const LMEMFIND_ARGS = [0x20, 0x04, 0x20, 0x09, 0x20, 0x03, 0x20, 0x07, 0x20, 0x08, 0x10];
+/** Value types by their encoding, as signatures are spelled here and by scripts/build-wasm.ts. */
+export const VALTYPE: Record<number, string> = { 0x7f: 'i32', 0x7e: 'i64', 0x7d: 'f32', 0x7c: 'f64', 0x7b: 'v128' };
 
-/** FIND(s, c, n, rest, restLen): the first q in [s, s + n) with *q == c and q[1..restLen] == rest; reads nothing past s + n + restLen. */
-function findBody(memchr: number, memcmp: number): Uint8Array {
-  const call = (f: number) => [0x10, ...uleb(f)];
-  // prettier-ignore
-  return Uint8Array.from([
-    0x02, 0x02, 0x7b, 0x02, 0x7f,                   // locals 5, 6: v128 (c, rest[0] in every lane); 7, 8: i32 (mask, q)
-    0x20, 0x04, 0x45, 0x04, 0x40,                   // restLen == 0: it is memchr
-      0x20, 0x00, 0x20, 0x01, 0x20, 0x02, ...call(memchr), 0x0f,
-    0x0b,
-    0x20, 0x01, 0xfd, 0x0f, 0x21, 0x05,             // v1 = splat(c)
-    0x20, 0x03, 0x2d, 0x00, 0x00, 0xfd, 0x0f, 0x21, 0x06, // v2 = splat(rest[0])
-    0x02, 0x40, 0x03, 0x40,                         // block, loop: 16 positions a step
-      0x20, 0x02, 0x41, 0x10, 0x49, 0x0d, 0x01,     //   n < 16: to the tail
-      // bytes s..s+15 equal c and bytes s+1..s+16 equal rest[0] (s + 16 < s + n + restLen)
-      0x20, 0x00, 0xfd, 0x00, 0x00, 0x00, 0x20, 0x05, 0xfd, 0x23,
-      0x20, 0x00, 0xfd, 0x00, 0x00, 0x01, 0x20, 0x06, 0xfd, 0x23,
-      0xfd, 0x4e, 0xfd, 0x64, 0x21, 0x07,           //   mask = bitmask(and)
-      0x02, 0x40, 0x03, 0x40,                       //   each candidate, lowest first
-        0x20, 0x07, 0x45, 0x0d, 0x01,
-        0x20, 0x00, 0x20, 0x07, 0x68, 0x6a, 0x21, 0x08, // q = s + ctz(mask)
-        0x20, 0x08, 0x41, 0x01, 0x6a, 0x20, 0x03, 0x20, 0x04, ...call(memcmp), 0x45,
-        0x04, 0x40, 0x20, 0x08, 0x0f, 0x0b,         //   whole match: return q
-        0x20, 0x07, 0x20, 0x07, 0x41, 0x01, 0x6b, 0x71, 0x21, 0x07, // mask &= mask - 1
-        0x0c, 0x00,
-      0x0b, 0x0b,
-      0x20, 0x00, 0x41, 0x10, 0x6a, 0x21, 0x00,     //   s += 16
-      0x20, 0x02, 0x41, 0x10, 0x6b, 0x21, 0x02,     //   n -= 16
-      0x0c, 0x00,
-    0x0b, 0x0b,
-    0x20, 0x01, 0x41, 0xff, 0x01, 0x71, 0x21, 0x01, // c &= 255
-    0x02, 0x40, 0x03, 0x40,                         // block, loop: the last n < 16 positions
-      0x20, 0x02, 0x45, 0x0d, 0x01,
-      0x20, 0x00, 0x2d, 0x00, 0x00, 0x20, 0x01, 0x46,
-      0x04, 0x40,
-        0x20, 0x00, 0x41, 0x01, 0x6a, 0x20, 0x03, 0x20, 0x04, ...call(memcmp), 0x45,
-        0x04, 0x40, 0x20, 0x00, 0x0f, 0x0b,
-      0x0b,
-      0x20, 0x00, 0x41, 0x01, 0x6a, 0x21, 0x00,     //   s += 1
-      0x20, 0x02, 0x41, 0x01, 0x6b, 0x21, 0x02,     //   n -= 1
-      0x0c, 0x00,
-    0x0b, 0x0b,
-    0x41, 0x00, 0x0b,                               // return NULL
-  ]);
+/** A function of string.wat as scripts/build-wasm.ts leaves it in string.json. */
+export interface Spliced {
+  /** As VALTYPE spells it: "i32 i32 i32 -> i32". */
+  sig: string;
+  /** Locals and code, hex. */
+  body: string;
+  /** Each call in body: the offset of its function index (five bytes) and the callee's name (an import's field, or the export name of a function of string.wat). */
+  calls: [number, string][];
+}
+type Splices = Record<string, Spliced>;
+let splices: Splices | undefined;
+function splicesFromBuild(): Splices {
+  const file = new URL('./wasm/string.json', import.meta.url);
+  try {
+    splices ??= JSON.parse(readFileSync(file, 'utf8')) as Splices;
+  } catch {
+    throw new Error(`${file.pathname} is missing or unreadable: run npm run build (it assembles src/vm/wasm/*.wat)`);
+  }
+  return splices;
 }
 
-/** Unsigned LEB128, as WebAssembly encodes sizes and indices (src/vm/bridge.ts uses it too). */
+/** f's body with each call's function index filled in by `index` (the callee's index in the module it goes into). */
+function placed(f: Spliced, index: (name: string) => number): Uint8Array {
+  const body = Buffer.from(f.body, 'hex');
+  const parts: Uint8Array[] = [];
+  let at = 0;
+  for (const [offset, callee] of f.calls) {
+    // The build's relocatable encoding: five bytes, whatever the index.
+    parts.push(body.subarray(at, offset), Uint8Array.from(uleb(index(callee))));
+    at = offset + 5;
+  }
+  parts.push(body.subarray(at));
+  return Buffer.concat(parts);
+}
+
+/** Unsigned LEB128, as WebAssembly encodes sizes and indices. */
 export const uleb = (n: number): number[] => {
   const out: number[] = [];
   do {
@@ -203,7 +178,7 @@ export const uleb = (n: number): number[] => {
 };
 
 /** The unsigned LEB128 at buf[at]: its value and the offset after it. */
-function readUleb(buf: Uint8Array, at: number): [number, number] {
+export function readUleb(buf: Uint8Array, at: number): [number, number] {
   let r = 0;
   for (let s = 0; ; s += 7) {
     const x = buf[at++];
@@ -234,7 +209,7 @@ export function useWasmInlining(): void {
   }
 }
 
-/** What patchModule did: each is false when the module's function was not the one known (or the engine lacks SIMD). */
+/** What patchModule did: each is false when the module's function was not the one known, its signature not string.wat's, or the engine lacks SIMD. */
 export const patched = { memchr: false, find: false };
 
 /**
@@ -245,11 +220,11 @@ export const patched = { memchr: false, find: false };
  *   and the capture thread writes a worker's batches into its ring there.
  *   Loads and stores compile the same, and the memory already declares the
  *   maximum that shared memory requires.
- * - memchr's body replaced by FAST_MEMCHR, and lmemfind's loop calling FIND
- *   (added as a new function), when they are the known ones and the engine
- *   has SIMD; otherwise left alone.
+ * - memchr's body replaced by string.wat's, and lmemfind's loop calling
+ *   string.wat's find (added as a new function), when they are the known
+ *   ones, the signatures agree and the engine has SIMD; otherwise left alone.
  */
-function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
+function patchModule(input: Uint8Array | ArrayBuffer, spliced: Splices): Uint8Array {
   const b = Uint8Array.from(input instanceof ArrayBuffer ? new Uint8Array(input) : input);
   let p = 8;
   const read = () => {
@@ -260,8 +235,8 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
   type Range = { start: number; end: number };
   let shared = false;
   let funcImports = 0;
-  let find5: number | null = null; // index of the type (i32 x5) -> i32
-  let funcs: Range | null = null;
+  const types: number[] = []; // where each function type starts
+  let funcs: (Range & { count: number; decls: number }) | null = null;
   let code: (Range & { bodies: [number, number][] }) | null = null;
   while (p < b.length) {
     const sectionStart = p;
@@ -269,15 +244,12 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
     const len = read();
     const end = p + len;
     if (id === 1) {
-      for (let n = read(), i = 0; i < n; i++) {
-        if (b[p++] !== 0x60) break;
-        const params = read();
-        const ps = b.subarray(p, p + params);
-        p += params;
-        const results = read();
-        const rs = b.subarray(p, p + results);
-        p += results;
-        if (find5 === null && params === 5 && ps.every((t) => t === 0x7f) && results === 1 && rs[0] === 0x7f) find5 = i;
+      for (let n = read(); n > 0 && b[p] === 0x60; n--) {
+        types.push(p++);
+        for (let k = 0; k < 2; k++) {
+          const count = read(); // params, then results
+          p += count;
+        }
       }
     } else if (id === 2) {
       for (let n = read(); n > 0; n--) {
@@ -293,7 +265,8 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
         else break;
       }
     } else if (id === 3) {
-      funcs = { start: sectionStart, end };
+      const count = read();
+      funcs = { start: sectionStart, end, count, decls: p };
     } else if (id === 5) {
       // One memory: flags 1 (a maximum) becomes 3 (a maximum, shared).
       if (read() !== 1 || b[p] !== 1) break;
@@ -315,39 +288,54 @@ function patchModule(input: Uint8Array | ArrayBuffer): Uint8Array {
   if (!code || !funcs || !hasSimd()) return b;
   const known = (k: { size: number; fnv1a: number }) =>
     code!.bodies.findIndex(([s, e]) => e - s === k.size && fnv1a(b.subarray(s, e)) === k.fnv1a);
+  // Signatures spelled as scripts/build-wasm.ts spells them: "i32 i32 -> i32".
+  const sig = (type: number) => {
+    p = types[type] + 1;
+    const list = () => Array.from({ length: read() }, () => VALTYPE[b[p++]] ?? '?').join(' ');
+    const params = list();
+    return `${params} -> ${list()}`;
+  };
+  const typeOf = (f: number) => {
+    p = funcs!.decls;
+    for (let i = 0; i < f; i++) read();
+    return read();
+  };
   const memchr = known(MUSL_MEMCHR);
-  if (memchr < 0) return b;
+  if (memchr < 0 || sig(typeOf(memchr)) !== spliced.memchr.sig) return b;
+  // Where each callee of the spliced functions is in this module.
+  const index: Record<string, number> = { memchr: funcImports + memchr, find: funcImports + code.bodies.length };
+  const indexOf = (name: string) => {
+    if (index[name] === undefined) throw new Error(`string.wat calls ${name}, which patchModule does not place`);
+    return index[name];
+  };
   const bodies: Uint8Array[] = code.bodies.map(([s, e]) => b.subarray(s, e));
-  bodies[memchr] = FAST_MEMCHR;
+  bodies[memchr] = placed(spliced.memchr, indexOf);
 
-  // lmemfind's call to memchr, to become a call to FIND with two more arguments.
+  // lmemfind's call to memchr, to become a call to find with two more arguments.
   const strFind = known(STR_FIND_AUX);
+  const findType = types.findIndex((_, t) => sig(t) === spliced.find.sig);
   let added: Uint8Array | null = null;
-  if (strFind >= 0 && find5 !== null) {
+  if (strFind >= 0 && findType >= 0) {
     const body = bodies[strFind];
-    const call = [...LMEMFIND_CALL, ...uleb(funcImports + memchr)];
+    const call = [...LMEMFIND_CALL, ...uleb(index.memchr)];
     const at: number[] = [];
     for (let i = 0; i + call.length <= body.length; i++) if (call.every((x, k) => body[i + k] === x)) at.push(i);
-    // memcmp is what the loop calls next: local.tee 1, i32.eqz, br_if 4, then
-    // local.get 1, +1, local.tee 5, local.get 7, local.get 8, call memcmp.
     const next = at.length === 1 ? at[0] + call.length : -1;
-    const tail = [0x22, 0x01, 0x45, 0x0d, 0x04, 0x20, 0x01, 0x41, 0x01, 0x6a, 0x22, 0x05, 0x20, 0x07, 0x20, 0x08, 0x10];
-    if (next > 0 && tail.every((x, k) => body[next + k] === x)) {
-      const [memcmp] = readUleb(body, next + tail.length);
-      const findIndex = funcImports + code.bodies.length;
-      bodies[strFind] = Buffer.concat([body.subarray(0, at[0]), Uint8Array.from([...LMEMFIND_ARGS, ...uleb(findIndex)]), body.subarray(next)]);
-      added = findBody(funcImports + memchr, memcmp);
+    if (next > 0 && LMEMFIND_NEXT.every((x, k) => body[next + k] === x)) {
+      [index.memcmp] = readUleb(body, next + LMEMFIND_NEXT.length);
+      bodies[strFind] = Buffer.concat([body.subarray(0, at[0]), Uint8Array.from([...LMEMFIND_ARGS, ...uleb(index.find)]), body.subarray(next)]);
+      added = placed(spliced.find, indexOf);
       patched.find = true;
     }
   }
 
   const out: Uint8Array[] = [b.subarray(0, funcs.start)];
-  // Function section: one more declaration when FIND is added.
-  p = funcs.start + 1;
-  read();
-  const declared = read();
-  const decls = b.subarray(p, funcs.end);
-  const funcContent = Buffer.concat([Uint8Array.from(uleb(declared + (added ? 1 : 0))), decls, Uint8Array.from(added ? uleb(find5!) : [])]);
+  // Function section: one more declaration when find is added.
+  const funcContent = Buffer.concat([
+    Uint8Array.from(uleb(funcs.count + (added ? 1 : 0))),
+    b.subarray(funcs.decls, funcs.end),
+    Uint8Array.from(added ? uleb(findType) : []),
+  ]);
   out.push(Uint8Array.from([3, ...uleb(funcContent.length)]), funcContent, b.subarray(funcs.end, code.start));
   const parts: Uint8Array[] = [Uint8Array.from(uleb(bodies.length + (added ? 1 : 0)))];
   for (const body of added ? [...bodies, added] : bodies) parts.push(Uint8Array.from(uleb(body.length)), body);
@@ -366,10 +354,13 @@ export async function loadWasm(): Promise<Wasm> {
   // as it is created is the one seam that reaches the exports unwrapped.
   type Instance = WasmInstance;
   const WA = WebAssemblyAPI;
+  // Read before wasmoon starts: a failure inside its instantiate would come
+  // out wrapped in Emscripten's own messages.
+  const spliced = splicesFromBuild();
   const original = WA.instantiate;
   let instance: Instance | undefined;
   WA.instantiate = async function (this: unknown, ...args: unknown[]) {
-    if (args[0] instanceof Uint8Array || args[0] instanceof ArrayBuffer) args[0] = patchModule(args[0]);
+    if (args[0] instanceof Uint8Array || args[0] instanceof ArrayBuffer) args[0] = patchModule(args[0], spliced);
     const r = await original.apply(this, args);
     instance = (r as { instance?: Instance }).instance ?? (r as Instance);
     return r;

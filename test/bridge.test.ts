@@ -1,0 +1,146 @@
+// riff's allocator (src/vm/wasm/bridge.wat), held to its contract directly:
+// a bridge linked to a fresh wasmoon instance with no Lua state, so every
+// allocation is the test's own. The Lua-level tests in vm.test.ts drive it
+// through real strings and tables; these pin the size classes and their
+// edges, which a Lua program only reaches by chance.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { linkBridge, SIZE_CLASSES, type Bridge } from '../src/vm/bridge.js';
+import { loadWasm, type Wasm } from '../src/vm/wasm.js';
+
+const SMALL = (SIZE_CLASSES - 1) * 8;
+const GUARD = 8; // words watched past the heads
+const classOf = (n: number) => (n + 7) >> 3;
+
+async function bridge() {
+  const w: Wasm = await loadWasm();
+  const x = w.x;
+  const b: Bridge = linkBridge({
+    memory: w.memory,
+    realloc: x.realloc,
+    free: x.free,
+    lua_pushlstring: x.lua_pushlstring,
+    lua_rawseti: x.lua_rawseti,
+    lua_tothread: x.lua_tothread,
+    lua_gettop: x.lua_gettop,
+    lua_type: x.lua_type,
+    lua_tolstring: x.lua_tolstring,
+    lua_pushinteger: x.lua_pushinteger,
+    out_js: () => {},
+  });
+  const words = SIZE_CLASSES + GUARD;
+  const heads = x.malloc(words * 4);
+  w.heap().fill(0, heads, heads + words * 4);
+  b.heads.value = heads;
+  const view = () => new DataView(w.memory.buffer);
+  const head = (c: number) => view().getUint32(heads + 4 * c, true);
+  const guard = () => Array.from({ length: GUARD }, (_, i) => head(SIZE_CLASSES + i));
+  /** lua_Alloc as Lua calls it: a fresh block gets a type tag (here 4, a string) as osize. */
+  const alloc = (ptr: number, osize: number, nsize: number) => b.alloc(0, ptr, ptr ? osize : 4, nsize) >>> 0;
+  const fill = (p: number, n: number, v: number) => w.heap().fill(v, p, p + n);
+  const holds = (p: number, n: number, v: number) => w.heap().subarray(p, p + n).every((x) => x === v);
+  return { b, w, head, guard, alloc, fill, holds, used: () => b.used.value >>> 0 };
+}
+
+test("the allocator's size classes: a freed block of up to 2048 bytes is taken again by the same 8-byte class only, larger ones are malloc's", async () => {
+  const { head, guard, alloc } = await bridge();
+  assert.equal(SMALL, 2048);
+  const sizes = [1, 7, 8, 9, 16, 17, 100, 2040, 2041, 2047, 2048];
+  for (const n of sizes) {
+    const p = alloc(0, 0, n);
+    assert.ok(p && p % 8 === 0, `a block of ${n} is 8-aligned`);
+    alloc(p, n, 0);
+    assert.equal(head(classOf(n)), p, `a freed block of ${n} heads class ${classOf(n)}'s list`);
+    for (const m of sizes) {
+      const q = alloc(0, 0, m);
+      assert.equal(q === p, classOf(m) === classOf(n), `after freeing ${n}, a block of ${m} ${classOf(m) === classOf(n) ? 'reuses' : 'does not reuse'} it`);
+      alloc(q, m, 0);
+      if (q !== p) {
+        // put p back on top of its list for the next m
+        const again = alloc(0, 0, n);
+        assert.equal(again, p);
+        alloc(again, n, 0);
+      }
+    }
+  }
+  // Past the edge: malloc and free, no free list touched, nothing written past the heads.
+  const before = Array.from({ length: SIZE_CLASSES }, (_, c) => head(c));
+  const g = guard();
+  for (const n of [2049, 2056, 4096, 100_000]) {
+    const p = alloc(0, 0, n);
+    assert.ok(p);
+    alloc(p, n, 0);
+  }
+  assert.deepEqual(
+    Array.from({ length: SIZE_CLASSES }, (_, c) => head(c)),
+    before,
+    'blocks above 2048 bytes never reach the free lists',
+  );
+  assert.deepEqual(guard(), g, 'nothing written past SIZE_CLASSES heads');
+  assert.deepEqual(guard(), new Array(GUARD).fill(0));
+});
+
+test('the allocator resizes in place within a class and moves across classes and to malloc with the bytes kept', async () => {
+  const { head, guard, alloc, fill, holds } = await bridge();
+  // Growing within the class: in place.
+  const p = alloc(0, 0, 10);
+  fill(p, 10, 0xaa);
+  assert.equal(alloc(p, 10, 16), p);
+  // Growing past the class: a new block, the bytes copied, the old one on its list.
+  const q = alloc(p, 16, 17);
+  assert.notEqual(q, p);
+  assert.ok(holds(q, 10, 0xaa));
+  assert.equal(head(classOf(16)), p);
+  // Growing out of the free lists at the edge: 2048 -> 2049 goes to malloc.
+  const r = alloc(0, 0, 2048);
+  fill(r, 2048, 0x5c);
+  const s = alloc(r, 2048, 2049);
+  assert.notEqual(s, r);
+  assert.ok(holds(s, 2048, 0x5c));
+  assert.equal(head(classOf(2048)), r);
+  // A malloc block grows with realloc, keeping its bytes.
+  fill(s, 2049, 0x3d);
+  const t = alloc(s, 2049, 50_000);
+  assert.ok(t && holds(t, 2049, 0x3d));
+  // Shrinking to a small size stays in place (the block is at least the class's size);
+  // freed at that size, it joins the class's list like any other.
+  assert.equal(alloc(t, 50_000, 100), t);
+  assert.ok(holds(t, 100, 0x3d));
+  alloc(t, 100, 0);
+  assert.equal(head(classOf(100)), t);
+  // Shrinking within the free lists: in place.
+  const u = alloc(0, 0, 2000);
+  assert.equal(alloc(u, 2000, 9), u);
+  assert.deepEqual(guard(), new Array(8).fill(0));
+});
+
+test('the allocator counts what Lua holds and refuses growth past the cap, in 64 bits', async () => {
+  const { b, alloc, used } = await bridge();
+  const at = used();
+  const p = alloc(0, 0, 100);
+  assert.equal(used(), at + 100, 'a fresh block counts its size, not the type tag');
+  const q = alloc(p, 100, 3000);
+  assert.equal(used(), at + 3000);
+  assert.equal(alloc(q, 3000, 40), q);
+  assert.equal(used(), at + 40);
+  b.limit.value = at + 100;
+  assert.equal(alloc(0, 0, 61), 0, 'past the cap: NULL');
+  assert.equal(used(), at + 40, 'a refusal counts nothing');
+  const r = alloc(0, 0, 60);
+  assert.ok(r, 'up to the cap: granted');
+  assert.equal(used(), at + 100);
+  assert.equal(alloc(q, 40, 41), 0, 'growth past the cap: NULL, the block left as it was');
+  assert.equal(alloc(q, 40, 8), q, 'shrinking is always granted');
+  alloc(q, 8, 0);
+  alloc(r, 60, 0);
+  assert.equal(used(), at);
+  // used + delta past 4 GiB must not wrap around to pass a cap near the top.
+  b.used.value = 0xffff_ff00 | 0;
+  b.limit.value = 0xffff_fff0 | 0;
+  assert.equal(alloc(0, 0, 0x200), 0);
+  b.limit.value = 0;
+  const s = alloc(0, 0, 0x200);
+  assert.ok(s, 'no cap: granted');
+  alloc(s, 0x200, 0);
+  assert.equal(used(), 0xffff_ff00);
+});
