@@ -270,6 +270,7 @@ async function main(): Promise<number> {
   let statsTimer: NodeJS.Timeout | null = null;
   let capture: LiveCapture | null = null;
   let kernel: LiveStats | null = null;
+  let loopback = false;
   if (statsEvery) {
     statsTimer = setInterval(() => {
       const p = pool.progress();
@@ -341,7 +342,9 @@ async function main(): Promise<number> {
     source = device;
     const why = liveUnavailable();
     if (why) throw new Fail(why, 1);
-    const names = listDevices().map((d) => d.name);
+    const devices = listDevices();
+    const names = devices.map((d) => d.name);
+    loopback = devices.some((d) => d.name === device && d.loopback);
     if (!names.includes(device)) {
       throw new Fail(`-i ${device}: no such interface; riff -D lists them (${names.slice(0, 8).join(', ')})`, 2);
     }
@@ -414,7 +417,7 @@ async function main(): Promise<number> {
     `${counters.read} packets ${args.r !== undefined ? 'read' : 'captured'}`,
     `${counters.passed} packets passed the filter`,
   ];
-  if (kernel) lines.splice(1, 0, ...kernelLines(kernel, counters.read));
+  if (kernel) lines.splice(1, 0, ...kernelLines(kernel, counters.read, loopback));
   if (args.i !== undefined) lines.push(`${pool.dropped} packets dropped at the ring (Lua could not keep up)`);
   lines.push(
     `${s.processed - s.packetErrors} packets processed by Lua`,

@@ -152,14 +152,17 @@ export function openWriter(path: string, linktype: number, o: PcapWriterOptions)
 }
 
 /** tcpdump's three counter lines, then riff's own: what became of every packet the kernel's filter passed. */
-export function kernelLines(k: LiveStatsLike, captured: number): string[] {
+export function kernelLines(k: LiveStatsLike, captured: number, loopback: boolean): string[] {
   const lines = [
     `${k.received} packets received by filter`,
     `${k.droppedByKernel} packets dropped by kernel`,
     `${k.droppedByInterface} packets dropped by interface`,
   ];
   const unread = k.received - k.droppedByKernel - captured;
-  if (unread > 0) lines.push(`${unread} packets received but not read (riff stopped first)`);
+  // On loopback the kernel counts each packet twice, as its outgoing and its
+  // incoming copy, and libpcap drops the outgoing one (tcpdump shows the same).
+  if (loopback) lines.push('(on a loopback interface the kernel counts each packet twice: sent and received)');
+  else if (unread > 0) lines.push(`${unread} packets received but not read (riff stopped first)`);
   return lines;
 }
 
