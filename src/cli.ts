@@ -271,6 +271,7 @@ async function main(): Promise<number> {
   let capture: LiveCapture | null = null;
   let kernel: LiveStats | null = null;
   let loopback = false;
+  let liveFailure: string | null = null;
   if (statsEvery) {
     statsTimer = setInterval(() => {
       const p = pool.progress();
@@ -348,7 +349,6 @@ async function main(): Promise<number> {
     if (!names.includes(device)) {
       throw new Fail(`-i ${device}: no such interface; riff -D lists them (${names.slice(0, 8).join(', ')})`, 2);
     }
-    let failure: Error | null = null;
     let live: LiveCapture;
     try {
       live = new LiveCapture(
@@ -373,7 +373,7 @@ async function main(): Promise<number> {
             if (stopping) onStop();
           },
           failed: (e) => {
-            failure = e;
+            liveFailure = `-i ${device}: ${e.message}`;
             halt();
           },
         },
@@ -404,7 +404,6 @@ async function main(): Promise<number> {
     });
     // After Ctrl-C, what the kernel still holds is read (the ring permitting) so the counts close.
     kernel = await live.close(interrupted);
-    if (failure) throw new Fail(`-i ${device}: ${(failure as Error).message}`, 1);
   }
 
   if (statsTimer) clearInterval(statsTimer);
@@ -429,6 +428,11 @@ async function main(): Promise<number> {
   if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
   if (writer) lines.push(`${writer.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}`);
   stderr.text(lines.join('\n') + '\n');
+  if (liveFailure) {
+    // The interface went away or failed: the summary above still counts what came before.
+    note(liveFailure);
+    return 1;
+  }
   if (interrupted) return 0;
   if (damage) {
     note(`${named(damage.message)} at byte offset ${damage.offset}; ${counters.read} packets before it were processed`);
