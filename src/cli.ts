@@ -426,7 +426,10 @@ async function main(): Promise<number> {
   if (unprocessed > 0) lines.push(`${unprocessed} packets not processed (stopped early)`);
   if (os.written || os.dropped) lines.push(`${os.written} records written${os.dropped ? `, ${os.dropped} dropped (an output's queue was full)` : ''}`);
   if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
-  if (writer) lines.push(`${writer.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}`);
+  if (writer) {
+    const to = args.w === '-' ? 'standard output' : writer.files.length > 1 ? `${new Set(writer.files).size} files (${writer.files[0]} ... ${writer.current})` : writer.current || args.w;
+    lines.push(`${writer.written} packets written to ${to}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}${writer.left ? `, ${writer.left} not written (-W ${args.W}: the last -G file had ended)` : ''}`);
+  }
   stderr.text(lines.join('\n') + '\n');
   if (liveFailure) {
     // The interface went away or failed: the summary above still counts what came before.
