@@ -217,7 +217,7 @@ test('every packet is accounted for when Lua cannot keep up: a slow plugin on a 
   const dir = tmpdir();
   const lua = path.join(dir, 'slow.lua');
   // Slow on purpose: a busy loop per packet.
-  fs.writeFileSync(lua, 'function buffer(p) local x = 0 for i = 1, 20000 do x = x + i end end\n');
+  fs.writeFileSync(lua, 'function buffer(p) local x = 0 for i = 1, 60000 do x = x + i end end\n');
   const r = inCapNs([process.execPath, CLI, '-q', '--lua', lua, '-i', 'eth1', '-B', '1024', 'udp port 9200']);
   await r.listening();
   const N = 80_000;
