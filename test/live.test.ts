@@ -254,6 +254,10 @@ test('-Q in / -Q out, -p, --immediate-mode, -n, -U and -Z USER behave as tcpdump
   await Promise.all(Object.values(procs).map((p) => p.listening()));
   // Nothing listens on 9300: each datagram in brings an ICMP port unreachable out.
   flood(9300, 8, 100, 30, 'dir');
+  // -U: the packets are in the file while both still run, not only at exit.
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(readPcap(path.join(dir, 'tin.pcap')).recs.length, 8);
+  assert.equal(readPcap(path.join(dir, 'rin.pcap')).recs.length, 8, '-U writes each batch out as it comes');
   const res = await Promise.all(Object.values(procs).map(stop));
   for (const x of res) assert.equal(x.code, 0, x.stderr);
   const contents = (f: string) => readPcap(path.join(dir, f)).recs.map((x) => x.data.toString('hex'));
