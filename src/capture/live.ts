@@ -183,8 +183,12 @@ export class LiveCapture {
   /** pcap_stats: cumulative since the capture opened. */
   stats(): LiveStats {
     if (this.closed) return this.last;
-    const [received, droppedByKernel, droppedByInterface] = loadNative().liveStats(this.handle);
-    this.last = { received, droppedByKernel, droppedByInterface };
+    try {
+      const [received, droppedByKernel, droppedByInterface] = loadNative().liveStats(this.handle);
+      this.last = { received, droppedByKernel, droppedByInterface };
+    } catch {
+      // The device is gone: the last counters read are the best there are.
+    }
     return this.last;
   }
 
