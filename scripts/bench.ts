@@ -973,7 +973,7 @@ async function waitIdle(pid: number, maxMs = 30_000): Promise<void> {
     await sleep(200);
     const now = cpuTicks(pid);
     if (now === null) return;
-    // A tick or so per poll is riff's 20 ms flush timer, not work.
+    // A tick or so per poll is timers, not work.
     quiet = now - last <= 1 ? quiet + 1 : 0;
     last = now;
     if (quiet >= 3) return;
@@ -1051,6 +1051,45 @@ async function liveStep(ns: Netns, tool: LiveTool, rate: number | 'top', file: s
   };
 }
 
+/**
+ * Wire to Lua: riff prints each packet's kernel timestamp from Lua as it
+ * runs, and the bench notes when the line arrives; the difference bounds
+ * the delay from the kernel stamping the packet on vrx to Lua seeing it
+ * (it includes the stdout pipe back to the bench).
+ */
+async function liveLatency(ns: Netns, file: string, immediate: boolean): Promise<number[]> {
+  const lua = path.join(workDir, 'latency.lua');
+  fs.writeFileSync(lua, "function buffer(p) io.write(riff.packet.sec, ' ', riff.packet.nsec, '\\n') end\n");
+  const lags: number[] = [];
+  let ready: () => void = () => {};
+  const listening = new Promise<void>((r) => (ready = r));
+  let child: ChildProcess | null = null;
+  let pend = '';
+  const done = run('ip', ['netns', 'exec', ns.rx, NODE, RIFF, '-q', '-i', 'vrx', '--lua', lua, ...(immediate ? ['--immediate-mode'] : [])], {
+    stdout: (out) =>
+      out.on('data', (d: Buffer) => {
+        const now = (performance.timeOrigin + performance.now()) / 1000;
+        pend += d.toString('latin1');
+        const lines = pend.split('\n');
+        pend = lines.pop()!;
+        for (const l of lines) {
+          const [sec, nsec] = l.split(' ').map(Number);
+          lags.push((now - (sec + nsec / 1e9)) * 1000);
+        }
+      }),
+    started: (c) => {
+      child = c;
+      c.stderr!.on('data', (d: Buffer) => /listening on/.test(d.toString()) && ready());
+    },
+  });
+  await Promise.race([listening, sleep(30_000)]);
+  await run('ip', ['netns', 'exec', ns.tx, 'tcpreplay', '-i', 'vtx', '--pps=20', '--limit=60', file]);
+  await sleep(500);
+  (child as ChildProcess | null)?.kill('SIGINT');
+  await done;
+  return lags.sort((a, b) => a - b);
+}
+
 async function live(o: Opts, cap: Capture): Promise<string | null> {
   log('\nlive:');
   if (!isRoot) {
@@ -1079,7 +1118,9 @@ async function live(o: Opts, cap: Capture): Promise<string | null> {
   if (!fs.existsSync(emptyLua)) fs.writeFileSync(emptyLua, 'buffer = function(p) end\n');
   const riffParse = (s: string) => {
     const ring = num(/(\d+) packets dropped at the ring/, s);
-    return { seen: num(/(\d+) packets captured/, s), drops: ring === null ? '' : `${ring} at riff's ring` };
+    const kernel = num(/(\d+) packets dropped by kernel/, s);
+    const drops = [kernel === null ? '' : `${kernel} by kernel`, ring === null ? '' : `${ring} at riff's ring`].filter(Boolean).join(', ');
+    return { seen: num(/(\d+) packets captured/, s), drops };
   };
   // The seed's config.lua sets a BPF filter, applied in the kernel: find it
   // with a one-packet run so the expectation counts only what it passes.
@@ -1120,6 +1161,19 @@ async function live(o: Opts, cap: Capture): Promise<string | null> {
     log(`  stopped: ${(e as Error).message}`);
   }
   if (results.length === 0) return null;
+  const lat: string[] = [];
+  try {
+    const pf = await prefix(cap.file, cap.packets, 1000, workDir);
+    for (const immediate of [false, true]) {
+      const l = await liveLatency(ns, pf, immediate);
+      if (!l.length) continue;
+      const q = (f: number) => l[Math.min(l.length - 1, Math.floor(f * l.length))].toFixed(2);
+      lat.push(`wire to Lua${immediate ? ' with --immediate-mode' : ' (default, libpcap timeout 10 ms)'}: median ${q(0.5)} ms, 90% ${q(0.9)} ms, max ${l[l.length - 1].toFixed(2)} ms over ${l.length} packets at 20/s`);
+      log(`  ${lat[lat.length - 1]}`);
+    }
+  } catch (e) {
+    log(`  latency not measured: ${(e as Error).message}`);
+  }
 
   const rows = results.map((r) => {
     const lost = r.expected - r.seen;
@@ -1140,7 +1194,7 @@ async function live(o: Opts, cap: Capture): Promise<string | null> {
     table(['rate', 'tool', 'sent', 'actual pps', 'expected', 'seen', 'lost', 'loss', 'wire', 'own drop count'], rows, 2),
     '',
     `expected: packets delivered to vrx${seedFilter ? `; for riff seed only those passing its config.lua filter '${seedFilter}'` : ''}`,
-    "riff's own drop count covers its ring to the Lua workers only: cap reports no kernel drops, so 'lost' is the measure",
+    "own drop count: libpcap's kernel drop counter (both tools) and riff's ring to the Lua workers; 'lost' counts against what reached vrx",
   ];
   for (const t of tools) {
     const mine = results.filter((r) => r.tool === t.name);
@@ -1157,7 +1211,7 @@ async function live(o: Opts, cap: Capture): Promise<string | null> {
         (top ? `; at top speed (${top.actualPps !== null ? fmtRate(top.actualPps) : '?'} pps) lost ${top.expected - top.seen} of ${top.expected} (${((100 * Math.max(0, top.expected - top.seen)) / Math.max(1, top.expected)).toFixed(2)}%)` : ''),
     );
   }
-  return lines.join('\n');
+  return [...lines, ...lat].join('\n');
 }
 
 // ---------------------------------------------------------------- main

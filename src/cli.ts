@@ -9,8 +9,9 @@ import type yargsType from 'yargs';
 import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from './capture/batch.js';
 import { openCaptureFile, CaptureFileError, type CaptureFile } from './capture/file.js';
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
-import { LiveCapture, listDevices, liveUnavailable } from './capture/live.js';
+import { LiveCapture, datalinks, listDevices, liveUnavailable, type LiveStats } from './capture/live.js';
 import { PcapWriter } from './outputs/pcap-writer.js';
+import { FlagError, dropPrivileges, kernelLines, microPcap, openWriter, tcpdumpFlags } from './tcpdump-flags.js';
 import { openOutputs, recordSink as makeRecordSink, OutputSpecError, type RecordOutput } from './outputs/output.js';
 import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
@@ -59,7 +60,21 @@ function parseArgs(argv: string[]) {
     .option('r', { alias: 'read', type: 'string', describe: 'read packets from a pcap or pcapng file (- for stdin)' })
     .option('c', { alias: 'count', type: 'number', describe: 'stop after this many packets (that passed the filter)' })
     .option('w', { alias: 'write', type: 'string', describe: 'also write the packets riff read (after the filter) to this pcap file (- for stdout)' })
-    .option('B', { alias: 'buffer-size', type: 'number', default: 131072, describe: 'live capture: kernel buffer in KiB (cap captures 65535-byte frames, so 128 MiB holds ~2000 packets)' })
+    .option('B', { alias: 'buffer-size', type: 'number', default: 32768, describe: "live capture: libpcap's kernel buffer in KiB, as tcpdump -B (riff's default 32768 = 32 MiB)" })
+    .option('s', { alias: 'snapshot-length', type: 'number', default: 262144, describe: 'live capture: bytes kept of each packet (0 = 262144, as tcpdump)' })
+    .option('p', { alias: 'no-promiscuous-mode', type: 'boolean', describe: "live capture: don't put the interface into promiscuous mode" })
+    .option('immediate-mode', { type: 'boolean', describe: "live capture: hand each packet over at once (default: within libpcap's 10 ms buffer timeout)" })
+    .option('time-stamp-precision', { type: 'string', describe: 'micro or nano (default: nano where the kernel gives it; -w writes what the source has)' })
+    .option('Q', { alias: 'direction', type: 'string', describe: 'live capture: in, out or inout (default)' })
+    .option('y', { alias: 'linktype', type: 'string', describe: 'live capture: the data link type to capture with (a name from -L, e.g. EN10MB, LINUX_SLL)' })
+    .option('L', { alias: 'list-data-link-types', type: 'boolean', describe: "list the interface's data link types (for -y), then exit" })
+    .option('F', { type: 'string', describe: 'read the filter expression from FILE (# starts a comment); a filter on the command line is then ignored, as in tcpdump' })
+    .option('n', { type: 'boolean', describe: 'accepted for tcpdump users: riff never resolves names' })
+    .option('U', { alias: 'packet-buffered', type: 'boolean', describe: '-w: write out each batch of packets as it comes, not in 1 MiB chunks' })
+    .option('Z', { alias: 'relinquish-privileges', type: 'string', describe: 'after opening the capture, run as USER (-w files then belong to USER)' })
+    .option('C', { type: 'string', describe: '-w: start a new file once one exceeds this many million bytes (k, m, g suffixes: KiB, MiB, GiB), named FILE, FILE1, FILE2...' })
+    .option('G', { type: 'number', describe: '-w: start a new file every SECONDS of packet time; FILE may hold strftime conversions (%Y-%m-%d_%H:%M:%S)' })
+    .option('W', { type: 'number', describe: '-w: with -C, a ring of COUNT files; with -G alone, stop after COUNT files' })
     .option('D', { alias: 'list-interfaces', type: 'boolean', describe: 'list the interfaces riff can capture on, then exit' })
     .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: "don't print the per-packet report lines (id, length, time)" })
     .option('verbose', { type: 'boolean', default: false, describe: 'full Lua tracebacks for script errors' })
@@ -96,6 +111,15 @@ function checkRepeats(args: Record<string, unknown>): void {
     if (key === '_' || key === 'output' || key === 'o' || key === '$0' || !Array.isArray(v)) continue;
     const flag = key.length === 1 ? `-${key}` : `--${key}`;
     throw new Fail(`${flag} given ${v.length} times (${v.join(', ')}); give it once`, 2);
+  }
+  // A number yargs could not read is NaN here: say what was typed, for every
+  // numeric option at once (their own checks then see only real numbers).
+  const unread = Object.keys(args).filter((k) => Number.isNaN(args[k]) && !/[A-Z]/.test(k.slice(1)));
+  for (const key of unread) {
+    const text = typed(NaN, [key]);
+    if (text === 'NaN') continue; // an alias of what the user typed
+    const flag = key.length === 1 ? `-${key}` : `--${key}`;
+    throw new Fail(`${flag}: '${text}' is not a number`, 2);
   }
 }
 
@@ -146,15 +170,30 @@ async function main(): Promise<number> {
     const why = liveUnavailable();
     if (why) throw new Fail(why, 1);
     listDevices().forEach((d, i) => {
-      const addrs = d.addresses.map((a) => a.addr).join(', ');
+      const addrs = d.addresses.join(', ');
       stdout.text(`${i + 1}.${d.name}${d.description ? ` (${d.description})` : ''}${addrs ? ` [${addrs}]` : ''}\n`);
     });
     return 0;
   }
+  if (args.L) {
+    if (args.i === undefined) throw new Fail('-L lists the data link types of an interface: give -i IFACE', 2);
+    const why = liveUnavailable();
+    if (why) throw new Fail(why, 1);
+    let dl;
+    try {
+      dl = datalinks(args.i);
+    } catch (e) {
+      throw new Fail(`-i ${args.i}: ${(e as Error).message}`, 1);
+    }
+    // tcpdump's wording, so scripts that read it keep working.
+    stdout.text(`Data link types for ${args.i} (use option -y to set):\n`);
+    for (const d of dl) stdout.text(d.name ? `  ${d.name} (${d.description ?? `DLT ${d.dlt}`})\n` : `  DLT ${d.dlt}\n`);
+    return 0;
+  }
   if (args.i !== undefined && args.r !== undefined) throw new Fail('give either -i IFACE or -r FILE, not both', 2);
+  const flags = tcpdumpFlags(args);
   if (args.i === undefined && args.r === undefined)
     throw new Fail('nothing to read: give -i IFACE to capture live or -r FILE to read a capture (riff --help)', 2);
-  if (!Number.isInteger(args.B) || args.B < 64) throw new Fail(`-B: '${typed(args.B, ['B', 'buffer-size'])}' is not a buffer size in KiB (at least 64)`, 2);
   if (args.c !== undefined && (!Number.isInteger(args.c) || args.c < 0))
     throw new Fail(`-c: '${typed(args.c, ['c', 'count'])}' is not a packet count (a whole number >= 0)`, 2);
   if (args.lua !== undefined) {
@@ -224,6 +263,10 @@ async function main(): Promise<number> {
   }
 
   let filterExpr = (args._ as (string | number)[]).map(String).join(' ').trim();
+  if (args.F !== undefined) {
+    if (filterExpr) note(`-F ${args.F}: the filter on the command line is ignored, as tcpdump does`);
+    filterExpr = flags.filterFile;
+  }
   if (!filterExpr && pool.filter) {
     filterExpr = pool.filter;
     note(`filter from config.lua: ${filterExpr}`);
@@ -279,12 +322,19 @@ async function main(): Promise<number> {
     nextId = stampIds(batch, nextId);
     counters.passed += nextId - first;
     writer?.write(batch);
+    if (args.U) writer?.sync();
   };
   let statsTimer: NodeJS.Timeout | null = null;
+  let capture: LiveCapture | null = null;
+  let kernel: LiveStats | null = null;
+  let loopback = false;
+  let liveFailure: string | null = null;
   if (statsEvery) {
     statsTimer = setInterval(() => {
       const p = pool.progress();
-      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors`);
+      const k = capture && !capture.closed ? capture.stats() : null;
+      const kernel = k ? `, ${k.received} received by filter, ${k.droppedByKernel} dropped by kernel, ${k.droppedByInterface} dropped by interface` : '';
+      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'}${kernel}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors`);
     }, statsEvery * 1000);
     statsTimer.unref();
   }
@@ -313,7 +363,9 @@ async function main(): Promise<number> {
         throw e;
       }
     }
-    if (args.w !== undefined) writer = new PcapWriter(args.w, file.linktype < 0 ? 1 : file.linktype);
+    dropPrivileges(args.Z);
+    if (args.w !== undefined)
+      writer = openWriter(args.w, file.linktype < 0 ? 1 : file.linktype, { ...flags.rotation, onLimit: halt, nano: flags.precision ? flags.precision === 'nano' : !microPcap(args.r) });
     let sinceYield = 0;
     while (!stopping && limit !== 0) {
       const batch = pool.reserve();
@@ -348,47 +400,67 @@ async function main(): Promise<number> {
     source = device;
     const why = liveUnavailable();
     if (why) throw new Fail(why, 1);
-    const names = listDevices().map((d) => d.name);
-    if (device !== 'any' && !names.includes(device)) {
+    const devices = listDevices();
+    const names = devices.map((d) => d.name);
+    loopback = devices.some((d) => d.name === device && d.loopback);
+    if (!names.includes(device)) {
       throw new Fail(`-i ${device}: no such interface; riff -D lists them (${names.slice(0, 8).join(', ')})`, 2);
     }
     let live: LiveCapture;
     try {
       live = new LiveCapture(
-        device,
-        filterExpr,
-        (b) => {
-          if (!stopping) {
-            account(b, null);
-            pool.push(b);
-          }
-          if (stopping) onStop();
+        {
+          device,
+          snaplen: flags.snaplen,
+          promisc: !args.p,
+          bufferBytes: args.B * 1024,
+          immediate: !!args['immediate-mode'],
+          nano: flags.precision !== 'micro',
+          linktypeName: args.y,
+          direction: flags.direction,
+          filter: filterExpr,
         },
-        args.B * 1024,
+        {
+          // Straight into worker 0's ring; null while it is full: riff then leaves packets in the kernel's buffer.
+          reserve: (min) => pool.reserve(0, min),
+          deliver: (b) => {
+            if (stopping) b.count = b.bytes = 0;
+            else if (b.count) account(b, null);
+            pool.commit(b, 0);
+            if (stopping) onStop();
+          },
+          failed: (e) => {
+            liveFailure = `-i ${device}: ${e.message}`;
+            halt();
+          },
+        },
       );
     } catch (e) {
       const msg = (e as Error).message;
+      const stage = (e as { stage?: string }).stage;
       if (/permission|not permitted|denied/i.test(msg))
         throw new Fail(`-i ${device}: no permission to capture (${msg}); run as root or grant CAP_NET_RAW (setcap cap_net_raw,cap_net_admin+eip $(which node))`, 1);
-      if (filterExpr) {
-        // Say whether it is the filter or the device.
-        try {
-          compileFilter(filterExpr, 1);
-        } catch (fe) {
-          if (fe instanceof FilterError) throw new Fail(fe.message, 2);
-        }
-      }
+      if (stage === 'filter') throw new Fail(`filter '${filterExpr}': ${msg}`, 2);
+      if (stage === 'linktype') throw new Fail(`-y ${args.y}: ${msg}; riff -L -i ${device} lists the types`, 2);
+      if (stage === 'direction') throw new Fail(`-Q ${args.Q}: ${msg}`, 2);
       throw new Fail(`-i ${device}: ${msg}`, 1);
     }
-    note(`listening on ${device}, link-type ${live.linktype}${filterExpr ? `, filter '${filterExpr}'` : ''} (timestamps taken on arrival)`);
-    if (args.w !== undefined) writer = new PcapWriter(args.w, live.linktype, 65535);
+    capture = live;
+    if (live.warning) note(`-i ${device}: ${live.warning}`);
+    note(
+      `listening on ${device}, link-type ${live.dltName}, snapshot length ${live.snaplen} bytes${filterExpr ? `, filter '${filterExpr}'` : ''}` +
+        ` (kernel timestamps, ${live.nano ? 'nanosecond' : 'microsecond'})`,
+    );
+    dropPrivileges(args.Z);
+    if (args.w !== undefined)
+      writer = openWriter(args.w, live.linktype, { ...flags.rotation, snaplen: live.snaplen, nano: live.nano, start: Math.floor(Date.now() / 1000), onLimit: halt });
     await new Promise<void>((resolve) => {
-      onStop = () => {
-        live.close();
-        resolve();
-      };
-      if (limit === 0) onStop();
+      onStop = resolve;
+      if (limit === 0 || stopping) resolve();
+      else live.start();
     });
+    // After Ctrl-C, what the kernel still holds is read (the ring permitting) so the counts close.
+    kernel = await live.close(interrupted);
   }
 
   if (statsTimer) clearInterval(statsTimer);
@@ -401,7 +473,8 @@ async function main(): Promise<number> {
     `${counters.read} packets ${args.r !== undefined ? 'read' : 'captured'}`,
     `${counters.passed} packets passed the filter`,
   ];
-  if (args.i !== undefined) lines.push(`${pool.dropped} packets dropped at the ring (Lua could not keep up); kernel drops are not reported by cap`);
+  if (kernel) lines.splice(1, 0, ...kernelLines(kernel, counters.read, loopback));
+  if (args.i !== undefined) lines.push(`${pool.dropped} packets dropped at the ring (Lua could not keep up)`);
   lines.push(
     `${s.processed - s.packetErrors} packets processed by Lua`,
     `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`,
@@ -410,8 +483,16 @@ async function main(): Promise<number> {
   if (unprocessed > 0) lines.push(`${unprocessed} packets not processed (stopped early)`);
   if (os.written || os.dropped) lines.push(`${os.written} records written${os.dropped ? `, ${os.dropped} dropped (an output's queue was full)` : ''}`);
   if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
-  if (writer) lines.push(`${writer.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}`);
+  if (writer) {
+    const to = args.w === '-' ? 'standard output' : writer.files.length > 1 ? `${new Set(writer.files).size} files (${writer.files[0]} ... ${writer.current})` : writer.current || args.w;
+    lines.push(`${writer.written} packets written to ${to}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}${writer.left ? `, ${writer.left} not written (-W ${args.W}: the last -G file had ended)` : ''}`);
+  }
   stderr.text(lines.join('\n') + '\n');
+  if (liveFailure) {
+    // The interface went away or failed: the summary above still counts what came before.
+    note(liveFailure);
+    return 1;
+  }
   if (interrupted) return 0;
   if (damage) {
     note(`${named(damage.message)} at byte offset ${damage.offset}; ${counters.read} packets before it were processed`);
@@ -424,7 +505,7 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (e) => {
-    if (e instanceof Fail) {
+    if (e instanceof Fail || e instanceof FlagError) {
       note(e.message);
       process.exit(e.code);
     }

@@ -66,8 +66,10 @@ test('a repeated option or an unreadable number is one line naming what was type
   const cases: [string[], RegExp][] = [
     [['-r', 'fixtures/http.pcap', '-r', 'fixtures/http.pcap'], /^riff: -r given 2 times \(fixtures\/http\.pcap, fixtures\/http\.pcap\); give it once$/],
     [['--lua', 'fixtures/count.lua', '--lua', 'x.lua', '-r', 'fixtures/http.pcap'], /^riff: --lua given 2 times \(fixtures\/count\.lua, x\.lua\); give it once$/],
-    [['-c', 'abc', '-r', 'fixtures/http.pcap'], /^riff: -c: 'abc' is not a packet count/],
-    [['--count=x1', '-r', 'fixtures/http.pcap'], /^riff: -c: 'x1' is not a packet count/],
+    [['-c', 'abc', '-r', 'fixtures/http.pcap'], /^riff: -c: 'abc' is not a number/],
+    [['--count=x1', '-r', 'fixtures/http.pcap'], /^riff: --count: 'x1' is not a number/],
+    [['-B', 'big', '-i', 'lo'], /^riff: -B: 'big' is not a number/],
+    [['-s', '1k', '-i', 'lo'], /^riff: -s: '1k' is not a number/],
     [['--workers', 'two', '-r', 'fixtures/http.pcap'], /^riff: --workers: 'two' is not/],
     [['--stats', 'often', '-r', 'fixtures/http.pcap'], /^riff: --stats: 'often' is not/],
     [['--lua-budget', '1e3x', '-r', 'fixtures/http.pcap'], /^riff: --lua-budget: '1e3x' is not/],

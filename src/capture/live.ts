@@ -1,134 +1,213 @@
-// Live capture through `cap` (libpcap). cap hands each packet over in one
-// reused Buffer with its length only — no timestamp, no wire length — so
-// riff stamps packets on arrival and flags them (FLAG_ARRIVAL_TS); the wire
-// length is the captured length unless cap says it truncated.
-import { createRequire } from 'node:module';
-import { Batch, FLAG_ARRIVAL_TS } from './batch.js';
+// Live capture through riff's addon (src/capture/native/riff_pcap.c), which
+// drives libpcap itself: pcap_create, the options tcpdump sets, pcap_activate,
+// then -y, -Q and the filter in the kernel. The handle is non-blocking and
+// its descriptor is watched by libuv on this thread's event loop; when the
+// kernel has packets, one JS callback moves every ready packet into a batch
+// (straight into the worker's ring) in one addon call, with libpcap's header:
+// the kernel's timestamp, the captured and the wire length. pcap_stats gives
+// the counters tcpdump prints.
+//
+// Lua falling behind: when the ring has no room, riff stops reading the
+// interface until it has, so the backlog waits in the kernel's buffer (-B)
+// and what overflows it is counted by the kernel ("dropped by kernel").
+import { Batch, HDR, align8 } from './batch.js';
+import { loadNative, nativeOrNull, type LiveOpened } from './native.js';
 
-const require = createRequire(import.meta.url);
-
-interface CapHandle {
-  open(device: string, filter: string, bufSize: number, buffer: Buffer): string;
-  close(): void;
-  on(ev: 'packet', fn: (nbytes: number, truncated: boolean) => void): void;
-  setMinBytes?(n: number): void;
-}
-interface CapModule {
-  Cap: { new (): CapHandle; deviceList(): Device[] };
-}
 export interface Device {
   name: string;
   description?: string;
-  addresses: { addr: string }[];
-  flags?: string;
+  addresses: string[];
+  loopback: boolean;
+  up: boolean;
+  running: boolean;
 }
 
-/** Why live capture cannot work here, as one line; null when cap loads. */
-let capError: string | null = null;
-let cap: CapModule | null = null;
-function loadCap(): CapModule | null {
-  if (cap || capError) return cap;
-  try {
-    cap = require('cap') as CapModule;
-  } catch (e) {
-    capError =
-      `live capture is unavailable: the 'cap' module did not load (${(e as Error).message.split('\n')[0]}); ` +
-      'install libpcap (apt-get install libpcap-dev) and rebuild it (npm rebuild cap), or read a file with -r';
-  }
-  return cap;
-}
-
+/** Why live capture cannot work here, as one line; null when it can. */
 export function liveUnavailable(): string | null {
-  loadCap();
-  return capError;
+  if (nativeOrNull()) return null;
+  try {
+    loadNative();
+    return null;
+  } catch (e) {
+    return (
+      `live capture is unavailable: riff's libpcap addon did not load (${(e as Error).message}); ` +
+      'install libpcap-dev and run npm run build:native, or read a file with -r'
+    );
+  }
 }
 
 export function listDevices(): Device[] {
-  const c = loadCap();
-  if (!c) throw new Error(capError!);
-  return c.Cap.deviceList();
+  return loadNative().devices();
 }
 
-// cap names a few link types and reports the rest as "Unknown linktype N"
-// with libpcap's DLT number; riff speaks LINKTYPE_* values, as files do.
-const CAP_LINKTYPES: Record<string, number> = {
-  NULL: 0,
-  ETHERNET: 1,
-  IEEE802_11_RADIO: 127,
-  LINKTYPE_LINUX_SLL: 113,
-  RAW: 101,
-};
-const DLT_TO_LINKTYPE: Record<number, number> = { 12: 101, 14: 101, 11: 100 };
-
-export function linktypeOf(capName: string): number {
-  if (capName in CAP_LINKTYPES) return CAP_LINKTYPES[capName];
-  const m = /(\d+)/.exec(capName);
-  const dlt = m ? Number(m[1]) : -1;
-  return DLT_TO_LINKTYPE[dlt] ?? dlt;
+export interface LiveOptions {
+  device: string;
+  /** -s: bytes kept of each packet (0 = 262144, as tcpdump). */
+  snaplen: number;
+  /** Not -p. */
+  promisc: boolean;
+  /** -B in bytes; 0 = libpcap's default. */
+  bufferBytes: number;
+  /** --immediate-mode: every packet handed over at once (else within TIMEOUT_MS). */
+  immediate: boolean;
+  /** --time-stamp-precision nano (the default) or micro. */
+  nano: boolean;
+  /** -y: a data link type by libpcap's name (EN10MB, LINUX_SLL...). */
+  linktypeName?: string;
+  /** -Q: 0 inout, 1 in, 2 out. */
+  direction?: number;
+  filter: string;
 }
 
-export const SNAPLEN = 65535; // what cap sets; riff's buffer matches it
+/** libpcap's packet buffer timeout: without immediate mode, the longest a packet waits in the kernel before riff sees it. */
+export const TIMEOUT_MS = 10;
+
+/** The link types a device offers (tcpdump -L). */
+export function datalinks(device: string): { dlt: number; name?: string; description?: string }[] {
+  const r = loadNative().liveOpen({ device, listOnly: true, snaplen: 262144 });
+  return r.datalinks ?? [];
+}
+
+/** A libpcap error with the step that failed (open, activate, linktype, direction, filter, read). */
+export class LiveError extends Error {
+  constructor(
+    message: string,
+    readonly stage: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface LiveSink {
+  /** A batch with room for `min` bytes (in the worker's ring), or null while Lua is behind. */
+  reserve(min: number): Batch | null;
+  /** The batch filled (possibly empty): hand it on. */
+  deliver(b: Batch): void;
+  /** libpcap failed while reading (the device went away). */
+  failed(e: LiveError): void;
+}
+
+export interface LiveStats {
+  /** "packets received by filter" */
+  received: number;
+  /** "packets dropped by kernel" */
+  droppedByKernel: number;
+  /** "packets dropped by interface" */
+  droppedByInterface: number;
+}
 
 export class LiveCapture {
   readonly linktype: number;
-  private readonly handle: CapHandle;
-  private readonly buf = Buffer.alloc(SNAPLEN);
-  private readonly batch = new Batch(1 << 20);
-  private timer: NodeJS.Timeout | null = null;
-  private readonly t0 = performance.timeOrigin;
-  /** Packets cap handed over. */
-  received = 0;
+  readonly snaplen: number;
+  /** Timestamps are nanosecond (else microsecond). */
+  readonly nano: boolean;
+  readonly dltName: string;
+  /** libpcap's activation warning or a precision fallback, said once at start. */
+  readonly warning: string | null;
+  /** Packets read from libpcap. */
+  read = 0;
   closed = false;
+  private readonly handle: unknown;
+  private readonly io = new Uint32Array(2);
+  private readonly minBytes: number;
+  private retry: NodeJS.Timeout | null = null;
+  private last: LiveStats = { received: 0, droppedByKernel: 0, droppedByInterface: 0 };
+
+  /** Opens and activates the device; throws LiveError with libpcap's message. */
+  constructor(
+    readonly opts: LiveOptions,
+    private readonly sink: LiveSink,
+    private readonly batchPackets = 4096,
+  ) {
+    let r: LiveOpened;
+    try {
+      r = loadNative().liveOpen({ ...opts, timeoutMs: TIMEOUT_MS, snaplen: opts.snaplen || 262144 });
+    } catch (e) {
+      throw new LiveError((e as Error).message, (e as { stage?: string }).stage ?? 'open');
+    }
+    this.handle = r.handle;
+    this.linktype = r.linktype;
+    this.snaplen = r.snaplen;
+    this.nano = r.nano;
+    this.dltName = r.dltName ?? `DLT ${r.dlt}`;
+    this.warning = r.warning ?? null;
+    this.minBytes = HDR + align8(this.snaplen);
+  }
+
+  /** Start delivering. */
+  start(): void {
+    loadNative().liveWatch(this.handle, this.ready);
+  }
+
+  /** The kernel has packets: take a few batches' worth, then let the loop run (it calls again while there are more). */
+  private readonly ready = (): void => {
+    for (let k = 0; k < 8 && !this.closed; k++) {
+      const n = this.readBatch();
+      if (n < 0) return this.pause();
+      if (n < this.batchPackets) return;
+    }
+  };
+
+  /** One batch from libpcap into the sink; -1 when the sink had no room. */
+  private readBatch(): number {
+    const b = this.sink.reserve(this.minBytes);
+    if (!b) return -1;
+    this.io[0] = b.bytes;
+    this.io[1] = this.batchPackets - b.count;
+    let n = 0;
+    try {
+      n = loadNative().liveRead(this.handle, b.buf, this.io);
+    } catch (e) {
+      this.sink.deliver(b);
+      this.pause(false);
+      this.sink.failed(new LiveError((e as Error).message, 'read'));
+      return 0;
+    }
+    b.count += n;
+    b.bytes = this.io[0];
+    this.read += n;
+    this.sink.deliver(b);
+    return n;
+  }
+
+  /** Lua is behind: stop reading (the kernel buffers) and look again shortly. */
+  private pause(retry = true): void {
+    loadNative().liveWatch(this.handle, null);
+    if (!retry || this.closed) return;
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      if (!this.closed) this.start();
+    }, 2);
+  }
+
+  /** pcap_stats: cumulative since the capture opened. */
+  stats(): LiveStats {
+    if (this.closed) return this.last;
+    try {
+      const [received, droppedByKernel, droppedByInterface] = loadNative().liveStats(this.handle);
+      this.last = { received, droppedByKernel, droppedByInterface };
+    } catch {
+      // The device is gone: the last counters read are the best there are.
+    }
+    return this.last;
+  }
 
   /**
-   * Opens the device; throws with libpcap's message (bad filter, permission).
-   * onBatch gets batches of packets as they fill, or every `flushMs` when traffic is slow.
+   * Stop: with `drain`, first wait out libpcap's buffer timeout and read
+   * what the kernel still holds (as far as the ring has room); then take
+   * the final counters and close.
    */
-  constructor(
-    readonly device: string,
-    filter: string,
-    private readonly onBatch: (b: Batch) => void,
-    bufferBytes = 32 << 20,
-    private readonly batchPackets = 512,
-    flushMs = 20,
-  ) {
-    const c = loadCap();
-    if (!c) throw new Error(capError!);
-    this.handle = new c.Cap();
-    const lt = this.handle.open(device, filter, bufferBytes, this.buf);
-    this.linktype = linktypeOf(lt);
-    this.handle.on('packet', (nbytes, truncated) => this.arrive(nbytes, truncated));
-    this.timer = setInterval(() => this.flush(), flushMs);
-  }
-
-  private arrive(nbytes: number, truncated: boolean): void {
-    if (this.closed) return;
-    this.received++;
-    const ms = this.t0 + performance.now();
-    const sec = Math.floor(ms / 1000);
-    const nsec = Math.floor((ms - sec * 1000) * 1e6);
-    // Truncated by cap's buffer: the wire length is at least one byte more, but unknown.
-    this.batch.push(sec, nsec, this.buf, 0, nbytes, truncated ? nbytes + 1 : nbytes, this.linktype, 0, FLAG_ARRIVAL_TS);
-    if (this.batch.count >= this.batchPackets) this.flush();
-  }
-
-  flush(): void {
-    if (this.batch.count === 0) return;
-    // Consumers handle a batch synchronously (or copy it), so one is reused.
-    this.onBatch(this.batch);
-    this.batch.reset();
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.timer) clearInterval(this.timer);
-    try {
-      this.handle.close();
-    } catch {
-      /* already closed */
+  async close(drain: boolean): Promise<LiveStats> {
+    if (this.closed) return this.last;
+    if (this.retry) clearTimeout(this.retry);
+    loadNative().liveWatch(this.handle, null);
+    if (drain) {
+      await new Promise((r) => setTimeout(r, this.opts.immediate ? 1 : TIMEOUT_MS + 5));
+      for (let k = 0; k < 64; k++) if (this.readBatch() <= 0) break;
     }
-    // What arrived before the stop still goes to the consumer.
-    this.flush();
+    this.stats();
+    this.closed = true;
+    loadNative().liveClose(this.handle);
+    return this.last;
   }
 }

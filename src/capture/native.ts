@@ -28,6 +28,28 @@ export interface Native {
   shardPlan(batch: Uint8Array, count: number, n: number, shards: Uint8Array, bytes: Uint32Array, elsewhere: boolean): void;
   /** Worker w's records copied to dst from `at`, FLAG_ELSEWHERE cleared; returns how many. */
   shardCopy(batch: Uint8Array, count: number, shards: Uint8Array, w: number, dst: Uint8Array, at: number): number;
+  /** Live capture (src/capture/live.ts): create, set options, activate, -y, -Q, filter; throws an Error with .stage. */
+  liveOpen(opts: Record<string, unknown>): LiveOpened;
+  /** Call onready whenever the kernel has packets; null pauses. */
+  liveWatch(handle: unknown, onready: (() => void) | null): void;
+  /** Ready packets appended to dst. io in: dstBytes, maxCount; out: dstBytes. Returns how many. */
+  liveRead(handle: unknown, dst: Uint8Array, io: Uint32Array): number;
+  /** pcap_stats: received by filter, dropped by kernel, dropped by interface. */
+  liveStats(handle: unknown): [number, number, number];
+  liveClose(handle: unknown): void;
+  /** pcap_findalldevs. */
+  devices(): { name: string; description?: string; addresses: string[]; loopback: boolean; up: boolean; running: boolean }[];
+}
+
+export interface LiveOpened {
+  handle: unknown;
+  linktype: number;
+  dlt: number;
+  dltName?: string;
+  snaplen: number;
+  nano: boolean;
+  warning?: string;
+  datalinks?: { dlt: number; name?: string; description?: string }[];
 }
 
 const ADDON = path.join('src', 'capture', 'native', 'build', 'Release', 'riff_pcap.node');

@@ -1,5 +1,7 @@
-// Writes batches as a classic pcap file, the way `tcpdump -w` would: microsecond
-// timestamps, little-endian, one link type per file.
+// Writes batches as a classic pcap file, the way `tcpdump -w` would:
+// little-endian, one link type per file, microsecond timestamps, or
+// nanosecond ones (magic a1b23c4d) when the source has them, so time is
+// never rounded. -C/-G/-W rotate the file with tcpdump's names and rules.
 //
 // The file is valid at every moment a JS callback can observe: the header goes
 // out at open and records only ever leave the buffer whole. A SIGINT handler
@@ -12,6 +14,76 @@ const FILE_HDR = 24;
 const REC_HDR = 16;
 const CHUNK = 1 << 20;
 
+export interface PcapWriterOptions {
+  snaplen?: number;
+  /** Nanosecond timestamps (magic a1b23c4d); else microsecond (a1b2c3d4). */
+  nano?: boolean;
+  /** -C: start a new file before a packet when this one holds more than this many bytes. */
+  rotateBytes?: number;
+  /** -G: start a new file once a packet is this many seconds past the file's start (by packet time). */
+  rotateSeconds?: number;
+  /** -W: with -C, reuse this many names in a ring; with -G alone, stop after this many files. */
+  files?: number;
+  /**
+   * -G: the time (seconds) the first file's name and period start from
+   * (live: now). Unset, the first file opens at the first packet, named by
+   * its time (a capture file keeps its own time).
+   */
+  start?: number;
+  /** -G with -W: the last file's period ended; riff stops writing (tcpdump exits). */
+  onLimit?: () => void;
+}
+
+/** Digits tcpdump pads file numbers to for -W COUNT. */
+function wDigits(w: number): number {
+  let c = 0;
+  for (let x = w - 1; x > 0; x = Math.floor(x / 10)) c++;
+  return c;
+}
+
+const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
+
+/** strftime(3) in local time, for -G file names: the conversions tcpdump users put in them. */
+export function strftime(fmt: string, sec: number): string {
+  const d = new Date(sec * 1000);
+  const p = (n: number, w = 2, c = '0') => String(n).padStart(w, c);
+  const jan1 = new Date(d.getFullYear(), 0, 1);
+  const yday = Math.round((new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime() - jan1.getTime()) / 864e5) + 1;
+  const off = -d.getTimezoneOffset();
+  const conv: Record<string, () => string> = {
+    Y: () => String(d.getFullYear()),
+    y: () => p(d.getFullYear() % 100),
+    C: () => p(Math.floor(d.getFullYear() / 100)),
+    m: () => p(d.getMonth() + 1),
+    d: () => p(d.getDate()),
+    e: () => p(d.getDate(), 2, ' '),
+    H: () => p(d.getHours()),
+    I: () => p(d.getHours() % 12 || 12),
+    M: () => p(d.getMinutes()),
+    S: () => p(d.getSeconds()),
+    p: () => (d.getHours() < 12 ? 'AM' : 'PM'),
+    j: () => p(yday, 3),
+    s: () => String(Math.floor(sec)),
+    a: () => DAYS[d.getDay()].slice(0, 3),
+    A: () => DAYS[d.getDay()],
+    b: () => MONTHS[d.getMonth()].slice(0, 3),
+    h: () => MONTHS[d.getMonth()].slice(0, 3),
+    B: () => MONTHS[d.getMonth()],
+    u: () => String(d.getDay() || 7),
+    w: () => String(d.getDay()),
+    F: () => `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`,
+    T: () => `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`,
+    R: () => `${p(d.getHours())}:${p(d.getMinutes())}`,
+    D: () => `${p(d.getMonth() + 1)}/${p(d.getDate())}/${p(d.getFullYear() % 100)}`,
+    z: () => `${off < 0 ? '-' : '+'}${p(Math.floor(Math.abs(off) / 60))}${p(Math.abs(off) % 60)}`,
+    n: () => '\n',
+    t: () => '\t',
+    '%': () => '%',
+  };
+  return fmt.replace(/%([A-Za-z%])/g, (all, c: string) => (conv[c] ? conv[c]() : all));
+}
+
 // Sleeping without a busy loop while a non-blocking stdout drains.
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
@@ -19,7 +91,7 @@ export class PcapWriter {
   readonly path: string;
   readonly linktype: number;
   readonly snaplen: number;
-  private fd: number;
+  private fd = -1;
   private readonly ownsFd: boolean;
   private readonly buf = Buffer.allocUnsafe(CHUNK);
   private pos = 0;
@@ -28,7 +100,9 @@ export class PcapWriter {
   private nSkipped = 0;
 
   /** `path` '-' writes to stdout (left open by close()). */
-  constructor(path: string, linktype: number, snaplen = 262144) {
+  constructor(path: string, linktype: number, snaplenOrOptions: number | PcapWriterOptions = {}) {
+    const o: PcapWriterOptions = typeof snaplenOrOptions === 'number' ? { snaplen: snaplenOrOptions } : snaplenOrOptions;
+    const snaplen = o.snaplen ?? 262144;
     if (!Number.isInteger(linktype) || linktype < 0 || linktype > 0xffffffff) {
       throw new RangeError(`linktype must be a 32-bit unsigned integer, got ${linktype}`);
     }
@@ -38,19 +112,91 @@ export class PcapWriter {
     this.path = path;
     this.linktype = linktype;
     this.snaplen = snaplen;
+    this.nano = o.nano ?? false;
+    this.opts = o;
     this.ownsFd = path !== '-';
-    this.fd = this.ownsFd ? fs.openSync(path, 'w') : 1;
+    this.rotating = this.ownsFd && !!(o.rotateBytes || o.rotateSeconds);
+    this.digits = o.files ? wDigits(o.files) : 0;
+    if (!o.rotateSeconds) this.open(this.nameFor(0, !!o.rotateBytes, 0));
+    else if (o.start !== undefined) this.open(this.nameFor(0, !!o.rotateBytes, o.start), o.start);
+  }
 
+  readonly nano: boolean;
+  private readonly opts: PcapWriterOptions;
+  private readonly rotating: boolean;
+  private readonly digits: number;
+  /** Bytes in the current file, buffered ones included (tcpdump's pcap_dump_ftell). */
+  private fileBytes = 0;
+  private cCount = 0;
+  private gCount = 0;
+  /** -G: when the current file's period started; NaN before the first file. */
+  private gTime = NaN;
+  private stopped = false;
+  /** Every file opened, in order (a -W ring reopens names: listed again). */
+  readonly files: string[] = [];
+
+  /** tcpdump's MakeFilename: strftime with -G, then the number padded to -W's digits (none for the very first file without -W). */
+  private nameFor(count: number, numbered: boolean, t: number): string {
+    if (!this.ownsFd) return '-';
+    const base = this.opts.rotateSeconds ? strftime(this.path, t) : this.path;
+    if (!numbered || (count === 0 && this.digits === 0)) return base;
+    return base + String(count).padStart(this.digits, '0');
+  }
+
+  private open(name: string, t = NaN): void {
+    this.fd = this.ownsFd ? fs.openSync(name, 'w') : 1;
+    this.current = name;
+    this.files.push(name);
+    this.gTime = t;
     const h = this.buf;
-    h.writeUInt32LE(0xa1b2c3d4, 0);
+    h.writeUInt32LE(this.nano ? 0xa1b23c4d : 0xa1b2c3d4, 0);
     h.writeUInt16LE(2, 4);
     h.writeUInt16LE(4, 6);
     h.writeInt32LE(0, 8); // thiszone
     h.writeUInt32LE(0, 12); // sigfigs
-    h.writeUInt32LE(snaplen, 16);
-    h.writeUInt32LE(linktype, 20);
+    h.writeUInt32LE(this.snaplen, 16);
+    h.writeUInt32LE(this.linktype, 20);
     this.pos = FILE_HDR;
+    this.fileBytes = FILE_HDR;
     this.flush();
+  }
+
+  private reopen(name: string, t: number): void {
+    this.flush();
+    fs.closeSync(this.fd);
+    this.open(name, t);
+  }
+
+  /** The file being written. */
+  current = '';
+
+  /**
+   * tcpdump's order before each packet: -G first (a new period, or the end
+   * with -W), then -C. False: the packet is not to be written (-G -W ended).
+   */
+  private rotate(sec: number): boolean {
+    const o = this.opts;
+    if (o.rotateSeconds) {
+      if (Number.isNaN(this.gTime)) {
+        if (this.fd < 0) this.open(this.nameFor(0, !!o.rotateBytes, sec), sec);
+        else this.gTime = sec;
+      } else if (sec - this.gTime >= o.rotateSeconds) {
+        this.gCount++;
+        if (o.files && this.gCount >= o.files) {
+          this.stopped = true;
+          o.onLimit?.();
+          return false;
+        }
+        this.cCount = 0;
+        this.reopen(this.nameFor(0, !!o.rotateBytes, sec), sec);
+      }
+    }
+    if (o.rotateBytes && this.fileBytes > o.rotateBytes) {
+      this.cCount++;
+      if (o.files && this.cCount >= o.files) this.cCount = 0;
+      this.reopen(this.nameFor(this.cCount, true, this.gTime), this.gTime);
+    }
+    return true;
   }
 
   /** Records written so far (buffered ones included). */
@@ -86,7 +232,11 @@ export class PcapWriter {
       const orig = flags & FLAG_ARRIVAL_TS ? caplen : v.getUint32(rec + 16, true);
       const nsec = v.getUint32(rec + 8, true);
       const sec = v.getUint32(rec, true) + Math.floor(nsec / 1e9);
-      const usec = Math.floor((nsec % 1e9) / 1000);
+      const frac = this.nano ? nsec % 1e9 : Math.floor((nsec % 1e9) / 1000);
+      if (this.rotating && (this.stopped || !this.rotate(sec))) {
+        this.nLeft++;
+        continue;
+      }
 
       const need = REC_HDR + incl;
       let out = this.buf;
@@ -98,20 +248,34 @@ export class PcapWriter {
         if (need > out.length) out = Buffer.allocUnsafe(need);
       }
       out.writeUInt32LE(sec >>> 0, at);
-      out.writeUInt32LE(usec, at + 4);
+      out.writeUInt32LE(frac, at + 4);
       out.writeUInt32LE(incl, at + 8);
       out.writeUInt32LE(orig, at + 12);
       src.copy(out, at + REC_HDR, rec + HDR, rec + HDR + incl);
       if (out === this.buf) this.pos = at + need;
       else this.writeAll(out, need);
       this.nWritten++;
+      this.fileBytes += need;
     }
+  }
+
+  /** Packets not written because -G -W's last file had ended. */
+  get left(): number {
+    return this.nLeft;
+  }
+  private nLeft = 0;
+
+  /** -U: write out what is buffered now (riff calls it after each batch). */
+  sync(): void {
+    if (!this.closed) this.flush();
   }
 
   /** Write out everything buffered and close the file (not stdout). Safe to call twice. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    // -G over a capture file with no packet at all: the one file, named by the clock.
+    if (this.fd < 0 && this.ownsFd) this.open(this.nameFor(0, !!this.opts.rotateBytes, Date.now() / 1000));
     try {
       this.flush();
     } finally {

@@ -170,17 +170,21 @@ export class LuaPool {
    * skips them. Null when the ring stayed full for `waitMs`: let the event
    * loop run (signals) and ask again.
    */
-  reserve(waitMs = 200): Batch | null {
-    return this.slots[0].ring.reserve(HDR + 65536, waitMs);
+  reserve(waitMs = 200, min = HDR + 65536): Batch | null {
+    return this.slots[0].ring.reserve(min, waitMs);
   }
 
-  /** Hand the reserved batch over (file reading: waits for room, loses nothing). */
-  commit(b: Batch): void {
+  /**
+   * Hand the reserved batch over. File reading waits for room in the other
+   * workers' rings and loses nothing; live capture passes wait 0, and what
+   * finds no room there is dropped and counted.
+   */
+  commit(b: Batch, wait = FOREVER): void {
     const shard = !this.single && b.count > 0;
     // Worker 0 may start on its records while the others' are copied out.
     if (shard) this.plan(b, true);
     this.slots[0].ring.commit(b, FOREVER);
-    if (shard) this.copyOut(b, FOREVER, 1);
+    if (shard) this.copyOut(b, wait, 1);
   }
 
   /** Hand a live batch over without waiting; what does not fit is dropped and counted. */

@@ -10,11 +10,14 @@
  *   24 iface, 28 flags, 32 packet id, 36 reserved; then caplen bytes, padded to 8.
  */
 #include <node_api.h>
+#include <uv.h>
 #include <pcap/pcap.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #define HDR 40
 #define FLAG_ARRIVAL_TS 1u
@@ -673,6 +676,478 @@ static napi_value js_shard_copy(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * Live capture. libpcap's handle is made non-blocking and its selectable fd
+ * watched by libuv on the main thread's loop: when the kernel has packets,
+ * JS gets one callback and calls liveRead, which moves every packet that is
+ * ready (up to a batch) into riff's batch layout with libpcap's own header
+ * (kernel timestamp, caplen, wire length) in one C loop. No thread of our
+ * own, no JS call per packet, and the event loop never blocks: with nothing
+ * ready, liveRead returns 0.
+ */
+typedef struct {
+  pcap_t *p;
+  uv_poll_t poll;
+  bool polling;
+  bool closed;
+  napi_env env;
+  napi_ref onready;
+  uint32_t linktype; /* LINKTYPE_* of what liveRead writes */
+  uint32_t snaplen;
+  bool nano;
+} live_t;
+
+/* The inverse of linktype_to_dlt: libpcap hands out DLT_* values, riff's batches carry LINKTYPE_*. */
+static uint32_t dlt_to_linktype(int dlt) {
+  if (dlt == DLT_RAW || dlt == 12 || dlt == 14) return 101; /* 12 on most platforms, 14 on OpenBSD */
+  if (dlt == DLT_ATM_RFC1483) return 100;
+  if (dlt == DLT_SLIP_BSDOS) return 102;
+  if (dlt == DLT_PPP_BSDOS) return 103;
+  if (dlt == DLT_ATM_CLIP) return 106;
+  if (dlt == DLT_PFSYNC) return 246;
+  if (dlt == DLT_PPP_SERIAL) return 50;
+  if (dlt == DLT_PPP_ETHER) return 51;
+  return (uint32_t)dlt;
+}
+
+static void live_free_handle(uv_handle_t *h) {
+  live_t *l = h->data;
+  if (l->p) pcap_close(l->p);
+  free(l);
+}
+
+static void live_close(live_t *l) {
+  if (l->closed) return;
+  l->closed = true;
+  if (l->onready) {
+    napi_delete_reference(l->env, l->onready);
+    l->onready = NULL;
+  }
+  if (l->polling) uv_poll_stop(&l->poll);
+  l->polling = false;
+  /* The poll handle must be closed before the fd it watches goes away. */
+  uv_close((uv_handle_t *)&l->poll, live_free_handle);
+}
+
+static void live_finalize(napi_env env, void *data, void *hint) {
+  /* Closed by JS normally; a handle collected while open is closed here. */
+  live_close(data);
+}
+
+static live_t *live_arg(napi_env env, napi_value v) {
+  live_t *l = NULL;
+  if (napi_get_value_external(env, v, (void **)&l) != napi_ok || !l) {
+    napi_throw_type_error(env, NULL, "live: not a live capture handle");
+    return NULL;
+  }
+  if (l->closed) {
+    napi_throw_error(env, NULL, "live: the capture is closed");
+    return NULL;
+  }
+  return l;
+}
+
+static bool get_prop(napi_env env, napi_value obj, const char *key, napi_value *out, napi_valuetype want) {
+  bool has = false;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return false;
+  if (napi_get_named_property(env, obj, key, out) != napi_ok) return false;
+  napi_valuetype t;
+  napi_typeof(env, *out, &t);
+  return t == want;
+}
+
+static int32_t opt_int(napi_env env, napi_value o, const char *key, int32_t dflt) {
+  napi_value v;
+  int32_t n = dflt;
+  if (get_prop(env, o, key, &v, napi_number)) napi_get_value_int32(env, v, &n);
+  return n;
+}
+
+static bool opt_bool(napi_env env, napi_value o, const char *key, bool dflt) {
+  napi_value v;
+  bool b = dflt;
+  if (get_prop(env, o, key, &v, napi_boolean)) napi_get_value_bool(env, v, &b);
+  return b;
+}
+
+/* A string option, malloc'd (caller frees), or NULL when absent. */
+static char *opt_str(napi_env env, napi_value o, const char *key) {
+  napi_value v;
+  if (!get_prop(env, o, key, &v, napi_string)) return NULL;
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return NULL;
+  char *s = malloc(len + 1);
+  if (s) napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  return s;
+}
+
+static void set_str(napi_env env, napi_value obj, const char *key, const char *val) {
+  napi_value v;
+  if (napi_create_string_utf8(env, val, NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+static void set_num(napi_env env, napi_value obj, const char *key, double val) {
+  napi_value v;
+  if (napi_create_double(env, val, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+static void set_bool(napi_env env, napi_value obj, const char *key, bool val) {
+  napi_value v;
+  if (napi_get_boolean(env, val, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+/* An Error carrying `stage` (which step failed: open, activate, filter...) so JS can word it. */
+static napi_value throw_live(napi_env env, const char *stage, const char *msg, int code) {
+  napi_value m, e, s;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+  napi_create_error(env, NULL, m, &e);
+  napi_create_string_utf8(env, stage, NAPI_AUTO_LENGTH, &s);
+  napi_set_named_property(env, e, "stage", s);
+  set_num(env, e, "pcapCode", code);
+  napi_throw(env, e);
+  return NULL;
+}
+
+/*
+ * liveOpen({device, snaplen, promisc, bufferBytes, immediate, timeoutMs, nano,
+ *           linktypeName?, direction?, filter?, listOnly?})
+ *   -> {handle, linktype, dlt, nano, tstampTypes, warning?, datalinks?}
+ * Every step is libpcap's, in tcpdump's order: create, set options,
+ * activate, then data link (-y), direction (-Q) and filter. A failure throws
+ * an Error whose .stage names the step.
+ */
+static napi_value js_live_open(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value o;
+  CHECK(napi_get_cb_info(env, info, &argc, &o, NULL, NULL));
+  if (argc < 1) return throw_type(env, "liveOpen(options)");
+  char *device = opt_str(env, o, "device");
+  if (!device) return throw_type(env, "liveOpen: device must be a string");
+  char errbuf[PCAP_ERRBUF_SIZE] = "";
+  pcap_t *p = pcap_create(device, errbuf);
+  free(device);
+  if (!p) return throw_live(env, "open", errbuf, PCAP_ERROR);
+
+  int snaplen = opt_int(env, o, "snaplen", DEFAULT_SNAPLEN);
+  bool want_nano = opt_bool(env, o, "nano", true);
+  bool list_only = opt_bool(env, o, "listOnly", false);
+  const char *warning = NULL;
+  pcap_set_snaplen(p, snaplen);
+  pcap_set_promisc(p, opt_bool(env, o, "promisc", true) ? 1 : 0);
+  pcap_set_timeout(p, opt_int(env, o, "timeoutMs", 10));
+  int bufbytes = opt_int(env, o, "bufferBytes", 0);
+  if (bufbytes > 0) pcap_set_buffer_size(p, bufbytes);
+  if (opt_bool(env, o, "immediate", false)) pcap_set_immediate_mode(p, 1);
+  bool nano = false;
+  if (want_nano) {
+    nano = pcap_set_tstamp_precision(p, PCAP_TSTAMP_PRECISION_NANO) == 0;
+    if (!nano) warning = "this platform's libpcap gives microsecond timestamps, not nanosecond";
+  } else {
+    pcap_set_tstamp_precision(p, PCAP_TSTAMP_PRECISION_MICRO);
+  }
+
+  int rc = pcap_activate(p);
+  if (rc < 0) {
+    /* PCAP_ERROR's text is in the handle; the others have a fixed wording. */
+    const char *msg = rc == PCAP_ERROR ? pcap_geterr(p) : pcap_statustostr(rc);
+    char copy[PCAP_ERRBUF_SIZE + 64];
+    if (rc == PCAP_ERROR_NO_SUCH_DEVICE || rc == PCAP_ERROR_PERM_DENIED)
+      snprintf(copy, sizeof copy, "%s%s%s", pcap_statustostr(rc), *pcap_geterr(p) ? ": " : "", pcap_geterr(p));
+    else
+      snprintf(copy, sizeof copy, "%s", msg);
+    pcap_close(p);
+    return throw_live(env, "activate", copy, rc);
+  }
+  char actwarn[PCAP_ERRBUF_SIZE + 64] = "";
+  if (rc > 0 && rc != PCAP_WARNING_TSTAMP_TYPE_NOTSUP) {
+    snprintf(actwarn, sizeof actwarn, "%s%s%s", pcap_statustostr(rc), *pcap_geterr(p) ? ": " : "", pcap_geterr(p));
+    warning = actwarn;
+  }
+  if (want_nano && pcap_get_tstamp_precision(p) != PCAP_TSTAMP_PRECISION_NANO) {
+    nano = false;
+    warning = "the device gives microsecond timestamps, not nanosecond";
+  }
+
+  napi_value out;
+  CHECK(napi_create_object(env, &out));
+
+  /* -L: the link types the device offers, by name and description, as tcpdump lists them. */
+  int *dlts = NULL;
+  int ndlts = pcap_list_datalinks(p, &dlts);
+  if (ndlts >= 0) {
+    napi_value arr;
+    CHECK(napi_create_array_with_length(env, (size_t)ndlts, &arr));
+    for (int i = 0; i < ndlts; i++) {
+      napi_value e;
+      CHECK(napi_create_object(env, &e));
+      set_num(env, e, "dlt", dlts[i]);
+      const char *name = pcap_datalink_val_to_name(dlts[i]);
+      if (name) set_str(env, e, "name", name);
+      const char *desc = pcap_datalink_val_to_description(dlts[i]);
+      if (desc) set_str(env, e, "description", desc);
+      napi_set_element(env, arr, (uint32_t)i, e);
+    }
+    napi_set_named_property(env, out, "datalinks", arr);
+    pcap_free_datalinks(dlts);
+  }
+  if (list_only) {
+    pcap_close(p);
+    return out;
+  }
+
+  char *ltname = opt_str(env, o, "linktypeName");
+  if (ltname) {
+    int dlt = pcap_datalink_name_to_val(ltname);
+    if (dlt < 0) {
+      char msg[256];
+      snprintf(msg, sizeof msg, "invalid data link type %s", ltname);
+      free(ltname);
+      pcap_close(p);
+      return throw_live(env, "linktype", msg, PCAP_ERROR);
+    }
+    free(ltname);
+    if (pcap_set_datalink(p, dlt) < 0) {
+      char msg[PCAP_ERRBUF_SIZE + 32];
+      snprintf(msg, sizeof msg, "%s", pcap_geterr(p));
+      pcap_close(p);
+      return throw_live(env, "linktype", msg, PCAP_ERROR);
+    }
+  }
+
+  int dir = opt_int(env, o, "direction", -1);
+  if (dir >= 0) {
+    pcap_direction_t d = dir == 1 ? PCAP_D_IN : dir == 2 ? PCAP_D_OUT : PCAP_D_INOUT;
+    if (pcap_setdirection(p, d) < 0) {
+      char msg[PCAP_ERRBUF_SIZE + 32];
+      snprintf(msg, sizeof msg, "%s", pcap_geterr(p));
+      pcap_close(p);
+      return throw_live(env, "direction", msg, PCAP_ERROR);
+    }
+  }
+
+  char *filter = opt_str(env, o, "filter");
+  if (filter && *filter) {
+    struct bpf_program prog;
+    bpf_u_int32 net = 0, mask = 0;
+    /* tcpdump compiles a live filter with the interface's netmask ("ip broadcast"). */
+    char lerr[PCAP_ERRBUF_SIZE];
+    napi_value dv;
+    char *dev = get_prop(env, o, "device", &dv, napi_string) ? opt_str(env, o, "device") : NULL;
+    if (!dev || pcap_lookupnet(dev, &net, &mask, lerr) < 0) mask = 0;
+    free(dev);
+    if (pcap_compile(p, &prog, filter, 1, mask) < 0 || pcap_setfilter(p, &prog) < 0) {
+      char msg[PCAP_ERRBUF_SIZE + 32];
+      snprintf(msg, sizeof msg, "%s", pcap_geterr(p));
+      free(filter);
+      pcap_close(p);
+      return throw_live(env, "filter", msg, PCAP_ERROR);
+    }
+    pcap_freecode(&prog);
+  }
+  free(filter);
+
+  if (pcap_setnonblock(p, 1, errbuf) < 0) {
+    pcap_close(p);
+    return throw_live(env, "nonblock", errbuf, PCAP_ERROR);
+  }
+  int fd = pcap_get_selectable_fd(p);
+  if (fd < 0) {
+    pcap_close(p);
+    return throw_live(env, "open", "this device has no selectable descriptor; riff cannot wait on it", PCAP_ERROR);
+  }
+
+  live_t *l = calloc(1, sizeof *l);
+  if (!l) {
+    pcap_close(p);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  l->p = p;
+  l->env = env;
+  l->nano = nano;
+  l->snaplen = (uint32_t)pcap_snapshot(p);
+  int dlt = pcap_datalink(p);
+  l->linktype = dlt_to_linktype(dlt);
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &l->poll, fd) != 0) {
+    pcap_close(p);
+    free(l);
+    return throw_live(env, "open", "libuv cannot watch the capture descriptor", PCAP_ERROR);
+  }
+  l->poll.data = l;
+
+  napi_value handle;
+  CHECK(napi_create_external(env, l, live_finalize, NULL, &handle));
+  napi_set_named_property(env, out, "handle", handle);
+  set_num(env, out, "linktype", l->linktype);
+  set_num(env, out, "dlt", dlt);
+  set_num(env, out, "snaplen", l->snaplen);
+  set_bool(env, out, "nano", nano);
+  const char *dn = pcap_datalink_val_to_name(dlt);
+  if (dn) set_str(env, out, "dltName", dn);
+  if (warning) set_str(env, out, "warning", warning);
+  return out;
+}
+
+static void live_on_poll(uv_poll_t *h, int status, int events) {
+  live_t *l = h->data;
+  if (l->closed || !l->onready) return;
+  napi_env env = l->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn, global, result;
+  if (napi_get_reference_value(env, l->onready, &fn) == napi_ok && fn && napi_get_global(env, &global) == napi_ok) {
+    if (napi_call_function(env, global, fn, 0, NULL, &result) != napi_ok) {
+      /* An exception in the callback: hand it to Node as uncaught, as an event handler's would be. */
+      napi_value exc;
+      if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* liveWatch(handle, onready | null): call onready() whenever the kernel has packets; null pauses. */
+static napi_value js_live_watch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  live_t *l = argc > 0 ? live_arg(env, argv[0]) : NULL;
+  if (!l) return NULL;
+  napi_valuetype t = napi_undefined;
+  if (argc > 1) napi_typeof(env, argv[1], &t);
+  if (t == napi_function) {
+    if (l->onready) napi_delete_reference(env, l->onready);
+    CHECK(napi_create_reference(env, argv[1], 1, &l->onready));
+    if (!l->polling && uv_poll_start(&l->poll, UV_READABLE, live_on_poll) == 0) l->polling = true;
+  } else if (l->polling) {
+    uv_poll_stop(&l->poll);
+    l->polling = false;
+  }
+  return NULL;
+}
+
+/*
+ * liveRead(handle, dst, io) -> packets appended.
+ * io (Uint32Array): in: dstBytes (where to append), maxCount; out: dstBytes.
+ * Appends ready packets until none is ready, maxCount were taken, or the
+ * room left could not hold a packet of the snapshot length (so no packet is
+ * ever taken that does not fit). A device that went away throws.
+ */
+static napi_value js_live_read(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  live_t *l = argc > 2 ? live_arg(env, argv[0]) : NULL;
+  if (!l) return argc > 2 ? NULL : throw_type(env, "liveRead(handle, dst, io)");
+  uint8_t *dst, *iob;
+  size_t dlen, iolen;
+  if (bytes_of(env, argv[1], &dst, &dlen) != napi_ok || bytes_of(env, argv[2], &iob, &iolen) != napi_ok)
+    return throw_type(env, "liveRead: dst and io must be typed arrays");
+  if (iolen < 8 || ((uintptr_t)iob & 3)) return throw_range(env, "liveRead: io needs 2 words");
+  uint32_t *io = (uint32_t *)iob;
+  uint64_t db = io[0];
+  uint32_t max = io[1], n = 0;
+  if (db > dlen || (db & 7)) return throw_range(env, "liveRead: dstBytes is out of bounds");
+  uint64_t worst = HDR + (((uint64_t)l->snaplen + 7) & ~(uint64_t)7);
+  while (n < max && dlen - db >= worst) {
+    struct pcap_pkthdr *h;
+    const u_char *data;
+    int rc = pcap_next_ex(l->p, &h, &data);
+    if (rc == 0 || rc == PCAP_ERROR_BREAK) break;
+    if (rc < 0) {
+      io[0] = (uint32_t)db;
+      if (n > 0) break; /* hand over what came before; the next call throws */
+      char msg[PCAP_ERRBUF_SIZE + 32];
+      snprintf(msg, sizeof msg, "%s", pcap_geterr(l->p));
+      return throw_live(env, "read", msg, rc);
+    }
+    uint32_t caplen = h->caplen;
+    /* libpcap never hands more than the snapshot length; be sure before copying. */
+    if (caplen > l->snaplen) caplen = l->snaplen;
+    uint8_t *o = dst + db;
+    uint64_t sec = (uint64_t)(int64_t)h->ts.tv_sec;
+    wr32(o, (uint32_t)sec);
+    wr32(o + 4, (uint32_t)(sec >> 32));
+    wr32(o + 8, l->nano ? (uint32_t)h->ts.tv_usec : (uint32_t)h->ts.tv_usec * 1000u);
+    wr32(o + 12, caplen);
+    wr32(o + 16, h->len);
+    wr32(o + 20, l->linktype);
+    memset(o + 24, 0, 16);
+    memcpy(o + HDR, data, caplen);
+    db += HDR + (((uint64_t)caplen + 7) & ~(uint64_t)7);
+    n++;
+  }
+  io[0] = (uint32_t)db;
+  napi_value out;
+  CHECK(napi_create_uint32(env, n, &out));
+  return out;
+}
+
+/* liveStats(handle) -> [received by filter, dropped by kernel, dropped by interface] (libpcap's pcap_stats). */
+static napi_value js_live_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  live_t *l = argc > 0 ? live_arg(env, argv[0]) : NULL;
+  if (!l) return NULL;
+  struct pcap_stat st;
+  if (pcap_stats(l->p, &st) < 0) return throw_live(env, "stats", pcap_geterr(l->p), PCAP_ERROR);
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, 3, &arr));
+  double v[3] = {st.ps_recv, st.ps_drop, st.ps_ifdrop};
+  for (uint32_t i = 0; i < 3; i++) {
+    napi_value e;
+    CHECK(napi_create_double(env, v[i], &e));
+    CHECK(napi_set_element(env, arr, i, e));
+  }
+  return arr;
+}
+
+static napi_value js_live_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  live_t *l = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&l) != napi_ok || !l) return NULL;
+  live_close(l);
+  return NULL;
+}
+
+/* devices() -> [{name, description?, addresses: [string], loopback, up, running}] (pcap_findalldevs). */
+static napi_value js_devices(napi_env env, napi_callback_info info) {
+  pcap_if_t *all = NULL;
+  char errbuf[PCAP_ERRBUF_SIZE];
+  if (pcap_findalldevs(&all, errbuf) < 0) return throw_live(env, "devices", errbuf, PCAP_ERROR);
+  napi_value arr;
+  CHECK(napi_create_array(env, &arr));
+  uint32_t i = 0;
+  for (pcap_if_t *d = all; d; d = d->next) {
+    napi_value e, addrs;
+    if (napi_create_object(env, &e) != napi_ok || napi_create_array(env, &addrs) != napi_ok) break;
+    set_str(env, e, "name", d->name);
+    if (d->description) set_str(env, e, "description", d->description);
+    set_bool(env, e, "loopback", (d->flags & PCAP_IF_LOOPBACK) != 0);
+    set_bool(env, e, "up", (d->flags & PCAP_IF_UP) != 0);
+    set_bool(env, e, "running", (d->flags & PCAP_IF_RUNNING) != 0);
+    uint32_t k = 0;
+    for (pcap_addr_t *a = d->addresses; a; a = a->next) {
+      if (!a->addr) continue;
+      char txt[64] = "";
+      if (a->addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)a->addr)->sin_addr, txt, sizeof txt);
+      else if (a->addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)a->addr)->sin6_addr, txt, sizeof txt);
+      if (!*txt) continue;
+      napi_value s;
+      if (napi_create_string_utf8(env, txt, NAPI_AUTO_LENGTH, &s) == napi_ok) napi_set_element(env, addrs, k++, s);
+    }
+    napi_set_named_property(env, e, "addresses", addrs);
+    napi_set_element(env, arr, i++, e);
+  }
+  pcap_freealldevs(all);
+  return arr;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"compile", NULL, js_compile, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -683,6 +1158,12 @@ NAPI_MODULE_INIT() {
       {"pcapRecords", NULL, js_pcap_records, NULL, NULL, NULL, napi_enumerable, NULL},
       {"shardPlan", NULL, js_shard_plan, NULL, NULL, NULL, napi_enumerable, NULL},
       {"shardCopy", NULL, js_shard_copy, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"liveOpen", NULL, js_live_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"liveWatch", NULL, js_live_watch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"liveRead", NULL, js_live_read, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"liveStats", NULL, js_live_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"liveClose", NULL, js_live_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"devices", NULL, js_devices, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;
