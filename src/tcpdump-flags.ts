@@ -146,7 +146,14 @@ export function openWriter(path: string, linktype: number, o: PcapWriterOptions)
     return new PcapWriter(path, linktype, o);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (err.code) throw new FlagError(`-w ${path}: cannot create it (${err.code})`, 1);
+    const why: Record<string, string> = {
+      ENOENT: 'its directory does not exist',
+      EISDIR: 'it is a directory',
+      EACCES: 'permission denied',
+      EROFS: 'the file system is read-only',
+      ENOTDIR: 'a part of the path is not a directory',
+    };
+    if (err.code) throw new FlagError(`-w ${path}: cannot create it: ${why[err.code] ?? err.code}; give a writable file path`, 1);
     throw e;
   }
 }

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { riff, tmpdir, CLI } from './helpers.js';
+import { riff, tmpdir, CLI, ROOT } from './helpers.js';
 
 test('after setup, `riff` runs from any directory and is this checkout', () => {
   const elsewhere = tmpdir('riff-path-');
@@ -82,4 +82,27 @@ test('a repeated option or an unreadable number is one line naming what was type
     assert.match(lines[0], want);
     assert.doesNotMatch(r.stderr, /NaN|internal error|Array/);
   }
+});
+
+test('-w to a path riff cannot create is one line saying why; no internal error', () => {
+  const dir = tmpdir();
+  const cases: [string, RegExp][] = [
+    [path.join(dir, 'no', 'such', 'x.pcap'), /its directory does not exist/],
+    [dir, /it is a directory/],
+  ];
+  for (const [target, why] of cases) {
+    const r = riff(['-q', '-r', 'fixtures/http.pcap', '-w', target]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^riff: -w ${target.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: cannot create it: `, 'm'));
+    assert.match(r.stderr, why);
+    assert.doesNotMatch(r.stderr, /internal error|^\s+at /m);
+  }
+});
+
+test('a file riff names from / keeps its leading slash', () => {
+  const tree = tmpdir('riff-orig-');
+  fs.cpSync(path.join(ROOT, 'fixtures', 'original-riff'), tree, { recursive: true });
+  const r = riff(['-q', '--lua', path.join(tree, 'pipeline.lua'), '-r', path.join(ROOT, 'fixtures', 'http.pcap')], { cwd: '/' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.stderr.includes(`(${path.join(tree, 'buffer.lua')} -> elements.lua)`), r.stderr);
 });

@@ -267,8 +267,11 @@ export class Runtime {
     let label: string;
     if (!bundledRel.startsWith('..') && !path.isAbsolute(bundledRel)) label = `${BUNDLED_LABEL}/${bundledRel}`;
     else {
-      const rel = path.relative(process.cwd(), real);
-      label = rel.startsWith('..') ? real : rel;
+      // Relative to the working directory when inside it, but never from /
+      // itself: "tmp/orig/buffer.lua" reads as a typo of "/tmp/orig/...".
+      const cwd = process.cwd();
+      const rel = path.relative(cwd, real);
+      label = rel.startsWith('..') || path.isAbsolute(rel) || cwd === path.parse(cwd).root ? real : rel;
     }
     this.labels.set(label, real);
     return label;
