@@ -315,9 +315,6 @@ describe('mysql output', { skip: why ?? false }, () => {
     for (const [spec, re] of [
       [`mysql://riff:wrong@127.0.0.1:${server.port}/t1`, /^riff: --output mysql:\/\/riff:\*\*\*@127\.0\.0\.1:\d+\/t1: Access denied .*check the user, password and database/],
       [server.spec('nosuchdb'), /Unknown database 'nosuchdb'.*check the user/],
-      ['mysql://riff:x@127.0.0.1:3306', /name one database after the host/],
-      ['mysql://127.0.0.1/db', /name the user/],
-      [`${server.spec('t1')}?queue=0`, /queue=0: expected a whole number from 1/],
       [`${server.spec('t1')}?colour=red`, /unknown option 'colour'; mysql takes queue, batch, timeout, socket/],
     ] as const) {
       const r = riff(['-q', '-r', http, '-o', spec]);
