@@ -111,6 +111,13 @@ export class MariaDbServer {
     return r.stdout;
   }
 
+  /** On the way out (an exit handler, synchronous): kill and remove. */
+  dispose(): void {
+    this.child?.kill('SIGKILL');
+    this.child = null;
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
   async stop(): Promise<void> {
     if (this.child) {
       this.child.kill('SIGTERM');

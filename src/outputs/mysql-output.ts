@@ -41,7 +41,8 @@
 import crypto from 'node:crypto';
 import os from 'node:os';
 import { createRequire } from 'node:module';
-import { utf8OrNull, floatText, type RecordData, type Value } from './records.js';
+import { isUtf8 } from 'node:buffer';
+import { floatText, type RecordData, type Value } from './records.js';
 import { jsonValue } from './json-output.js';
 import { stderr } from './fd-sink.js';
 import type { OutputStats, RecordOutput } from './output.js';
@@ -177,7 +178,7 @@ function kindOf(v: Value): Kind | null {
   if (typeof v === 'bigint') return INT;
   if (typeof v === 'number') return Number.isFinite(v) ? FLOAT : null;
   if (typeof v === 'boolean') return BOOL;
-  if (Buffer.isBuffer(v)) return utf8OrNull(v) === null ? BLOB : TEXT;
+  if (Buffer.isBuffer(v)) return isUtf8(v) ? TEXT : BLOB;
   return TEXT;
 }
 
@@ -478,17 +479,24 @@ export class MysqlOutput implements RecordOutput {
   /** Store rows: schema first (DDL commits by itself), then one INSERT per table in one transaction. */
   private async deliver(rows: Row[]): Promise<void> {
     const byTable = new Map<Table, Row[]>();
+    const wants = new Map<Table, Map<string, Kind | null>>();
     for (const r of rows) {
       const t = this.tables.get(r.rec.type) ?? (await this.table(r.rec.type));
       for (const k in r.rec.fields) {
-        const v = r.rec.fields[k];
         const col = t.fieldCol.get(k);
-        if (col === undefined || col.kind < BLOB && (kindOf(v) ?? BOOL) > col.kind) await this.column(t, k, v);
+        if (col?.kind === BLOB) continue;
+        const need = kindOf(r.rec.fields[k]);
+        if (col && (need === null || need <= col.kind)) continue;
+        let w = wants.get(t);
+        if (!w) wants.set(t, (w = new Map()));
+        const had = w.get(k);
+        w.set(k, had === undefined || had === null ? need : need === null ? had : (Math.max(had, need) as Kind));
       }
       let list = byTable.get(t);
       if (!list) byTable.set(t, (list = []));
       list.push(r);
     }
+    for (const [t, w] of wants) await this.ensureColumns(t, w);
     await this.q('START TRANSACTION');
     try {
       for (const [t, list] of byTable) {
@@ -558,41 +566,44 @@ export class MysqlOutput implements RecordOutput {
     for (const [f, col] of t.fieldCol) t.fieldCol.set(f, t.columns.get(col.name.toLowerCase()) ?? col);
   }
 
-  /** The column for a field, made (or widened) to hold v. */
-  private async column(t: Table, field: string, v: Value): Promise<void> {
-    const need = kindOf(v);
-    let col = t.fieldCol.get(field);
-    if (col && (need === null || need <= col.kind)) return;
-    const comment = commentOf(field, 1024);
-    // A column made for this field by an earlier run or another sensor carries its name as comment.
-    if (!col && comment) for (const c of t.columns.values()) if (c.comment === comment) col = c;
-    for (let n = 1; !col; n++) {
-      const base = mysqlName(RESERVED.test(field) ? '_' + field : field);
-      const name = n === 1 ? base : `${base.slice(0, 60)}_${n}`;
-      const taken = t.columns.get(name.toLowerCase());
-      if (taken) {
-        if (taken.comment === comment) col = taken;
-        continue;
+  /**
+   * Make or widen the columns a batch needs (field -> the widest kind its
+   * values need), in one ALTER TABLE: DDL is slow and commits by itself.
+   * Another sensor altering the same table at once makes ours fail (a
+   * duplicate column): read the table again and look once more.
+   */
+  private async ensureColumns(t: Table, wants: Map<string, Kind | null>): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const changes: string[] = [];
+      const params: string[] = [];
+      const planned = new Set<string>();
+      for (const [field, need] of wants) {
+        const comment = commentOf(field, 1024);
+        const base = mysqlName(RESERVED.test(field) ? '_' + field : field);
+        let col = t.fieldCol.get(field);
+        // A column made for this field by an earlier run or another sensor carries its name as comment.
+        if (!col) for (const c of t.columns.values()) if (c.comment === comment && (comment !== '' || c.name === base)) col = c;
+        if (col) {
+          t.fieldCol.set(field, col);
+          if (need !== null && need > col.kind) {
+            changes.push(`MODIFY COLUMN ${quote(col.name)} ${DDL[need]} COMMENT ?`);
+            params.push(col.comment);
+          }
+          continue;
+        }
+        let name = base;
+        for (let n = 2; t.columns.has(name.toLowerCase()) || planned.has(name.toLowerCase()); n++) name = `${base.slice(0, 60)}_${n}`;
+        planned.add(name.toLowerCase());
+        changes.push(`ADD COLUMN ${quote(name)} ${DDL[need ?? FLOAT]} COMMENT ?`);
+        params.push(comment);
       }
+      if (!changes.length) return;
       try {
-        await this.q(`ALTER TABLE ${quote(t.name)} ADD COLUMN ${quote(name)} ${DDL[need ?? TEXT]} COMMENT ?`, [comment]);
+        await this.q(`ALTER TABLE ${quote(t.name)} ${changes.join(', ')}`, params);
       } catch (e) {
-        if (!RACE_ERRORS.has((e as SqlError).errno ?? 0)) throw e;
+        if (!RACE_ERRORS.has((e as SqlError).errno ?? 0) || attempt >= 5) throw e;
       }
       await this.readColumns(t);
-      n = 0; // look again: ours, or one another sensor just made
-    }
-    t.fieldCol.set(field, col);
-    if (need !== null && need > col.kind) {
-      // Another sensor may have widened it already: only ever widen.
-      await this.readColumns(t);
-      col = t.columns.get(col.name.toLowerCase())!;
-      if (need > col.kind) {
-        await this.q(`ALTER TABLE ${quote(t.name)} MODIFY COLUMN ${quote(col.name)} ${DDL[need]} COMMENT ?`, [col.comment]);
-        await this.readColumns(t);
-        col = t.columns.get(col.name.toLowerCase())!;
-      }
-      t.fieldCol.set(field, col);
     }
   }
 
