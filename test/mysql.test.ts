@@ -292,21 +292,37 @@ describe('mysql output', { skip: why ?? false }, () => {
     assert.equal(await assertSameAsJson(db, path.join(dir, 'out.jsonl'), 'late'), 50);
   });
 
-  test('what cannot be delivered by the exit timeout is reported and counted', async () => {
+  test('what cannot be delivered by the exit timeout, or overflows the queue, is reported and counted', async () => {
     const dir = tmpdir();
     const port = server.port;
     await conn.end();
     await server.kill();
     try {
-      const r = riff(['-q', '--lua', path.join(tree({ 'a.lua': AWKWARD }), 'a.lua'), '-r', path.join(FIXTURES, 'http.pcap'), '-o', `mysql://riff:riff@127.0.0.1:${port}/x?timeout=300`]);
+      const r = riff(['-q', '--lua', path.join(tree({ 'a.lua': AWKWARD }), 'a.lua'), '-r', path.join(FIXTURES, 'http.pcap'), '-o', `mysql://riff:riff@127.0.0.1:${port}/x?timeout=300&queue=10`]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stderr, /cannot reach the database/);
-      assert.match(r.stderr, /0 records stored \(sensor .*, run \d{8}T\d{6}Z-[0-9a-f]{8}\); not stored: 60 still queued at exit/);
+      assert.match(r.stderr, /0 records stored \(sensor .*, run \d{8}T\d{6}Z-[0-9a-f]{8}\); not stored: 10 still queued at exit \(.*\), 50 dropped because the queue \(10\) was full/);
       assert.match(r.stderr, /^0 records written, 60 dropped/m);
       void dir;
     } finally {
       await server.start();
       conn = await mariadb.createConnection({ socketPath: server.socket, user: 'root', bigIntAsNumber: false });
+    }
+  });
+
+  test('a record larger than the server takes is dropped, counted and named; the rest are stored', async () => {
+    const db = await freshDb();
+    await conn.query('SET GLOBAL max_allowed_packet = 1048576');
+    try {
+      const script = path.join(tree({ 'big.lua': 'local n = 0\nbuffer = function(p) n = n + 1 riff.emit("big", { n = n, data = n == 2 and string.rep("x", 2000000) or "small" }) end' }), 'big.lua');
+      const r = riff(['-q', '--lua', script, '-r', path.join(FIXTURES, 'http.pcap'), '--sensor', 'big', '-o', server.spec(db)]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /a big record cannot be stored \(a record of about \d+ bytes, more than the server's max_allowed_packet \(1048576\)\)/);
+      assert.match(r.stderr, /^44 records written, 1 dropped/m);
+      const rows = await conn.query(`SELECT seq FROM ${db}.big ORDER BY seq`);
+      assert.deepEqual(rows.map((x) => Number(x.seq)), [1, ...Array.from({ length: 43 }, (_, i) => i + 3)], 'seq 2 is the gap');
+    } finally {
+      await conn.query('SET GLOBAL max_allowed_packet = 16777216');
     }
   });
 

@@ -22,8 +22,9 @@
 // the column (MODIFY) along BOOLEAN < BIGINT < DOUBLE < LONGTEXT < LONGBLOB
 // (numbers in a text column are their text).
 //
-// Delivery: records wait in a bounded queue (queue=N, default 100000; when it
-// is full the newest record is dropped and counted) and go out in batches of
+// Delivery: records wait in a bounded queue (queue=N, default 100000, and at
+// most 256 MiB of record data; when it is full the newest record is dropped
+// and counted) and go out in batches of
 // up to batch=N rows (default 2000), one multi-row INSERT per table inside one
 // transaction, with ON DUPLICATE KEY UPDATE seq=seq. A batch whose fate is
 // unknown (the connection broke during it) is sent again after the
@@ -232,11 +233,14 @@ interface Row {
 class RowQueue {
   private items: Row[] = [];
   private head = 0;
+  /** Estimated size of the rows queued. */
+  bytes = 0;
   get length(): number {
     return this.items.length - this.head;
   }
   push(r: Row): void {
     this.items.push(r);
+    this.bytes += r.bytes;
   }
   peek(n: number, maxBytes: number): Row[] {
     const out: Row[] = [];
@@ -249,6 +253,7 @@ class RowQueue {
     return out;
   }
   drop(n: number): void {
+    for (let i = this.head; i < this.head + n && i < this.items.length; i++) this.bytes -= this.items[i].bytes;
     this.head += n;
     if (this.head > 4096 && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head);
@@ -258,15 +263,21 @@ class RowQueue {
   clear(): void {
     this.items = [];
     this.head = 0;
+    this.bytes = 0;
   }
 }
+
+/** Past this much record data the queue is full too, whatever queue=N says. */
+const QUEUE_BYTES = 256 << 20;
 
 // ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR, ER_BAD_DB_ERROR: wrong settings, not an outage.
 const SETTINGS_ERRORS = new Set([1045, 1044, 1049]);
 // ER_DUP_FIELDNAME, ER_TABLE_EXISTS_ERROR: another sensor made it first.
 const RACE_ERRORS = new Set([1060, 1050]);
-// ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, ER_NO_SUCH_TABLE, ER_BAD_FIELD_ERROR: try the batch again.
-const RETRY_ERRORS = new Set([1213, 1205, 1146, 1054]);
+// Try the batch again later: the server's state, not the rows, is in the way (deadlock, lock wait
+// timeout, no such table or column (dropped meanwhile: looked up again), read-only, disk or
+// table full, statement interrupted or connection killed).
+const RETRY_ERRORS = new Set([1213, 1205, 1146, 1054, 1290, 1792, 1114, 1021, 1317, 1927]);
 const BACKOFF_MIN = 200;
 const BACKOFF_MAX = 5000;
 const QUERY_TIMEOUT = 60_000;
@@ -330,7 +341,7 @@ export class MysqlOutput implements RecordOutput {
       this.leftOver++;
       return;
     }
-    if (this.queue.length >= this.opts.queue) {
+    if (this.queue.length >= this.opts.queue || this.queue.bytes >= QUEUE_BYTES) {
       this.overflow++;
       return;
     }
@@ -411,7 +422,6 @@ export class MysqlOutput implements RecordOutput {
             this.conn = await this.connect();
             if (this.down) this.note(`connected again after: ${this.lastError}`);
             this.down = false;
-            this.backoff = BACKOFF_MIN;
           } catch (e) {
             const err = e as SqlError;
             this.lastError = describe(err);
@@ -428,10 +438,19 @@ export class MysqlOutput implements RecordOutput {
         first = false;
         const rows = this.queue.peek(this.opts.batch, Math.max(this.maxPacket / 2, 1 << 16));
         if (!rows.length) break;
+        if (rows.length === 1 && rows[0].bytes > this.maxPacket) {
+          // Sent, it would break the connection (a packet too large) again and again.
+          this.refuse(rows[0], `a record of about ${rows[0].bytes} bytes, more than the server's max_allowed_packet (${this.maxPacket})`);
+          this.queue.drop(1);
+          continue;
+        }
         try {
           await this.deliver(rows);
           this.queue.drop(rows.length);
           this.written += rows.length;
+          if (this.down) this.note(`storing records again after: ${this.lastError}`);
+          this.down = false;
+          this.backoff = BACKOFF_MIN;
         } catch (e) {
           const err = e as SqlError;
           this.lastError = describe(err);
@@ -443,6 +462,8 @@ export class MysqlOutput implements RecordOutput {
             await this.sleep(this.backoff);
             this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX);
           } else if (RETRY_ERRORS.has(err.errno ?? 0)) {
+            if (!this.down) this.note(`the server cannot take records now (${this.lastError}); retrying, records wait in a queue of up to ${this.opts.queue}`);
+            this.down = true;
             this.tables.clear();
             await this.sleep(this.backoff);
             this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX);
@@ -459,6 +480,11 @@ export class MysqlOutput implements RecordOutput {
     }
   }
 
+  private refuse(r: Row, why: string): void {
+    if (this.rejected++ === 0) this.note(`a ${r.rec.type} record cannot be stored (${why}); such records are counted as dropped`);
+    this.lastError = why;
+  }
+
   private async deliverOneByOne(rows: Row[]): Promise<void> {
     let n = 0;
     for (const r of rows) {
@@ -468,8 +494,7 @@ export class MysqlOutput implements RecordOutput {
       } catch (e) {
         const err = e as SqlError;
         if (err.fatal || RETRY_ERRORS.has(err.errno ?? 0)) break; // the rest waits for the next round
-        if (this.rejected++ === 0) this.note(`the server refused a record (${describe(err)}); such records are counted as dropped`);
-        this.lastError = describe(err);
+        this.refuse(r, describe(err));
       }
       n++;
     }
