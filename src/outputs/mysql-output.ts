@@ -332,6 +332,8 @@ export class MysqlOutput implements RecordOutput {
     // Two mysql outputs in one riff number records each on their own: the run tells them apart.
     this.run = ++instances === 1 ? RUN : `${RUN}-${instances}`;
     this.firstAttempt = this.pump(true);
+    // ready() reports a refusal; without a ready() call it must not be an unhandled rejection.
+    this.firstAttempt.catch(() => {});
   }
 
   /**
@@ -360,8 +362,16 @@ export class MysqlOutput implements RecordOutput {
       bytes += k.length + 8 + (Buffer.isBuffer(v) ? 2 * v.length : typeof v === 'object' ? textOf(v).length * 2 : 24);
     }
     this.queue.push({ seq, rec, bytes });
-    if (!this.pumping) void this.pump(false);
+    if (!this.pumping) this.kick();
     else if (this.lingering && this.queue.length >= this.opts.batch) this.wake?.();
+  }
+
+  /** Start delivering; a fault in riff's own code here is reported, never an unhandled rejection. */
+  private kick(): void {
+    this.pump(false).catch((e) => {
+      this.lastError = (e as Error).message;
+      this.note(`delivery stopped: ${this.lastError}`);
+    });
   }
 
   private note(line: string): void {
@@ -650,7 +660,7 @@ export class MysqlOutput implements RecordOutput {
 
   flush(): void {
     if (this.lingering) this.wake?.();
-    else if (!this.pumping && this.queue.length) void this.pump(false);
+    else if (!this.pumping && this.queue.length) this.kick();
   }
 
   private closePromise: Promise<void> | null = null;
@@ -667,7 +677,7 @@ export class MysqlOutput implements RecordOutput {
       // Retry at once rather than at the end of a backoff.
       this.backoff = BACKOFF_MIN;
       this.wake?.();
-      if (!this.pumping) void this.pump(false);
+      if (!this.pumping) this.kick();
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, this.opts.timeout);
         this.waiters.push(() => {
