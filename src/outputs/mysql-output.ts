@@ -529,25 +529,30 @@ export class MysqlOutput implements RecordOutput {
 
   /** Store rows: schema first (DDL commits by itself), then one INSERT per table in one transaction. */
   private async deliver(rows: Row[]): Promise<void> {
-    const byTable = new Map<Table, Row[]>();
-    const wants = new Map<Table, Map<string, Kind | null>>();
+    const byType = new Map<string, Row[]>();
     for (const r of rows) {
-      const t = this.tables.get(r.rec.type) ?? (await this.table(r.rec.type));
-      for (const k in r.rec.fields) {
-        const col = t.fieldCol.get(k);
-        if (col?.kind === BLOB) continue;
-        const need = kindOf(r.rec.fields[k]);
-        if (col && (need === null || need <= col.kind)) continue;
-        let w = wants.get(t);
-        if (!w) wants.set(t, (w = new Map()));
-        const had = w.get(k);
-        w.set(k, had === undefined || had === null ? need : need === null ? had : (Math.max(had, need) as Kind));
-      }
-      let list = byTable.get(t);
-      if (!list) byTable.set(t, (list = []));
+      let list = byType.get(r.rec.type);
+      if (!list) byType.set(r.rec.type, (list = []));
       list.push(r);
     }
-    for (const [t, w] of wants) await this.ensureColumns(t, w);
+    const byTable = new Map<Table, Row[]>();
+    for (const [type, list] of byType) {
+      // The columns this batch needs that the table lacks or that are too narrow.
+      const known = this.tables.get(type);
+      const wants = new Map<string, Kind | null>();
+      for (const r of list)
+        for (const k in r.rec.fields) {
+          const col = known?.fieldCol.get(k);
+          if (col?.kind === BLOB) continue;
+          const need = kindOf(r.rec.fields[k]);
+          if (col && (need === null || need <= col.kind)) continue;
+          const had = wants.get(k);
+          wants.set(k, had === undefined || had === null ? need : need === null ? had : (Math.max(had, need) as Kind));
+        }
+      const t = known ?? (await this.table(type, wants));
+      if (wants.size) await this.ensureColumns(t, wants);
+      byTable.set(t, list);
+    }
     await this.q('START TRANSACTION');
     try {
       for (const [t, list] of byTable) {
@@ -581,7 +586,7 @@ export class MysqlOutput implements RecordOutput {
   }
 
   /** The table for a record type: found by its comment, else created. */
-  private async table(type: string): Promise<Table> {
+  private async table(type: string, wants: Map<string, Kind | null>): Promise<Table> {
     const known = this.tables.get(type);
     if (known) return known;
     const base = mysqlName(type);
@@ -591,10 +596,14 @@ export class MysqlOutput implements RecordOutput {
         (await this.q('SELECT TABLE_COMMENT AS c FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?', [name])) as { c: string }[];
       let found = await info();
       if (!found.length) {
+        // Made with the batch's columns at once: one DDL statement rather than two.
+        const keyCols = new Map<string, Column>(['sensor', 'run', 'seq', 'ts'].map((c) => [c, { name: c, kind: TEXT, comment: '' }]));
+        const { changes, params } = this.columnChanges({ name, columns: keyCols, fieldCol: new Map() }, wants);
         await this.q(
           `CREATE TABLE IF NOT EXISTS ${quote(name)} (sensor VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL, run VARCHAR(32) CHARACTER SET ascii NOT NULL, ` +
-            `seq BIGINT NOT NULL, ts DOUBLE, PRIMARY KEY (sensor, run, seq)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=?`,
-          [commentOf(type, 2048)],
+            `seq BIGINT NOT NULL, ts DOUBLE, ${changes.map((c) => c.replace(/^ADD COLUMN /, '') + ', ').join('')}` +
+            `PRIMARY KEY (sensor, run, seq)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT=?`,
+          [...params, commentOf(type, 2048)],
         );
         found = await info();
       }
@@ -625,29 +634,7 @@ export class MysqlOutput implements RecordOutput {
    */
   private async ensureColumns(t: Table, wants: Map<string, Kind | null>): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const changes: string[] = [];
-      const params: string[] = [];
-      const planned = new Set<string>();
-      for (const [field, need] of wants) {
-        const comment = commentOf(field, 1024);
-        const base = mysqlName(RESERVED.test(field) ? '_' + field : field);
-        let col = t.fieldCol.get(field);
-        // A column made for this field by an earlier run or another sensor carries its name as comment.
-        if (!col) for (const c of t.columns.values()) if (c.comment === comment && (comment !== '' || c.name === base)) col = c;
-        if (col) {
-          t.fieldCol.set(field, col);
-          if (need !== null && need > col.kind) {
-            changes.push(`MODIFY COLUMN ${quote(col.name)} ${DDL[need]} COMMENT ?`);
-            params.push(col.comment);
-          }
-          continue;
-        }
-        let name = base;
-        for (let n = 2; t.columns.has(name.toLowerCase()) || planned.has(name.toLowerCase()); n++) name = `${base.slice(0, 60)}_${n}`;
-        planned.add(name.toLowerCase());
-        changes.push(`ADD COLUMN ${quote(name)} ${DDL[need ?? FLOAT]} COMMENT ?`);
-        params.push(comment);
-      }
+      const { changes, params } = this.columnChanges(t, wants);
       if (!changes.length) return;
       try {
         await this.q(`ALTER TABLE ${quote(t.name)} ${changes.join(', ')}`, params);
@@ -656,6 +643,34 @@ export class MysqlOutput implements RecordOutput {
       }
       await this.readColumns(t);
     }
+  }
+
+  /** ALTER TABLE clauses (ADD COLUMN, MODIFY COLUMN) giving each wanted field a column wide enough. */
+  private columnChanges(t: Table, wants: Map<string, Kind | null>): { changes: string[]; params: string[] } {
+    const changes: string[] = [];
+    const params: string[] = [];
+    const planned = new Set<string>();
+    for (const [field, need] of wants) {
+      const comment = commentOf(field, 1024);
+      const base = mysqlName(RESERVED.test(field) ? '_' + field : field);
+      let col = t.fieldCol.get(field);
+      // A column made for this field by an earlier run or another sensor carries its name as comment.
+      if (!col) for (const c of t.columns.values()) if (c.comment === comment && (comment !== '' || c.name === base)) col = c;
+      if (col) {
+        t.fieldCol.set(field, col);
+        if (need !== null && need > col.kind) {
+          changes.push(`MODIFY COLUMN ${quote(col.name)} ${DDL[need]} COMMENT ?`);
+          params.push(col.comment);
+        }
+        continue;
+      }
+      let name = base;
+      for (let n = 2; t.columns.has(name.toLowerCase()) || planned.has(name.toLowerCase()); n++) name = `${base.slice(0, 60)}_${n}`;
+      planned.add(name.toLowerCase());
+      changes.push(`ADD COLUMN ${quote(name)} ${DDL[need ?? FLOAT]} COMMENT ?`);
+      params.push(comment);
+    }
+    return { changes, params };
   }
 
   flush(): void {
