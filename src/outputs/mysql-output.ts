@@ -24,17 +24,19 @@
 //
 // Delivery: records wait in a bounded queue (queue=N, default 100000, and at
 // most 256 MiB of record data; when it is full the newest record is dropped
-// and counted) and go out in batches of
-// up to batch=N rows (default 2000), one multi-row INSERT per table inside one
-// transaction, with ON DUPLICATE KEY UPDATE seq=seq. A batch whose fate is
-// unknown (the connection broke during it) is sent again after the
+// and counted) and go out in batches of up to batch=N rows (default 2000; a
+// batch waits up to 200 ms to fill): per table one INSERT ... ON DUPLICATE
+// KEY UPDATE seq=seq sent for all its rows at once (the connector's batch(),
+// MariaDB's bulk protocol), all tables in one transaction. A batch whose fate
+// is unknown (the connection broke during it) is sent again after the
 // reconnect and the key drops what was already stored: exactly once, unless
 // the queue overflowed or riff itself was killed (what was queued is lost).
-// Reconnects back off from 0.2 s to 5 s. A server that cannot be reached at
-// start is reported in one line and retried; wrong credentials or an unknown
-// database at start are a bad --output (exit 2). At close riff waits up to
-// timeout=MS (default 10000) for the queue to drain and reports what it
-// could not deliver. A row the server refuses (e.g. larger than its
+// Reconnects back off from 0.2 s to 5 s; so do retries when the server cannot
+// take rows for now (read-only, disk full, deadlock). A server that cannot be
+// reached at start is reported in one line and retried; wrong credentials or
+// an unknown database at start are a bad --output (exit 2). At close riff
+// waits up to timeout=MS (default 10000) for the queue to drain and reports
+// what it could not deliver. A row the server refuses (e.g. larger than its
 // max_allowed_packet) is dropped, counted and reported.
 //
 // Options: queue=N, batch=N, timeout=MS, socket=PATH (a Unix socket instead
