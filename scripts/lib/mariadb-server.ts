@@ -55,9 +55,10 @@ export class MariaDbServer {
     const why = mariadbUnavailable();
     if (why) throw new Error(why);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'riff-mariadb-'));
+    // --force: no host name lookup, which a sandboxed CI may not have.
     const r = spawnSync(
       INSTALL_DB!,
-      ['--no-defaults', `--datadir=${path.join(dir, 'data')}`, '--auth-root-authentication-method=normal', '--skip-test-db', ...(process.getuid?.() === 0 ? ['--user=root'] : [])],
+      ['--no-defaults', `--datadir=${path.join(dir, 'data')}`, '--auth-root-authentication-method=normal', '--skip-test-db', '--force', ...(process.getuid?.() === 0 ? ['--user=root'] : [])],
       { encoding: 'utf8', timeout: 60_000 },
     );
     if (r.status !== 0) throw new Error(`mariadb-install-db failed: ${r.stderr || r.stdout}`);
