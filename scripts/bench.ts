@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { MariaDbServer, mariadbUnavailable } from './lib/mariadb-server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RIFF = path.join(ROOT, 'dist', 'src', 'riff.js');
@@ -34,8 +35,9 @@ Times packet processing on one capture file and prints a table: tcpdump -w
 string.find(data, "pcap", 1, true) per packet, riff with an empty pipeline, the
 seed pipeline (fixtures/original-riff/elements.lua, with its config.lua
 filter and, as "every packet", without it), fixtures/count.lua,
-the TrafficAnalyzer-style pipeline (lua/examples/traffic.lua into SQLite)
-and, when riff has --workers, the seed and traffic pipelines with --workers
+the TrafficAnalyzer-style pipeline (lua/examples/traffic.lua into SQLite,
+and into MariaDB through -o mysql:// on a server started here when
+mariadbd is installed) and, when riff has --workers, the seed and traffic pipelines with --workers
 2; tshark -z conv,tcp (a full dissection into TCP conversations) beside the
 tap; with --python, scapy running TrafficAnalyzer's per-packet session work.
 riff runs use -q and default settings. Counts are checked against the file's
@@ -55,6 +57,8 @@ Offline runs:
   --tshark-packets N   tshark is slow: time it on a prefix of this many
                        packets (default 200000; 0 = whole file)
   --no-tshark          skip tshark
+  --traffic-only       only the traffic pipeline rows (SQLite, MariaDB) and
+                       riff's startup
   --python             also time scapy (python3-scapy) on a prefix
   --python-packets N   scapy's prefix (default 50000)
 
@@ -95,6 +99,7 @@ interface Opts {
   liveSeconds: number;
   pps: (number | 'top')[];
   topspeed: boolean;
+  trafficOnly: boolean;
 }
 
 function die(msg: string, code = 2): never {
@@ -125,6 +130,7 @@ function parseOpts(argv: string[]): Opts {
     liveSeconds: 4,
     pps: [10e3, 50e3, 100e3, 200e3, 400e3, 'top'],
     topspeed: false,
+    trafficOnly: false,
   };
   let ppsGiven = false;
   for (let i = 0; i < argv.length; i++) {
@@ -140,6 +146,7 @@ function parseOpts(argv: string[]): Opts {
       case '--runs': o.runs = Math.max(1, parseCount(take(), k)); break;
       case '--tshark-packets': o.tsharkPackets = parseCount(take(), k); break;
       case '--no-tshark': o.tshark = false; break;
+      case '--traffic-only': o.trafficOnly = true; o.tshark = false; break;
       case '--python': o.python = true; break;
       case '--python-packets': o.pythonPackets = Math.max(1, parseCount(take(), k)); break;
       case '--live': o.live = true; break;
@@ -767,6 +774,10 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
   const processed = (d: Done) => num(/(\d+) packets processed by Lua/, d.stderr);
   const passed = (d: Done) => num(/(\d+) packets passed the filter/, d.stderr);
   const allProcessed = (d: Done) => (processed(d) === N ? null : `Lua processed ${processed(d)} of ${N} packets`);
+  if (o.trafficOnly) {
+    await trafficRows(o, cap, checks, rows, allProcessed, hasWorkers);
+    return rows;
+  }
 
   const empty = await timeRuns('riff empty pipeline', N, o.runs, NODE, [RIFF, '-q', '-r', F, '--lua', emptyLua], 'null', allProcessed);
   if (empty) {
@@ -837,29 +848,7 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
     if (cap.genMatches !== null) check(checks, 'riff count.lua matches', m, cap.genMatches, 'the generator');
   }
 
-  // The TrafficAnalyzer-style pipeline as a user runs it: DNS log, sessions
-  // and app labels into SQLite. Each run starts from an empty database (riff
-  // appends to an existing one); sh execs node, so the time is riff's.
-  if (fs.existsSync(TRAFFIC)) {
-    const db = path.join(workDir, 'traffic.db');
-    const fresh = `rm -f "$DB" "$DB-wal" "$DB-shm"; exec "$@"`;
-    const trafficRuns: { label: string; extra: string[] }[] = [{ label: 'riff traffic pipeline', extra: [] }];
-    if (hasWorkers) trafficRuns.push({ label: 'riff traffic pipeline --workers 2', extra: ['--workers', '2'] });
-    let tcpRef: Scan | null = null;
-    for (const s of trafficRuns) {
-      const args = ['-c', fresh.replaceAll('$DB', db), 'sh', NODE, RIFF, '-q', '-r', F, '--lua', TRAFFIC, '-o', `sqlite:${db}`, ...s.extra];
-      const t = await timeRuns(s.label, N, o.runs, 'sh', args, 'null', allProcessed);
-      if (!t) continue;
-      rows.push(t.row);
-      // The generated capture is all TCP, none of it after a connection
-      // closed: every packet lands in exactly one session record.
-      if (cap.genMatches !== null && has('sqlite3')) {
-        tcpRef ??= await scanFiltered(F, 'tcp');
-        const q = sh('sqlite3', [db, 'select coalesce(sum(pkts_c2s + pkts_s2c), 0) from tcp_session']);
-        check(checks, `${s.label}: packets in tcp_session records`, q.ok ? Number(q.out.trim()) : null, tcpRef?.packets ?? null, "tcpdump 'tcp'");
-      }
-    }
-  }
+  await trafficRows(o, cap, checks, rows, allProcessed, hasWorkers);
 
   if (o.python) {
     if (sh(PY, ['-c', 'import scapy.all']).ok) {
@@ -896,6 +885,76 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
     if (net.length) checks.lines.push(`  riff without its ${s0.toFixed(2)} s startup: ${net.join(', ')}`);
   }
   return rows;
+}
+
+// The TrafficAnalyzer-style pipeline as a user runs it: DNS log, sessions
+// and app labels into SQLite, and into MariaDB (a server started here, on
+// loopback). Each run starts from an empty database (riff appends to an
+// existing one); sh execs node, so the time is riff's.
+async function trafficRows(
+  o: Opts,
+  cap: Capture,
+  checks: Checks,
+  rows: Row[],
+  allProcessed: (d: Done) => string | null,
+  hasWorkers: boolean,
+): Promise<void> {
+  if (!fs.existsSync(TRAFFIC)) return;
+  const N = cap.packets;
+  const F = cap.file;
+  const records = (d: Done) => num(/(\d+) records written/, d.stderr);
+  // Every record stored: a run that dropped some is not a rate.
+  const allStored = (d: Done) => allProcessed(d) ?? (/records written, \d+ dropped/.test(d.stderr) ? `records dropped: ${/\d+ records written.*/.exec(d.stderr)?.[0]}` : null);
+  const db = path.join(workDir, 'traffic.db');
+  const fresh = `rm -f "$DB" "$DB-wal" "$DB-shm"; exec "$@"`;
+  const trafficRuns: { label: string; extra: string[] }[] = [{ label: 'riff traffic pipeline', extra: [] }];
+  if (hasWorkers) trafficRuns.push({ label: 'riff traffic pipeline --workers 2', extra: ['--workers', '2'] });
+  let tcpRef: Scan | null = null;
+  let lite: { row: Row; last: Done } | null = null;
+  for (const s of trafficRuns) {
+    const args = ['-c', fresh.replaceAll('$DB', db), 'sh', NODE, RIFF, '-q', '-r', F, '--lua', TRAFFIC, '-o', `sqlite:${db}`, ...s.extra];
+    const t = await timeRuns(s.label, N, o.runs, 'sh', args, 'null', allStored);
+    if (!t) continue;
+    if (!s.extra.length) lite = t;
+    rows.push(t.row);
+    // The generated capture is all TCP, none of it after a connection
+    // closed: every packet lands in exactly one session record.
+    if (cap.genMatches !== null && has('sqlite3')) {
+      tcpRef ??= await scanFiltered(F, 'tcp');
+      const q = sh('sqlite3', [db, 'select coalesce(sum(pkts_c2s + pkts_s2c), 0) from tcp_session']);
+      check(checks, `${s.label}: packets in tcp_session records`, q.ok ? Number(q.out.trim()) : null, tcpRef?.packets ?? null, "tcpdump 'tcp'");
+    }
+  }
+
+  const label = 'riff traffic pipeline into MariaDB';
+  const why = mariadbUnavailable();
+  if (why) {
+    log(`  ${label}: ${why}; skipped`);
+    return;
+  }
+  const server = await MariaDbServer.create();
+  cleanups.push(() => server.dispose());
+  try {
+    const reset = `mariadb --no-defaults -S '${server.socket}' -uroot -e 'DROP DATABASE IF EXISTS traffic; CREATE DATABASE traffic' && exec "$@"`;
+    const t = await timeRuns(label, N, o.runs, 'sh', ['-c', reset, 'sh', NODE, RIFF, '-q', '-r', F, '--lua', TRAFFIC, '-o', server.spec('traffic')], 'null', allStored);
+    if (!t) return;
+    rows.push(t.row);
+    if (cap.genMatches !== null) {
+      tcpRef ??= await scanFiltered(F, 'tcp');
+      const got = Number(server.sql('SELECT COALESCE(SUM(pkts_c2s + pkts_s2c), 0) FROM tcp_session', 'traffic').trim());
+      check(checks, `${label}: packets in tcp_session records`, Number.isFinite(got) ? got : null, tcpRef?.packets ?? null, "tcpdump 'tcp'");
+    }
+    if (lite) {
+      check(checks, `${label}: records stored`, records(t.last), records(lite.last), 'the SQLite run');
+      const rate = (x: { row: Row; last: Done }) => `${fmtRate((records(x.last) ?? 0) / min(x.row.secs))} records/s, ${fmtRate(pps(x.row))} packets/s`;
+      const ratio = pps(t.row) / pps(lite.row);
+      checks.lines.push(
+        `  ${ratio >= 0.8 ? 'ok  ' : 'SLOW'} traffic pipeline into MariaDB: ${rate(t)}, ${fmtRatio(ratio)} the rate into SQLite (${rate(lite)}; target >= 0.8x)`,
+      );
+    }
+  } finally {
+    await server.stop();
+  }
 }
 
 // ---------------------------------------------------------------- live

@@ -80,7 +80,8 @@ function parseArgs(argv: string[]) {
     .option('verbose', { type: 'boolean', default: false, describe: 'full Lua tracebacks for script errors' })
     .option('strict', { type: 'boolean', default: false, describe: 'stop at the first Lua error (exit 1)' })
     .option('lua-budget', { type: 'number', default: 10_000_000, describe: 'Lua instructions allowed per packet once it runs long (0 = unlimited)' })
-    .option('output', { alias: 'o', type: 'string', array: true, describe: 'where riff.emit records go, repeatable: json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT[?options] (default: text lines on stdout)' })
+    .option('output', { alias: 'o', type: 'string', array: true, describe: 'where riff.emit records go, repeatable: json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT[?options], mysql://USER:PASS@HOST:PORT/DB[?options] (default: text lines on stdout)' })
+    .option('sensor', { type: 'string', describe: 'name of this riff in shared databases (mysql:// outputs): the sensor column (default: the host name)' })
     .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS || 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
     .option('stats', { type: 'number', describe: 'print a counters line on stderr every SECONDS' })
     .option('lua-memory', { type: 'string', default: '256M', describe: 'Lua heap limit (e.g. 64M, 1G; 0 = unlimited)' })
@@ -216,6 +217,9 @@ async function main(): Promise<number> {
 
   const workers = args.workers;
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new Fail(`--workers: '${typed(workers, ['workers'])}' is not a number of workers from 1 to 64`, 2);
+  const sensor = args.sensor;
+  if (sensor !== undefined && !/^[^\x00-\x1f\x7f]{1,64}$/u.test(sensor))
+    throw new Fail(`--sensor: '${sensor}' is not a sensor name (1 to 64 characters, no control characters)`, 2);
   const statsEvery = args.stats;
   if (statsEvery !== undefined && !(statsEvery > 0)) throw new Fail(`--stats: '${typed(statsEvery, ['stats'])}' is not a number of seconds`, 2);
 
@@ -284,7 +288,7 @@ async function main(): Promise<number> {
     // unreadable, so it is refused there.
     if (!args.output?.length && !args.q && specs.includes('json:-'))
       throw new OutputSpecError("config.lua's outputs(): json:- would mix records with riff's report lines on stdout; give -q, or -o json:- on the command line, or a file");
-    outputs = specs.length ? await openOutputs(specs) : new TextOutput('text:-', writeToStdout ? stderr : stdout);
+    outputs = specs.length ? await openOutputs(specs, { sensor }) : new TextOutput('text:-', writeToStdout ? stderr : stdout);
   } catch (e) {
     if (e instanceof OutputSpecError) throw new Fail(e.message, 2);
     throw e;

@@ -8,6 +8,8 @@
 //   sqlite:FILE                     one table per record type in FILE (appends)
 //   syslog:udp://HOST:PORT[?opts]   RFC 5424 (or 3164) messages, one per datagram
 //   syslog:tcp://HOST:PORT[?opts]   the same over TCP, RFC 6587 octet counting
+//   mysql://USER:PASS@HOST:PORT/DB[?opts]  a table per record type in MariaDB/MySQL,
+//                                   rows keyed by (sensor, run, seq); mariadb:// too
 //
 // syslog options (after '?', joined by '&'): format=5424|3164,
 // facility=NAME|0-23 (default user), severity=NAME|0-7 (default info),
@@ -21,6 +23,7 @@ import { TextOutput } from './text-output.js';
 import { JsonOutput } from './json-output.js';
 import { SqliteOutput } from './sqlite-output.js';
 import { SyslogOutput, parseSyslogSpec } from './syslog-output.js';
+import { MysqlOutput, parseMysqlSpec } from './mysql-output.js';
 
 export interface OutputStats {
   /** Records accepted and written (for syslog: handed to the network). */
@@ -40,9 +43,17 @@ export interface RecordOutput {
   /** Flush and release; network outputs wait (bounded) for their queue to drain. */
   close(): Promise<void> | void;
   stats(): OutputStats;
+  /** Network outputs: settles once the first connection attempt is over; rejects on settings the server refused. */
+  ready?(): Promise<void>;
 }
 
-const KINDS = 'json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT or syslog:tcp://HOST:PORT';
+/** What outputs need to know about this riff. */
+export interface OutputContext {
+  /** --sensor: names this riff in shared databases (default: the host name). */
+  sensor?: string;
+}
+
+const KINDS = 'json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT or mysql://USER:PASS@HOST:PORT/DB';
 
 /** A one-line error naming the spec and what to do. */
 export class OutputSpecError extends Error {}
@@ -52,7 +63,7 @@ export function specError(spec: string, what: string): OutputSpecError {
 }
 
 /** Open one output from an --output spec. Throws OutputSpecError (one line) on a bad spec. */
-export function openOutput(spec: string): RecordOutput {
+export function openOutput(spec: string, ctx: OutputContext = {}): RecordOutput {
   const colon = spec.indexOf(':');
   const kind = colon < 0 ? spec : spec.slice(0, colon);
   const rest = colon < 0 ? '' : spec.slice(colon + 1);
@@ -71,6 +82,10 @@ export function openOutput(spec: string): RecordOutput {
     }
     case 'syslog': {
       return new SyslogOutput(spec, parseSyslogSpec(spec, rest));
+    }
+    case 'mysql':
+    case 'mariadb': {
+      return new MysqlOutput(spec, parseMysqlSpec(spec), ctx.sensor);
     }
     default:
       throw specError(spec, `unknown output kind '${kind}'; use ${KINDS}`);
@@ -114,11 +129,12 @@ export class FanOut implements RecordOutput {
 }
 
 /** Open every spec (none: the text output). Outputs opened before a bad spec are closed again. */
-export async function openOutputs(specs: readonly string[]): Promise<RecordOutput> {
+export async function openOutputs(specs: readonly string[], ctx: OutputContext = {}): Promise<RecordOutput> {
   if (!specs.length) return openOutput('text:-');
   const outs: RecordOutput[] = [];
   try {
-    for (const s of specs) outs.push(openOutput(s));
+    for (const s of specs) outs.push(openOutput(s, ctx));
+    await Promise.all(outs.map((o) => o.ready?.()));
   } catch (e) {
     await Promise.all(outs.map((o) => o.close()));
     throw e;
