@@ -10,8 +10,8 @@ import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from './capture/batch
 import { openCaptureFile, CaptureFileError, type CaptureFile } from './capture/file.js';
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
 import { LiveCapture, listDevices, liveUnavailable } from './capture/live.js';
-import { PcapWriter } from './outputs/pcap-writer.js';
-import { openOutputs, recordSink as makeRecordSink, OutputSpecError, type RecordOutput } from './outputs/output.js';
+import { PcapWriter, PcapWriteError } from './outputs/pcap-writer.js';
+import { openOutputs, recordSink as makeRecordSink, resolveSpec, OutputSet, OutputSpecError } from './outputs/output.js';
 import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
@@ -188,16 +188,33 @@ async function main(): Promise<number> {
   if (args.verbose) note(`script: ${args.lua ?? 'bundled default pipeline'} (${pool.rule}), ${workers} Lua worker${workers > 1 ? 's' : ''}`);
 
   // Where riff.emit records go: --output, else config.lua's outputs(), else text lines on stdout.
-  const specs = args.output?.length ? args.output.map(String) : pool.outputs;
-  let outputs: RecordOutput;
+  // config.lua's outputs are announced like its filter, and its relative
+  // paths are beside config.lua, as require and riff.read find files there.
+  let specs = args.output?.length ? args.output.map(String) : pool.outputs;
+  if (!args.output?.length && specs.length) {
+    const dir = path.dirname(path.resolve(args.lua ?? '.'));
+    specs = specs.map((sp) => resolveSpec(sp, dir));
+    note(`outputs from config.lua: ${specs.join(' ')}`);
+  }
+  let outputs: OutputSet;
   try {
     if (writeToStdout && specs.some((sp) => /^(json|text):-$/.test(sp)))
       throw new OutputSpecError('--output: standard output is taken by -w -; send records to a file, SQLite or syslog');
-    outputs = specs.length ? await openOutputs(specs) : new TextOutput('text:-', writeToStdout ? stderr : stdout);
+    outputs = specs.length ? await openOutputs(specs) : new OutputSet([new TextOutput('text:-', writeToStdout ? stderr : stdout)]);
   } catch (e) {
     if (e instanceof OutputSpecError) throw new Fail(e.message, 2);
     throw e;
   }
+  // One error path for every output: its line at once, then riff stops as
+  // after Ctrl-C (what is in flight still reaches the other outputs), prints
+  // the summary and exits 1.
+  let outputFailed = false;
+  outputs.onFault = (line) => {
+    note(line);
+    outputFailed = true;
+    halt();
+  };
+  for (const o of outputs.outputs) o.onNotice = note;
   recordSink = makeRecordSink(outputs);
   for (const [b, at] of earlyRecords.splice(0)) recordSink(b, at);
 
@@ -214,6 +231,22 @@ async function main(): Promise<number> {
   stdout.onClose = halt;
 
   let writer: PcapWriter | null = null;
+  let writerFailed = false;
+  // -w failing (disk full, device error) takes the same path as a record output.
+  const writerFault = (e: PcapWriteError) => {
+    writerFailed = true;
+    outputFailed = true;
+    note(e.message);
+    halt();
+  };
+  const openWriter = (linktype: number, snaplen?: number) => {
+    try {
+      writer = new PcapWriter(args.w!, linktype, snaplen);
+    } catch (e) {
+      if (!(e instanceof PcapWriteError)) throw e;
+      writerFault(e);
+    }
+  };
   const limit = args.c;
   let damage: CaptureFileError | null = null;
 
@@ -230,7 +263,14 @@ async function main(): Promise<number> {
     const first = nextId;
     nextId = stampIds(batch, nextId);
     counters.passed += nextId - first;
-    writer?.write(batch);
+    if (writer && !writerFailed) {
+      try {
+        writer.write(batch);
+      } catch (e) {
+        if (!(e instanceof PcapWriteError)) throw e;
+        writerFault(e);
+      }
+    }
   };
   let statsTimer: NodeJS.Timeout | null = null;
   if (statsEvery) {
@@ -265,7 +305,7 @@ async function main(): Promise<number> {
         throw e;
       }
     }
-    if (args.w !== undefined) writer = new PcapWriter(args.w, file.linktype < 0 ? 1 : file.linktype);
+    if (args.w !== undefined) openWriter(file.linktype < 0 ? 1 : file.linktype);
     let sinceYield = 0;
     while (!stopping && limit !== 0) {
       const batch = pool.reserve();
@@ -333,7 +373,7 @@ async function main(): Promise<number> {
       throw new Fail(`-i ${device}: ${msg}`, 1);
     }
     note(`listening on ${device}, link-type ${live.linktype}${filterExpr ? `, filter '${filterExpr}'` : ''} (timestamps taken on arrival)`);
-    if (args.w !== undefined) writer = new PcapWriter(args.w, live.linktype, 65535);
+    if (args.w !== undefined) openWriter(live.linktype, 65535);
     await new Promise<void>((resolve) => {
       onStop = () => {
         live.close();
@@ -344,10 +384,16 @@ async function main(): Promise<number> {
   }
 
   if (statsTimer) clearInterval(statsTimer);
-  writer?.close();
+  if (writer && !writerFailed) {
+    try {
+      (writer as PcapWriter).close();
+    } catch (e) {
+      if (!(e instanceof PcapWriteError)) throw e;
+      writerFault(e);
+    }
+  }
   const s = await pool.finish();
   await outputs.close();
-  const os = outputs.stats();
   // passed = dropped + processed + packets that ended in an error (+ any left when --strict stopped)
   const lines = [
     `${counters.read} packets ${args.r !== undefined ? 'read' : 'captured'}`,
@@ -360,10 +406,23 @@ async function main(): Promise<number> {
   );
   const unprocessed = counters.passed - pool.dropped - s.processed;
   if (unprocessed > 0) lines.push(`${unprocessed} packets not processed (stopped early)`);
-  if (os.written || os.dropped) lines.push(`${os.written} records written${os.dropped ? `, ${os.dropped} dropped (an output's queue was full)` : ''}`);
+  // Records: how many Lua emitted, then each output's own account (with
+  // several outputs a record is written once per output).
+  const accounts = outputs.stats();
+  if (outputs.emitted || accounts.some((a) => a.stats.written || a.stats.dropped)) {
+    lines.push(`${outputs.emitted} records emitted`);
+    for (const { spec, stats: st } of accounts) {
+      const lost = Object.entries(st.lost).map(([why, n]) => `${n} not written: ${why}`);
+      lines.push(`output ${spec}: ${[`${st.written} written`, ...lost].join(', ')}`);
+    }
+  }
+  const recordsLost = accounts.some((a) => a.stats.dropped > 0);
   if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
-  if (writer) lines.push(`${writer.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}`);
+  const w = writer as PcapWriter | null;
+  if (w) lines.push(`${w.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${w.skipped ? `, ${w.skipped} not written (link type differs from the file's)` : ''}${w.lost ? `, ${w.lost} not written (${w.failure})` : ''}`);
+  else if (writerFailed) lines.push(`0 packets written to ${args.w}`);
   stderr.text(lines.join('\n') + '\n');
+  if (outputFailed || recordsLost) return 1;
   if (interrupted) return 0;
   if (damage) {
     note(`${named(damage.message)} at byte offset ${damage.offset}; ${counters.read} packets before it were processed`);
