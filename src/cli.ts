@@ -11,7 +11,7 @@ import { openCaptureFile, CaptureFileError, type CaptureFile } from './capture/f
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
 import { LiveCapture, listDevices, liveUnavailable } from './capture/live.js';
 import { PcapWriter, PcapWriteError } from './outputs/pcap-writer.js';
-import { openOutputs, recordSink as makeRecordSink, resolveSpec, OutputSet, OutputSpecError } from './outputs/output.js';
+import { openOutputs, recordSink as makeRecordSink, resolveSpec, OutputSet, OutputSpecError, STDOUT_CLOSED } from './outputs/output.js';
 import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
@@ -416,7 +416,8 @@ async function main(): Promise<number> {
       lines.push(`output ${spec}: ${[`${st.written} written`, ...lost].join(', ')}`);
     }
   }
-  const recordsLost = accounts.some((a) => a.stats.dropped > 0);
+  // A reader that went away (riff | head) chose to stop: counted above, not a failure.
+  const recordsLost = accounts.some((a) => a.stats.dropped > (a.stats.lost[STDOUT_CLOSED] ?? 0));
   if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
   const w = writer as PcapWriter | null;
   if (w) lines.push(`${w.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${w.skipped ? `, ${w.skipped} not written (link type differs from the file's)` : ''}${w.lost ? `, ${w.lost} not written (${w.failure})` : ''}`);

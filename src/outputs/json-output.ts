@@ -31,7 +31,7 @@ import os from 'node:os';
 import { FdSink, stdout } from './fd-sink.js';
 import { floatText, setKey, utf8OrNull, type Fields, type RecordData, type Value } from './records.js';
 import type { OutputStats, RecordOutput } from './output.js';
-import { specError, errnoText, Losses, OutputFault } from './output.js';
+import { specError, errnoText, Losses, OutputFault, STDOUT_CLOSED } from './output.js';
 
 const RESERVED = new Set(['ts', 'type', 'host']);
 const FLUSH_BYTES = 1 << 16;
@@ -193,7 +193,7 @@ export class JsonOutput implements RecordOutput {
     } catch (e) {
       this.fail(e, data, lines, start);
     }
-    if (this.sink.closed) this.losses.add('standard output was closed', lines);
+    if (this.sink.closed) this.losses.add(STDOUT_CLOSED, lines);
     else this.written += lines;
   }
 

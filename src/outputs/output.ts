@@ -68,6 +68,9 @@ export class Losses {
   }
 }
 
+/** The loss reason when the reader of stdout went away (riff | head): counted, but the reader's choice, not a fault. */
+export const STDOUT_CLOSED = 'standard output was closed';
+
 /** One record this output cannot hold; the output counted it and carries on. */
 export class RecordRefused extends Error {}
 
