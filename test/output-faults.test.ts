@@ -273,7 +273,7 @@ describe("config.lua's outputs()", () => {
 describe('syslog: why records were not delivered, at once', () => {
   async function check(spec: string, reason: RegExp): Promise<void> {
     // timeout=600000: if riff waited for the queue to drain, the run would hit spawn's 60 s limit.
-    const r = riff(['-q', '--lua', EMIT2, '-r', HTTP, '-o', `${spec}?timeout=600000`], { timeout: 60_000 });
+    const r = riff(['-q', '--lua', EMIT2, '-r', HTTP, '-o', `${spec}?timeout=600000`], { timeout: 60_000, killSignal: 'SIGKILL' });
     assert.equal(r.signal, null, 'riff did not wait out the drain timeout');
     assert.equal(r.code, 1, r.stderr);
     const notes = r.stderr.split('\n').filter((l) => l.startsWith(`riff: --output ${spec}`));
