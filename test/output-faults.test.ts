@@ -190,6 +190,23 @@ describe('sqlite and json: hostile field names and 3000 fields', { skip: noSqlit
   });
 });
 
+describe('sqlite: record types that differ only in case', { skip: noSqlite }, () => {
+  test('share one table (SQLite names ignore case) and every row is written', () => {
+    const s = script(`buffer = function(p)
+      local id = riff.packet.id
+      if id == 1 then riff.emit("Dns", { a = 1 }) end
+      if id == 2 then riff.emit("dns", { b = 2 }) end
+      -- Dns learns of b only through dns: its ALTER must not add b twice.
+      if id == 3 then riff.emit("Dns", { b = 3, c = 4 }) end
+    end`);
+    const db = path.join(tmpdir(), 'c.db');
+    const r = riff(['-q', '--lua', s, '-r', HTTP, '-o', `sqlite:${db}`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^output sqlite:\S+: 3 written$/m);
+    assert.equal(sql(db, 'SELECT quote(a) || quote(b) || quote(c) FROM dns ORDER BY rowid'), '1NULLNULL\nNULL2NULL\nNULL34');
+  });
+});
+
 describe('counting and time stamps in records', () => {
   test('two outputs: records emitted once, each output its own count', { skip: noSqlite }, () => {
     const dir = tmpdir();

@@ -126,6 +126,7 @@ export class JsonOutput implements RecordOutput {
   private written = 0;
   private closed = false;
   private failed = false;
+  private failure = '';
   private readonly losses = new Losses();
   onAsyncFault: ((e: unknown) => void) | null = null;
   private readonly host = os.hostname();
@@ -168,7 +169,8 @@ export class JsonOutput implements RecordOutput {
   };
 
   write(rec: RecordData): void {
-    if (this.closed || this.failed) return;
+    if (this.failed) return this.losses.add(this.failure);
+    if (this.closed) return;
     const line = toJsonLine(rec, this.host) + '\n';
     this.pending.push(line);
     this.pendingBytes += line.length;
@@ -213,6 +215,7 @@ export class JsonOutput implements RecordOutput {
     for (let i = data.indexOf(10); i >= 0 && i < keep; i = data.indexOf(10, i + 1)) whole++;
     this.written += whole;
     const what = errnoText(e);
+    this.failure = what;
     this.losses.add(what, lines - whole);
     const where = this.fd === null ? 'standard output' : this.target;
     throw new OutputFault(

@@ -60,6 +60,8 @@ export class Losses {
   total = 0;
   add(reason: string, n = 1): void {
     if (n <= 0) return;
+    // Reasons may carry details (a database's message): keep the summary bounded.
+    if (!this.m.has(reason) && this.m.size >= 16) reason = 'other reasons';
     this.m.set(reason, (this.m.get(reason) ?? 0) + n);
     this.total += n;
   }

@@ -30,6 +30,8 @@
 //   written (disk full, I/O error, locked, damaged) is an OutputFault: what
 //   was committed before stays, what it can still commit is committed, the
 //   rest is counted as lost, and the output takes no more records.
+// - At most 10000 record types (tables) a run; records of further types are
+//   refused and counted.
 // - Inserts run inside a transaction committed at most a second apart (on
 //   the next record, or by a timer when riff is idle), and at flush and
 //   close; the file uses WAL, so other processes can read it while riff runs.
@@ -76,6 +78,8 @@ const MAX_STATEMENTS = 512;
 export const MAX_FIELD_COLUMNS = 2000 - 2;
 export const MORE_FIELDS = 'more_fields';
 const MAX_NAME = 64;
+/** Record types (tables) one run may write: a plugin inventing types cannot grow the schema without end. */
+export const MAX_TABLES = 10000;
 
 /** A field's column name before collisions are settled (the rule above). */
 export function columnName(field: string): string {
@@ -181,14 +185,21 @@ export class SqliteOutput implements RecordOutput {
   }
 
   private table(type: string): Table {
-    let t = this.tables.get(type);
+    // SQLite table names ignore case: "DNS" and "dns" are one table, so one Table here.
+    const key = type.toLowerCase();
+    let t = this.tables.get(key);
     if (t) return t;
+    if (this.tables.size >= MAX_TABLES) {
+      const why = `more than ${MAX_TABLES} record types (tables) in one run`;
+      this.losses.add(why);
+      throw new RecordRefused(why);
+    }
     const name = /^sqlite_/i.test(type) ? '_' + type : type; // sqlite_* names are SQLite's own
     const cols = this.db.prepare(`SELECT name FROM pragma_table_info(?)`).all(name) as { name: string }[];
     const created = cols.length > 0;
     if (!created) cols.push({ name: 'ts' });
     t = { name, columns: new Map(cols.map((c) => [c.name.toLowerCase(), c.name])), fieldCol: new Map(), claimed: new Set(['ts']), created };
-    this.tables.set(type, t);
+    this.tables.set(key, t);
     return t;
   }
 
@@ -266,6 +277,7 @@ export class SqliteOutput implements RecordOutput {
 
   /** One record SQLite would not take: counted and refused, or the database cannot be written: a fault. */
   private refuseOrFail(e: unknown): never {
+    if (e instanceof RecordRefused) throw e; // counted where it was refused
     const code = String((e as { code?: string })?.code ?? '');
     if (!FAULT_CODES.test(code) && this.db.inTransaction) {
       const why = `refused by SQLite: ${String((e as Error)?.message ?? e).split('\n')[0]}`;
