@@ -129,6 +129,42 @@ describe('a full file system (tmpfs mounted by the test)', { skip: isRoot ? (noS
     spawnSync('umount', [mnt]);
     mounted = false;
   });
+
+  test('-w on a file system that fills mid-capture: one line, exit 1, the file keeps the whole packets before and reads back', () => {
+    // 3000 packets of 1000 bytes (3 MB) into 2 MiB: the writer's first 1 MiB chunks fit, then one does not.
+    const src = path.join(tmpdir(), 'big.pcap');
+    const hdr = Buffer.alloc(24);
+    hdr.writeUInt32LE(0xa1b2c3d4, 0);
+    hdr.writeUInt16LE(2, 4);
+    hdr.writeUInt16LE(4, 6);
+    hdr.writeUInt32LE(65535, 16);
+    hdr.writeUInt32LE(1, 20);
+    const parts = [hdr];
+    for (let i = 0; i < 3000; i++) {
+      const rh = Buffer.alloc(16);
+      rh.writeUInt32LE(1504850400 + i, 0);
+      rh.writeUInt32LE(1000, 8);
+      rh.writeUInt32LE(1000, 12);
+      parts.push(rh, Buffer.alloc(1000, i & 0xff));
+    }
+    fs.writeFileSync(src, Buffer.concat(parts));
+    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+    assert.equal(m.status, 0, `mount: ${m.stderr}`);
+    mounted = true;
+    const out = path.join(mnt, 'out.pcap');
+    const r = riff(['-q', '-r', src, '-w', out]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.doesNotMatch(r.stderr, /internal error|^\s+at /m);
+    assert.equal(r.stderr.split('\n').filter((l) => /^riff: -w .*: disk full \(ENOSPC\) writing /.test(l)).length, 1, r.stderr);
+    const w = new RegExp(`^(\\d+) packets written to ${out.replace(/[.]/g, '\\.')}, (\\d+) not written \\(disk full \\(ENOSPC\\)\\)$`, 'm').exec(r.stderr);
+    assert.ok(w, r.stderr);
+    assert.ok(Number(w[1]) > 0 && Number(w[2]) > 0, r.stderr);
+    const back = riff(['-q', '-r', out]);
+    assert.equal(back.code, 0, back.stderr);
+    assert.match(back.stderr, new RegExp(`^${w[1]} packets read$`, 'm'));
+    spawnSync('umount', [mnt]);
+    mounted = false;
+  });
 });
 
 describe('sqlite and json: hostile field names and 3000 fields', { skip: noSqlite }, () => {
