@@ -232,6 +232,7 @@ async function main(): Promise<number> {
 
   let writer: PcapWriter | null = null;
   let writerFailed = false;
+  let writerMissed = 0;
   // -w failing (disk full, device error) takes the same path as a record output.
   const writerFault = (e: PcapWriteError) => {
     writerFailed = true;
@@ -264,13 +265,17 @@ async function main(): Promise<number> {
     nextId = stampIds(batch, nextId);
     counters.passed += nextId - first;
     if (writer && !writerFailed) {
+      const w = writer as PcapWriter;
+      const before = w.written + w.lost + w.skipped;
       try {
-        writer.write(batch);
+        w.write(batch);
       } catch (e) {
         if (!(e instanceof PcapWriteError)) throw e;
+        // The batch's packets the writer did not get to are not written either.
+        writerMissed += nextId - first - (w.written + w.lost + w.skipped - before);
         writerFault(e);
       }
-    }
+    } else if (writerFailed) writerMissed += nextId - first; // read before the stop took hold
   };
   let statsTimer: NodeJS.Timeout | null = null;
   if (statsEvery) {
@@ -420,15 +425,18 @@ async function main(): Promise<number> {
   const recordsLost = accounts.some((a) => a.stats.dropped > (a.stats.lost[STDOUT_CLOSED] ?? 0));
   if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
   const w = writer as PcapWriter | null;
-  if (w) lines.push(`${w.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${w.skipped ? `, ${w.skipped} not written (link type differs from the file's)` : ''}${w.lost ? `, ${w.lost} not written (${w.failure})` : ''}`);
-  else if (writerFailed) lines.push(`0 packets written to ${args.w}`);
+  if (w) {
+    const lost = w.lost + writerMissed;
+    lines.push(`${w.written} packets written to ${args.w === '-' ? 'standard output' : args.w}${w.skipped ? `, ${w.skipped} not written (link type differs from the file's)` : ''}${lost ? `, ${lost} not written (${w.failure})` : ''}`);
+  } else if (writerFailed) lines.push(`0 packets written to ${args.w}${writerMissed ? `, ${writerMissed} not written` : ''}`);
   stderr.text(lines.join('\n') + '\n');
-  if (outputFailed || recordsLost) return 1;
-  if (interrupted) return 0;
+  const failed = outputFailed || recordsLost;
+  if (interrupted) return failed ? 1 : 0;
   if (damage) {
     note(`${named(damage.message)} at byte offset ${damage.offset}; ${counters.read} packets before it were processed`);
     return 1;
   }
+  if (failed) return 1;
   if (args.strict && s.errors > 0) return 1;
   return 0;
 }

@@ -159,6 +159,7 @@ describe('a full file system (tmpfs mounted by the test)', { skip: isRoot ? (noS
     const w = new RegExp(`^(\\d+) packets written to ${out.replace(/[.]/g, '\\.')}, (\\d+) not written \\(disk full \\(ENOSPC\\)\\)$`, 'm').exec(r.stderr);
     assert.ok(w, r.stderr);
     assert.ok(Number(w[1]) > 0 && Number(w[2]) > 0, r.stderr);
+    assert.equal(Number(w[1]) + Number(w[2]), 3000, 'every packet read is written or counted');
     const back = riff(['-q', '-r', out]);
     assert.equal(back.code, 0, back.stderr);
     assert.match(back.stderr, new RegExp(`^${w[1]} packets read$`, 'm'));
