@@ -10,9 +10,9 @@ import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from './capture/batch
 import { openCaptureFile, CaptureFileError, type CaptureFile } from './capture/file.js';
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
 import { LiveCapture, datalinks, listDevices, liveUnavailable, type LiveStats } from './capture/live.js';
-import { PcapWriter } from './outputs/pcap-writer.js';
-import { FlagError, dropPrivileges, kernelLines, microPcap, openWriter, tcpdumpFlags } from './tcpdump-flags.js';
-import { openOutputs, recordSink as makeRecordSink, OutputSpecError, type RecordOutput } from './outputs/output.js';
+import { PcapWriter, PcapWriteError, type PcapWriterOptions } from './outputs/pcap-writer.js';
+import { FlagError, dropPrivileges, kernelLines, microPcap, tcpdumpFlags } from './tcpdump-flags.js';
+import { openOutputs, recordSink as makeRecordSink, resolveSpec, OutputSet, OutputSpecError, STDOUT_CLOSED } from './outputs/output.js';
 import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
@@ -278,8 +278,15 @@ async function main(): Promise<number> {
   if (args.verbose) note(`script: ${args.lua ?? 'bundled default pipeline'} (${pool.rule}), ${workers} Lua worker${workers > 1 ? 's' : ''}`);
 
   // Where riff.emit records go: --output, else config.lua's outputs(), else text lines on stdout.
-  const specs = args.output?.length ? args.output.map(String) : pool.outputs;
-  let outputs: RecordOutput;
+  // config.lua's outputs are announced like its filter, and its relative
+  // paths are beside config.lua, as require and riff.read find files there.
+  let specs = args.output?.length ? args.output.map(String) : pool.outputs;
+  if (!args.output?.length && specs.length) {
+    const dir = path.dirname(path.resolve(args.lua ?? '.'));
+    specs = specs.map((sp) => resolveSpec(sp, dir));
+    note(`outputs from config.lua: ${specs.join(' ')}`);
+  }
+  let outputs: OutputSet;
   try {
     if (writeToStdout && specs.some((sp) => /^(json|text):-$/.test(sp)))
       throw new OutputSpecError('--output: standard output is taken by -w -; send records to a file, SQLite or syslog');
@@ -288,11 +295,21 @@ async function main(): Promise<number> {
     // unreadable, so it is refused there.
     if (!args.output?.length && !args.q && specs.includes('json:-'))
       throw new OutputSpecError("config.lua's outputs(): json:- would mix records with riff's report lines on stdout; give -q, or -o json:- on the command line, or a file");
-    outputs = specs.length ? await openOutputs(specs, { sensor }) : new TextOutput('text:-', writeToStdout ? stderr : stdout);
+    outputs = specs.length ? await openOutputs(specs, { sensor }) : new OutputSet([new TextOutput('text:-', writeToStdout ? stderr : stdout)]);
   } catch (e) {
     if (e instanceof OutputSpecError) throw new Fail(e.message, 2);
     throw e;
   }
+  // One error path for every output: its line at once, then riff stops as
+  // after Ctrl-C (what is in flight still reaches the other outputs), prints
+  // the summary and exits 1.
+  let outputFailed = false;
+  outputs.onFault = (line) => {
+    note(line);
+    outputFailed = true;
+    halt();
+  };
+  for (const o of outputs.outputs) o.onNotice = note;
   recordSink = makeRecordSink(outputs);
   for (const [b, at] of earlyRecords.splice(0)) recordSink(b, at);
 
@@ -309,6 +326,23 @@ async function main(): Promise<number> {
   stdout.onClose = halt;
 
   let writer: PcapWriter | null = null;
+  let writerFailed = false;
+  let writerMissed = 0;
+  // -w failing (disk full, device error) takes the same path as a record output.
+  const writerFault = (e: PcapWriteError) => {
+    writerFailed = true;
+    outputFailed = true;
+    note(e.message);
+    halt();
+  };
+  const startWriter = (linktype: number, o: PcapWriterOptions) => {
+    try {
+      writer = new PcapWriter(args.w!, linktype, o);
+    } catch (e) {
+      if (!(e instanceof PcapWriteError)) throw e;
+      writerFault(e);
+    }
+  };
   const limit = args.c;
   let damage: CaptureFileError | null = null;
 
@@ -325,8 +359,19 @@ async function main(): Promise<number> {
     const first = nextId;
     nextId = stampIds(batch, nextId);
     counters.passed += nextId - first;
-    writer?.write(batch);
-    if (args.U) writer?.sync();
+    if (writer && !writerFailed) {
+      const w = writer as PcapWriter;
+      const before = w.written + w.lost + w.skipped;
+      try {
+        w.write(batch);
+      } catch (e) {
+        if (!(e instanceof PcapWriteError)) throw e;
+        // The batch's packets the writer did not get to are not written either.
+        writerMissed += nextId - first - (w.written + w.lost + w.skipped - before);
+        writerFault(e);
+      }
+    } else if (writerFailed) writerMissed += nextId - first; // read before the stop took hold
+    if (args.U && writer && !writerFailed) (writer as PcapWriter).sync();
   };
   let statsTimer: NodeJS.Timeout | null = null;
   let capture: LiveCapture | null = null;
@@ -369,7 +414,7 @@ async function main(): Promise<number> {
     }
     dropPrivileges(args.Z);
     if (args.w !== undefined)
-      writer = openWriter(args.w, file.linktype < 0 ? 1 : file.linktype, { ...flags.rotation, onLimit: halt, nano: flags.precision ? flags.precision === 'nano' : !microPcap(args.r) });
+      startWriter(file.linktype < 0 ? 1 : file.linktype, { ...flags.rotation, onLimit: halt, nano: flags.precision ? flags.precision === 'nano' : !microPcap(args.r) });
     let sinceYield = 0;
     while (!stopping && limit !== 0) {
       const batch = pool.reserve();
@@ -457,7 +502,7 @@ async function main(): Promise<number> {
     );
     dropPrivileges(args.Z);
     if (args.w !== undefined)
-      writer = openWriter(args.w, live.linktype, { ...flags.rotation, snaplen: live.snaplen, nano: live.nano, start: Math.floor(Date.now() / 1000), onLimit: halt });
+      startWriter(live.linktype, { ...flags.rotation, snaplen: live.snaplen, nano: live.nano, start: Math.floor(Date.now() / 1000), onLimit: halt });
     await new Promise<void>((resolve) => {
       onStop = resolve;
       if (limit === 0 || stopping) resolve();
@@ -468,10 +513,16 @@ async function main(): Promise<number> {
   }
 
   if (statsTimer) clearInterval(statsTimer);
-  writer?.close();
+  if (writer && !writerFailed) {
+    try {
+      (writer as PcapWriter).close();
+    } catch (e) {
+      if (!(e instanceof PcapWriteError)) throw e;
+      writerFault(e);
+    }
+  }
   const s = await pool.finish();
   await outputs.close();
-  const os = outputs.stats();
   // passed = dropped + processed + packets that ended in an error (+ any left when --strict stopped)
   const lines = [
     `${counters.read} packets ${args.r !== undefined ? 'read' : 'captured'}`,
@@ -485,23 +536,38 @@ async function main(): Promise<number> {
   );
   const unprocessed = counters.passed - pool.dropped - s.processed;
   if (unprocessed > 0) lines.push(`${unprocessed} packets not processed (stopped early)`);
-  if (os.written || os.dropped) lines.push(`${os.written} records written${os.dropped ? `, ${os.dropped} dropped (an output's queue was full)` : ''}`);
-  if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
-  if (writer) {
-    const to = args.w === '-' ? 'standard output' : writer.files.length > 1 ? `${new Set(writer.files).size} files (${writer.files[0]} ... ${writer.current})` : writer.current || args.w;
-    lines.push(`${writer.written} packets written to ${to}${writer.skipped ? `, ${writer.skipped} not written (link type differs from the file's)` : ''}${writer.left ? `, ${writer.left} not written (-W ${args.W}: the last -G file had ended)` : ''}`);
+  // Records: how many Lua emitted, then each output's own account (with
+  // several outputs a record is written once per output).
+  const accounts = outputs.stats();
+  if (outputs.emitted || accounts.some((a) => a.stats.written || a.stats.dropped)) {
+    lines.push(`${outputs.emitted} records emitted`);
+    for (const { spec, stats: st } of accounts) {
+      const lost = Object.entries(st.lost).map(([why, n]) => `${n} not written: ${why}`);
+      lines.push(`output ${spec}: ${[`${st.written} written`, ...lost].join(', ')}`);
+    }
   }
+  // A reader that went away (riff | head) chose to stop: counted above, not a failure.
+  const recordsLost = accounts.some((a) => a.stats.dropped > (a.stats.lost[STDOUT_CLOSED] ?? 0));
+  if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
+  const w = writer as PcapWriter | null;
+  if (w) {
+    const lost = w.lost + writerMissed;
+    const to = args.w === '-' ? 'standard output' : w.files.length > 1 ? `${new Set(w.files).size} files (${w.files[0]} ... ${w.current})` : w.current || args.w;
+    lines.push(`${w.written} packets written to ${to}${w.skipped ? `, ${w.skipped} not written (link type differs from the file's)` : ''}${w.left ? `, ${w.left} not written (-W ${args.W}: the last -G file had ended)` : ''}${lost ? `, ${lost} not written (${w.failure})` : ''}`);
+  } else if (writerFailed) lines.push(`0 packets written to ${args.w}${writerMissed ? `, ${writerMissed} not written` : ''}`);
   stderr.text(lines.join('\n') + '\n');
   if (liveFailure) {
     // The interface went away or failed: the summary above still counts what came before.
     note(liveFailure);
     return 1;
   }
-  if (interrupted) return 0;
+  const failed = outputFailed || recordsLost;
+  if (interrupted) return failed ? 1 : 0;
   if (damage) {
     note(`${named(damage.message)} at byte offset ${damage.offset}; ${counters.read} packets before it were processed`);
     return 1;
   }
+  if (failed) return 1;
   if (args.strict && s.errors > 0) return 1;
   return 0;
 }

@@ -4,7 +4,7 @@
 // in one line (FlagError), as riff does for any bad option.
 import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { PcapWriter, type PcapWriterOptions } from './outputs/pcap-writer.js';
+import type { PcapWriterOptions } from './outputs/pcap-writer.js';
 
 export class FlagError extends Error {
   constructor(
@@ -140,23 +140,6 @@ export function microPcap(file: string): boolean {
   }
 }
 
-/** The -w writer; a path riff cannot create is one line. */
-export function openWriter(path: string, linktype: number, o: PcapWriterOptions): PcapWriter {
-  try {
-    return new PcapWriter(path, linktype, o);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    const why: Record<string, string> = {
-      ENOENT: 'its directory does not exist',
-      EISDIR: 'it is a directory',
-      EACCES: 'permission denied',
-      EROFS: 'the file system is read-only',
-      ENOTDIR: 'a part of the path is not a directory',
-    };
-    if (err.code) throw new FlagError(`-w ${path}: cannot create it: ${why[err.code] ?? err.code}; give a writable file path`, 1);
-    throw e;
-  }
-}
 
 /** tcpdump's three counter lines, then riff's own: what became of every packet the kernel's filter passed. */
 export function kernelLines(k: LiveStatsLike, captured: number, loopback: boolean): string[] {

@@ -27,7 +27,8 @@ for (const proto of ['udp', 'tcp'] as const) {
     ]);
     const r = await run.done;
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /^2 records written$/m);
+    assert.match(r.stderr, /^2 records emitted$/m);
+    assert.match(r.stderr, new RegExp(`^output syslog:${proto}://127\\.0\\.0\\.1:${port}\\?app=riff${proto}: 2 written$`, 'm'));
     const end = Date.now() + 10_000;
     let got: Record<string, unknown>[] = [];
     while (Date.now() < end && (got = rs.json(`riff${proto}`)).length < 2) await new Promise((res) => setTimeout(res, 50));

@@ -57,9 +57,22 @@ riff = { version = host.version }
 riff.read = host.read
 -- riff.emit(type, record): structured output (JSON lines, SQLite, syslog...),
 -- encoded in Lua by riff.record and decoded by src/outputs.
+-- Records are stamped with the packet's time while one is processed; after
+-- the packets (deinit) with the last packet's, so a file gives the same
+-- records on every run; before any (setup) riff stamps the wall clock.
+local last_sec, last_nsec
 do
+  local clock = setmetatable({}, {
+    __index = function(_, k)
+      if cur > 0 then
+        local s, ns = header(cur)
+        if k == "sec" then return s elseif k == "nsec" then return ns end
+      elseif k == "sec" then return last_sec
+      elseif k == "nsec" then return last_nsec end
+    end,
+  })
   local ok, record = pcall(require, "riff.record")
-  if ok and type(record) == "table" and record.emitter then riff.emit = record.emitter(host.record) end
+  if ok and type(record) == "table" and record.emitter then riff.emit = record.emitter(host.record, clock) end
 end
 riff.packet = setmetatable({}, {
   __index = function(_, k)
@@ -597,6 +610,7 @@ end
 local function handed(k)
   processed = processed + k
   publish_counters()
+  if cur > 0 then last_sec, last_nsec = header(cur) end
   cur = 0
   live = false
   forget_coroutines()

@@ -7,8 +7,9 @@
 --
 --   record := 0x01 time type:s2 map
 --   time   := 'P' sec:i8 nsec:u4     the packet's capture time (emitted while
---                                    a packet is being processed)
---           | 'W'                    no packet (setup, deinit): riff stamps the
+--                                    a packet is being processed; after the
+--                                    packets, in deinit, the last packet's)
+--           | 'W'                    no packet yet (setup): riff stamps the
 --                                    wall time as it takes the record from Lua
 --                                    (Lua's os.time has only whole seconds)
 --   value  := 'F' | 'T'              false, true
@@ -21,6 +22,9 @@
 --                                    (key := len:u4 bytes); integer and float
 --                                    keys are written in decimal ("%d", "%.17g")
 --
+-- NaN and infinities are refused (a Lua error naming the field): JSON and SQL
+-- have no such numbers, and a record should not change meaning by output.
+--
 -- The top level is always a map (an array given as fields becomes "1", "2",
 -- ...). An empty table is an empty map unless marked with
 -- require("riff.record").array(t), which returns t.
@@ -30,7 +34,7 @@
 local type, next, error, pcall, tostring, setmetatable, rawget, sort =
       type, next, error, pcall, tostring, setmetatable, rawget, table.sort
 local pack, sfmt, find, gsub, byte, concat = string.pack, string.format, string.find, string.gsub, string.byte, table.concat
-local mtype, ulen = math.type, utf8.len
+local mtype, ulen, huge = math.type, utf8.len, math.huge
 
 local M = { VERSION = 1, MAX_DEPTH = 32 }
 
@@ -137,6 +141,8 @@ function encode_value(buf, nb, v, stack)
     buf[nb] = pack("<c1s4", "s", v)
   elseif t == "number" then
     if mtype(v) == "integer" then buf[nb] = pack("<c1i8", "i", v)
+    elseif v ~= v or v == huge or v == -huge then
+      fail((v ~= v and "NaN" or "an infinity") .. " cannot be recorded (JSON and SQL have no such number); record nil, a string or a finite number")
     else buf[nb] = pack("<c1d", "d", v) end
   elseif t == "boolean" then
     buf[nb] = v and "T" or "F"

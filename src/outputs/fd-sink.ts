@@ -1,7 +1,8 @@
 // Synchronous, byte-exact writes to a file descriptor (stdout, stderr). riff
 // writes whole buffers as the Lua side flushes them, so order is the order
 // of the packets. A closed reader (`riff ... | head -1`) is not an error: the
-// sink notes it and riff winds down quietly.
+// sink notes it and riff winds down quietly. Other errors are thrown with
+// bytesWritten: how much of this buffer went out before the error.
 import fs from 'node:fs';
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -31,6 +32,8 @@ export class FdSink {
           this.onClose?.();
           return;
         }
+        // The caller may keep what went out whole (e.g. cut a file back to its last whole line).
+        (e as { bytesWritten?: number }).bytesWritten = off;
         throw e;
       }
     }

@@ -6,14 +6,15 @@
 // - ts: seconds since the epoch as a JSON number, written with all nine
 //   nanosecond digits (exact as text; a double keeps about a microsecond).
 //   It is the packet's capture time for records emitted during a packet,
-//   else the wall time riff received the record.
+//   the last packet's after the packets (deinit), else (setup) the wall
+//   time riff received the record.
 // - type: riff.emit's first argument; host: os.hostname().
 // - then the record's fields. A field named ts, type or host, with or
 //   without leading '_'s, gets one more leading '_' (ts -> _ts, _ts -> __ts),
 //   so names never collide and fromJsonLine() can undo it.
 // - Lua integers are JSON integers (all 64 bits, as digits); Lua floats
-//   always have a '.' or an exponent (3.0 stays 3.0); NaN and infinities
-//   are null.
+//   always have a '.' or an exponent (3.0 stays 3.0). riff.emit refuses NaN
+//   and infinities (lua/riff/record.lua), so none reach an output.
 // - Byte strings: the output is always valid UTF-8 and round-trips exactly.
 //   A string whose bytes are valid UTF-8 is a JSON string. Any other is
 //   {"$bytes":"<base64 of the bytes>"}. A Lua table that itself has exactly
@@ -22,12 +23,15 @@
 //
 // Lines are buffered and written at least every second (on the next record,
 // or by a timer when riff is idle), when 64 KiB are pending, and at close.
+// A write that fails (disk full, device error) is an OutputFault: the file is
+// cut back to its last whole line, so it holds every record written before
+// and no torn line, and the lines that did not make it are counted as lost.
 import fs from 'node:fs';
 import os from 'node:os';
 import { FdSink, stdout } from './fd-sink.js';
 import { floatText, setKey, utf8OrNull, type Fields, type RecordData, type Value } from './records.js';
 import type { OutputStats, RecordOutput } from './output.js';
-import { specError } from './output.js';
+import { specError, errnoText, Losses, OutputFault, STDOUT_CLOSED } from './output.js';
 
 const RESERVED = new Set(['ts', 'type', 'host']);
 const FLUSH_BYTES = 1 << 16;
@@ -121,6 +125,10 @@ export class JsonOutput implements RecordOutput {
   private timer: NodeJS.Timeout;
   private written = 0;
   private closed = false;
+  private failed = false;
+  private failure = '';
+  private readonly losses = new Losses();
+  onAsyncFault: ((e: unknown) => void) | null = null;
   private readonly host = os.hostname();
   private readonly fd: number | null;
   private readonly sink: FdSink;
@@ -128,7 +136,7 @@ export class JsonOutput implements RecordOutput {
   /** target: '-' for stdout, else a file path (created if needed, appended to). */
   constructor(
     readonly spec: string,
-    target: string,
+    private readonly target: string,
   ) {
     if (target === '-') {
       this.fd = null;
@@ -141,42 +149,94 @@ export class JsonOutput implements RecordOutput {
       }
       this.sink = new FdSink(this.fd);
     }
-    this.timer = setInterval(() => this.flush(), FLUSH_MS);
+    this.timer = setInterval(() => {
+      try {
+        this.flush();
+      } catch (e) {
+        this.onAsyncFault?.(e);
+      }
+    }, FLUSH_MS);
     this.timer.unref();
     // A safety net for process.exit(): the writes are synchronous.
     process.on('exit', this.onExit);
   }
 
-  private readonly onExit = () => this.close();
+  // At exit a fault has nobody left to tell.
+  private readonly onExit = () => {
+    try {
+      this.close();
+    } catch {}
+  };
 
   write(rec: RecordData): void {
+    if (this.failed) return this.losses.add(this.failure);
     if (this.closed) return;
     const line = toJsonLine(rec, this.host) + '\n';
     this.pending.push(line);
     this.pendingBytes += line.length;
-    this.written++;
     if (this.pendingBytes >= FLUSH_BYTES || Date.now() - this.lastFlush >= FLUSH_MS) this.flush();
   }
 
   flush(): void {
     this.lastFlush = Date.now();
-    if (!this.pending.length) return;
+    if (!this.pending.length || this.failed) return;
+    const lines = this.pending.length;
     const data = Buffer.from(this.pending.join(''), 'utf8');
     this.pending = [];
     this.pendingBytes = 0;
-    this.sink.write(data);
+    let start = -1;
+    if (this.fd !== null) {
+      try {
+        start = fs.fstatSync(this.fd).size;
+      } catch {}
+    }
+    try {
+      this.sink.write(data);
+    } catch (e) {
+      this.fail(e, data, lines, start);
+    }
+    if (this.sink.closed) this.losses.add(STDOUT_CLOSED, lines);
+    else this.written += lines;
+  }
+
+  private fail(e: unknown, data: Buffer, lines: number, start: number): never {
+    this.failed = true;
+    clearInterval(this.timer);
+    const done = (e as { bytesWritten?: number }).bytesWritten ?? 0;
+    let keep = done > 0 ? data.lastIndexOf(10, done - 1) + 1 : 0;
+    if (this.fd !== null && start >= 0) {
+      try {
+        fs.ftruncateSync(this.fd, start + keep);
+      } catch {
+        keep = 0; // what is there stays; count nothing of it as written
+      }
+    }
+    let whole = 0;
+    for (let i = data.indexOf(10); i >= 0 && i < keep; i = data.indexOf(10, i + 1)) whole++;
+    this.written += whole;
+    const what = errnoText(e);
+    this.failure = what;
+    this.losses.add(what, lines - whole);
+    const where = this.fd === null ? 'standard output' : this.target;
+    throw new OutputFault(
+      `--output ${this.spec}: ${what} writing ${where}; the ${this.written} records written before are kept (whole lines), the rest are counted as lost; free space or send records elsewhere`,
+      what,
+    );
   }
 
   close(): void {
     if (this.closed) return;
-    this.flush();
-    this.closed = true;
-    clearInterval(this.timer);
-    process.off('exit', this.onExit);
-    if (this.fd !== null) fs.closeSync(this.fd);
+    try {
+      this.flush();
+    } finally {
+      this.closed = true;
+      clearInterval(this.timer);
+      process.off('exit', this.onExit);
+      if (this.fd !== null) fs.closeSync(this.fd);
+    }
   }
 
   stats(): OutputStats {
-    return { written: this.written, dropped: 0, queued: this.pending.length };
+    return { written: this.written, dropped: this.losses.total, queued: this.pending.length, lost: this.losses.record() };
   }
 }

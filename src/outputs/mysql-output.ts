@@ -720,6 +720,10 @@ export class MysqlOutput implements RecordOutput {
   }
 
   stats(): OutputStats {
-    return { written: this.written, dropped: this.overflow + this.rejected + this.leftOver, queued: this.closed ? 0 : this.queue.length };
+    const lost: Record<string, number> = {};
+    if (this.overflow) lost[`the queue (${this.opts.queue}) was full`] = this.overflow;
+    if (this.rejected) lost['refused by the server'] = this.rejected;
+    if (this.leftOver) lost['still queued at exit'] = this.leftOver;
+    return { written: this.written, dropped: this.overflow + this.rejected + this.leftOver, queued: this.closed ? 0 : this.queue.length, lost };
   }
 }

@@ -18,6 +18,7 @@
 // framing=octet|lf (TCP only), timeout=MS (how long close waits to drain,
 // default 5000), resend=MS (TCP: after a broken connection, resend what was
 // written that recently; default 1000, 0 = never).
+import path from 'node:path';
 import { decodeRecord, type RecordData } from './records.js';
 import { TextOutput } from './text-output.js';
 import { JsonOutput } from './json-output.js';
@@ -28,15 +29,22 @@ import { MysqlOutput, parseMysqlSpec } from './mysql-output.js';
 export interface OutputStats {
   /** Records accepted and written (for syslog: handed to the network). */
   written: number;
-  /** Records lost: queue overflow, send errors, left over at close. */
+  /** Records lost: refused, queue overflow, send errors, left over at close, after a fault. */
   dropped: number;
   /** Records waiting: buffered lines, uncommitted rows, queued messages. */
   queued: number;
+  /** Why they were lost: reason -> count (the counts add up to dropped). */
+  lost: Record<string, number>;
 }
 
 export interface RecordOutput {
   /** The --output spec this came from, for messages. */
   readonly spec: string;
+  /**
+   * Throws RecordRefused for a record this output cannot hold (counted, the
+   * output goes on) or OutputFault when the output cannot go on; either way
+   * the output has already counted what it lost.
+   */
   write(rec: RecordData): void;
   /** Push buffered records out now (best effort for network outputs). */
   flush(): void;
@@ -45,6 +53,68 @@ export interface RecordOutput {
   stats(): OutputStats;
   /** Network outputs: settles once the first connection attempt is over; rejects on settings the server refused. */
   ready?(): Promise<void>;
+  /** Network outputs: called with a one-line note when delivery runs into a problem (once per kind). */
+  onNotice?: ((line: string) => void) | null;
+  /** Set by OutputSet: where a fault found by a timer (not by a call) goes. */
+  onAsyncFault?: ((e: unknown) => void) | null;
+}
+
+/** Records lost, by reason. */
+export class Losses {
+  private readonly m = new Map<string, number>();
+  total = 0;
+  add(reason: string, n = 1): void {
+    if (n <= 0) return;
+    // Reasons may carry details (a database's message): keep the summary bounded.
+    if (!this.m.has(reason) && this.m.size >= 16) reason = 'other reasons';
+    this.m.set(reason, (this.m.get(reason) ?? 0) + n);
+    this.total += n;
+  }
+  record(): Record<string, number> {
+    return Object.fromEntries(this.m);
+  }
+}
+
+/** The loss reason when the reader of stdout went away (riff | head): counted, but the reader's choice, not a fault. */
+export const STDOUT_CLOSED = 'standard output was closed';
+
+/** One record this output cannot hold; the output counted it and carries on. */
+export class RecordRefused extends Error {}
+
+/**
+ * The output cannot go on (disk full, device error, damaged database). The
+ * message is one line naming the output and what to do; the output counted
+ * the records it lost before throwing.
+ */
+export class OutputFault extends Error {
+  constructor(
+    message: string,
+    /** Short reason the records refused from now on are counted under. */
+    readonly reason: string,
+  ) {
+    super(message);
+  }
+}
+
+const ERRNO_TEXT: Record<string, string> = {
+  ENOSPC: 'disk full',
+  EDQUOT: 'disk quota exceeded',
+  EFBIG: 'file too large',
+  EIO: 'I/O error',
+  EROFS: 'read-only file system',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EBADF: 'file closed under riff',
+  ENXIO: 'device gone',
+  ENODEV: 'device gone',
+};
+
+/** What an errno error means to a user, e.g. "disk full (ENOSPC)". */
+export function errnoText(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code && ERRNO_TEXT[code]) return `${ERRNO_TEXT[code]} (${code})`;
+  const msg = String((e as Error)?.message ?? e).split('\n')[0];
+  return code && !msg.includes(code) ? `${msg} (${code})` : msg;
 }
 
 /** What outputs need to know about this riff. */
@@ -92,45 +162,110 @@ export function openOutput(spec: string, ctx: OutputContext = {}): RecordOutput 
   }
 }
 
-/** Several outputs as one: every record goes to each. */
-export class FanOut implements RecordOutput {
-  readonly spec: string;
+/**
+ * Every output riff writes to, behind the one error path all outputs share:
+ *
+ * - A record an output cannot hold (RecordRefused) is counted under its
+ *   reason; that output goes on.
+ * - An output that cannot go on (OutputFault, or any other error it throws)
+ *   has failed: onFault hears its one line once, it takes no more records,
+ *   and every record it misses from then on is counted under the fault's
+ *   reason. The other outputs go on getting every record.
+ * - Nothing here throws; close() and stats() give every output's account.
+ */
+export class OutputSet {
+  emitted = 0;
+  private readonly failed = new Map<RecordOutput, string>();
+  private readonly missed = new Map<RecordOutput, Losses>();
+  onFault: (line: string) => void = () => {};
+
   constructor(readonly outputs: RecordOutput[]) {
-    this.spec = outputs.map((o) => o.spec).join(' ');
+    for (const o of outputs) {
+      this.missed.set(o, new Losses());
+      o.onAsyncFault = (e) => this.fault(o, e, 0);
+    }
   }
-  /** Every output gets the record even if one fails; the first failure is rethrown. */
+
+  get anyFailed(): boolean {
+    return this.failed.size > 0;
+  }
+
   write(rec: RecordData): void {
-    let err: unknown = null;
-    for (const o of this.outputs) {
-      try {
-        o.write(rec);
-      } catch (e) {
-        err ??= e;
-      }
-    }
-    if (err) throw err;
+    this.emitted++;
+    for (const o of this.outputs) this.guard(o, () => o.write(rec), 1);
   }
+
+  /** A record that could not be decoded (a riff bug): every output misses it. */
+  undecodable(e: unknown): void {
+    this.emitted++;
+    for (const o of this.outputs) this.missed.get(o)!.add(`could not be decoded (${(e as Error).message})`);
+  }
+
   flush(): void {
-    for (const o of this.outputs) o.flush();
+    for (const o of this.outputs) this.guard(o, () => o.flush(), 0);
   }
+
   async close(): Promise<void> {
-    await Promise.all(this.outputs.map((o) => o.close()));
+    await Promise.all(
+      this.outputs.map(async (o) => {
+        try {
+          await o.close();
+        } catch (e) {
+          this.fault(o, e, 0);
+        }
+      }),
+    );
   }
-  stats(): OutputStats {
-    const s = { written: 0, dropped: 0, queued: 0 };
-    for (const o of this.outputs) {
-      const x = o.stats();
-      s.written += x.written;
-      s.dropped += x.dropped;
-      s.queued += x.queued;
+
+  private guard(o: RecordOutput, f: () => void, records: number): void {
+    const why = this.failed.get(o);
+    if (why !== undefined) {
+      this.missed.get(o)!.add(why, records);
+      return;
     }
-    return s;
+    try {
+      f();
+    } catch (e) {
+      if (e instanceof RecordRefused) return;
+      this.fault(o, e, records);
+    }
+  }
+
+  private fault(o: RecordOutput, e: unknown, records: number): void {
+    if (this.failed.has(o)) return;
+    if (e instanceof OutputFault) {
+      this.failed.set(o, e.reason);
+      this.onFault(e.message);
+      return;
+    }
+    // Not one of the outputs' own faults: the same path, and the record it was writing is lost.
+    const what = errnoText(e);
+    const why = what;
+    this.failed.set(o, why);
+    this.missed.get(o)!.add(why, records);
+    const errno = typeof (e as NodeJS.ErrnoException)?.code === 'string';
+    this.onFault(
+      `--output ${o.spec}: ${what}; it takes no more records` +
+        (errno ? '; free space, fix the device or send records elsewhere' : ' (a riff bug: please report it, with RIFF_DEBUG=1)'),
+    );
+    if (!errno && process.env.RIFF_DEBUG) this.onFault(String((e as Error)?.stack));
+  }
+
+  /** Each output's account, with the records it missed after failing. */
+  stats(): { spec: string; stats: OutputStats; failed: boolean }[] {
+    return this.outputs.map((o) => {
+      const s = o.stats();
+      const m = this.missed.get(o)!;
+      const lost = { ...s.lost };
+      for (const [k, v] of Object.entries(m.record())) lost[k] = (lost[k] ?? 0) + v;
+      return { spec: o.spec, stats: { ...s, dropped: s.dropped + m.total, lost }, failed: this.failed.has(o) };
+    });
   }
 }
 
 /** Open every spec (none: the text output). Outputs opened before a bad spec are closed again. */
-export async function openOutputs(specs: readonly string[], ctx: OutputContext = {}): Promise<RecordOutput> {
-  if (!specs.length) return openOutput('text:-');
+export async function openOutputs(specs: readonly string[], ctx: OutputContext = {}): Promise<OutputSet> {
+  if (!specs.length) return new OutputSet([openOutput('text:-')]);
   const outs: RecordOutput[] = [];
   try {
     for (const s of specs) outs.push(openOutput(s, ctx));
@@ -139,7 +274,17 @@ export async function openOutputs(specs: readonly string[], ctx: OutputContext =
     await Promise.all(outs.map((o) => o.close()));
     throw e;
   }
-  return outs.length === 1 ? outs[0] : new FanOut(outs);
+  return new OutputSet(outs);
+}
+
+/**
+ * config.lua's outputs name files beside config.lua, as require and riff.read
+ * do: a relative json:FILE or sqlite:FILE is made absolute against `dir`.
+ */
+export function resolveSpec(spec: string, dir: string): string {
+  const m = /^(json|sqlite):(.+)$/.exec(spec);
+  if (!m || m[2] === '-' || path.isAbsolute(m[2])) return spec;
+  return `${m[1]}:${path.join(dir, m[2])}`;
 }
 
 /**
@@ -147,6 +292,15 @@ export async function openOutputs(specs: readonly string[], ctx: OutputContext =
  * each record and write it out. `now` (ms) is when the record left Lua, for
  * records emitted outside a packet; by default the time of the call.
  */
-export function recordSink(out: RecordOutput): (bytes: Uint8Array, now?: number) => void {
-  return (bytes, now) => out.write(decodeRecord(bytes, now));
+export function recordSink(out: OutputSet | RecordOutput): (bytes: Uint8Array, now?: number) => void {
+  if (!(out instanceof OutputSet)) return (bytes, now) => out.write(decodeRecord(bytes, now));
+  return (bytes, now) => {
+    let rec: RecordData;
+    try {
+      rec = decodeRecord(bytes, now);
+    } catch (e) {
+      return out.undecodable(e);
+    }
+    out.write(rec);
+  };
 }

@@ -6,6 +6,11 @@
 // The file is valid at every moment a JS callback can observe: the header goes
 // out at open and records only ever leave the buffer whole. A SIGINT handler
 // that calls close() therefore always leaves a readable capture behind.
+//
+// A write that fails (disk full, device error) throws PcapWriteError, one line
+// naming the file and what to do; the file is cut back to the records that
+// were whole before, the records that did not make it are counted (lost), and
+// the writer takes no more.
 
 import fs from 'node:fs';
 import { Batch, FLAG_ARRIVAL_TS, FLAG_FILTERED_OUT, HDR, align8 } from '../capture/batch.js';
@@ -84,6 +89,19 @@ export function strftime(fmt: string, sec: number): string {
   return fmt.replace(/%([A-Za-z%])/g, (all, c: string) => (conv[c] ? conv[c]() : all));
 }
 
+/** -w cannot go on: the message is one line naming the file and what to do. */
+export class PcapWriteError extends Error {}
+
+const ERRNO_TEXT: Record<string, string> = {
+  ENOSPC: 'disk full', EDQUOT: 'disk quota exceeded', EFBIG: 'file too large', EIO: 'I/O error',
+  EROFS: 'read-only file system', EACCES: 'permission denied', EPERM: 'permission denied',
+  ENOENT: 'no such directory', EISDIR: 'is a directory', ENOTDIR: 'a parent is not a directory',
+};
+function errText(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code ?? '';
+  return ERRNO_TEXT[code] ? `${ERRNO_TEXT[code]} (${code})` : String((e as Error)?.message ?? e);
+}
+
 // Sleeping without a busy loop while a non-blocking stdout drains.
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
@@ -98,6 +116,11 @@ export class PcapWriter {
   private closed = false;
   private nWritten = 0;
   private nSkipped = 0;
+  /** Records in buf, not yet handed to the kernel. */
+  private nBuffered = 0;
+  private nLost = 0;
+  /** Why the writer stopped, once it has. */
+  failure: string | null = null;
 
   /** `path` '-' writes to stdout (left open by close()). */
   constructor(path: string, linktype: number, snaplenOrOptions: number | PcapWriterOptions = {}) {
@@ -144,7 +167,11 @@ export class PcapWriter {
   }
 
   private open(name: string, t = NaN): void {
-    this.fd = this.ownsFd ? fs.openSync(name, 'w') : 1;
+    try {
+      this.fd = this.ownsFd ? fs.openSync(name, 'w') : 1;
+    } catch (e) {
+      throw new PcapWriteError(`-w ${name}: cannot create it: ${errText(e)}; name a writable file`);
+    }
     this.current = name;
     this.files.push(name);
     this.gTime = t;
@@ -204,6 +231,11 @@ export class PcapWriter {
     return this.nWritten;
   }
 
+  /** Records not written because a write failed. */
+  get lost(): number {
+    return this.nLost;
+  }
+
   /** Unfiltered records not written because their link type is not the file's. */
   get skipped(): number {
     return this.nSkipped;
@@ -211,7 +243,7 @@ export class PcapWriter {
 
   /** Append every record of `batch` that lacks FLAG_FILTERED_OUT. */
   write(batch: Batch): void {
-    if (this.closed) throw new Error(`pcap writer for ${this.path} is closed`);
+    if (this.closed || this.failure) throw new Error(`pcap writer for ${this.path} is closed`);
     const v = batch.view;
     const src = batch.buf;
     const lt = this.linktype;
@@ -252,9 +284,11 @@ export class PcapWriter {
       out.writeUInt32LE(incl, at + 8);
       out.writeUInt32LE(orig, at + 12);
       src.copy(out, at + REC_HDR, rec + HDR, rec + HDR + incl);
-      if (out === this.buf) this.pos = at + need;
-      else this.writeAll(out, need);
       this.nWritten++;
+      if (out === this.buf) {
+        this.pos = at + need;
+        this.nBuffered++;
+      } else this.writeAll(out, need, 1);
       this.fileBytes += need;
     }
   }
@@ -279,26 +313,57 @@ export class PcapWriter {
     try {
       this.flush();
     } finally {
-      if (this.ownsFd) fs.closeSync(this.fd);
+      if (this.ownsFd && this.fd >= 0) fs.closeSync(this.fd);
       this.fd = -1;
     }
   }
 
   private flush(): void {
     const n = this.pos;
+    const records = this.nBuffered;
     this.pos = 0;
-    if (n > 0) this.writeAll(this.buf, n);
+    this.nBuffered = 0;
+    if (n > 0) this.writeAll(this.buf, n, records);
   }
 
-  private writeAll(b: Buffer, n: number): void {
+  /** Write n bytes holding `records` whole records (the file header counts as none). */
+  private writeAll(b: Buffer, n: number, records: number): void {
+    let start = -1;
+    if (this.ownsFd) {
+      try {
+        start = fs.fstatSync(this.fd).size;
+      } catch {}
+    }
     let off = 0;
     while (off < n) {
       try {
         off += fs.writeSync(this.fd, b, off, n - off);
       } catch (e) {
         // stdout may be a non-blocking pipe shared with the event loop.
-        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-        Atomics.wait(sleeper, 0, 0, 1);
+        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
+          Atomics.wait(sleeper, 0, 0, 1);
+          continue;
+        }
+        // Cut the file back to what was whole before this write, so it stays readable.
+        if (start >= 0) {
+          try {
+            fs.ftruncateSync(this.fd, start);
+          } catch {}
+        }
+        this.nWritten -= records;
+        this.nLost += records;
+        this.failure = errText(e);
+        this.closed = true;
+        if (this.ownsFd) {
+          try {
+            fs.closeSync(this.fd);
+          } catch {}
+        }
+        this.fd = -1;
+        const where = this.ownsFd ? this.path : 'standard output';
+        throw new PcapWriteError(
+          `-w ${this.path}: ${this.failure} writing ${where}; the ${this.nWritten} packets written before are kept, the rest are counted as not written; free space or write elsewhere`,
+        );
       }
     }
   }

@@ -28,13 +28,26 @@
 // "resent"; resend=0 turns this off).
 // close() waits up to timeout=MS (default 5000) for the queue to drain; what
 // is left is counted as dropped.
+//
+// Why records are lost is said, not guessed: a refused connection, a host
+// name that does not resolve or an unreachable host is told at once in one
+// line (onNotice, once per reason) with the host and port, and every record
+// that does not reach the server is counted under its reason ("connection
+// refused by 127.0.0.1:514", "host name loghost not found", "queue full").
+// UDP uses a connected socket, so the kernel's port-unreachable answers are
+// heard (a datagram sent before the answer came back counts as written: UDP
+// cannot know). While the address is unusable UDP records are lost at once
+// (a new attempt every 5 s); TCP records wait in the queue. At close, a TCP
+// connection that is down gets one more attempt at once; if the server was
+// never reached in this run and that attempt fails too, close does not wait
+// out the timeout (a server reached before may be restarting: riff retries).
 import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
 import { escapeBytes, floatText, type RecordData, type Value } from './records.js';
 import { jsonValue, toJsonLine } from './json-output.js';
 import type { OutputStats, RecordOutput } from './output.js';
-import { specError } from './output.js';
+import { specError, Losses } from './output.js';
 
 export const FACILITIES: Record<string, number> = {
   kern: 0, user: 1, mail: 2, daemon: 3, auth: 4, syslog: 5, lpr: 6, news: 7, uucp: 8, cron: 9,
@@ -241,6 +254,31 @@ class Deque<T> {
 }
 
 const BACKOFF_MIN = 200;
+const UDP_RETRY = 5000;
+
+/** A network error as a reason a user can act on, naming host and port. */
+export function netReason(e: unknown, host: string, port: number): string {
+  const code = (e as NodeJS.ErrnoException)?.code ?? '';
+  const at = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+  switch (code) {
+    case 'ECONNREFUSED':
+      return `connection refused by ${at} (nothing listening)`;
+    case 'ENOTFOUND':
+      return `host name ${host} not found (port ${port})`;
+    case 'EAI_AGAIN':
+      return `host name ${host} could not be looked up (DNS not answering; port ${port})`;
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return `${at} unreachable (no route)`;
+    case 'ETIMEDOUT':
+      return `connection to ${at} timed out`;
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return `connection to ${at} broken`;
+    default:
+      return `${at}: ${String((e as Error)?.message ?? e)}`;
+  }
+}
 const BACKOFF_MAX = 5000;
 
 export interface SyslogStats extends OutputStats {
@@ -252,9 +290,13 @@ export interface SyslogStats extends OutputStats {
 
 export class SyslogOutput implements RecordOutput {
   private written = 0;
-  private dropped = 0;
+  private readonly losses = new Losses();
   private resent = 0;
   private lastError: string | null = null;
+  /** Why the destination cannot be reached now (null: it can, as far as riff knows). */
+  private reason: string | null = null;
+  private readonly noticed = new Set<string>();
+  onNotice: ((line: string) => void) | null = null;
   private closing = false;
   private closed = false;
   private waiters: (() => void)[] = [];
@@ -262,6 +304,10 @@ export class SyslogOutput implements RecordOutput {
   // udp
   private udp: dgram.Socket | null = null;
   private udpPending = 0;
+  private udpState: 'connecting' | 'up' | 'down' = 'down';
+  private udpRetryAt = 0;
+  /** Frames written while the socket connects. */
+  private udpWaiting: Buffer[] = [];
 
   // tcp
   private queue = new Deque<Entry>();
@@ -270,6 +316,7 @@ export class SyslogOutput implements RecordOutput {
   private unconfirmed = 0;
   private sock: net.Socket | null = null;
   private connected = false;
+  private everConnected = false;
   private blocked = false;
   private generation = 0;
   private backoff = BACKOFF_MIN;
@@ -281,16 +328,41 @@ export class SyslogOutput implements RecordOutput {
   ) {
     if (opts.transport === 'udp') {
       this.udp = dgram.createSocket(net.isIPv6(opts.host) ? 'udp6' : 'udp4');
-      this.udp.on('error', (e) => (this.lastError = e.message));
+      this.udp.on('error', (e) => this.problem(e));
       this.udp.unref();
+      this.connectUdp();
     } else {
       this.connect();
     }
   }
 
+  private lose(reason: string, n = 1): void {
+    this.losses.add(reason, n);
+  }
+
+  /** A delivery error: remembered as the reason, told once. */
+  private problem(e: unknown): string {
+    this.lastError = (e as Error)?.message ?? String(e);
+    const why = netReason(e, this.opts.host, this.opts.port);
+    this.reason = why;
+    if (!this.noticed.has(why) && this.noticed.size < 16) {
+      this.noticed.add(why);
+      const then =
+        this.opts.transport === 'tcp'
+          ? `records wait in the queue (up to ${this.opts.queue}) while riff retries`
+          : 'records are counted as not delivered while it lasts';
+      this.onNotice?.(`--output ${this.spec}: ${why}; ${then}; start the syslog server or fix the address`);
+    }
+    return why;
+  }
+
+  private queueFull(): string {
+    return this.reason ? `queue full (queue=${this.opts.queue}) while ${this.reason}` : `queue full (queue=${this.opts.queue})`;
+  }
+
   write(rec: RecordData): void {
     if (this.closing) {
-      this.dropped++;
+      this.lose('emitted after the output closed');
       return;
     }
     let frame = formatSyslog(rec, this.opts);
@@ -300,7 +372,7 @@ export class SyslogOutput implements RecordOutput {
         ? Buffer.concat([frame, Buffer.from('\n')])
         : Buffer.concat([Buffer.from(`${frame.length} `), frame]);
     if (this.queue.length >= this.opts.queue) {
-      this.dropped++;
+      this.lose(this.queueFull());
       if (this.opts.drop === 'newest') return;
       this.queue.shift();
     }
@@ -308,18 +380,42 @@ export class SyslogOutput implements RecordOutput {
     this.pump();
   }
 
+  private connectUdp(): void {
+    this.udpState = 'connecting';
+    // Node hands a failed lookup to this callback (its types say it takes nothing).
+    const done = (err?: Error | null) => {
+      if (this.closed) return;
+      if (err) {
+        this.udpState = 'down';
+        this.udpRetryAt = Date.now() + UDP_RETRY;
+        const why = this.problem(err);
+        this.lose(why, this.udpWaiting.length);
+        this.udpWaiting = [];
+      } else {
+        this.udpState = 'up';
+        this.reason = null;
+        for (const f of this.udpWaiting.splice(0)) this.sendUdp(f);
+      }
+      this.settle();
+    };
+    this.udp!.connect(this.opts.port, this.opts.host, done as () => void);
+  }
+
   private sendUdp(frame: Buffer): void {
-    if (this.udpPending >= this.opts.queue) {
-      this.dropped++;
+    if (this.udpState === 'down') {
+      if (Date.now() < this.udpRetryAt) return this.lose(this.reason ?? 'destination unusable');
+      this.connectUdp();
+    }
+    if (this.udpPending + this.udpWaiting.length >= this.opts.queue) return this.lose(this.queueFull());
+    if (this.udpState === 'connecting') {
+      this.udpWaiting.push(frame);
       return;
     }
     this.udpPending++;
-    this.udp!.send(frame, this.opts.port, this.opts.host, (err) => {
+    this.udp!.send(frame, (err) => {
       this.udpPending--;
-      if (err) {
-        this.dropped++;
-        this.lastError = err.message;
-      } else this.written++;
+      if (err) this.lose(this.problem(err));
+      else this.written++;
       this.settle();
     });
   }
@@ -335,9 +431,11 @@ export class SyslogOutput implements RecordOutput {
     sock.on('connect', () => {
       if (gen !== this.generation) return;
       this.connected = true;
+      this.everConnected = true;
       this.blocked = false;
       this.backoff = BACKOFF_MIN;
       this.lastError = null;
+      this.reason = null;
       this.pump();
     });
     sock.on('drain', () => {
@@ -348,7 +446,7 @@ export class SyslogOutput implements RecordOutput {
     sock.on('data', () => {}); // a syslog server says nothing; keep reading so 'end' is seen
     sock.on('end', () => sock.destroy());
     sock.on('error', (e) => {
-      if (gen === this.generation) this.lastError = e.message;
+      if (gen === this.generation) this.problem(e);
     });
     sock.on('close', () => {
       if (gen !== this.generation) return;
@@ -358,6 +456,13 @@ export class SyslogOutput implements RecordOutput {
       this.sock = null;
       this.requeueInflight();
       if (this.closed) return;
+      if (this.closing && !this.everConnected) {
+        // Never reached in this run (nothing listening, unknown host): close()
+        // gave it one more try and that failed too, so stop waiting. A server
+        // that was reached before may be restarting: retry until the timeout.
+        this.wake();
+        return;
+      }
       this.reconnectTimer = setTimeout(() => this.connect(), this.backoff);
       this.reconnectTimer.unref();
       this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX);
@@ -378,7 +483,7 @@ export class SyslogOutput implements RecordOutput {
     }
     this.queue.unshiftAll(again);
     while (this.queue.length > this.opts.queue) {
-      this.dropped++;
+      this.lose(this.queueFull());
       if (this.opts.drop === 'newest') this.queue.pop();
       else this.queue.shift();
     }
@@ -419,16 +524,18 @@ export class SyslogOutput implements RecordOutput {
   }
 
   private queued(): number {
-    if (this.opts.transport === 'udp') return this.udpPending;
+    if (this.opts.transport === 'udp') return this.udpPending + this.udpWaiting.length;
     return this.queue.length + this.unconfirmed;
   }
 
   private settle(): void {
-    if (this.queued() === 0) {
-      const w = this.waiters;
-      this.waiters = [];
-      for (const f of w) f();
-    }
+    if (this.queued() === 0) this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
   }
 
   flush(): void {
@@ -444,6 +551,11 @@ export class SyslogOutput implements RecordOutput {
 
   private async shutdown(): Promise<void> {
     this.closing = true;
+    // A TCP connection that is down: try once more now instead of waiting for the backoff.
+    if (this.opts.transport === 'tcp' && this.reconnectTimer && this.queued() > 0) {
+      clearTimeout(this.reconnectTimer);
+      this.connect();
+    }
     this.pump();
     if (this.queued() > 0 && this.opts.timeout > 0) {
       await new Promise<void>((resolve) => {
@@ -458,8 +570,9 @@ export class SyslogOutput implements RecordOutput {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     const left = this.queued();
-    this.dropped += left;
+    this.lose(this.reason ?? `not delivered within timeout=${this.opts.timeout} ms at exit`, left);
     this.queue.clear();
+    this.udpWaiting = [];
     if (this.udp) {
       const u = this.udp;
       await new Promise<void>((r) => u.close(() => r()));
@@ -489,7 +602,8 @@ export class SyslogOutput implements RecordOutput {
   stats(): SyslogStats {
     return {
       written: this.written,
-      dropped: this.dropped,
+      dropped: this.losses.total,
+      lost: this.losses.record(),
       queued: this.closed ? 0 : this.queued(),
       resent: this.resent,
       connected: this.opts.transport === 'udp' ? true : this.connected,

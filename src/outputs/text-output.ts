@@ -9,7 +9,7 @@
 // as records arrive.
 import { FdSink, stdout } from './fd-sink.js';
 import { escapeBytes, floatText, type RecordData, type Value } from './records.js';
-import type { OutputStats, RecordOutput } from './output.js';
+import { Losses, STDOUT_CLOSED, type OutputStats, type RecordOutput } from './output.js';
 
 function quote(s: string): string {
   if (s !== '' && !/[\s"=\x00-\x1f\x7f{}\[\],]/.test(s)) return s;
@@ -39,17 +39,19 @@ export function textLine(rec: RecordData): string {
 
 export class TextOutput implements RecordOutput {
   private written = 0;
+  private readonly losses = new Losses();
   constructor(
     readonly spec = 'text:-',
     private readonly sink: FdSink = stdout,
   ) {}
   write(rec: RecordData): void {
     this.sink.text(textLine(rec));
-    this.written++;
+    if (this.sink.closed) this.losses.add(STDOUT_CLOSED);
+    else this.written++;
   }
   flush(): void {}
   close(): void {}
   stats(): OutputStats {
-    return { written: this.written, dropped: 0, queued: 0 };
+    return { written: this.written, dropped: this.losses.total, queued: 0, lost: this.losses.record() };
   }
 }
