@@ -443,6 +443,16 @@ ctx.expect = function(ip, port, app, kind)
   self._expect:set(ip .. "|" .. port .. "|" .. (kind or "tcp"), { app, current.ts() })
 end
 
+-- At the end, one line on stderr: flows named, flows given up, and what
+-- riff could not decode down to a flow (proto.current counts it).
+function app_id:deinit()
+  local line = "app_id: " .. self.matched .. " flows named, " .. self.given_up .. " given up after "
+    .. self.max_packets .. " payload packets each way"
+  local u = current.undecoded_text()
+  if u then line = line .. "; " .. u end
+  io.stderr:write(line .. "\n")
+end
+
 -- Client/app pairs seen within app_timeout of `now` (TrafficAnalyzer's app sessions).
 function app_id:active(now)
   local apps = self._apps
