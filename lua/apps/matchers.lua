@@ -15,7 +15,7 @@
 -- protocols that announce their data flows later (FTP's PASV/PORT).
 -- Checks must not raise on short or odd payloads: they read at most e.
 
-local byte, find, match, sub, unpack = string.byte, string.find, string.match, string.sub, string.unpack
+local byte, find, match, sub, unpack, lower = string.byte, string.find, string.match, string.sub, string.unpack, string.lower
 
 local M = {}
 
@@ -77,13 +77,21 @@ function M.rtsp(d, p, e)
   return find(sub(d, p, eol), " RTSP/1.", 1, true) ~= nil
 end
 
--- An HTTP request line ends in HTTP/1.x (and is not RTSP).
-function M.http(d, p, e)
+-- An HTTP request line ends in HTTP/1.x (and is not RTSP); http_proxy
+-- is one with an absolute URI (RFC 9112 3.2.2: sent to a proxy), http one
+-- without.
+local function http_line(d, p, e)
   local lim = e < p + 2048 and e or p + 2048
   local eol = find(d, "\n", p, true)
   if not eol or eol > lim then return e - p > 6 and not M.rtsp(d, p, e) end -- long URI cut by the segment
   return find(sub(d, p, eol), " HTTP/", 1, true) ~= nil
 end
+local function absolute(d, p)
+  local sp = find(d, " ", p, true)
+  return sp ~= nil and lower(sub(d, sp + 1, sp + 7)) == "http://"
+end
+function M.http(d, p, e) return http_line(d, p, e) and not absolute(d, p) end
+function M.http_proxy(d, p, e) return http_line(d, p, e) and absolute(d, p) end
 
 -- TFTP request (RFC 1350): opcode 1 or 2, a file name, a mode; the transfer
 -- then runs from a new server port to the client's port.
@@ -255,7 +263,7 @@ end
 
 -- SSDP/WSD/HTTPU: an HTTP-like request over UDP.
 function M.httpu(d, p, e)
-  return M.http(d, p, e)
+  return http_line(d, p, e)
 end
 
 -- SIP: request line ending in SIP/2.0, or a "SIP/2.0 " status line.

@@ -20,10 +20,14 @@
 --   carries a server name (TLS SNI, HTTP Host), the name is looked up in
 --   the host lists (host-only features; a host matches a listed domain and
 --   its subdomains): a hit is the app (YouTube), the carrier its master.
+-- * Refinements (master=NAME features, ports only): a flow NAME matched by
+--   bytes on one of their ports is theirs (TLS on 993 is IMAPS, master TLS).
 -- * No byte feature: flows announced by an earlier flow (a TFTP request's
 --   data, an FTP PASV/PORT) are named by that expectation; then port rules
 --   (features with ports and nothing else) on the server's port, then on
---   the client's (NTP from 123 to 80). Port rules name at once.
+--   the client's when that is below 1024 (NTP from 123 to 80) or the
+--   server's looks ephemeral (>= 32768) and the client's does not. Port
+--   rules name at once.
 -- A match emits one record and sets conn.user.app (plugin.sessions puts it
 -- in the session record), conn.user.master:
 --   app: client_mac, client_ip, client_port, server_ip, server_port,
@@ -147,10 +151,14 @@ function app_id.parse(text, fname)
             if key == "dir" and (val == "c2s" or val == "s2c") then sig.dir = val
             elseif key == "pkt" and tointeger(tonumber(val)) then sig.pkt = tointeger(tonumber(val))
             elseif key == "len" then sig.len, sig.len2 = port_range(val, where, "len")
+            elseif key == "master" then sig.master = app_id.aliases[val] or val
             elseif key == "lua" then
               sig.check = checks[val]
               if type(sig.check) ~= "function" then error(where .. "no Lua check '" .. val .. "' in apps.matchers", 0) end
-            else error(where .. "bad option '" .. opt .. "' (dir=c2s|s2c, pkt=N, len=N or a-b, lua=NAME)", 0) end
+            else error(where .. "bad option '" .. opt .. "' (dir=c2s|s2c, pkt=N, len=N or a-b, lua=NAME, master=NAME)", 0) end
+          end
+          if sig.master and (n > 0 or sig.hosts or sig.check or not (sig.sport or sig.dport)) then
+            error(where .. "a master=" .. sig.master .. " feature has ports and nothing else", 0)
           end
           if n == 0 and not sig.sport and not sig.dport and not sig.hosts and not sig.check then
             error(where .. "a feature of " .. name .. " tests nothing (it would match every session)", 0)
@@ -278,12 +286,17 @@ end
 local function index(all)
   local names, by = {}, {}
   for _, kind in ipairs { "tcp", "udp" } do
-    local t = { by0 = {}, byport = {}, any = {}, ports = {} }
+    local t = { by0 = {}, byport = {}, any = {}, ports = {}, refine = {} }
     for _, s in ipairs(all) do
       if not s.proto or s.proto == kind then
         local pure_port = s.nbytes == 0 and not s.hosts and not s.check and not s.dir and not s.pkt and not s.len
         local host_only = s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check and not s.len
-        if host_only then
+        if s.master then
+          local r = t.refine[s.master]
+          if not r then r = {} t.refine[s.master] = r end
+          local a, b = s.dport or s.sport, s.dport2 or s.sport2
+          for q = a, b do if not r[q] then r[q] = s.name end end
+        elseif host_only then
           -- host lists: kept per VM in app_id._hosts
         elseif pure_port then
           local a, b = s.dport or s.sport, s.dport2 or s.sport2
@@ -413,6 +426,11 @@ function app_id:push(stream)
     elseif ctx._host then
       host = ctx._host
     end
+    if by == "bytes" then
+      local rf = t.refine[name]
+      local a = rf and (rf[conn.server_port] or rf[conn.client_port])
+      if a then name, master, by = a, s.name, "port" end
+    end
     if r == "watch" then u.watch, u.watch_left = s.check, self.watch_packets end
     return emit(self, conn, kind, name, master, host, dir, n, by)
   end
@@ -431,8 +449,14 @@ function app_id:push(stream)
       end
     end
   end
+  -- The client's port only when it is well-known (< 1024), or when the
+  -- "server" port looks ephemeral and the client's does not (a capture that
+  -- began with the reply): ephemeral client ports collide with registered
+  -- ones (20000 is DNP3's).
   local ports = t.ports
-  local name = ports[conn.server_port] or ports[conn.client_port]
+  local cp, sp = conn.client_port, conn.server_port
+  local name = ports[sp]
+  if not name and (cp < 1024 or (sp >= 32768 and cp < 32768)) then name = ports[cp] end
   if name then return emit(self, conn, kind, name, nil, nil, dir, n, "port") end
 end
 
@@ -481,11 +505,12 @@ function app_id.claims(kind, cport, sport, payloads)
     counts[dir] = counts[dir] + 1
     local c = { kind = kind, n = counts[dir], conn = conn, d = d, p = 1, e = #d, expect = function() end }
     for _, s in ipairs(list) do
-      if (not s.proto or s.proto == kind) and not (s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check) then
+      if (not s.proto or s.proto == kind) and not s.master and not (s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check) then
         local pure = s.nbytes == 0 and not s.hosts and not s.check and not s.dir and not s.pkt and not s.len
         local ok
         if pure then
-          ok = (s.dport and sport >= s.dport and sport <= s.dport2) or false
+          local a, b = s.dport or s.sport, s.dport2 or s.sport2
+          ok = sport >= a and sport <= b
         else
           ok = test(s, conn, ctx_host, d, 1, #d, dir, c)
         end
