@@ -226,6 +226,8 @@ local function ppp_proto(d, n, q)
   return false, false -- LCP, IPCP, CHAP...: control, no IP
 end
 
+local KNOWN_ET = { [0x0800] = true, [0x86dd] = true, [0x0806] = true, [0x8100] = true, [0x88a8] = true, [0x8847] = true, [0x8864] = true }
+
 -- One shim between link and network layer, by EtherType: returns the
 -- EtherType and offset of what it carries and its name; false, truncated,
 -- name when what it carries cannot be decoded; nil when et is no shim.
@@ -242,11 +244,13 @@ local function shim(d, n, et, o)
       q = q + 4
       if bos == 1 then
         -- No protocol field: guess by the first nibble, as tshark does:
-        -- 4/6 IP, 0 a pseudowire control word (RFC 4385) then Ethernet.
+        -- 4/6 IP; else an Ethernet pseudowire, with a control word (RFC
+        -- 4385: first nibble 0) when the EtherType after it is one we know
+        -- and the one without it is not.
         if q > n then return false, true, "mpls" end
         local v = byte(d, q) >> 4
         if v == 4 then return 0x0800, q, "mpls" elseif v == 6 then return 0x86dd, q, "mpls" end
-        if v == 0 then q = q + 4 end
+        if v == 0 and q + 17 <= n and not KNOWN_ET[unpack(">I2", d, q + 12)] and KNOWN_ET[unpack(">I2", d, q + 16)] then q = q + 4 end
         local e2, o2 = inner_eth(d, n, q)
         if e2 then return e2, o2, "mpls" end
         return false, q + 13 > n, "mpls"
