@@ -524,3 +524,23 @@ return { { push = function(_, s) local p = current(s) local t = p.tcp
     assert.match(stderr, /3 packets not decoded to TCP\/UDP\/ICMP \(ethertype 0x88cc: 1, ethertype 0x88e5: 1, ipproto 89: 1\)/);
   });
 });
+
+// ---------------------------------------------------------------- real captures
+
+test('tcpdump corpus captures: QUIC, IPSec, DHCPV6, and flows inside Geneve and MPLS named', () => {
+  const want: Array<[string, string, number]> = [
+    ['gquic.pcap', 'QUIC', 443],
+    ['geneve.pcap', 'SSH', 22], // inside Geneve
+    ['lspping-fec-ldp.pcap', 'BGP', 179], // inside MPLS over PPP
+    ['isakmp4500.pcap', 'IPSec', 4500],
+    ['ikev2four.pcap', 'IPSec', 500],
+    ['dhcpv6-ntp-server.pcap', 'DHCPV6', 546],
+  ];
+  const bad: string[] = [];
+  for (const [file, app, port] of want) {
+    const { recs } = runLua('return { require "plugin.sessions", require "plugin.app_id" }', path.join(ROOT, 'fixtures', 'corpus', file));
+    const apps = recs.filter((r) => r.type === 'app');
+    if (!apps.some((r) => r.app === app && r.server_port === port)) bad.push(`${file}: ${JSON.stringify(apps.map((r) => [r.app, r.server_port]))}`);
+  }
+  assert.deepEqual(bad, []);
+});
