@@ -16,6 +16,9 @@
 //
 // tshark is needed here only; the test reads the saved files.
 //
+//   node dist/scripts/gen-proto-expected.js --only encap.pcap geneve.pcap
+// rewrites the synthetic captures but regenerates only the named expectations.
+//
 //   node dist/scripts/gen-proto-expected.js --all DIR
 // writes expectations for every capture in fixtures/corpus to DIR instead (not
 // committed; for a wider check: PROTO_EXPECT_DIR=DIR node --test dist/test/proto.test.js).
@@ -24,7 +27,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PcapFileWriter, ethernet, ipv4, ipv6, tcp, udp, icmpEcho, icmp6Echo, ipv6Addr, TCP_FLAGS } from './lib/craft.js';
+import { PcapFileWriter, ethernet, ipv4, ipv6, tcp, udp, icmpEcho, icmp6Echo, ipv6Addr, TCP_FLAGS, encapSamples } from './lib/craft.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OUT = path.join(ROOT, 'fixtures', 'proto');
@@ -59,6 +62,13 @@ export const CORPUS_FILES: Record<string, string> = {
   'edns-opts.pcap': 'DNS with EDNS options',
   'ipv4_invalid_total_length.pcap': 'IPv4 total length past the capture',
   'ipv4_invalid_hdr_length.pcap': 'IPv4 header length < 20 (malformed)',
+  'lspping-fec-ldp.pcap': 'PPP (9) carrying MPLS carrying IPv4: BGP and LSP ping inside the label stack',
+  'geneve.pcap': 'Geneve (UDP 6081) carrying Ethernet, IPv4, TCP (SSH) and ICMP',
+  'gso-ipv4-vxlan-ipv4.pcap': 'VXLAN (UDP 4789) carrying Ethernet, IPv4, TCP',
+  'gso-ipv6-geneve-ipv4.pcap': 'Geneve over IPv6 carrying IPv4, TCP',
+  'erspan-type-i-1.pcap': 'GRE carrying ERSPAN type I (no ERSPAN header), Ethernet, IPv4',
+  'erspan-type-ii-1.pcap': 'GRE with sequence number carrying ERSPAN type II, Ethernet, IPv4',
+  'erspan-type-iii-ft-0.pcap': 'GRE carrying ERSPAN type III, Ethernet, IPv4',
 };
 
 /** Captures this script writes into fixtures/proto/. */
@@ -69,6 +79,9 @@ export const SYNTHETIC_FILES: Record<string, string> = {
   'vlan-ip.pcap': '802.1ad+802.1Q, triple tags, 802.1Q with IPv6, 802.3 LLC/SNAP with IPv4',
   'ip-misc.pcap': 'IPv4 options, fragments, IPv6 extension chains, AH, TCP SACK, ICMP echo, padding, truncation',
   'dns-records.pcap': 'DNS MX, TXT, SOA, PTR, CNAME, NS, SRV, AAAA with compression; DNS over TCP and IPv6',
+  'encap.pcap': 'Ethernet: PPPoE (also VLAN-tagged), MPLS (IPv4, IPv6, pseudowire), GRE (key/seq, v1 PPP, bridging), ERSPAN II, VXLAN, Geneve, IP-in-IP, 6in4, 4in6, MACsec, NSH',
+  'nflog.pcap': 'NFLOG (239): the packet TLV',
+  'frelay.pcap': 'Frame Relay (107): RFC 2427 NLPID and Cisco EtherType',
 };
 
 /** OTHER_FILES: riff's own fixtures. */
@@ -476,6 +489,13 @@ function synthesize(): void {
   writePcap('vlan-ip.pcap', 1, vlanIp());
   writePcap('ip-misc.pcap', 1, ipMisc());
   writePcap('dns-records.pcap', 1, dnsRecords());
+
+  // Encapsulations, one frame each (scripts/lib/craft.ts encapSamples), by link type.
+  const enc = encapSamples();
+  const recsOf = (lt: number) => enc.filter((e) => e.linktype === lt && e.tshark !== false).map((e, i) => ({ sec: 1_700_000_000 + i, usec: 0, data: e.frame, wirelen: e.frame.length }));
+  writePcap('encap.pcap', 1, recsOf(1));
+  writePcap('nflog.pcap', 239, recsOf(239));
+  writePcap('frelay.pcap', 107, recsOf(107));
 }
 
 function locate(name: string): string {
@@ -513,7 +533,11 @@ const main = () => {
   }
   fs.mkdirSync(OUT, { recursive: true });
   synthesize();
-  const names = [...Object.keys(CORPUS_FILES), ...Object.keys(SYNTHETIC_FILES), ...Object.keys(OTHER_FILES)];
+  // --only NAME...: regenerate just these expectations (the others stay as
+  // the tshark that made them wrote them).
+  const only = process.argv.indexOf('--only');
+  const names = only >= 0 ? process.argv.slice(only + 1)
+    : [...Object.keys(CORPUS_FILES), ...Object.keys(SYNTHETIC_FILES), ...Object.keys(OTHER_FILES)];
   let total = 0;
   for (const n of names) {
     expectations(n);

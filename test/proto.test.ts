@@ -45,10 +45,14 @@ function locate(name: string): string | undefined {
 //
 // * tshark follows tunnels and quoted packets (ICMP errors carry the start of
 //   the offending IP packet; GRE, IP-in-IP...), so a field can occur several
-//   times, outermost first. riff decodes the outer headers only: the expected
-//   value is the first occurrence, and for a layer tshark found only inside a
-//   quoted/tunnelled packet (after icmp/icmpv6/gre or a second IP header in
-//   frame.protocols) the expected value is empty.
+//   times, outermost first. riff steps through the tunnels proto.packet
+//   knows (GRE, ERSPAN, VXLAN, Geneve, MPLS, PPPoE, IP-in-IP, 6in4/4in6,
+//   MACsec, NSH) and reports the innermost IP packet, but not into an ICMP
+//   error's quoted packet or tunnels it does not know (Teredo, GTP, L2TP):
+//   the expected IP and transport values are the innermost packet riff
+//   reaches (their occurrence in tshark's list), link-layer values the
+//   first occurrence, and a layer tshark found only past where riff stops
+//   is expected empty.
 // * tshark puts 802.1ad tags in ieee8021ad.id and 802.1Q tags in vlan.id;
 //   riff lists all tags outermost first. The order comes from frame.protocols.
 // * tshark's tcp.len is what the IP length implies; riff's payload is what was
@@ -79,7 +83,10 @@ function locate(name: string): string | undefined {
 // * SLL protocol: tshark files it under sll.etype, sll.gretype (ARPHRD 778)
 //   or sll.ltype (values below 0x600); riff has one protocol field.
 
-const TUNNEL_TOKENS = new Set(['icmp', 'icmpv6', 'gre', 'vxlan', 'geneve', 'erspan', 'mpls', 'teredo', 'gtp', 'l2tp', 'ipcomp']);
+// Layers after which riff stops (tshark goes on into a quoted packet or a
+// tunnel riff does not enter), and the tunnels riff steps through.
+const STOP_TOKENS = new Set(['icmp', 'icmpv6', 'teredo', 'gtp', 'l2tp', 'ipcomp', 'lisp-data']);
+const TUNNEL_TOKENS = new Set(['gre', 'vxlan', 'geneve', 'erspan', 'mpls', 'pppoes', 'macsec', 'nsh', 'pwethcw', 'pwethheuristic']);
 const EXT_TOKENS: Record<string, string> = { 'ipv6.hopopts': '0', 'ipv6.routing': '43', 'ipv6.fraghdr': '44', 'ipv6.dstopts': '60', ah: '51', 'ipv6.shim6': '140' };
 const DNS_TOKENS = new Set(['dns', 'mdns', 'llmnr']);
 
@@ -89,16 +96,22 @@ const group = (col: string): string => {
   return col.split('.')[0];
 };
 
-function outerProtocols(protocols: string): string[] {
+/**
+ * The protocols riff decodes: up to and including the first layer it does
+ * not look into (an ICMP error's quoted packet, tunnels it does not
+ * follow). Tunnels it follows (GRE, VXLAN, Geneve, ERSPAN, MPLS, PPPoE,
+ * IP-in-IP, 6in4...) stay in: riff reports the innermost IP packet.
+ */
+function riffProtocols(protocols: string): string[] {
   const toks = protocols.split(':');
-  let ips = 0;
+  for (let i = 0; i < toks.length; i++) if (STOP_TOKENS.has(toks[i])) return toks.slice(0, i + 1);
+  return toks;
+}
+
+/** The tokens before the first tunnel: the link layer riff's eth/vlan/sll describe. */
+function linkProtocols(toks: string[]): string[] {
   for (let i = 0; i < toks.length; i++) {
-    const t = toks[i];
-    if (t === 'ip' || t === 'ipv6') {
-      ips++;
-      if (ips > 1) return toks.slice(0, i);
-    }
-    if (TUNNEL_TOKENS.has(t)) return toks.slice(0, i + 1);
+    if (TUNNEL_TOKENS.has(toks[i]) || (i > 0 && (toks[i] === 'ip' || toks[i] === 'ipv6') && toks.slice(0, i).some((t) => t === 'ip' || t === 'ipv6'))) return toks.slice(0, i);
   }
   return toks;
 }
@@ -107,7 +120,20 @@ const first = (v: string) => (v === '' ? '' : v.split('|')[0]);
 
 /** What riff should print for each column (undefined: not compared). */
 function expected(t: Row, r: Row, cols: string[]): Record<string, string | undefined> {
-  const outer = outerProtocols(t['frame.protocols']);
+  const outer = riffProtocols(t['frame.protocols']);
+  const link = linkProtocols(outer);
+  // The innermost IP header riff reaches, and the occurrence of a field
+  // riff's value is: link fields the first, network and transport fields
+  // those of the innermost IP packet.
+  let inner = -1;
+  outer.forEach((tok, i) => { if (tok === 'ip' || tok === 'ipv6') inner = i; });
+  const occurrence = (g: string): number | undefined => {
+    if (['eth', 'sll', 'null'].includes(g)) return link.includes(g) ? 0 : undefined;
+    if (g === 'ip' || g === 'ipv6') return inner >= 0 && outer[inner] === g ? outer.slice(0, inner).filter((x) => x === g).length : undefined;
+    const at = outer.indexOf(g, inner + 1);
+    return at >= 0 && inner >= 0 ? outer.slice(0, at).filter((x) => x === g).length : outer.indexOf(g) >= 0 && inner < 0 ? 0 : undefined;
+  };
+  const nth = (v: string, k: number) => (v === '' ? '' : (v.split('|')[k] ?? ''));
   const has = (tok: string) => outer.includes(tok);
   const e: Record<string, string | undefined> = {};
   const firstFragment = r['ip.flags.mf'] === '1' && r['ip.frag_offset'] === '0' || r['riff.ipv6.ext'].split('|').includes('44');
@@ -132,7 +158,8 @@ function expected(t: Row, r: Row, cols: string[]): Record<string, string | undef
       continue;
     }
     if (['eth', 'sll', 'null', 'ip', 'ipv6', 'tcp', 'udp', 'icmp', 'icmpv6'].includes(g)) {
-      e[c] = has(g) ? first(tv) : '';
+      const k = occurrence(g);
+      e[c] = k === undefined ? '' : nth(tv, k);
       continue;
     }
     e[c] = tv;
@@ -141,7 +168,7 @@ function expected(t: Row, r: Row, cols: string[]): Record<string, string | undef
   const v = t['vlan.id'] ? t['vlan.id'].split('|') : [];
   const ad = t['ieee8021ad.id'] ? t['ieee8021ad.id'].split('|') : [];
   const tags: string[] = [];
-  for (const tok of outer) {
+  for (const tok of link) {
     if (tok === 'vlan' && v.length) tags.push(v.shift()!);
     if (tok === 'ieee8021ad' && ad.length) tags.push(ad.shift()!);
   }
@@ -160,9 +187,9 @@ function expected(t: Row, r: Row, cols: string[]): Record<string, string | undef
   if (e['tcp.options.sack_perm']) e['tcp.options.sack_perm'] = '1';
   if (r['ip.len'] === '0') e['ip.len'] = undefined;
   if (has('sll')) e['sll.etype'] = first(t['sll.etype'] || t['sll.gretype'] || t['sll.ltype'] || '');
-  // Extension header chain of the outer IPv6 header.
-  if (has('ipv6')) {
-    const i = outer.indexOf('ipv6');
+  // Extension header chain of the innermost IPv6 header.
+  if (inner >= 0 && outer[inner] === 'ipv6') {
+    const i = inner;
     const chain: string[] = [];
     for (const tok of outer.slice(i + 1)) {
       if (!(tok in EXT_TOKENS)) break;

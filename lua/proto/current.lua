@@ -22,9 +22,53 @@
 -- so the stream path reads only riff.packet.linktype, once per packet.
 
 local decode = require("proto.packet").reusable()
-local type = type
+local type, format = type, string.format
+
+-- Packets riff could not decode down to TCP, UDP or ICMP, counted once per
+-- packet here (every plugin's packets pass through this module): by link
+-- type riff does not know, by EtherType that is not IP (ARP, LLDP, an
+-- encrypted MACsec payload, PPPoE discovery...; "none" for 802.3 frames
+-- without SNAP and non-IP PPP/NFLOG/Frame Relay payloads), by IP protocol
+-- other than those (OSPF, ESP, SCTP...), and packets cut short or malformed
+-- before their transport header. Later IP fragments are not counted (their
+-- first fragment is). current.undecoded() -> that table;
+-- current.undecoded_text() -> one line, or nil when everything was decoded.
+local U = { linktype = {}, ethertype = {}, ipproto = {}, truncated = 0, malformed = 0, total = 0 }
+
+local function undecoded(pkt)
+  if pkt.fragment then return end
+  U.total = U.total + 1
+  local t, k
+  if pkt.malformed then U.malformed = U.malformed + 1 return end
+  if pkt.truncated then U.truncated = U.truncated + 1 return end
+  local et = pkt.ethertype
+  if not et then
+    if pkt.l3_offset == nil then t, k = U.linktype, pkt.linktype or "?" else t, k = U.ethertype, "none" end
+  elseif et ~= 0x0800 and et ~= 0x86dd then
+    t, k = U.ethertype, format("0x%04x", et)
+  else
+    t, k = U.ipproto, pkt.proto or "?"
+  end
+  t[k] = (t[k] or 0) + 1
+end
 
 local M = { serial = 0 }
+
+function M.undecoded() return U end
+
+function M.undecoded_text()
+  if U.total == 0 then return nil end
+  local parts = {}
+  for _, kind in ipairs { "linktype", "ethertype", "ipproto" } do
+    local keys = {}
+    for k in pairs(U[kind]) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do parts[#parts + 1] = kind .. " " .. tostring(k) .. ": " .. U[kind][k] end
+  end
+  if U.truncated > 0 then parts[#parts + 1] = "truncated: " .. U.truncated end
+  if U.malformed > 0 then parts[#parts + 1] = "malformed: " .. U.malformed end
+  return U.total .. " packets not decoded to TCP/UDP/ICMP (" .. table.concat(parts, ", ") .. ")"
+end
 local P -- riff.packet, looked up on first use
 local last_stream, last_id, last_pkt, last_ts, ts_serial = nil, nil, nil, nil, -1
 
@@ -41,6 +85,7 @@ local function current(x)
     last_stream, last_id = x, nil
     M.serial = M.serial + 1
     last_pkt = decode(data, P.linktype)
+    if not last_pkt._l4 then undecoded(last_pkt) end
     return last_pkt
   end
   if not P then P = riff.packet end
@@ -56,6 +101,7 @@ local function current(x)
   last_stream, last_id = nil, id
   M.serial = M.serial + 1
   last_pkt = decode(x, P.linktype)
+  if not last_pkt._l4 then undecoded(last_pkt) end
   return last_pkt
 end
 

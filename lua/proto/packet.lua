@@ -17,8 +17,23 @@
 -- SLL, 276 Linux SLL2, 0 BSD NULL and 108 OpenBSD LOOP (address family in
 -- either byte order; 2 = IPv4, 24/28/30 = IPv6), 101/12/14 raw IP (version
 -- from the first nibble), 228 raw IPv4, 229 raw IPv6, 9/50 PPP, 104 Cisco HDLC,
--- 242 IP over InfiniBand, 226 Solaris ipnet.
+-- 242 IP over InfiniBand, 226 Solaris ipnet, 51 PPPoE, 166/204 PPP with a
+-- direction byte, 239 NFLOG (what tcpdump -i nflog:N writes: the packet
+-- TLV), 107 Frame Relay (RFC 2427 NLPID or SNAP, or Cisco's EtherType).
 -- Link types with the FCS-length bits set have the FCS cut off.
+-- Encapsulations are stepped through (at most 8 deep) so that pkt.ip,
+-- pkt.tcp, pkt.udp and the payload are the innermost packet's, and flows
+-- inside tunnels are tracked as flows: PPPoE session (0x8864), MPLS
+-- (0x8847/0x8848; the inner protocol guessed by its first nibble, as tshark
+-- does: 4 IPv4, 6 IPv6, 0 control word then Ethernet, else Ethernet),
+-- MACsec (0x88e5: the SecTAG; an encrypted payload is not decoded), NSH
+-- (0x894f), PPP (0x880b), bridged Ethernet (0x6558), ERSPAN I/II/III, GRE
+-- (IP protocol 47, versions 0 and 1), IP-in-IP (4), IPv6-in-IP (41, 6in4
+-- and 4in6), VXLAN (UDP 4789) and Geneve (UDP 6081). A tunnel is entered
+-- only when an IP header is found inside; else the outer packet is what
+-- is decoded. pkt.encap names what was stepped through, outermost first
+-- ("pppoe", "gre,eth", "mpls", "vxlan,eth", "ipip"...), nil when nothing;
+-- pkt.eth, pkt.vlan, pkt.sll stay the link layer's.
 --
 -- pkt fields (always present when known, cost nothing extra):
 --   data, linktype          the arguments (linktype without FCS bits)
@@ -37,6 +52,7 @@
 --   truncated               true when the capture ended inside a header or
 --                           before the length the IP/UDP header claims
 --   malformed               a reason string when headers are inconsistent
+--   encap                   the encapsulations stepped through (see above), or nil
 -- pkt fields built on first read:
 --   payload                 string.sub(data, payload_offset, payload_end)
 --   eth    { src, dst ("aa:bb:..."), type (the header's type/length field),
@@ -85,7 +101,6 @@
 --     payload_end, truncated, malformed, fragment
 -- decode.layers is the builder table (layers[name] = function(pkt) ... end
 -- adds pkt.name, built on first read).
--- Tunnels (GRE, IP-in-IP, VXLAN...) are not followed: the first IP header wins.
 -- Truncated and malformed headers: a layer is present only when its fixed
 -- header was captured whole (IPv4 20 bytes, IPv6 40, TCP 20, UDP 8, ICMP 4);
 -- options and extension headers are read as far as they were captured.
@@ -174,6 +189,167 @@ local function vlans(d, n, et, o)
   return et, o, true
 end
 
+
+-- Encapsulations (tunnels and shims) are stepped through, up to MAX_DEPTH;
+-- what was stepped through is listed in pkt.encap.
+local MAX_DEPTH = 8
+local encap_list -- the current walk's encapsulations, outermost first (nil: none)
+local function encap(tag)
+  encap_list = encap_list and (encap_list .. "," .. tag) or tag
+end
+local net -- the network layer onwards (defined after walk0)
+
+-- An Ethernet header at o (inside a tunnel): the EtherType it carries after
+-- any VLAN tags, and where that starts; nil when cut short.
+local function inner_eth(d, n, o)
+  if o + 13 > n then return nil end
+  local et, o2, whole = vlans(d, n, unpack(">I2", d, o + 12), o + 14)
+  if not whole then return nil end
+  if et <= 1500 then return nil end
+  return et, o2
+end
+
+-- PPP protocol field at q (1 or 2 bytes, after an optional ff 03): the
+-- EtherType it stands for, and where the payload starts.
+local function ppp_proto(d, n, q)
+  if q + 1 <= n and byte(d, q) == 0xff and byte(d, q + 1) == 3 then q = q + 2 end
+  if q > n then return false, true end
+  local pp = byte(d, q)
+  if pp & 1 == 1 then q = q + 1
+  else
+    if q + 1 > n then return false, true end
+    pp = unpack(">I2", d, q)
+    q = q + 2
+  end
+  if pp == 0x21 then return 0x0800, q elseif pp == 0x57 then return 0x86dd, q
+  elseif pp == 0x281 or pp == 0x283 then return 0x8847, q end
+  return false, false -- LCP, IPCP, CHAP...: control, no IP
+end
+
+local KNOWN_ET = { [0x0800] = true, [0x86dd] = true, [0x0806] = true, [0x8100] = true, [0x88a8] = true, [0x8847] = true, [0x8864] = true }
+
+-- One shim between link and network layer, by EtherType: returns the
+-- EtherType and offset of what it carries and its name; false, truncated,
+-- name when what it carries cannot be decoded; nil when et is no shim.
+local function shim(d, n, et, o)
+  if et == 0x8864 then -- PPPoE session (RFC 2516): 6-byte header, then PPP
+    if o + 5 > n then return false, true, "pppoe" end
+    local e2, o2 = ppp_proto(d, n, o + 6)
+    return e2, o2, "pppoe"
+  elseif et == 0x8847 or et == 0x8848 then -- MPLS label stack (RFC 3032)
+    local q = o
+    for _ = 1, 16 do
+      if q + 3 > n then return false, true, "mpls" end
+      local bos = byte(d, q + 2) & 1
+      q = q + 4
+      if bos == 1 then
+        -- No protocol field: guess by the first nibble, as tshark does:
+        -- 4/6 IP; else an Ethernet pseudowire, with a control word (RFC
+        -- 4385: first nibble 0) when the EtherType after it is one we know
+        -- and the one without it is not.
+        if q > n then return false, true, "mpls" end
+        local v = byte(d, q) >> 4
+        if v == 4 then return 0x0800, q, "mpls" elseif v == 6 then return 0x86dd, q, "mpls" end
+        if v == 0 and q + 17 <= n and not KNOWN_ET[unpack(">I2", d, q + 12)] and KNOWN_ET[unpack(">I2", d, q + 16)] then q = q + 4 end
+        local e2, o2 = inner_eth(d, n, q)
+        if e2 then return e2, o2, "mpls" end
+        return false, q + 13 > n, "mpls"
+      end
+    end
+    return false, false, "mpls"
+  elseif et == 0x88e5 then -- MACsec SecTAG (IEEE 802.1AE 9.3): TCI/AN, SL, PN, optional SCI
+    if o + 5 > n then return false, true, "macsec" end
+    local tci = byte(d, o)
+    if tci & 0x0c ~= 0 then return false, false, "macsec" end -- E or C: encrypted, not readable
+    local q = o + 6 + (tci & 0x20 ~= 0 and 8 or 0)
+    if q + 1 > n then return false, true, "macsec" end
+    return unpack(">I2", d, q), q + 2, "macsec" -- integrity only: the EtherType follows
+  elseif et == 0x894f then -- NSH (RFC 8300): base + service path header, Length in 4-byte words
+    if o + 7 > n then return false, true, "nsh" end
+    local hl, np = (byte(d, o + 1) & 0x3f) * 4, byte(d, o + 3)
+    if hl < 8 then return false, false, "nsh" end
+    local q = o + hl
+    if np == 1 then return 0x0800, q, "nsh" elseif np == 2 then return 0x86dd, q, "nsh"
+    elseif np == 5 then return 0x8847, q, "nsh" elseif np == 4 then return 0x894f, q, "nsh"
+    elseif np == 3 then
+      local e2, o2 = inner_eth(d, n, q)
+      if e2 then return e2, o2, "nsh" end
+      return false, q + 13 > n, "nsh"
+    end
+    return false, false, "nsh"
+  elseif et == 0x6558 then -- transparent Ethernet bridging (GRE, NVGRE, Geneve)
+    local e2, o2 = inner_eth(d, n, o)
+    if e2 then return e2, o2, "eth" end
+    return false, o + 13 > n, "eth"
+  elseif et == 0x880b then -- PPP (enhanced GRE, PPTP)
+    local e2, o2 = ppp_proto(d, n, o)
+    return e2, o2, "ppp"
+  elseif et == 0x88be or et == 0x22eb then -- ERSPAN type II (8-byte header) / III (12, +8 with O)
+    local hl = 8
+    if et == 0x22eb then
+      if o + 11 > n then return false, true, "erspan" end
+      hl = 12 + (byte(d, o + 11) & 1 == 1 and 8 or 0)
+    end
+    local e2, o2 = inner_eth(d, n, o + hl)
+    if e2 then return e2, o2, "erspan" end
+    return false, o + hl + 13 > n, "erspan"
+  end
+  return nil
+end
+
+-- IP in IP (4), IPv6 in IP (41), GRE (47, RFC 2784/2890, and PPTP's
+-- enhanced GRE version 1) at o4, the IP payload ending at n: the inner
+-- EtherType and offset and the tunnel's name, or nil.
+local function ip_tunnel(d, n, proto, o4)
+  if proto == 4 then return 0x0800, o4, "ipip" end
+  if proto == 41 then return 0x86dd, o4, "ip6in" end
+  if o4 + 3 > n then return nil end
+  local fl, pt = unpack(">I2I2", d, o4)
+  local v, q = fl & 7, o4 + 4
+  if v == 0 then
+    if fl & 0x4000 ~= 0 then return nil end -- routing present (RFC 1701): not followed
+    if fl & 0x8000 ~= 0 then q = q + 4 end
+    if fl & 0x2000 ~= 0 then q = q + 4 end
+    if fl & 0x1000 ~= 0 then q = q + 4 end
+    if pt == 0x88be and fl & 0x1000 == 0 then -- ERSPAN type I: no ERSPAN header
+      return 0x6558, q, "gre"
+    end
+  elseif v == 1 then
+    q = q + 4 -- payload length, call id
+    if fl & 0x1000 ~= 0 then q = q + 4 end
+    if fl & 0x0080 ~= 0 then q = q + 4 end
+  else
+    return nil
+  end
+  if q > n + 1 then return nil end
+  return pt, q, "gre"
+end
+
+-- VXLAN (RFC 7348, UDP 4789) and Geneve (RFC 8926, UDP 6081) at o (the UDP
+-- payload), ending at n: inner EtherType and offset, or nil.
+local function udp_tunnel(d, n, port, o)
+  if o + 7 > n then return nil end
+  if port == 4789 then
+    if byte(d, o) & 0x08 == 0 then return nil end
+    return 0x6558, o + 8, "vxlan"
+  end
+  local b0 = byte(d, o)
+  if b0 >> 6 ~= 0 then return nil end
+  return unpack(">I2", d, o + 2), o + 8 + (b0 & 0x3f) * 4, "geneve"
+end
+
+-- Into a tunnel: the inner packet's walk (as a list), or nil when no IP
+-- header is found inside (then the outer packet is what riff reports: a GRE
+-- keepalive, a tunnel of something else).
+local function inner(d, n, et, o, depth, tag)
+  local saved = encap_list
+  encap(tag)
+  local r = { net(d, n, et, o, depth + 1) }
+  if r[3] then return r end
+  encap_list = saved
+  return nil
+end
+
 -- The walk proper: lt is an integer link type without FCS bits, n the
 -- number of bytes to look at.
 local function walk0(d, n, lt)
@@ -233,20 +409,50 @@ local function walk0(d, n, lt)
     et, o = 0x0800, 1
   elseif lt == 229 then
     et, o = 0x86dd, 1
-  elseif lt == 9 or lt == 50 then
-    o = 1
-    if n >= 2 and byte(d, 1) == 0xff and byte(d, 2) == 3 then o = 3 end
-    if o > n then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
-    local p = byte(d, o)
-    if p & 1 == 1 then
-      o = o + 1
-    else
-      if o + 1 > n then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
-      p = unpack(">I2", d, o)
-      o = o + 2
+  elseif lt == 9 or lt == 50 or lt == 166 or lt == 204 then
+    -- PPP (9), PPP in HDLC framing (50), pppd's (166) and with a direction byte (204)
+    local e2, o2 = ppp_proto(d, n, (lt == 166 or lt == 204) and 2 or 1)
+    if not e2 then
+      if o2 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+      return nil, 1, nil, nil, nil, nil, 1, n, false, nil, false
     end
-    if p == 0x21 then et = 0x0800 elseif p == 0x57 then et = 0x86dd
-    else return nil, o, nil, nil, nil, nil, o, n, false, nil, false end
+    et, o = e2, o2
+  elseif lt == 51 then -- PPPoE without the Ethernet header
+    et, o = 0x8864, 1
+  elseif lt == 239 then -- NFLOG: family, version, resource id, then TLVs; type 9 holds the packet
+    if n < 4 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    local fam, q = byte(d, 1), 5
+    et = nil
+    while q + 3 <= n do
+      -- TLV length and type are in the capturing host's byte order
+      local len, ty = unpack("<I2I2", d, q)
+      if len < 4 or q + len - 1 > n + 3 then len, ty = unpack(">I2I2", d, q) end
+      if len < 4 then break end
+      if ty & 0x7fff == 9 then
+        o = q + 4
+        if fam == 2 then et = 0x0800 elseif fam == 10 then et = 0x86dd
+        else local v = o <= n and byte(d, o) >> 4 et = v == 4 and 0x0800 or v == 6 and 0x86dd or nil end
+        break
+      end
+      q = q + ((len + 3) & ~3)
+    end
+    if not et then return nil, o, nil, nil, nil, nil, o, n, q + 3 > n, nil, false end
+  elseif lt == 107 then -- Frame Relay: Q.922 address, then RFC 2427 (03, NLPID) or Cisco's EtherType
+    if n < 4 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+    local q = 3
+    if byte(d, 2) & 1 == 0 then q = 4 end -- 3- or 4-byte address
+    if byte(d, q) == 3 then
+      q = q + 1
+      if byte(d, q) == 0 then q = q + 1 end -- padding
+      local nl = byte(d, q)
+      if nl == 0xcc then et, o = 0x0800, q + 1
+      elseif nl == 0x8e then et, o = 0x86dd, q + 1
+      elseif nl == 0x80 and q + 5 <= n then et, o = unpack(">I2", d, q + 4), q + 6
+      else return nil, q, nil, nil, nil, nil, q, n, nl == nil, nil, false end
+    else
+      if q + 1 > n then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
+      et, o = unpack(">I2", d, q), q + 2
+    end
   elseif lt == 104 then
     if n < 4 then return nil, nil, nil, nil, nil, nil, nil, nil, true, nil, false end
     et, o = unpack(">I2", d, 3), 5
@@ -263,7 +469,22 @@ local function walk0(d, n, lt)
     return nil, nil, nil, nil, nil, nil, nil, nil, false, nil, false
   end
 
-  -- Network layer.
+  return net(d, n, et, o, 0)
+end
+
+-- The network layer and what follows, from EtherType et at o; depth counts
+-- the encapsulations already stepped through.
+net = function(d, n, et, o, depth)
+  local ver
+  -- Shims between link and network layer: PPPoE, MPLS, MACsec, NSH, PPP, bridged Ethernet, ERSPAN.
+  while et ~= 0x0800 and et ~= 0x86dd do
+    local e2, o2, tag = shim(d, n, et, o)
+    if e2 == nil then break end
+    if tag then encap(tag) end
+    if not e2 then return et, o, nil, nil, nil, nil, o, n, o2 == true, nil, false end
+    if depth >= MAX_DEPTH then return et, o, nil, nil, nil, nil, o, n, false, "more than " .. MAX_DEPTH .. " encapsulations", false end
+    et, o, depth = e2, o2, depth + 1
+  end
   local trunc, proto, o4, cend, ff = false, nil, nil, nil, false
   if et == 0x0800 then
     if o + 19 > n then return et, o, nil, nil, nil, nil, o, n, true, nil, false end
@@ -311,6 +532,13 @@ local function walk0(d, n, lt)
 
   -- Transport layer. stop: last byte both captured and inside the IP length.
   local stop = cend < n and cend or n
+  if depth < MAX_DEPTH and (proto == 4 or proto == 41 or proto == 47) then
+    local e2, o2, tag = ip_tunnel(d, stop, proto, o4)
+    if e2 then
+      local r = inner(d, stop, e2, o2, depth, tag)
+      if r then return table.unpack(r, 1, 11) end
+    end
+  end
   if proto == 6 then
     if o4 + 19 > cend then return et, o, ver, o4, 6, nil, nil, nil, trunc, (not ff and "TCP header past the IP payload" or nil), false end
     if o4 + 19 > n then return et, o, ver, o4, 6, nil, nil, nil, true, nil, false end
@@ -331,6 +559,16 @@ local function walk0(d, n, lt)
     local ue = o4 + ulen - 1
     if ue > cend then return et, o, ver, o4, 17, 17, o4 + 8, stop, trunc, (not ff and "UDP length past the IP payload" or nil), false end
     if ue > n then return et, o, ver, o4, 17, 17, o4 + 8, n, true, nil, false end
+    if depth < MAX_DEPTH then
+      local dp = byte(d, o4 + 2) << 8 | byte(d, o4 + 3)
+      if dp == 4789 or dp == 6081 then
+        local e2, o2, tag = udp_tunnel(d, ue, dp, o4 + 8)
+        if e2 then
+          local r = inner(d, ue, e2, o2, depth, tag)
+          if r then return table.unpack(r, 1, 11) end
+        end
+      end
+    end
     return et, o, ver, o4, 17, 17, o4 + 8, ue, trunc, nil, false
   elseif (proto == 1 and ver == 4) or (proto == 58 and ver == 6) then
     if o4 + 3 > cend then return et, o, ver, o4, proto, nil, nil, nil, trunc, (not ff and "ICMP header past the IP payload" or nil), false end
@@ -359,6 +597,7 @@ local function walk(d, lt)
   if not lt then return nil, nil, nil, nil, nil, nil, nil, nil, false, "unknown link type", false end
   local n = #d
   if lt & 0x04000000 ~= 0 then n = n - (lt >> 28) * 2; if n < 0 then n = 0 end end
+  encap_list = nil
   return walk0(d, n, lt & 0xffff)
 end
 M.walk = walk
@@ -680,7 +919,7 @@ local function decode(d, lt)
     data = d, linktype = l, ethertype = et,
     l3_offset = o3, _ipv = ver, l4_offset = o4, proto = proto, _l4 = l4,
     payload_offset = po, payload_end = pe,
-    truncated = tr or nil, malformed = mal, fragment = frag or nil, _spare = false,
+    truncated = tr or nil, malformed = mal, fragment = frag or nil, _spare = false, encap = encap_list,
   }, PKT)
 end
 
@@ -699,6 +938,7 @@ function M.reusable()
     t.tcp, t.udp, t.icmp, t.icmp6, t.payload = nil, nil, nil, nil, nil
     t.data, t.linktype, t.ethertype, t.l3_offset, t._ipv, t.l4_offset, t.proto, t._l4 = d, l, et, o3, ver, o4, proto, l4
     t.payload_offset, t.payload_end, t.truncated, t.malformed, t.fragment = po, pe, tr or nil, mal, frag or nil
+    t.encap = encap_list
     return t
   end
 end

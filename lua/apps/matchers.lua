@@ -1,0 +1,526 @@
+-- apps.matchers: the Lua checks a signature line names with `lua=NAME`
+-- (lua/apps/signatures.txt), for what byte tests cannot say: versions out of
+-- a set, lengths inside the payload, a line's ending, state carried to a
+-- later flow. Each is called only after the line's ports, length and byte
+-- tests passed, as
+--   ok = check(d, p, e, conn, dir, ctx)
+-- d the packet, p..e the payload (inclusive offsets), conn the flow.tcp /
+-- flow.udp flow, dir "c2s"|"s2c", ctx = { kind = "tcp"|"udp", n = this
+-- direction's payload packet number (1 = first), expect = function(ip, port,
+-- app, kind) }. ctx.expect names a flow not yet seen: the next flow with
+-- that ip:port at either end (within app_id.expect_timeout seconds) gets
+-- app without further tests (TFTP data, FTP data channels).
+-- A check returning the string "watch" keeps the matched flow's later
+-- packets coming to the same check (up to app_id.watch_packets), for
+-- protocols that announce their data flows later (FTP's PASV/PORT).
+-- Checks must not raise on short or odd payloads: they read at most e.
+
+local byte, find, match, sub, unpack, lower = string.byte, string.find, string.match, string.sub, string.unpack, string.lower
+
+local M = {}
+
+-- TLS record header midstream: content type 0x14-0x17 (the byte test), then
+-- version 3.0-3.4 and a record length TLS allows (2^14 + 2048).
+function M.tls_record(d, p, e)
+  if e - p < 4 then return false end
+  local maj, mnr, len = byte(d, p + 1), byte(d, p + 2), unpack(">I2", d, p + 3)
+  return maj == 3 and mnr <= 4 and len > 0 and len <= 18432
+end
+
+-- DTLS record: type 0x14-0x19, version fe ff (1.0) / fe fd (1.2) / fe fc (1.3),
+-- epoch, sequence, then a length that fits the datagram.
+function M.dtls(d, p, e)
+  if e - p < 12 then return false end
+  local mnr = byte(d, p + 2)
+  if byte(d, p + 1) ~= 0xfe or (mnr ~= 0xff and mnr ~= 0xfd and mnr ~= 0xfc) then return false end
+  return p + 12 + unpack(">I2", d, p + 11) <= e + 1
+end
+
+-- QUIC long header of any version (RFC 9000 17.2, RFC 8999): header form
+-- bit set; version 1, 2 (RFC 9369), the IETF drafts ff0000xx, a greased
+-- ?a?a?a?a (RFC 9000 15), 0 (version negotiation), Google's Q0xx/T0xx and
+-- Facebook's faceb00x; connection ID lengths of at most 20.
+local function quic_version_ok(v)
+  return v == 1 or v == 0x6b3343cf or v >> 8 == 0xff0000 or v == 0 or v & 0x0f0f0f0f == 0x0a0a0a0a
+    or v >> 16 == 0x5130 or v >> 16 == 0x5430 or v >> 4 == 0xfaceb00
+end
+M.quic_version_ok = quic_version_ok
+function M.quic(d, p, e)
+  if e - p < 6 then return false end
+  local v = unpack(">I4", d, p + 1)
+  if not quic_version_ok(v) then return false end
+  local dcl = byte(d, p + 5)
+  if v >> 16 == 0x5130 or v >> 16 == 0x5430 then return true end -- gQUIC: own layout
+  if dcl > 20 or p + 6 + dcl > e then return false end
+  local scl = byte(d, p + 6 + dcl)
+  if scl > 20 then return false end
+  if v == 0 then return true end -- version negotiation: the rest is versions
+  -- Only Initial (type 0) datagrams start a flow as a client: padded to 1200.
+  -- Server Handshake/Retry/0-RTT long headers pass on their own.
+  return true
+end
+
+-- gQUIC before IETF headers (Q043 and older): public flags with the version
+-- bit, an 8-byte connection ID, then "Q0xx".
+function M.gquic(d, p, e)
+  if e - p < 12 then return false end
+  local f = byte(d, p)
+  return f & 0x01 == 1 and f & 0x80 == 0 and byte(d, p + 10) >= 0x30 and byte(d, p + 10) <= 0x39
+end
+
+-- The request line of an RTSP request ends in RTSP/1.x (RFC 2326, 7826):
+-- what tells OPTIONS/GET_PARAMETER... from HTTP's methods.
+function M.rtsp(d, p, e)
+  local lim = e < p + 512 and e or p + 512
+  local eol = find(d, "\r\n", p, true)
+  if not eol or eol > lim then eol = lim end
+  return find(sub(d, p, eol), " RTSP/1.", 1, true) ~= nil
+end
+
+-- An HTTP request line ends in HTTP/1.x (and is not RTSP); http_proxy
+-- is one with an absolute URI (RFC 9112 3.2.2: sent to a proxy), http one
+-- without.
+local function http_line(d, p, e)
+  local lim = e < p + 2048 and e or p + 2048
+  local eol = find(d, "\n", p, true)
+  if not eol or eol > lim then return e - p > 6 and not M.rtsp(d, p, e) end -- long URI cut by the segment
+  return find(sub(d, p, eol), " HTTP/", 1, true) ~= nil
+end
+local function absolute(d, p)
+  local sp = find(d, " ", p, true)
+  return sp ~= nil and lower(sub(d, sp + 1, sp + 7)) == "http://"
+end
+function M.http(d, p, e) return http_line(d, p, e) and not absolute(d, p) end
+function M.http_proxy(d, p, e) return http_line(d, p, e) and absolute(d, p) end
+
+-- TFTP request (RFC 1350): opcode 1 or 2, a file name, a mode; the transfer
+-- then runs from a new server port to the client's port.
+function M.tftp(d, p, e, conn, dir, ctx)
+  if e - p < 3 or byte(d, p) ~= 0 then return false end
+  local op = byte(d, p + 1)
+  if op == 1 or op == 2 then
+    local z = find(d, "\0", p + 2, true)
+    if not z or z > e then return false end
+    local mode = sub(d, z + 1, e):lower()
+    if not (find(mode, "^netascii") or find(mode, "^octet") or find(mode, "^mail")) then return false end
+    if dir == "c2s" then ctx.expect(conn.client_ip, conn.client_port, "TFTP", "udp") end
+    return true
+  end
+  -- data/ack/error on the request's own port
+  return op >= 3 and op <= 6
+end
+
+-- FTP control: after the banner, watch for the data channels the two sides
+-- agree on: 227 (PASV), 229 (EPSV), PORT and EPRT.
+function M.ftp(d, p, e, conn, dir, ctx)
+  local line = sub(d, p, e < p + 300 and e or p + 300)
+  if dir == "s2c" then
+    local a, b, c, x, p1, p2 = match(line, "^227 .-(%d+),(%d+),(%d+),(%d+),(%d+),(%d+)")
+    if a then ctx.expect(a .. "." .. b .. "." .. c .. "." .. x, tonumber(p1) * 256 + tonumber(p2), "FTP_DATA", "tcp") end
+    local ep = match(line, "^229 .-%(|||(%d+)|%)")
+    if ep then ctx.expect(conn.server_ip, tonumber(ep), "FTP_DATA", "tcp") end
+  else
+    local a, b, c, x, p1, p2 = match(line, "^PORT (%d+),(%d+),(%d+),(%d+),(%d+),(%d+)")
+    if a then ctx.expect(a .. "." .. b .. "." .. c .. "." .. x, tonumber(p1) * 256 + tonumber(p2), "FTP_DATA", "tcp") end
+    local ip, ep = match(line, "^EPRT |%d|([^|]+)|(%d+)|")
+    if ip then ctx.expect(ip, tonumber(ep), "FTP_DATA", "tcp") end
+  end
+  return "watch"
+end
+
+-- DNS message (RFC 1035 4.1.1) on any port: flags sane, one question, counts small.
+function M.dns(d, p, e)
+  if e - p < 11 then return false end
+  local _, fl, qd, an, ns, ar = unpack(">I2I2I2I2I2I2", d, p)
+  return qd == 1 and an < 64 and ns < 64 and ar < 64 and (fl >> 11) & 15 <= 5
+end
+
+-- NTP (RFC 5905): version 1-4, mode 1-5, exactly 48 bytes (plus MAC/extensions in multiples of 4).
+function M.ntp(d, p, e)
+  local n = e - p + 1
+  if n < 48 or n % 4 ~= 0 then return false end
+  local b = byte(d, p)
+  local v, mode = (b >> 3) & 7, b & 7
+  return v >= 1 and v <= 4 and mode >= 1 and mode <= 5
+end
+
+-- MPEG transport stream: 0x47 sync byte every 188 bytes.
+function M.mpegts(d, p, e)
+  local n = e - p + 1
+  if n < 188 or n % 188 ~= 0 then return false end
+  for q = p, e, 188 do if byte(d, q) ~= 0x47 then return false end end
+  return true
+end
+
+-- TPKT (RFC 1006) whose length field is the segment's length.
+function M.tpkt(d, p, e)
+  return e - p >= 6 and unpack(">I2", d, p + 2) == e - p + 1
+end
+
+-- A 4-byte big-endian length prefix equal to the rest of the segment
+-- (MySQL uses 3 little-endian bytes: see mysql).
+function M.len4(d, p, e)
+  return e - p >= 7 and unpack(">I4", d, p) == e - p + 1
+end
+
+-- MySQL server greeting: 3-byte little-endian length, sequence 0, protocol 10.
+function M.mysql(d, p, e)
+  if e - p < 10 then return false end
+  local len = unpack("<I3", d, p)
+  return len == e - p - 3 and byte(d, p + 3) == 0 and byte(d, p + 4) == 10
+end
+
+-- PostgreSQL StartupMessage (length, protocol 3.0) or SSLRequest (80877103).
+function M.pgsql(d, p, e)
+  if e - p < 7 then return false end
+  local len, code = unpack(">I4I4", d, p)
+  return len == e - p + 1 and (code == 0x00030000 or code == 80877103 or code == 80877102 or code == 80877104)
+end
+
+-- MongoDB wire message: length == segment, opcodes OP_MSG 2013, OP_QUERY 2004, OP_REPLY 1, OP_COMPRESSED 2012.
+function M.mongodb(d, p, e)
+  if e - p < 15 then return false end
+  local len, _, _, op = unpack("<I4I4I4I4", d, p)
+  return len == e - p + 1 and (op == 2013 or op == 2004 or op == 1 or op == 2012)
+end
+
+-- MsSQL TDS (MS-TDS 2.2.3): type pre-login 0x12 / login 0x10 / response 0x04, status <= 0x1f, length == segment.
+function M.tds(d, p, e)
+  return e - p >= 7 and byte(d, p + 1) <= 0x1f and unpack(">I2", d, p + 2) == e - p + 1
+end
+
+-- Oracle TNS: length == segment, packet type 1 (connect) .. 6 (data).
+function M.tns(d, p, e)
+  if e - p < 7 then return false end
+  local t = byte(d, p + 4)
+  return unpack(">I2", d, p) == e - p + 1 and t >= 1 and t <= 14
+end
+
+-- Cassandra CQL frame: version 3-5 (|0x80 for responses), opcode <= 0x10, length fits.
+function M.cql(d, p, e)
+  if e - p < 8 then return false end
+  local v = byte(d, p) & 0x7f
+  return v >= 3 and v <= 5 and byte(d, p + 4) <= 0x10 and unpack(">I4", d, p + 5) == e - p - 8
+end
+
+-- SMB over NetBIOS session service: length in bytes 1-3 == segment.
+function M.nbss(d, p, e)
+  return e - p >= 7 and unpack(">I3", d, p + 1) == e - p - 3
+end
+
+-- ONC RPC (RFC 5531) call over UDP: message type 0 (call), RPC version 2.
+function M.oncrpc_udp(d, p, e)
+  return e - p >= 23 and unpack(">I4", d, p + 4) == 0 and unpack(">I4", d, p + 8) == 2
+end
+-- over TCP: record mark with the last-fragment bit, then the same.
+function M.oncrpc_tcp(d, p, e)
+  return e - p >= 27 and byte(d, p) & 0x80 ~= 0 and unpack(">I4", d, p + 8) == 0 and unpack(">I4", d, p + 12) == 2
+end
+
+-- RTP (RFC 3550) version 2 (the byte test), on ports > 1023, payload type
+-- outside RTCP's 72-79; named on the second packet of a direction that
+-- keeps the first one's SSRC with a sequence number 1-16 further.
+function M.rtp(d, p, e, conn, dir)
+  if e - p < 11 or conn.server_port < 1024 or conn.client_port < 1024 then return false end
+  local pt = byte(d, p + 1) & 0x7f
+  if pt >= 72 and pt <= 79 then return false end
+  local seq, ssrc = unpack(">I2", d, p + 2), unpack(">I4", d, p + 8)
+  local u = conn.user
+  local k = dir == "c2s" and "rtp_c" or "rtp_s"
+  local prev = u[k]
+  if prev and prev[1] == ssrc then
+    local gap = (seq - prev[2]) & 0xffff
+    if gap >= 1 and gap <= 16 then return true end
+  end
+  u[k] = { ssrc, seq }
+  return false
+end
+-- RTCP: version 2, packet type 200-207 (SR, RR, SDES, BYE, APP, ...), length fits.
+function M.rtcp(d, p, e, conn)
+  if e - p < 7 or conn.server_port < 1024 or conn.client_port < 1024 then return false end
+  local pt = byte(d, p + 1)
+  return pt >= 200 and pt <= 207 and (unpack(">I2", d, p + 2) + 1) * 4 <= e - p + 1
+end
+
+-- MQTT CONNECT (MQTT 3.1.1/5 3.1): remaining length, then "MQTT"/"MQIsdp".
+function M.mqtt(d, p, e)
+  if e - p < 9 then return false end
+  local q = p + 1
+  for _ = 1, 4 do
+    if byte(d, q) < 0x80 then break end
+    q = q + 1
+  end
+  q = q + 1
+  return sub(d, q, q + 5) == "\0\4MQTT" or sub(d, q, q + 7) == "\0\6MQIsdp"
+end
+
+-- BitTorrent DHT (bencoded KRPC) and uTP (BEP 29: version 1, type 0-4, extension <= 2).
+function M.utp(d, p, e)
+  if e - p < 19 then return false end
+  local b, x = byte(d, p, p + 1)
+  return b & 15 == 1 and b >> 4 <= 4 and x <= 2
+end
+
+-- SSDP/WSD/HTTPU: an HTTP-like request over UDP.
+function M.httpu(d, p, e)
+  return http_line(d, p, e)
+end
+
+-- SIP: request line ending in SIP/2.0, or a "SIP/2.0 " status line.
+function M.sip(d, p, e)
+  local lim = e < p + 512 and e or p + 512
+  local eol = find(d, "\r\n", p, true)
+  if not eol or eol > lim then return false end
+  return find(sub(d, p, eol), " SIP/2.0", 1, true) ~= nil
+end
+
+-- Kerberos (RFC 4120) over UDP: APPLICATION 10/11/12/13/30 tags (AS-REQ...KRB-ERROR).
+function M.kerberos(d, p, e)
+  if e - p < 8 then return false end
+  local t = byte(d, p)
+  return t == 0x6a or t == 0x6b or t == 0x6c or t == 0x6d or t == 0x7e
+end
+
+-- RADIUS (RFC 2865): code 1-5, 11-13, 40-45; length == datagram.
+function M.radius(d, p, e)
+  if e - p < 19 then return false end
+  return unpack(">I2", d, p + 2) == e - p + 1
+end
+
+-- DHCP (RFC 2131): op 1/2, htype 1, hlen 6, the magic cookie at 236.
+function M.dhcp(d, p, e)
+  return e - p >= 239 and unpack(">I4", d, p + 236) == 0x63825363
+end
+
+-- WireGuard (handshake initiation 148 bytes, response 92, cookie 64, data >= 32 multiple of 16).
+function M.wireguard(d, p, e)
+  local n, t = e - p + 1, byte(d, p)
+  return (t == 1 and n == 148) or (t == 2 and n == 92) or (t == 3 and n == 64) or (t == 4 and n >= 32 and n % 16 == 0)
+end
+
+-- OpenVPN over UDP: opcode (top 5 bits) 1-10, key id, and for the hard
+-- resets a 0 ack array length at byte 9 (no HMAC) or 37/45 (tls-auth).
+function M.openvpn_udp(d, p, e)
+  if e - p < 13 then return false end
+  local op = byte(d, p) >> 3
+  return op == 7 or op == 8 or op == 1 or op == 2 or op == 10
+end
+-- over TCP: a 2-byte length == segment, then the same opcode.
+function M.openvpn_tcp(d, p, e)
+  if e - p < 15 then return false end
+  local op = byte(d, p + 2) >> 3
+  return unpack(">I2", d, p) == e - p - 1 and (op == 7 or op == 8 or op == 1 or op == 2 or op == 10)
+end
+
+-- IKE (RFC 7296): version 1.0 or 2.0 at byte 17, length == datagram; on
+-- 4500 after the 4-byte non-ESP marker.
+function M.ike(d, p, e, conn)
+  local q = p
+  if conn.server_port == 4500 or conn.client_port == 4500 then
+    if e - p >= 3 and unpack(">I4", d, p) == 0 then q = p + 4 else return e - p >= 7 end -- ESP in UDP
+  end
+  if e - q < 27 then return e - q == 0 and byte(d, q) == 0xff end -- NAT keepalive
+  local v = byte(d, q + 17)
+  return (v == 0x10 or v == 0x20) and unpack(">I4", d, q + 24) == e - q + 1
+end
+
+-- STUN (RFC 5389): type top bits 00, length multiple of 4 == rest, magic cookie.
+function M.stun(d, p, e)
+  return e - p >= 19 and byte(d, p) < 0x40 and unpack(">I2", d, p + 2) == e - p - 19
+end
+
+-- SNMP (RFC 3416): SEQUENCE, then INTEGER version 0/1/3.
+function M.snmp(d, p, e)
+  if e - p < 6 then return false end
+  local q = p + 2
+  if byte(d, p + 1) == 0x81 then q = p + 3 elseif byte(d, p + 1) == 0x82 then q = p + 4 end
+  return byte(d, q) == 2 and byte(d, q + 1) == 1 and byte(d, q + 2) <= 3
+end
+
+-- NetBIOS name service (RFC 1002): DNS-like header, one question or answer.
+function M.nbns(d, p, e)
+  if e - p < 11 then return false end
+  local _, _, qd, an = unpack(">I2I2I2I2", d, p)
+  return qd + an >= 1 and qd + an <= 2
+end
+
+-- Syslog (RFC 3164/5424): "<PRI>" with PRI 0-191.
+function M.syslog(d, p, e)
+  local pri = match(sub(d, p, p + 5), "^<(%d%d?%d?)>")
+  return pri ~= nil and tonumber(pri) <= 191
+end
+
+-- Redis RESP: an array "*N\r\n" or inline commands; server replies +OK, -ERR, :n, $n.
+function M.resp(d, p, e)
+  return find(sub(d, p, p + 20), "^[%*%$%+%-:][^\r\n]*\r\n") ~= nil
+end
+
+-- Memcached text protocol commands and replies.
+function M.memcached(d, p, e)
+  local w = match(sub(d, p, p + 12), "^(%l+)[ \r]")
+  return w == "get" or w == "gets" or w == "set" or w == "add" or w == "replace" or w == "delete"
+    or w == "incr" or w == "decr" or w == "stats" or w == "version" or w == "VALUE" or w == "STORED"
+    or w == "touch" or w == "cas" or w == "append" or w == "prepend"
+end
+
+-- The Bitcoin / Ethereum-stratum style mining: JSON-RPC with a mining method.
+function M.mining(d, p, e)
+  local s = sub(d, p, e < p + 512 and e or p + 512)
+  return find(s, '"mining%.') ~= nil or find(s, '"eth_submitLogin"', 1, true) ~= nil or find(s, '"login"', 1, true) ~= nil and find(s, '"agent"', 1, true) ~= nil
+end
+
+-- Modbus/TCP (MBAP header): protocol id 0, length == rest of the segment.
+function M.modbus(d, p, e)
+  return e - p >= 7 and unpack(">I2", d, p + 2) == 0 and unpack(">I2", d, p + 4) == e - p - 5
+end
+
+-- IEC 60870-5-104 APCI: start 0x68, length byte == rest (4-253).
+function M.iec104(d, p, e)
+  local l = byte(d, p + 1)
+  return l and l >= 4 and l == e - p - 1
+end
+
+-- DNP3 (IEEE 1815) link header: 05 64, length >= 5.
+function M.dnp3(d, p, e)
+  return e - p >= 9 and byte(d, p + 2) >= 5
+end
+
+-- CoAP (RFC 7252): version 1, token length <= 8, code class 0, 2, 4 or 5.
+function M.coap(d, p, e)
+  if e - p < 3 then return false end
+  local b, c = byte(d, p, p + 1)
+  local cls = c >> 5
+  return b >> 6 == 1 and b & 15 <= 8 and (cls == 0 or cls == 2 or cls == 4 or cls == 5)
+end
+
+-- Teredo (RFC 4380): an IPv6 header (after an optional auth or origin indication).
+function M.teredo(d, p, e)
+  local q = p
+  if byte(d, q) == 0 and byte(d, q + 1) == 0 then q = q + 8 end -- origin indication
+  return e - q >= 39 and byte(d, q) >> 4 == 6
+end
+
+-- GTP-U (3GPP TS 29.281): version 1, PT 1, message type 255 (G-PDU) or echo 1/2.
+function M.gtpu(d, p, e)
+  if e - p < 7 then return false end
+  local t = byte(d, p + 1)
+  return (t == 255 or t == 1 or t == 2 or t == 26 or t == 254) and unpack(">I2", d, p + 2) == e - p - 7
+end
+-- GTP-C (29.274): version 2, length == rest.
+function M.gtpc(d, p, e)
+  return e - p >= 7 and unpack(">I2", d, p + 2) == e - p - 3
+end
+
+-- VXLAN (RFC 7348): I flag, reserved bits zero.
+function M.vxlan(d, p, e)
+  return e - p >= 15 and byte(d, p + 1) == 0 and byte(d, p + 2) == 0 and byte(d, p + 3) == 0 and byte(d, p + 7) == 0
+end
+
+-- RakNet offline message magic (Minecraft Bedrock and others) at byte 1 or 17.
+local RAKNET = "\0\255\255\0\254\254\254\254\253\253\253\253\18\52\86\120"
+function M.raknet(d, p, e)
+  return sub(d, p + 1, p + 16) == RAKNET or sub(d, p + 17, p + 32) == RAKNET or sub(d, p + 9, p + 24) == RAKNET
+end
+
+-- eDonkey/eMule: protocol byte e3/c5/d4, 4-byte little-endian length == rest.
+function M.edonkey(d, p, e)
+  return e - p >= 5 and unpack("<I4", d, p + 1) == e - p - 4
+end
+
+-- Diameter (RFC 6733): version 1, 3-byte length == segment.
+function M.diameter(d, p, e)
+  return e - p >= 19 and unpack(">I3", d, p + 1) == e - p + 1
+end
+
+-- SMPP (SMPP 3.4): length == segment, bind commands 1, 2, 9 (and responses).
+function M.smpp(d, p, e)
+  if e - p < 15 then return false end
+  local len, cmd = unpack(">I4I4", d, p)
+  cmd = cmd & 0x7fffffff
+  return len == e - p + 1 and (cmd == 1 or cmd == 2 or cmd == 9 or cmd == 0x15)
+end
+
+-- AJP13 (Apache JServ): request magic 0x1234 or reply "AB", length == rest.
+function M.ajp(d, p, e)
+  return e - p >= 4 and unpack(">I2", d, p + 2) == e - p - 3
+end
+
+-- Zabbix: "ZBXD" then flags 1 (or 3 compressed).
+function M.zabbix(d, p, e)
+  local f = byte(d, p + 4)
+  return f == 1 or f == 3 or f == 5
+end
+
+-- Skinny (SCCP): 4-byte little-endian length == rest - 4, then 4 reserved zero bytes.
+function M.skinny(d, p, e)
+  return e - p >= 11 and unpack("<I4", d, p) == e - p - 7 and unpack("<I4", d, p + 4) == 0
+end
+
+-- TeamViewer: 0x17 0x24 (TCP) / 0x00 0x17 0x24 ... first bytes, length fits.
+function M.teamviewer(d, p, e)
+  return e - p >= 3
+end
+
+-- IAX2 (RFC 5456): full frame (F bit), frame type 6 (IAX), NEW subclass 1 or any on 4569.
+function M.iax(d, p, e)
+  return e - p >= 11 and byte(d, p) & 0x80 ~= 0 and byte(d, p + 10) <= 0x0f
+end
+
+-- Cisco HSRP (RFC 2281): version 0, op 0-2, state 0-16 (UDP 1985 to 224.0.0.2).
+function M.hsrp(d, p, e)
+  return e - p >= 19 and byte(d, p) <= 1 and byte(d, p + 1) <= 3
+end
+
+-- NetFlow v5/v9, IPFIX (v10): version and a count that fits.
+function M.netflow(d, p, e)
+  if e - p < 19 then return false end
+  local v = unpack(">I2", d, p)
+  if v == 10 then return unpack(">I2", d, p + 2) == e - p + 1 end
+  return v == 5 or v == 9 or v == 1 or v == 7
+end
+-- sFlow v5: version 5, agent address type 1 or 2.
+function M.sflow(d, p, e)
+  return e - p >= 27 and unpack(">I4", d, p) == 5 and (unpack(">I4", d, p + 4) == 1 or unpack(">I4", d, p + 4) == 2)
+end
+
+-- L2TP (RFC 2661/3931) control or data header, version 2 or 3.
+function M.l2tp(d, p, e)
+  local v = byte(d, p + 1)
+  return e - p >= 5 and v and (v & 15 == 2 or v & 15 == 3)
+end
+
+-- CAPWAP (RFC 5415): preamble version 0, type 0/1.
+function M.capwap(d, p, e)
+  return e - p >= 7 and byte(d, p) >> 4 == 0
+end
+
+-- LDAP (RFC 4511): SEQUENCE, INTEGER message id, an application tag 0x60-0x79.
+function M.ldap(d, p, e)
+  if e - p < 6 then return false end
+  local q = p + 2
+  local l = byte(d, p + 1)
+  if l >= 0x81 and l <= 0x84 then q = p + 2 + (l & 0x7f) end
+  if byte(d, q) ~= 2 then return false end
+  local il = byte(d, q + 1)
+  if not il or il > 4 then return false end
+  local t = byte(d, q + 2 + il)
+  return t ~= nil and t >= 0x60 and t <= 0x79
+end
+
+-- Tor link protocol (tor-spec 4): a TLS ClientHello is all a DPI sees;
+-- nothing to add here. Git smart protocol pkt-line: 4 hex digits then
+-- "git-upload-pack" / "git-receive-pack".
+function M.git(d, p, e)
+  return find(sub(d, p + 4, p + 24), "^git%-[ur][pe][lc]") ~= nil
+end
+
+-- Minecraft Java handshake: varint length, packet id 0, protocol version, host.
+function M.minecraft(d, p, e)
+  local len = byte(d, p)
+  return len and len == e - p and byte(d, p + 1) == 0 and len < 255
+end
+
+-- Steam: A2S queries ff ff ff ff 'T'/'U'/'V'/'W' on the game port, Steam's own 'VS01'.
+-- (byte tests say all of it; no Lua needed.)
+
+return M
