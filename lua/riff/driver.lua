@@ -90,6 +90,7 @@ local DRIVER_SOURCE = getinfo(1, "S").source
 -- The sandbox's string metamethods (p[i] on a packet) run in the script's
 -- stead; the line to name is the script's that called them.
 local SANDBOX_SOURCE = DRIVER_SOURCE:gsub("driver%.lua$", "sandbox.lua")
+local SANDBOX_PREFIX = SANDBOX_SOURCE:sub(2) .. ":"
 local gethook = rt.gethook
 -- The threads that resumed the running coroutine, outermost first (the main
 -- thread is MAIN): an exhausted budget is armed in each, so that a pcall
@@ -244,6 +245,9 @@ local function msgh(e)
   local pos = ""
   if type(e) == "string" then
     e = cut(e)
+    -- A C function's error names its caller's line; when that is one of the
+    -- sandbox's wrappers (setmetatable, load...), the script's line is due.
+    if find(e, SANDBOX_PREFIX, 1, true) == 1 then e = match(e, "^[^\n]-:%d+: (.*)$") or e end
     if match(e, "^[^\n]-:%d+: ") then
       if opts.verbose then return traceback(e, 2) end
       return e
@@ -254,7 +258,8 @@ local function msgh(e)
   for level = 2, 20 do
     local info = getinfo(level, "Sl")
     if not info then break end
-    if info.what ~= "C" and info.currentline and info.currentline > 0 then
+    if info.what ~= "C" and info.currentline and info.currentline > 0
+      and info.source ~= SANDBOX_SOURCE and info.source ~= DRIVER_SOURCE then
       pos = info.short_src .. ":" .. info.currentline .. ": "
       break
     end

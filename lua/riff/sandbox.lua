@@ -199,7 +199,8 @@ local due, ndue = {}, 0
 local GUARD = { __gc = function(g) ndue = ndue + 1 due[ndue] = g[1] end, __metatable = false }
 local guards = real_setmetatable({}, { __mode = "k" })
 
-function setmetatable(t, mt)
+-- (A global: the local of that name above is the real one.)
+_G.setmetatable = function(t, mt)
   if type(mt) == "table" then
     local gc = rawget(mt, "__gc")
     if gc ~= nil then
