@@ -200,8 +200,10 @@ local GUARD = { __gc = function(g) ndue = ndue + 1 due[ndue] = g[1] end, __metat
 local guards = real_setmetatable({}, { __mode = "k" })
 
 -- (A global: the local of that name above is the real one.)
+-- The common case costs one field read: mt.__gc is nil only if the raw
+-- field is (a metatable's own __index may only send more calls the long way).
 _G.setmetatable = function(t, mt)
-  if type(mt) == "table" then
+  if mt ~= nil and mt.__gc ~= nil and type(mt) == "table" then
     local gc = rawget(mt, "__gc")
     if gc ~= nil then
       rawset(mt, "__gc", nil)
