@@ -408,3 +408,14 @@ test('through the CLI: a 1 MiB error on every packet is counted per packet, --st
   const s = riff(['-q', '--strict', '--lua', path.join(dir, 'big.lua'), '-r', http]);
   assert.notEqual(s.code, 0);
 });
+
+test('the batch function, should it ever leak, refuses a call from a script (an empty batch once switched the budget off)', async () => {
+  const dir = tree({ 're.lua': 'buffer = function(p) pcall(leaked, {}, "", 0) while true do end end' });
+  const { rt, out } = await start(path.join(dir, 're.lua'), { budget: 100_000 });
+  rt.open();
+  rt.inspect('local _, _, _, _, api = ... leaked = api.batch return ""');
+  assert.equal(rt.process(batchOf(2)), 2);
+  assert.equal(rt.summary().packetErrors, 2);
+  assert.match(out().stderr, /re\.lua:1: budget exceeded/);
+  assert.equal(rt.process(batchOf(1)), 1);
+});

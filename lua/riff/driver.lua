@@ -18,7 +18,6 @@ local opts = {
 }
 
 local api = {}
-local in_batch = false
 
 ---------------------------------------------------------------------------
 -- The packet being processed, readable from Lua as riff.packet.<field>.
@@ -538,7 +537,6 @@ local function handed(k)
   forget_coroutines()
   arm(0)
   finalize()
-  in_batch = false
   flush()
   return k, packet_errors
 end
@@ -548,10 +546,9 @@ end
 -- the loop resumes at the next packet, so each packet still fails alone.
 -- Returns how many packets were handed to the script and the error count.
 function api.batch(T, M, n)
-  -- Never from inside a batch: riff's functions are out of a script's reach,
-  -- and this keeps it so should one ever leak.
-  if in_batch then error("riff's batch function cannot be called from a script", 0) end
-  in_batch = true
+  -- Only ever called from riff (no Lua frame below): riff's functions are
+  -- out of a script's reach, and this keeps it so should one ever leak.
+  if getinfo(2, "f") then error("riff's batch function cannot be called from a script", 0) end
   meta, h_at = M, -1
   local fn, self, budget, quiet = entry_fn, entry_self, opts.budget, opts.quiet
   arm(budget, lazy)
