@@ -6,9 +6,9 @@ local rt, host = ...
 
 local type, pairs, ipairs, xpcall, error, tostring, select =
       type, pairs, ipairs, xpcall, error, tostring, select
-local sfmt, unpack, find, match, date = string.format, string.unpack, string.find, string.match, os.date
+local sfmt, unpack, find, match, sub, date = string.format, string.unpack, string.find, string.match, string.sub, os.date
 local flush, flush_if_big, emit, emit_err = rt.flush, rt.flush_if_big, rt.emit, rt.emit_err
-local sethook, getinfo, traceback = rt.sethook, rt.getinfo, debug.traceback
+local sethook, getinfo, traceback, rawgetmeta = rt.sethook, rt.getinfo, debug.traceback, rt.getmetatable
 local interrupted = host.interrupted
 
 local opts = {
@@ -80,6 +80,7 @@ riff.packet = setmetatable({}, {
     if f and cur > 0 then return f(header(cur)) end
   end,
   __newindex = function() error("riff.packet is read-only", 2) end,
+  __metatable = false,
 })
 
 ---------------------------------------------------------------------------
@@ -169,7 +170,12 @@ local DRIVER_SOURCE = getinfo(1, "S").source
 -- The sandbox's string metamethods (p[i] on a packet) run in the script's
 -- stead; the line to name is the script's that called them.
 local SANDBOX_SOURCE = DRIVER_SOURCE:gsub("driver%.lua$", "sandbox.lua")
+local SANDBOX_PREFIX = SANDBOX_SOURCE:sub(2) .. ":"
 local gethook = rt.gethook
+-- The threads that resumed the running coroutine, outermost first (the main
+-- thread is MAIN): an exhausted budget is armed in each, so that a pcall
+-- around coroutine.resume cannot go on either.
+local MAIN, chain, depth = coroutine.running(), {}, 0
 
 local function hook()
   live = true
@@ -197,6 +203,7 @@ local function hook()
     local pos = where and where.currentline and where.currentline > 0
       and (where.short_src .. ":" .. where.currentline .. ": ") or ""
     budget_msg = pos .. "budget exceeded (" .. (limit * TICK) .. " Lua instructions; raise it with --lua-budget N, 0 = unlimited)"
+    for i = 1, depth do sethook(chain[i] or MAIN, hook, "", 1) end
     sethook(hook, "", 1)
     error(budget_msg, 0)
   end
@@ -232,31 +239,31 @@ end
 local forget_coroutines
 do
   local co_create, co_resume, co_close, co_status = coroutine.create, coroutine.resume, coroutine.close, coroutine.status
-  local enter, running, last = host.enter, nil, nil
-
-  local function adopt(co)
-    local h, m, c = gethook()
-    if h == hook then sethook(co, hook, m, c) else sethook(co, hook, "", 0) end
-    return co
-  end
+  -- host.adopt(co) enters the budget's hook for co in the debug library's
+  -- hook table; the hook itself, count and mask, co got from its creator
+  -- (lua_newthread copies them). Done in C so that no function a script can
+  -- reach holds debug.sethook or the hook.
+  local enter, adopt, running, last = host.enter, host.adopt, nil, nil
 
   local function resumed(prev, ...)
     -- The coroutine just left is kept alive until the next one leaves: the
     -- watchdog may have read its address a moment ago.
     last, running = running, prev
+    chain[depth], depth = nil, depth - 1
     if lazy then enter(prev) end
     -- A coroutine that ran out of budget died of it; resume must not
-    -- swallow that any more than pcall may.
-    if exhausted then
-      sethook(hook, "", 1)
-      error(budget_msg, 0)
-    end
+    -- swallow that any more than pcall may (a pcall that catches this gets
+    -- at most one more tick: the hook raises it again in this thread).
+    if exhausted then error(budget_msg, 0) end
     return ...
   end
 
   local function resume(co, ...)
+    if type(co) ~= "thread" then return co_resume(co, ...) end -- its error
     local prev = running
     running = co
+    depth = depth + 1
+    chain[depth] = prev or MAIN
     if lazy then enter(co) end
     return resumed(prev, co_resume(co, ...))
   end
@@ -270,16 +277,19 @@ do
     error(e, 0)
   end
 
-  coroutine.create = function(f) return adopt(co_create(f)) end
+  local function create(f) return adopt(co_create(f)) end
+  coroutine.create = create
   coroutine.resume = resume
   coroutine.wrap = function(f)
-    local co = coroutine.create(f)
+    local co = create(f)
     return function(...) return wrapped(co, resume(co, ...)) end
   end
 
   -- After an error unwound past a resume, nothing runs in a coroutine.
   function forget_coroutines()
     running, last = nil, nil
+    for i = 1, depth do chain[i] = nil end
+    depth = 0
     if lazy then enter(nil) end
   end
 end
@@ -288,42 +298,109 @@ end
 -- Errors: counted per script, the first few of each kind shown.
 ---------------------------------------------------------------------------
 local errors_total, packet_errors, errors_by_script, seen = 0, 0, {}, {}
+-- Bounds, so that no plugin can make riff keep or print much: an error
+-- message is cut to MAX_ERROR bytes before it is kept or shown; at most
+-- MAX_DISTINCT distinct error lines and MAX_SCRIPTS script names are kept,
+-- errors beyond them are still counted (as "other").
+local MAX_ERROR, MAX_DISTINCT, MAX_SCRIPTS = 1024, 1000, 100
+local ndistinct, nscripts, other_errors = 0, 0, 0
 -- Errors with no position (out of memory skips the message handler) are
 -- charged to the script riff was started with.
 local entry_label = "riff/lua/default.lua"
 local stop_requested = false
 
+local function cut(e)
+  local n = #e
+  if n <= MAX_ERROR then return e end
+  return sub(e, 1, MAX_ERROR) .. "\u{2026}(" .. (n - MAX_ERROR) .. " bytes cut)"
+end
+
+-- An error value that is not a string, kept with where it was raised.
+local Boxed = {}
+
+-- The message handler runs in the failing code's stead, possibly with the
+-- budget spent or off: it calls no script code (no __tostring) and does a
+-- bounded amount of work; report_error turns boxed values into text.
 local function msgh(e)
-  if type(e) ~= "string" then
-    e = type(e) == "table" and type(getmetatable(e)) == "table" and getmetatable(e).__tostring
-      and tostring(e) or ("(error object is a " .. type(e) .. " value)")
-  end
-  if not match(e, "^[^\n]-:%d+: ") then
-    -- Errors raised without a position (out of memory, error(x, 0)): name
-    -- the innermost Lua frame.
-    for level = 2, 20 do
-      local info = getinfo(level, "Sl")
-      if not info then break end
-      if info.what ~= "C" and info.currentline and info.currentline > 0 then
-        e = info.short_src .. ":" .. info.currentline .. ": " .. e
-        break
-      end
+  local pos = ""
+  if type(e) == "string" then
+    e = cut(e)
+    -- A C function's error names its caller's line; when that is one of the
+    -- sandbox's wrappers (setmetatable, load...), the script's line is due.
+    if find(e, SANDBOX_PREFIX, 1, true) == 1 then e = match(e, "^[^\n]-:%d+: (.*)$") or e end
+    if match(e, "^[^\n]-:%d+: ") then
+      if opts.verbose then return traceback(e, 2) end
+      return e
     end
   end
-  if opts.verbose then return traceback(e, 2) end
+  -- Errors raised without a position (out of memory, error(x, 0)) and error
+  -- objects: name the innermost Lua frame.
+  for level = 2, 20 do
+    local info = getinfo(level, "Sl")
+    if not info then break end
+    if info.what ~= "C" and info.currentline and info.currentline > 0
+      and info.source ~= SANDBOX_SOURCE and info.source ~= DRIVER_SOURCE then
+      pos = info.short_src .. ":" .. info.currentline .. ": "
+      break
+    end
+  end
+  if type(e) == "string" then
+    e = pos .. e
+    if opts.verbose then return traceback(e, 2) end
+    return e
+  end
+  return { [Boxed] = e, pos = pos }
+end
+
+-- The text of a non-string error value. A table's __tostring is script code:
+-- it runs here under the packet budget as a protected call, and what it
+-- returns is cut like any message.
+local function describe(v)
+  local mt = type(v) == "table" and rawgetmeta(v)
+  if type(mt) == "table" and rawget(mt, "__tostring") ~= nil then
+    arm(opts.budget)
+    local ok, s = pcall(tostring, v)
+    arm(0)
+    if ok and type(s) == "string" then return cut(s) end
+    return "(error object is a table whose __tostring failed)"
+  end
+  return "(error object is a " .. type(v) .. " value)"
+end
+driver_frames[describe] = true
+
+-- Any error value as one bounded line of text.
+local function message(e)
+  if type(e) == "table" and e[Boxed] ~= nil then return e.pos .. describe(e[Boxed]) end
+  if type(e) ~= "string" then return describe(e) end
   return e
 end
 
 local function report_error(e, where)
-  if exhausted then e = budget_msg end
+  if exhausted then e = budget_msg else e = message(e) end
   if e == "not enough memory" or find(e, "not enough memory", 1, true) then
     e = e .. " (Lua heap limit reached; raise it with --lua-memory)"
   end
   errors_total = errors_total + 1
   local script = match(e, "^([^\n]-):%d+: ") or entry_label
+  if not errors_by_script[script] then
+    if nscripts >= MAX_SCRIPTS then script = "(other)" else nscripts = nscripts + 1 end
+  end
   errors_by_script[script] = (errors_by_script[script] or 0) + 1
   local key = match(e, "^[^\n]*") or e
-  local n = (seen[key] or 0) + 1
+  local n = seen[key]
+  if n == nil then
+    if ndistinct >= MAX_DISTINCT then
+      other_errors = other_errors + 1
+      if other_errors == 1 then
+        emit_err("riff: more than " .. MAX_DISTINCT .. " distinct errors; further new ones are counted in the summary\n")
+      end
+      if opts.strict then stop_requested = true end
+      return
+    end
+    ndistinct = ndistinct + 1
+    n = 0
+  end
+  n = n + 1
   seen[key] = n
   if n <= opts.max_error_lines then
     emit_err("riff: " .. e .. " (" .. where .. ")\n")
@@ -379,9 +456,10 @@ local function run_file(src, chunkname, path)
   rt.loading[#rt.loading + 1] = path
   arm(opts.setup_budget)
   local ok, res = xpcall(fn, msgh)
+  local spent = exhausted
   arm(0)
   rt.loading[#rt.loading] = nil
-  if not ok then error(exhausted and budget_msg or res, 0) end
+  if not ok then error(spent and budget_msg or message(res), 0) end
   return res
 end
 
@@ -452,8 +530,9 @@ function api.config_filter(src, chunkname)
   local filter, outs = nil, nil
   if ok and type(rawget(env, "format")) == "function" then ok, filter = xpcall(env.format, msgh) res = filter end
   if ok and type(rawget(env, "outputs")) == "function" then ok, outs = xpcall(env.outputs, msgh) res = outs end
+  local spent = exhausted
   arm(0)
-  if not ok then error(res, 0) end
+  if not ok then error(spent and budget_msg or message(res), 0) end
   if filter ~= nil and type(filter) ~= "string" then
     error(name .. ": format() must return a string (the capture filter), got " .. type(filter), 0)
   end
@@ -474,13 +553,39 @@ function api.configure(quiet, verbose, strict, budget, setup_budget)
   opts.budget, opts.setup_budget = math.tointeger(budget) or 0, math.tointeger(setup_budget) or 0
 end
 
+-- Script finalizers that came due (sandbox.lua queues them): each a protected
+-- call under the packet budget, its error counted like a packet's.
+local take_due = rt.take_due
+local function finalize()
+  local q, n = take_due()
+  while q do
+    for i = 1, n do
+      local o = q[i]
+      q[i] = nil
+      local mt = rawgetmeta(o)
+      local gc = type(mt) == "table" and rawget(mt, "__gc")
+      if type(gc) == "function" then
+        arm(opts.budget)
+        local ok, e = xpcall(gc, msgh, o)
+        if not ok then report_error(e, "__gc") end
+        arm(0)
+      end
+    end
+    -- Finalizers may make more garbage with finalizers.
+    q, n = take_due()
+  end
+end
+
 local function call_hook(fn, name)
+  finalize()
   if not fn then return end
   arm(opts.setup_budget)
   local ok, e
   if setup_self then ok, e = xpcall(fn, msgh, setup_self) else ok, e = xpcall(fn, msgh) end
   arm(0)
   if not ok then report_error(e, name) end
+  arm(0)
+  finalize()
   flush()
 end
 
@@ -615,6 +720,7 @@ local function handed(k)
   live = false
   forget_coroutines()
   arm(0)
+  finalize()
   flush()
   return k, packet_errors
 end
@@ -624,6 +730,9 @@ end
 -- the loop resumes at the next packet, so each packet still fails alone.
 -- Returns how many packets were handed to the script and the error count.
 function api.batch(T, M, n)
+  -- Only ever called from riff (no Lua frame below): riff's functions are
+  -- out of a script's reach, and this keeps it so should one ever leak.
+  if getinfo(2, "f") then error("riff's batch function cannot be called from a script", 0) end
   meta, h_at = M, -1
   local fn, self, budget, quiet = entry_fn, entry_self, opts.budget, opts.quiet
   arm(budget, lazy)
@@ -635,7 +744,7 @@ function api.batch(T, M, n)
     packet_errors = packet_errors + 1
     report_error(last, "packet " .. select(8, header(i)))
     forget_coroutines()
-    if exhausted then arm(budget, lazy) end
+    arm(budget, lazy)
     if stop_requested then return handed(i) end
     if not quiet then report_line(i) end
     if stop_now or (i & 31 == 0 and interrupted()) then
@@ -647,6 +756,7 @@ function api.batch(T, M, n)
   return handed(n)
 end
 driver_frames[api.batch] = true
+driver_frames[finalize] = true
 driver_frames[call_hook] = true
 driver_frames[run_file] = true
 driver_frames[api.config_filter] = true
@@ -656,9 +766,12 @@ driver_frames[api.report] = true
 -- "handed errors packet_errors\nscript count\n..." for the exit summary.
 function api.summary()
   local lines = { processed .. "\t" .. errors_total .. "\t" .. packet_errors }
+  if other_errors > 0 then lines[1] = lines[1] .. "\t" .. other_errors end
   for script, n in pairs(errors_by_script) do lines[#lines + 1] = script .. "\t" .. n end
   return table.concat(lines, "\n")
 end
 
 api.flush = flush
+-- For host.adopt (src/vm/runtime.ts), which enters it for new coroutines.
+api.hook = hook
 return api

@@ -9,8 +9,12 @@ local host = ...
 local type, tostring, select, error, rawget, rawset, setmetatable, pcall =
       type, tostring, select, error, rawget, rawset, setmetatable, pcall
 local concat, sfmt, byte, mtype = table.concat, string.format, string.byte, math.type
-local host_write, host_module = host.write, host.module
-local real_load, real_sethook, real_gethook, real_getinfo = load, debug.sethook, debug.gethook, debug.getinfo
+local host_write, host_module, host_load = host.write, host.module, host.load
+-- The real loader and debug library stay here and in the handles returned to
+-- the driver: no function a script can reach holds them, even as an upvalue
+-- (test/sandbox.test.ts walks every upvalue of everything reachable).
+local real_load, real_debug = load, debug
+local real_setmetatable, real_getmetatable = setmetatable, debug.getmetatable
 
 local function denied(what, rule)
   return function()
@@ -96,7 +100,7 @@ local function file_object(write)
   function f.seek() return nil, "not seekable" end
   function f.lines() error("riff's standard streams cannot be read", 2) end
   f.read = f.lines
-  return setmetatable(f, { __name = "FILE*", __tostring = function() return "file (riff)" end })
+  return setmetatable(f, { __name = "FILE*", __tostring = function() return "file (riff)" end, __metatable = false })
 end
 local stdout, stderr = file_object(write_out), file_object(write_err)
 
@@ -145,18 +149,81 @@ dofile = denied("dofile", NO_FILES)
 loadfile = denied("loadfile", NO_FILES)
 string.dump = denied("string.dump", "binary chunks are not allowed")
 
--- Text chunks only: a binary chunk can break the VM's invariants.
-function load(chunk, name, mode, env)
+-- Text chunks only: a binary chunk can break the VM's invariants. host.load
+-- is luaL_loadbufferx with mode "t" and nothing else, so it is safe to hold;
+-- a reader function's pieces are joined here first.
+function load(chunk, name, mode, ...)
   if mode ~= nil and mode ~= "t" and mode ~= "bt" and mode ~= "tb" then
     error("load: only text chunks are allowed in riff's sandbox (mode 't')", 2)
   end
-  if env ~= nil then return real_load(chunk, name, "t", env) end
-  return real_load(chunk, name, "t")
+  local t = type(chunk)
+  if t == "function" then
+    local parts, n = {}, 0
+    while true do
+      local piece = chunk()
+      if piece == nil or piece == "" then break end
+      if type(piece) ~= "string" then return nil, "reader function must return a string" end
+      n = n + 1
+      parts[n] = piece
+    end
+    chunk, name = concat(parts, "", 1, n), name or "=(load)"
+  elseif t ~= "string" then
+    error(sfmt("bad argument #1 to 'load' (string expected, got %s)", t), 2)
+  end
+  if name ~= nil and type(name) ~= "string" then
+    error(sfmt("bad argument #2 to 'load' (string expected, got %s)", type(name)), 2)
+  end
+  if select("#", ...) > 0 then return host_load(chunk, name, (...)) end
+  return host_load(chunk, name)
 end
 
--- debug can read and rewrite any local or upvalue and replace the budget
--- hook; a script keeps only what explains errors.
-debug = { traceback = debug.traceback, getinfo = real_getinfo }
+-- debug can read and rewrite any local or upvalue, reach the registry and
+-- replace the budget hook; a script keeps only traceback, which returns text.
+-- getinfo is gone too: its "f" hands out the functions on the stack, riff's
+-- driver among them (positions are in error messages and tracebacks).
+debug = { traceback = real_debug.traceback }
+package.loaded.debug = debug
+
+---------------------------------------------------------------------------
+-- Finalizers run under the budget. Lua calls __gc with hooks off (lgc.c's
+-- GCTM), so a finalizer that loops would never meet the instruction budget.
+-- Script objects are therefore never marked for Lua's own finalization:
+-- setmetatable hides a metatable's __gc while it sets it, and a guard object
+-- of riff's, tied to the script's object in an ephemeron table, is finalized
+-- in its stead. The guard's __gc only queues the object; the driver calls
+-- the __gc found in its metatable then (as Lua would, whatever is there at
+-- collection time) at the end of the batch, under the budget, as a protected
+-- call whose error is counted. The queue holds the object alive until then.
+---------------------------------------------------------------------------
+local due, ndue = {}, 0
+local GUARD = { __gc = function(g) ndue = ndue + 1 due[ndue] = g[1] end, __metatable = false }
+local guards = real_setmetatable({}, { __mode = "k" })
+
+-- (A global: the local of that name above is the real one.)
+-- The common case costs one field read: mt.__gc is nil only if the raw
+-- field is (a metatable's own __index may only send more calls the long way).
+_G.setmetatable = function(t, mt)
+  if mt ~= nil and mt.__gc ~= nil and type(mt) == "table" then
+    local gc = rawget(mt, "__gc")
+    if gc ~= nil then
+      rawset(mt, "__gc", nil)
+      local ok, e = pcall(real_setmetatable, t, mt)
+      rawset(mt, "__gc", gc)
+      if not ok then error(e, 2) end
+      if guards[t] == nil then guards[t] = real_setmetatable({ t }, GUARD) end
+      return t
+    end
+  end
+  return real_setmetatable(t, mt)
+end
+
+-- The driver's side: the objects whose finalizers are due, oldest first.
+local function take_due()
+  if ndue == 0 then return nil, 0 end
+  local q, n = due, ndue
+  due, ndue = {}, 0
+  return q, n
+end
 
 ---------------------------------------------------------------------------
 -- require: the script's directory first, then riff's lua/. Returns one
@@ -183,7 +250,7 @@ local function require(name)
     -- "pipeline" means riff's framework.
     local src, path = host_module(name, loading[#loading])
     if not src then error(path, 2) end
-    local fn, msg = real_load(src, "@" .. path, "t")
+    local fn, msg = host_load(src, "@" .. path)
     if not fn then error(msg, 0) end
     loading[#loading + 1] = path
     local ok, res = pcall(fn, name, path)
@@ -257,6 +324,9 @@ smeta.__index = function(s, k)
   if type(k) == "number" then return byte(s, k) end
   return string_lib[k]
 end
+-- Protected: a script that could rewrite it would change how riff's own code
+-- sees every string.
+smeta.__metatable = false
 smeta.__pairs = function(s)
   local n = #s
   return function(_, i)
@@ -271,8 +341,10 @@ return {
   emit = emit,
   emit_err = emit_err,
   load = real_load,
-  sethook = real_sethook,
-  gethook = real_gethook,
-  getinfo = real_getinfo,
+  sethook = real_debug.sethook,
+  gethook = real_debug.gethook,
+  getinfo = real_debug.getinfo,
+  getmetatable = real_getmetatable,
+  take_due = take_due,
   loading = loading,
 }

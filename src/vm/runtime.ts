@@ -6,7 +6,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HDR, type Batch } from '../capture/batch.js';
 import { LuaError, LuaVM } from './vm.js';
-import { LUA_REGISTRYINDEX, type LuaState, type Ptr } from './wasm.js';
+import { LUA_OK, LUA_REGISTRYINDEX, LUA_TSTRING, LUA_TTABLE, LUA_TTHREAD, type LuaState, type Ptr } from './wasm.js';
+import { decodeRecord } from '../outputs/records.js';
 import { BLOCK_SEQ, LS, type WatchTarget } from './watchdog.js';
 
 /** riff's own Lua (lua/ at the package root). */
@@ -42,6 +43,11 @@ export interface RuntimeOptions {
   worker?: { index: number; count: number };
   /** Counters every worker adds to (riff.counter); default this VM's alone. */
   counters?: SharedCounters;
+  /**
+   * Tests only: keep the real debug library and a copy of the standard
+   * libraries as Lua first saw them, for inspect() (test/sandbox.test.ts).
+   */
+  inspectable?: boolean;
 }
 
 /**
@@ -121,6 +127,10 @@ export class Runtime {
   /** Set when the budget is lazy: what a watchdog needs to arm it. */
   watch: WatchTarget | null = null;
   private block: Int32Array | null = null;
+  /** The driver's budget hook, for host.adopt. */
+  private hookRef = 0;
+  /** inspectable: [real debug, originals, host, sandbox handles, driver api]. */
+  private privileged: number[] | null = null;
 
   private constructor(
     readonly vm: LuaVM,
@@ -142,7 +152,22 @@ export class Runtime {
     const { vm } = this;
     const x = vm.x;
     const L = vm.L;
-    // host: the only doors from Lua to riff.
+    let originals: number[] = [];
+    if (this.opts.inspectable) {
+      vm.load(
+        Buffer.from(`local o = {}
+          for _, lib in ipairs { "_G", "string", "table", "math", "io", "os", "coroutine", "utf8", "debug", "package" } do
+            local c = {} for k, v in pairs(_G[lib]) do c[k] = v end o[lib] = c
+          end
+          return debug, o`),
+        '=originals',
+      );
+      vm.call(0, 2);
+      originals = [vm.ref(), vm.ref()].reverse();
+    }
+    // host: the only doors from Lua to riff. Those a script's functions hold
+    // (write, out_write, read, record, module, load, adopt, enter) take any
+    // arguments: junk is a Lua error, never a crash.
     x.lua_createtable(L, 0, 4);
     vm.pushFunction((_, thread) => this.hostWrite(thread));
     x.lua_setfield(L, -2, vm.cstr('write'));
@@ -152,6 +177,10 @@ export class Runtime {
     x.lua_setfield(L, -2, vm.cstr('record'));
     vm.pushFunction((_, thread) => this.hostRead(thread));
     x.lua_setfield(L, -2, vm.cstr('read'));
+    vm.pushFunction((_, thread) => this.hostLoad(thread));
+    x.lua_setfield(L, -2, vm.cstr('load'));
+    vm.pushFunction((_, thread) => this.hostAdopt(thread));
+    x.lua_setfield(L, -2, vm.cstr('adopt'));
     vm.pushFunction((_, thread) => {
       x.lua_pushboolean(thread, this.opts.interrupted?.() ? 1 : 0);
       return 1;
@@ -216,7 +245,10 @@ export class Runtime {
       x.lua_getfield(L, -1, vm.cstr(name));
       this.api.set(name, vm.ref());
     }
-    x.lua_settop(L, -2);
+    x.lua_getfield(L, -1, vm.cstr('hook'));
+    this.hookRef = vm.ref();
+    if (this.opts.inspectable) this.privileged = [...originals, hostRef, rtRef, vm.ref()];
+    else x.lua_settop(L, -2);
     x.lua_createtable(L, 1024, 0);
     this.tableRef = vm.ref();
 
@@ -293,11 +325,75 @@ export class Runtime {
     return 0;
   }
 
-  // host.record(bytes)
+  // host.record(bytes): riff.emit's encoding (lua/riff/record.lua). Checked
+  // here, in the VM's thread, so that bytes that are not a record are this
+  // call's Lua error instead of a decode error on the main thread.
   private hostRecord(L: LuaState): number {
-    const bytes = this.vm.toBytes(1, L);
-    if (bytes && this.opts.record) this.opts.record(bytes);
+    if (this.vm.x.lua_type(L, 1) !== LUA_TSTRING) throw new Error('host.record: a record (string) expected');
+    const bytes = this.vm.toBytes(1, L)!;
+    if (this.opts.record) {
+      decodeRecord(bytes, 0);
+      this.opts.record(bytes);
+    }
     return 0;
+  }
+
+  // host.load(chunk, chunkname[, env]) -> function | nil, message: a text
+  // chunk only (mode "t"), as lbaselib's load does it; sandbox.lua's load
+  // joins a reader function's pieces first.
+  private hostLoad(L: LuaState): number {
+    const { vm } = this;
+    const x = vm.x;
+    const nargs = x.lua_gettop(L);
+    if (x.lua_type(L, 1) !== LUA_TSTRING) throw new Error('load: the chunk must be a string');
+    const chunk = vm.viewBytes(1, L)!;
+    // Lua strings end in a NUL: their bytes serve as C strings in place.
+    const name = x.lua_type(L, 2) === LUA_TSTRING ? vm.viewBytes(2, L)!.byteOffset : chunk.byteOffset;
+    const rc = x.luaL_loadbufferx(L, chunk.byteOffset, chunk.length, name, vm.cstr('t'));
+    if (rc !== LUA_OK) {
+      x.lua_pushnil(L);
+      x.lua_pushvalue(L, -2);
+      return 2;
+    }
+    if (nargs >= 3) {
+      x.lua_pushvalue(L, 3);
+      if (!x.lua_setupvalue(L, -2, 1)) x.lua_settop(L, -2);
+    }
+    return 1;
+  }
+
+  // host.adopt(co) -> co: enter the budget's hook for a new coroutine in the
+  // debug library's hook table (the hook, mask and count it got from its
+  // creator with lua_newthread). Only ever adds the budget.
+  private hostAdopt(L: LuaState): number {
+    const { vm } = this;
+    const x = vm.x;
+    if (x.lua_type(L, 1) !== LUA_TTHREAD) throw new Error('adopt: a coroutine expected');
+    x.lua_settop(L, 1);
+    if (this.hookRef && x.lua_getfield(L, LUA_REGISTRYINDEX, vm.cstr('_HOOKKEY')) === LUA_TTABLE) {
+      x.lua_pushvalue(L, 1);
+      x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.hookRef));
+      x.lua_rawset(L, -3);
+    }
+    x.lua_settop(L, 1);
+    return 1;
+  }
+
+  /**
+   * Tests only (inspectable): run `src` with riff's privileged objects as its
+   * arguments (the real debug library, the standard libraries as first
+   * loaded, host, the sandbox's handles, the driver's api); returns its
+   * result as text.
+   */
+  inspect(src: string): string {
+    if (!this.privileged) throw new Error('inspect() needs a runtime created with inspectable: true');
+    const { vm } = this;
+    vm.load(Buffer.from(src), '=inspect');
+    for (const ref of this.privileged) vm.pushRef(ref);
+    vm.unbounded(() => vm.call(this.privileged!.length, 1));
+    const text = vm.toText(-1) ?? '';
+    vm.x.lua_settop(vm.L, -2);
+    return text;
   }
 
   // host.read(relpath) -> bytes | nil, message: a data file (signatures,
@@ -364,6 +460,12 @@ export class Runtime {
           continue;
         }
         if (real === exclude) continue;
+        // riff's own Lua is loaded once, by riff, with its privileges; run
+        // again by a script it would only undo the sandbox.
+        const own = path.join(fs.realpathSync(LUA_DIR), 'riff');
+        if (real === path.join(own, 'driver.lua') || real === path.join(own, 'sandbox.lua')) {
+          return fail(`module '${name}' is riff's own, not a module a script can load`);
+        }
         // A symlink must not lead out of the root it was found in.
         const within = path.relative(fs.realpathSync(root), real);
         if (within.startsWith('..') || path.isAbsolute(within)) {

@@ -75,6 +75,9 @@ export interface LuaExports {
   lua_error(L: LuaState): number;
   lua_sethook(L: LuaState, f: number, mask: number, count: number): void;
   lua_tothread(L: LuaState, idx: number): LuaState;
+  lua_rawget(L: LuaState, idx: number): number;
+  lua_rawset(L: LuaState, idx: number): void;
+  lua_setupvalue(L: LuaState, funcindex: number, n: number): Ptr;
   luaL_traceback(L: LuaState, L1: LuaState, msg: Ptr, level: number): void;
 }
 
@@ -84,6 +87,7 @@ export const LUA_TNIL = 0;
 export const LUA_TSTRING = 4;
 export const LUA_TTABLE = 5;
 export const LUA_TFUNCTION = 6;
+export const LUA_TTHREAD = 8;
 export const LUA_MULTRET = -1;
 
 export interface Wasm {
