@@ -62,7 +62,6 @@ function status:push(stream)
   -- The plugins before this one decoded the packet, so current.ts() is this
   -- packet's time (read once per packet, whoever asks first).
   local ts = current.ts()
-  packets:add(1)
   self:note(ts)
   local nxt = self.next
   if not nxt then
@@ -72,6 +71,8 @@ function status:push(stream)
     self.next = (ts // self.interval + 1) * self.interval
   end
   self.last = ts
+  -- Counted after the line: the packet that passes a boundary opens the next interval.
+  packets:add(1)
 end
 
 -- The last line: every worker's final figures, merged. Counts add; the
