@@ -35,7 +35,7 @@ sessions.idle_timeout = 600   -- TrafficAnalyzer's tcp_timeout
 sessions.udp_timeout = 600    -- and udp_timeout
 app_id.app_timeout = 500      -- and app_timeout
 
-local status = { name = "status", interval = 10, printed = 0 }
+local status = { name = "status", interval = 10, printed = 0, count = 0, noted = -math.huge }
 local packets = riff.counter("traffic.packets")
 local tcp_live, udp_live, app_live = riff.counter("traffic.tcp"), riff.counter("traffic.udp"), riff.counter("traffic.app")
 local first_worker = riff.worker.index == 1
@@ -44,15 +44,20 @@ local function line(queue, tcp_n, udp_n, app_n)
   io.stderr:write(string.format("queue size: %d, TCP sess: %d, UDP sess: %d, APP sess: %d\n", queue, tcp_n, udp_n, app_n))
 end
 
--- This worker's figures now, into its counters (published at batch ends).
+-- This worker's figures, into its counters (riff publishes them at the end
+-- of each batch). Once a second of capture time is enough for the other
+-- workers' view, and keeps the per-packet path a field update.
 function status:note(ts)
   local tcp_n, udp_n = sessions.counts()
   tcp_live:set(tcp_n)
   udp_live:set(udp_n)
   app_live:set(app_id:active(ts))
+  packets:set(self.count)
+  self.noted = ts
 end
 
-function status:line()
+function status:line(ts)
+  self:note(ts)
   local total = packets:total()
   line(total - self.printed, tcp_live:total(), udp_live:total(), app_live:total())
   self.printed = total
@@ -62,17 +67,17 @@ function status:push(stream)
   -- The plugins before this one decoded the packet, so current.ts() is this
   -- packet's time (read once per packet, whoever asks first).
   local ts = current.ts()
-  self:note(ts)
   local nxt = self.next
   if not nxt then
     self.next = (ts // self.interval + 1) * self.interval
   elseif ts >= nxt then
-    if first_worker then self:line() end
+    if first_worker then self:line(ts) end
     self.next = (ts // self.interval + 1) * self.interval
   end
+  if ts - self.noted >= 1 then self:note(ts) end
   self.last = ts
   -- Counted after the line: the packet that passes a boundary opens the next interval.
-  packets:add(1)
+  self.count = self.count + 1
 end
 
 -- The last line: every worker's final figures, merged. Counts add; the
@@ -86,7 +91,7 @@ function status:collect()
   if app_id._apps then
     for k, ts in app_id._apps:pairs() do apps[k] = ts end
   end
-  return { seen = true, last = self.last, packets = packets:value(), printed = self.printed,
+  return { seen = true, last = self.last, packets = self.count, printed = self.printed,
     tcp = tcp_n, udp = udp_n, apps = apps }
 end
 
