@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from './capture/batch.js';
-import { openCaptureFile, CaptureFileError, type CaptureFile } from './capture/file.js';
+import { openCaptureFileAsync, CaptureFileError, WouldBlock, tooLarge, type CaptureFile } from './capture/file.js';
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
 import { LiveCapture, listDevices, liveUnavailable } from './capture/live.js';
 import { PcapWriter } from './outputs/pcap-writer.js';
@@ -16,6 +16,7 @@ import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
 import { LuaPool } from './vm/pool.js';
+import { whenSignalled } from './signals.js';
 
 const PKG = JSON.parse(
   fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
@@ -62,6 +63,7 @@ function parseArgs(argv: string[]) {
     .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS ?? 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
     .option('stats', { type: 'number', describe: 'print a counters line on stderr every SECONDS' })
     .option('lua-memory', { type: 'string', default: '256M', describe: 'Lua heap limit (e.g. 64M, 1G; 0 = unlimited)' })
+    .option('lua-timeout', { type: 'number', default: 5, describe: 'wall-clock SECONDS one packet may take in Lua (loading the script, setup and deinit: 10x); a worker over it is ended and restarted (0 = no limit)' })
     .example('$0 -r fixtures/http.pcap', 'the bundled pipeline over a capture file')
     .example('$0 --lua pipeline.lua -i eth1', 'run an original riff tree live on eth1')
     .example("$0 --lua watch.lua -i any -c 100 'tcp port 8080'", 'first 100 packets to or from port 8080')
@@ -78,6 +80,20 @@ function parseArgs(argv: string[]) {
     .wrap(Math.min(110, process.stdout.columns || 100))
     .parseSync();
 }
+
+/** In place of a file that was still opening when riff was told to stop. */
+const NO_FILE: CaptureFile = {
+  path: '',
+  container: 'pcap',
+  linktype: 1,
+  snaplen: 0,
+  offset: 0,
+  warnings: [],
+  skipped: 0,
+  fill: () => 0,
+  more: async () => {},
+  close: () => {},
+};
 
 /** Counted on the capture thread; what Lua did comes from the workers. */
 interface Counters {
@@ -136,6 +152,8 @@ async function main(): Promise<number> {
   const budget = args['lua-budget'];
   if (!Number.isInteger(budget) || budget < 0) throw new Fail(`--lua-budget: '${budget}' is not a whole number >= 0`, 2);
   const memoryLimit = parseSize(args['lua-memory'], '--lua-memory');
+  const timeout = args['lua-timeout'];
+  if (!(timeout >= 0) || timeout > 86400) throw new Fail(`--lua-timeout: '${timeout}' is not a number of seconds (0 = no limit)`, 2);
 
   const workers = args.workers;
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new Fail(`--workers: '${workers}' is not a number of workers from 1 to 64`, 2);
@@ -146,8 +164,12 @@ async function main(): Promise<number> {
   let stopping = false;
   let interrupted = false;
   let onStop: () => void = () => {};
+  let wake: () => void = () => {};
+  // Resolves once riff is to stop: ends a wait on an idle pipe.
+  const stopped = new Promise<void>((r) => (wake = r));
   const halt = () => {
     stopping = true;
+    wake();
     onStop();
   };
   // Records can arrive while the outputs are still being opened (setup runs at once).
@@ -173,7 +195,9 @@ async function main(): Promise<number> {
       // A file only needs enough ring to keep the worker busy; live capture
       // wants slack for bursts (the ring is bounded memory either way).
       ringBytes: (args.i !== undefined ? 64 : 16) << 20,
+      limits: { packetMs: timeout * 1000, scriptMs: timeout * 10_000 },
       onStop: halt,
+      onNote: note,
     });
   } catch (e) {
     if (e instanceof ScriptError) throw new Fail(e.message, 1);
@@ -202,20 +226,18 @@ async function main(): Promise<number> {
   for (const [b, at] of earlyRecords.splice(0)) recordSink(b, at);
 
   const counters: Counters = { read: 0, passed: 0 };
-  const stop = () => {
-    // A second Ctrl-C: the user wants out now.
-    if (interrupted) process.exit(130);
+  // A signal that came earlier (even before the workers were up) is acted on here.
+  whenSignalled(() => {
     interrupted = true;
     pool.abandon();
     halt();
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  });
   stdout.onClose = halt;
 
   let writer: PcapWriter | null = null;
   const limit = args.c;
   let damage: CaptureFileError | null = null;
+  let skipped = 0;
 
   // Filter, -c, -w and counting happen here, on the capture thread; Lua runs in the workers.
   let nextId = 1;
@@ -236,7 +258,7 @@ async function main(): Promise<number> {
   if (statsEvery) {
     statsTimer = setInterval(() => {
       const p = pool.progress();
-      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors`);
+      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors${pool.ended ? `, ${pool.lost} lost with ${pool.ended} ended Lua workers (${pool.restarted} restarted)` : ''}`);
     }, statsEvery * 1000);
     statsTimer.unref();
   }
@@ -248,7 +270,13 @@ async function main(): Promise<number> {
     source = args.r === '-' ? 'standard input' : args.r;
     let file: CaptureFile;
     try {
-      file = openCaptureFile(args.r);
+      // Records larger than a quarter of the ring could wait for room forever.
+      const opening = openCaptureFileAsync(args.r, { maxRecord: pool.maxRecord });
+      const f = await Promise.race([opening, stopped.then(() => null)]);
+      if (!f) {
+        opening.then((late) => late.close(), () => {});
+        file = NO_FILE;
+      } else file = f;
     } catch (e) {
       if (!(e instanceof CaptureFileError)) throw e;
       // Damage before the first packet (header, first blocks) says where, like
@@ -267,26 +295,33 @@ async function main(): Promise<number> {
     }
     if (args.w !== undefined) writer = new PcapWriter(args.w, file.linktype < 0 ? 1 : file.linktype);
     let sinceYield = 0;
+    // Every wait here is asynchronous (ring room, an idle pipe, a worker's
+    // restart), so signals, the watchdog and --stats keep running.
     while (!stopping && limit !== 0) {
       const batch = pool.reserve();
       if (!batch) {
-        // Lua is behind and the ring is full: let signals in, then wait again.
-        await new Promise((r) => setImmediate(r));
+        // Lua is behind and the ring is full.
+        await Promise.race([pool.room(), stopped]);
         continue;
       }
       let got = 0;
       try {
         got = file.fill(batch, 1024);
       } catch (e) {
+        if (e instanceof WouldBlock) {
+          pool.unreserve();
+          await Promise.race([file.more(), stopped]);
+          continue;
+        }
         if (!(e instanceof CaptureFileError)) throw e;
         damage = e;
       }
       if (got === 0) {
-        pool.commit(batch);
+        pool.unreserve();
         break;
       }
       account(batch, filter);
-      pool.commit(batch);
+      await pool.commit(batch);
       // Let signals and pipe closes in between batches.
       if (++sinceYield >= 8) {
         sinceYield = 0;
@@ -294,6 +329,8 @@ async function main(): Promise<number> {
       }
     }
     for (const w of file.warnings) note(named(w));
+    skipped = file.skipped;
+    counters.read += skipped;
     file.close();
   } else {
     const device = args.i!;
@@ -339,7 +376,7 @@ async function main(): Promise<number> {
         live.close();
         resolve();
       };
-      if (limit === 0) onStop();
+      if (limit === 0 || stopping) onStop();
     });
   }
 
@@ -358,7 +395,11 @@ async function main(): Promise<number> {
     `${s.processed - s.packetErrors} packets processed by Lua`,
     `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`,
   );
-  const unprocessed = counters.passed - pool.dropped - s.processed;
+  if (skipped) lines.push(tooLarge(skipped, pool.maxRecord));
+  if (pool.ended)
+    lines.push(`${pool.lost} packets lost with ${pool.ended} Lua worker${pool.ended > 1 ? 's' : ''} ended (over --lua-timeout, or died); ${pool.restarted} restarted`);
+  // passed = processed + errors + dropped + lost (+ not processed)
+  const unprocessed = counters.passed - pool.dropped - pool.lost - s.processed;
   if (unprocessed > 0) lines.push(`${unprocessed} packets not processed (stopped early)`);
   if (os.written || os.dropped) lines.push(`${os.written} records written${os.dropped ? `, ${os.dropped} dropped (an output's queue was full)` : ''}`);
   if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
@@ -369,7 +410,9 @@ async function main(): Promise<number> {
     note(`${named(damage.message)} at byte offset ${damage.offset}; ${counters.read} packets before it were processed`);
     return 1;
   }
-  if (args.strict && s.errors > 0) return 1;
+  if (args.strict && (s.errors > 0 || pool.ended > 0)) return 1;
+  // A worker lost for good (its setup hung, or it could not be restarted): the run did not do its job.
+  if (pool.ended > pool.restarted) return 1;
   return 0;
 }
 

@@ -2,6 +2,8 @@
 // riff's entry point. The Lua workers start booting first — Node, wasmoon
 // and the WebAssembly instance are most of riff's start-up — and the command
 // line (src/cli.ts) loads and is parsed meanwhile, on another core.
+// First: signals are heard from here on (src/signals.ts).
+import './signals.js';
 import { prestartWorkers } from './vm/pool.js';
 import { useWasmInlining } from './vm/wasm.js';
 

@@ -1,16 +1,30 @@
 // The capture thread's side of the Lua workers: start them, feed their
-// rings (sharding by flow when there are several), collect their counters.
+// rings (sharding by flow when there are several), collect their counters,
+// and end and replace a worker whose VM does not come back in time or dies.
 import { Worker } from 'node:worker_threads';
-import { HDR, countPassed, type Batch } from '../capture/batch.js';
+import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, HDR, align8, countPassed, Batch } from '../capture/batch.js';
 import { jsSharding, type Sharding } from '../capture/flow.js';
 import { nativeOrNull } from '../capture/native.js';
 import { newRingControl, RingProducer } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, type Summary } from './runtime.js';
 import type { WorkerInit, WorkerMessage } from './worker.js';
-import { Watchdog } from './watchdog.js';
+import {
+  BLOCK_BASE,
+  BLOCK_COUNT,
+  BLOCK_META,
+  BLOCK_PHASE,
+  BLOCK_SEQ,
+  PHASE_BATCH,
+  readLuaInt,
+  Watchdog,
+  type Stuck,
+  type WatchTarget,
+} from './watchdog.js';
 
-const FOREVER = 2 ** 31;
+type Ready = Extract<WorkerMessage, { type: 'ready' }>;
+type Done = Extract<WorkerMessage, { type: 'done' }>;
+const NO_COUNTS: Done = { type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] };
 
 /** Records of worker w in a shard plan. */
 function countShard(shards: Uint8Array, count: number, w: number): number {
@@ -24,26 +38,48 @@ export interface PoolOptions {
   runtime: Omit<RuntimeOptions, 'write' | 'record'>;
   outFd: 1 | 2;
   ringBytes: number;
-  /** A worker asks to stop: --strict hit an error, or stdout closed. */
+  /** Wall-clock limits (src/vm/watchdog.ts); 0 = none. */
+  limits: { packetMs: number; scriptMs: number };
+  /** A worker asks to stop: --strict hit an error, or stdout closed; or a worker was lost for good. */
   onStop(why: string): void;
+  /** One line about a worker that was ended or died (printed by the caller). */
+  onNote(line: string): void;
   onRecord?(bytes: Uint8Array, at: number): void;
 }
 
-interface Slot {
+interface Incarnation {
   worker: Worker;
-  /** Made once the worker is ready: the ring's bytes are in its VM's memory. */
-  ring: RingProducer;
-  done: Promise<Extract<WorkerMessage, { type: 'done' }>>;
+  ready: Promise<Ready>;
+  done: Promise<Done>;
+  /** Set once the VM is made: where the watchdog and the pool read it. */
+  target: WatchTarget | null;
+  /** We ended it, or it died: its messages no longer count. */
+  over: boolean;
+  readyYet: boolean;
+  resolveDone(m: Done): void;
+  rejectReady(e: Error): void;
+}
+
+interface Slot {
+  index: number;
+  ctrl: SharedArrayBuffer;
+  life: Incarnation;
+  /** Null while the worker (re)starts, and for good once it is lost. */
+  ring: RingProducer | null;
+  /** A restart under way: resolves when `ring` is back (or the slot is lost). */
+  restarting: Promise<void> | null;
+  lost: boolean;
 }
 
 // Workers can start booting (Node, wasmoon, the WebAssembly instance: most
 // of riff's start-up) before the command line is even parsed; start() then
 // hands them their orders by message instead of workerData.
 const early: { worker: Worker; error: Error | null }[] = [];
+const WORKER_URL = new URL('./worker.js', import.meta.url);
 
 export function prestartWorkers(n: number): void {
   while (early.length < n) {
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: null });
+    const worker = new Worker(WORKER_URL, { workerData: null });
     const e = { worker, error: null as Error | null };
     early.push(e);
     worker.on('error', (err) => (e.error = err));
@@ -55,143 +91,384 @@ export function prestartWorkers(n: number): void {
 export class LuaPool {
   /** Packets dropped because a ring was full (live capture only). */
   dropped = 0;
+  /** Packets lost with a worker that was ended (over the time limit) or died: the one it was on, and any that could not be handed on. */
+  lost = 0;
+  /** Workers ended or dead, and how many of those were replaced. */
+  ended = 0;
+  restarted = 0;
   filter: string | null = null;
   /** --output specs from config.lua's outputs(). */
   outputs: string[] = [];
   rule = '';
   private readonly counters: Float64Array;
   private readonly single: boolean;
-  private watchdog: Watchdog | null = null;
+  private readonly watchdog: Watchdog;
+  private readonly slots: Slot[] = [];
+  /** Counts of the workers' ended VMs: [handed, packet errors] per worker. */
+  private readonly carried: Float64Array;
   /** Shards batches when there are several workers: the addon, or its JS twin. */
   private readonly sharding: Sharding | null;
   /** Per record of the batch being sharded: its worker (255: filtered out). */
   private shards = new Uint8Array(1024);
   /** Per worker: bytes of the batch being sharded that go to it. */
   private readonly bytesPer: Uint32Array;
+  private finishing = false;
+  private abandoned = false;
+  private readonly lock = new SharedArrayBuffer(4);
+  private readonly counterBuf: SharedArrayBuffer;
 
-  private constructor(
-    private readonly slots: Slot[],
-    counters: SharedArrayBuffer,
-  ) {
-    this.counters = new Float64Array(counters);
-    this.single = slots.length === 1;
+  private constructor(private readonly o: PoolOptions) {
+    const n = Math.max(1, o.workers);
+    this.counterBuf = new SharedArrayBuffer(8 * 2 * n);
+    this.counters = new Float64Array(this.counterBuf);
+    this.carried = new Float64Array(2 * n);
+    this.single = n === 1;
     this.sharding = this.single ? null : (nativeOrNull() ?? jsSharding);
-    this.bytesPer = new Uint32Array(slots.length);
+    this.bytesPer = new Uint32Array(n);
+    this.watchdog = new Watchdog([], o.limits, (i, where) => this.stuck(i, where));
   }
 
-  /** Workers' instruction budgets are armed from here (src/vm/watchdog.ts), also while the capture waits for ring room. */
-  private watch(targets: Watchdog['targets']): void {
-    if (!targets.length) return;
-    const dog = new Watchdog(targets);
-    this.watchdog = dog;
-    dog.start();
-    for (const s of this.slots) s.ring.onWait = () => dog.check();
+  /** The largest record a capture file may hand over: a batch of one must fit the ring however its space lies. */
+  get maxRecord(): number {
+    return Math.floor(this.o.ringBytes / 4) - HDR - 8;
+  }
+
+  private get script(): string {
+    return this.o.runtime.script ?? 'the bundled pipeline';
+  }
+
+  /** Start worker `index` (a prestarted one if there is one left). */
+  private spawn(index: number, ctrl: SharedArrayBuffer): Incarnation {
+    const init: WorkerInit = {
+      index,
+      opts: this.o.runtime,
+      ring: { ctrl, bytes: this.o.ringBytes },
+      lock: this.lock,
+      counters: this.counterBuf,
+      outFd: this.o.outFd,
+      readConfig: index === 0 && !this.slots[index],
+      records: !!this.o.onRecord,
+    };
+    let worker: Worker;
+    let failed: Error | null = null;
+    const pre = early.shift();
+    if (pre) {
+      ({ worker, error: failed } = pre);
+      worker.ref();
+      worker.postMessage(init);
+    } else {
+      worker = new Worker(WORKER_URL, { workerData: init });
+    }
+    const life = { worker, target: null, over: false, readyYet: false } as Partial<Incarnation> as Incarnation;
+    life.ready = new Promise<Ready>((res, rej) => {
+      life.rejectReady = rej;
+      worker.on('message', (m: WorkerMessage) => {
+        if (life.over) return;
+        if (m.type === 'watch') {
+          life.target = m.watch;
+          this.watchdog.replace(index, m.watch);
+        } else if (m.type === 'ready') res(m);
+        else if (m.type === 'stop') this.o.onStop(m.why);
+        else if (m.type === 'record') this.o.onRecord?.(m.bytes, m.at);
+        else if (m.type === 'done') {
+          life.over = true; // its exit is expected now
+          life.resolveDone(m);
+        }
+        else if (m.type === 'fail') died(m.message, true);
+      });
+    });
+    life.ready.catch(() => {}); // a restart's failure is handled where it is awaited
+    life.done = new Promise<Done>((res) => (life.resolveDone = res));
+    life.ready.then(
+      () => (life.readyYet = true),
+      () => {},
+    );
+    // Before it is ready, a failure is the script's or the worker's start's
+    // (start() reports it); after, the worker died under a batch: the pool
+    // ends it properly.
+    const died = (cause: string, script = false) => {
+      if (life.over) return;
+      if (!life.readyYet) {
+        life.over = true;
+        this.watchdog.replace(index, null);
+        life.rejectReady(script ? new ScriptError(cause) : new Error(cause));
+        life.resolveDone(NO_COUNTS);
+        return;
+      }
+      const slot = this.slots[index];
+      if (slot?.life === life) this.end(slot, `its worker died: ${cause}`);
+    };
+    worker.on('error', (e) => died(`Lua worker ${index}: ${e.message}`));
+    if (failed) died(`Lua worker ${index}: ${failed.message}`);
+    worker.on('exit', (code) => {
+      if (!life.over) died(`Lua worker ${index} exited (code ${code}) before it was done`);
+    });
+    return life;
   }
 
   static async start(o: PoolOptions): Promise<LuaPool> {
+    const pool = new LuaPool(o);
     const n = Math.max(1, o.workers);
-    const lock = new SharedArrayBuffer(4);
-    const counters = new SharedArrayBuffer(8 * 2 * n);
-    const started: Omit<Slot, 'ring'>[] = [];
-    const ready: Promise<Extract<WorkerMessage, { type: 'ready' }>>[] = [];
     for (let i = 0; i < n; i++) {
-      const init: WorkerInit = {
-        index: i,
-        opts: o.runtime,
-        ring: { ctrl: newRingControl(), bytes: o.ringBytes },
-        lock,
-        counters,
-        outFd: o.outFd,
-        readConfig: i === 0,
-        records: !!o.onRecord,
-      };
-      let worker: Worker;
-      let failed: Error | null = null;
-      const pre = early.shift();
-      if (pre) {
-        ({ worker, error: failed } = pre);
-        worker.ref();
-        worker.postMessage(init);
-      } else {
-        worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
-      }
-      let resolveReady!: (m: Extract<WorkerMessage, { type: 'ready' }>) => void;
-      let rejectReady!: (e: Error) => void;
-      let resolveDone!: (m: Extract<WorkerMessage, { type: 'done' }>) => void;
-      ready.push(new Promise((res, rej) => ((resolveReady = res), (rejectReady = rej))));
-      const done = new Promise<Extract<WorkerMessage, { type: 'done' }>>((res) => (resolveDone = res));
-      worker.on('message', (m: WorkerMessage) => {
-        if (m.type === 'ready') resolveReady(m);
-        else if (m.type === 'fail') rejectReady(new ScriptError(m.message));
-        else if (m.type === 'stop') o.onStop(m.why);
-        else if (m.type === 'record') o.onRecord?.(m.bytes, m.at);
-        else if (m.type === 'done') resolveDone(m);
-      });
-      worker.on('error', (e) => rejectReady(new Error(`Lua worker ${i}: ${e.message}`)));
-      if (failed) rejectReady(new Error(`Lua worker ${i}: ${failed.message}`));
-      worker.on('exit', () => {
-        rejectReady(new Error(`Lua worker ${i} exited before it was ready`));
-        resolveDone({ type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] });
-      });
-      started.push({ worker, done });
+      const ctrl = newRingControl();
+      pool.slots.push({ index: i, ctrl, life: pool.spawn(i, ctrl), ring: null, restarting: null, lost: false });
     }
     // Started on a guess at the command line that was too high.
     for (const e of early.splice(0)) void e.worker.terminate();
-    let msgs: Extract<WorkerMessage, { type: 'ready' }>[];
+    // Loading the script is watched too: a top level that never returns is ended.
+    pool.watchdog.start();
+    let msgs: Ready[];
     try {
-      msgs = await Promise.all(ready);
+      msgs = await Promise.all(pool.slots.map((s) => s.life.ready));
     } catch (e) {
-      await Promise.all(started.map((s) => s.worker.terminate()));
+      pool.watchdog.stop();
+      for (const s of pool.slots) s.life.over = true;
+      await Promise.all(pool.slots.map((s) => s.life.worker.terminate()));
       throw e;
     }
-    const pool = new LuaPool(
-      started.map((s, i) => ({ ...s, ring: new RingProducer(msgs[i].ring) })),
-      counters,
-    );
+    pool.slots.forEach((s, i) => (s.ring = pool.producer(msgs[i])));
     pool.filter = msgs[0].filter;
     pool.outputs = msgs[0].outputs;
     pool.rule = msgs[0].rule;
-    pool.watch(msgs.flatMap((m) => (m.watch ? [m.watch] : [])));
     return pool;
+  }
+
+  private producer(m: Ready): RingProducer {
+    const r = new RingProducer(m.ring);
+    if (this.abandoned) r.abandon();
+    return r;
+  }
+
+  /** The watchdog's report: worker i has not moved for its limit. */
+  private stuck(i: number, where: Stuck): void {
+    const slot = this.slots[i];
+    if (!slot || slot.life.over) return;
+    const secs = (where.phase === PHASE_BATCH ? this.o.limits.packetMs : this.o.limits.scriptMs) / 1000;
+    this.end(slot, `still running after ${secs} s (--lua-timeout)`);
+  }
+
+  /**
+   * End a worker's VM (over its time limit, or dead): count what it did and
+   * the packet it was on as lost, hand what was queued for it to a fresh
+   * worker from the same script, and say so in one line.
+   */
+  private end(slot: Slot, why: string): void {
+    const life = slot.life;
+    if (life.over) return;
+    life.over = true;
+    this.watchdog.replace(slot.index, null);
+    void life.worker.terminate();
+    if (!life.readyYet) {
+      // Stuck loading the script: nothing ran yet; start() (or restart()) says so.
+      life.rejectReady(new ScriptError(`${this.script}: loading the script ${why}`));
+      life.resolveDone(NO_COUNTS);
+      return;
+    }
+    this.ended++;
+    const i = slot.index;
+    const at = i * 2;
+    // Where the VM was, read from its memory (still ours after the thread is gone).
+    const t = life.target;
+    let phase = 0;
+    let inLua = false;
+    let cur = -1;
+    let handed = this.counters[at];
+    let errors = this.counters[at + 1];
+    let carry: Batch[] = [];
+    let what = 'between packets';
+    if (t) {
+      const buf = t.memory.buffer;
+      const i32 = new Int32Array(buf);
+      const dv = new DataView(buf);
+      const b = t.block >> 2;
+      inLua = (Atomics.load(i32, b + BLOCK_SEQ) & 1) === 1;
+      phase = Atomics.load(i32, b + BLOCK_PHASE);
+      const p = readLuaInt(dv, t.processed);
+      const e = readLuaInt(dv, t.packetErrors);
+      if (p >= 0 && e >= 0) {
+        handed = p;
+        errors = e;
+      }
+      if (inLua && phase === PHASE_BATCH) {
+        cur = t.cur && p >= 0 ? readLuaInt(dv, t.cur) : -1;
+        const { rest, lost, id } = this.unfinished(dv, i32[b + BLOCK_BASE], i32[b + BLOCK_COUNT], i32[b + BLOCK_META], cur);
+        if (cur > 0) handed += cur - 1;
+        this.lost += lost;
+        if (rest) carry.push(rest);
+        what = id ? `packet ${id}` : 'a batch of packets';
+      } else if (inLua) what = this.finishing ? 'deinit' : 'setup';
+    }
+    this.carried[at] += handed;
+    this.carried[at + 1] += errors;
+    this.counters[at] = 0;
+    this.counters[at + 1] = 0;
+    if (slot.ring) carry = carry.concat(slot.ring.queued());
+    // A restart would only hang again in setup, and after deinit there is nothing left to do.
+    const restart = !(inLua && phase !== PHASE_BATCH);
+    this.o.onNote(
+      `${this.script}: ${what} ${why}; ${restart ? `worker ${i} was restarted (its plugin state is lost)` : `worker ${i} was ended`}`,
+    );
+    slot.ring = null;
+    life.resolveDone(NO_COUNTS);
+    if (!restart) {
+      this.lose(slot, carry);
+      return;
+    }
+    slot.restarting = this.restart(slot, carry);
+  }
+
+  /**
+   * The batch a VM was ended in: the packet it was on (the cur-th handed to
+   * Lua) is lost, those after it are copied out for the next VM (records
+   * already run or run elsewhere flagged so it skips them). cur < 1 (not
+   * known): the whole batch is lost.
+   */
+  private unfinished(dv: DataView, base: number, count: number, meta: number, cur: number): { rest: Batch | null; lost: number; id: number } {
+    if (!base || count <= 0) return { rest: null, lost: 0, id: 0 };
+    let o = base;
+    for (let k = 0; k < count; k++) o += HDR + align8(dv.getUint32(o + 12, true));
+    const bytes = o - base;
+    if (o > dv.byteLength) return { rest: null, lost: 0, id: 0 };
+    const rest = Batch.over(Buffer.from(new Uint8Array(dv.buffer, base, bytes)));
+    rest.count = count;
+    rest.bytes = bytes;
+    let handed = 0;
+    let lost = 0;
+    for (let k = 0, r = 0; k < count; k++) {
+      const f = rest.view.getUint32(r + 28, true);
+      if (!(f & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE))) {
+        handed++;
+        if (cur < 1 || handed <= cur) {
+          if (cur < 1 || handed === cur) lost++;
+          rest.view.setUint32(r + 28, f | FLAG_ELSEWHERE, true);
+        }
+      }
+      r += HDR + align8(rest.view.getUint32(r + 12, true));
+    }
+    const id = cur >= 1 && meta ? dv.getUint32(meta + (cur - 1) * HDR + 32, true) : 0;
+    return { rest: handed > (cur < 1 ? handed : cur) ? rest : null, lost, id };
+  }
+
+  /** Packets that will never run: counted as lost. */
+  private lose(slot: Slot, batches: Batch[]): void {
+    for (const b of batches) this.lost += this.live(b);
+    if (!this.finishing) {
+      slot.lost = true;
+      this.o.onStop('worker-lost');
+    }
+  }
+
+  /** Packets of a batch still to run: passed the filter, not sharded elsewhere. */
+  private live(b: Batch): number {
+    let n = 0;
+    for (let i = 0, o = 0; i < b.count; i++) {
+      if (!(b.view.getUint32(o + 28, true) & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE))) n++;
+      o += HDR + align8(b.view.getUint32(o + 12, true));
+    }
+    return n;
+  }
+
+  private async restart(slot: Slot, carry: Batch[]): Promise<void> {
+    slot.ctrl = newRingControl();
+    const life = this.spawn(slot.index, slot.ctrl);
+    slot.life = life;
+    let m: Ready;
+    try {
+      m = await life.ready;
+    } catch (e) {
+      this.o.onNote(`${this.script}: worker ${slot.index} could not be restarted: ${(e as Error).message}`);
+      slot.restarting = null;
+      this.lose(slot, carry);
+      return;
+    }
+    this.restarted++;
+    const ring = this.producer(m);
+    // The dead worker's queue first, in order, before anything new.
+    for (const b of carry) {
+      while (!ring.push(b, 0)) {
+        if (life.over) {
+          this.lost += this.live(b);
+          break;
+        }
+        await ring.room(50);
+      }
+    }
+    if (life.over) return; // ended again meanwhile: that end() handled the rest
+    slot.ring = ring;
+    slot.restarting = null;
+    if (this.finishing) ring.close();
   }
 
   /**
    * A batch to fill, straight in worker 0's ring: with several workers the
    * records for the others are copied out of it at commit and worker 0
-   * skips them. Null when the ring stayed full for `waitMs`: let the event
-   * loop run (signals) and ask again.
+   * skips them. Null when the ring is full or worker 0 is restarting: await
+   * room() and ask again.
    */
-  reserve(waitMs = 200): Batch | null {
-    return this.slots[0].ring.reserve(HDR + 65536, waitMs);
+  reserve(): Batch | null {
+    return this.slots[0].ring?.reserve(HDR + 65536, 0) ?? null;
+  }
+
+  /** Give back a reserve()d batch unused. */
+  unreserve(): void {
+    this.slots[0].ring?.cancel();
+  }
+
+  /** Resolves when worker 0's ring may have room again (or after a short while). */
+  async room(): Promise<void> {
+    const s = this.slots[0];
+    if (s.restarting) await s.restarting;
+    else if (s.ring) await s.ring.room(50);
+    else await new Promise((r) => setTimeout(r, 50));
   }
 
   /** Hand the reserved batch over (file reading: waits for room, loses nothing). */
-  commit(b: Batch): void {
+  async commit(b: Batch): Promise<void> {
     const shard = !this.single && b.count > 0;
     // Worker 0 may start on its records while the others' are copied out.
     if (shard) this.plan(b, true);
-    this.slots[0].ring.commit(b, FOREVER);
-    if (shard) this.copyOut(b, FOREVER, 1);
+    const ring0 = this.slots[0].ring;
+    if (ring0?.owns(b)) ring0.commit(b, 0);
+    else await this.handTo(0, b); // worker 0 was replaced since reserve() (or the batch grew out of the ring)
+    if (shard) await this.copyOut(b, Infinity, 1);
+  }
+
+  /** A whole batch into worker w's ring, waiting for room (and for a restart); lost if the worker is lost. */
+  private async handTo(w: number, b: Batch): Promise<void> {
+    for (;;) {
+      const s = this.slots[w];
+      if (s.lost) {
+        this.lost += this.live(b);
+        return;
+      }
+      if (s.ring && s.ring.push(b, 0)) return;
+      if (s.ring && b.bytes + 8 > s.ring.capacity) {
+        // Larger than the ring (the reader skips such records; nothing else makes them).
+        this.lost += this.live(b);
+        return;
+      }
+      if (s.restarting) await s.restarting;
+      else if (s.ring) await s.ring.room(50);
+      else await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /** Hand a live batch over without waiting; what does not fit is dropped and counted. */
   push(b: Batch): void {
-    this.dispatch(b, 0);
-  }
-
-  /** Ctrl-C: workers skip what is queued and go straight to deinit. */
-  abandon(): void {
-    for (const s of this.slots) s.ring.abandon();
-    this.watchdog?.hurry();
-  }
-
-  private dispatch(b: Batch, wait: number): void {
     if (this.single) {
-      if (!this.slots[0].ring.push(b, wait)) this.dropped += countPassed(b);
+      const ring = this.slots[0].ring;
+      if (!ring || !ring.push(b, 0)) this.dropped += countPassed(b);
       return;
     }
     this.plan(b, false);
-    this.copyOut(b, wait, 0);
+    void this.copyOut(b, 0, 0);
+  }
+
+  /** Ctrl-C: workers skip what is queued and go straight to deinit; one that does not answer soon is ended. */
+  abandon(): void {
+    this.abandoned = true;
+    for (const s of this.slots) s.ring?.abandon();
+    this.watchdog.hurry();
   }
 
   /**
@@ -204,20 +481,40 @@ export class LuaPool {
     this.sharding!.shardPlan(b.buf, b.count, this.slots.length, this.shards, this.bytesPer, inRing0);
   }
 
-  /** Copy the planned records of workers `from` on into their rings; what finds no room in time is dropped and counted. */
-  private copyOut(b: Batch, wait: number, from: number): void {
+  /**
+   * Copy the planned records of workers `from` on into their rings. `wait`
+   * 0 (live): what finds no room is dropped and counted; otherwise wait for
+   * room, asynchronously, as long as it takes (the watchdog ends a worker
+   * that never frees any).
+   */
+  private async copyOut(b: Batch, wait: number, from: number): Promise<void> {
+    const shards = this.shards;
     for (let w = from; w < this.slots.length; w++) {
       const bytes = this.bytesPer[w];
       if (!bytes) continue;
-      const ring = this.slots[w].ring;
-      const into = ring.reserve(bytes, wait, bytes);
-      if (!into) {
-        this.dropped += countShard(this.shards, b.count, w);
-        continue;
+      for (;;) {
+        const s = this.slots[w];
+        const ring = s.ring;
+        const into = ring?.reserve(bytes, 0, bytes) ?? null;
+        if (into) {
+          into.count = this.sharding!.shardCopy(b.buf, b.count, shards, w, into.buf, 0);
+          into.bytes = bytes;
+          ring!.commit(into, 0);
+          break;
+        }
+        const n = countShard(shards, b.count, w);
+        if (!wait) {
+          this.dropped += n;
+          break;
+        }
+        if (s.lost || (ring && bytes + 8 > ring.capacity)) {
+          this.lost += n;
+          break;
+        }
+        if (s.restarting) await s.restarting;
+        else if (ring) await ring.room(50);
+        else await new Promise((r) => setTimeout(r, 50));
       }
-      into.count = this.sharding!.shardCopy(b.buf, b.count, this.shards, w, into.buf, 0);
-      into.bytes = bytes;
-      if (!ring.commit(into, wait)) this.dropped += into.count;
     }
   }
 
@@ -226,28 +523,37 @@ export class LuaPool {
     let processed = 0;
     let errors = 0;
     for (let i = 0; i < this.slots.length; i++) {
-      processed += this.counters[i * 2];
-      errors += this.counters[i * 2 + 1];
+      processed += this.counters[i * 2] + this.carried[i * 2];
+      errors += this.counters[i * 2 + 1] + this.carried[i * 2 + 1];
     }
     return { processed, errors };
   }
 
   /** Close the rings, let the workers drain and run deinit; their summaries merged. */
   async finish(): Promise<Summary> {
-    for (const s of this.slots) s.ring.close();
-    const all = await Promise.all(this.slots.map((s) => s.done));
+    this.finishing = true;
+    // A worker restarted meanwhile closes its ring once its queue is handed over (restart()).
+    for (const s of this.slots) s.ring?.close();
+    let all: Done[];
+    for (;;) {
+      const lives = this.slots.map((s) => s.life);
+      await Promise.all(this.slots.map((s) => s.restarting));
+      all = await Promise.all(lives.map((l) => l.done));
+      if (this.slots.every((s, i) => s.life === lives[i] && !s.restarting)) break;
+    }
     const byScript = new Map<string, number>();
     let processed = 0;
     let errors = 0;
     let packetErrors = 0;
-    for (const m of all) {
-      processed += m.processed;
-      packetErrors += m.errors;
-      errors += m.errors + m.hookErrors;
+    all.forEach((m, i) => {
+      processed += m.processed + this.carried[i * 2];
+      packetErrors += m.errors + this.carried[i * 2 + 1];
+      errors += m.errors + m.hookErrors + this.carried[i * 2 + 1];
       for (const [k, v] of m.byScript) byScript.set(k, (byScript.get(k) ?? 0) + v);
-    }
-    this.watchdog?.stop();
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    });
+    this.watchdog.stop();
+    for (const s of this.slots) s.life.over = true;
+    await Promise.all(this.slots.map((s) => s.life.worker.terminate()));
     return { processed, errors, packetErrors, byScript };
   }
 }

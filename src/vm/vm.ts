@@ -79,6 +79,24 @@ export class LuaVM {
     if (!this.L) throw new Error('could not create a Lua state');
     x.luaL_openlibs(this.L);
     this.textMode = this.cstr('t');
+    // The real collectgarbage, taken before any sandbox is built, for unbounded().
+    x.lua_getglobal(this.L, this.cstr('collectgarbage'));
+    this.gcFn = this.ref();
+    this.pushBytes(Buffer.from('stop'));
+    this.gcStop = this.ref();
+    this.pushBytes(Buffer.from('restart'));
+    this.gcRestart = this.ref();
+  }
+
+  private readonly gcFn: number;
+  private readonly gcStop: number;
+  private readonly gcRestart: number;
+
+  /** collectgarbage(what), what a registry reference to a string. */
+  private gc(what: number): void {
+    this.pushRef(this.gcFn);
+    this.pushRef(what);
+    if (this.x.lua_pcallk(this.L, 1, 0, 0, 0, 0) !== LUA_OK) this.x.lua_settop(this.L, -2);
   }
 
   /** Bytes the Lua heap holds. */
@@ -219,15 +237,19 @@ export class LuaVM {
   /**
    * Run riff's own pushes with the cap lifted: an allocation refused outside a
    * protected call would make Lua panic, and riff's handoff buffers are
-   * bounded by the batch size anyway.
+   * bounded by the batch size anyway. The collector is stopped meanwhile: a
+   * step here would run plugins' __gc finalizers, which must stay under the
+   * cap (they allocated past it to any size before).
    */
   unbounded<T>(fn: () => T): T {
     const limit = this.memoryLimit;
+    this.gc(this.gcStop);
     this.memoryLimit = 0;
     try {
       return fn();
     } finally {
       this.memoryLimit = limit;
+      this.gc(this.gcRestart);
     }
   }
 

@@ -74,6 +74,8 @@ export interface LuaExports {
   lua_error(L: LuaState): number;
   lua_sethook(L: LuaState, f: number, mask: number, count: number): void;
   lua_tothread(L: LuaState, idx: number): LuaState;
+  lua_getupvalue(L: LuaState, funcindex: number, n: number): Ptr;
+  lua_upvalueid(L: LuaState, funcindex: number, n: number): Ptr;
   luaL_traceback(L: LuaState, L1: LuaState, msg: Ptr, level: number): void;
 }
 

@@ -24,7 +24,8 @@ export interface WorkerInit {
 }
 
 export type WorkerMessage =
-  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; watch: WatchTarget | null; ring: RingShared }
+  | { type: 'watch'; watch: WatchTarget }
+  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; ring: RingShared }
   | { type: 'fail'; message: string }
   | { type: 'stop'; why: 'strict' | 'stdout-closed' }
   | { type: 'record'; bytes: Uint8Array; at: number }
@@ -94,13 +95,15 @@ async function main(): Promise<void> {
       },
       vm,
     );
+    // From here the pool's watchdog sees this VM: loading the script has its time limit too.
+    if (rt.watch) post({ type: 'watch', watch: rt.watch });
     if (init.readConfig) config = rt.config();
     rule = rt.open();
   } catch (e) {
     post({ type: 'fail', message: e instanceof ScriptError ? e.message : `Lua runtime: ${(e as Error).message}` });
     return;
   }
-  post({ type: 'ready', rule, ...config, watch: rt.watch, ring: shared });
+  post({ type: 'ready', rule, ...config, ring: shared });
   rt.setup();
   const at = init.index * 2;
   let handed = 0;
