@@ -310,8 +310,14 @@ async function main(): Promise<number> {
       } catch (e) {
         if (e instanceof WouldBlock) {
           pool.unreserve();
-          await Promise.race([file.more(), stopped]);
-          continue;
+          try {
+            await Promise.race([file.more(), stopped]);
+            continue;
+          } catch (err) {
+            if (!(err instanceof CaptureFileError)) throw err;
+            damage = err;
+            break;
+          }
         }
         if (!(e instanceof CaptureFileError)) throw e;
         damage = e;

@@ -9,6 +9,7 @@
 // they only touch these bindings inside functions, so the cycle is harmless.
 
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as tty from 'node:tty';
 import type { Batch } from './batch.js';
 import { PcapFile, isPcapMagic } from './pcap.js';
@@ -120,8 +121,9 @@ export async function openCaptureFileAsync(path: string, opts: OpenOptions = {})
   let fd = 0;
   if (!stdin) {
     try {
-      // A FIFO's open waits for its writer: on the thread pool, not here.
-      fd = (await fs.promises.open(path, 'r')).fd;
+      // A FIFO's open would wait for its writer; non-blocking, the wait is
+      // the event loop's (the socket below sees no data until one writes).
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     } catch (e) {
       throw new CaptureFileError(`cannot open ${path}: ${(e as Error).message}; expected a pcap or pcapng capture file`, 0);
     }
@@ -209,7 +211,12 @@ export class Source {
   onMove: (() => void) | null = null;
   private eof = false;
   private closed = false;
-  private reading = false;
+  /** Pipes and FIFOs are read through the event loop (a libuv pipe), never a blocked thread: a thread-pool read of an idle pipe would even keep process.exit waiting. */
+  private sock: net.Socket | null = null;
+  private chunks: Buffer[] = [];
+  private sockDone = false;
+  private sockError: Error | null = null;
+  private waiter: (() => void) | null = null;
 
   constructor(
     private readonly fd: number,
@@ -217,7 +224,21 @@ export class Source {
     private readonly owned: boolean,
     /** A pipe or FIFO: need() never reads (it throws WouldBlock); more() reads asynchronously. */
     private readonly async = false,
-  ) {}
+  ) {
+    if (!async) return;
+    const sock = new net.Socket({ fd, readable: true, writable: false });
+    this.sock = sock;
+    sock.pause();
+    const wake = () => this.waiter?.();
+    sock.on('data', (d: Buffer) => {
+      this.chunks.push(d);
+      sock.pause(); // one chunk at a time: the pipe holds the rest (backpressure)
+      wake();
+    });
+    sock.on('end', () => ((this.sockDone = true), wake()));
+    sock.on('close', () => ((this.sockDone = true), wake()));
+    sock.on('error', (e) => ((this.sockError = e), wake()));
+  }
 
   get offset(): number {
     return this.base + this.pos;
@@ -252,34 +273,32 @@ export class Source {
   /** What the last need() that threw WouldBlock asked for. */
   private wanted = 0;
 
-  /** Read what the writer has sent (at least a byte), or note the end; on the thread pool, so signals are heard meanwhile. */
+  /** Take in what the writer has sent (at least a byte), or note the end; waits on the event loop, so signals are heard meanwhile. */
   async more(): Promise<void> {
-    if (!this.async || this.eof || this.closed) return;
-    const n = Math.max(this.wanted, this.end - this.pos + 1);
-    if (this.pos + n > this.buf.length || this.end === this.buf.length) this.makeRoom(Math.max(n, 65536));
-    this.reading = true;
-    try {
-      for (;;) {
-        const got = await new Promise<number>((resolve, reject) =>
-          fs.read(this.fd, this.buf, this.end, this.buf.length - this.end, null, (err, k) => (err ? reject(err) : resolve(k))),
-        ).catch((e: NodeJS.ErrnoException) => {
-          if (e.code === 'EAGAIN') return -1;
-          if (e.code === 'EOF') return 0;
-          const off = this.base + this.end;
-          throw new CaptureFileError(`cannot read ${this.name} at offset ${off}: ${e.message}; expected a pcap or pcapng capture file`, off);
-        });
-        if (got < 0) {
-          // A non-blocking descriptor (inherited stdin) with nothing yet.
-          await new Promise((r) => setTimeout(r, 5));
-          continue;
-        }
-        if (got === 0) this.eof = true;
-        this.end += got;
-        return;
-      }
-    } finally {
-      this.reading = false;
+    if (!this.sock || this.eof || this.closed) return;
+    if (!this.chunks.length && !this.sockDone && !this.sockError) {
+      await new Promise<void>((r) => {
+        this.waiter = r;
+        this.sock!.resume();
+      });
+      this.waiter = null;
     }
+    if (this.chunks.length) {
+      const total = this.chunks.reduce((k, c) => k + c.length, 0);
+      const want = this.end - this.pos + total;
+      if (this.end + total > this.buf.length) this.makeRoom(want);
+      for (const c of this.chunks) {
+        c.copy(this.buf, this.end);
+        this.end += c.length;
+      }
+      this.chunks = [];
+      return;
+    }
+    if (this.sockError) {
+      const off = this.base + this.end;
+      throw new CaptureFileError(`cannot read ${this.name} at offset ${off}: ${this.sockError.message}; expected a pcap or pcapng capture file`, off);
+    }
+    this.eof = true;
   }
 
   /**
@@ -357,9 +376,8 @@ export class Source {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    // A read still waiting on the thread pool owns the descriptor until it
-    // returns; riff exits soon after, which closes it.
-    if (this.owned && !this.reading) fs.closeSync(this.fd);
+    if (this.sock) this.sock.destroy();
+    else if (this.owned) fs.closeSync(this.fd);
   }
 }
 
@@ -382,7 +400,7 @@ export class Warnings {
 
 /** The one line for records skipped as too large. */
 export const tooLarge = (k: number, max: number): string =>
-  `${plural(k, 'packet')} larger than ${max >= 1 << 20 ? `${(max / (1 << 20)).toFixed(1)} MiB` : `${max} bytes`} skipped (riff hands Lua packets up to that size)`;
+  `${plural(k, 'packet')} larger than ${max >= 1 << 20 ? `${+(max / (1 << 20)).toFixed(1)} MiB` : `${max} bytes`} skipped (riff hands Lua packets up to that size)`;
 
 export const plural = (n: number, one: string, many = one + 's'): string => `${n} ${n === 1 ? one : many}`;
 

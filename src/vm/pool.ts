@@ -16,6 +16,7 @@ import {
   BLOCK_PHASE,
   BLOCK_SEQ,
   PHASE_BATCH,
+  PHASE_DEINIT,
   readLuaInt,
   Watchdog,
   type Stuck,
@@ -128,9 +129,14 @@ export class LuaPool {
     this.watchdog = new Watchdog([], o.limits, (i, where) => this.stuck(i, where));
   }
 
-  /** The largest record a capture file may hand over: a batch of one must fit the ring however its space lies. */
+  /**
+   * The largest packet (captured bytes) a capture file may hand over: a
+   * batch holding it (at most twice the reader's 1 MiB batch, or the packet
+   * alone) must fit in half the ring, the most an emptying ring is sure to
+   * offer in one piece.
+   */
   get maxRecord(): number {
-    return Math.floor(this.o.ringBytes / 4) - HDR - 8;
+    return Math.floor(this.o.ringBytes / 4);
   }
 
   private get script(): string {
@@ -296,7 +302,7 @@ export class LuaPool {
         this.lost += lost;
         if (rest) carry.push(rest);
         what = id ? `packet ${id}` : 'a batch of packets';
-      } else if (inLua) what = this.finishing ? 'deinit' : 'setup';
+      } else if (inLua) what = phase === PHASE_DEINIT ? 'deinit' : 'setup';
     }
     this.carried[at] += handed;
     this.carried[at + 1] += errors;

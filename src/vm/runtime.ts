@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { HDR, type Batch } from '../capture/batch.js';
 import { LuaError, LuaVM } from './vm.js';
 import { LUA_REGISTRYINDEX, type LuaState, type Ptr } from './wasm.js';
-import { BLOCK_BASE, BLOCK_COUNT, BLOCK_META, BLOCK_PHASE, BLOCK_SEQ, BLOCK_WORDS, LS, PHASE_BATCH, PHASE_SCRIPT, readLuaInt, type WatchTarget } from './watchdog.js';
+import { BLOCK_BASE, BLOCK_COUNT, BLOCK_META, BLOCK_PHASE, BLOCK_SEQ, BLOCK_WORDS, LS, PHASE_BATCH, PHASE_DEINIT, PHASE_SCRIPT, readLuaInt, type WatchTarget } from './watchdog.js';
 
 /** riff's own Lua (lua/ at the package root). */
 export const LUA_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'lua');
@@ -229,9 +229,9 @@ export class Runtime {
     return label;
   }
 
-  private callApi(name: string, pushArgs: () => number = () => 0, nresults = 0): void {
+  private callApi(name: string, pushArgs: () => number = () => 0, nresults = 0, phase = PHASE_SCRIPT): void {
     const ref = this.api.get(name)!;
-    this.inLua(PHASE_SCRIPT, () => {
+    this.inLua(phase, () => {
       this.vm.pushRef(ref);
       const n = this.vm.unbounded(pushArgs);
       this.vm.call(n, nresults);
@@ -414,7 +414,7 @@ export class Runtime {
   }
 
   deinit(): void {
-    this.callApi('deinit');
+    this.callApi('deinit', undefined, 0, PHASE_DEINIT);
   }
 
   /**

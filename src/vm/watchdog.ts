@@ -64,8 +64,10 @@ export const BLOCK_COUNT = 5;
 export const BLOCK_WORDS = 8;
 /** Running a batch of packets. */
 export const PHASE_BATCH = 1;
-/** Loading the script, setup, deinit, or riff's own calls. */
+/** Loading the script, setup, or riff's own calls. */
 export const PHASE_SCRIPT = 2;
+/** The script's deinit. */
+export const PHASE_DEINIT = 3;
 
 /** lua_sethook(L, hook, LUA_MASKCOUNT, tick), written from outside the VM. */
 export function armHook(i32: Int32Array, dv: DataView, L: number, hook: number, tick: number): void {
