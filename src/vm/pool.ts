@@ -249,8 +249,7 @@ export class LuaPool {
   private stuck(i: number, where: Stuck): void {
     const slot = this.slots[i];
     if (!slot || slot.life.over) return;
-    const secs = (where.phase === PHASE_BATCH ? this.o.limits.packetMs : this.o.limits.scriptMs) / 1000;
-    this.end(slot, `still running after ${secs} s (--lua-timeout)`);
+    this.end(slot, `still running after ${where.limitMs / 1000} s (${this.abandoned && where.phase === PHASE_BATCH ? 'stopping' : '--lua-timeout'})`);
   }
 
   /**

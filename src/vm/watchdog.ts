@@ -106,6 +106,8 @@ export interface Stuck {
   cur: number;
   /** How long it has not moved, ms. */
   ms: number;
+  /** The limit it was held to, ms. */
+  limitMs: number;
 }
 
 interface Watched {
@@ -198,7 +200,7 @@ export class Watchdog {
         w.since = now;
       } else if (now - w.since > limit) {
         w.gone = true;
-        this.onStuck(i, { phase, cur: phase === PHASE_BATCH ? Math.max(cur, 0) : 0, ms: now - w.since });
+        this.onStuck(i, { phase, cur: phase === PHASE_BATCH ? Math.max(cur, 0) : 0, ms: now - w.since, limitMs: limit });
       }
     }
   }
