@@ -102,27 +102,55 @@ test('a script whose top level never returns: one line, exit 1, no hang', async 
   assert.equal(r.stderr, `riff: ${script}: loading the script still running after 2 s (--lua-timeout)\n`);
 });
 
+test('the limit is per packet, not per batch: slow packets that each finish in time are never ended', async () => {
+  const dir = tree({
+    'slow.lua': `function buffer(p) local t = os.clock() while os.clock() - t < 0.15 do end end`,
+  });
+  // 12 packets of 0.15 s in one batch: 1.8 s in Lua, over the 0.5 s limit only as a whole.
+  const r = await run(['-q', '--lua-budget', '0', '--lua', path.join(dir, 'slow.lua'), '--lua-timeout', '0.5', '-c', '12', '-r', HTTP]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /still running|lost/);
+  assert.match(r.stderr, /^12 packets processed by Lua$/m);
+});
+
 test('--lua-timeout takes seconds; a bad value is one line and exit 2', async () => {
   const r = await run(['--lua-timeout', '-1', '-r', HTTP]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^riff: --lua-timeout: '-1' is not a number of seconds/);
 });
 
+/** An Ethernet pcap of `n` 60-byte packets. */
+function manyPackets(n: number): string {
+  const head = Buffer.alloc(24);
+  head.writeUInt32LE(0xa1b2c3d4, 0);
+  head.writeUInt16LE(2, 4);
+  head.writeUInt16LE(4, 6);
+  head.writeUInt32LE(65535, 16);
+  head.writeUInt32LE(1, 20);
+  const rec = Buffer.alloc(16 + 60, 1);
+  rec.writeUInt32LE(60, 8);
+  rec.writeUInt32LE(60, 12);
+  const file = path.join(tmpdir(), 'many.pcap');
+  fs.writeFileSync(file, Buffer.concat([head, ...Array(n).fill(rec)]));
+  return file;
+}
+
 for (const workers of [1, 2]) {
-  test(`a finalizer that allocates stays under --lua-memory 64M (${workers} worker(s)); riff stays small and exits cleanly`, async () => {
+  test(`finalizers that allocate stay under --lua-memory 64M (${workers} worker(s)): riff stays small, ends, accounts for every packet`, async () => {
     const dir = tree({
       'gcalloc.lua': `function buffer(p)
-        setmetatable({}, { __gc = function() local t = {} for i = 1, 1e8 do t[i] = ("x"):rep(100) .. i end end })
+        setmetatable({}, { __gc = function() local t = {} for i = 1, 1e8 do t[i] = ("x"):rep(1 << 20) .. i end end })
       end`,
     });
+    // Before, finalizers that ran while riff pushed a batch (the cap lifted
+    // then) allocated without limit: riff hung growing towards 4 GiB a VM.
     const r = await run(
-      ['-q', '--verbose', '--lua', path.join(dir, 'gcalloc.lua'), '--lua-memory', '64M', '--lua-timeout', '0.5', '--workers', String(workers), '-c', '12', '-r', HTTP],
+      ['-q', '--verbose', '--lua', path.join(dir, 'gcalloc.lua'), '--lua-memory', '64M', '--lua-timeout', '1', '--workers', String(workers), '-r', manyPackets(3000)],
       60_000,
     );
-    // Before the fix, finalizers run while riff pushed a batch (the cap lifted) took it past 1 GB.
     const peak = Number(/^peak memory ([\d.]+) MiB resident$/m.exec(r.stderr)?.[1]);
     assert.ok(peak > 0 && peak < 200 + workers * 100, `peak ${peak} MiB\n${r.stderr}`);
-    assert.match(r.stderr, /^12 packets passed the filter$/m);
+    assert.match(r.stderr, /^3000 packets passed the filter$/m);
     accountsForAll(r.stderr);
     assert.doesNotMatch(r.stderr, /\n\s+at |internal error/);
   });

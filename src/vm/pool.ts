@@ -315,6 +315,8 @@ export class LuaPool {
     );
     slot.ring = null;
     life.resolveDone(NO_COUNTS);
+    // --strict stops at the first error; a worker ended is one.
+    if (this.o.runtime.strict) this.o.onStop('strict');
     if (!restart) {
       this.lose(slot, carry);
       return;
