@@ -20,6 +20,55 @@ function Pipeline.output(self, list, flg)
   for k, v in pairs(list) do print(k, v) end
 end
 
+-- A plugin riff would never call, or a phase spelled so that riff never
+-- calls it, is said once at load: silently ignored code is the worst kind.
+local PHASES = { "init", "push", "match", "action", "setup", "deinit" }
+local KNOWN = { init = true, push = true, match = true, action = true, setup = true, deinit = true, output = true,
+  collect = true, merge = true, report = true }
+
+-- One edit away (a swap of two neighbours counts one): "mathc", "pussh",
+-- "deint"; "active" (two away from "action") is a helper, not a typo.
+local function near(a, b)
+  if a == b or math.abs(#a - #b) > 1 then return false end
+  local prev2, prev = nil, {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      local d = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      if prev2 and i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        d = math.min(d, prev2[j - 2] + 1)
+      end
+      cur[j] = d
+    end
+    prev2, prev = prev, cur
+  end
+  return prev[#b] <= 1
+end
+
+local function check_phases(v, i)
+  local label = "plugin " .. i .. (type(v.name) == "string" and (" (" .. v.name .. ")") or "")
+  local function warn(msg)
+    io.stderr:write("riff: " .. label .. ": " .. msg .. "; riff calls the phases "
+      .. table.concat(PHASES, ", ") .. " (action only from your match)\n")
+  end
+  for k, f in pairs(v) do
+    if type(k) == "string" and type(f) == "function" and not KNOWN[k] and #k >= 4 then
+      for _, ph in ipairs(PHASES) do
+        if near(k, ph) then
+          warn("'" .. k .. "' looks like the phase '" .. ph .. "' misspelled and is never called")
+          break
+        end
+      end
+    end
+  end
+  if not (v.init or v.push or v.match or v.setup or v.deinit) then
+    warn(v.action and "it has action but no match to call it, so it is never called"
+      or "it has no phase riff calls, so it is never called")
+  end
+end
+
 -- Called on the module itself, as elements.lua does, it also declares the
 -- plugins on the module (the original returned the module from elements.lua);
 -- the returned instance lets several pipelines coexist.
@@ -32,9 +81,15 @@ function Pipeline.new(self, elements)
       error(string.format("pipeline:new: element %d is a %s, not a plugin table", i, type(v)), 2)
     end
   end
+  local first = not riff or not riff.worker or riff.worker.index == 1
+  local reports = false
+  for i, v in ipairs(elements) do
+    if first then check_phases(v, i) end
+    if type(v.report) == "function" then reports = true end
+  end
   self.element_list = elements
   self:output(elements, 0)
-  return setmetatable({ element_list = elements }, Pipeline)
+  return setmetatable({ element_list = elements, reports = reports }, Pipeline)
 end
 
 local URI = "http://www.candylab.net"
@@ -70,5 +125,33 @@ end
 
 function Pipeline.setup(self) each(self, "setup") end
 function Pipeline.deinit(self) each(self, "deinit") end
+
+-- The whole run's report across workers (riff's driver calls these once
+-- per worker, then merge and report once): each plugin's collect() state,
+-- keyed by its place in the pipeline; merged by the plugin's merge(a, b)
+-- or riff.merge; report(state) per plugin, in declared order.
+function Pipeline.collect(self)
+  local states = {}
+  for i, v in ipairs(self.element_list) do
+    if v.report then states[i] = v.collect and v:collect() or true end
+  end
+  return states
+end
+
+function Pipeline.merge(self, a, b)
+  for i, v in ipairs(self.element_list) do
+    if v.report then
+      if a[i] == nil then a[i] = b[i]
+      elseif b[i] ~= nil then a[i] = v.merge and v:merge(a[i], b[i]) or riff.merge(a[i], b[i]) end
+    end
+  end
+  return a
+end
+
+function Pipeline.report(self, states)
+  for i, v in ipairs(self.element_list) do
+    if v.report then v:report(states[i]) end
+  end
+end
 
 return Pipeline

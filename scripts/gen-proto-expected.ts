@@ -17,7 +17,7 @@
 // tshark is needed here only; the test reads the saved files.
 //
 //   node dist/scripts/gen-proto-expected.js --all DIR
-// writes expectations for every capture in the corpus to DIR instead (not
+// writes expectations for every capture in fixtures/corpus to DIR instead (not
 // committed; for a wider check: PROTO_EXPECT_DIR=DIR node --test dist/test/proto.test.js).
 
 import { spawnSync } from 'node:child_process';
@@ -28,7 +28,8 @@ import { PcapFileWriter, ethernet, ipv4, ipv6, tcp, udp, icmpEcho, icmp6Echo, ip
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OUT = path.join(ROOT, 'fixtures', 'proto');
-const CORPUS = path.resolve(ROOT, '..', 'shared', 'corpus', 'tcpdump');
+// tcpdump's captures, carried in the repository (fixtures/corpus/README.md).
+const CORPUS = path.join(ROOT, 'fixtures', 'corpus');
 
 /** Corpus captures the test uses, and what each one covers. */
 export const CORPUS_FILES: Record<string, string> = {

@@ -4,8 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
+import { createRequire } from 'node:module';
+import type yargsType from 'yargs';
 import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from './capture/batch.js';
 import { openCaptureFileAsync, CaptureFileError, WouldBlock, tooLarge, type CaptureFile } from './capture/file.js';
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
@@ -17,6 +17,13 @@ import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
 import { LuaPool } from './vm/pool.js';
 import { whenSignalled } from './signals.js';
+
+// yargs's CommonJS build: its ES module build wraps help text with a plain
+// hard wrap that cuts words in half ("L / ua-scriptable"); the CommonJS one
+// wraps at spaces (wrap-ansi).
+const require = createRequire(import.meta.url);
+const yargs = require('yargs') as typeof yargsType;
+const { hideBin } = require('yargs/helpers') as { hideBin(argv: string[]): string[] };
 
 const PKG = JSON.parse(
   fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'package.json'), 'utf8'),
@@ -77,7 +84,7 @@ function parseArgs(argv: string[]) {
     .fail((msg, err) => {
       throw new Fail(msg ?? err?.message ?? 'bad command line', 2);
     })
-    .wrap(Math.min(110, process.stdout.columns || 100))
+    .wrap(Math.min(110, process.stdout.columns || 80))
     .parseSync();
 }
 
@@ -94,6 +101,36 @@ const NO_FILE: CaptureFile = {
   more: async () => {},
   close: () => {},
 };
+
+/**
+ * Every option is given at most once (yargs makes a repeated one an array)
+ * and numbers are named as typed: yargs has turned 'abc' into NaN by now,
+ * so the text comes from the command line itself.
+ */
+function checkRepeats(args: Record<string, unknown>): void {
+  for (const [key, v] of Object.entries(args)) {
+    if (key === '_' || key === 'output' || key === 'o' || key === '$0' || !Array.isArray(v)) continue;
+    const flag = key.length === 1 ? `-${key}` : `--${key}`;
+    throw new Fail(`${flag} given ${v.length} times (${v.join(', ')}); give it once`, 2);
+  }
+}
+
+/** What the user typed for a numeric option whose value yargs could not read. */
+function typed(value: number, names: string[], argv: string[] = hideBin(process.argv)): string {
+  if (!Number.isNaN(value)) return String(value);
+  let text = String(value);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') break;
+    for (const n of names) {
+      const flag = n.length === 1 ? `-${n}` : `--${n}`;
+      if (a === flag && i + 1 < argv.length) text = argv[i + 1];
+      else if (a.startsWith(flag + '=')) text = a.slice(flag.length + 1);
+      else if (n.length === 1 && a.startsWith(flag) && a.length > 2 && !a.startsWith('--')) text = a.slice(2);
+    }
+  }
+  return text;
+}
 
 /** Counted on the capture thread; what Lua did comes from the workers. */
 interface Counters {
@@ -120,6 +157,7 @@ function cutAt(batch: Batch, left: number): void {
 
 async function main(): Promise<number> {
   const args = parseArgs(hideBin(process.argv));
+  checkRepeats(args);
   if (args.D) {
     const why = liveUnavailable();
     if (why) throw new Fail(why, 1);
@@ -132,9 +170,9 @@ async function main(): Promise<number> {
   if (args.i !== undefined && args.r !== undefined) throw new Fail('give either -i IFACE or -r FILE, not both', 2);
   if (args.i === undefined && args.r === undefined)
     throw new Fail('nothing to read: give -i IFACE to capture live or -r FILE to read a capture (riff --help)', 2);
-  if (!Number.isInteger(args.B) || args.B < 64) throw new Fail(`-B: '${args.B}' is not a buffer size in KiB (at least 64)`, 2);
+  if (!Number.isInteger(args.B) || args.B < 64) throw new Fail(`-B: '${typed(args.B, ['B', 'buffer-size'])}' is not a buffer size in KiB (at least 64)`, 2);
   if (args.c !== undefined && (!Number.isInteger(args.c) || args.c < 0))
-    throw new Fail(`-c: '${args.c}' is not a packet count`, 2);
+    throw new Fail(`-c: '${typed(args.c, ['c', 'count'])}' is not a packet count (a whole number >= 0)`, 2);
   if (args.lua !== undefined) {
     let st: fs.Stats;
     try {
@@ -150,15 +188,15 @@ async function main(): Promise<number> {
     }
   }
   const budget = args['lua-budget'];
-  if (!Number.isInteger(budget) || budget < 0) throw new Fail(`--lua-budget: '${budget}' is not a whole number >= 0`, 2);
+  if (!Number.isInteger(budget) || budget < 0) throw new Fail(`--lua-budget: '${typed(budget, ['lua-budget'])}' is not a whole number >= 0`, 2);
   const memoryLimit = parseSize(args['lua-memory'], '--lua-memory');
   const timeout = args['lua-timeout'];
   if (!(timeout >= 0) || timeout > 86400) throw new Fail(`--lua-timeout: '${timeout}' is not a number of seconds (0 = no limit)`, 2);
 
   const workers = args.workers;
-  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new Fail(`--workers: '${workers}' is not a number of workers from 1 to 64`, 2);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new Fail(`--workers: '${typed(workers, ['workers'])}' is not a number of workers from 1 to 64`, 2);
   const statsEvery = args.stats;
-  if (statsEvery !== undefined && !(statsEvery > 0)) throw new Fail(`--stats: '${statsEvery}' is not a number of seconds`, 2);
+  if (statsEvery !== undefined && !(statsEvery > 0)) throw new Fail(`--stats: '${typed(statsEvery, ['stats'])}' is not a number of seconds`, 2);
 
   const writeToStdout = args.w === '-';
   let stopping = false;

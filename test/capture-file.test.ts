@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Batch, recordAt } from '../src/capture/batch.js';
 import { CaptureFileError, openCaptureFile, type CaptureFile } from '../src/capture/file.js';
+import { CORPUS } from './helpers.js';
 
 // ------------------------------------------------------------------ helpers
 
@@ -151,10 +152,9 @@ function assertError(err: CaptureFileError | null, message: RegExp, offset: numb
 
 // ------------------------------------------------------------------ corpus
 
-const CORPUS = path.resolve(process.cwd(), '..', 'shared', 'corpus', 'tcpdump');
 const EXPECTED = path.join(CORPUS, 'EXPECTED.tsv');
 
-test('tcpdump corpus matches libpcap (EXPECTED.tsv)', { skip: fs.existsSync(EXPECTED) ? false : `no corpus at ${CORPUS}` }, () => {
+test('tcpdump corpus matches libpcap (EXPECTED.tsv)', () => {
   const lines = fs.readFileSync(EXPECTED, 'utf8').replace(/\r?\n$/, '').split(/\r?\n/);
   const header = lines.shift()!.split('\t');
   assert.deepEqual(header, ['file', 'container', 'linktype', 'packets', 'captured_bytes', 'wire_bytes', 'first_ts_us', 'last_ts_us', 'error']);

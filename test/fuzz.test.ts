@@ -173,10 +173,8 @@ function shapeOf(b: Buffer): Shape {
 function loadInputs(): Input[] {
   const files: string[] = [];
   for (const f of ['http.pcap', 'multi.pcapng', 'allbytes.pcap', 'ns-be.pcap']) files.push(path.join(FIXTURES, f));
-  if (fs.existsSync(CORPUS)) {
-    for (const f of fs.readdirSync(CORPUS).sort()) {
-      if (/\.(pcap|pcapng|cap|ntar)$/i.test(f) || !f.includes('.')) files.push(path.join(CORPUS, f));
-    }
+  for (const f of fs.readdirSync(CORPUS).sort()) {
+    if (/\.(pcap|pcapng|cap|ntar)$/i.test(f)) files.push(path.join(CORPUS, f));
   }
   return files
     .filter((f) => fs.statSync(f).isFile())

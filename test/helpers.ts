@@ -8,7 +8,9 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = path.join(ROOT, 'dist', 'src', 'riff.js');
 export const FIXTURES = path.join(ROOT, 'fixtures');
-export const CORPUS = path.resolve(ROOT, '..', 'shared', 'corpus', 'tcpdump');
+// Captures from tcpdump's test suite, carried in the repository (fixtures/corpus/README.md):
+// a test that needs another one copies it here, with its EXPECTED.tsv row.
+export const CORPUS = path.join(FIXTURES, 'corpus');
 
 export interface Run {
   code: number | null;

@@ -17,9 +17,12 @@
 -- packets processed since the previous status line. The line is printed
 -- when a packet's capture time passes the next multiple of the interval
 -- (live, that means when the next packet arrives), and once more at the
--- end, so a file gives the same lines on every run. With --workers N each
--- worker prints its own lines (its own share of the sessions), and a DNS
--- answer names later sessions only in the worker that saw it.
+-- end, so a file gives the same lines on every run. Its figures are the
+-- whole run's with any --workers N: each worker keeps riff.counter totals
+-- (packets, live sessions), worker 1 prints the lines during the run from
+-- the counters' totals (the other workers' as of their last batch), and
+-- the last line is the merged report of every worker's final figures.
+-- A DNS answer still names later sessions only in the worker that saw it.
 -- Copy this file to change the settings below.
 
 local pipeline = require "pipeline"
@@ -32,32 +35,79 @@ sessions.idle_timeout = 600   -- TrafficAnalyzer's tcp_timeout
 sessions.udp_timeout = 600    -- and udp_timeout
 app_id.app_timeout = 500      -- and app_timeout
 
-local status = { name = "status", interval = 10, packets = 0 }
+local status = { name = "status", interval = 10, printed = 0 }
+local packets = riff.counter("traffic.packets")
+local tcp_live, udp_live, app_live = riff.counter("traffic.tcp"), riff.counter("traffic.udp"), riff.counter("traffic.app")
+local first_worker = riff.worker.index == 1
+
+local function line(queue, tcp_n, udp_n, app_n)
+  io.stderr:write(string.format("queue size: %d, TCP sess: %d, UDP sess: %d, APP sess: %d\n", queue, tcp_n, udp_n, app_n))
+end
+
+-- This worker's figures now, into its counters (published at batch ends).
+function status:note(ts)
+  local tcp_n, udp_n = sessions.counts()
+  tcp_live:set(tcp_n)
+  udp_live:set(udp_n)
+  app_live:set(app_id:active(ts))
+end
 
 function status:line()
-  local tcp_n, udp_n = sessions.counts()
-  io.stderr:write(string.format("queue size: %d, TCP sess: %d, UDP sess: %d, APP sess: %d\n",
-    self.packets, tcp_n, udp_n, app_id:active(self.last)))
-  self.packets = 0
+  local total = packets:total()
+  line(total - self.printed, tcp_live:total(), udp_live:total(), app_live:total())
+  self.printed = total
 end
 
 function status:push(stream)
   -- The plugins before this one decoded the packet, so current.ts() is this
   -- packet's time (read once per packet, whoever asks first).
   local ts = current.ts()
+  packets:add(1)
+  self:note(ts)
   local nxt = self.next
   if not nxt then
     self.next = (ts // self.interval + 1) * self.interval
   elseif ts >= nxt then
-    self:line()
+    if first_worker then self:line() end
     self.next = (ts // self.interval + 1) * self.interval
   end
   self.last = ts
-  self.packets = self.packets + 1
 end
 
-function status:deinit()
-  if self.last then self:line() end
+-- The last line: every worker's final figures, merged. Counts add; the
+-- app sessions are client/app pairs, which two workers can share (two
+-- flows of one client to one app), so they merge as a set, each pair at
+-- its latest time, and are counted against the run's last packet.
+function status:collect()
+  if not self.last then return { seen = false } end
+  local tcp_n, udp_n = sessions.counts()
+  local apps = {}
+  if app_id._apps then
+    for k, ts in app_id._apps:pairs() do apps[k] = ts end
+  end
+  return { seen = true, last = self.last, packets = packets:value(), printed = self.printed,
+    tcp = tcp_n, udp = udp_n, apps = apps }
+end
+
+function status:merge(a, b)
+  if not b.seen then return a end
+  if not a.seen then return b end
+  for k, ts in pairs(b.apps) do
+    if not a.apps[k] or a.apps[k] < ts then a.apps[k] = ts end
+  end
+  a.last = math.max(a.last, b.last)
+  a.packets, a.printed = a.packets + b.packets, a.printed + b.printed
+  a.tcp, a.udp = a.tcp + b.tcp, a.udp + b.udp
+  return a
+end
+
+function status:report(t)
+  if not t.seen then return end
+  local app_n = 0
+  for _, ts in pairs(t.apps) do
+    if t.last - ts <= app_id.app_timeout then app_n = app_n + 1 end
+  end
+  line(t.packets - t.printed, t.tcp, t.udp, app_n)
 end
 
 return pipeline:new { dns_log, sessions, app_id, status }

@@ -18,6 +18,7 @@ local opts = {
 }
 
 local api = {}
+local publish_counters -- set below, called at the end of every batch
 
 ---------------------------------------------------------------------------
 -- The packet being processed, readable from Lua as riff.packet.<field>.
@@ -67,6 +68,73 @@ riff.packet = setmetatable({}, {
   end,
   __newindex = function() error("riff.packet is read-only", 2) end,
 })
+
+---------------------------------------------------------------------------
+-- One answer from N workers (README: "One answer from N workers"). Each
+-- worker sees its share of the flows; riff gives a script two ways to speak
+-- for the whole run, after Zeek's cluster (workers observe, one merges):
+--   riff.counter(name)  a number every worker adds to (or sets); :total()
+--                       is the whole run's as of the other workers' last
+--                       batch, read any time (status lines)
+--   collect/merge/report  at the end each worker's collect() state is
+--                       merged (by merge(a, b), else riff.merge) and
+--                       report(state) runs once, in worker 1
+---------------------------------------------------------------------------
+local function read_only() error("this riff table is read-only", 2) end
+riff.worker = setmetatable({}, {
+  __index = { index = host.worker_index or 1, count = host.worker_count or 1 },
+  __newindex = read_only, __metatable = false,
+})
+
+do
+  local slot_of, others, publish = host.counter_slot, host.counter_others, host.counter_publish
+  local by_name, list = {}, {}
+  local Counter = {}
+  Counter.__index = Counter
+  Counter.__metatable = false
+  function Counter:add(n) self.v = self.v + (n or 1) end
+  function Counter:set(v) self.v = v end
+  function Counter:value() return self.v end
+  function Counter:total() return self.v + others(self.slot) end
+  riff.counter = function(name)
+    if type(name) ~= "string" or name == "" then
+      error("bad argument #1 to 'riff.counter' (a name expected, got " .. type(name) .. ")", 2)
+    end
+    local c = by_name[name]
+    if c then return c end
+    c = setmetatable({ v = 0, slot = slot_of(name), name = name }, Counter)
+    by_name[name] = c
+    list[#list + 1] = c
+    return c
+  end
+  -- At the end of every batch: one host call with every counter's value.
+  local args = {}
+  function publish_counters()
+    local n = #list
+    if n == 0 then return end
+    for i = 1, n do
+      local c = list[i]
+      args[2 * i - 1], args[2 * i] = c.slot, c.v
+    end
+    publish(table.unpack(args, 1, 2 * n))
+  end
+end
+
+-- The default merge: numbers add, booleans or, tables merge key by key (so
+-- a table of counts per port merges into the whole run's), anything else
+-- keeps the first worker's. Lists are not concatenated: give merge(a, b).
+function riff.merge(a, b)
+  local ta, tb = type(a), type(b)
+  if a == nil then return b end
+  if b == nil then return a end
+  if ta == "number" and tb == "number" then return a + b end
+  if ta == "boolean" and tb == "boolean" then return a or b end
+  if ta == "table" and tb == "table" then
+    for k, v in pairs(b) do a[k] = riff.merge(a[k], v) end
+    return a
+  end
+  return a
+end
 
 ---------------------------------------------------------------------------
 -- Instruction budget. A count hook ticks every TICK instructions; the driver
@@ -258,15 +326,25 @@ end
 local entry_fn, entry_self -- per packet: entry_fn(entry_self, p) or entry_fn(p)
 local setup_fn, deinit_fn, setup_self
 
+-- A table with a function in it: pipeline:new says which of its phases
+-- riff will never call (a misspelled one, action without match).
 local function is_plugin(v)
-  return type(v) == "table" and (type(v.match) == "function" or type(v.push) == "function"
-    or type(v.action) == "function")
+  if type(v) ~= "table" then return false end
+  for _, f in pairs(v) do
+    if type(f) == "function" then return true end
+  end
+  return false
 end
+
+local collect_fn, merge_fn, report_fn, gather_self
 
 local function use_pipeline(p)
   entry_fn, entry_self = p.run, p
   if type(p.setup) == "function" then setup_fn, setup_self = p.setup, p end
   if type(p.deinit) == "function" then deinit_fn, setup_self = p.deinit, p end
+  if type(p.report) == "function" and p.reports ~= false then
+    collect_fn, merge_fn, report_fn, gather_self = p.collect, p.merge, p.report, p
+  end
 end
 
 local function use_globals()
@@ -275,6 +353,11 @@ local function use_globals()
   local s, d = rawget(_G, "setup"), rawget(_G, "deinit")
   if type(s) == "function" then setup_fn = s end
   if type(d) == "function" then deinit_fn = d end
+  local c, m, r = rawget(_G, "collect"), rawget(_G, "merge"), rawget(_G, "report")
+  if type(r) == "function" then
+    collect_fn, report_fn = type(c) == "function" and c or nil, r
+    merge_fn = type(m) == "function" and m or nil
+  end
 end
 
 local function run_file(src, chunkname, path)
@@ -326,10 +409,13 @@ function api.open(src, chunkname, path, display)
     use_pipeline(ret)
     return "pipeline"
   end
+  -- One plugin returned on its own (plugin.base's template ends that way)
+  -- is a pipeline of one.
+  if type(ret) == "table" and ret[1] == nil and is_plugin(ret) then ret = { ret } end
   if type(ret) == "table" and ret[1] ~= nil then
     for i, v in ipairs(ret) do
       if not is_plugin(v) then
-        error(sfmt("%s returned a list whose element %d is not a plugin (a table with match/push/action)", display, i), 0)
+        error(sfmt("%s returned a list whose element %d is not a plugin (a table of phase functions: init, push, match, action, setup, deinit)", display, i), 0)
       end
     end
     local p = require("pipeline"):new(ret)
@@ -388,6 +474,89 @@ end
 function api.setup() call_hook(setup_fn, "setup") end
 function api.deinit() call_hook(deinit_fn, "deinit") end
 
+-- A state as Lua source text, read back by load() with an empty
+-- environment: numbers (integers stay integers), strings (any bytes),
+-- booleans, tables of those. Cycles and other types are refused.
+local function serialize(v, out, depth, open)
+  local t = type(v)
+  if t == "number" then
+    if math.type(v) == "integer" then out[#out + 1] = sfmt("%d", v)
+    elseif v ~= v then out[#out + 1] = "(0/0)"
+    elseif v == math.huge then out[#out + 1] = "(1/0)"
+    elseif v == -math.huge then out[#out + 1] = "(-1/0)"
+    else out[#out + 1] = sfmt("%.17g", v) end
+  elseif t == "string" then out[#out + 1] = sfmt("%q", v)
+  elseif t == "boolean" then out[#out + 1] = tostring(v)
+  elseif t == "table" then
+    if open[v] or depth > 64 then error("collect: the state holds a table inside itself (or nests over 64 deep)", 0) end
+    open[v] = true
+    out[#out + 1] = "{"
+    for k, x in pairs(v) do
+      out[#out + 1] = "["
+      serialize(k, out, depth + 1, open)
+      out[#out + 1] = "]="
+      serialize(x, out, depth + 1, open)
+      out[#out + 1] = ","
+    end
+    out[#out + 1] = "}"
+    open[v] = nil
+  else
+    error("collect: a " .. t .. " cannot be merged across workers (numbers, strings, booleans and tables can)", 0)
+  end
+end
+
+-- This worker's state for the whole run's report, as text; nil when the
+-- script has no report.
+function api.collect()
+  if not report_fn then return nil end
+  arm(opts.setup_budget)
+  local ok, res = xpcall(function()
+    local state
+    if collect_fn then
+      if gather_self then state = collect_fn(gather_self) else state = collect_fn() end
+    end
+    local out = {}
+    serialize(state, out, 0, {})
+    return table.concat(out)
+  end, msgh)
+  arm(0)
+  if not ok then report_error(res, "collect") return "nil" end
+  flush()
+  return res
+end
+
+-- Worker 1, after every worker collected: merge the states in worker order
+-- and report once.
+function api.report(all, n)
+  if not report_fn then return end
+  arm(opts.setup_budget)
+  local ok, e = xpcall(function()
+    local fn, msg = rt.load("return " .. all, "=collected state", "t", {})
+    if not fn then error("report: the workers' states did not read back: " .. msg, 0) end
+    local states, acc = fn(), nil
+    for i = 1, n do
+      local st = states[i]
+      if i == 1 then acc = st
+      elseif merge_fn then
+        if gather_self then acc = merge_fn(gather_self, acc, st) else acc = merge_fn(acc, st) end
+      else acc = riff.merge(acc, st) end
+    end
+    if gather_self then report_fn(gather_self, acc) else report_fn(acc) end
+  end, msgh)
+  arm(0)
+  if not ok then report_error(e, "report") end
+  flush()
+end
+
+-- With N workers, a deinit that is not backed by a report sees one
+-- worker's share: said once, at start, so nobody reads half a total.
+function api.note_per_worker()
+  if riff.worker.count < 2 or riff.worker.index ~= 1 or report_fn or not deinit_fn then return end
+  emit_err("riff: with --workers " .. riff.worker.count .. " the script's deinit runs in each worker on its share of the flows;"
+    .. " for whole-run figures give it collect/report (README: One answer from N workers)\n")
+  flush()
+end
+
 ---------------------------------------------------------------------------
 -- The batch loop. T holds the packets as strings, M their headers.
 ---------------------------------------------------------------------------
@@ -427,6 +596,7 @@ end
 
 local function handed(k)
   processed = processed + k
+  publish_counters()
   cur = 0
   live = false
   forget_coroutines()
@@ -466,6 +636,8 @@ driver_frames[api.batch] = true
 driver_frames[call_hook] = true
 driver_frames[run_file] = true
 driver_frames[api.config_filter] = true
+driver_frames[api.collect] = true
+driver_frames[api.report] = true
 
 -- "handed errors packet_errors\nscript count\n..." for the exit summary.
 function api.summary()

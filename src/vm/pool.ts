@@ -7,8 +7,8 @@ import { jsSharding, type Sharding } from '../capture/flow.js';
 import { nativeOrNull } from '../capture/native.js';
 import { newRingControl, RingProducer } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
-import { ScriptError, type Summary } from './runtime.js';
-import type { WorkerInit, WorkerMessage } from './worker.js';
+import { ScriptError, SharedCounters, type Summary } from './runtime.js';
+import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
 import {
   BLOCK_BASE,
   BLOCK_COUNT,
@@ -52,6 +52,9 @@ interface Incarnation {
   worker: Worker;
   ready: Promise<Ready>;
   done: Promise<Done>;
+  /** The worker's state for the whole run's report (null: the script has none, or the worker is gone or was ended). */
+  collected: Promise<Uint8Array | null>;
+  resolveCollected(state: Uint8Array | null): void;
   /** Set once the VM is made: where the watchdog and the pool read it. */
   target: WatchTarget | null;
   /** We ended it, or it died: its messages no longer count. */
@@ -117,11 +120,14 @@ export class LuaPool {
   private abandoned = false;
   private readonly lock = new SharedArrayBuffer(4);
   private readonly counterBuf: SharedArrayBuffer;
+  /** riff.counter's numbers, shared by all workers (SharedCounters). */
+  private readonly sumsBuf: SharedArrayBuffer;
 
   private constructor(private readonly o: PoolOptions) {
     const n = Math.max(1, o.workers);
     this.counterBuf = new SharedArrayBuffer(8 * 2 * n);
     this.counters = new Float64Array(this.counterBuf);
+    this.sumsBuf = new SharedArrayBuffer(SharedCounters.bytes(n));
     this.carried = new Float64Array(2 * n);
     this.single = n === 1;
     this.sharding = this.single ? null : (nativeOrNull() ?? jsSharding);
@@ -152,6 +158,8 @@ export class LuaPool {
       lock: this.lock,
       counters: this.counterBuf,
       outFd: this.o.outFd,
+      workers: Math.max(1, this.o.workers),
+      sums: this.sumsBuf,
       readConfig: index === 0 && !this.slots[index],
       records: !!this.o.onRecord,
     };
@@ -176,6 +184,7 @@ export class LuaPool {
         } else if (m.type === 'ready') res(m);
         else if (m.type === 'stop') this.o.onStop(m.why);
         else if (m.type === 'record') this.o.onRecord?.(m.bytes, m.at);
+        else if (m.type === 'collected') life.resolveCollected(m.state);
         else if (m.type === 'done') {
           life.over = true; // its exit is expected now
           life.resolveDone(m);
@@ -185,6 +194,7 @@ export class LuaPool {
     });
     life.ready.catch(() => {}); // a restart's failure is handled where it is awaited
     life.done = new Promise<Done>((res) => (life.resolveDone = res));
+    life.collected = new Promise<Uint8Array | null>((res) => (life.resolveCollected = res));
     life.ready.then(
       () => (life.readyYet = true),
       () => {},
@@ -199,6 +209,7 @@ export class LuaPool {
         this.watchdog.replace(index, null);
         life.rejectReady(script ? new ScriptError(cause) : new Error(cause));
         life.resolveDone(NO_COUNTS);
+        life.resolveCollected(null);
         return;
       }
       const slot = this.slots[index];
@@ -267,6 +278,7 @@ export class LuaPool {
       // Stuck loading the script: nothing ran yet; start() (or restart()) says so.
       life.rejectReady(new ScriptError(`${this.script}: loading the script ${why}`));
       life.resolveDone(NO_COUNTS);
+      life.resolveCollected(null);
       return;
     }
     this.ended++;
@@ -315,6 +327,7 @@ export class LuaPool {
     );
     slot.ring = null;
     life.resolveDone(NO_COUNTS);
+    life.resolveCollected(null);
     // --strict stops at the first error; a worker ended is one.
     if (this.o.runtime.strict) this.o.onStop('strict');
     if (!restart) {
@@ -541,13 +554,24 @@ export class LuaPool {
     this.finishing = true;
     // A worker restarted meanwhile closes its ring once its queue is handed over (restart()).
     for (const s of this.slots) s.ring?.close();
-    let all: Done[];
+    // Every current worker has run deinit and collected its state (null for
+    // one that was ended): worker 0 merges them and reports once; then all
+    // of them finish.
+    let lives: Incarnation[];
+    let states: (Uint8Array | null)[];
     for (;;) {
-      const lives = this.slots.map((s) => s.life);
+      lives = this.slots.map((s) => s.life);
       await Promise.all(this.slots.map((s) => s.restarting));
-      all = await Promise.all(lives.map((l) => l.done));
+      states = await Promise.all(lives.map((l) => l.collected));
       if (this.slots.every((s, i) => s.life === lives[i] && !s.restarting)) break;
     }
+    const reporting = states.some((st) => st !== null);
+    lives.forEach((l, i) => {
+      if (l.over) return;
+      const order: PoolMessage = i === 0 && reporting ? { type: 'report', states } : { type: 'finish' };
+      l.worker.postMessage(order);
+    });
+    const all = await Promise.all(lives.map((l) => l.done));
     const byScript = new Map<string, number>();
     let processed = 0;
     let errors = 0;

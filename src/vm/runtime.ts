@@ -38,6 +38,60 @@ export interface RuntimeOptions {
    * would never stop, so in-process runtimes keep the hook on.
    */
   lazyBudget?: boolean;
+  /** This VM's place among the workers (riff.worker), 0-based; default the only one. */
+  worker?: { index: number; count: number };
+  /** Counters every worker adds to (riff.counter); default this VM's alone. */
+  counters?: SharedCounters;
+}
+
+/**
+ * riff.counter's numbers, shared by all workers: a name's slot is found by
+ * its FNV-1a hash, claimed with compareExchange, so every worker agrees on
+ * it without asking anyone; each worker publishes its own value per slot
+ * at the end of every batch, and a total is the sum of the rows.
+ */
+export class SharedCounters {
+  static readonly SLOTS = 1024;
+  readonly ids: Int32Array;
+  readonly values: Float64Array;
+  constructor(
+    readonly buffer: SharedArrayBuffer | ArrayBuffer = new ArrayBuffer(SharedCounters.bytes(1)),
+    readonly workers = 1,
+  ) {
+    this.ids = new Int32Array(buffer, 0, SharedCounters.SLOTS);
+    this.values = new Float64Array(buffer, SharedCounters.SLOTS * 4, SharedCounters.SLOTS * workers);
+  }
+
+  static bytes(workers: number): number {
+    return SharedCounters.SLOTS * 4 + SharedCounters.SLOTS * 8 * workers;
+  }
+
+  /** The slot of a counter name (-1: all slots taken). */
+  slot(name: Uint8Array): number {
+    let h = 0x811c9dc5;
+    for (const b of name) h = Math.imul(h ^ b, 0x01000193);
+    const id = h | 1; // never 0, which means free
+    for (let i = 0; i < SharedCounters.SLOTS; i++) {
+      const at = ((h >>> 0) + i) % SharedCounters.SLOTS;
+      const was = Atomics.compareExchange(this.ids, at, 0, id);
+      if (was === 0 || was === id) return at;
+    }
+    return -1;
+  }
+
+  /** Sum of the other workers' published values. */
+  others(slot: number, self: number): number {
+    let sum = 0;
+    for (let w = 0; w < this.workers; w++) if (w !== self) sum += this.values[w * SharedCounters.SLOTS + slot];
+    return sum;
+  }
+
+  /** The whole run's value of a slot. */
+  total(slot: number): number {
+    let sum = 0;
+    for (let w = 0; w < this.workers; w++) sum += this.values[w * SharedCounters.SLOTS + slot];
+    return sum;
+  }
 }
 
 export interface Summary {
@@ -105,6 +159,36 @@ export class Runtime {
     x.lua_setfield(L, -2, vm.cstr('interrupted'));
     vm.pushBytes(Buffer.from(this.opts.version));
     x.lua_setfield(L, -2, vm.cstr('version'));
+    const me = this.opts.worker ?? { index: 0, count: 1 };
+    x.lua_pushinteger(L, BigInt(me.index + 1));
+    x.lua_setfield(L, -2, vm.cstr('worker_index'));
+    x.lua_pushinteger(L, BigInt(me.count));
+    x.lua_setfield(L, -2, vm.cstr('worker_count'));
+    const shared = this.opts.counters ?? new SharedCounters();
+    vm.pushFunction((_, thread) => {
+      const name = vm.viewBytes(1, thread);
+      if (!name) throw new Error("bad argument #1 to 'riff.counter' (a name expected)");
+      const slot = shared.slot(name);
+      if (slot < 0) throw new Error(`riff.counter: all ${SharedCounters.SLOTS} counters are taken`);
+      x.lua_pushnumber(thread, slot);
+      return 1;
+    });
+    x.lua_setfield(L, -2, vm.cstr('counter_slot'));
+    vm.pushFunction((_, thread) => {
+      x.lua_pushnumber(thread, shared.others(x.lua_tonumberx(thread, 1, 0), me.index));
+      return 1;
+    });
+    x.lua_setfield(L, -2, vm.cstr('counter_others'));
+    vm.pushFunction((_, thread) => {
+      const n = x.lua_gettop(thread);
+      const row = me.index * SharedCounters.SLOTS;
+      for (let i = 1; i + 1 <= n; i += 2) {
+        const slot = x.lua_tonumberx(thread, i, 0);
+        if (slot >= 0 && slot < SharedCounters.SLOTS) shared.values[row + slot] = x.lua_tonumberx(thread, i + 1, 0);
+      }
+      return 0;
+    });
+    x.lua_setfield(L, -2, vm.cstr('counter_publish'));
     // host.enter(co): the driver's coroutine.resume notes the running
     // coroutine in the watch block (WebAssembly, no JS on the way).
     const block = new Int32Array(vm.wasm.memory.buffer, x.malloc(BLOCK_WORDS * 4), BLOCK_WORDS).fill(0);
@@ -128,7 +212,7 @@ export class Runtime {
     vm.pushRef(rtRef);
     vm.pushRef(hostRef);
     vm.call(2, 1);
-    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'batch', 'summary', 'flush']) {
+    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'collect', 'report', 'note_per_worker', 'batch', 'summary', 'flush']) {
       x.lua_getfield(L, -1, vm.cstr(name));
       this.api.set(name, vm.ref());
     }
@@ -415,6 +499,31 @@ export class Runtime {
 
   deinit(): void {
     this.callApi('deinit', undefined, 0, PHASE_DEINIT);
+  }
+
+  /** This worker's state for the whole run's report (Lua source text), or null when the script has no report. */
+  collect(): Buffer | null {
+    this.callApi('collect', () => 0, 1);
+    const state = this.vm.toBytes(-1);
+    this.vm.x.lua_settop(this.vm.L, -2);
+    return state;
+  }
+
+  /** Merge every worker's collected state, in worker order, and run the script's report once. */
+  report(states: Uint8Array[]): void {
+    const parts: Uint8Array[] = [Buffer.from('{')];
+    for (const st of states) parts.push(st, Buffer.from(','));
+    parts.push(Buffer.from('}'));
+    this.callApi('report', () => {
+      this.vm.pushBytes(Buffer.concat(parts));
+      this.vm.x.lua_pushnumber(this.vm.L, states.length);
+      return 2;
+    });
+  }
+
+  /** With several workers, say once if the script's totals would be per worker. */
+  notePerWorker(): void {
+    this.callApi('note_per_worker');
   }
 
   /**

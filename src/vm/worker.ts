@@ -4,7 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
-import { Runtime, ScriptError, type RuntimeOptions } from './runtime.js';
+import { Runtime, ScriptError, SharedCounters, type RuntimeOptions } from './runtime.js';
 import { LuaVM } from './vm.js';
 import type { WatchTarget } from './watchdog.js';
 
@@ -17,6 +17,9 @@ export interface WorkerInit {
   lock: SharedArrayBuffer;
   /** Float64 per worker: [packets handed to Lua, packet errors]. */
   counters: SharedArrayBuffer;
+  /** How many workers there are, and riff.counter's numbers (SharedCounters). */
+  workers: number;
+  sums: SharedArrayBuffer;
   /** Where the script's stdout goes: 1, or 2 when the pcap owns stdout (-w -). */
   outFd: 1 | 2;
   readConfig: boolean;
@@ -29,7 +32,11 @@ export type WorkerMessage =
   | { type: 'fail'; message: string }
   | { type: 'stop'; why: 'strict' | 'stdout-closed' }
   | { type: 'record'; bytes: Uint8Array; at: number }
+  | { type: 'collected'; state: Uint8Array | null }
   | { type: 'done'; processed: number; errors: number; hookErrors: number; byScript: [string, number][] };
+
+/** From the pool once every worker has collected: worker 0 merges and reports, the others just finish. */
+export type PoolMessage = { type: 'report'; states: (Uint8Array | null)[] } | { type: 'finish' };
 
 const port = parentPort!;
 // The VM is made while the orders are on their way (a prestarted worker gets
@@ -92,6 +99,8 @@ async function main(): Promise<void> {
         record: init.records ? (bytes) => post({ type: 'record', bytes, at: Date.now() }) : undefined,
         interrupted: () => ring.abandoned(),
         lazyBudget: true,
+        worker: { index: init.index, count: init.workers },
+        counters: new SharedCounters(init.sums, init.workers),
       },
       vm,
     );
@@ -99,6 +108,7 @@ async function main(): Promise<void> {
     if (rt.watch) post({ type: 'watch', watch: rt.watch });
     if (init.readConfig) config = rt.config();
     rule = rt.open();
+    rt.notePerWorker();
   } catch (e) {
     post({ type: 'fail', message: e instanceof ScriptError ? e.message : `Lua runtime: ${(e as Error).message}` });
     return;
@@ -135,6 +145,13 @@ async function main(): Promise<void> {
   }
   if (prof) write(2, Buffer.from(`riff: worker ${init.index}: ${prof.lua.toFixed(0)} ms in Lua batches, ${prof.wait.toFixed(0)} ms waiting for packets (the first ${prof.first.toFixed(0)} ms after ready)\n`));
   rt.deinit();
+  // One answer from N workers: every worker's state goes to the pool, which
+  // has worker 0 merge them and report once (src/vm/pool.ts finish()).
+  const state = rt.collect();
+  const go = new Promise<PoolMessage>((resolve) => port.once('message', resolve));
+  post({ type: 'collected', state });
+  const order = await go;
+  if (order.type === 'report') rt.report(order.states.filter((st): st is Uint8Array => st !== null));
   const s = rt.summary();
   counters[at + 1] = s.packetErrors;
   post({ type: 'done', processed: s.processed, errors: s.packetErrors, hookErrors: s.errors - s.packetErrors, byScript: [...s.byScript] });

@@ -1,0 +1,83 @@
+// What a new user meets first: the command on the PATH, the README's plugin
+// template as printed, and a word when a plugin would never be called.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { riff, tmpdir, CLI } from './helpers.js';
+
+test('after setup, `riff` runs from any directory and is this checkout', () => {
+  const elsewhere = tmpdir('riff-path-');
+  const which = spawnSync('sh', ['-c', 'command -v riff'], { cwd: elsewhere, encoding: 'utf8' });
+  assert.equal(which.status, 0, 'riff is not on the PATH: run bash scripts/setup');
+  assert.equal(fs.realpathSync(which.stdout.trim()), fs.realpathSync(CLI), 'riff on the PATH is another checkout: run bash scripts/setup here');
+  const r = spawnSync('riff', ['--version'], { cwd: elsewhere, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(CLI), '..', '..', 'package.json'), 'utf8'));
+  assert.equal(r.stdout.trim(), pkg.version);
+});
+
+test("a script returning one plugin (README's plugin.base template) runs it", () => {
+  const dir = tmpdir();
+  const file = path.join(dir, 'mine.lua');
+  fs.writeFileSync(
+    file,
+    `local mine = require("plugin.base").plugin { name = "mine", ver = "1" }
+function mine.action(self, stream)
+  if stream.data:find("GET", 1, true) then print("get", riff.packet.id) end
+end
+return mine
+`,
+  );
+  const r = riff(['-q', '--lua', file, '-r', 'fixtures/http.pcap']);
+  assert.equal(r.code, 0, r.stderr);
+  // Workers interleave their packets' output: compare as a set.
+  assert.deepEqual(r.stdout.toString().trim().split('\n').sort(), ['get\t10', 'get\t20', 'get\t40']);
+});
+
+test('a plugin riff would never call is named once at load, with the phases riff knows', () => {
+  const dir = tmpdir();
+  const file = path.join(dir, 'odd.lua');
+  fs.writeFileSync(
+    file,
+    `local a = { name = "lonely" }
+function a:action(s) print("x") end
+local b = {}
+function b:init() end
+function b:mathc(p) print("never") end
+local c = {}
+function c:helper() end
+function c:push(s) end
+return { a, b, c }
+`,
+  );
+  const r = riff(['-q', '--lua', file, '-r', 'fixtures/http.pcap']);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('riff: plugin'));
+  // Said once, whatever --workers is (only worker 1 speaks).
+  assert.equal(lines.length, 2, r.stderr);
+  assert.ok(lines.some((l) => /^riff: plugin 1 \(lonely\): it has action but no match .*riff calls the phases init, push, match, action, setup, deinit/.test(l)), r.stderr);
+  assert.ok(lines.some((l) => /^riff: plugin 2: 'mathc' looks like the phase 'match' misspelled/.test(l)), r.stderr);
+  assert.equal(r.stdout.length, 0);
+});
+
+test('a repeated option or an unreadable number is one line naming what was typed', () => {
+  const cases: [string[], RegExp][] = [
+    [['-r', 'fixtures/http.pcap', '-r', 'fixtures/http.pcap'], /^riff: -r given 2 times \(fixtures\/http\.pcap, fixtures\/http\.pcap\); give it once$/],
+    [['--lua', 'fixtures/count.lua', '--lua', 'x.lua', '-r', 'fixtures/http.pcap'], /^riff: --lua given 2 times \(fixtures\/count\.lua, x\.lua\); give it once$/],
+    [['-c', 'abc', '-r', 'fixtures/http.pcap'], /^riff: -c: 'abc' is not a packet count/],
+    [['--count=x1', '-r', 'fixtures/http.pcap'], /^riff: -c: 'x1' is not a packet count/],
+    [['--workers', 'two', '-r', 'fixtures/http.pcap'], /^riff: --workers: 'two' is not/],
+    [['--stats', 'often', '-r', 'fixtures/http.pcap'], /^riff: --stats: 'often' is not/],
+    [['--lua-budget', '1e3x', '-r', 'fixtures/http.pcap'], /^riff: --lua-budget: '1e3x' is not/],
+  ];
+  for (const [args, want] of cases) {
+    const r = riff(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 1, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(lines[0], want);
+    assert.doesNotMatch(r.stderr, /NaN|internal error|Array/);
+  }
+});
