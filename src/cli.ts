@@ -15,8 +15,8 @@ import { openOutputs, recordSink as makeRecordSink, OutputSpecError, type Record
 import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
-import { LuaPool } from './vm/pool.js';
-import { whenSignalled } from './signals.js';
+import { LuaPool, type Ready } from './vm/pool.js';
+import { onSecondInterrupt, whenReload, whenReopen, whenSignalled } from './signals.js';
 
 // yargs's CommonJS build: its ES module build wraps help text with a plain
 // hard wrap that cuts words in half ("L / ua-scriptable"); the CommonJS one
@@ -243,6 +243,7 @@ async function main(): Promise<number> {
   }
 
   let filterExpr = (args._ as (string | number)[]).map(String).join(' ').trim();
+  const filterFromCommandLine = filterExpr !== '';
   if (!filterExpr && pool.filter) {
     filterExpr = pool.filter;
     note(`filter from config.lua: ${filterExpr}`);
@@ -271,6 +272,52 @@ async function main(): Promise<number> {
     halt();
   });
   stdout.onClose = halt;
+  onSecondInterrupt(() => pool.abandoning());
+
+  // SIGUSR1 (logrotate): -w and json:FILE are opened anew at their paths,
+  // between two records (both come to this thread), so none is cut or doubled.
+  let reopens = 0;
+  whenReopen(() => {
+    reopens++;
+    try {
+      outputs.reopen?.();
+    } catch (e) {
+      note((e as Error).message);
+    }
+    try {
+      writer?.reopen();
+    } catch (e) {
+      note(`-w ${args.w}: cannot open it anew (${(e as Error).message}); still writing to the file opened before`);
+    }
+  });
+
+  // SIGHUP: the script and config.lua again, in fresh VMs (src/vm/pool.ts
+  // reload()); a changed config.lua filter applies from the batch where the
+  // new VMs take over. `refilter` compiles one for the open capture.
+  let refilter: ((expr: string) => () => void) | null = null;
+  const script = args.lua ?? 'the bundled pipeline';
+  const prepare = (m: Ready): string | (() => void) => {
+    const steps: (() => void)[] = [];
+    const expr = m.filter ?? '';
+    if (!filterFromCommandLine && expr !== filterExpr && refilter) {
+      try {
+        steps.push(refilter(expr));
+      } catch (e) {
+        return `config.lua's new filter: ${(e as Error).message}`;
+      }
+    }
+    if (!args.output?.length && m.outputs.join('\n') !== pool.outputs.join('\n'))
+      steps.push(() => note("config.lua's outputs() changed; riff keeps the outputs it opened at start (restart riff to change them)"));
+    return () => {
+      note(`reloaded ${script} (reload ${pool.reloads}); packets go to the new Lua VMs from here, the old ones finish what they hold`);
+      for (const step of steps) step();
+    };
+  };
+  whenReload(() => {
+    if (stopping) return;
+    note(`SIGHUP: reloading ${script}`);
+    void pool.reload(prepare).then((why) => why && note(why));
+  });
 
   let writer: PcapWriter | null = null;
   const limit = args.c;
@@ -323,6 +370,14 @@ async function main(): Promise<number> {
       throw new Fail(named(e.message) + (unreadable ? '' : ` at byte offset ${e.offset}; 0 packets before it were processed`), 1);
     }
     let filter: PacketFilter | null = null;
+    refilter = (expr) => {
+      const f = expr ? compileFilter(expr, file.linktype < 0 ? 1 : file.linktype) : null;
+      return () => {
+        filter = f;
+        filterExpr = expr;
+        note(`filter from config.lua: ${expr || '(none)'}`);
+      };
+    };
     if (filterExpr) {
       try {
         filter = compileFilter(filterExpr, file.linktype < 0 ? 1 : file.linktype);
@@ -386,13 +441,30 @@ async function main(): Promise<number> {
       throw new Fail(`-i ${device}: no such interface; riff -D lists them (${names.slice(0, 8).join(', ')})`, 2);
     }
     let live: LiveCapture;
+    // A filter config.lua changed on reload: cap cannot set a new one on the
+    // open device, so riff applies it itself to what the first one lets through.
+    let liveFilter: PacketFilter | null = null;
+    const opened = filterExpr;
+    refilter = (expr) => {
+      const f = expr && expr !== opened ? compileFilter(expr, live.linktype) : null;
+      return () => {
+        liveFilter = f;
+        filterExpr = expr;
+        note(
+          `filter from config.lua: ${expr || '(none)'}` +
+            (opened && expr !== opened
+              ? ` (riff applies it to what the capture's own filter '${opened}' passes: cap cannot change the filter of an open device, and a reload never reopens it)`
+              : ''),
+        );
+      };
+    };
     try {
       live = new LiveCapture(
         device,
         filterExpr,
         (b) => {
           if (!stopping) {
-            account(b, null);
+            account(b, liveFilter);
             pool.push(b);
           }
           if (stopping) onStop();
@@ -440,6 +512,8 @@ async function main(): Promise<number> {
     `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`,
   );
   if (skipped) lines.push(tooLarge(skipped, pool.maxRecord));
+  if (pool.reloads) lines.push(`${pool.reloads} reload${pool.reloads > 1 ? 's' : ''} (SIGHUP): the counts above are over all ${pool.reloads + 1} generations of the script`);
+  if (reopens) lines.push(`${reopens} reopen${reopens > 1 ? 's' : ''} of the output files (SIGUSR1)`);
   if (pool.ended)
     lines.push(`${pool.lost} packets lost with ${pool.ended} Lua worker${pool.ended > 1 ? 's' : ''} ended (over --lua-timeout, or died); ${pool.restarted} restarted`);
   // passed = processed + errors + dropped + lost (+ not processed)

@@ -122,13 +122,13 @@ export class JsonOutput implements RecordOutput {
   private written = 0;
   private closed = false;
   private readonly host = os.hostname();
-  private readonly fd: number | null;
-  private readonly sink: FdSink;
+  private fd: number | null;
+  private sink: FdSink;
 
   /** target: '-' for stdout, else a file path (created if needed, appended to). */
   constructor(
     readonly spec: string,
-    target: string,
+    private readonly target: string,
   ) {
     if (target === '-') {
       this.fd = null;
@@ -165,6 +165,25 @@ export class JsonOutput implements RecordOutput {
     this.pending = [];
     this.pendingBytes = 0;
     this.sink.write(data);
+  }
+
+  /**
+   * logrotate (SIGUSR1): pending lines go to the file as it was (moved away
+   * by now), later ones to a new file at the same path. Lines leave whole,
+   * so none is cut or doubled. Nothing to do for stdout.
+   */
+  reopen(): void {
+    if (this.closed || this.fd === null) return;
+    this.flush();
+    let fd: number;
+    try {
+      fd = fs.openSync(this.target, 'a');
+    } catch (e) {
+      throw specError(this.spec, `cannot reopen ${this.target} (${(e as Error).message}); still writing to the file opened before`);
+    }
+    fs.closeSync(this.fd);
+    this.fd = fd;
+    this.sink = new FdSink(fd);
   }
 
   close(): void {

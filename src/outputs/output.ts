@@ -40,6 +40,11 @@ export interface RecordOutput {
   /** Flush and release; network outputs wait (bounded) for their queue to drain. */
   close(): Promise<void> | void;
   stats(): OutputStats;
+  /**
+   * SIGUSR1 (logrotate): a file output flushes and opens its path anew.
+   * Absent where there is nothing to reopen (stdout, SQLite, syslog).
+   */
+  reopen?(): void;
 }
 
 const KINDS = 'json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT or syslog:tcp://HOST:PORT';
@@ -97,6 +102,18 @@ export class FanOut implements RecordOutput {
   }
   flush(): void {
     for (const o of this.outputs) o.flush();
+  }
+  /** Every output is reopened even if one fails; the first failure is rethrown. */
+  reopen(): void {
+    let err: unknown = null;
+    for (const o of this.outputs) {
+      try {
+        o.reopen?.();
+      } catch (e) {
+        err ??= e;
+      }
+    }
+    if (err) throw err;
   }
   async close(): Promise<void> {
     await Promise.all(this.outputs.map((o) => o.close()));

@@ -40,7 +40,11 @@ export class PcapWriter {
     this.snaplen = snaplen;
     this.ownsFd = path !== '-';
     this.fd = this.ownsFd ? fs.openSync(path, 'w') : 1;
+    this.header();
+  }
 
+  private header(): void {
+    const { snaplen, linktype } = this;
     const h = this.buf;
     h.writeUInt32LE(0xa1b2c3d4, 0);
     h.writeUInt16LE(2, 4);
@@ -106,6 +110,22 @@ export class PcapWriter {
       else this.writeAll(out, need);
       this.nWritten++;
     }
+  }
+
+  /**
+   * logrotate (SIGUSR1): what is buffered goes to the file as it was (moved
+   * away by now), then a new file at the same path starts with its own
+   * header. Records only leave the buffer whole, so none is cut or doubled.
+   * A file that cannot be created keeps riff writing to the old one; the
+   * reason is thrown as one line.
+   */
+  reopen(): void {
+    if (this.closed || !this.ownsFd) return;
+    this.flush();
+    const fd = fs.openSync(this.path, 'w');
+    fs.closeSync(this.fd);
+    this.fd = fd;
+    this.header();
   }
 
   /** Write out everything buffered and close the file (not stdout). Safe to call twice. */

@@ -23,7 +23,7 @@ import {
   type WatchTarget,
 } from './watchdog.js';
 
-type Ready = Extract<WorkerMessage, { type: 'ready' }>;
+export type Ready = Extract<WorkerMessage, { type: 'ready' }>;
 type Done = Extract<WorkerMessage, { type: 'done' }>;
 const NO_COUNTS: Done = { type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] };
 
@@ -50,6 +50,18 @@ export interface PoolOptions {
 
 interface Incarnation {
   worker: Worker;
+  /** Its key in the watchdog: a retired VM (reload) is watched beside its successor. */
+  id: number;
+  ctrl: SharedArrayBuffer;
+  index: number;
+  /** [packets handed to Lua, packet errors] at index*2, written by this worker alone. */
+  counters: Float64Array;
+  /** Set when its ring is closed for a reload: its deinit's return is then the hand-over. */
+  retiring: Int32Array;
+  /** Its ring once ready (kept for a retired VM, whose queue it still drains). */
+  ring: RingProducer | null;
+  /** What its deinit handed over (reload), once collected. */
+  handover: Uint8Array | null;
   ready: Promise<Ready>;
   done: Promise<Done>;
   /** The worker's state for the whole run's report (null: the script has none, or the worker is gone or was ended). */
@@ -100,11 +112,23 @@ export class LuaPool {
   /** Workers ended or dead, and how many of those were replaced. */
   ended = 0;
   restarted = 0;
+  /** SIGHUP reloads that took effect. */
+  reloads = 0;
   filter: string | null = null;
   /** --output specs from config.lua's outputs(). */
   outputs: string[] = [];
   rule = '';
-  private readonly counters: Float64Array;
+  private nextId = 0;
+  /** Incarnations whose rings were closed by a reload: they drain, run deinit and are done. */
+  private readonly retired: Incarnation[] = [];
+  /** A reload's new VMs, all ready: they take over at the next batch boundary (swap()). */
+  private next: { lives: Incarnation[]; msgs: Ready[]; onSwap: () => void } | null = null;
+  private reloading = false;
+  /** Retired generations until they are done. */
+  private readonly settling: Promise<void>[] = [];
+  /** Lua errors outside packets, and errors per script, of retired generations. */
+  private hookErrors = 0;
+  private readonly byScript = new Map<string, number>();
   private readonly single: boolean;
   private readonly watchdog: Watchdog;
   private readonly slots: Slot[] = [];
@@ -119,14 +143,11 @@ export class LuaPool {
   private finishing = false;
   private abandoned = false;
   private readonly lock = new SharedArrayBuffer(4);
-  private readonly counterBuf: SharedArrayBuffer;
   /** riff.counter's numbers, shared by all workers (SharedCounters). */
   private readonly sumsBuf: SharedArrayBuffer;
 
   private constructor(private readonly o: PoolOptions) {
     const n = Math.max(1, o.workers);
-    this.counterBuf = new SharedArrayBuffer(8 * 2 * n);
-    this.counters = new Float64Array(this.counterBuf);
     this.sumsBuf = new SharedArrayBuffer(SharedCounters.bytes(n));
     this.carried = new Float64Array(2 * n);
     this.single = n === 1;
@@ -150,18 +171,23 @@ export class LuaPool {
   }
 
   /** Start worker `index` (a prestarted one if there is one left). */
-  private spawn(index: number, ctrl: SharedArrayBuffer): Incarnation {
+  private spawn(index: number, ctrl: SharedArrayBuffer, reload = false): Incarnation {
+    const n = Math.max(1, this.o.workers);
+    const counterBuf = new SharedArrayBuffer(8 * 2 * n);
+    const retiring = new SharedArrayBuffer(4);
     const init: WorkerInit = {
       index,
       opts: this.o.runtime,
       ring: { ctrl, bytes: this.o.ringBytes },
       lock: this.lock,
-      counters: this.counterBuf,
-      outFd: this.o.outFd,
-      workers: Math.max(1, this.o.workers),
+      counters: counterBuf,
+      workers: n,
       sums: this.sumsBuf,
-      readConfig: index === 0 && !this.slots[index],
+      hold: reload,
+      retiring,
+      readConfig: index === 0 && (reload || !this.slots[index]),
       records: !!this.o.onRecord,
+      outFd: this.o.outFd,
     };
     let worker: Worker;
     let failed: Error | null = null;
@@ -173,18 +199,34 @@ export class LuaPool {
     } else {
       worker = new Worker(WORKER_URL, { workerData: init });
     }
-    const life = { worker, target: null, over: false, readyYet: false } as Partial<Incarnation> as Incarnation;
+    const id = this.nextId++;
+    const life = {
+      worker,
+      id,
+      index,
+      ctrl,
+      counters: new Float64Array(counterBuf),
+      retiring: new Int32Array(retiring),
+      ring: null,
+      handover: null,
+      target: null,
+      over: false,
+      readyYet: false,
+    } as Partial<Incarnation> as Incarnation;
     life.ready = new Promise<Ready>((res, rej) => {
       life.rejectReady = rej;
       worker.on('message', (m: WorkerMessage) => {
         if (life.over) return;
         if (m.type === 'watch') {
           life.target = m.watch;
-          this.watchdog.replace(index, m.watch);
+          this.watchdog.replace(id, m.watch);
         } else if (m.type === 'ready') res(m);
         else if (m.type === 'stop') this.o.onStop(m.why);
         else if (m.type === 'record') this.o.onRecord?.(m.bytes, m.at);
-        else if (m.type === 'collected') life.resolveCollected(m.state);
+        else if (m.type === 'collected') {
+          life.handover = m.handover;
+          life.resolveCollected(m.state);
+        }
         else if (m.type === 'done') {
           life.over = true; // its exit is expected now
           life.resolveDone(m);
@@ -206,14 +248,14 @@ export class LuaPool {
       if (life.over) return;
       if (!life.readyYet) {
         life.over = true;
-        this.watchdog.replace(index, null);
+        this.watchdog.replace(id, null);
         life.rejectReady(script ? new ScriptError(cause) : new Error(cause));
         life.resolveDone(NO_COUNTS);
         life.resolveCollected(null);
         return;
       }
       const slot = this.slots[index];
-      if (slot?.life === life) this.end(slot, `its worker died: ${cause}`);
+      if (slot) this.end(slot, `its worker died: ${cause}`, life);
     };
     worker.on('error', (e) => died(`Lua worker ${index}: ${e.message}`));
     if (failed) died(`Lua worker ${index}: ${failed.message}`);
@@ -243,7 +285,7 @@ export class LuaPool {
       await Promise.all(pool.slots.map((s) => s.life.worker.terminate()));
       throw e;
     }
-    pool.slots.forEach((s, i) => (s.ring = pool.producer(msgs[i])));
+    pool.slots.forEach((s, i) => (s.ring = s.life.ring = pool.producer(msgs[i])));
     pool.filter = msgs[0].filter;
     pool.outputs = msgs[0].outputs;
     pool.rule = msgs[0].rule;
@@ -256,11 +298,11 @@ export class LuaPool {
     return r;
   }
 
-  /** The watchdog's report: worker i has not moved for its limit. */
-  private stuck(i: number, where: Stuck): void {
-    const slot = this.slots[i];
-    if (!slot || slot.life.over) return;
-    this.end(slot, `still running after ${where.limitMs / 1000} s (${this.abandoned && where.phase === PHASE_BATCH ? 'stopping' : '--lua-timeout'})`);
+  /** The watchdog's report: the VM with key `id` has not moved for its limit. */
+  private stuck(id: number, where: Stuck): void {
+    const life = [...this.slots.map((s) => s.life), ...this.retired].find((l) => l.id === id);
+    if (!life || life.over) return;
+    this.end(this.slots[life.index], `still running after ${where.limitMs / 1000} s (${this.abandoned && where.phase === PHASE_BATCH ? 'stopping' : '--lua-timeout'})`, life);
   }
 
   /**
@@ -268,11 +310,13 @@ export class LuaPool {
    * the packet it was on as lost, hand what was queued for it to a fresh
    * worker from the same script, and say so in one line.
    */
-  private end(slot: Slot, why: string): void {
-    const life = slot.life;
+  private end(slot: Slot, why: string, life = slot.life): void {
     if (life.over) return;
     life.over = true;
-    this.watchdog.replace(slot.index, null);
+    // A VM retired by a reload drains its own queue: what it leaves cannot go
+    // to its successor, which has newer packets queued already (lost, counted).
+    const retired = life !== slot.life;
+    this.watchdog.replace(life.id, null);
     void life.worker.terminate();
     if (!life.readyYet) {
       // Stuck loading the script: nothing ran yet; start() (or restart()) says so.
@@ -289,8 +333,8 @@ export class LuaPool {
     let phase = 0;
     let inLua = false;
     let cur = -1;
-    let handed = this.counters[at];
-    let errors = this.counters[at + 1];
+    let handed = life.counters[at];
+    let errors = life.counters[at + 1];
     let carry: Batch[] = [];
     let what = 'between packets';
     if (t) {
@@ -317,19 +361,23 @@ export class LuaPool {
     }
     this.carried[at] += handed;
     this.carried[at + 1] += errors;
-    this.counters[at] = 0;
-    this.counters[at + 1] = 0;
-    if (slot.ring) carry = carry.concat(slot.ring.queued());
+    life.counters[at] = 0;
+    life.counters[at + 1] = 0;
+    if (life.ring) carry = carry.concat(life.ring.queued());
     // A restart would only hang again in setup, and after deinit there is nothing left to do.
-    const restart = !(inLua && phase !== PHASE_BATCH);
+    const restart = !(inLua && phase !== PHASE_BATCH) && !retired;
     this.o.onNote(
       `${this.script}: ${what} ${why}; ${restart ? `worker ${i} was restarted (its plugin state is lost)` : `worker ${i} was ended`}`,
     );
-    slot.ring = null;
     life.resolveDone(NO_COUNTS);
     life.resolveCollected(null);
     // --strict stops at the first error; a worker ended is one.
     if (this.o.runtime.strict) this.o.onStop('strict');
+    if (retired) {
+      for (const b of carry) this.lost += this.live(b);
+      return;
+    }
+    slot.ring = null;
     if (!restart) {
       this.lose(slot, carry);
       return;
@@ -402,7 +450,7 @@ export class LuaPool {
       return;
     }
     this.restarted++;
-    const ring = this.producer(m);
+    const ring = (life.ring = this.producer(m));
     // The dead worker's queue first, in order, before anything new.
     for (const b of carry) {
       while (!ring.push(b, 0)) {
@@ -426,6 +474,7 @@ export class LuaPool {
    * room() and ask again.
    */
   reserve(): Batch | null {
+    if (this.next) this.swap();
     return this.slots[0].ring?.reserve(HDR + 65536, 0) ?? null;
   }
 
@@ -475,6 +524,7 @@ export class LuaPool {
 
   /** Hand a live batch over without waiting; what does not fit is dropped and counted. */
   push(b: Batch): void {
+    if (this.next) this.swap();
     if (this.single) {
       const ring = this.slots[0].ring;
       if (!ring || !ring.push(b, 0)) this.dropped += countPassed(b);
@@ -488,6 +538,7 @@ export class LuaPool {
   abandon(): void {
     this.abandoned = true;
     for (const s of this.slots) s.ring?.abandon();
+    for (const l of this.retired) l.ring?.abandon();
     this.watchdog.hurry();
   }
 
@@ -538,19 +589,130 @@ export class LuaPool {
     }
   }
 
+  /** What a second Ctrl-C would abandon, as words for one line (null: nothing). */
+  abandoning(): string | null {
+    const running = this.slots.filter((s) => !s.life.over).length + this.retired.filter((l) => !l.over).length;
+    if (!running) return null;
+    return `${running} Lua worker${running > 1 ? 's' : ''} still in deinit or report (their output and state) and the run's summary`;
+  }
+
   /** Packets handed to Lua and packets that ended in an error, summed over workers (live). */
   progress(): { processed: number; errors: number } {
     let processed = 0;
     let errors = 0;
     for (let i = 0; i < this.slots.length; i++) {
-      processed += this.counters[i * 2] + this.carried[i * 2];
-      errors += this.counters[i * 2 + 1] + this.carried[i * 2 + 1];
+      processed += this.slots[i].life.counters[i * 2] + this.carried[i * 2];
+      errors += this.slots[i].life.counters[i * 2 + 1] + this.carried[i * 2 + 1];
+    }
+    for (const l of this.retired) {
+      processed += l.counters[l.index * 2];
+      errors += l.counters[l.index * 2 + 1];
     }
     return { processed, errors };
   }
 
+  /**
+   * SIGHUP: the script (and config.lua) again, in fresh VMs, one per worker,
+   * started by spawn() as a restart's are. Nothing changes until all of
+   * them have loaded and run setup; then they take over at the next batch
+   * boundary (swap()). `prepare` sees the new config (filter, outputs) and
+   * returns what to do at that boundary, or why the reload is refused.
+   * Resolves to a line for the user when the reload was refused (the
+   * running script keeps running), null when it is set.
+   */
+  async reload(prepare: (m: Ready) => string | (() => void)): Promise<string | null> {
+    if (this.reloading || this.next) return 'a reload is under way already; this one is ignored';
+    if (this.finishing || this.abandoned) return 'riff is stopping; reload ignored';
+    this.reloading = true;
+    try {
+      await Promise.all(this.slots.map((s) => s.restarting));
+      const lives = this.slots.map((s) => this.spawn(s.index, newRingControl(), true));
+      const drop = () => {
+        for (const l of lives) {
+          l.over = true;
+          this.watchdog.replace(l.id, null);
+          void l.worker.terminate();
+        }
+      };
+      let msgs: Ready[];
+      try {
+        msgs = await Promise.all(lives.map((l) => l.ready));
+      } catch (e) {
+        drop();
+        const why = (e as Error).message.replace(/^riff: /, '');
+        return `reload failed, the running script keeps running: ${why.startsWith(this.script) ? why : `${this.script}: ${why}`}`;
+      }
+      if (this.finishing || this.abandoned) {
+        drop();
+        return 'riff is stopping; the reloaded script was not started';
+      }
+      const onSwap = prepare(msgs[0]);
+      if (typeof onSwap === 'string') {
+        drop();
+        return `reload failed, the running script keeps running: ${onSwap}`;
+      }
+      this.next = { lives, msgs, onSwap };
+      return null;
+    } finally {
+      this.reloading = false;
+    }
+  }
+
+  /**
+   * At a batch boundary (reserve(), push(), finish()): the reload's VMs take
+   * the rings over; the old ones drain what their rings hold, run deinit,
+   * collect and report as at the end of a run, and hand deinit's return to
+   * their successor on the same worker index (the same flows), which starts
+   * on its packets only then, so every flow's packets stay in order.
+   */
+  private swap(): void {
+    const next = this.next;
+    if (!next || this.slots.some((s) => s.restarting || !s.ring)) return;
+    this.next = null;
+    const gen = this.slots.map((s) => s.life);
+    this.slots.forEach((s, i) => {
+      const old = s.life;
+      const life = next.lives[i];
+      Atomics.store(old.retiring, 0, 1);
+      old.ring?.close();
+      this.retired.push(old);
+      s.life = life;
+      s.ctrl = life.ctrl;
+      s.ring = life.ring = this.producer(next.msgs[i]);
+      void old.collected.then(() => {
+        if (!life.over) life.worker.postMessage({ type: 'start', handover: old.handover } satisfies PoolMessage);
+      });
+    });
+    this.reloads++;
+    next.onSwap();
+    this.settling.push(this.retire(gen));
+  }
+
+  /** A generation replaced by a reload ends as a run does: report once, then its counts join the run's. */
+  private async retire(gen: Incarnation[]): Promise<void> {
+    const states = await Promise.all(gen.map((l) => l.collected));
+    const reporting = states.some((st) => st !== null);
+    gen.forEach((l, i) => {
+      if (!l.over) l.worker.postMessage((i === 0 && reporting ? { type: 'report', states } : { type: 'finish' }) satisfies PoolMessage);
+    });
+    const all = await Promise.all(gen.map((l) => l.done));
+    all.forEach((m, i) => {
+      const l = gen[i];
+      this.carried[l.index * 2] += m.processed;
+      this.carried[l.index * 2 + 1] += m.errors;
+      this.hookErrors += m.hookErrors;
+      for (const [k, v] of m.byScript) this.byScript.set(k, (this.byScript.get(k) ?? 0) + v);
+      l.over = true;
+      this.watchdog.replace(l.id, null);
+      this.retired.splice(this.retired.indexOf(l), 1);
+      void l.worker.terminate();
+    });
+  }
+
   /** Close the rings, let the workers drain and run deinit; their summaries merged. */
   async finish(): Promise<Summary> {
+    // A reload that is ready takes over first (its VMs have run setup); one still loading is dropped.
+    if (this.next) this.swap();
     this.finishing = true;
     // A worker restarted meanwhile closes its ring once its queue is handed over (restart()).
     for (const s of this.slots) s.ring?.close();
@@ -572,9 +734,10 @@ export class LuaPool {
       l.worker.postMessage(order);
     });
     const all = await Promise.all(lives.map((l) => l.done));
-    const byScript = new Map<string, number>();
+    await Promise.all(this.settling);
+    const byScript = new Map(this.byScript);
     let processed = 0;
-    let errors = 0;
+    let errors = this.hookErrors;
     let packetErrors = 0;
     all.forEach((m, i) => {
       processed += m.processed + this.carried[i * 2];

@@ -212,7 +212,7 @@ export class Runtime {
     vm.pushRef(rtRef);
     vm.pushRef(hostRef);
     vm.call(2, 1);
-    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'collect', 'report', 'note_per_worker', 'batch', 'summary', 'flush']) {
+    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'handover', 'collect', 'report', 'note_per_worker', 'batch', 'summary', 'flush']) {
       x.lua_getfield(L, -1, vm.cstr(name));
       this.api.set(name, vm.ref());
     }
@@ -493,12 +493,28 @@ export class Runtime {
     return rule;
   }
 
-  setup(): void {
-    this.callApi('setup');
+  /** False when the script's setup raised (reported already): a reload keeps the old script then. */
+  setup(): boolean {
+    this.callApi('setup', () => 0, 1);
+    const ok = this.vm.x.lua_toboolean(this.vm.L, -1) !== 0;
+    this.vm.x.lua_settop(this.vm.L, -2);
+    return ok;
   }
 
-  deinit(): void {
-    this.callApi('deinit', undefined, 0, PHASE_DEINIT);
+  /**
+   * Run the script's deinit. `reloading`: what it returns is serialised
+   * (Lua source text, as collect() states) for the next script's handover.
+   */
+  deinit(reloading = false): Buffer | null {
+    this.callApi('deinit', () => (this.vm.x.lua_pushboolean(this.vm.L, reloading ? 1 : 0), 1), 1, PHASE_DEINIT);
+    const state = this.vm.toBytes(-1);
+    this.vm.x.lua_settop(this.vm.L, -2);
+    return state;
+  }
+
+  /** Give the old script's hand-over (from deinit(true)) to this script's handover(state). */
+  handover(state: Uint8Array): void {
+    this.callApi('handover', () => (this.vm.pushBytes(state), 1));
   }
 
   /** This worker's state for the whole run's report (Lua source text), or null when the script has no report. */
