@@ -652,6 +652,11 @@ export class LuaPool {
         return `reload failed, the running script keeps running: ${onSwap}`;
       }
       this.next = { lives, msgs, onSwap };
+      // The capture thread never holds a reserved batch across an await
+      // (reserve, fill and commit run in one go; push is synchronous), so
+      // here is a batch boundary. While a worker restarts, the next
+      // reserve() or push() swaps instead.
+      this.swap();
       return null;
     } finally {
       this.reloading = false;
@@ -659,7 +664,7 @@ export class LuaPool {
   }
 
   /**
-   * At a batch boundary (reserve(), push(), finish()): the reload's VMs take
+   * At a batch boundary (reload(), or reserve()/push()/finish() when it had to wait): the reload's VMs take
    * the rings over; the old ones drain what their rings hold, run deinit,
    * collect and report as at the end of a run, and hand deinit's return to
    * their successor on the same worker index (the same flows), which starts
