@@ -78,6 +78,33 @@ function deinit() io.stderr:write("deinit\\n") local x = 0 for i = 1, 2e8 do x =
   const r = await run.done;
   assert.equal(r.code, 130);
   assert.ok(Date.now() - t0 < 3000, 'left at once');
+  // One line says what is abandoned.
+  const said = r.stderr.split('\n').filter((l) => /second interrupt/.test(l));
+  assert.equal(said.length, 1, r.stderr);
+  assert.match(said[0], /^riff: second interrupt: exiting now, abandoning 1 Lua worker still in deinit or report \(their output and state\) and the run's summary$/);
+});
+
+test("SIGHUP and SIGUSR1 no longer end riff (exit 129 / Node's inspector): it reloads, reopens, then stops on SIGTERM with its summary", async () => {
+  const fifo = path.join(tmpdir(), 'idle.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const w = spawn('sh', ['-c', `exec 3>"${fifo}"; cat "${path.join(FIXTURES, 'http.pcap')}" >&3; sleep 30`]);
+  const run = riffAsync(['-q', '--lua', path.join(FIXTURES, 'count.lua'), '-r', fifo]);
+  await until(() => /^riff: /m.test(run.stderr()) || run.child.exitCode !== null, 1500).catch(() => {});
+  run.child.kill('SIGHUP');
+  await until(() => /reloaded /.test(run.stderr()));
+  run.child.kill('SIGUSR1');
+  await new Promise((r) => setTimeout(r, 300));
+  run.child.kill('SIGTERM');
+  const r = await run.done;
+  w.kill('SIGKILL');
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /Debugger listening/);
+  assert.match(r.stderr, /^riff: SIGHUP: reloading .*count\.lua$/m);
+  assert.match(r.stderr, /^1 reload \(SIGHUP\)/m);
+  assert.match(r.stderr, /^1 reopen of the output files \(SIGUSR1\)$/m);
+  assert.match(r.stderr, /^45 packets processed by Lua$/m);
+  // Both generations reported: count.lua's report runs as each generation ends.
+  assert.equal((r.stdout.toString().match(/^matches\t\d+$/gm) ?? []).length, 2, r.stdout.toString());
 });
 
 /** The summary's last Lua line is there: riff ended the run its own way. */
