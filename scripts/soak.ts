@@ -135,8 +135,9 @@ async function main(): Promise<void> {
   const closed = new Promise<number | null>((r) => riff.on('close', (code) => r(code)));
   for (let i = 0; i < 200 && !/listening on vrx/.test(err); i++) await sleep(50);
   if (!/listening on vrx/.test(err)) throw new Error(`riff did not start: ${err}`);
-  // `ip netns exec` runs riff as its child: the pid to watch and signal is riff's.
-  const pid = Number(must('pgrep', ['-P', String(riff.pid), '-f', 'riff.js']).trim().split('\n')[0] || riff.pid);
+  // `ip netns exec` execs riff in its own place (same pid); were it a parent, riff would be its child.
+  const child = spawnSync('pgrep', ['-P', String(riff.pid), '-f', 'riff.js'], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+  const pid = Number(child) || riff.pid!;
 
   let replaying = true;
   let sent = 0;
