@@ -142,8 +142,8 @@ for (const workers of [1, 2]) {
         setmetatable({}, { __gc = function() local t = {} for i = 1, 1e8 do t[i] = ("x"):rep(1 << 20) .. i end end })
       end`,
     });
-    // Before, finalizers that ran while riff pushed a batch (the cap lifted
-    // then) allocated without limit: riff hung growing towards 4 GiB a VM.
+    // Each finalizer must meet the cap (and the time limit); riff before
+    // this change hung on this input (no summary after 30 s).
     const r = await run(
       ['-q', '--verbose', '--lua', path.join(dir, 'gcalloc.lua'), '--lua-memory', '64M', '--lua-timeout', '1', '--workers', String(workers), '-r', manyPackets(3000)],
       60_000,

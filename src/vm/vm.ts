@@ -86,17 +86,29 @@ export class LuaVM {
     this.gcStop = this.ref();
     this.pushBytes(Buffer.from('restart'));
     this.gcRestart = this.ref();
+    this.pushBytes(Buffer.from('step'));
+    this.gcStep = this.ref();
+    // global_State's GCdebt (lua_State.l_G at 16; frealloc, ud, totalbytes,
+    // GCdebt), used only if totalbytes + GCdebt reads back as the bytes Lua holds.
+    const dv = new DataView(wasm.memory.buffer);
+    const G = dv.getUint32(this.L + 16, true);
+    if (G && G + 16 <= dv.byteLength && dv.getInt32(G + 8, true) + dv.getInt32(G + 12, true) === this.memoryUsed) this.gcDebt = G + 12;
   }
+
+  /** Address of the collector's debt (global_State.GCdebt), or 0 when the layout did not check out. */
+  private gcDebt = 0;
 
   private readonly gcFn: number;
   private readonly gcStop: number;
   private readonly gcRestart: number;
+  private readonly gcStep: number;
 
-  /** collectgarbage(what), what a registry reference to a string. */
-  private gc(what: number): void {
+  /** collectgarbage(what[, kb]), what a registry reference to a string. */
+  private gc(what: number, kb = -1): void {
     this.pushRef(this.gcFn);
     this.pushRef(what);
-    if (this.x.lua_pcallk(this.L, 1, 0, 0, 0, 0) !== LUA_OK) this.x.lua_settop(this.L, -2);
+    if (kb >= 0) this.x.lua_pushinteger(this.L, BigInt(kb));
+    if (this.x.lua_pcallk(this.L, kb >= 0 ? 2 : 1, 0, 0, 0, 0) !== LUA_OK) this.x.lua_settop(this.L, -2);
   }
 
   /** Bytes the Lua heap holds. */
@@ -243,13 +255,22 @@ export class LuaVM {
    */
   unbounded<T>(fn: () => T): T {
     const limit = this.memoryLimit;
+    const debt = this.gcDebt ? new DataView(this.wasm.memory.buffer).getInt32(this.gcDebt, true) : 0;
     this.gc(this.gcStop);
+    const before = this.memoryUsed;
     this.memoryLimit = 0;
     try {
       return fn();
     } finally {
       this.memoryLimit = limit;
+      // Restarting zeroes the collector's debt: both its credit (the pause
+      // between cycles; lost, it would collect all the time) and what the
+      // pushes allocated (forgotten, the heap would outgrow it batch by
+      // batch). Put back the debt it would have had: collectgarbage("step",
+      // KiB) adds to the debt and steps only if it is positive (under the cap).
       this.gc(this.gcRestart);
+      const kb = Math.trunc((debt + this.memoryUsed - before) / 1024);
+      if (kb !== 0) this.gc(this.gcStep, kb);
     }
   }
 
