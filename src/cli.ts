@@ -445,7 +445,7 @@ async function main(): Promise<number> {
     // open device, so riff applies it itself to what the first one lets through.
     let liveFilter: PacketFilter | null = null;
     const opened = filterExpr;
-    refilter = (expr) => {
+    const liveRefilter = (expr: string) => {
       const f = expr && expr !== opened ? compileFilter(expr, live.linktype) : null;
       return () => {
         liveFilter = f;
@@ -485,6 +485,7 @@ async function main(): Promise<number> {
       }
       throw new Fail(`-i ${device}: ${msg}`, 1);
     }
+    refilter = liveRefilter;
     note(`listening on ${device}, link-type ${live.linktype}${filterExpr ? `, filter '${filterExpr}'` : ''} (timestamps taken on arrival)`);
     if (args.w !== undefined) writer = new PcapWriter(args.w, live.linktype, 65535);
     await new Promise<void>((resolve) => {

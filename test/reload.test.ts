@@ -222,3 +222,27 @@ for (const workers of [1, 2]) {
     assert.match(err, /^3 reloads \(SIGHUP\)/m);
   });
 }
+
+test("-r: a filter changed in config.lua applies from the batch where the new script takes over", async () => {
+  const dir = tree({ 'count.lua': COUNTER, 'config.lua': 'function format() return "udp src port 1000" end' });
+  const N = 8000;
+  const parts = split(pcap(N), 2);
+  const whole = Math.floor((parts[0].length - 24) / 76); // packets complete in the first part
+  const r = await overFifo(['-q', '--lua', path.join(dir, 'count.lua')], parts, async (k, run) => {
+    if (k > 0) return;
+    await sleep(400);
+    fs.writeFileSync(path.join(dir, 'config.lua'), 'function format() return "udp src port 1000 or udp src port 1001" end');
+    run.child.kill('SIGHUP');
+    await until(() => /^riff: reloaded /m.test(run.stderr()));
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const counts = [...r.stdout.toString().matchAll(/^gen-count\t(\d+)$/gm)].map((m) => Number(m[1]));
+  let first = 0;
+  let second = 0;
+  for (let i = 0; i < N; i++) {
+    if (i < whole && i % 16 === 0) first++;
+    if (i >= whole && i % 16 <= 1) second++;
+  }
+  assert.deepEqual(counts, [first, second], r.stderr);
+  assert.match(r.stderr, /^riff: filter from config\.lua: udp src port 1000 or udp src port 1001$/m);
+});
