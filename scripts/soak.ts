@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RIFF = path.join(ROOT, 'dist', 'src', 'riff.js');
@@ -190,6 +190,9 @@ async function main(): Promise<void> {
   const lines = files.reduce((n, f) => n + fs.readFileSync(f, 'utf8').split('\n').filter(Boolean).length, 0);
   // The summary counts records over both outputs (JSON and SQLite): each should hold half.
   const written = Number(/^(\d+) records written/m.exec(err)?.[1] ?? NaN);
+  // better-sqlite3's own types are a separate package (as in src/outputs/sqlite-output.ts).
+  type Db = { prepare(sql: string): { all(): unknown[]; get(): unknown }; close(): void };
+  const Database = createRequire(import.meta.url)('better-sqlite3') as new (file: string, o: { readonly: boolean }) => Db;
   const sqlite = new Database(db, { readonly: true });
   const tables = sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[];
   const rows = tables.reduce((n, t) => n + (sqlite.prepare(`SELECT count(*) AS n FROM "${t.name.replace(/"/g, '""')}"`).get() as { n: number }).n, 0);
