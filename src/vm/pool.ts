@@ -710,6 +710,9 @@ export class LuaPool {
       l.over = true;
       this.watchdog.replace(l.id, null);
       this.retired.splice(this.retired.indexOf(l), 1);
+      // Its VM's memory (the ring lies in it) is freed at the next full collection only if nothing here holds it.
+      l.ring = null;
+      l.target = null;
       void l.worker.terminate();
     });
   }
