@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RIFF = path.join(ROOT, 'dist', 'src', 'riff.js');
@@ -135,8 +136,9 @@ async function main(): Promise<void> {
   const closed = new Promise<number | null>((r) => riff.on('close', (code) => r(code)));
   for (let i = 0; i < 200 && !/listening on vrx/.test(err); i++) await sleep(50);
   if (!/listening on vrx/.test(err)) throw new Error(`riff did not start: ${err}`);
-  // `ip netns exec` runs riff as its child: the pid to watch and signal is riff's.
-  const pid = Number(must('pgrep', ['-P', String(riff.pid), '-f', 'riff.js']).trim().split('\n')[0] || riff.pid);
+  // `ip netns exec` execs riff in its own place (same pid); were it a parent, riff would be its child.
+  const child = spawnSync('pgrep', ['-P', String(riff.pid), '-f', 'riff.js'], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+  const pid = Number(child) || riff.pid!;
 
   let replaying = true;
   let sent = 0;
@@ -186,7 +188,15 @@ async function main(): Promise<void> {
   const summary = err.slice(err.lastIndexOf('packets captured') - 20);
   const files = [json, ...Array.from({ length: rotations }, (_, i) => `${json}.${i + 1}`)].filter((f) => fs.existsSync(f));
   const lines = files.reduce((n, f) => n + fs.readFileSync(f, 'utf8').split('\n').filter(Boolean).length, 0);
-  const written = /json:[^:]*: (\d+) written/.exec(err)?.[1] ?? /(\d+) records written/.exec(err)?.[1];
+  // The summary counts records over both outputs (JSON and SQLite): each should hold half.
+  const written = Number(/^(\d+) records written/m.exec(err)?.[1] ?? NaN);
+  // better-sqlite3's own types are a separate package (as in src/outputs/sqlite-output.ts).
+  type Db = { prepare(sql: string): { all(): unknown[]; get(): unknown }; close(): void };
+  const Database = createRequire(import.meta.url)('better-sqlite3') as new (file: string, o: { readonly: boolean }) => Db;
+  const sqlite = new Database(db, { readonly: true });
+  const tables = sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[];
+  const rows = tables.reduce((n, t) => n + (sqlite.prepare(`SELECT count(*) AS n FROM "${t.name.replace(/"/g, '""')}"`).get() as { n: number }).n, 0);
+  sqlite.close();
   const warm = samples.filter((s) => s.t >= 60);
   const growth = (k: 'rss' | 'fds') => {
     if (warm.length < 2) return NaN;
@@ -196,7 +206,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     [
       `riff exited ${code}; ${sent} packets sent; ${rotations} rotations and reloads`,
-      `records: ${lines} lines in ${files.length} JSON files; riff says ${written ?? '?'} written to json`,
+      `records: riff says ${written} written over 2 outputs; ${lines} lines in ${files.length} JSON files, ${rows} rows in SQLite: ${lines === written / 2 && rows === written / 2 ? 'every record in both, once' : 'MISMATCH'}`,
       `growth after the first minute (least-squares slope over the run): memory ${(growth('rss') * 100).toFixed(2)}%, descriptors ${(growth('fds') * 100).toFixed(2)}%`,
       `summary:\n${summary.trim()}`,
     ].join('\n') + '\n',

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import type yargsType from 'yargs';
 import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from './capture/batch.js';
-import { openCaptureFile, CaptureFileError, type CaptureFile } from './capture/file.js';
+import { openCaptureFileAsync, CaptureFileError, WouldBlock, tooLarge, type CaptureFile } from './capture/file.js';
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from './capture/filter.js';
 import { LiveCapture, datalinks, listDevices, liveUnavailable, type LiveStats } from './capture/live.js';
 import { PcapWriter, PcapWriteError, type PcapWriterOptions } from './outputs/pcap-writer.js';
@@ -16,7 +16,8 @@ import { openOutputs, recordSink as makeRecordSink, resolveSpec, OutputSet, Outp
 import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
-import { LuaPool } from './vm/pool.js';
+import { LuaPool, type Ready } from './vm/pool.js';
+import { onSecondInterrupt, whenReload, whenReopen, whenSignalled } from './signals.js';
 
 // yargs's CommonJS build: its ES module build wraps help text with a plain
 // hard wrap that cuts words in half ("L / ua-scriptable"); the CommonJS one
@@ -85,6 +86,7 @@ function parseArgs(argv: string[]) {
     .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS || 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
     .option('stats', { type: 'number', describe: 'print a counters line on stderr every SECONDS' })
     .option('lua-memory', { type: 'string', default: '256M', describe: 'Lua heap limit (e.g. 64M, 1G; 0 = unlimited)' })
+    .option('lua-timeout', { type: 'number', default: 5, describe: 'wall-clock SECONDS one packet may take in Lua (loading the script, setup and deinit: 10x); a worker over it is ended and restarted (0 = no limit)' })
     .example('$0 -r fixtures/http.pcap', 'the bundled pipeline over a capture file')
     .example('$0 --lua pipeline.lua -i eth1', 'run an original riff tree live on eth1')
     .example("$0 --lua watch.lua -i any -c 100 'tcp port 8080'", 'first 100 packets to or from port 8080')
@@ -101,6 +103,20 @@ function parseArgs(argv: string[]) {
     .wrap(Math.min(110, process.stdout.columns || 80))
     .parseSync();
 }
+
+/** In place of a file that was still opening when riff was told to stop. */
+const NO_FILE: CaptureFile = {
+  path: '',
+  container: 'pcap',
+  linktype: 1,
+  snaplen: 0,
+  offset: 0,
+  warnings: [],
+  skipped: 0,
+  fill: () => 0,
+  more: async () => {},
+  close: () => {},
+};
 
 /**
  * Every option is given at most once (yargs makes a repeated one an array)
@@ -214,6 +230,8 @@ async function main(): Promise<number> {
   const budget = args['lua-budget'];
   if (!Number.isInteger(budget) || budget < 0) throw new Fail(`--lua-budget: '${typed(budget, ['lua-budget'])}' is not a whole number >= 0`, 2);
   const memoryLimit = parseSize(args['lua-memory'], '--lua-memory');
+  const timeout = args['lua-timeout'];
+  if (!(timeout >= 0) || timeout > 86400) throw new Fail(`--lua-timeout: '${timeout}' is not a number of seconds (0 = no limit)`, 2);
 
   const workers = args.workers;
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new Fail(`--workers: '${typed(workers, ['workers'])}' is not a number of workers from 1 to 64`, 2);
@@ -232,8 +250,12 @@ async function main(): Promise<number> {
   let stopping = false;
   let interrupted = false;
   let onStop: () => void = () => {};
+  let wake: () => void = () => {};
+  // Resolves once riff is to stop: ends a wait on an idle pipe.
+  const stopped = new Promise<void>((r) => (wake = r));
   const halt = () => {
     stopping = true;
+    wake();
     onStop();
   };
   // Records can arrive while the outputs are still being opened (setup runs at once).
@@ -259,7 +281,9 @@ async function main(): Promise<number> {
       // A file only needs enough ring to keep the worker busy; live capture
       // wants slack for bursts (the ring is bounded memory either way).
       ringBytes: (args.i !== undefined ? 64 : 16) << 20,
+      limits: { packetMs: timeout * 1000, scriptMs: timeout * 10_000 },
       onStop: halt,
+      onNote: note,
     });
   } catch (e) {
     if (e instanceof ScriptError) throw new Fail(e.message, 1);
@@ -271,6 +295,7 @@ async function main(): Promise<number> {
     if (filterExpr) note(`-F ${args.F}: the filter on the command line is ignored, as tcpdump does`);
     filterExpr = flags.filterFile;
   }
+  const filterFromCommandLine = filterExpr !== '';
   if (!filterExpr && pool.filter) {
     filterExpr = pool.filter;
     note(`filter from config.lua: ${filterExpr}`);
@@ -314,16 +339,59 @@ async function main(): Promise<number> {
   for (const [b, at] of earlyRecords.splice(0)) recordSink(b, at);
 
   const counters: Counters = { read: 0, passed: 0 };
-  const stop = () => {
-    // A second Ctrl-C: the user wants out now.
-    if (interrupted) process.exit(130);
+  // A signal that came earlier (even before the workers were up) is acted on here.
+  whenSignalled(() => {
     interrupted = true;
     pool.abandon();
     halt();
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  });
   stdout.onClose = halt;
+  onSecondInterrupt(() => pool.abandoning());
+
+  // SIGUSR1 (logrotate): -w and json:FILE are opened anew at their paths,
+  // between two records (both come to this thread), so none is cut or doubled.
+  let reopens = 0;
+  whenReopen(() => {
+    reopens++;
+    try {
+      outputs.reopen?.();
+    } catch (e) {
+      note((e as Error).message);
+    }
+    try {
+      writer?.reopen();
+    } catch (e) {
+      note(`-w ${args.w}: cannot open it anew (${(e as Error).message}); still writing to the file opened before`);
+    }
+  });
+
+  // SIGHUP: the script and config.lua again, in fresh VMs (src/vm/pool.ts
+  // reload()); a changed config.lua filter applies from the batch where the
+  // new VMs take over. `refilter` compiles one for the open capture.
+  let refilter: ((expr: string) => () => void) | null = null;
+  const script = args.lua ?? 'the bundled pipeline';
+  const prepare = (m: Ready): string | (() => void) => {
+    const steps: (() => void)[] = [];
+    const expr = m.filter ?? '';
+    if (!filterFromCommandLine && expr !== filterExpr && refilter) {
+      try {
+        steps.push(refilter(expr));
+      } catch (e) {
+        return `config.lua's new filter: ${(e as Error).message}`;
+      }
+    }
+    if (!args.output?.length && m.outputs.join('\n') !== pool.outputs.join('\n'))
+      steps.push(() => note("config.lua's outputs() changed; riff keeps the outputs it opened at start (restart riff to change them)"));
+    return () => {
+      note(`reloaded ${script} (reload ${pool.reloads}); packets go to the new Lua VMs from here, the old ones finish what they hold`);
+      for (const step of steps) step();
+    };
+  };
+  whenReload(() => {
+    if (stopping) return;
+    note(`SIGHUP: reloading ${script}`);
+    void pool.reload(prepare).then((why) => why && note(why));
+  });
 
   let writer: PcapWriter | null = null;
   let writerFailed = false;
@@ -345,6 +413,7 @@ async function main(): Promise<number> {
   };
   const limit = args.c;
   let damage: CaptureFileError | null = null;
+  let skipped = 0;
 
   // Filter, -c, -w and counting happen here, on the capture thread; Lua runs in the workers.
   let nextId = 1;
@@ -383,7 +452,7 @@ async function main(): Promise<number> {
       const p = pool.progress();
       const k = capture && !capture.closed ? capture.stats() : null;
       const kernel = k ? `, ${k.received} received by filter, ${k.droppedByKernel} dropped by kernel, ${k.droppedByInterface} dropped by interface` : '';
-      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'}${kernel}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors`);
+      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'}${kernel}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors${pool.ended ? `, ${pool.lost} lost with ${pool.ended} ended Lua workers (${pool.restarted} restarted)` : ''}`);
     }, statsEvery * 1000);
     statsTimer.unref();
   }
@@ -395,7 +464,13 @@ async function main(): Promise<number> {
     source = args.r === '-' ? 'standard input' : args.r;
     let file: CaptureFile;
     try {
-      file = openCaptureFile(args.r);
+      // Records larger than a quarter of the ring could wait for room forever.
+      const opening = openCaptureFileAsync(args.r, { maxRecord: pool.maxRecord });
+      const f = await Promise.race([opening, stopped.then(() => null)]);
+      if (!f) {
+        opening.then((late) => late.close(), () => {});
+        file = NO_FILE;
+      } else file = f;
     } catch (e) {
       if (!(e instanceof CaptureFileError)) throw e;
       // Damage before the first packet (header, first blocks) says where, like
@@ -404,6 +479,14 @@ async function main(): Promise<number> {
       throw new Fail(named(e.message) + (unreadable ? '' : ` at byte offset ${e.offset}; 0 packets before it were processed`), 1);
     }
     let filter: PacketFilter | null = null;
+    refilter = (expr) => {
+      const f = expr ? compileFilter(expr, file.linktype < 0 ? 1 : file.linktype) : null;
+      return () => {
+        filter = f;
+        filterExpr = expr;
+        note(`filter from config.lua: ${expr || '(none)'}`);
+      };
+    };
     if (filterExpr) {
       try {
         filter = compileFilter(filterExpr, file.linktype < 0 ? 1 : file.linktype);
@@ -416,26 +499,39 @@ async function main(): Promise<number> {
     if (args.w !== undefined)
       startWriter(file.linktype < 0 ? 1 : file.linktype, { ...flags.rotation, onLimit: halt, nano: flags.precision ? flags.precision === 'nano' : !microPcap(args.r) });
     let sinceYield = 0;
+    // Every wait here is asynchronous (ring room, an idle pipe, a worker's
+    // restart), so signals, the watchdog and --stats keep running.
     while (!stopping && limit !== 0) {
       const batch = pool.reserve();
       if (!batch) {
-        // Lua is behind and the ring is full: let signals in, then wait again.
-        await new Promise((r) => setImmediate(r));
+        // Lua is behind and the ring is full.
+        await Promise.race([pool.room(), stopped]);
         continue;
       }
       let got = 0;
       try {
         got = file.fill(batch, 1024);
       } catch (e) {
+        if (e instanceof WouldBlock) {
+          pool.unreserve();
+          try {
+            await Promise.race([file.more(), stopped]);
+            continue;
+          } catch (err) {
+            if (!(err instanceof CaptureFileError)) throw err;
+            damage = err;
+            break;
+          }
+        }
         if (!(e instanceof CaptureFileError)) throw e;
         damage = e;
       }
       if (got === 0) {
-        pool.commit(batch);
+        pool.unreserve();
         break;
       }
       account(batch, filter);
-      pool.commit(batch);
+      await pool.commit(batch);
       // Let signals and pipe closes in between batches.
       if (++sinceYield >= 8) {
         sinceYield = 0;
@@ -443,6 +539,8 @@ async function main(): Promise<number> {
       }
     }
     for (const w of file.warnings) note(named(w));
+    skipped = file.skipped;
+    counters.read += skipped;
     file.close();
   } else {
     const device = args.i!;
@@ -456,6 +554,24 @@ async function main(): Promise<number> {
       throw new Fail(`-i ${device}: no such interface; riff -D lists them (${names.slice(0, 8).join(', ')})`, 2);
     }
     let live: LiveCapture;
+    // A filter config.lua changed on reload: the device stays open with the
+    // filter it was opened with, and riff applies the new one itself to what
+    // that one lets through.
+    let liveFilter: PacketFilter | null = null;
+    const opened = filterExpr;
+    const liveRefilter = (expr: string) => {
+      const f = expr && expr !== opened ? compileFilter(expr, live.linktype) : null;
+      return () => {
+        liveFilter = f;
+        filterExpr = expr;
+        note(
+          `filter from config.lua: ${expr || '(none)'}` +
+            (opened && expr !== opened
+              ? ` (riff applies it to what the capture's own filter '${opened}' passes: a reload never reopens the device)`
+              : ''),
+        );
+      };
+    };
     try {
       live = new LiveCapture(
         {
@@ -471,11 +587,11 @@ async function main(): Promise<number> {
         },
         {
           // Straight into worker 0's ring; null while it is full: riff then leaves packets in the kernel's buffer.
-          reserve: (min) => pool.reserve(0, min),
+          reserve: (min) => pool.reserve(min),
           deliver: (b) => {
             if (stopping) b.count = b.bytes = 0;
-            else if (b.count) account(b, null);
-            pool.commit(b, 0);
+            else if (b.count) account(b, liveFilter);
+            pool.commitNow(b);
             if (stopping) onStop();
           },
           failed: (e) => {
@@ -495,6 +611,7 @@ async function main(): Promise<number> {
       throw new Fail(`-i ${device}: ${msg}`, 1);
     }
     capture = live;
+    refilter = liveRefilter;
     if (live.warning) note(`-i ${device}: ${live.warning}`);
     note(
       `listening on ${device}, link-type ${live.dltName}, snapshot length ${live.snaplen} bytes${filterExpr ? `, filter '${filterExpr}'` : ''}` +
@@ -532,9 +649,17 @@ async function main(): Promise<number> {
   if (args.i !== undefined) lines.push(`${pool.dropped} packets dropped at the ring (Lua could not keep up)`);
   lines.push(
     `${s.processed - s.packetErrors} packets processed by Lua`,
-    `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''}`,
+    // Errors outside packets (setup, deinit, report, __gc) are said apart:
+    // only packets' errors take part in the packet accounting.
+    `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')}${s.errors > s.packetErrors ? `; ${s.errors - s.packetErrors} of them outside packets: setup, deinit, report, __gc` : ''})` : ''}`,
   );
-  const unprocessed = counters.passed - pool.dropped - s.processed;
+  if (skipped) lines.push(tooLarge(skipped, pool.maxRecord));
+  if (pool.reloads) lines.push(`${pool.reloads} reload${pool.reloads > 1 ? 's' : ''} (SIGHUP): the counts above are over all ${pool.reloads + 1} generations of the script`);
+  if (reopens) lines.push(`${reopens} reopen${reopens > 1 ? 's' : ''} of the output files (SIGUSR1)`);
+  if (pool.ended)
+    lines.push(`${pool.lost} packets lost with ${pool.ended} Lua worker${pool.ended > 1 ? 's' : ''} ended (over --lua-timeout, or died); ${pool.restarted} restarted`);
+  // passed = processed + errors + dropped + lost (+ not processed)
+  const unprocessed = counters.passed - pool.dropped - pool.lost - s.processed;
   if (unprocessed > 0) lines.push(`${unprocessed} packets not processed (stopped early)`);
   // Records: how many Lua emitted, then each output's own account (with
   // several outputs a record is written once per output).
@@ -552,7 +677,7 @@ async function main(): Promise<number> {
   const w = writer as PcapWriter | null;
   if (w) {
     const lost = w.lost + writerMissed;
-    const to = args.w === '-' ? 'standard output' : w.files.length > 1 ? `${new Set(w.files).size} files (${w.files[0]} ... ${w.current})` : w.current || args.w;
+    const to = args.w === '-' ? 'standard output' : new Set(w.files).size > 1 ? `${new Set(w.files).size} files (${w.files[0]} ... ${w.current})` : w.current || args.w;
     lines.push(`${w.written} packets written to ${to}${w.skipped ? `, ${w.skipped} not written (link type differs from the file's)` : ''}${w.left ? `, ${w.left} not written (-W ${args.W}: the last -G file had ended)` : ''}${lost ? `, ${lost} not written (${w.failure})` : ''}`);
   } else if (writerFailed) lines.push(`0 packets written to ${args.w}${writerMissed ? `, ${writerMissed} not written` : ''}`);
   stderr.text(lines.join('\n') + '\n');
@@ -568,7 +693,9 @@ async function main(): Promise<number> {
     return 1;
   }
   if (failed) return 1;
-  if (args.strict && s.errors > 0) return 1;
+  if (args.strict && (s.errors > 0 || pool.ended > 0)) return 1;
+  // A worker lost for good (its setup hung, or it could not be restarted): the run did not do its job.
+  if (pool.ended > pool.restarted) return 1;
   return 0;
 }
 

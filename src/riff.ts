@@ -2,8 +2,12 @@
 // riff's entry point. The Lua workers start booting first — Node, wasmoon
 // and the WebAssembly instance are most of riff's start-up — and the command
 // line (src/cli.ts) loads and is parsed meanwhile, on another core.
-import { prestartWorkers } from './vm/pool.js';
-import { useWasmInlining } from './vm/wasm.js';
+// Signals are heard from the first moment (src/signals.ts): the only static
+// import, so nothing else is loaded before its handlers are in place.
+import './signals.js';
+
+const { prestartWorkers } = await import('./vm/pool.js');
+const { useWasmInlining } = await import('./vm/wasm.js');
 
 /**
  * How many workers the command line asks for, read ahead of yargs so they all

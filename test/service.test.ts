@@ -48,7 +48,7 @@ test('the unit runs riff with capabilities, not as root, and reloads by signal',
   assert.equal(directive('StandardError'), 'journal');
 });
 
-test("the unit's ExecStart, as systemd expands it, captures and stops cleanly on SIGTERM", { skip: !isRoot && 'live capture needs root' }, async () => {
+test("the unit's ExecStart, as systemd expands it, captures, reloads on the unit's ExecReload, and stops cleanly on SIGTERM", { skip: !isRoot && 'live capture needs root' }, async () => {
   const logs = tmpdir('riff-unit-');
   const defaults = Object.fromEntries(
     directive('Environment')
@@ -69,13 +69,25 @@ test("the unit's ExecStart, as systemd expands it, captures and stops cleanly on
   for (let i = 0; i < 100 && !/listening on lo/.test(err); i++) await new Promise((r) => setTimeout(r, 50));
   assert.match(err, /listening on lo/);
   const sock = dgram.createSocket('udp4');
-  for (let i = 0; i < 5; i++) await new Promise<void>((r) => sock.send(Buffer.from('pcap test ' + i), 9, '127.0.0.1', () => r()));
+  const send = async (from: number) => {
+    for (let i = from; i < from + 5; i++) await new Promise<void>((r) => sock.send(Buffer.from('pcap test ' + i), 9, '127.0.0.1', () => r()));
+    await new Promise((r) => setTimeout(r, 300));
+  };
+  await send(0);
+  // `systemctl reload riff`: the unit's ExecReload, run for real on the running ExecStart process.
+  const reload = expand(directive('ExecReload'), { MAINPID: String(child.pid) });
+  const k = spawnSync(reload[0], reload.slice(1), { encoding: 'utf8' });
+  assert.equal(k.status, 0, k.stderr);
+  for (let i = 0; i < 200 && !/reloaded /.test(err); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.match(err, /^riff: reloaded .*count\.lua \(reload 1\)/m);
+  await send(5);
   sock.close();
-  await new Promise((r) => setTimeout(r, 300));
   child.kill('SIGTERM');
   const code = await closed;
   assert.equal(code, 0, err);
-  assert.match(out, /^matches\t([5-9]|\d\d+)\n$/, `${out}\n${err}`);
+  // Each generation of the script reports as it ends: the first at the reload, the second at SIGTERM.
+  assert.match(out, /^matches\t([5-9]|\d\d+)\nmatches\t([5-9]|\d\d+)\n$/, `${out}\n${err}`);
+  assert.match(err, /^1 reload \(SIGHUP\)/m);
   assert.match(err, /packets captured/);
   assert.ok(fs.existsSync(path.join(logs, 'records.json')), 'the records file is opened in LOGS_DIRECTORY');
 });

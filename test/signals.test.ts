@@ -3,6 +3,8 @@
 // Ctrl-C leaves at once.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { Batch } from '../src/capture/batch.js';
 import { openCaptureFile } from '../src/capture/file.js';
@@ -76,4 +78,101 @@ function deinit() io.stderr:write("deinit\\n") local x = 0 for i = 1, 2e8 do x =
   const r = await run.done;
   assert.equal(r.code, 130);
   assert.ok(Date.now() - t0 < 3000, 'left at once');
+  // One line says what is abandoned.
+  const said = r.stderr.split('\n').filter((l) => /second interrupt/.test(l));
+  assert.equal(said.length, 1, r.stderr);
+  assert.match(said[0], /^riff: second interrupt: exiting now, abandoning 1 Lua worker still in deinit or report \(their output and state\) and the run's summary$/);
+});
+
+test("SIGHUP and SIGUSR1 no longer end riff (exit 129 / Node's inspector): it reloads, reopens, then stops on SIGTERM with its summary", async () => {
+  const fifo = path.join(tmpdir(), 'idle.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const w = spawn('sh', ['-c', `exec 3>"${fifo}"; cat "${path.join(FIXTURES, 'http.pcap')}" >&3; sleep 30`]);
+  const run = riffAsync(['-q', '--lua', path.join(FIXTURES, 'count.lua'), '-r', fifo]);
+  await until(() => /^riff: /m.test(run.stderr()) || run.child.exitCode !== null, 1500).catch(() => {});
+  run.child.kill('SIGHUP');
+  await until(() => /reloaded /.test(run.stderr()));
+  run.child.kill('SIGUSR1');
+  await new Promise((r) => setTimeout(r, 300));
+  run.child.kill('SIGTERM');
+  const r = await run.done;
+  w.kill('SIGKILL');
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /Debugger listening/);
+  assert.match(r.stderr, /^riff: SIGHUP: reloading .*count\.lua$/m);
+  assert.match(r.stderr, /^1 reload \(SIGHUP\)/m);
+  assert.match(r.stderr, /^1 reopen of the output files \(SIGUSR1\)$/m);
+  assert.match(r.stderr, /^45 packets processed by Lua$/m);
+  // Both generations reported: count.lua's report runs as each generation ends.
+  assert.equal((r.stdout.toString().match(/^matches\t\d+$/gm) ?? []).length, 2, r.stdout.toString());
+});
+
+/** The summary's last Lua line is there: riff ended the run its own way. */
+const SUMMARY = /^\d+ packets read\n\d+ packets passed the filter\n/m;
+
+test('SIGTERM while reading an idle FIFO (no writer, then a writer that sends nothing) exits at once with the summary', async () => {
+  const fifo = path.join(tmpdir(), 'idle.fifo');
+  execFileSync('mkfifo', [fifo]);
+  for (const writer of [false, true]) {
+    // The writer holds the FIFO open with only the pcap header sent, then waits.
+    const w = writer ? spawn('sh', ['-c', `exec 3>"${fifo}"; head -c 24 "${path.join(FIXTURES, 'http.pcap')}" >&3; sleep 30`]) : null;
+    const run = riffAsync(['-q', '-r', fifo]);
+    await new Promise((r) => setTimeout(r, 1500));
+    const t0 = Date.now();
+    run.child.kill('SIGTERM');
+    const r = await run.done;
+    w?.kill('SIGKILL');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, SUMMARY);
+    assert.match(r.stderr, /^0 packets read$/m);
+    assert.ok(Date.now() - t0 < 3000, `took ${Date.now() - t0} ms`);
+  }
+});
+
+test("SIGTERM within Node's own start-up time still gives the summary", async () => {
+  // How long a bare Node takes to start and exit here: riff is sent the
+  // signal about then, while its workers boot and its command line loads.
+  const t = Date.now();
+  execFileSync(process.execPath, ['-e', '0']);
+  const delay = Math.max(50, 1.5 * (Date.now() - t));
+  const run = riffAsync(['-q', '-r', path.join(FIXTURES, 'http.pcap')]);
+  await new Promise((r) => setTimeout(r, delay));
+  run.child.kill('SIGTERM');
+  const r = await run.done;
+  assert.equal(r.signal, null, `killed by the signal after ${delay} ms`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, SUMMARY);
+});
+
+test('a full ring behind a worker stuck in a C call (no time limit) still hears SIGTERM: summary, exit 0', async () => {
+  const dir = tree({
+    'stuck.lua': `function setup() io.stderr:write("ready\\n") end
+      function buffer(p) if riff.packet.id == 2 then ("a"):rep(5000):find(".-.-.-.-.-.-.-x") end end`,
+  });
+  // 24 MiB of packets: more than the 16 MiB ring a file gets, so the capture waits for room behind the stuck VM.
+  const big = path.join(tmpdir(), 'big.pcap');
+  const rec = Buffer.alloc(16 + 600);
+  rec.writeUInt32LE(600, 8);
+  rec.writeUInt32LE(600, 12);
+  const head = Buffer.alloc(24);
+  head.writeUInt32LE(0xa1b2c3d4, 0);
+  head.writeUInt16LE(2, 4);
+  head.writeUInt16LE(4, 6);
+  head.writeUInt32LE(65535, 16);
+  head.writeUInt32LE(1, 20);
+  fs.writeFileSync(big, Buffer.concat([head, ...Array(40_000).fill(rec)]));
+  // --lua-timeout 0: nothing ends the VM until the signal.
+  const run = riffAsync(['-q', '--lua-timeout', '0', '--lua', path.join(dir, 'stuck.lua'), '-r', big]);
+  await until(() => /ready/.test(run.stderr()));
+  await new Promise((r) => setTimeout(r, 500));
+  const t0 = Date.now();
+  run.child.kill('SIGTERM');
+  const r = await run.done;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, SUMMARY);
+  // After a stop the stuck VM gets a second, then it is ended: its packet is lost, counted.
+  assert.match(r.stderr, /packet 2 still running after 1 s \(stopping\)/);
+  assert.match(r.stderr, /^1 packets lost with 1 Lua worker ended/m);
+  assert.ok(Number(/^(\d+) packets read$/m.exec(r.stderr)?.[1]) < 40_000, 'the ring was full: reading had stopped');
+  assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
 });

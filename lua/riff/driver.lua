@@ -427,11 +427,15 @@ local function is_plugin(v)
 end
 
 local collect_fn, merge_fn, report_fn, gather_self
+-- Reload (SIGHUP): what the old script's deinit returns reaches the new
+-- script's handover(state), before its first packet (README: Reloading).
+local handover_fn
 
 local function use_pipeline(p)
   entry_fn, entry_self = p.run, p
   if type(p.setup) == "function" then setup_fn, setup_self = p.setup, p end
   if type(p.deinit) == "function" then deinit_fn, setup_self = p.deinit, p end
+  if type(p.handover) == "function" then handover_fn, setup_self = p.handover, p end
   if type(p.report) == "function" and p.reports ~= false then
     collect_fn, merge_fn, report_fn, gather_self = p.collect, p.merge, p.report, p
   end
@@ -443,6 +447,7 @@ local function use_globals()
   local s, d = rawget(_G, "setup"), rawget(_G, "deinit")
   if type(s) == "function" then setup_fn = s end
   if type(d) == "function" then deinit_fn = d end
+  if type(rawget(_G, "handover")) == "function" then handover_fn = rawget(_G, "handover") end
   local c, m, r = rawget(_G, "collect"), rawget(_G, "merge"), rawget(_G, "report")
   if type(r) == "function" then
     collect_fn, report_fn = type(c) == "function" and c or nil, r
@@ -565,6 +570,10 @@ local function finalize()
       local mt = rawgetmeta(o)
       local gc = type(mt) == "table" and rawget(mt, "__gc")
       if type(gc) == "function" then
+        -- Progress the watchdog can see (it reads `cur`): below -1, one
+        -- step per finalizer, so each gets the wall-clock limit of a packet;
+        -- the batch's packets were all handed over before this.
+        cur = cur > -2 and -2 or cur - 1
         arm(opts.budget)
         local ok, e = xpcall(gc, msgh, o)
         if not ok then report_error(e, "__gc") end
@@ -574,28 +583,48 @@ local function finalize()
     -- Finalizers may make more garbage with finalizers.
     q, n = take_due()
   end
+  cur = 0
 end
 
-local function call_hook(fn, name)
+local function call_hook(fn, name, arg)
   finalize()
-  if not fn then return end
+  if not fn then return true end
   arm(opts.setup_budget)
   local ok, e
-  if setup_self then ok, e = xpcall(fn, msgh, setup_self) else ok, e = xpcall(fn, msgh) end
+  if setup_self then ok, e = xpcall(fn, msgh, setup_self, arg) else ok, e = xpcall(fn, msgh, arg) end
   arm(0)
   if not ok then report_error(e, name) end
-  arm(0)
   finalize()
   flush()
+  return ok, e
 end
 
-function api.setup() call_hook(setup_fn, "setup") end
-function api.deinit() call_hook(deinit_fn, "deinit") end
+local serialize
+
+-- Returns false when setup raised (a reload then keeps the old script).
+function api.setup() return (call_hook(setup_fn, "setup")) end
+
+-- `reloading`: what deinit returns is the hand-over, as text (nil: none).
+function api.deinit(reloading)
+  local ok, v = call_hook(deinit_fn, "deinit")
+  if not (reloading and ok and v ~= nil) then return nil end
+  local out = {}
+  local sok, e = pcall(serialize, v, out, 0, {})
+  if not sok then report_error("deinit's hand-over: " .. tostring(e), "deinit") return nil end
+  return table.concat(out)
+end
+
+function api.handover(text)
+  if not handover_fn then return end
+  local fn, msg = rt.load("return " .. text, "=handed-over state", "t", {})
+  if not fn then report_error("handover: the old script's state did not read back: " .. msg, "handover") return end
+  call_hook(handover_fn, "handover", fn())
+end
 
 -- A state as Lua source text, read back by load() with an empty
 -- environment: numbers (integers stay integers), strings (any bytes),
 -- booleans, tables of those. Cycles and other types are refused.
-local function serialize(v, out, depth, open)
+function serialize(v, out, depth, open)
   local t = type(v)
   if t == "number" then
     if math.type(v) == "integer" then out[#out + 1] = sfmt("%d", v)

@@ -9,6 +9,7 @@
 // they only touch these bindings inside functions, so the cycle is harmless.
 
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as tty from 'node:tty';
 import type { Batch } from './batch.js';
 import { PcapFile, isPcapMagic } from './pcap.js';
@@ -23,6 +24,13 @@ export class CaptureFileError extends Error {
     this.name = 'CaptureFileError';
   }
 }
+
+/**
+ * A pipe or FIFO has no more bytes yet: the reader stopped before the record
+ * it needs them for; await `more()` and call again. Never a damage report.
+ */
+export class WouldBlock extends Error {}
+const WOULD_BLOCK = new WouldBlock('no data yet');
 
 export interface CaptureFile {
   readonly path: string;
@@ -42,6 +50,13 @@ export interface CaptureFile {
    * next call throws CaptureFileError (and so does every call after it).
    */
   fill(batch: Batch, max: number): number;
+  /**
+   * Records skipped because their captured length is over the largest
+   * riff hands on (see openCaptureFile's maxRecord); counted, never decoded.
+   */
+  readonly skipped: number;
+  /** Pipes and FIFOs: wait (without blocking the thread) until more bytes came, or the end. */
+  more(): Promise<void>;
   close(): void;
 }
 
@@ -66,6 +81,10 @@ export function fillFrom(
   try {
     read();
   } catch (e) {
+    if (e instanceof WouldBlock) {
+      if (batch.count === before) throw e;
+      return batch.count - before;
+    }
     if (!(e instanceof CaptureFileError)) throw e;
     reader.failure = e;
     if (batch.count === before) throw e;
@@ -77,8 +96,55 @@ export function fillFrom(
   return batch.count - before;
 }
 
-/** Open a pcap or pcapng file; '-' reads standard input. */
-export function openCaptureFile(path: string): CaptureFile {
+export interface OpenOptions {
+  /** Records with more captured bytes than this are skipped and counted (default: none are). */
+  maxRecord?: number;
+}
+
+/**
+ * Open a pcap or pcapng file; '-' reads standard input. Regular files are
+ * read synchronously (fast, and never waited on); pipes and FIFOs are opened
+ * and read asynchronously, so the thread keeps hearing signals while their
+ * writer is idle.
+ */
+export async function openCaptureFileAsync(path: string, opts: OpenOptions = {}): Promise<CaptureFile> {
+  let regular = true;
+  try {
+    regular = path === '-' ? fs.fstatSync(0).isFile() : fs.statSync(path).isFile();
+  } catch {
+    // openCaptureFile says what is wrong with it
+  }
+  if (regular) return openCaptureFile(path, opts);
+  const stdin = path === '-';
+  const name = stdin ? 'standard input' : path;
+  if (stdin && tty.isatty(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0);
+  let fd = 0;
+  if (!stdin) {
+    try {
+      // A FIFO's open would wait for its writer; non-blocking, the wait is
+      // the event loop's (the socket below sees no data until one writes).
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    } catch (e) {
+      throw new CaptureFileError(`cannot open ${path}: ${(e as Error).message}; expected a pcap or pcapng capture file`, 0);
+    }
+  }
+  const src = new Source(fd, name, !stdin, true);
+  for (;;) {
+    try {
+      return detect(path, src, opts);
+    } catch (e) {
+      if (!(e instanceof WouldBlock)) {
+        src.close();
+        throw e;
+      }
+      src.pos = 0;
+      await src.more();
+    }
+  }
+}
+
+/** Open a pcap or pcapng file, read synchronously; '-' reads standard input. */
+export function openCaptureFile(path: string, opts: OpenOptions = {}): CaptureFile {
   const stdin = path === '-';
   const name = stdin ? 'standard input' : path;
   let fd: number;
@@ -95,12 +161,23 @@ export function openCaptureFile(path: string): CaptureFile {
   }
   const src = new Source(fd, name, !stdin);
   try {
+    return detect(path, src, opts);
+  } catch (e) {
+    src.close();
+    throw e;
+  }
+}
+
+function detect(path: string, src: Source, opts: OpenOptions): CaptureFile {
+  const name = src.name;
+  {
     const got = src.need(4);
     if (got === 0) throw new CaptureFileError(`${name}: empty file; expected a pcap or pcapng capture file`, 0);
     if (got < 4) throw new CaptureFileError(`${name}: only ${got} bytes, too short for a pcap or pcapng header`, 0);
     const magic = src.view.getUint32(0, false);
-    if (magic === PCAPNG_MAGIC) return new PcapngFile(path, src);
-    if (isPcapMagic(magic)) return new PcapFile(path, src);
+    const maxRecord = opts.maxRecord ?? Infinity;
+    if (magic === PCAPNG_MAGIC) return new PcapngFile(path, src, maxRecord);
+    if (isPcapMagic(magic)) return new PcapFile(path, src, maxRecord);
     const hex = magic.toString(16).padStart(8, '0');
     const hint = (magic >>> 16) === 0x1f8b ? ' (gzip-compressed? decompress it first)' : '';
     throw new CaptureFileError(
@@ -108,9 +185,6 @@ export function openCaptureFile(path: string): CaptureFile {
         'expected a1b2c3d4/a1b23c4d (pcap, either byte order) or 0a0d0d0a (pcapng)',
       0,
     );
-  } catch (e) {
-    src.close();
-    throw e;
   }
 }
 
@@ -137,12 +211,34 @@ export class Source {
   onMove: (() => void) | null = null;
   private eof = false;
   private closed = false;
+  /** Pipes and FIFOs are read through the event loop (a libuv pipe), never a blocked thread: a thread-pool read of an idle pipe would even keep process.exit waiting. */
+  private sock: net.Socket | null = null;
+  private chunks: Buffer[] = [];
+  private sockDone = false;
+  private sockError: Error | null = null;
+  private waiter: (() => void) | null = null;
 
   constructor(
     private readonly fd: number,
     readonly name: string,
     private readonly owned: boolean,
-  ) {}
+    /** A pipe or FIFO: need() never reads (it throws WouldBlock); more() reads asynchronously. */
+    private readonly async = false,
+  ) {
+    if (!async) return;
+    const sock = new net.Socket({ fd, readable: true, writable: false });
+    this.sock = sock;
+    sock.pause();
+    const wake = () => this.waiter?.();
+    sock.on('data', (d: Buffer) => {
+      this.chunks.push(d);
+      sock.pause(); // one chunk at a time: the pipe holds the rest (backpressure)
+      wake();
+    });
+    sock.on('end', () => ((this.sockDone = true), wake()));
+    sock.on('close', () => ((this.sockDone = true), wake()));
+    sock.on('error', (e) => ((this.sockError = e), wake()));
+  }
 
   get offset(): number {
     return this.base + this.pos;
@@ -157,6 +253,10 @@ export class Source {
   need(n: number): number {
     let avail = this.end - this.pos;
     if (avail >= n || this.eof) return avail;
+    if (this.async) {
+      this.wanted = n;
+      throw WOULD_BLOCK;
+    }
     if (this.pos + n > this.buf.length) this.makeRoom(n);
     while (avail < n) {
       const got = this.read(this.end, this.buf.length - this.end);
@@ -168,6 +268,69 @@ export class Source {
       avail += got;
     }
     return avail;
+  }
+
+  /** What the last need() that threw WouldBlock asked for. */
+  private wanted = 0;
+
+  /** Take in what the writer has sent (at least a byte), or note the end; waits on the event loop, so signals are heard meanwhile. */
+  async more(): Promise<void> {
+    if (!this.sock || this.eof || this.closed) return;
+    if (!this.chunks.length && !this.sockDone && !this.sockError) {
+      await new Promise<void>((r) => {
+        this.waiter = r;
+        this.sock!.resume();
+      });
+      this.waiter = null;
+    }
+    if (this.chunks.length) {
+      const total = this.chunks.reduce((k, c) => k + c.length, 0);
+      const want = this.end - this.pos + total;
+      if (this.end + total > this.buf.length) this.makeRoom(want);
+      for (const c of this.chunks) {
+        c.copy(this.buf, this.end);
+        this.end += c.length;
+      }
+      this.chunks = [];
+      return;
+    }
+    if (this.sockError) {
+      const off = this.base + this.end;
+      throw new CaptureFileError(`cannot read ${this.name} at offset ${off}: ${this.sockError.message}; expected a pcap or pcapng capture file`, off);
+    }
+    this.eof = true;
+  }
+
+  /**
+   * Skip `n` bytes from pos (a record riff does not take), without holding
+   * them all at once; returns how many there were (fewer at end of file).
+   */
+  skip(n: number): number {
+    const avail = this.end - this.pos;
+    if (avail >= n) {
+      this.pos += n;
+      return n;
+    }
+    if (this.async) {
+      // Pipes: the record arrives whole in the buffer first (bounded by the reader's limit).
+      const k = Math.min(this.need(n), n);
+      this.pos += k;
+      return k;
+    }
+    this.onMove?.();
+    let left = n - avail;
+    this.base += this.end;
+    this.pos = this.end = 0;
+    while (left > 0) {
+      const got = this.read(0, Math.min(left, this.buf.length));
+      if (got === 0) {
+        this.eof = true;
+        break;
+      }
+      left -= got;
+      this.base += got;
+    }
+    return n - left;
   }
 
   private makeRoom(n: number): void {
@@ -213,7 +376,8 @@ export class Source {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.owned) fs.closeSync(this.fd);
+    if (this.sock) this.sock.destroy();
+    else if (this.owned) fs.closeSync(this.fd);
   }
 }
 
@@ -233,6 +397,10 @@ export class Warnings {
     this.list[w.i] = w.text(w.n);
   }
 }
+
+/** The one line for records skipped as too large. */
+export const tooLarge = (k: number, max: number): string =>
+  `${plural(k, 'packet')} larger than ${max >= 1 << 20 ? `${+(max / (1 << 20)).toFixed(1)} MiB` : `${max} bytes`} skipped (riff hands Lua packets up to that size)`;
 
 export const plural = (n: number, one: string, many = one + 's'): string => `${n} ${n === 1 ? one : many}`;
 

@@ -42,6 +42,8 @@ export class PcapFile implements CaptureFile {
   constructor(
     readonly path: string,
     private readonly src: Source,
+    /** Records with more captured bytes are skipped and counted. */
+    private readonly maxRecord = Infinity,
   ) {
     const got = src.need(FILE_HEADER);
     if (got < FILE_HEADER) throw new CaptureFileError(`${src.name}: truncated pcap file header (${got} of ${FILE_HEADER} bytes)`, 0);
@@ -86,6 +88,12 @@ export class PcapFile implements CaptureFile {
 
   get warnings(): string[] {
     return this.warn.list;
+  }
+
+  skipped = 0;
+
+  more(): Promise<void> {
+    return this.src.more();
   }
 
   fill(batch: Batch, max: number): number {
@@ -151,8 +159,20 @@ export class PcapFile implements CaptureFile {
       // Like libpcap, keep a record longer than the snapshot length (old
       // Solaris writers got the header wrong) but cut it to that length.
       const keep = caplen > snap ? snap : caplen;
-      if (n > 0 && !batch.fits(keep)) break;
       const rec = hs + caplen;
+      if (keep > this.maxRecord) {
+        const got = s.skip(rec);
+        if (got < rec) {
+          throw new CaptureFileError(
+            `packet ${this.packets + 1}: truncated record (needs ${rec} bytes, ${got} before end of file)`,
+            s.at(s.pos) - got,
+          );
+        }
+        this.skipped++;
+        this.packets++;
+        continue;
+      }
+      if (n > 0 && !batch.fits(keep)) break;
       if (avail < rec) {
         avail = s.need(rec);
         if (avail < rec) {

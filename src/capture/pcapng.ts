@@ -76,6 +76,8 @@ export class PcapngFile implements CaptureFile {
   constructor(
     readonly path: string,
     private readonly src: Source,
+    /** Records with more captured bytes are skipped and counted. */
+    private readonly maxRecord = Infinity,
   ) {
     // libpcap reads up to the first IDB before returning from open; the link
     // type is then known to whoever opens the file.
@@ -96,6 +98,12 @@ export class PcapngFile implements CaptureFile {
 
   get warnings(): string[] {
     return this.warn.list;
+  }
+
+  skipped = 0;
+
+  more(): Promise<void> {
+    return this.src.more();
   }
 
   fill(batch: Batch, max: number): number {
@@ -157,6 +165,13 @@ export class PcapngFile implements CaptureFile {
           `packet ${this.packets + 1}: captured length ${keep} exceeds the ${room} bytes its block holds`,
           s.offset,
         );
+      }
+      if (keep > this.maxRecord) {
+        // The block is already whole in the buffer (block() checked it).
+        s.pos = p + len;
+        this.skipped++;
+        this.packets++;
+        continue;
       }
       if (n > 0 && !batch.fits(keep)) break;
       if (type !== BT_SPB) this.stamp(ifc, hi, lo);

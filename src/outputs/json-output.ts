@@ -130,8 +130,8 @@ export class JsonOutput implements RecordOutput {
   private readonly losses = new Losses();
   onAsyncFault: ((e: unknown) => void) | null = null;
   private readonly host = os.hostname();
-  private readonly fd: number | null;
-  private readonly sink: FdSink;
+  private fd: number | null;
+  private sink: FdSink;
 
   /** target: '-' for stdout, else a file path (created if needed, appended to). */
   constructor(
@@ -222,6 +222,25 @@ export class JsonOutput implements RecordOutput {
       `--output ${this.spec}: ${what} writing ${where}; the ${this.written} records written before are kept (whole lines), the rest are counted as lost; free space or send records elsewhere`,
       what,
     );
+  }
+
+  /**
+   * logrotate (SIGUSR1): pending lines go to the file as it was (moved away
+   * by now), later ones to a new file at the same path. Lines leave whole,
+   * so none is cut or doubled. Nothing to do for stdout.
+   */
+  reopen(): void {
+    if (this.closed || this.fd === null) return;
+    this.flush();
+    let fd: number;
+    try {
+      fd = fs.openSync(this.target, 'a');
+    } catch (e) {
+      throw specError(this.spec, `cannot reopen ${this.target} (${(e as Error).message}); still writing to the file opened before`);
+    }
+    fs.closeSync(this.fd);
+    this.fd = fd;
+    this.sink = new FdSink(fd);
   }
 
   close(): void {

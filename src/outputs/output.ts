@@ -57,6 +57,11 @@ export interface RecordOutput {
   onNotice?: ((line: string) => void) | null;
   /** Set by OutputSet: where a fault found by a timer (not by a call) goes. */
   onAsyncFault?: ((e: unknown) => void) | null;
+  /**
+   * SIGUSR1 (logrotate): a file output flushes and opens its path anew.
+   * Absent where there is nothing to reopen (stdout, SQLite, syslog).
+   */
+  reopen?(): void;
 }
 
 /** Records lost, by reason. */
@@ -204,7 +209,18 @@ export class OutputSet {
   flush(): void {
     for (const o of this.outputs) this.guard(o, () => o.flush(), 0);
   }
-
+  /** Every output is reopened even if one fails; the first failure is rethrown. */
+  reopen(): void {
+    let err: unknown = null;
+    for (const o of this.outputs) {
+      try {
+        o.reopen?.();
+      } catch (e) {
+        err ??= e;
+      }
+    }
+    if (err) throw err;
+  }
   async close(): Promise<void> {
     await Promise.all(
       this.outputs.map(async (o) => {

@@ -188,7 +188,8 @@ export class PcapWriter {
     this.flush();
   }
 
-  private reopen(name: string, t: number): void {
+  /** -C/-G: the next file of the rotation. */
+  private next(name: string, t: number): void {
     this.flush();
     fs.closeSync(this.fd);
     this.open(name, t);
@@ -215,13 +216,13 @@ export class PcapWriter {
           return false;
         }
         this.cCount = 0;
-        this.reopen(this.nameFor(0, !!o.rotateBytes, sec), sec);
+        this.next(this.nameFor(0, !!o.rotateBytes, sec), sec);
       }
     }
     if (o.rotateBytes && this.fileBytes > o.rotateBytes) {
       this.cCount++;
       if (o.files && this.cCount >= o.files) this.cCount = 0;
-      this.reopen(this.nameFor(this.cCount, true, this.gTime), this.gTime);
+      this.next(this.nameFor(this.cCount, true, this.gTime), this.gTime);
     }
     return true;
   }
@@ -302,6 +303,21 @@ export class PcapWriter {
   /** -U: write out what is buffered now (riff calls it after each batch). */
   sync(): void {
     if (!this.closed) this.flush();
+  }
+
+  /**
+   * logrotate (SIGUSR1): what is buffered goes to the file as it was (moved
+   * away by now), then a new file at the same path starts with its own
+   * header. Records only leave the buffer whole, so none is cut or doubled.
+   * A file that cannot be created keeps riff writing to the old one; the
+   * reason is thrown as one line.
+   */
+  reopen(): void {
+    if (this.closed || !this.ownsFd || this.failure || this.fd < 0) return;
+    this.flush();
+    const old = this.fd;
+    this.open(this.current, this.gTime);
+    fs.closeSync(old);
   }
 
   /** Write out everything buffered and close the file (not stdout). Safe to call twice. */

@@ -1,16 +1,31 @@
 // The capture thread's side of the Lua workers: start them, feed their
-// rings (sharding by flow when there are several), collect their counters.
+// rings (sharding by flow when there are several), collect their counters,
+// and end and replace a worker whose VM does not come back in time or dies.
 import { Worker } from 'node:worker_threads';
-import { HDR, countPassed, type Batch } from '../capture/batch.js';
+import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, HDR, align8, countPassed, Batch } from '../capture/batch.js';
 import { jsSharding, type Sharding } from '../capture/flow.js';
 import { nativeOrNull } from '../capture/native.js';
 import { newRingControl, RingProducer } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, SharedCounters, type Summary } from './runtime.js';
 import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
-import { Watchdog } from './watchdog.js';
+import {
+  BLOCK_BASE,
+  BLOCK_COUNT,
+  BLOCK_META,
+  BLOCK_PHASE,
+  BLOCK_SEQ,
+  PHASE_BATCH,
+  PHASE_DEINIT,
+  readLuaInt,
+  Watchdog,
+  type Stuck,
+  type WatchTarget,
+} from './watchdog.js';
 
-const FOREVER = 2 ** 31;
+export type Ready = Extract<WorkerMessage, { type: 'ready' }>;
+type Done = Extract<WorkerMessage, { type: 'done' }>;
+const NO_COUNTS: Done = { type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] };
 
 /** Records of worker w in a shard plan. */
 function countShard(shards: Uint8Array, count: number, w: number): number {
@@ -24,28 +39,63 @@ export interface PoolOptions {
   runtime: Omit<RuntimeOptions, 'write' | 'record'>;
   outFd: 1 | 2;
   ringBytes: number;
-  /** A worker asks to stop: --strict hit an error, or stdout closed. */
+  /** Wall-clock limits (src/vm/watchdog.ts); 0 = none. */
+  limits: { packetMs: number; scriptMs: number };
+  /** A worker asks to stop: --strict hit an error, or stdout closed; or a worker was lost for good. */
   onStop(why: string): void;
+  /** One line about a worker that was ended or died (printed by the caller). */
+  onNote(line: string): void;
   onRecord?(bytes: Uint8Array, at: number): void;
 }
 
-interface Slot {
+interface Incarnation {
   worker: Worker;
-  /** Made once the worker is ready: the ring's bytes are in its VM's memory. */
-  ring: RingProducer;
-  /** The worker's state for the whole run's report (null: the script has none, or the worker is gone). */
+  /** Its key in the watchdog: a retired VM (reload) is watched beside its successor. */
+  id: number;
+  ctrl: SharedArrayBuffer;
+  index: number;
+  /** [packets handed to Lua, packet errors] at index*2, written by this worker alone. */
+  counters: Float64Array;
+  /** Set when its ring is closed for a reload: its deinit's return is then the hand-over. */
+  retiring: Int32Array;
+  /** Its ring once ready (kept for a retired VM, whose queue it still drains). */
+  ring: RingProducer | null;
+  /** What its deinit handed over (reload), once collected. */
+  handover: Uint8Array | null;
+  ready: Promise<Ready>;
+  done: Promise<Done>;
+  /** The worker's state for the whole run's report (null: the script has none, or the worker is gone or was ended). */
   collected: Promise<Uint8Array | null>;
-  done: Promise<Extract<WorkerMessage, { type: 'done' }>>;
+  resolveCollected(state: Uint8Array | null): void;
+  /** Set once the VM is made: where the watchdog and the pool read it. */
+  target: WatchTarget | null;
+  /** We ended it, or it died: its messages no longer count. */
+  over: boolean;
+  readyYet: boolean;
+  resolveDone(m: Done): void;
+  rejectReady(e: Error): void;
+}
+
+interface Slot {
+  index: number;
+  ctrl: SharedArrayBuffer;
+  life: Incarnation;
+  /** Null while the worker (re)starts, and for good once it is lost. */
+  ring: RingProducer | null;
+  /** A restart under way: resolves when `ring` is back (or the slot is lost). */
+  restarting: Promise<void> | null;
+  lost: boolean;
 }
 
 // Workers can start booting (Node, wasmoon, the WebAssembly instance: most
 // of riff's start-up) before the command line is even parsed; start() then
 // hands them their orders by message instead of workerData.
 const early: { worker: Worker; error: Error | null }[] = [];
+const WORKER_URL = new URL('./worker.js', import.meta.url);
 
 export function prestartWorkers(n: number): void {
   while (early.length < n) {
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: null });
+    const worker = new Worker(WORKER_URL, { workerData: null });
     const e = { worker, error: null as Error | null };
     early.push(e);
     worker.on('error', (err) => (e.error = err));
@@ -57,154 +107,459 @@ export function prestartWorkers(n: number): void {
 export class LuaPool {
   /** Packets dropped because a ring was full (live capture only). */
   dropped = 0;
+  /** Packets lost with a worker that was ended (over the time limit) or died: the one it was on, and any that could not be handed on. */
+  lost = 0;
+  /** Workers ended or dead, and how many of those were replaced. */
+  ended = 0;
+  restarted = 0;
+  /** SIGHUP reloads that took effect. */
+  reloads = 0;
   filter: string | null = null;
   /** --output specs from config.lua's outputs(). */
   outputs: string[] = [];
   rule = '';
-  private readonly counters: Float64Array;
+  private nextId = 0;
+  /** Incarnations whose rings were closed by a reload: they drain, run deinit and are done. */
+  private readonly retired: Incarnation[] = [];
+  /** A reload's new VMs, all ready: they take over at the next batch boundary (swap()). */
+  private next: { lives: Incarnation[]; msgs: Ready[]; onSwap: () => void } | null = null;
+  private reloading = false;
+  /** Retired generations until they are done. */
+  private readonly settling: Promise<void>[] = [];
+  /** Lua errors outside packets, and errors per script, of retired generations. */
+  private hookErrors = 0;
+  private readonly byScript = new Map<string, number>();
   private readonly single: boolean;
-  private watchdog: Watchdog | null = null;
+  private readonly watchdog: Watchdog;
+  private readonly slots: Slot[] = [];
+  /** Counts of the workers' ended VMs: [handed, packet errors] per worker. */
+  private readonly carried: Float64Array;
   /** Shards batches when there are several workers: the addon, or its JS twin. */
   private readonly sharding: Sharding | null;
   /** Per record of the batch being sharded: its worker (255: filtered out). */
   private shards = new Uint8Array(1024);
   /** Per worker: bytes of the batch being sharded that go to it. */
   private readonly bytesPer: Uint32Array;
+  private finishing = false;
+  private abandoned = false;
+  private readonly lock = new SharedArrayBuffer(4);
+  /** riff.counter's numbers, shared by all workers (SharedCounters). */
+  private readonly sumsBuf: SharedArrayBuffer;
 
-  private constructor(
-    private readonly slots: Slot[],
-    counters: SharedArrayBuffer,
-  ) {
-    this.counters = new Float64Array(counters);
-    this.single = slots.length === 1;
+  private constructor(private readonly o: PoolOptions) {
+    const n = Math.max(1, o.workers);
+    this.sumsBuf = new SharedArrayBuffer(SharedCounters.bytes(n));
+    this.carried = new Float64Array(2 * n);
+    this.single = n === 1;
     this.sharding = this.single ? null : (nativeOrNull() ?? jsSharding);
-    this.bytesPer = new Uint32Array(slots.length);
+    this.bytesPer = new Uint32Array(n);
+    this.watchdog = new Watchdog([], o.limits, (i, where) => this.stuck(i, where));
   }
 
-  /** Workers' instruction budgets are armed from here (src/vm/watchdog.ts), also while the capture waits for ring room. */
-  private watch(targets: Watchdog['targets']): void {
-    if (!targets.length) return;
-    const dog = new Watchdog(targets);
-    this.watchdog = dog;
-    dog.start();
-    for (const s of this.slots) s.ring.onWait = () => dog.check();
+  /**
+   * The largest packet (captured bytes) a capture file may hand over: a
+   * batch holding it (at most twice the reader's 1 MiB batch, or the packet
+   * alone) must fit in half the ring, the most an emptying ring is sure to
+   * offer in one piece.
+   */
+  get maxRecord(): number {
+    return Math.floor(this.o.ringBytes / 4);
+  }
+
+  private get script(): string {
+    return this.o.runtime.script ?? 'the bundled pipeline';
+  }
+
+  /** Start worker `index` (a prestarted one if there is one left). */
+  private spawn(index: number, ctrl: SharedArrayBuffer, reload = false): Incarnation {
+    const n = Math.max(1, this.o.workers);
+    const counterBuf = new SharedArrayBuffer(8 * 2 * n);
+    const retiring = new SharedArrayBuffer(4);
+    const init: WorkerInit = {
+      index,
+      opts: this.o.runtime,
+      ring: { ctrl, bytes: this.o.ringBytes },
+      lock: this.lock,
+      counters: counterBuf,
+      workers: n,
+      sums: this.sumsBuf,
+      hold: reload,
+      retiring,
+      readConfig: index === 0 && (reload || !this.slots[index]),
+      records: !!this.o.onRecord,
+      outFd: this.o.outFd,
+    };
+    let worker: Worker;
+    let failed: Error | null = null;
+    const pre = early.shift();
+    if (pre) {
+      ({ worker, error: failed } = pre);
+      worker.ref();
+      worker.postMessage(init);
+    } else {
+      worker = new Worker(WORKER_URL, { workerData: init });
+    }
+    const id = this.nextId++;
+    const life = {
+      worker,
+      id,
+      index,
+      ctrl,
+      counters: new Float64Array(counterBuf),
+      retiring: new Int32Array(retiring),
+      ring: null,
+      handover: null,
+      target: null,
+      over: false,
+      readyYet: false,
+    } as Partial<Incarnation> as Incarnation;
+    life.ready = new Promise<Ready>((res, rej) => {
+      life.rejectReady = rej;
+      worker.on('message', (m: WorkerMessage) => {
+        if (life.over) return;
+        if (m.type === 'watch') {
+          life.target = m.watch;
+          this.watchdog.replace(id, m.watch);
+        } else if (m.type === 'ready') res(m);
+        else if (m.type === 'stop') this.o.onStop(m.why);
+        else if (m.type === 'record') this.o.onRecord?.(m.bytes, m.at);
+        else if (m.type === 'collected') {
+          life.handover = m.handover;
+          life.resolveCollected(m.state);
+        }
+        else if (m.type === 'done') {
+          life.over = true; // its exit is expected now
+          life.resolveDone(m);
+        }
+        else if (m.type === 'fail') died(m.message, true);
+      });
+    });
+    life.ready.catch(() => {}); // a restart's failure is handled where it is awaited
+    life.done = new Promise<Done>((res) => (life.resolveDone = res));
+    life.collected = new Promise<Uint8Array | null>((res) => (life.resolveCollected = res));
+    life.ready.then(
+      () => (life.readyYet = true),
+      () => {},
+    );
+    // Before it is ready, a failure is the script's or the worker's start's
+    // (start() reports it); after, the worker died under a batch: the pool
+    // ends it properly.
+    const died = (cause: string, script = false) => {
+      if (life.over) return;
+      if (!life.readyYet) {
+        life.over = true;
+        this.watchdog.replace(id, null);
+        life.rejectReady(script ? new ScriptError(cause) : new Error(cause));
+        life.resolveDone(NO_COUNTS);
+        life.resolveCollected(null);
+        return;
+      }
+      const slot = this.slots[index];
+      if (slot) this.end(slot, `its worker died: ${cause}`, life);
+    };
+    worker.on('error', (e) => died(`Lua worker ${index}: ${e.message}`));
+    if (failed) died(`Lua worker ${index}: ${failed.message}`);
+    worker.on('exit', (code) => {
+      if (!life.over) died(`Lua worker ${index} exited (code ${code}) before it was done`);
+    });
+    return life;
   }
 
   static async start(o: PoolOptions): Promise<LuaPool> {
+    const pool = new LuaPool(o);
     const n = Math.max(1, o.workers);
-    const lock = new SharedArrayBuffer(4);
-    const counters = new SharedArrayBuffer(8 * 2 * n);
-    const sums = new SharedArrayBuffer(SharedCounters.bytes(n));
-    const started: Omit<Slot, 'ring'>[] = [];
-    const ready: Promise<Extract<WorkerMessage, { type: 'ready' }>>[] = [];
     for (let i = 0; i < n; i++) {
-      const init: WorkerInit = {
-        index: i,
-        opts: o.runtime,
-        ring: { ctrl: newRingControl(), bytes: o.ringBytes },
-        lock,
-        counters,
-        workers: n,
-        sums,
-        outFd: o.outFd,
-        readConfig: i === 0,
-        records: !!o.onRecord,
-      };
-      let worker: Worker;
-      let failed: Error | null = null;
-      const pre = early.shift();
-      if (pre) {
-        ({ worker, error: failed } = pre);
-        worker.ref();
-        worker.postMessage(init);
-      } else {
-        worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
-      }
-      let resolveReady!: (m: Extract<WorkerMessage, { type: 'ready' }>) => void;
-      let rejectReady!: (e: Error) => void;
-      let resolveDone!: (m: Extract<WorkerMessage, { type: 'done' }>) => void;
-      let resolveCollected!: (state: Uint8Array | null) => void;
-      const collected = new Promise<Uint8Array | null>((res) => (resolveCollected = res));
-      ready.push(new Promise((res, rej) => ((resolveReady = res), (rejectReady = rej))));
-      const done = new Promise<Extract<WorkerMessage, { type: 'done' }>>((res) => (resolveDone = res));
-      worker.on('message', (m: WorkerMessage) => {
-        if (m.type === 'ready') resolveReady(m);
-        else if (m.type === 'fail') rejectReady(new ScriptError(m.message));
-        else if (m.type === 'stop') o.onStop(m.why);
-        else if (m.type === 'record') o.onRecord?.(m.bytes, m.at);
-        else if (m.type === 'collected') resolveCollected(m.state);
-        else if (m.type === 'done') resolveDone(m);
-      });
-      worker.on('error', (e) => rejectReady(new Error(`Lua worker ${i}: ${e.message}`)));
-      if (failed) rejectReady(new Error(`Lua worker ${i}: ${failed.message}`));
-      worker.on('exit', () => {
-        rejectReady(new Error(`Lua worker ${i} exited before it was ready`));
-        resolveCollected(null);
-        resolveDone({ type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] });
-      });
-      started.push({ worker, collected, done });
+      const ctrl = newRingControl();
+      pool.slots.push({ index: i, ctrl, life: pool.spawn(i, ctrl), ring: null, restarting: null, lost: false });
     }
     // Started on a guess at the command line that was too high.
     for (const e of early.splice(0)) void e.worker.terminate();
-    let msgs: Extract<WorkerMessage, { type: 'ready' }>[];
+    // Loading the script is watched too: a top level that never returns is ended.
+    pool.watchdog.start();
+    let msgs: Ready[];
     try {
-      msgs = await Promise.all(ready);
+      msgs = await Promise.all(pool.slots.map((s) => s.life.ready));
     } catch (e) {
-      await Promise.all(started.map((s) => s.worker.terminate()));
+      pool.watchdog.stop();
+      for (const s of pool.slots) s.life.over = true;
+      await Promise.all(pool.slots.map((s) => s.life.worker.terminate()));
       throw e;
     }
-    const pool = new LuaPool(
-      started.map((s, i) => ({ ...s, ring: new RingProducer(msgs[i].ring) })),
-      counters,
-    );
+    pool.slots.forEach((s, i) => (s.ring = s.life.ring = pool.producer(msgs[i])));
     pool.filter = msgs[0].filter;
     pool.outputs = msgs[0].outputs;
     pool.rule = msgs[0].rule;
-    pool.watch(msgs.flatMap((m) => (m.watch ? [m.watch] : [])));
     return pool;
+  }
+
+  private producer(m: Ready): RingProducer {
+    const r = new RingProducer(m.ring);
+    if (this.abandoned) r.abandon();
+    return r;
+  }
+
+  /** The watchdog's report: the VM with key `id` has not moved for its limit. */
+  private stuck(id: number, where: Stuck): void {
+    const life = [...this.slots.map((s) => s.life), ...this.retired].find((l) => l.id === id);
+    if (!life || life.over) return;
+    this.end(this.slots[life.index], `still running after ${where.limitMs / 1000} s (${this.abandoned && where.phase === PHASE_BATCH ? 'stopping' : '--lua-timeout'})`, life);
+  }
+
+  /**
+   * End a worker's VM (over its time limit, or dead): count what it did and
+   * the packet it was on as lost, hand what was queued for it to a fresh
+   * worker from the same script, and say so in one line.
+   */
+  private end(slot: Slot, why: string, life = slot.life): void {
+    if (life.over) return;
+    life.over = true;
+    // A VM retired by a reload drains its own queue: what it leaves cannot go
+    // to its successor, which has newer packets queued already (lost, counted).
+    const retired = life !== slot.life;
+    this.watchdog.replace(life.id, null);
+    void life.worker.terminate();
+    if (!life.readyYet) {
+      // Stuck loading the script: nothing ran yet; start() (or restart()) says so.
+      life.rejectReady(new ScriptError(`${this.script}: loading the script ${why}`));
+      life.resolveDone(NO_COUNTS);
+      life.resolveCollected(null);
+      return;
+    }
+    this.ended++;
+    const i = slot.index;
+    const at = i * 2;
+    // Where the VM was, read from its memory (still ours after the thread is gone).
+    const t = life.target;
+    let phase = 0;
+    let inLua = false;
+    let cur = -1;
+    let handed = life.counters[at];
+    let errors = life.counters[at + 1];
+    let carry: Batch[] = [];
+    let what = 'between packets';
+    if (t) {
+      const buf = t.memory.buffer;
+      const i32 = new Int32Array(buf);
+      const dv = new DataView(buf);
+      const b = t.block >> 2;
+      inLua = (Atomics.load(i32, b + BLOCK_SEQ) & 1) === 1;
+      phase = Atomics.load(i32, b + BLOCK_PHASE);
+      const p = readLuaInt(dv, t.processed);
+      const e = readLuaInt(dv, t.packetErrors);
+      if (p >= 0 && e >= 0) {
+        handed = p;
+        errors = e;
+      }
+      if (inLua && phase === PHASE_BATCH) {
+        cur = t.cur && p >= 0 ? readLuaInt(dv, t.cur) : -1;
+      }
+      if (inLua && phase === PHASE_BATCH && cur <= -2) {
+        // The driver's cur below -1: a script finalizer run after the batch's
+        // packets were all handed over (lua/riff/driver.lua finalize()).
+        what = 'a __gc finalizer';
+      } else if (inLua && phase === PHASE_BATCH) {
+        const { rest, lost, id } = this.unfinished(dv, i32[b + BLOCK_BASE], i32[b + BLOCK_COUNT], i32[b + BLOCK_META], cur);
+        if (cur > 0) handed += cur - 1;
+        this.lost += lost;
+        if (rest) carry.push(rest);
+        what = id ? `packet ${id}` : 'a batch of packets';
+      } else if (inLua) what = phase === PHASE_DEINIT ? 'deinit' : 'setup';
+    }
+    this.carried[at] += handed;
+    this.carried[at + 1] += errors;
+    life.counters[at] = 0;
+    life.counters[at + 1] = 0;
+    if (life.ring) carry = carry.concat(life.ring.queued());
+    // A restart would only hang again in setup, and after deinit there is nothing left to do.
+    const restart = !(inLua && phase !== PHASE_BATCH) && !retired;
+    this.o.onNote(
+      `${this.script}: ${what} ${why}; ${restart ? `worker ${i} was restarted (its plugin state is lost)` : `worker ${i} was ended`}`,
+    );
+    life.resolveDone(NO_COUNTS);
+    life.resolveCollected(null);
+    // --strict stops at the first error; a worker ended is one.
+    if (this.o.runtime.strict) this.o.onStop('strict');
+    if (retired) {
+      for (const b of carry) this.lost += this.live(b);
+      return;
+    }
+    slot.ring = null;
+    if (!restart) {
+      this.lose(slot, carry);
+      return;
+    }
+    slot.restarting = this.restart(slot, carry);
+  }
+
+  /**
+   * The batch a VM was ended in: the packet it was on (the cur-th handed to
+   * Lua) is lost, those after it are copied out for the next VM (records
+   * already run or run elsewhere flagged so it skips them). cur < 1 (not
+   * known): the whole batch is lost.
+   */
+  private unfinished(dv: DataView, base: number, count: number, meta: number, cur: number): { rest: Batch | null; lost: number; id: number } {
+    if (!base || count <= 0) return { rest: null, lost: 0, id: 0 };
+    let o = base;
+    for (let k = 0; k < count; k++) o += HDR + align8(dv.getUint32(o + 12, true));
+    const bytes = o - base;
+    if (o > dv.byteLength) return { rest: null, lost: 0, id: 0 };
+    const rest = Batch.over(Buffer.from(new Uint8Array(dv.buffer, base, bytes)));
+    rest.count = count;
+    rest.bytes = bytes;
+    let handed = 0;
+    let lost = 0;
+    for (let k = 0, r = 0; k < count; k++) {
+      const f = rest.view.getUint32(r + 28, true);
+      if (!(f & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE))) {
+        handed++;
+        if (cur < 1 || handed <= cur) {
+          if (cur < 1 || handed === cur) lost++;
+          rest.view.setUint32(r + 28, f | FLAG_ELSEWHERE, true);
+        }
+      }
+      r += HDR + align8(rest.view.getUint32(r + 12, true));
+    }
+    const id = cur >= 1 && meta ? dv.getUint32(meta + (cur - 1) * HDR + 32, true) : 0;
+    return { rest: handed > (cur < 1 ? handed : cur) ? rest : null, lost, id };
+  }
+
+  /** Packets that will never run: counted as lost. */
+  private lose(slot: Slot, batches: Batch[]): void {
+    for (const b of batches) this.lost += this.live(b);
+    if (!this.finishing) {
+      slot.lost = true;
+      this.o.onStop('worker-lost');
+    }
+  }
+
+  /** Packets of a batch still to run: passed the filter, not sharded elsewhere. */
+  private live(b: Batch): number {
+    let n = 0;
+    for (let i = 0, o = 0; i < b.count; i++) {
+      if (!(b.view.getUint32(o + 28, true) & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE))) n++;
+      o += HDR + align8(b.view.getUint32(o + 12, true));
+    }
+    return n;
+  }
+
+  private async restart(slot: Slot, carry: Batch[]): Promise<void> {
+    slot.ctrl = newRingControl();
+    const life = this.spawn(slot.index, slot.ctrl);
+    slot.life = life;
+    let m: Ready;
+    try {
+      m = await life.ready;
+    } catch (e) {
+      this.o.onNote(`${this.script}: worker ${slot.index} could not be restarted: ${(e as Error).message}`);
+      slot.restarting = null;
+      this.lose(slot, carry);
+      return;
+    }
+    this.restarted++;
+    const ring = (life.ring = this.producer(m));
+    // The dead worker's queue first, in order, before anything new.
+    for (const b of carry) {
+      while (!ring.push(b, 0)) {
+        if (life.over) {
+          this.lost += this.live(b);
+          break;
+        }
+        await ring.room(50);
+      }
+    }
+    if (life.over) return; // ended again meanwhile: that end() handled the rest
+    slot.ring = ring;
+    slot.restarting = null;
+    if (this.finishing) ring.close();
   }
 
   /**
    * A batch to fill, straight in worker 0's ring: with several workers the
    * records for the others are copied out of it at commit and worker 0
-   * skips them. Null when the ring stayed full for `waitMs`: let the event
-   * loop run (signals) and ask again.
+   * skips them. Null when the ring is full or worker 0 is restarting: await
+   * room() and ask again.
    */
-  reserve(waitMs = 200, min = HDR + 65536): Batch | null {
-    return this.slots[0].ring.reserve(min, waitMs);
+  reserve(min = HDR + 65536): Batch | null {
+    if (this.next) this.swap();
+    return this.slots[0].ring?.reserve(min, 0) ?? null;
   }
 
-  /**
-   * Hand the reserved batch over. File reading waits for room in the other
-   * workers' rings and loses nothing; live capture passes wait 0, and what
-   * finds no room there is dropped and counted.
-   */
-  commit(b: Batch, wait = FOREVER): void {
+  /** Give back a reserve()d batch unused. */
+  unreserve(): void {
+    this.slots[0].ring?.cancel();
+  }
+
+  /** Resolves when worker 0's ring may have room again (or after a short while). */
+  async room(): Promise<void> {
+    const s = this.slots[0];
+    if (s.restarting) await s.restarting;
+    else if (s.ring) await s.ring.room(50);
+    else await new Promise((r) => setTimeout(r, 50));
+  }
+
+  /** Hand the reserved batch over (file reading: waits for room, loses nothing). */
+  async commit(b: Batch): Promise<void> {
     const shard = !this.single && b.count > 0;
     // Worker 0 may start on its records while the others' are copied out.
     if (shard) this.plan(b, true);
-    this.slots[0].ring.commit(b, FOREVER);
-    if (shard) this.copyOut(b, wait, 1);
+    const ring0 = this.slots[0].ring;
+    if (ring0?.owns(b)) ring0.commit(b, 0);
+    else await this.handTo(0, b); // worker 0 was replaced since reserve() (or the batch grew out of the ring)
+    if (shard) await this.copyOut(b, Infinity, 1);
+  }
+
+  /**
+   * Live capture: hand the reserved batch over now, never waiting (the
+   * capture thread must keep reading). Records for other workers whose
+   * rings are full, or who are restarting, are dropped and counted.
+   */
+  commitNow(b: Batch): void {
+    const shard = !this.single && b.count > 0;
+    if (shard) this.plan(b, true);
+    const ring0 = this.slots[0].ring;
+    if (ring0?.owns(b)) ring0.commit(b, 0);
+    else if (b.count) this.dropped += countPassed(b);
+    if (shard) void this.copyOut(b, 0, 1);
+  }
+
+  /** A whole batch into worker w's ring, waiting for room (and for a restart); lost if the worker is lost. */
+  private async handTo(w: number, b: Batch): Promise<void> {
+    for (;;) {
+      const s = this.slots[w];
+      if (s.lost) {
+        this.lost += this.live(b);
+        return;
+      }
+      if (s.ring && s.ring.push(b, 0)) return;
+      if (s.ring && b.bytes + 8 > s.ring.capacity) {
+        // Larger than the ring (the reader skips such records; nothing else makes them).
+        this.lost += this.live(b);
+        return;
+      }
+      if (s.restarting) await s.restarting;
+      else if (s.ring) await s.ring.room(50);
+      else await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /** Hand a live batch over without waiting; what does not fit is dropped and counted. */
   push(b: Batch): void {
-    this.dispatch(b, 0);
-  }
-
-  /** Ctrl-C: workers skip what is queued and go straight to deinit. */
-  abandon(): void {
-    for (const s of this.slots) s.ring.abandon();
-    this.watchdog?.hurry();
-  }
-
-  private dispatch(b: Batch, wait: number): void {
+    if (this.next) this.swap();
     if (this.single) {
-      if (!this.slots[0].ring.push(b, wait)) this.dropped += countPassed(b);
+      const ring = this.slots[0].ring;
+      if (!ring || !ring.push(b, 0)) this.dropped += countPassed(b);
       return;
     }
     this.plan(b, false);
-    this.copyOut(b, wait, 0);
+    void this.copyOut(b, 0, 0);
+  }
+
+  /** Ctrl-C: workers skip what is queued and go straight to deinit; one that does not answer soon is ended. */
+  abandon(): void {
+    this.abandoned = true;
+    for (const s of this.slots) s.ring?.abandon();
+    for (const l of this.retired) l.ring?.abandon();
+    this.watchdog.hurry();
   }
 
   /**
@@ -217,21 +572,48 @@ export class LuaPool {
     this.sharding!.shardPlan(b.buf, b.count, this.slots.length, this.shards, this.bytesPer, inRing0);
   }
 
-  /** Copy the planned records of workers `from` on into their rings; what finds no room in time is dropped and counted. */
-  private copyOut(b: Batch, wait: number, from: number): void {
+  /**
+   * Copy the planned records of workers `from` on into their rings. `wait`
+   * 0 (live): what finds no room is dropped and counted; otherwise wait for
+   * room, asynchronously, as long as it takes (the watchdog ends a worker
+   * that never frees any).
+   */
+  private async copyOut(b: Batch, wait: number, from: number): Promise<void> {
+    const shards = this.shards;
     for (let w = from; w < this.slots.length; w++) {
       const bytes = this.bytesPer[w];
       if (!bytes) continue;
-      const ring = this.slots[w].ring;
-      const into = ring.reserve(bytes, wait, bytes);
-      if (!into) {
-        this.dropped += countShard(this.shards, b.count, w);
-        continue;
+      for (;;) {
+        const s = this.slots[w];
+        const ring = s.ring;
+        const into = ring?.reserve(bytes, 0, bytes) ?? null;
+        if (into) {
+          into.count = this.sharding!.shardCopy(b.buf, b.count, shards, w, into.buf, 0);
+          into.bytes = bytes;
+          ring!.commit(into, 0);
+          break;
+        }
+        const n = countShard(shards, b.count, w);
+        if (!wait) {
+          this.dropped += n;
+          break;
+        }
+        if (s.lost || (ring && bytes + 8 > ring.capacity)) {
+          this.lost += n;
+          break;
+        }
+        if (s.restarting) await s.restarting;
+        else if (ring) await ring.room(50);
+        else await new Promise((r) => setTimeout(r, 50));
       }
-      into.count = this.sharding!.shardCopy(b.buf, b.count, this.shards, w, into.buf, 0);
-      into.bytes = bytes;
-      if (!ring.commit(into, wait)) this.dropped += into.count;
     }
+  }
+
+  /** What a second Ctrl-C would abandon, as words for one line (null: nothing). */
+  abandoning(): string | null {
+    const running = this.slots.filter((s) => !s.life.over).length + this.retired.filter((l) => !l.over).length;
+    if (!running) return null;
+    return `${running} Lua worker${running > 1 ? 's' : ''} still in deinit or report (their output and state) and the run's summary`;
   }
 
   /** Packets handed to Lua and packets that ended in an error, summed over workers (live). */
@@ -239,36 +621,161 @@ export class LuaPool {
     let processed = 0;
     let errors = 0;
     for (let i = 0; i < this.slots.length; i++) {
-      processed += this.counters[i * 2];
-      errors += this.counters[i * 2 + 1];
+      processed += this.slots[i].life.counters[i * 2] + this.carried[i * 2];
+      errors += this.slots[i].life.counters[i * 2 + 1] + this.carried[i * 2 + 1];
+    }
+    for (const l of this.retired) {
+      processed += l.counters[l.index * 2];
+      errors += l.counters[l.index * 2 + 1];
     }
     return { processed, errors };
   }
 
+  /**
+   * SIGHUP: the script (and config.lua) again, in fresh VMs, one per worker,
+   * started by spawn() as a restart's are. Nothing changes until all of
+   * them have loaded and run setup; then they take over at the next batch
+   * boundary (swap()). `prepare` sees the new config (filter, outputs) and
+   * returns what to do at that boundary, or why the reload is refused.
+   * Resolves to a line for the user when the reload was refused (the
+   * running script keeps running), null when it is set.
+   */
+  async reload(prepare: (m: Ready) => string | (() => void)): Promise<string | null> {
+    if (this.reloading || this.next) return 'a reload is under way already; this one is ignored';
+    if (this.finishing || this.abandoned) return 'riff is stopping; reload ignored';
+    this.reloading = true;
+    try {
+      await Promise.all(this.slots.map((s) => s.restarting));
+      const lives = this.slots.map((s) => this.spawn(s.index, newRingControl(), true));
+      const drop = () => {
+        for (const l of lives) {
+          l.over = true;
+          this.watchdog.replace(l.id, null);
+          void l.worker.terminate();
+        }
+      };
+      let msgs: Ready[];
+      try {
+        msgs = await Promise.all(lives.map((l) => l.ready));
+      } catch (e) {
+        drop();
+        const why = (e as Error).message.replace(/^riff: /, '');
+        return `reload failed, the running script keeps running: ${why.startsWith(this.script) ? why : `${this.script}: ${why}`}`;
+      }
+      if (this.finishing || this.abandoned) {
+        drop();
+        return 'riff is stopping; the reloaded script was not started';
+      }
+      const onSwap = prepare(msgs[0]);
+      if (typeof onSwap === 'string') {
+        drop();
+        return `reload failed, the running script keeps running: ${onSwap}`;
+      }
+      this.next = { lives, msgs, onSwap };
+      // The capture thread never holds a reserved batch across an await
+      // (reserve, fill and commit run in one go; push is synchronous), so
+      // here is a batch boundary. While a worker restarts, the next
+      // reserve() or push() swaps instead.
+      this.swap();
+      return null;
+    } finally {
+      this.reloading = false;
+    }
+  }
+
+  /**
+   * At a batch boundary (reload(), or reserve()/push()/finish() when it had to wait): the reload's VMs take
+   * the rings over; the old ones drain what their rings hold, run deinit,
+   * collect and report as at the end of a run, and hand deinit's return to
+   * their successor on the same worker index (the same flows), which starts
+   * on its packets only then, so every flow's packets stay in order.
+   */
+  private swap(): void {
+    const next = this.next;
+    if (!next || this.slots.some((s) => s.restarting || !s.ring)) return;
+    this.next = null;
+    const gen = this.slots.map((s) => s.life);
+    this.slots.forEach((s, i) => {
+      const old = s.life;
+      const life = next.lives[i];
+      Atomics.store(old.retiring, 0, 1);
+      old.ring?.close();
+      this.retired.push(old);
+      s.life = life;
+      s.ctrl = life.ctrl;
+      s.ring = life.ring = this.producer(next.msgs[i]);
+      void old.collected.then(() => {
+        if (!life.over) life.worker.postMessage({ type: 'start', handover: old.handover } satisfies PoolMessage);
+      });
+    });
+    this.reloads++;
+    next.onSwap();
+    this.settling.push(this.retire(gen));
+  }
+
+  /** A generation replaced by a reload ends as a run does: report once, then its counts join the run's. */
+  private async retire(gen: Incarnation[]): Promise<void> {
+    const states = await Promise.all(gen.map((l) => l.collected));
+    const reporting = states.some((st) => st !== null);
+    gen.forEach((l, i) => {
+      if (!l.over) l.worker.postMessage((i === 0 && reporting ? { type: 'report', states } : { type: 'finish' }) satisfies PoolMessage);
+    });
+    const all = await Promise.all(gen.map((l) => l.done));
+    all.forEach((m, i) => {
+      const l = gen[i];
+      this.carried[l.index * 2] += m.processed;
+      this.carried[l.index * 2 + 1] += m.errors;
+      this.hookErrors += m.hookErrors;
+      for (const [k, v] of m.byScript) this.byScript.set(k, (this.byScript.get(k) ?? 0) + v);
+      l.over = true;
+      this.watchdog.replace(l.id, null);
+      this.retired.splice(this.retired.indexOf(l), 1);
+      // Its VM's memory (the ring lies in it) is freed at the next full collection only if nothing here holds it.
+      l.ring = null;
+      l.target = null;
+      void l.worker.terminate();
+    });
+  }
+
   /** Close the rings, let the workers drain and run deinit; their summaries merged. */
   async finish(): Promise<Summary> {
-    for (const s of this.slots) s.ring.close();
-    // Every worker has run deinit and collected its state: worker 0 merges
-    // them and reports once; then all of them finish.
-    const states = await Promise.all(this.slots.map((s) => s.collected));
-    const reporting = states.some((st) => st !== null);
-    this.slots.forEach((s, i) => {
-      const order: PoolMessage = i === 0 && reporting ? { type: 'report', states } : { type: 'finish' };
-      s.worker.postMessage(order);
-    });
-    const all = await Promise.all(this.slots.map((s) => s.done));
-    const byScript = new Map<string, number>();
-    let processed = 0;
-    let errors = 0;
-    let packetErrors = 0;
-    for (const m of all) {
-      processed += m.processed;
-      packetErrors += m.errors;
-      errors += m.errors + m.hookErrors;
-      for (const [k, v] of m.byScript) byScript.set(k, (byScript.get(k) ?? 0) + v);
+    // A reload that is ready takes over first (its VMs have run setup); one still loading is dropped.
+    if (this.next) this.swap();
+    this.finishing = true;
+    // A worker restarted meanwhile closes its ring once its queue is handed over (restart()).
+    for (const s of this.slots) s.ring?.close();
+    // Every current worker has run deinit and collected its state (null for
+    // one that was ended): worker 0 merges them and reports once; then all
+    // of them finish.
+    let lives: Incarnation[];
+    let states: (Uint8Array | null)[];
+    for (;;) {
+      lives = this.slots.map((s) => s.life);
+      await Promise.all(this.slots.map((s) => s.restarting));
+      states = await Promise.all(lives.map((l) => l.collected));
+      if (this.slots.every((s, i) => s.life === lives[i] && !s.restarting)) break;
     }
-    this.watchdog?.stop();
-    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    const reporting = states.some((st) => st !== null);
+    lives.forEach((l, i) => {
+      if (l.over) return;
+      const order: PoolMessage = i === 0 && reporting ? { type: 'report', states } : { type: 'finish' };
+      l.worker.postMessage(order);
+    });
+    const all = await Promise.all(lives.map((l) => l.done));
+    await Promise.all(this.settling);
+    const byScript = new Map(this.byScript);
+    let processed = 0;
+    let errors = this.hookErrors;
+    let packetErrors = 0;
+    all.forEach((m, i) => {
+      processed += m.processed + this.carried[i * 2];
+      packetErrors += m.errors + this.carried[i * 2 + 1];
+      errors += m.errors + m.hookErrors + this.carried[i * 2 + 1];
+      for (const [k, v] of m.byScript) byScript.set(k, (byScript.get(k) ?? 0) + v);
+    });
+    this.watchdog.stop();
+    for (const s of this.slots) s.life.over = true;
+    await Promise.all(this.slots.map((s) => s.life.worker.terminate()));
     return { processed, errors, packetErrors, byScript };
   }
 }

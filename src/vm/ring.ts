@@ -24,7 +24,10 @@ const USED = 2; // bytes in use, markers and wasted tails included
 const SEQ = 3; // bumped on every publish; the consumer waits on it
 const CLOSED = 4;
 const ABANDON = 5; // Ctrl-C: the consumer skips what is left
+const HELD = 6; // bytes of the slot the consumer holds (and the wrap skipped before it), part of USED
 const CTRL_WORDS = 8;
+
+type WaitAsync = (a: Int32Array, i: number, v: number, ms: number) => { async: boolean; value: Promise<string> | string };
 
 export interface RingShared {
   data: SharedArrayBuffer;
@@ -69,6 +72,21 @@ export class RingProducer extends RingBase {
     // The addon copies batches in; load it now rather than under the first
     // live packets.
     nativeOrNull();
+  }
+
+  /** Bytes of the ring. */
+  get capacity(): number {
+    return this.size;
+  }
+
+  /** Is `b` the batch reserve() handed out last, still in the ring? */
+  owns(b: Batch): boolean {
+    return this.pending?.batch === b && b.buf.buffer === this.u8.buffer;
+  }
+
+  /** Forget the reserved batch (nothing was published). */
+  cancel(): void {
+    this.pending = null;
   }
 
   /** Largest batch the ring takes in one slot. */
@@ -135,6 +153,44 @@ export class RingProducer extends RingBase {
     return true;
   }
 
+  /**
+   * Resolves when the consumer has freed some room, or after `ms`: the
+   * capture thread's wait for a full ring, without blocking its event loop.
+   */
+  async room(ms: number): Promise<void> {
+    const used = Atomics.load(this.ctl, USED);
+    if (used === 0 || Atomics.load(this.ctl, CLOSED)) return;
+    const w = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync(this.ctl, USED, used, ms);
+    if (w.async) await w.value;
+  }
+
+  /**
+   * The batches queued behind the one the consumer holds, copied out (the
+   * consumer is gone: its worker was ended, and they go to its successor).
+   */
+  queued(): Batch[] {
+    const out: Batch[] = [];
+    let left = Atomics.load(this.ctl, USED) - Atomics.load(this.ctl, HELD);
+    let pos = Atomics.load(this.ctl, RPOS);
+    while (left > 0) {
+      if (this.size - pos < SLOT_HDR || this.dv.getUint32(pos, true) === WRAP) {
+        left -= this.size - pos;
+        pos = 0;
+        continue;
+      }
+      const bytes = this.dv.getUint32(pos, true);
+      const count = this.dv.getUint32(pos + 4, true);
+      if (SLOT_HDR + bytes > left || pos + SLOT_HDR + bytes > this.size) break; // not a slot: stop rather than misread
+      const b = Batch.over(Buffer.from(this.u8.subarray(pos + SLOT_HDR, pos + SLOT_HDR + bytes)));
+      b.count = count;
+      b.bytes = bytes;
+      out.push(b);
+      left -= SLOT_HDR + bytes;
+      pos = (pos + SLOT_HDR + bytes) % this.size;
+    }
+    return out;
+  }
+
   /** Copy a whole batch in (live capture, sharding). False when there was no room in time. */
   push(batch: Batch, waitMs: number): boolean {
     if (batch.count === 0) return true;
@@ -182,6 +238,7 @@ export class RingConsumer extends RingBase {
     const bytes = this.dv.getUint32(rpos, true);
     const count = this.dv.getUint32(rpos + 4, true);
     this.held = skipped + SLOT_HDR + bytes;
+    Atomics.store(this.ctl, HELD, this.held);
     Atomics.store(this.ctl, RPOS, (rpos + SLOT_HDR + bytes) % this.size);
     const b = Batch.over(this.u8.subarray(rpos + SLOT_HDR, rpos + SLOT_HDR + bytes));
     b.count = count;
@@ -191,6 +248,7 @@ export class RingConsumer extends RingBase {
 
   release(): void {
     if (!this.held) return;
+    Atomics.store(this.ctl, HELD, 0);
     Atomics.sub(this.ctl, USED, this.held);
     this.held = 0;
     Atomics.notify(this.ctl, USED);

@@ -8,7 +8,7 @@ import { HDR, type Batch } from '../capture/batch.js';
 import { LuaError, LuaVM } from './vm.js';
 import { LUA_OK, LUA_REGISTRYINDEX, LUA_TSTRING, LUA_TTABLE, LUA_TTHREAD, type LuaState, type Ptr } from './wasm.js';
 import { decodeRecord } from '../outputs/records.js';
-import { BLOCK_SEQ, LS, type WatchTarget } from './watchdog.js';
+import { BLOCK_BASE, BLOCK_COUNT, BLOCK_META, BLOCK_PHASE, BLOCK_SEQ, BLOCK_WORDS, LS, PHASE_BATCH, PHASE_DEINIT, PHASE_SCRIPT, readLuaInt, type WatchTarget } from './watchdog.js';
 
 /** riff's own Lua (lua/ at the package root). */
 export const LUA_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'lua');
@@ -124,7 +124,7 @@ export class Runtime {
   private readonly labels = new Map<string, string>(); // label shown to the user → real path
   stopRequested = false;
   private lastPacketErrors = 0;
-  /** Set when the budget is lazy: what a watchdog needs to arm it. */
+  /** What a watchdog on another thread needs to see this VM's progress (and arm a lazy budget); null when its memory is not shared. */
   watch: WatchTarget | null = null;
   private block: Int32Array | null = null;
   /** The driver's budget hook, for host.adopt. */
@@ -193,18 +193,18 @@ export class Runtime {
     x.lua_setfield(L, -2, vm.cstr('worker_index'));
     x.lua_pushinteger(L, BigInt(me.count));
     x.lua_setfield(L, -2, vm.cstr('worker_count'));
-    const counters = this.opts.counters ?? new SharedCounters();
+    const shared = this.opts.counters ?? new SharedCounters();
     vm.pushFunction((_, thread) => {
       const name = vm.viewBytes(1, thread);
       if (!name) throw new Error("bad argument #1 to 'riff.counter' (a name expected)");
-      const slot = counters.slot(name);
+      const slot = shared.slot(name);
       if (slot < 0) throw new Error(`riff.counter: all ${SharedCounters.SLOTS} counters are taken`);
       x.lua_pushnumber(thread, slot);
       return 1;
     });
     x.lua_setfield(L, -2, vm.cstr('counter_slot'));
     vm.pushFunction((_, thread) => {
-      x.lua_pushnumber(thread, counters.others(x.lua_tonumberx(thread, 1, 0), me.index));
+      x.lua_pushnumber(thread, shared.others(x.lua_tonumberx(thread, 1, 0), me.index));
       return 1;
     });
     x.lua_setfield(L, -2, vm.cstr('counter_others'));
@@ -213,14 +213,14 @@ export class Runtime {
       const row = me.index * SharedCounters.SLOTS;
       for (let i = 1; i + 1 <= n; i += 2) {
         const slot = x.lua_tonumberx(thread, i, 0);
-        if (slot >= 0 && slot < SharedCounters.SLOTS) counters.values[row + slot] = x.lua_tonumberx(thread, i + 1, 0);
+        if (slot >= 0 && slot < SharedCounters.SLOTS) shared.values[row + slot] = x.lua_tonumberx(thread, i + 1, 0);
       }
       return 0;
     });
     x.lua_setfield(L, -2, vm.cstr('counter_publish'));
     // host.enter(co): the driver's coroutine.resume notes the running
     // coroutine in the watch block (WebAssembly, no JS on the way).
-    const block = new Int32Array(vm.wasm.memory.buffer, x.malloc(8), 2).fill(0);
+    const block = new Int32Array(vm.wasm.memory.buffer, x.malloc(BLOCK_WORDS * 4), BLOCK_WORDS).fill(0);
     vm.bridge.slot.value = block.byteOffset + 4;
     vm.pushWasmFunction(vm.bridge.enter);
     x.lua_setfield(L, -2, vm.cstr('enter'));
@@ -241,12 +241,13 @@ export class Runtime {
     vm.pushRef(rtRef);
     vm.pushRef(hostRef);
     vm.call(2, 1);
-    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'collect', 'report', 'note_per_worker', 'batch', 'summary', 'flush']) {
+    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'handover', 'collect', 'report', 'note_per_worker', 'batch', 'summary', 'flush']) {
       x.lua_getfield(L, -1, vm.cstr(name));
       this.api.set(name, vm.ref());
     }
     x.lua_getfield(L, -1, vm.cstr('hook'));
     this.hookRef = vm.ref();
+    const counters = this.driverCounters();
     if (this.opts.inspectable) this.privileged = [...originals, hostRef, rtRef, vm.ref()];
     else x.lua_settop(L, -2);
     x.lua_createtable(L, 1024, 0);
@@ -261,7 +262,47 @@ export class Runtime {
       x.lua_pushnumber(L, o.setupBudget);
       return 5;
     });
-    if (o.lazyBudget && o.budget > 0) this.lazyBudget(block);
+    if (vm.wasm.memory.buffer instanceof SharedArrayBuffer) {
+      this.block = block;
+      this.watch = { memory: vm.wasm.memory, L, hook: 0, tick: 0, block: block.byteOffset, ...counters };
+      if (o.lazyBudget && o.budget > 0) this.lazyBudget();
+    }
+  }
+
+  /**
+   * Where the driver keeps `cur` (the packet running), `processed` and
+   * `packet_errors`: the TValues of those upvalues of its api functions
+   * (table on the stack top), so the watchdog reads a packet's progress
+   * without Lua telling it. A closed upvalue keeps its value in the UpVal
+   * itself (UpVal.v at offset 8 points there), and Lua never moves objects.
+   * Zeros when a name is not found or does not read back as the integer 0.
+   */
+  private driverCounters(): { cur: number; processed: number; packetErrors: number } {
+    const { vm } = this;
+    const x = vm.x;
+    const L = vm.L;
+    const found = { cur: 0, processed: 0, packetErrors: 0 };
+    if (!(vm.wasm.memory.buffer instanceof SharedArrayBuffer)) return found;
+    const want: Record<string, keyof typeof found> = { cur: 'cur', processed: 'processed', packet_errors: 'packetErrors' };
+    for (const fn of ['batch', 'summary']) {
+      x.lua_getfield(L, -1, vm.cstr(fn));
+      for (let n = 1; n < 256; n++) {
+        const namep = x.lua_getupvalue(L, -1, n);
+        if (!namep) break;
+        x.lua_settop(L, -2);
+        const heap = vm.wasm.heap();
+        let e = namep;
+        while (heap[e] && e - namep < 64) e++;
+        const key = want[Buffer.from(heap.subarray(namep, e)).toString('latin1')];
+        if (!key || found[key]) continue;
+        const up = x.lua_upvalueid(L, -1, n);
+        const dv = new DataView(vm.wasm.memory.buffer);
+        const tv = up ? dv.getUint32(up + 8, true) : 0;
+        if (tv && readLuaInt(dv, tv) === 0) found[key] = tv;
+      }
+      x.lua_settop(L, -2);
+    }
+    return found.cur && found.processed && found.packetErrors ? found : { cur: 0, processed: 0, packetErrors: 0 };
   }
 
   /**
@@ -269,10 +310,9 @@ export class Runtime {
    * watchdog expects: with a probe hook set, the hook's fields must read back
    * as lua_sethook wrote them. Otherwise the hook stays on in batches.
    */
-  private lazyBudget(block: Int32Array): void {
+  private lazyBudget(): void {
     const { vm } = this;
     const memory = vm.wasm.memory.buffer;
-    if (!(memory instanceof SharedArrayBuffer)) return;
     const step = (s: string) => this.callApi('lazy_budget', () => (vm.pushBytes(Buffer.from(s)), 1));
     step('probe');
     const dv = new DataView(memory);
@@ -285,8 +325,7 @@ export class Runtime {
       dv.getInt32(L + LS.ci, true) !== 0;
     step(ok ? 'on' : 'off');
     if (!ok) return;
-    this.block = block;
-    this.watch = { memory: vm.wasm.memory, L, hook, tick: Math.min(this.opts.budget, 10000), block: block.byteOffset };
+    this.watch = { ...this.watch!, hook, tick: Math.min(this.opts.budget, 10000) };
   }
 
   private bundled(rel: string): Buffer {
@@ -309,11 +348,30 @@ export class Runtime {
     return label;
   }
 
-  private callApi(name: string, pushArgs: () => number = () => 0, nresults = 0): void {
+  private callApi(name: string, pushArgs: () => number = () => 0, nresults = 0, phase = PHASE_SCRIPT): void {
     const ref = this.api.get(name)!;
-    this.vm.pushRef(ref);
-    const n = this.vm.unbounded(pushArgs);
-    this.vm.call(n, nresults);
+    this.inLua(phase, () => {
+      this.vm.pushRef(ref);
+      const n = this.vm.unbounded(pushArgs);
+      this.vm.call(n, nresults);
+    });
+  }
+
+  /**
+   * Run `fn`, which enters Lua, with the watch block saying so: the sequence
+   * odd and the phase set, for the watchdog's wall-clock limit. The pushes
+   * before the call are inside too (a collector step there runs finalizers).
+   */
+  private inLua<T>(phase: number, fn: () => T): T {
+    const b = this.block;
+    if (!b) return fn();
+    Atomics.store(b, BLOCK_PHASE, phase);
+    Atomics.add(b, BLOCK_SEQ, 1);
+    try {
+      return fn();
+    } finally {
+      Atomics.add(b, BLOCK_SEQ, 1);
+    }
   }
 
   // host.write(fd, bytes)
@@ -540,12 +598,28 @@ export class Runtime {
     return rule;
   }
 
-  setup(): void {
-    this.callApi('setup');
+  /** False when the script's setup raised (reported already): a reload keeps the old script then. */
+  setup(): boolean {
+    this.callApi('setup', () => 0, 1);
+    const ok = this.vm.x.lua_toboolean(this.vm.L, -1) !== 0;
+    this.vm.x.lua_settop(this.vm.L, -2);
+    return ok;
   }
 
-  deinit(): void {
-    this.callApi('deinit');
+  /**
+   * Run the script's deinit. `reloading`: what it returns is serialised
+   * (Lua source text, as collect() states) for the next script's handover.
+   */
+  deinit(reloading = false): Buffer | null {
+    this.callApi('deinit', () => (this.vm.x.lua_pushboolean(this.vm.L, reloading ? 1 : 0), 1), 1, PHASE_DEINIT);
+    const state = this.vm.toBytes(-1);
+    this.vm.x.lua_settop(this.vm.L, -2);
+    return state;
+  }
+
+  /** Give the old script's hand-over (from deinit(true)) to this script's handover(state). */
+  handover(state: Uint8Array): void {
+    this.callApi('handover', () => (this.vm.pushBytes(state), 1));
   }
 
   /** This worker's state for the whole run's report (Lua source text), or null when the script has no report. */
@@ -589,26 +663,31 @@ export class Runtime {
       vm.wasm.heap().set(batch.buf.subarray(0, batch.bytes), base);
     } else base = at;
     const metaBase = (this.meta = this.grown(this.meta, batch.count * HDR, 'metaSize'));
-    vm.pushRef(this.api.get('batch')!);
+    const b = this.block;
+    if (b) {
+      // Where the pool finds the batch (and the packet a stuck VM was on) if it must end this VM.
+      b[BLOCK_META] = metaBase;
+      b[BLOCK_BASE] = base;
+      b[BLOCK_COUNT] = batch.count;
+    }
     let n = 0;
-    vm.unbounded(() => {
-      x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.tableRef));
-      n = vm.bridge.fill(L, base, batch.count, metaBase);
-      x.lua_pushlstring(L, metaBase, n * HDR);
-      x.lua_pushnumber(L, n);
-      return 0;
-    });
-    if (n === 0) {
-      x.lua_settop(L, -5);
-      return 0;
-    }
-    // The watchdog sees the sequence odd while Lua has the batch.
-    if (this.block) Atomics.add(this.block, BLOCK_SEQ, 1);
-    try {
+    const ran = this.inLua(PHASE_BATCH, () => {
+      vm.pushRef(this.api.get('batch')!);
+      vm.unbounded(() => {
+        x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.tableRef));
+        n = vm.bridge.fill(L, base, batch.count, metaBase);
+        x.lua_pushlstring(L, metaBase, n * HDR);
+        x.lua_pushnumber(L, n);
+        return 0;
+      });
+      if (n === 0) {
+        x.lua_settop(L, -5);
+        return false;
+      }
       vm.call(3, 2);
-    } finally {
-      if (this.block) Atomics.add(this.block, BLOCK_SEQ, 1);
-    }
+      return true;
+    });
+    if (!ran) return 0;
     const done = x.lua_tonumberx(L, -2, 0);
     this.lastPacketErrors = x.lua_tonumberx(L, -1, 0);
     x.lua_settop(L, -3);

@@ -79,6 +79,36 @@ export class LuaVM {
     if (!this.L) throw new Error('could not create a Lua state');
     x.luaL_openlibs(this.L);
     this.textMode = this.cstr('t');
+    // The real collectgarbage, taken before any sandbox is built, for unbounded().
+    x.lua_getglobal(this.L, this.cstr('collectgarbage'));
+    this.gcFn = this.ref();
+    this.pushBytes(Buffer.from('stop'));
+    this.gcStop = this.ref();
+    this.pushBytes(Buffer.from('restart'));
+    this.gcRestart = this.ref();
+    this.pushBytes(Buffer.from('step'));
+    this.gcStep = this.ref();
+    // global_State's GCdebt (lua_State.l_G at 16; frealloc, ud, totalbytes,
+    // GCdebt), used only if totalbytes + GCdebt reads back as the bytes Lua holds.
+    const dv = new DataView(wasm.memory.buffer);
+    const G = dv.getUint32(this.L + 16, true);
+    if (G && G + 16 <= dv.byteLength && dv.getInt32(G + 8, true) + dv.getInt32(G + 12, true) === this.memoryUsed) this.gcDebt = G + 12;
+  }
+
+  /** Address of the collector's debt (global_State.GCdebt), or 0 when the layout did not check out. */
+  private gcDebt = 0;
+
+  private readonly gcFn: number;
+  private readonly gcStop: number;
+  private readonly gcRestart: number;
+  private readonly gcStep: number;
+
+  /** collectgarbage(what[, kb]), what a registry reference to a string. */
+  private gc(what: number, kb = -1): void {
+    this.pushRef(this.gcFn);
+    this.pushRef(what);
+    if (kb >= 0) this.x.lua_pushinteger(this.L, BigInt(kb));
+    if (this.x.lua_pcallk(this.L, kb >= 0 ? 2 : 1, 0, 0, 0, 0) !== LUA_OK) this.x.lua_settop(this.L, -2);
   }
 
   /** Bytes the Lua heap holds. */
@@ -219,15 +249,28 @@ export class LuaVM {
   /**
    * Run riff's own pushes with the cap lifted: an allocation refused outside a
    * protected call would make Lua panic, and riff's handoff buffers are
-   * bounded by the batch size anyway.
+   * bounded by the batch size anyway. The collector is stopped meanwhile: a
+   * step here would run plugins' __gc finalizers, which must stay under the
+   * cap (they allocated past it to any size before).
    */
   unbounded<T>(fn: () => T): T {
     const limit = this.memoryLimit;
+    const debt = this.gcDebt ? new DataView(this.wasm.memory.buffer).getInt32(this.gcDebt, true) : 0;
+    this.gc(this.gcStop);
+    const before = this.memoryUsed;
     this.memoryLimit = 0;
     try {
       return fn();
     } finally {
       this.memoryLimit = limit;
+      // Restarting zeroes the collector's debt: both its credit (the pause
+      // between cycles; lost, it would collect all the time) and what the
+      // pushes allocated (forgotten, the heap would outgrow it batch by
+      // batch). Put back the debt it would have had: collectgarbage("step",
+      // KiB) adds to the debt and steps only if it is positive (under the cap).
+      this.gc(this.gcRestart);
+      const kb = Math.trunc((debt + this.memoryUsed - before) / 1024);
+      if (kb !== 0) this.gc(this.gcStep, kb);
     }
   }
 

@@ -78,6 +78,8 @@ export interface LuaExports {
   lua_rawget(L: LuaState, idx: number): number;
   lua_rawset(L: LuaState, idx: number): void;
   lua_setupvalue(L: LuaState, funcindex: number, n: number): Ptr;
+  lua_getupvalue(L: LuaState, funcindex: number, n: number): Ptr;
+  lua_upvalueid(L: LuaState, funcindex: number, n: number): Ptr;
   luaL_traceback(L: LuaState, L1: LuaState, msg: Ptr, level: number): void;
 }
 

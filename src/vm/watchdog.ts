@@ -11,6 +11,15 @@
 // on the thread's call chain so a running loop sees it at its next jump.
 // Both the main thread and the coroutine running now (noted by the driver's
 // coroutine.resume) are armed.
+//
+// It is also riff's hard limit, the one that needs nothing from Lua: a VM
+// whose progress mark (batch sequence, packet index) has not moved for the
+// wall-clock limit is reported stuck, and the pool ends its worker. A long C
+// call (a backtracking pattern, string.rep in a loop) never reaches the hook,
+// a finalizer runs with hooks off, and a plugin may have cleared the hook:
+// none of that moves the mark. The packet index is the driver's `cur`,
+// read where its upvalue lives in the VM's memory, so watching costs Lua
+// nothing per packet.
 import type { WasmMemory } from './wasm.js';
 
 /** lua_State and CallInfo offsets in wasmoon's 32-bit Lua 5.4 build; Runtime checks them once per VM. */
@@ -29,16 +38,36 @@ export interface WatchTarget {
   memory: WasmMemory;
   /** The main lua_State. */
   L: number;
-  /** lua_Hook to install: the debug library's hookf, which calls the driver's Lua hook. */
+  /** lua_Hook to install (0: the budget is not lazy, nothing to arm): the debug library's hookf, which calls the driver's Lua hook. */
   hook: number;
   /** Instructions between hook calls (the driver's TICK). */
   tick: number;
-  /** Int32 words in the VM's memory: [batch sequence (odd while in a batch), running coroutine or 0]. */
+  /** Int32 words in the VM's memory, BLOCK_* below. */
   block: number;
+  /** Addresses of the driver's counters (TValues of its upvalues `cur`, `processed`, `packet_errors`); 0 when not found. */
+  cur: number;
+  processed: number;
+  packetErrors: number;
 }
 
+// The watch block, written by the runtime (and the bridge's enter) in the VM's memory.
+/** Bumped on entering and leaving Lua: odd while Lua runs on riff's behalf. */
 export const BLOCK_SEQ = 0;
+/** The running coroutine (bridge.enter), or 0. */
 export const BLOCK_THREAD = 1;
+/** What Lua is doing while SEQ is odd: PHASE_BATCH or PHASE_SCRIPT. */
+export const BLOCK_PHASE = 2;
+/** The batch's header copies (40 bytes a packet handed to Lua) and its records and record count. */
+export const BLOCK_META = 3;
+export const BLOCK_BASE = 4;
+export const BLOCK_COUNT = 5;
+export const BLOCK_WORDS = 8;
+/** Running a batch of packets. */
+export const PHASE_BATCH = 1;
+/** Loading the script, setup, or riff's own calls. */
+export const PHASE_SCRIPT = 2;
+/** The script's deinit. */
+export const PHASE_DEINIT = 3;
 
 /** lua_sethook(L, hook, LUA_MASKCOUNT, tick), written from outside the VM. */
 export function armHook(i32: Int32Array, dv: DataView, L: number, hook: number, tick: number): void {
@@ -59,11 +88,40 @@ export function armHook(i32: Int32Array, dv: DataView, L: number, hook: number, 
   }
 }
 
+/** An integer Lua value at `addr` (a TValue: 8 bytes of value, then its type tag); -1 when it is not one. */
+export function readLuaInt(dv: DataView, addr: number): number {
+  if (!addr || addr + 9 > dv.byteLength) return -1;
+  const tag = dv.getUint8(addr + 8);
+  if (tag === LUA_VNUMINT) return dv.getInt32(addr, true);
+  if (tag === LUA_VNUMFLT) return dv.getFloat64(addr, true);
+  return -1;
+}
+const LUA_VNUMINT = 3;
+const LUA_VNUMFLT = 3 | (1 << 4);
+
+/** Where a watched VM was when it stopped moving. */
+export interface Stuck {
+  phase: number;
+  /** Index of the packet in its batch (1-based, among those handed to Lua), 0 when not in a batch or unknown. */
+  cur: number;
+  /** How long it has not moved, ms. */
+  ms: number;
+  /** The limit it was held to, ms. */
+  limitMs: number;
+}
+
 interface Watched {
   t: WatchTarget;
   i32: Int32Array;
   dv: DataView;
+  /** Batch sequence at the last look (arming). */
   last: number;
+  /** The progress mark and since when it has not moved. */
+  mark: number;
+  markCur: number;
+  since: number;
+  /** Reported stuck: not looked at again. */
+  gone: boolean;
 }
 
 function views(w: Watched): void {
@@ -74,41 +132,89 @@ function views(w: Watched): void {
   }
 }
 
+export interface Limits {
+  /** Wall-clock ms one packet may take (0: no limit). */
+  packetMs: number;
+  /** Wall-clock ms loading the script, setup or deinit may take (0: no limit). */
+  scriptMs: number;
+}
+
 export class Watchdog {
-  private readonly watched: Watched[];
+  private readonly watched: (Watched | null)[] = [];
   private timer: ReturnType<typeof setInterval> | null = null;
   private urgent = false;
 
-  constructor(readonly targets: WatchTarget[]) {
-    this.watched = targets.map((t) => ({ t, i32: new Int32Array(t.memory.buffer), dv: new DataView(t.memory.buffer), last: -1 }));
+  /** `onStuck(i, where)`: target i has not moved for its limit; it is not watched again until replaced. */
+  constructor(
+    targets: WatchTarget[],
+    private limits: Limits = { packetMs: 0, scriptMs: 0 },
+    private readonly onStuck: (i: number, where: Stuck) => void = () => {},
+  ) {
+    targets.forEach((t, i) => this.replace(i, t));
+  }
+
+  /** Watch `t` as target i (a restarted worker's VM), or stop watching i (null). */
+  replace(i: number, t: WatchTarget | null): void {
+    this.watched[i] = t && {
+      t,
+      i32: new Int32Array(t.memory.buffer),
+      dv: new DataView(t.memory.buffer),
+      last: -1,
+      mark: -1,
+      markCur: -1,
+      since: performance.now(),
+      gone: false,
+    };
   }
 
   /**
    * Look at every VM: one seen in the same batch as at the last look (or in
-   * any batch after hurry()) gets its hook armed. Called from a timer and
-   * from the capture thread's waits on a full ring.
+   * any batch after hurry()) gets its hook armed; one that has not moved for
+   * its limit is reported stuck. Called from a timer.
    */
   check(): void {
-    for (const w of this.watched) {
-      const seq = Atomics.load(w.i32, (w.t.block >> 2) + BLOCK_SEQ);
-      if (seq & 1 && (seq === w.last || this.urgent)) {
+    const now = performance.now();
+    for (let i = 0; i < this.watched.length; i++) {
+      const w = this.watched[i];
+      if (!w || w.gone) continue;
+      const base = w.t.block >> 2;
+      const seq = Atomics.load(w.i32, base + BLOCK_SEQ);
+      const phase = Atomics.load(w.i32, base + BLOCK_PHASE);
+      if (seq & 1 && phase === PHASE_BATCH && w.t.hook && (seq === w.last || this.urgent)) {
         views(w);
         armHook(w.i32, w.dv, w.t.L, w.t.hook, w.t.tick);
-        const co = Atomics.load(w.i32, (w.t.block >> 2) + BLOCK_THREAD);
+        const co = Atomics.load(w.i32, base + BLOCK_THREAD);
         if (co) armHook(w.i32, w.dv, co, w.t.hook, w.t.tick);
       }
       w.last = seq;
+      const limit = phase === PHASE_BATCH ? this.limits.packetMs : this.limits.scriptMs;
+      if (!(seq & 1) || !limit) {
+        w.mark = -1;
+        continue;
+      }
+      views(w);
+      const cur = readLuaInt(w.dv, w.t.cur);
+      if (seq !== w.mark || cur !== w.markCur) {
+        w.mark = seq;
+        w.markCur = cur;
+        w.since = now;
+      } else if (now - w.since > limit) {
+        w.gone = true;
+        this.onStuck(i, { phase, cur: phase === PHASE_BATCH ? Math.max(cur, 0) : 0, ms: now - w.since, limitMs: limit });
+      }
     }
   }
 
   /** Ctrl-C: arm every VM that is inside a batch now, so a long packet hears it. */
   hurry(): void {
     this.urgent = true;
+    // The user is waiting: a packet that does not come back within a second is ended.
+    this.limits = { ...this.limits, packetMs: Math.min(this.limits.packetMs || 1000, 1000) };
     this.check();
   }
 
   start(everyMs = 20): void {
-    if (this.timer || !this.watched.length) return;
+    if (this.timer) return;
     this.timer = setInterval(() => this.check(), everyMs);
     this.timer.unref();
   }

@@ -24,18 +24,30 @@ export interface WorkerInit {
   outFd: 1 | 2;
   readConfig: boolean;
   records: boolean;
+  /**
+   * A reload's worker: setup runs before 'ready' (a setup that raises keeps
+   * the old script), and packets wait for the pool's 'start', which brings
+   * the old worker's hand-over once that one has run deinit.
+   */
+  hold: boolean;
+  /** Int32, set by the pool when this worker's ring is closed for a reload: deinit's return is then the hand-over. */
+  retiring: SharedArrayBuffer;
 }
 
 export type WorkerMessage =
-  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; watch: WatchTarget | null; ring: RingShared }
+  | { type: 'watch'; watch: WatchTarget }
+  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; ring: RingShared }
   | { type: 'fail'; message: string }
   | { type: 'stop'; why: 'strict' | 'stdout-closed' }
   | { type: 'record'; bytes: Uint8Array; at: number }
-  | { type: 'collected'; state: Uint8Array | null }
+  | { type: 'collected'; state: Uint8Array | null; handover: Uint8Array | null }
   | { type: 'done'; processed: number; errors: number; hookErrors: number; byScript: [string, number][] };
 
 /** From the pool once every worker has collected: worker 0 merges and reports, the others just finish. */
-export type PoolMessage = { type: 'report'; states: (Uint8Array | null)[] } | { type: 'finish' };
+export type PoolMessage =
+  | { type: 'report'; states: (Uint8Array | null)[] }
+  | { type: 'finish' }
+  | { type: 'start'; handover: Uint8Array | null };
 
 const port = parentPort!;
 // The VM is made while the orders are on their way (a prestarted worker gets
@@ -103,15 +115,28 @@ async function main(): Promise<void> {
       },
       vm,
     );
+    // From here the pool's watchdog sees this VM: loading the script has its time limit too.
+    if (rt.watch) post({ type: 'watch', watch: rt.watch });
     if (init.readConfig) config = rt.config();
     rule = rt.open();
-    rt.notePerWorker();
+    if (!init.hold) rt.notePerWorker(); // said once, not at every reload
   } catch (e) {
     post({ type: 'fail', message: e instanceof ScriptError ? e.message : `Lua runtime: ${(e as Error).message}` });
     return;
   }
-  post({ type: 'ready', rule, ...config, watch: rt.watch, ring: shared });
-  rt.setup();
+  if (init.hold) {
+    if (!rt.setup()) {
+      post({ type: 'fail', message: 'its setup raised an error (shown above)' });
+      return;
+    }
+    const start = new Promise<PoolMessage>((resolve) => port.once('message', resolve));
+    post({ type: 'ready', rule, ...config, ring: shared });
+    const order = await start;
+    if (order.type === 'start' && order.handover) rt.handover(order.handover);
+  } else {
+    post({ type: 'ready', rule, ...config, ring: shared });
+    rt.setup();
+  }
   const at = init.index * 2;
   let handed = 0;
   const prof = process.env.RIFF_PROFILE ? { wait: 0, lua: 0, t: performance.now(), ready: performance.now(), first: 0 } : null;
@@ -141,12 +166,12 @@ async function main(): Promise<void> {
     }
   }
   if (prof) write(2, Buffer.from(`riff: worker ${init.index}: ${prof.lua.toFixed(0)} ms in Lua batches, ${prof.wait.toFixed(0)} ms waiting for packets (the first ${prof.first.toFixed(0)} ms after ready)\n`));
-  rt.deinit();
+  const handover = rt.deinit(Atomics.load(new Int32Array(init.retiring), 0) === 1);
   // One answer from N workers: every worker's state goes to the pool, which
   // has worker 0 merge them and report once (src/vm/pool.ts finish()).
   const state = rt.collect();
   const go = new Promise<PoolMessage>((resolve) => port.once('message', resolve));
-  post({ type: 'collected', state });
+  post({ type: 'collected', state, handover });
   const order = await go;
   if (order.type === 'report') rt.report(order.states.filter((st): st is Uint8Array => st !== null));
   const s = rt.summary();

@@ -1,0 +1,66 @@
+// Signals, heard from riff's first moment: src/riff.ts imports this before
+// anything else, so a signal that comes while the workers boot or the
+// command line is parsed is kept and acted on as soon as the run can,
+// instead of killing riff without a summary. README: Signals.
+//
+//   SIGINT, SIGTERM  stop: the capture ends, queued packets are skipped,
+//                    deinit runs, the summary is printed (exit 0). A second
+//                    one exits 130 at once, saying in one line what it abandons.
+//   SIGHUP           reload the script and config.lua (src/vm/pool.ts reload()).
+//   SIGUSR1          reopen -w and json:FILE outputs (logrotate).
+let heard = 0;
+let listener: (() => void) | null = null;
+/** What a second interrupt abandons, as one line (null: nothing worth naming). */
+let abandons: (() => string | null) | null = null;
+const early = { hup: false, usr1: false };
+let onHup: (() => void) | null = null;
+let onUsr1: (() => void) | null = null;
+
+function onSignal(): void {
+  heard++;
+  // A second one: the user wants out now.
+  if (heard > 1) {
+    const what = abandons?.();
+    if (what) process.stderr.write(`riff: second interrupt: exiting now, abandoning ${what}\n`);
+    process.exit(130);
+  }
+  listener?.();
+}
+
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+// Without a listener SIGHUP would end riff (exit 129) and SIGUSR1 would
+// start Node's inspector; before the run is up they are kept for it.
+process.on('SIGHUP', () => (onHup ? onHup() : (early.hup = true)));
+process.on('SIGUSR1', () => (onUsr1 ? onUsr1() : (early.usr1 = true)));
+
+/** Call `fn` on SIGINT/SIGTERM; at once if one came already. */
+export function whenSignalled(fn: () => void): void {
+  listener = fn;
+  if (heard) fn();
+}
+
+export function signalled(): boolean {
+  return heard > 0;
+}
+
+/** SIGHUP (reload) and SIGUSR1 (reopen): one that came before the run was up is acted on now. */
+export function whenReload(fn: () => void): void {
+  onHup = fn;
+  if (early.hup) {
+    early.hup = false;
+    fn();
+  }
+}
+
+export function whenReopen(fn: () => void): void {
+  onUsr1 = fn;
+  if (early.usr1) {
+    early.usr1 = false;
+    fn();
+  }
+}
+
+export function onSecondInterrupt(fn: () => string | null): void {
+  abandons = fn;
+}

@@ -1,0 +1,214 @@
+// The host side of the sandbox: limits that need nothing from Lua. A VM that
+// does not come back within --lua-timeout (a long C call, a finalizer that
+// loops: neither ever meets the instruction budget) is ended and replaced;
+// the heap cap holds for finalizers; packets larger than riff takes are
+// skipped and counted. Each with 1 and 2 workers, through the real CLI.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { riffAsync, tree, tmpdir, FIXTURES, type Run } from './helpers.js';
+
+const HTTP = path.join(FIXTURES, 'http.pcap'); // 45 packets
+
+/** riff in the background, with a deadline: a hang fails the test instead of stalling it. */
+async function run(args: string[], ms = 30_000): Promise<Run & { ms: number }> {
+  const t0 = Date.now();
+  const r = riffAsync(args);
+  const timer = setTimeout(() => r.child.kill('SIGKILL'), ms);
+  const out = await r.done;
+  clearTimeout(timer);
+  assert.notEqual(out.signal, 'SIGKILL', `riff hung: ${args.join(' ')}\n${out.stderr}`);
+  return { ...out, ms: Date.now() - t0 };
+}
+
+function num(stderr: string, re: RegExp): number {
+  const m = re.exec(stderr);
+  return m ? Number(m[1]) : 0;
+}
+
+/** passed = processed + errors + ring drops + lost with ended workers + not processed. */
+function accountsForAll(stderr: string): void {
+  const passed = num(stderr, /^(\d+) packets passed the filter$/m);
+  const sum =
+    num(stderr, /^(\d+) packets processed by Lua$/m) +
+    num(stderr, /^(\d+) Lua errors/m) -
+    num(stderr, /^\d+ Lua errors .*; (\d+) of them outside packets/m) +
+    num(stderr, /^(\d+) packets dropped at the ring/m) +
+    num(stderr, /^(\d+) packets lost with /m) +
+    num(stderr, /^(\d+) packets not processed/m);
+  assert.equal(sum, passed, stderr);
+}
+
+// Each hangs its VM on the packet with id 5 only: the restarted worker gets the rest.
+const HOSTILE: Record<string, string> = {
+  // A backtracking pattern: one C call, hours long; the budget's hook never runs inside it.
+  'pattern.lua': `function buffer(p) if riff.packet.id == 5 then ("a"):rep(3000):find(".-.-.-.-.-.-x") end end`,
+  // string.rep of 64 MiB in a loop: a few instructions, each a long C call.
+  'rep.lua': `function buffer(p) if riff.packet.id == 5 then for i = 1, 1e9 do local s = ("x"):rep(64 << 20) end end end`,
+};
+
+// A finalizer that loops: Lua runs finalizers with hooks off, so riff runs
+// script finalizers itself at the end of the batch, under the instruction
+// budget (lua/riff/sandbox.lua): the loop is one counted error, no worker is
+// ended. Both ways to set __gc: present at setmetatable, and put in after.
+for (const [name, src] of Object.entries({
+  'gcloop.lua': `function buffer(p)
+    if riff.packet.id == 5 then setmetatable({}, { __gc = function() while true do end end }) collectgarbage() end
+  end`,
+  'gclate.lua': `local mt = { __gc = true }
+  function buffer(p)
+    if riff.packet.id == 5 then setmetatable({}, mt) mt.__gc = function() while true do end end collectgarbage() end
+  end`,
+})) {
+  test(`${name}: a looping finalizer meets the instruction budget as one error marked (__gc); no worker is ended`, async () => {
+    const dir = tree({ [name]: src });
+    const r = await run(['-q', '--lua', path.join(dir, name), '--lua-timeout', '30', '-r', HTTP]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`^riff: .*${name}:\\d+: budget exceeded .*\\(__gc\\)$`, 'm'));
+    assert.doesNotMatch(r.stderr, /still running|lost with/);
+    assert.match(r.stderr, /^45 packets processed by Lua$/m);
+    assert.match(r.stderr, /^1 Lua errors \(.*; 1 of them outside packets/m);
+    accountsForAll(r.stderr);
+  });
+}
+
+for (const [name, src] of Object.entries(HOSTILE)) {
+  for (const workers of [1, 2]) {
+    test(`${name}, ${workers} worker(s): the VM is ended at --lua-timeout, one line names script, packet and limit, the rest runs`, async () => {
+      const dir = tree({ [name]: src });
+      const script = path.join(dir, name);
+      const r = await run(['-q', '--lua', script, '--lua-timeout', '0.5', '--workers', String(workers), '-r', HTTP]);
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stderr.split('\n').filter((l) => l.startsWith('riff: '));
+      assert.deepEqual(lines, [
+        `riff: ${script}: packet 5 still running after 0.5 s (--lua-timeout); worker ${lines[0]?.match(/worker (\d)/)?.[1]} was restarted (its plugin state is lost)`,
+      ]);
+      assert.match(r.stderr, /^1 packets lost with 1 Lua worker ended \(over --lua-timeout, or died\); 1 restarted$/m);
+      // Only the stuck packet is lost: what was queued behind it went to the new worker.
+      assert.match(r.stderr, /^44 packets processed by Lua$/m);
+      accountsForAll(r.stderr);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+      assert.ok(r.ms < 20_000, `took ${r.ms} ms`);
+    });
+  }
+}
+
+test('--strict: a VM ended at the limit exits 1, with the summary', async () => {
+  const dir = tree({ 'pattern.lua': HOSTILE['pattern.lua'] });
+  const r = await run(['-q', '--strict', '--lua', path.join(dir, 'pattern.lua'), '--lua-timeout', '0.5', '-r', HTTP]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /packet 5 still running after 0\.5 s/);
+  assert.match(r.stderr, /^45 packets passed the filter$/m);
+  accountsForAll(r.stderr);
+});
+
+test('a setup that never returns ends its worker without a restart, the run stops and exits 1', async () => {
+  const dir = tree({
+    'setup.lua': `function setup() ("a"):rep(3000):find(".-.-.-.-.-.-x") end
+      function buffer(p) end`,
+  });
+  const script = path.join(dir, 'setup.lua');
+  // Setup's limit is ten times the packet limit.
+  const r = await run(['-q', '--lua', script, '--lua-timeout', '0.2', '-r', HTTP]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`^riff: ${script}: setup still running after 2 s \\(--lua-timeout\\); worker 0 was ended$`, 'm'));
+  accountsForAll(r.stderr);
+});
+
+test('a script whose top level never returns: one line, exit 1, no hang', async () => {
+  const dir = tree({ 'load.lua': `("a"):rep(3000):find(".-.-.-.-.-.-x")\nfunction buffer(p) end` });
+  const script = path.join(dir, 'load.lua');
+  const r = await run(['-q', '--lua', script, '--lua-timeout', '0.2', '-r', HTTP]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stderr, `riff: ${script}: loading the script still running after 2 s (--lua-timeout)\n`);
+});
+
+test('the limit is per packet, not per batch: slow packets that each finish in time are never ended', async () => {
+  const dir = tree({
+    'slow.lua': `function buffer(p) local t = os.clock() while os.clock() - t < 0.15 do end end`,
+  });
+  // 12 packets of 0.15 s in one batch: 1.8 s in Lua, over the 0.5 s limit only as a whole.
+  const r = await run(['-q', '--lua-budget', '0', '--lua', path.join(dir, 'slow.lua'), '--lua-timeout', '0.5', '-c', '12', '-r', HTTP]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /still running|lost/);
+  assert.match(r.stderr, /^12 packets processed by Lua$/m);
+});
+
+test('--lua-timeout takes seconds; a bad value is one line and exit 2', async () => {
+  const r = await run(['--lua-timeout', '-1', '-r', HTTP]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^riff: --lua-timeout: '-1' is not a number of seconds/);
+});
+
+/** An Ethernet pcap of `n` 60-byte packets. */
+function manyPackets(n: number): string {
+  const head = Buffer.alloc(24);
+  head.writeUInt32LE(0xa1b2c3d4, 0);
+  head.writeUInt16LE(2, 4);
+  head.writeUInt16LE(4, 6);
+  head.writeUInt32LE(65535, 16);
+  head.writeUInt32LE(1, 20);
+  const rec = Buffer.alloc(16 + 60, 1);
+  rec.writeUInt32LE(60, 8);
+  rec.writeUInt32LE(60, 12);
+  const file = path.join(tmpdir(), 'many.pcap');
+  fs.writeFileSync(file, Buffer.concat([head, ...Array(n).fill(rec)]));
+  return file;
+}
+
+for (const workers of [1, 2]) {
+  test(`finalizers that allocate stay under --lua-memory 64M (${workers} worker(s)): riff stays small, ends, accounts for every packet`, async () => {
+    const dir = tree({
+      'gcalloc.lua': `function buffer(p)
+        setmetatable({}, { __gc = function() local t = {} for i = 1, 1e8 do t[i] = ("x"):rep(1 << 20) .. i end end })
+      end`,
+    });
+    // Each finalizer must meet the cap (and the time limit); riff before
+    // this change hung on this input (no summary after 30 s).
+    const r = await run(
+      ['-q', '--verbose', '--lua', path.join(dir, 'gcalloc.lua'), '--lua-memory', '64M', '--lua-timeout', '1', '--workers', String(workers), '-r', manyPackets(3000)],
+      60_000,
+    );
+    const peak = Number(/^peak memory ([\d.]+) MiB resident$/m.exec(r.stderr)?.[1]);
+    assert.ok(peak > 0 && peak < 200 + workers * 100, `peak ${peak} MiB\n${r.stderr}`);
+    assert.match(r.stderr, /^3000 packets passed the filter$/m);
+    accountsForAll(r.stderr);
+    assert.doesNotMatch(r.stderr, /\n\s+at |internal error/);
+  });
+}
+
+/** A pcap (link type D-Bus, snaplen 0 = the type's maximum, 128 MiB) with records of these sizes. */
+function dbusPcap(sizes: number[]): string {
+  const parts: Buffer[] = [];
+  const h = Buffer.alloc(24);
+  h.writeUInt32LE(0xa1b2c3d4, 0);
+  h.writeUInt16LE(2, 4);
+  h.writeUInt16LE(4, 6);
+  h.writeUInt32LE(0, 16);
+  h.writeUInt32LE(231, 20);
+  parts.push(h);
+  sizes.forEach((n, i) => {
+    const r = Buffer.alloc(16);
+    r.writeUInt32LE(1000 + i, 0);
+    r.writeUInt32LE(n, 8);
+    r.writeUInt32LE(n, 12);
+    parts.push(r, Buffer.alloc(n, 0x61));
+  });
+  const file = path.join(tmpdir(), 'dbus.pcap');
+  fs.writeFileSync(file, Buffer.concat(parts));
+  return file;
+}
+
+for (const workers of [1, 2]) {
+  test(`a 20 MiB record is skipped and counted, the packets around it pass (${workers} worker(s))`, async () => {
+    const file = dbusPcap([100, 20 << 20, 3 << 20, 200]);
+    const dir = tree({ 'len.lua': `function buffer(p) io.write(#p, "\\n") end` });
+    const r = await run(['-q', '--lua', path.join(dir, 'len.lua'), '--workers', String(workers), '-r', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.toString().trim().split('\n').map(Number).sort((a, b) => a - b), [100, 200, 3 << 20]);
+    assert.match(r.stderr, /^4 packets read$/m);
+    assert.match(r.stderr, /^1 packet larger than 4 MiB skipped/m);
+    accountsForAll(r.stderr);
+  });
+}
