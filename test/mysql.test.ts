@@ -52,12 +52,20 @@ function smallPcap(n: number): Buffer {
 }
 
 // Values of every kind, awkward names, a field that changes type, bytes that are not UTF-8.
+/** The summary says `n` records were emitted and each of `outputs` outputs wrote them all. */
+function assertAllWritten(stderr: string, n: number, outputs: number): void {
+  assert.match(stderr, new RegExp(`^${n} records emitted$`, 'm'), stderr);
+  const lines = stderr.split('\n').filter((l) => l.startsWith('output '));
+  assert.equal(lines.length, outputs, stderr);
+  for (const l of lines) assert.match(l, new RegExp(`: ${n} written$`), `every record written, nothing counted as lost:\n${stderr}`);
+}
+
 const AWKWARD = `
 local n = 0
 buffer = function(p)
   n = n + 1
   riff.emit("weird.type", {
-    n = n, len = #p, head = p:sub(1, 20), f = n / 4, whole = 3.0, nan = 0/0, ok = n % 2 == 0,
+    n = n, len = #p, head = p:sub(1, 20), f = n / 4, whole = 3.0, ok = n % 2 == 0,
     ["a.b"] = "dot", a_b = "under", ts = "a field named ts", Sensor = "a field named Sensor",
     nested = { list = { 1, 2.5, "s" }, m = { k = true } },
     w = (n == 1) and 5 or ("text " .. n),
@@ -179,7 +187,7 @@ describe('mysql output', { skip: why ?? false }, () => {
       const r = riff(['-q', ...args, '--sensor', name, '-o', `json:${json}`, '-o', server.spec(db)]);
       assert.equal(r.code, 0, r.stderr);
       const n = await assertSameAsJson(db, json, name);
-      assert.match(r.stderr, new RegExp(`^${n * 2} records written$`, 'm'), 'both outputs wrote every record');
+      assertAllWritten(r.stderr, n, 2);
     }
     // The layout: key and time columns, the name rule, types from values.
     const t = await tableOf(db, 'weird.type');
@@ -249,7 +257,7 @@ describe('mysql output', { skip: why ?? false }, () => {
     const [counts] = await conn.query(`SELECT (SELECT COUNT(*) FROM ${db}.pkt) + (SELECT COUNT(*) FROM ${db}.quarter) AS n, (SELECT COUNT(DISTINCT sensor, run, seq) FROM ${db}.pkt) + (SELECT COUNT(DISTINCT sensor, run, seq) FROM ${db}.quarter) AS k`);
     assert.equal(Number(counts.n), n);
     assert.equal(Number(counts.k), n);
-    assert.match(r.stderr, new RegExp(`^${2 * n} records written$`, 'm'), 'nothing counted as dropped');
+    assertAllWritten(r.stderr, n, 2);
   });
 
   test('three sensors write into one database at once; per-sensor counts add up', async () => {
@@ -299,10 +307,13 @@ describe('mysql output', { skip: why ?? false }, () => {
     await server.kill();
     try {
       const r = riff(['-q', '--lua', path.join(tree({ 'a.lua': AWKWARD }), 'a.lua'), '-r', path.join(FIXTURES, 'http.pcap'), '-o', `mysql://riff:riff@127.0.0.1:${port}/x?timeout=300&queue=10`]);
-      assert.equal(r.code, 0, r.stderr);
+      // Records lost: riff exits 1 (README: Outputs, "When an output fails").
+      assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /cannot reach the database/);
       assert.match(r.stderr, /0 records stored \(sensor .*, run \d{8}T\d{6}Z-[0-9a-f]{8}\); not stored: 10 still queued at exit \(.*\), 50 dropped because the queue \(10\) was full/);
-      assert.match(r.stderr, /^0 records written, 60 dropped/m);
+      assert.match(r.stderr, /^60 records emitted$/m);
+      assert.match(r.stderr, /^output mysql:.*: 0 written, .*50 not written: the queue \(10\) was full/m);
+      assert.match(r.stderr, /^output mysql:.*: 0 written, .*10 not written: still queued at exit/m);
       void dir;
     } finally {
       await server.start();
@@ -316,9 +327,10 @@ describe('mysql output', { skip: why ?? false }, () => {
     try {
       const script = path.join(tree({ 'big.lua': 'local n = 0\nbuffer = function(p) n = n + 1 riff.emit("big", { n = n, data = n == 2 and string.rep("x", 2000000) or "small" }) end' }), 'big.lua');
       const r = riff(['-q', '--lua', script, '-r', path.join(FIXTURES, 'http.pcap'), '--sensor', 'big', '-o', server.spec(db)]);
-      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /a big record cannot be stored \(a record of about \d+ bytes, more than the server's max_allowed_packet \(1048576\)\)/);
-      assert.match(r.stderr, /^44 records written, 1 dropped/m);
+      assert.match(r.stderr, /^45 records emitted$/m);
+      assert.match(r.stderr, /^output mysql:.*: 44 written, 1 not written: refused by the server$/m);
       const rows = await conn.query(`SELECT seq FROM ${db}.big ORDER BY seq`);
       assert.deepEqual(rows.map((x) => Number(x.seq)), [1, ...Array.from({ length: 43 }, (_, i) => i + 3)], 'seq 2 is the gap');
     } finally {
