@@ -62,7 +62,7 @@ test('a second Ctrl-C exits at once', async () => {
   const dir = tree({
     'stuck.lua': `function setup() io.stderr:write("ready\\n") end
 buffer = function(p) end
-function deinit() io.stderr:write("deinit\\n") local x = 0 for i = 1, 2e8 do x = x + i end end`,
+function deinit() io.stderr:write("deinit\\n") local x = 0 for i = 1, 2e9 do x = x + i end end`,
   });
   const run = riffAsync(['-q', '--lua-budget', '0', '--lua', path.join(dir, 'stuck.lua'), '-i', 'lo'].filter(Boolean));
   await until(() => /ready|unavailable|permission/.test(run.stderr()));

@@ -10,6 +10,11 @@ local sfmt, unpack, find, match, sub, date = string.format, string.unpack, strin
 local flush, flush_if_big, emit, emit_err = rt.flush, rt.flush_if_big, rt.emit, rt.emit_err
 local sethook, getinfo, traceback, rawgetmeta = rt.sethook, rt.getinfo, debug.traceback, rt.getmetatable
 local interrupted = host.interrupted
+-- riff's own bookkeeping after a script's code (error lines, flushes,
+-- counters) may need memory when the script has filled the heap to its cap:
+-- headroom(true) lends it a fixed reserve past the cap until headroom(false),
+-- so a full heap costs the script's packet, never the worker.
+local headroom = host.headroom
 
 local opts = {
   quiet = false, verbose = false, strict = false,
@@ -309,10 +314,18 @@ local ndistinct, nscripts, other_errors = 0, 0, 0
 local entry_label = "riff/lua/default.lua"
 local stop_requested = false
 
+-- A script's error text is shown on one line and cannot steer a terminal:
+-- control bytes (newlines, CR, ESC, NUL...; not tab) are written as escapes,
+-- so a plugin cannot forge riff's summary lines or a stack trace.
+local CONTROL = "[\0-\8\10-\31\127]"
+local ESCAPED = { ["\n"] = "\\n", ["\r"] = "\\r" }
+local function escape_control(c) return ESCAPED[c] or sfmt("\\x%02x", string.byte(c)) end
+
 local function cut(e)
   local n = #e
-  if n <= MAX_ERROR then return e end
-  return sub(e, 1, MAX_ERROR) .. "\u{2026}(" .. (n - MAX_ERROR) .. " bytes cut)"
+  if n > MAX_ERROR then e = sub(e, 1, MAX_ERROR) .. "\u{2026}(" .. (n - MAX_ERROR) .. " bytes cut)" end
+  if find(e, CONTROL) then e = string.gsub(e, CONTROL, escape_control) end
+  return e
 end
 
 -- An error value that is not a string, kept with where it was raised.
@@ -378,6 +391,9 @@ end
 local function report_error(e, where)
   if exhausted then e = budget_msg else e = message(e) end
   if e == "not enough memory" or find(e, "not enough memory", 1, true) then
+    -- Lua raises it without calling the message handler, so without a
+    -- position: name the script at least.
+    if not match(e, "^[^\n]-:%d+: ") then e = entry_label .. ": " .. e end
     e = e .. " (Lua heap limit reached; raise it with --lua-memory)"
   end
   errors_total = errors_total + 1
@@ -593,9 +609,11 @@ local function call_hook(fn, name, arg)
   local ok, e
   if setup_self then ok, e = xpcall(fn, msgh, setup_self, arg) else ok, e = xpcall(fn, msgh, arg) end
   arm(0)
+  headroom(true)
   if not ok then report_error(e, name) end
   finalize()
   flush()
+  headroom(false)
   return ok, e
 end
 
@@ -742,6 +760,7 @@ local function run(T, from, n, fn, self, quiet)
 end
 
 local function handed(k)
+  headroom(true)
   processed = processed + k
   publish_counters()
   if cur > 0 then last_sec, last_nsec = header(cur) end
@@ -751,6 +770,7 @@ local function handed(k)
   arm(0)
   finalize()
   flush()
+  headroom(false)
   return k, packet_errors
 end
 
@@ -769,6 +789,7 @@ function api.batch(T, M, n)
   while from <= n do
     local ok, last = xpcall(run, msgh, T, from, n, fn, self, quiet)
     if ok then return handed(last) end
+    headroom(true)
     local i = cur
     packet_errors = packet_errors + 1
     report_error(last, "packet " .. select(8, header(i)))
@@ -781,6 +802,7 @@ function api.batch(T, M, n)
       return handed(i)
     end
     from = i + 1
+    headroom(false)
   end
   return handed(n)
 end

@@ -110,6 +110,11 @@ export interface Summary {
   byScript: Map<string, number>;
 }
 
+/** Memory past --lua-memory that riff's own bookkeeping may use after a script's code filled the heap. */
+const HEADROOM = 4 << 20;
+/** Driver functions that run no script code. */
+const RIFF_ONLY = new Set(['summary', 'flush', 'configure', 'lazy_budget', 'note_per_worker']);
+
 /** Bad script: a one-line message for the user (syntax error, wrong shape...). */
 export class ScriptError extends Error {}
 
@@ -218,6 +223,14 @@ export class Runtime {
       return 0;
     });
     x.lua_setfield(L, -2, vm.cstr('counter_publish'));
+    // host.headroom(on): the driver's bookkeeping gets a fixed reserve past
+    // the heap cap (a script that filled the heap costs its packet only).
+    vm.pushFunction((_, thread) => {
+      const cap = this.opts.memoryLimit;
+      vm.memoryLimit = cap && x.lua_toboolean(thread, 1) ? cap + HEADROOM : cap;
+      return 0;
+    });
+    x.lua_setfield(L, -2, vm.cstr('headroom'));
     // host.enter(co): the driver's coroutine.resume notes the running
     // coroutine in the watch block (WebAssembly, no JS on the way).
     const block = new Int32Array(vm.wasm.memory.buffer, x.malloc(BLOCK_WORDS * 4), BLOCK_WORDS).fill(0);
@@ -353,7 +366,16 @@ export class Runtime {
     this.inLua(phase, () => {
       this.vm.pushRef(ref);
       const n = this.vm.unbounded(pushArgs);
-      this.vm.call(n, nresults);
+      // riff's own functions (no script code) get the driver's headroom:
+      // a script that filled the heap must not take the summary with it.
+      const own = RIFF_ONLY.has(name);
+      const cap = this.vm.memoryLimit;
+      if (own && cap) this.vm.memoryLimit = cap + HEADROOM;
+      try {
+        this.vm.call(n, nresults);
+      } finally {
+        if (own && cap) this.vm.memoryLimit = cap;
+      }
     });
   }
 

@@ -61,6 +61,8 @@ export const BLOCK_PHASE = 2;
 export const BLOCK_META = 3;
 export const BLOCK_BASE = 4;
 export const BLOCK_COUNT = 5;
+/** Non-zero while the worker waits to write output (a paused reader): not Lua's time. */
+export const BLOCK_OUTPUT = 6;
 export const BLOCK_WORDS = 8;
 /** Running a batch of packets. */
 export const PHASE_BATCH = 1;
@@ -194,7 +196,7 @@ export class Watchdog {
       }
       views(w);
       const cur = readLuaInt(w.dv, w.t.cur);
-      if (seq !== w.mark || cur !== w.markCur) {
+      if (seq !== w.mark || cur !== w.markCur || Atomics.load(w.i32, base + BLOCK_OUTPUT)) {
         w.mark = seq;
         w.markCur = cur;
         w.since = now;

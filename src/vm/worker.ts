@@ -6,7 +6,7 @@ import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
 import { Runtime, ScriptError, SharedCounters, type RuntimeOptions } from './runtime.js';
 import { LuaVM } from './vm.js';
-import type { WatchTarget } from './watchdog.js';
+import { BLOCK_OUTPUT, BLOCK_WORDS, type WatchTarget } from './watchdog.js';
 
 export interface WorkerInit {
   index: number;
@@ -64,13 +64,20 @@ let stopSent = false;
 
 // Output of one flush is whole packets' worth of lines; the lock keeps two
 // workers' flushes from interleaving inside a pipe.
+// Set once the VM's watch block exists: while a write waits (a reader that
+// paused its pipe, another worker holding the lock) the watchdog is told
+// that this is output, not Lua, and the wall-clock limit does not run.
+let outputBusy: Int32Array | null = null;
+
 function write(fd: 1 | 2, bytes: Uint8Array): void {
+  if (outputBusy) Atomics.store(outputBusy, BLOCK_OUTPUT, 1);
   while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1, 10);
   try {
     sinks[fd].write(bytes);
   } finally {
     Atomics.store(lock, 0, 0);
     Atomics.notify(lock, 0, 1);
+    if (outputBusy) Atomics.store(outputBusy, BLOCK_OUTPUT, 0);
   }
 }
 
@@ -116,7 +123,10 @@ async function main(): Promise<void> {
       vm,
     );
     // From here the pool's watchdog sees this VM: loading the script has its time limit too.
-    if (rt.watch) post({ type: 'watch', watch: rt.watch });
+    if (rt.watch) {
+      outputBusy = new Int32Array(rt.watch.memory.buffer, rt.watch.block, BLOCK_WORDS);
+      post({ type: 'watch', watch: rt.watch });
+    }
     if (init.readConfig) config = rt.config();
     rule = rt.open();
     if (!init.hold) rt.notePerWorker(); // said once, not at every reload
