@@ -153,7 +153,7 @@ end`,
     cat: 'internals',
     name: 'binary-chunks',
     lua: `local BIN = "\\27LuaT\\0\\25\\147\\13\\10\\26\\10\\4\\8\\8xV\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0\\0(w@\\1\\0"
-if string.dump then escaped("string.dump") end
+if string.dump then local ok, b = pcall(string.dump, escaped) if ok and type(b) == "string" then escaped("string.dump gave " .. #b .. " bytes") end end
 for _, mode in ipairs{ "b", "bt", "t" } do
   local ok, f, e = pcall(load, BIN, "=bin", mode)
   if ok and (type(f) == "function" or (type(e) == "string" and (e:find("precompiled") or e:find("binary format") or e:find("truncated")))) then escaped("binary loader reached (" .. mode .. "): " .. tostring(e)) end
