@@ -547,7 +547,11 @@ function last(stderr: string, re: RegExp): number | null {
 /** What is wrong with one run; empty when riff held. */
 export function problems(r: Outcome, c: Pick<Case, 'strict' | 'nonPacketErrors'>): { kind: string; detail: string }[] {
   const out: { kind: string; detail: string }[] = [];
-  if (r.timedOut) return [{ kind: 'hang', detail: `no exit within ${CASE_LIMIT_MS} ms` }];
+  if (r.timedOut) {
+    // Slow progress (a VM ended at --lua-timeout on packet after packet: the budget did not stop what it should) or stuck.
+    const ended = (r.stderr.match(/still running after/g) ?? []).length;
+    return [{ kind: 'hang', detail: `no exit within ${CASE_LIMIT_MS} ms${ended ? ` (${ended} VMs ended at --lua-timeout before then)` : ''}` }];
+  }
   if (r.signal) out.push({ kind: 'crash', detail: `killed by ${r.signal}` });
   else if (r.code !== 0 && r.code !== 1) out.push({ kind: 'crash', detail: `exit code ${r.code}` });
   const esc = [...`${r.stdout}\n${r.stderr}`.matchAll(/ESCAPED ([^\n]{0,200})/g)].map((m) => m[1]);
