@@ -425,7 +425,8 @@ interface Case {
   input: string;
   output: 'text' | 'json' | 'json-stdout' | 'sqlite';
   strict: boolean;
-  budget: boolean;
+  /** --lua-budget: 10^6, riff's default, or 0 (then only the wall clock stops a loop). */
+  budget: 'small' | 'default' | 'none';
   hard: boolean;
   /** An atom that can raise outside a packet (setup, deinit, load, finalizers): "Lua errors" may exceed packet errors. */
   nonPacketErrors: boolean;
@@ -492,6 +493,7 @@ export function* cases(seed: number, n: number, dir: (id: number) => { mark: str
   const files = inputs();
   for (let id = 0; id < n; id++) {
     const plugins: Placed[][] = [];
+    const budget = r.pick(['small', 'small', 'default', 'none'] as const);
     const count = r.chance(0.35) ? 2 : 1;
     for (let p = 0; p < count; p++) {
       const atoms: Placed[] = [];
@@ -502,7 +504,7 @@ export function* cases(seed: number, n: number, dir: (id: number) => { mark: str
         const pool = r.chance(0.8) ? A.filter((a) => a.cat === cat) : A;
         const atom = r.pick(pool);
         const phase = r.pick(PHASES);
-        atoms.push({ atom, phase, gate: phase === 'packet' && (atom.hard || r.chance(0.5)) ? 'some' : 'every', wrap: r.pick(WRAPS) });
+        atoms.push({ atom, phase, gate: phase === 'packet' && (atom.hard || budget === 'none' || r.chance(0.5)) ? 'some' : 'every', wrap: r.pick(WRAPS) });
       }
       plugins.push(atoms);
     }
@@ -513,7 +515,7 @@ export function* cases(seed: number, n: number, dir: (id: number) => { mark: str
       input: r.chance(0.6) ? files[0] : r.pick(files),
       output: r.pick(['text', 'text', 'json', 'json-stdout', 'sqlite'] as const),
       strict: r.chance(0.1),
-      budget: r.chance(0.7),
+      budget,
       hard: plugins.flat().some((x) => x.atom.hard),
       nonPacketErrors: plugins.flat().some((x) => x.phase !== 'packet' || x.atom.cat === 'finalizer' || x.atom.cat === 'internals'),
       files: {},
@@ -601,7 +603,7 @@ function caseDirs(id: number) {
 function argsOf(c: Case, d: ReturnType<typeof caseDirs>): string[] {
   const args = ['-q', '--lua', path.join(d.script, 'main.lua'), '-r', c.input, '--lua-memory', '64M', '--workers', String(c.workers)];
   if (HAS_TIMEOUT) args.push('--lua-timeout', String(LUA_TIMEOUT_S));
-  if (c.budget) args.push('--lua-budget', '1000000');
+  if (c.budget !== 'default') args.push('--lua-budget', c.budget === 'small' ? '1000000' : '0');
   if (c.strict) args.push('--strict');
   if (c.output === 'json') args.push('-o', `json:${path.join(d.base, 'out.json')}`);
   if (c.output === 'json-stdout') args.push('-o', 'json:-');
@@ -685,12 +687,13 @@ test('the plugin fuzzer catches what it claims to, and the same seed gives the s
 
 test(`${CASES} hostile plugins through riff, 1 and 2 workers (seed 0x${SEED.toString(16)})`, { timeout: 1_800_000 }, async (t) => {
   const all = [...cases(SEED, CASES, (id) => caseDirs(id))];
-  const run = HAS_TIMEOUT ? all : all.filter((c) => !c.hard);
+  // Without a budget only the wall clock stops a loop: those cases need it too.
+  const run = HAS_TIMEOUT ? all : all.filter((c) => !c.hard && c.budget !== 'none');
   const left = all.filter((c) => !run.includes(c));
   if (left.length)
     t.diagnostic(
       `riff has no --lua-timeout: ${left.length} cases that only a wall-clock limit can stop were not run: ` +
-        left.map((c) => `${c.id} (${c.plugins.flat().filter((p) => p.atom.hard).map((p) => p.atom.name).join(',')})`).join(' '),
+        left.map((c) => `${c.id} (${[...c.plugins.flat().filter((p) => p.atom.hard).map((p) => p.atom.name), ...(c.budget === 'none' ? ['--lua-budget 0'] : [])].join(',')})`).join(' '),
     );
   const rows = new Map<string, Record<string, number>>();
   const failures: string[] = [];
