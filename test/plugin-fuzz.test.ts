@@ -734,3 +734,41 @@ test(`${CASES} hostile plugins through riff, 1 and 2 workers (seed 0x${SEED.toSt
   for (const [k, v] of rows) t.diagnostic(`  ${k.padEnd(10)} ${cols.map((col) => `${col} ${String(v[col] ?? 0).padStart(3)}`).join('  ')}`);
   assert.equal(failures.length, 0, `${failures.length} of ${run.length} cases failed (kept in ${keep}):\n${failures.slice(0, 20).join('\n')}`);
 });
+
+// Two faults the fuzzer found, kept as fixed cases: a VM ended while it
+// finishes a batch (its finalizers, or its output waiting for a slow
+// reader) must not count the batch's packets twice, and a reader of stdout
+// that pauses is not the plugin's fault.
+const PINNED: Record<string, { lua: string; args: string[]; pauseStdoutMs?: number; input: string }> = {
+  'a finalizer that loops at the end of a batch, no instruction budget': {
+    lua: `function buffer(p) if riff.packet.id == 5 then setmetatable({}, { __gc = function() while true do end end }) collectgarbage() end end`,
+    args: ['--lua-budget', '0'],
+    input: path.join(FIXTURES, 'http.pcap'),
+  },
+  'a reader of stdout that pauses for 3 s': {
+    lua: `function buffer(p) print(("%q"):format(p):rep(16)) end`,
+    args: [],
+    pauseStdoutMs: 3000,
+    input: path.join(FIXTURES, 'allbytes.pcap'),
+  },
+};
+
+for (const [name, pin] of Object.entries(PINNED)) {
+  for (const workers of [1, 2]) {
+    test(`pinned: ${name}, ${workers} worker(s): every packet counted once`, { skip: HAS_TIMEOUT ? false : 'riff has no --lua-timeout' }, async () => {
+      const dir = tmpdir('riff-plugin-pin-');
+      fs.writeFileSync(path.join(dir, 'pin.lua'), pin.lua);
+      const r = riffAsync(['-q', '--lua', path.join(dir, 'pin.lua'), '-r', pin.input, '--workers', String(workers), '--lua-timeout', String(LUA_TIMEOUT_S), ...pin.args]);
+      if (pin.pauseStdoutMs) {
+        r.child.stdout!.pause();
+        setTimeout(() => r.child.stdout!.resume(), pin.pauseStdoutMs);
+      }
+      const timer = setTimeout(() => r.child.kill('SIGKILL'), CASE_LIMIT_MS);
+      const done = await r.done;
+      clearTimeout(timer);
+      const found = problems({ ...done, stdout: '', timedOut: done.signal === 'SIGKILL', markerWritten: false }, { strict: false, nonPacketErrors: true });
+      assert.deepEqual(found, [], done.stderr.slice(-2000));
+      if (pin.pauseStdoutMs) assert.doesNotMatch(done.stderr, /still running after/, 'a slow reader of stdout is not a plugin over its time');
+    });
+  }
+}
