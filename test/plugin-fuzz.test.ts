@@ -34,7 +34,7 @@ import path from 'node:path';
 import { CORPUS, FIXTURES, riff, riffAsync, tmpdir } from './helpers.js';
 
 const SEED = Number(process.env.RIFF_FUZZ_SEED ?? 0x5eed2026) >>> 0;
-const CASES = Number(process.env.RIFF_FUZZ_PLUGIN_CASES ?? 80);
+const CASES = Number(process.env.RIFF_FUZZ_PLUGIN_CASES ?? 64);
 /** Per packet; loading, setup and deinit get 10x (riff's rule). */
 const LUA_TIMEOUT_S = 0.5;
 /** A case not done by then hangs: a few stuck packets, setup and deinit at 10x the limit, restarts. */
