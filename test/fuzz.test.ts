@@ -12,6 +12,10 @@
 // code 0 or 1, no signal, no stack trace, the error as the last line, and the
 // same packets and error the in-process reader found.
 //
+// Huge records (20 MiB, and lengths claiming 200 MiB, in pcap and pcapng,
+// D-Bus link type with snaplen 0) go through the CLI too: riff passes them
+// or refuses them with a count and one line, and never hangs.
+//
 // RIFF_FUZZ_SEED, RIFF_FUZZ_CASES and RIFF_FUZZ_CLI override the defaults;
 // failing inputs are kept in a directory named in the failure message.
 
@@ -729,7 +733,7 @@ test(`in-process reader: ${CASES} mutated captures (seed 0x${SEED.toString(16)})
 });
 
 /** Run the CLI without blocking, so a few run at once; killed after the time limit. */
-function riffAsync(args: string[], input?: Buffer): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; timedOut: boolean }> {
+function riffAsync(args: string[], input?: Buffer, limit = CLI_TIMEOUT_MS): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; timedOut: boolean }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       cwd: ROOT,
@@ -742,7 +746,7 @@ function riffAsync(args: string[], input?: Buffer): Promise<{ code: number | nul
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');
-    }, CLI_TIMEOUT_MS);
+    }, limit);
     child.stdout!.on('data', (d) => (out += d));
     child.stderr!.on('data', (d) => (err += d));
     if (input) {
@@ -844,3 +848,110 @@ test(`CLI: ${CLI_CASES} mutated captures through riff -q --lua count.lua`, { tim
   const mine = failures.filter((f) => f.kind === 'cli');
   assert.equal(mine.length, 0, `${mine.length} failures:\n${mine.slice(0, 10).map((f) => `  ${f.detail}`).join('\n')}`);
 });
+
+// ------------------------------------------------------------------ huge records
+
+/** Link type D-Bus (231): libpcap allows it 128 MiB a packet, so a snaplen of 0 means that. */
+const DBUS = 231;
+
+function pcapWith(records: { caplen: number; data: number }[]): Buffer {
+  const h = Buffer.alloc(24);
+  h.writeUInt32LE(0xa1b2c3d4, 0);
+  h.writeUInt16LE(2, 4);
+  h.writeUInt16LE(4, 6);
+  h.writeUInt32LE(0, 16); // snaplen 0
+  h.writeUInt32LE(DBUS, 20);
+  const parts = [h];
+  records.forEach((r, i) => {
+    const rh = Buffer.alloc(16);
+    rh.writeUInt32LE(1_500_000_000 + i, 0);
+    rh.writeUInt32LE(r.caplen, 8);
+    rh.writeUInt32LE(r.caplen, 12);
+    parts.push(rh, Buffer.alloc(r.data, 0x61 + i));
+  });
+  return Buffer.concat(parts);
+}
+
+function pcapngWith(records: { caplen: number; data: number; blockLen?: number }[]): Buffer {
+  const shb = Buffer.alloc(28);
+  shb.writeUInt32LE(0x0a0d0d0a, 0);
+  shb.writeUInt32LE(28, 4);
+  shb.writeUInt32LE(0x1a2b3c4d, 8);
+  shb.writeUInt16LE(1, 12);
+  shb.writeBigInt64LE(-1n, 16);
+  shb.writeUInt32LE(28, 24);
+  const idb = Buffer.alloc(20);
+  idb.writeUInt32LE(1, 0);
+  idb.writeUInt32LE(20, 4);
+  idb.writeUInt16LE(DBUS, 8);
+  idb.writeUInt32LE(0, 12); // snaplen 0
+  idb.writeUInt32LE(20, 16);
+  const parts = [shb, idb];
+  records.forEach((r, i) => {
+    const padded = (r.caplen + 3) & ~3;
+    const len = r.blockLen ?? 32 + padded;
+    const head = Buffer.alloc(28);
+    head.writeUInt32LE(6, 0);
+    head.writeUInt32LE(len >>> 0, 4);
+    head.writeUInt32LE(0, 8);
+    head.writeUInt32LE(0, 12);
+    head.writeUInt32LE(1_000_000 * (i + 1), 16);
+    head.writeUInt32LE(r.caplen, 20);
+    head.writeUInt32LE(r.caplen, 24);
+    parts.push(head, Buffer.alloc(r.data, 0x61 + i));
+    // A whole block gets its padding and trailing length; a cut one ends where its data does.
+    if (r.data === r.caplen) {
+      const tail = Buffer.alloc(padded - r.caplen + 4);
+      tail.writeUInt32LE(len >>> 0, tail.length - 4);
+      parts.push(tail);
+    }
+  });
+  return Buffer.concat(parts);
+}
+
+const MiB = 1 << 20;
+const HUGE: { name: string; bytes: () => Buffer; whole: boolean }[] = [
+  { name: 'pcap, a 20 MiB record between two small ones', bytes: () => pcapWith([{ caplen: 100, data: 100 }, { caplen: 20 * MiB, data: 20 * MiB }, { caplen: 200, data: 200 }]), whole: true },
+  { name: 'pcap, a record claiming 200 MiB, cut after 1 MiB', bytes: () => pcapWith([{ caplen: 100, data: 100 }, { caplen: 200 * MiB, data: MiB }]), whole: false },
+  { name: 'pcap, a record claiming 200 MiB, then more records', bytes: () => pcapWith([{ caplen: 100, data: 100 }, { caplen: 200 * MiB, data: 64 }, { caplen: 100, data: 100 }]), whole: false },
+  { name: 'pcapng, a 20 MiB block between two small ones', bytes: () => pcapngWith([{ caplen: 100, data: 100 }, { caplen: 20 * MiB, data: 20 * MiB }, { caplen: 200, data: 200 }]), whole: true },
+  { name: 'pcapng, a block claiming 200 MiB, cut after 1 MiB', bytes: () => pcapngWith([{ caplen: 100, data: 100 }, { caplen: 200 * MiB, data: MiB }]), whole: false },
+  { name: 'pcapng, a block of 256 MiB claimed around a small packet', bytes: () => pcapngWith([{ caplen: 100, data: 100 }, { caplen: 100, data: 100, blockLen: 256 * MiB }]), whole: false },
+];
+
+for (const h of HUGE) {
+  for (const workers of [1, 2]) {
+    for (const stdin of workers === 1 ? [false, true] : [false]) {
+      test(`huge records: ${h.name}, ${workers} worker(s)${stdin ? ', from standard input' : ''}: passed or refused with a count and one line, never a hang`, { timeout: 120_000 }, async () => {
+        const bytes = h.bytes();
+        const file = path.join(work, `huge-${HUGE.indexOf(h)}-${workers}${stdin ? '-stdin' : ''}`);
+        if (!stdin) fs.writeFileSync(file, bytes);
+        const r = await riffAsync(['-q', '--lua', 'fixtures/count.lua', '--workers', String(workers), '-r', stdin ? '-' : file], stdin ? bytes : undefined, 60_000);
+        if (!stdin) fs.rmSync(file, { force: true });
+        const ctx = `riff ${stdin ? '-r -' : file}: exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n${r.stderr}`;
+        assert.equal(r.timedOut, false, `no exit within 60 s: ${ctx}`);
+        assert.equal(r.signal, null, ctx);
+        assert.ok(r.code === 0 || r.code === 1, ctx);
+        assert.doesNotMatch(r.stderr, /^\s+at |internal error|RangeError|TypeError/m, ctx);
+        const num = (re: RegExp) => Number(re.exec(r.stderr)?.[1] ?? 0);
+        const read = num(/^(\d+) packets read$/m);
+        const passed = num(/^(\d+) packets passed the filter$/m);
+        const skipped = num(/^(\d+) packets? larger than .* skipped/m);
+        const accounted =
+          num(/^(\d+) packets processed by Lua$/m) + num(/^(\d+) Lua errors/m) + num(/^(\d+) packets lost with /m) + num(/^(\d+) packets not processed/m);
+        assert.match(r.stderr, /^\d+ packets read$/m, `a summary: ${ctx}`);
+        assert.equal(passed + skipped, read, `every record read passed or was skipped, and said so: ${ctx}`);
+        assert.equal(accounted, passed, `every packet passed is accounted for: ${ctx}`);
+        if (h.whole) {
+          assert.equal(r.code, 0, ctx);
+          assert.equal(read, 3, ctx);
+        } else {
+          // Damage: one riff: line, last, naming the input and the packets before it.
+          const last = r.stderr.trimEnd().split('\n').pop()!;
+          assert.equal(r.code, 1, ctx);
+          assert.match(last, new RegExp(`^riff: ${stdin ? 'standard input' : file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: .+; ${read} packets before it were processed$`), ctx);
+        }
+      });
+    }
+  }
+}
