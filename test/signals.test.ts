@@ -76,7 +76,7 @@ function deinit() io.stderr:write("deinit\\n") local x = 0 for i = 1, 2e8 do x =
   const t0 = Date.now();
   run.child.kill('SIGINT');
   const r = await run.done;
-  assert.equal(r.code, 130);
+  assert.equal(r.code, 130, r.stderr);
   assert.ok(Date.now() - t0 < 3000, 'left at once');
   // One line says what is abandoned.
   const said = r.stderr.split('\n').filter((l) => /second interrupt/.test(l));
