@@ -246,3 +246,27 @@ test("-r: a filter changed in config.lua applies from the batch where the new sc
   assert.deepEqual(counts, [first, second], r.stderr);
   assert.match(r.stderr, /^riff: filter from config\.lua: udp src port 1000 or udp src port 1001$/m);
 });
+
+test("-i: a filter changed in config.lua is applied by riff from the switch on (cap keeps the device's first filter)", { skip: liveWhy ?? false }, async () => {
+  const dir = tree({ 'count.lua': COUNTER, 'config.lua': 'function format() return "udp dst port 47101 or udp dst port 47102" end' });
+  const run = riffAsync(['-q', '--lua', path.join(dir, 'count.lua'), '-i', 'lo']);
+  await until(() => /listening on lo/.test(run.stderr()));
+  const send = (port: number) =>
+    execFileSync(process.execPath, ['-e', `const s=require('dgram').createSocket('udp4');let i=0;const n=()=>i++<10?s.send('x',${port},'127.0.0.1',n):s.close();n();`]);
+  send(47101);
+  send(47102);
+  await sleep(300);
+  fs.writeFileSync(path.join(dir, 'config.lua'), 'function format() return "udp dst port 47102" end');
+  run.child.kill('SIGHUP');
+  await until(() => /^riff: reloaded /m.test(run.stderr()));
+  send(47101);
+  send(47102);
+  await sleep(300);
+  run.child.kill('SIGINT');
+  const r = await run.done;
+  assert.equal(r.code, 0, r.stderr);
+  const counts = [...r.stdout.toString().matchAll(/^gen-count\t(\d+)$/gm)].map((m) => Number(m[1]));
+  assert.deepEqual(counts, [20, 10], r.stderr);
+  assert.match(r.stderr, /^riff: filter from config\.lua: udp dst port 47102 \(riff applies it to what the capture's own filter 'udp dst port 47101 or udp dst port 47102' passes/m);
+  assert.match(r.stderr, /^30 packets passed the filter$/m);
+});

@@ -2,6 +2,8 @@
 // rings (sharding by flow when there are several), collect their counters,
 // and end and replace a worker whose VM does not come back in time or dies.
 import { Worker } from 'node:worker_threads';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, HDR, align8, countPassed, Batch } from '../capture/batch.js';
 import { jsSharding, type Sharding } from '../capture/flow.js';
 import { nativeOrNull } from '../capture/native.js';
@@ -85,6 +87,22 @@ interface Slot {
   /** A restart under way: resolves when `ring` is back (or the slot is lost). */
   restarting: Promise<void> | null;
   lost: boolean;
+}
+
+/**
+ * A retired generation's VM memories (each holding its ring: 64 MiB live)
+ * stay resident while this thread still has a wrapper of them, until its
+ * next full collection, which a main thread that allocates little may not
+ * run for minutes (the soak saw RSS climb by a ring per reload). One full
+ * collection per reload frees them at once.
+ */
+let gc: (() => void) | null = null;
+function fullCollection(): void {
+  if (!gc) {
+    v8.setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as () => void;
+  }
+  gc();
 }
 
 // Workers can start booting (Node, wasmoon, the WebAssembly instance: most
@@ -733,8 +751,9 @@ export class LuaPool {
       // Its VM's memory (the ring lies in it) is freed at the next full collection only if nothing here holds it.
       l.ring = null;
       l.target = null;
-      void l.worker.terminate();
     });
+    await Promise.all(gen.map((l) => l.worker.terminate()));
+    fullCollection();
   }
 
   /** Close the rings, let the workers drain and run deinit; their summaries merged. */
