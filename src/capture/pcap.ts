@@ -2,7 +2,7 @@
 
 import type { Batch } from './batch.js';
 import { nativeOrNull } from './native.js';
-import { CaptureFileError, Warnings, fillFrom, adjustSnaplen, maxSnaplen, plural, type CaptureFile, type Source } from './file.js';
+import { CaptureFileError, Warnings, fillFrom, adjustSnaplen, maxSnaplen, plural, type CaptureFile, type Source } from './reader.js';
 
 const MAGIC_US = 0xa1b2c3d4;
 const MAGIC_NS = 0xa1b23c4d;

@@ -4,7 +4,7 @@
 // each section may have its own byte order.
 
 import type { Batch } from './batch.js';
-import { CaptureFileError, Warnings, fillFrom, adjustSnaplen, maxSnaplen, plural, type CaptureFile, type Source } from './file.js';
+import { CaptureFileError, Warnings, fillFrom, adjustSnaplen, maxSnaplen, plural, type CaptureFile, type Source } from './reader.js';
 
 /** First four bytes of every pcapng file (the SHB type, the same in both byte orders). */
 export const PCAPNG_MAGIC = 0x0a0d0d0a;

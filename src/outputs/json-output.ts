@@ -30,8 +30,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { FdSink, stdout } from './fd-sink.js';
 import { floatText, setKey, utf8OrNull, type Fields, type RecordData, type Value } from './records.js';
-import type { OutputStats, RecordOutput } from './output.js';
-import { specError, errnoText, Losses, OutputFault, STDOUT_CLOSED } from './output.js';
+import type { OutputStats, RecordOutput } from './types.js';
+import { specError, errnoText, Losses, OutputFault, STDOUT_CLOSED } from './types.js';
 
 const RESERVED = new Set(['ts', 'type', 'host']);
 const FLUSH_BYTES = 1 << 16;

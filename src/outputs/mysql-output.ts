@@ -48,8 +48,8 @@ import { isUtf8 } from 'node:buffer';
 import { floatText, type RecordData, type Value } from './records.js';
 import { jsonValue } from './json-output.js';
 import { stderr } from './fd-sink.js';
-import type { OutputStats, RecordOutput } from './output.js';
-import { OutputSpecError, specError } from './output.js';
+import type { OutputStats, RecordOutput } from './types.js';
+import { OutputSpecError, specError } from './types.js';
 
 // The part of the mariadb connector's API used here.
 interface SqlError extends Error {

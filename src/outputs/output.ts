@@ -25,102 +25,10 @@ import { JsonOutput } from './json-output.js';
 import { SqliteOutput } from './sqlite-output.js';
 import { SyslogOutput, parseSyslogSpec } from './syslog-output.js';
 import { MysqlOutput, parseMysqlSpec } from './mysql-output.js';
+import { Losses, OutputFault, OutputSpecError, RecordRefused, errnoText, specError, type OutputStats, type RecordOutput } from './types.js';
 
-export interface OutputStats {
-  /** Records accepted and written (for syslog: handed to the network). */
-  written: number;
-  /** Records lost: refused, queue overflow, send errors, left over at close, after a fault. */
-  dropped: number;
-  /** Records waiting: buffered lines, uncommitted rows, queued messages. */
-  queued: number;
-  /** Why they were lost: reason -> count (the counts add up to dropped). */
-  lost: Record<string, number>;
-}
-
-export interface RecordOutput {
-  /** The --output spec this came from, for messages. */
-  readonly spec: string;
-  /**
-   * Throws RecordRefused for a record this output cannot hold (counted, the
-   * output goes on) or OutputFault when the output cannot go on; either way
-   * the output has already counted what it lost.
-   */
-  write(rec: RecordData): void;
-  /** Push buffered records out now (best effort for network outputs). */
-  flush(): void;
-  /** Flush and release; network outputs wait (bounded) for their queue to drain. */
-  close(): Promise<void> | void;
-  stats(): OutputStats;
-  /** Network outputs: settles once the first connection attempt is over; rejects on settings the server refused. */
-  ready?(): Promise<void>;
-  /** Network outputs: called with a one-line note when delivery runs into a problem (once per kind). */
-  onNotice?: ((line: string) => void) | null;
-  /** Set by OutputSet: where a fault found by a timer (not by a call) goes. */
-  onAsyncFault?: ((e: unknown) => void) | null;
-  /**
-   * SIGUSR1 (logrotate): a file output flushes and opens its path anew.
-   * Absent where there is nothing to reopen (stdout, SQLite, syslog).
-   */
-  reopen?(): void;
-}
-
-/** Records lost, by reason. */
-export class Losses {
-  private readonly m = new Map<string, number>();
-  total = 0;
-  add(reason: string, n = 1): void {
-    if (n <= 0) return;
-    // Reasons may carry details (a database's message): keep the summary bounded.
-    if (!this.m.has(reason) && this.m.size >= 16) reason = 'other reasons';
-    this.m.set(reason, (this.m.get(reason) ?? 0) + n);
-    this.total += n;
-  }
-  record(): Record<string, number> {
-    return Object.fromEntries(this.m);
-  }
-}
-
-/** The loss reason when the reader of stdout went away (riff | head): counted, but the reader's choice, not a fault. */
-export const STDOUT_CLOSED = 'standard output was closed';
-
-/** One record this output cannot hold; the output counted it and carries on. */
-export class RecordRefused extends Error {}
-
-/**
- * The output cannot go on (disk full, device error, damaged database). The
- * message is one line naming the output and what to do; the output counted
- * the records it lost before throwing.
- */
-export class OutputFault extends Error {
-  constructor(
-    message: string,
-    /** Short reason the records refused from now on are counted under. */
-    readonly reason: string,
-  ) {
-    super(message);
-  }
-}
-
-const ERRNO_TEXT: Record<string, string> = {
-  ENOSPC: 'disk full',
-  EDQUOT: 'disk quota exceeded',
-  EFBIG: 'file too large',
-  EIO: 'I/O error',
-  EROFS: 'read-only file system',
-  EACCES: 'permission denied',
-  EPERM: 'permission denied',
-  EBADF: 'file closed under riff',
-  ENXIO: 'device gone',
-  ENODEV: 'device gone',
-};
-
-/** What an errno error means to a user, e.g. "disk full (ENOSPC)". */
-export function errnoText(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException)?.code;
-  if (code && ERRNO_TEXT[code]) return `${ERRNO_TEXT[code]} (${code})`;
-  const msg = String((e as Error)?.message ?? e).split('\n')[0];
-  return code && !msg.includes(code) ? `${msg} (${code})` : msg;
-}
+// The shared types and errors, for the modules that open outputs through this one.
+export * from './types.js';
 
 /** What outputs need to know about this riff. */
 export interface OutputContext {
@@ -129,13 +37,6 @@ export interface OutputContext {
 }
 
 const KINDS = 'json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT or mysql://USER:PASS@HOST:PORT/DB';
-
-/** A one-line error naming the spec and what to do. */
-export class OutputSpecError extends Error {}
-
-export function specError(spec: string, what: string): OutputSpecError {
-  return new OutputSpecError(`--output ${spec}: ${what}`);
-}
 
 /** Open one output from an --output spec. Throws OutputSpecError (one line) on a bad spec. */
 export function openOutput(spec: string, ctx: OutputContext = {}): RecordOutput {

@@ -41,8 +41,8 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { utf8OrNull, type RecordData, type Value } from './records.js';
 import { jsonValue } from './json-output.js';
-import type { OutputStats, RecordOutput } from './output.js';
-import { specError, errnoText, Losses, OutputFault, RecordRefused } from './output.js';
+import type { OutputStats, RecordOutput } from './types.js';
+import { specError, errnoText, Losses, OutputFault, RecordRefused } from './types.js';
 
 // The part of better-sqlite3's API used here (its own types are a separate package).
 interface Statement {

@@ -46,8 +46,8 @@ import net from 'node:net';
 import os from 'node:os';
 import { escapeBytes, floatText, type RecordData, type Value } from './records.js';
 import { jsonValue, toJsonLine } from './json-output.js';
-import type { OutputStats, RecordOutput } from './output.js';
-import { specError, Losses } from './output.js';
+import type { OutputStats, RecordOutput } from './types.js';
+import { specError, Losses } from './types.js';
 
 export const FACILITIES: Record<string, number> = {
   kern: 0, user: 1, mail: 2, daemon: 3, auth: 4, syslog: 5, lpr: 6, news: 7, uucp: 8, cron: 9,

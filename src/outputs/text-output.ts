@@ -9,7 +9,7 @@
 // as records arrive.
 import { FdSink, stdout } from './fd-sink.js';
 import { escapeBytes, floatText, type RecordData, type Value } from './records.js';
-import { Losses, STDOUT_CLOSED, type OutputStats, type RecordOutput } from './output.js';
+import { Losses, STDOUT_CLOSED, type OutputStats, type RecordOutput } from './types.js';
 
 function quote(s: string): string {
   if (s !== '' && !/[\s"=\x00-\x1f\x7f{}\[\],]/.test(s)) return s;

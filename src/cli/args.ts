@@ -1,0 +1,173 @@
+// riff's command line as options: yargs's definitions and help, then the
+// checks that turn each bad value into one line naming the option.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import type yargsType from 'yargs';
+import { tcpdumpFlags } from '../tcpdump-flags.js';
+import { stderr } from '../outputs/fd-sink.js';
+
+// yargs's CommonJS build: its ES module build wraps help text with a plain
+// hard wrap that cuts words in half ("L / ua-scriptable"); the CommonJS one
+// wraps at spaces (wrap-ansi).
+const require = createRequire(import.meta.url);
+const yargs = require('yargs') as typeof yargsType;
+export const { hideBin } = require('yargs/helpers') as { hideBin(argv: string[]): string[] };
+
+export const PKG = JSON.parse(
+  fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8'),
+) as { version: string };
+
+/** A problem the user can fix: printed as one line, exit code attached. */
+export class Fail extends Error {
+  constructor(
+    message: string,
+    readonly code: 1 | 2,
+  ) {
+    super(message);
+  }
+}
+
+export function note(line: string): void {
+  stderr.text(`riff: ${line}\n`);
+}
+
+function parseSize(v: string | number, what: string): number {
+  if (typeof v === 'number') return v;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)i?b?$/i.exec(v.trim());
+  if (!m) throw new Fail(`${what}: '${v}' is not a size (e.g. 256M, 1G, 0 for unlimited)`, 2);
+  const mult = { '': 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g'];
+  return Math.floor(Number(m[1]) * mult);
+}
+
+export function parseArgs(argv: string[]) {
+  return yargs(argv)
+    .scriptName('riff')
+    .usage('$0 [--lua FILE] (-i IFACE | -r CAPTURE) [filter expression...]\n\nA sandboxed, Lua-scriptable packet sniffer.')
+    .option('lua', { type: 'string', describe: 'Lua script: sets buffer(packet), returns a pipeline or a list of plugins (default: the bundled pipeline)' })
+    .option('i', { alias: 'interface', type: 'string', describe: 'capture live on this interface (any, lo, eth0...)' })
+    .option('r', { alias: 'read', type: 'string', describe: 'read packets from a pcap or pcapng file (- for stdin)' })
+    .option('c', { alias: 'count', type: 'number', describe: 'stop after this many packets (that passed the filter)' })
+    .option('w', { alias: 'write', type: 'string', describe: 'also write the packets riff read (after the filter) to this pcap file (- for stdout)' })
+    .option('B', { alias: 'buffer-size', type: 'number', default: 32768, describe: "live capture: libpcap's kernel buffer in KiB, as tcpdump -B (riff's default 32768 = 32 MiB)" })
+    .option('s', { alias: 'snapshot-length', type: 'number', default: 262144, describe: 'live capture: bytes kept of each packet (0 = 262144, as tcpdump)' })
+    .option('p', { alias: 'no-promiscuous-mode', type: 'boolean', describe: "live capture: don't put the interface into promiscuous mode" })
+    .option('immediate-mode', { type: 'boolean', describe: "live capture: hand each packet over at once (default: within libpcap's 10 ms buffer timeout)" })
+    .option('time-stamp-precision', { type: 'string', describe: 'micro or nano (default: nano where the kernel gives it; -w writes what the source has)' })
+    .option('Q', { alias: 'direction', type: 'string', describe: 'live capture: in, out or inout (default)' })
+    .option('y', { alias: 'linktype', type: 'string', describe: 'live capture: the data link type to capture with (a name from -L, e.g. EN10MB, LINUX_SLL)' })
+    .option('L', { alias: 'list-data-link-types', type: 'boolean', describe: "list the interface's data link types (for -y), then exit" })
+    .option('F', { type: 'string', describe: 'read the filter expression from FILE (# starts a comment); a filter on the command line is then ignored, as in tcpdump' })
+    .option('n', { type: 'boolean', describe: 'accepted for tcpdump users: riff never resolves names' })
+    .option('U', { alias: 'packet-buffered', type: 'boolean', describe: '-w: write out each batch of packets as it comes, not in 1 MiB chunks' })
+    .option('Z', { alias: 'relinquish-privileges', type: 'string', describe: 'after opening the capture, run as USER (-w files then belong to USER)' })
+    .option('C', { type: 'string', describe: '-w: start a new file once one exceeds this many million bytes (k, m, g suffixes: KiB, MiB, GiB), named FILE, FILE1, FILE2...' })
+    .option('G', { type: 'number', describe: '-w: start a new file every SECONDS of packet time; FILE may hold strftime conversions (%Y-%m-%d_%H:%M:%S)' })
+    .option('W', { type: 'number', describe: '-w: with -C, a ring of COUNT files; with -G alone, stop after COUNT files' })
+    .option('D', { alias: 'list-interfaces', type: 'boolean', describe: 'list the interfaces riff can capture on, then exit' })
+    .option('q', { alias: 'quiet', type: 'boolean', default: false, describe: "don't print the per-packet report lines (id, length, time)" })
+    .option('verbose', { type: 'boolean', default: false, describe: 'full Lua tracebacks for script errors' })
+    .option('strict', { type: 'boolean', default: false, describe: 'stop at the first Lua error (exit 1)' })
+    .option('lua-budget', { type: 'number', default: 10_000_000, describe: 'Lua instructions allowed per packet once it runs long (0 = unlimited)' })
+    .option('output', { alias: 'o', type: 'string', array: true, describe: 'where riff.emit records go, repeatable: json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT[?options], mysql://USER:PASS@HOST:PORT/DB[?options] (default: text lines on stdout)' })
+    .option('sensor', { type: 'string', describe: 'name of this riff in shared databases (mysql:// outputs): the sensor column (default: the host name)' })
+    .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS || 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
+    .option('stats', { type: 'number', describe: 'print a counters line on stderr every SECONDS' })
+    .option('lua-memory', { type: 'string', default: '256M', describe: 'Lua heap limit (e.g. 64M, 1G; 0 = unlimited)' })
+    .option('lua-timeout', { type: 'number', default: 5, describe: 'wall-clock SECONDS one packet may take in Lua (loading the script, setup and deinit: 10x); a worker over it is ended and restarted (0 = no limit)' })
+    .example('$0 -r fixtures/http.pcap', 'the bundled pipeline over a capture file')
+    .example('$0 --lua pipeline.lua -i eth1', 'run an original riff tree live on eth1')
+    .example("$0 --lua watch.lua -i any -c 100 'tcp port 8080'", 'first 100 packets to or from port 8080')
+    .example('$0 -q --lua count.lua -r big.pcapng -w http.pcap tcp port 80', 'filter a file, run a script, keep what matched')
+    .version(PKG.version)
+    .alias('version', 'V')
+    .help()
+    .alias('help', 'h')
+    .strictOptions()
+    .parserConfiguration({ 'unknown-options-as-args': false })
+    .fail((msg, err) => {
+      throw new Fail(msg ?? err?.message ?? 'bad command line', 2);
+    })
+    .wrap(Math.min(110, process.stdout.columns || 80))
+    .parseSync();
+}
+
+/**
+ * Every option is given at most once (yargs makes a repeated one an array)
+ * and numbers are named as typed: yargs has turned 'abc' into NaN by now,
+ * so the text comes from the command line itself.
+ */
+export function checkRepeats(args: Record<string, unknown>): void {
+  for (const [key, v] of Object.entries(args)) {
+    if (key === '_' || key === 'output' || key === 'o' || key === '$0' || !Array.isArray(v)) continue;
+    const flag = key.length === 1 ? `-${key}` : `--${key}`;
+    throw new Fail(`${flag} given ${v.length} times (${v.join(', ')}); give it once`, 2);
+  }
+  // A number yargs could not read is NaN here: say what was typed, for every
+  // numeric option at once (their own checks then see only real numbers).
+  const unread = Object.keys(args).filter((k) => Number.isNaN(args[k]) && !/[A-Z]/.test(k.slice(1)));
+  for (const key of unread) {
+    const text = typed(NaN, [key]);
+    if (text === 'NaN') continue; // an alias of what the user typed
+    const flag = key.length === 1 ? `-${key}` : `--${key}`;
+    throw new Fail(`${flag}: '${text}' is not a number`, 2);
+  }
+}
+
+/** What the user typed for a numeric option whose value yargs could not read. */
+export function typed(value: number, names: string[], argv: string[] = hideBin(process.argv)): string {
+  if (!Number.isNaN(value)) return String(value);
+  let text = String(value);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') break;
+    for (const n of names) {
+      const flag = n.length === 1 ? `-${n}` : `--${n}`;
+      if (a === flag && i + 1 < argv.length) text = argv[i + 1];
+      else if (a.startsWith(flag + '=')) text = a.slice(flag.length + 1);
+      else if (n.length === 1 && a.startsWith(flag) && a.length > 2 && !a.startsWith('--')) text = a.slice(2);
+    }
+  }
+  return text;
+}
+
+export type Args = ReturnType<typeof parseArgs>;
+
+/** The checks of the values given, in the order the user sees their errors; the values riff runs with. */
+export function checkArgs(args: Args) {
+  if (args.i !== undefined && args.r !== undefined) throw new Fail('give either -i IFACE or -r FILE, not both', 2);
+  const flags = tcpdumpFlags(args);
+  if (args.i === undefined && args.r === undefined)
+    throw new Fail('nothing to read: give -i IFACE to capture live or -r FILE to read a capture (riff --help)', 2);
+  if (args.c !== undefined && (!Number.isInteger(args.c) || args.c < 0))
+    throw new Fail(`-c: '${typed(args.c, ['c', 'count'])}' is not a packet count (a whole number >= 0)`, 2);
+  if (args.lua !== undefined) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(args.lua);
+    } catch {
+      throw new Fail(`--lua ${args.lua}: no such file; give the path of your Lua script`, 2);
+    }
+    if (!st.isFile()) throw new Fail(`--lua ${args.lua}: not a file; give the path of your Lua script`, 2);
+    try {
+      fs.accessSync(args.lua, fs.constants.R_OK);
+    } catch {
+      throw new Fail(`--lua ${args.lua}: cannot read it (permission denied)`, 2);
+    }
+  }
+  const budget = args['lua-budget'];
+  if (!Number.isInteger(budget) || budget < 0) throw new Fail(`--lua-budget: '${typed(budget, ['lua-budget'])}' is not a whole number >= 0`, 2);
+  const memoryLimit = parseSize(args['lua-memory'], '--lua-memory');
+  const timeout = args['lua-timeout'];
+  if (!(timeout >= 0) || timeout > 86400) throw new Fail(`--lua-timeout: '${timeout}' is not a number of seconds (0 = no limit)`, 2);
+
+  const workers = args.workers;
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new Fail(`--workers: '${typed(workers, ['workers'])}' is not a number of workers from 1 to 64`, 2);
+  const sensor = args.sensor;
+  if (sensor !== undefined && !/^[^\x00-\x1f\x7f]{1,64}$/u.test(sensor))
+    throw new Fail(`--sensor: '${sensor}' is not a sensor name (1 to 64 characters, no control characters)`, 2);
+  const statsEvery = args.stats;
+  if (statsEvery !== undefined && !(statsEvery > 0)) throw new Fail(`--stats: '${typed(statsEvery, ['stats'])}' is not a number of seconds`, 2);
+  return { flags, budget, memoryLimit, timeout, workers, sensor, statsEvery };
+}
