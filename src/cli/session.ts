@@ -1,0 +1,337 @@
+// The capture thread's side of a run: read a file or capture live, filter,
+// -c, -w, number and count each batch, hand it to the Lua workers, and keep
+// what the summary needs. Stopping (Ctrl-C, -c, a failed output or -w, a
+// failed interface) goes through halt(), from anywhere.
+import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from '../capture/batch.js';
+import { openCaptureFileAsync, CaptureFileError, WouldBlock, type CaptureFile } from '../capture/file.js';
+import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from '../capture/filter.js';
+import { LiveCapture, listDevices, liveUnavailable, type LiveStats } from '../capture/live.js';
+import { PcapWriter, PcapWriteError, type PcapWriterOptions } from '../outputs/pcap-writer.js';
+import { dropPrivileges, microPcap, type tcpdumpFlags } from '../tcpdump-flags.js';
+import type { LuaPool } from '../vm/pool.js';
+import { Fail, note, type Args } from './args.js';
+import type { Counters } from './summary.js';
+
+/** In place of a file that was still opening when riff was told to stop. */
+const NO_FILE: CaptureFile = {
+  path: '',
+  container: 'pcap',
+  linktype: 1,
+  snaplen: 0,
+  offset: 0,
+  warnings: [],
+  skipped: 0,
+  fill: () => 0,
+  more: async () => {},
+  close: () => {},
+};
+
+/** Keep only the first `left` passed packets of the batch; returns how many records were kept. */
+function cutAt(batch: Batch, left: number): void {
+  let seen = 0;
+  let o = 0;
+  let kept = 0;
+  for (let i = 0; i < batch.count; i++) {
+    const caplen = batch.view.getUint32(o + 12, true);
+    const flags = batch.view.getUint32(o + 28, true);
+    if (seen >= left) break;
+    if (!(flags & FLAG_FILTERED_OUT)) seen++;
+    o += HDR + align8(caplen);
+    kept++;
+  }
+  batch.count = kept;
+  batch.bytes = o;
+}
+
+export class CaptureSession {
+  stopping = false;
+  interrupted = false;
+  onStop: () => void = () => {};
+  private wake: () => void = () => {};
+  // Resolves once riff is to stop: ends a wait on an idle pipe.
+  readonly stopped = new Promise<void>((r) => (this.wake = r));
+  readonly halt = () => {
+    this.stopping = true;
+    this.wake();
+    this.onStop();
+  };
+  /** Set once the Lua workers run. */
+  pool!: LuaPool;
+  readonly counters: Counters = { read: 0, passed: 0 };
+  /** The filter in force (the command line's, -F's, or config.lua's). */
+  filterExpr = '';
+  // SIGHUP: compiles a changed config.lua filter for the open capture; the
+  // step it returns puts it in force.
+  refilter: ((expr: string) => () => void) | null = null;
+  outputFailed = false;
+  writer: PcapWriter | null = null;
+  writerFailed = false;
+  writerMissed = 0;
+  damage: CaptureFileError | null = null;
+  skipped = 0;
+  capture: LiveCapture | null = null;
+  kernel: LiveStats | null = null;
+  loopback = false;
+  liveFailure: string | null = null;
+  private readonly limit: number | undefined;
+  private nextId = 1;
+  private source = '';
+
+  constructor(
+    private readonly args: Args,
+    private readonly flags: ReturnType<typeof tcpdumpFlags>,
+  ) {
+    this.limit = args.c;
+  }
+
+  // Reader messages name the file for some problems; say it once either way.
+  readonly named = (msg: string) => (msg.startsWith(this.source) ? msg : `${this.source}: ${msg}`);
+
+  // -w failing (disk full, device error) takes the same path as a record output.
+  private writerFault(e: PcapWriteError): void {
+    this.writerFailed = true;
+    this.outputFailed = true;
+    note(e.message);
+    this.halt();
+  }
+
+  private startWriter(linktype: number, o: PcapWriterOptions): void {
+    try {
+      this.writer = new PcapWriter(this.args.w!, linktype, o);
+    } catch (e) {
+      if (!(e instanceof PcapWriteError)) throw e;
+      this.writerFault(e);
+    }
+  }
+
+  // Filter, -c, -w and counting happen here, on the capture thread; Lua runs in the workers.
+  private account(batch: Batch, filter: PacketFilter | null): void {
+    const { limit, counters, writer } = this;
+    const passed = filter ? filter.apply(batch) : batch.count;
+    if (limit !== undefined && counters.passed + passed >= limit) {
+      cutAt(batch, limit - counters.passed);
+      this.stopping = true;
+    }
+    counters.read += batch.count;
+    // Numbering the packets that passed also counts them.
+    const first = this.nextId;
+    this.nextId = stampIds(batch, this.nextId);
+    counters.passed += this.nextId - first;
+    if (writer && !this.writerFailed) {
+      const w = writer;
+      const before = w.written + w.lost + w.skipped;
+      try {
+        w.write(batch);
+      } catch (e) {
+        if (!(e instanceof PcapWriteError)) throw e;
+        // The batch's packets the writer did not get to are not written either.
+        this.writerMissed += this.nextId - first - (w.written + w.lost + w.skipped - before);
+        this.writerFault(e);
+      }
+    } else if (this.writerFailed) this.writerMissed += this.nextId - first; // read before the stop took hold
+    if (this.args.U && this.writer && !this.writerFailed) this.writer.sync();
+  }
+
+  /** --stats: a counters line on stderr every `every` seconds, until stop(). */
+  statsTimer: NodeJS.Timeout | null = null;
+  startStats(every: number): void {
+    const { args, counters, pool } = this;
+    this.statsTimer = setInterval(() => {
+      const p = pool.progress();
+      const capture = this.capture;
+      const k = capture && !capture.closed ? capture.stats() : null;
+      const kernel = k ? `, ${k.received} received by filter, ${k.droppedByKernel} dropped by kernel, ${k.droppedByInterface} dropped by interface` : '';
+      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'}${kernel}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors${pool.ended ? `, ${pool.lost} lost with ${pool.ended} ended Lua workers (${pool.restarted} restarted)` : ''}`);
+    }, every * 1000);
+    this.statsTimer.unref();
+  }
+
+  /** -r: the file pump, until the file ends, it is damaged, or riff stops. */
+  async readFile(): Promise<void> {
+    const { args, flags, pool, stopped, limit, counters, halt, named } = this;
+    this.source = args.r === '-' ? 'standard input' : args.r!;
+    let file: CaptureFile;
+    try {
+      // Records larger than a quarter of the ring could wait for room forever.
+      const opening = openCaptureFileAsync(args.r!, { maxRecord: pool.maxRecord });
+      const f = await Promise.race([opening, stopped.then(() => null)]);
+      if (!f) {
+        opening.then((late) => late.close(), () => {});
+        file = NO_FILE;
+      } else file = f;
+    } catch (e) {
+      if (!(e instanceof CaptureFileError)) throw e;
+      // Damage before the first packet (header, first blocks) says where, like
+      // damage further in; a file that cannot be opened or read has no offset.
+      const unreadable = /^(cannot (open|read) |standard input is a terminal)/.test(e.message);
+      throw new Fail(named(e.message) + (unreadable ? '' : ` at byte offset ${e.offset}; 0 packets before it were processed`), 1);
+    }
+    let filter: PacketFilter | null = null;
+    this.refilter = (expr) => {
+      const f = expr ? compileFilter(expr, file.linktype < 0 ? 1 : file.linktype) : null;
+      return () => {
+        filter = f;
+        this.filterExpr = expr;
+        note(`filter from config.lua: ${expr || '(none)'}`);
+      };
+    };
+    if (this.filterExpr) {
+      try {
+        filter = compileFilter(this.filterExpr, file.linktype < 0 ? 1 : file.linktype);
+      } catch (e) {
+        if (e instanceof FilterError || e instanceof FilterUnavailable) throw new Fail(e.message, 2);
+        throw e;
+      }
+    }
+    dropPrivileges(args.Z);
+    if (args.w !== undefined)
+      this.startWriter(file.linktype < 0 ? 1 : file.linktype, { ...flags.rotation, onLimit: halt, nano: flags.precision ? flags.precision === 'nano' : !microPcap(args.r!) });
+    let sinceYield = 0;
+    // Every wait here is asynchronous (ring room, an idle pipe, a worker's
+    // restart), so signals, the watchdog and --stats keep running.
+    while (!this.stopping && limit !== 0) {
+      const batch = pool.reserve();
+      if (!batch) {
+        // Lua is behind and the ring is full.
+        await Promise.race([pool.room(), stopped]);
+        continue;
+      }
+      let got = 0;
+      try {
+        got = file.fill(batch, 1024);
+      } catch (e) {
+        if (e instanceof WouldBlock) {
+          pool.unreserve();
+          try {
+            await Promise.race([file.more(), stopped]);
+            continue;
+          } catch (err) {
+            if (!(err instanceof CaptureFileError)) throw err;
+            this.damage = err;
+            break;
+          }
+        }
+        if (!(e instanceof CaptureFileError)) throw e;
+        this.damage = e;
+      }
+      if (got === 0) {
+        pool.unreserve();
+        break;
+      }
+      this.account(batch, filter);
+      await pool.commit(batch);
+      // Let signals and pipe closes in between batches.
+      if (++sinceYield >= 8) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+    for (const w of file.warnings) note(named(w));
+    this.skipped = file.skipped;
+    counters.read += this.skipped;
+    file.close();
+  }
+
+  /** -i: live capture straight into the ring, until riff stops or the interface fails. */
+  async captureLive(): Promise<void> {
+    const { args, flags, pool, limit, halt } = this;
+    const device = args.i!;
+    this.source = device;
+    const why = liveUnavailable();
+    if (why) throw new Fail(why, 1);
+    const devices = listDevices();
+    const names = devices.map((d) => d.name);
+    this.loopback = devices.some((d) => d.name === device && d.loopback);
+    if (!names.includes(device)) {
+      throw new Fail(`-i ${device}: no such interface; riff -D lists them (${names.slice(0, 8).join(', ')})`, 2);
+    }
+    let live: LiveCapture;
+    // A filter config.lua changed on reload: the device stays open with the
+    // filter it was opened with, and riff applies the new one itself to what
+    // that one lets through.
+    let liveFilter: PacketFilter | null = null;
+    const opened = this.filterExpr;
+    const liveRefilter = (expr: string) => {
+      const f = expr && expr !== opened ? compileFilter(expr, live.linktype) : null;
+      return () => {
+        liveFilter = f;
+        this.filterExpr = expr;
+        note(
+          `filter from config.lua: ${expr || '(none)'}` +
+            (opened && expr !== opened
+              ? ` (riff applies it to what the capture's own filter '${opened}' passes: a reload never reopens the device)`
+              : ''),
+        );
+      };
+    };
+    const filterExpr = this.filterExpr;
+    try {
+      live = new LiveCapture(
+        {
+          device,
+          snaplen: flags.snaplen,
+          promisc: !args.p,
+          bufferBytes: args.B * 1024,
+          immediate: !!args['immediate-mode'],
+          nano: flags.precision !== 'micro',
+          linktypeName: args.y,
+          direction: flags.direction,
+          filter: filterExpr,
+        },
+        {
+          // Straight into worker 0's ring; null while it is full: riff then leaves packets in the kernel's buffer.
+          reserve: (min) => pool.reserve(min),
+          deliver: (b) => {
+            if (this.stopping) b.count = b.bytes = 0;
+            else if (b.count) this.account(b, liveFilter);
+            pool.commitNow(b);
+            if (this.stopping) this.onStop();
+          },
+          failed: (e) => {
+            this.liveFailure = `-i ${device}: ${e.message}`;
+            halt();
+          },
+        },
+      );
+    } catch (e) {
+      const msg = (e as Error).message;
+      const stage = (e as { stage?: string }).stage;
+      if (/permission|not permitted|denied/i.test(msg))
+        throw new Fail(`-i ${device}: no permission to capture (${msg}); run as root or grant CAP_NET_RAW (setcap cap_net_raw,cap_net_admin+eip $(which node))`, 1);
+      if (stage === 'filter') throw new Fail(`filter '${filterExpr}': ${msg}`, 2);
+      if (stage === 'linktype') throw new Fail(`-y ${args.y}: ${msg}; riff -L -i ${device} lists the types`, 2);
+      if (stage === 'direction') throw new Fail(`-Q ${args.Q}: ${msg}`, 2);
+      throw new Fail(`-i ${device}: ${msg}`, 1);
+    }
+    this.capture = live;
+    this.refilter = liveRefilter;
+    if (live.warning) note(`-i ${device}: ${live.warning}`);
+    note(
+      `listening on ${device}, link-type ${live.dltName}, snapshot length ${live.snaplen} bytes${filterExpr ? `, filter '${filterExpr}'` : ''}` +
+        ` (kernel timestamps, ${live.nano ? 'nanosecond' : 'microsecond'})`,
+    );
+    dropPrivileges(args.Z);
+    if (args.w !== undefined)
+      this.startWriter(live.linktype, { ...flags.rotation, snaplen: live.snaplen, nano: live.nano, start: Math.floor(Date.now() / 1000), onLimit: halt });
+    await new Promise<void>((resolve) => {
+      this.onStop = resolve;
+      if (limit === 0 || this.stopping) resolve();
+      else live.start();
+    });
+    // After Ctrl-C, what the kernel still holds is read (the ring permitting) so the counts close.
+    this.kernel = await live.close(this.interrupted);
+  }
+
+  /** After the capture: the --stats timer off, -w closed (a failure there is a -w failure like any other). */
+  stop(): void {
+    if (this.statsTimer) clearInterval(this.statsTimer);
+    if (this.writer && !this.writerFailed) {
+      try {
+        this.writer.close();
+      } catch (e) {
+        if (!(e instanceof PcapWriteError)) throw e;
+        this.writerFault(e);
+      }
+    }
+  }
+}
