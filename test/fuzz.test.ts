@@ -26,7 +26,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { CLI, CORPUS, FIXTURES, ROOT, riff, tmpdir } from './helpers.js';
+import { CLI, CORPUS, FIXTURES, ROOT, riff, tmpdir, pcapHeader } from './helpers.js';
+import { Rng } from './rng.js';
 
 const SEED = Number(process.env.RIFF_FUZZ_SEED ?? 0x5eed2026) >>> 0;
 const CASES = Number(process.env.RIFF_FUZZ_CASES ?? 15000);
@@ -35,46 +36,6 @@ const CLI_CASES = Number(process.env.RIFF_FUZZ_CLI ?? 120);
 const CASE_TIMEOUT_MS = 5000;
 const CLI_TIMEOUT_MS = 10_000;
 
-// ------------------------------------------------------------------ PRNG
-
-/** xoshiro128**, seeded through splitmix32: the same seed gives the same cases everywhere. */
-class Rng {
-  private s: Uint32Array;
-  constructor(seed: number) {
-    this.s = new Uint32Array(4);
-    let x = seed >>> 0;
-    for (let i = 0; i < 4; i++) {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      this.s[i] = (z ^ (z >>> 16)) >>> 0;
-    }
-  }
-  u32(): number {
-    const s = this.s;
-    const r = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
-    const t = s[1] << 9;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return r;
-  }
-  /** 0 <= n < max */
-  int(max: number): number {
-    return max <= 1 ? 0 : Math.floor((this.u32() / 4294967296) * max);
-  }
-  chance(p: number): boolean {
-    return this.u32() / 4294967296 < p;
-  }
-  pick<T>(a: readonly T[]): T {
-    return a[this.int(a.length)];
-  }
-}
-const rotl = (x: number, k: number) => ((x << k) | (x >>> (32 - k))) >>> 0;
 
 // ------------------------------------------------------------------ inputs
 
@@ -855,12 +816,7 @@ test(`CLI: ${CLI_CASES} mutated captures through riff -q --lua count.lua`, { tim
 const DBUS = 231;
 
 function pcapWith(records: { caplen: number; data: number }[]): Buffer {
-  const h = Buffer.alloc(24);
-  h.writeUInt32LE(0xa1b2c3d4, 0);
-  h.writeUInt16LE(2, 4);
-  h.writeUInt16LE(4, 6);
-  h.writeUInt32LE(0, 16); // snaplen 0
-  h.writeUInt32LE(DBUS, 20);
+  const h = pcapHeader(DBUS, 0);
   const parts = [h];
   records.forEach((r, i) => {
     const rh = Buffer.alloc(16);

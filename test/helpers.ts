@@ -80,3 +80,14 @@ export function hasCommand(cmd: string): boolean {
 export function reportIds(stdout: Buffer): number[] {
   return [...stdout.toString('latin1').matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
 }
+
+/** A classic pcap file header (little-endian, microseconds). */
+export function pcapHeader(linktype = 1, snaplen = 65535): Buffer {
+  const h = Buffer.alloc(24);
+  h.writeUInt32LE(0xa1b2c3d4, 0);
+  h.writeUInt16LE(2, 4);
+  h.writeUInt16LE(4, 6);
+  h.writeUInt32LE(snaplen, 16);
+  h.writeUInt32LE(linktype, 20);
+  return h;
+}

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { riffAsync, tree, tmpdir, FIXTURES, type Run } from './helpers.js';
+import { riffAsync, tree, tmpdir, FIXTURES, type Run, pcapHeader } from './helpers.js';
 
 const HTTP = path.join(FIXTURES, 'http.pcap'); // 45 packets
 
@@ -143,12 +143,7 @@ test('--lua-timeout takes seconds; a bad value is one line and exit 2', async ()
 
 /** An Ethernet pcap of `n` 60-byte packets. */
 function manyPackets(n: number): string {
-  const head = Buffer.alloc(24);
-  head.writeUInt32LE(0xa1b2c3d4, 0);
-  head.writeUInt16LE(2, 4);
-  head.writeUInt16LE(4, 6);
-  head.writeUInt32LE(65535, 16);
-  head.writeUInt32LE(1, 20);
+  const head = pcapHeader(1, 65535);
   const rec = Buffer.alloc(16 + 60, 1);
   rec.writeUInt32LE(60, 8);
   rec.writeUInt32LE(60, 12);
@@ -181,12 +176,7 @@ for (const workers of [1, 2]) {
 /** A pcap (link type D-Bus, snaplen 0 = the type's maximum, 128 MiB) with records of these sizes. */
 function dbusPcap(sizes: number[]): string {
   const parts: Buffer[] = [];
-  const h = Buffer.alloc(24);
-  h.writeUInt32LE(0xa1b2c3d4, 0);
-  h.writeUInt16LE(2, 4);
-  h.writeUInt16LE(4, 6);
-  h.writeUInt32LE(0, 16);
-  h.writeUInt32LE(231, 20);
+  const h = pcapHeader(231, 0);
   parts.push(h);
   sizes.forEach((n, i) => {
     const r = Buffer.alloc(16);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { riff, riffAsync, isRoot, hasCommand, FIXTURES, reportIds, CLI, ROOT, tmpdir } from './helpers.js';
+import { riff, riffAsync, isRoot, hasCommand, FIXTURES, reportIds, CLI, ROOT, tmpdir, pcapHeader } from './helpers.js';
 import { liveUnavailable } from '../src/capture/live.js';
 
 const NS_CAP = `riffcap${process.pid}`;
@@ -294,12 +294,7 @@ const noTcpdump = hasCommand('tcpdump') ? false : 'needs tcpdump (scripts/setup 
 /** A microsecond pcap of `n` UDP-ish Ethernet frames of `size` bytes, one every `stepMs` from `t0`. */
 function makePcap(file: string, n: number, size: number, t0: number, stepMs: number): void {
   const parts: Buffer[] = [];
-  const h = Buffer.alloc(24);
-  h.writeUInt32LE(0xa1b2c3d4, 0);
-  h.writeUInt16LE(2, 4);
-  h.writeUInt16LE(4, 6);
-  h.writeUInt32LE(262144, 16);
-  h.writeUInt32LE(1, 20);
+  const h = pcapHeader(1, 262144);
   parts.push(h);
   for (let i = 0; i < n; i++) {
     const us = t0 * 1e6 + i * stepMs * 1000;

@@ -5,17 +5,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { riff, tree, tmpdir } from './helpers.js';
+import { riff, tree, tmpdir, pcapHeader } from './helpers.js';
 
 /** A classic pcap of n minimal Ethernet/IPv4/UDP frames, written in chunks. */
 function synth(file: string, n: number): void {
   const fd = fs.openSync(file, 'w');
-  const hdr = Buffer.alloc(24);
-  hdr.writeUInt32LE(0xa1b2c3d4, 0);
-  hdr.writeUInt16LE(2, 4);
-  hdr.writeUInt16LE(4, 6);
-  hdr.writeUInt32LE(65535, 16);
-  hdr.writeUInt32LE(1, 20);
+  const hdr = pcapHeader(1, 65535);
   fs.writeSync(fd, hdr);
   const rec = 16 + 60;
   const per = 10_000;

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { CORPUS, FIXTURES, ROOT, riff, riffAsync, tmpdir, tree } from './helpers.js';
+import { CORPUS, FIXTURES, ROOT, riff, riffAsync, tmpdir, tree, pcapHeader } from './helpers.js';
 import { MariaDbServer, mariadbUnavailable } from '../scripts/lib/mariadb-server.js';
 
 const TRAFFIC = path.join(ROOT, 'lua', 'examples', 'traffic.lua');
@@ -31,12 +31,7 @@ async function waitFor(what: string, ms: number, f: () => boolean | Promise<bool
 
 /** A pcap of n small Ethernet frames, each numbered in its payload. */
 function smallPcap(n: number): Buffer {
-  const head = Buffer.alloc(24);
-  head.writeUInt32LE(0xa1b2c3d4, 0);
-  head.writeUInt16LE(2, 4);
-  head.writeUInt16LE(4, 6);
-  head.writeUInt32LE(65535, 16);
-  head.writeUInt32LE(1, 20);
+  const head = pcapHeader(1, 65535);
   const parts = [head];
   for (let i = 0; i < n; i++) {
     const h = Buffer.alloc(16);

@@ -106,3 +106,26 @@ test('a file riff names from / keeps its leading slash', () => {
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.stderr.includes(`(${path.join(tree, 'buffer.lua')} -> elements.lua)`), r.stderr);
 });
+
+test('--progress (the default on a terminal) shows packets, rate, % of the file and time left, cleared at the end; a pipe gets none unless asked', async () => {
+  const { progressLine } = await import('../src/cli/progress.js');
+  assert.equal(progressLine(500_000, 50, 100, 2), 'riff: 500k packets, 250k/s, 50% of 100 B, 0:02 left');
+  assert.equal(progressLine(42, 0, 0, 1), 'riff: 42 packets, 42/s');
+  // --progress on a non-terminal: the line, then cleared before the summary.
+  const big = path.join(tmpdir(), 'big.pcap');
+  const one = fs.readFileSync(path.join(ROOT, 'fixtures', 'http.pcap'));
+  const recs = one.subarray(24);
+  fs.writeFileSync(big, Buffer.concat([one.subarray(0, 24), ...Array(4000).fill(recs)]));
+  const slow = path.join(tmpdir(), 'slow.lua');
+  fs.writeFileSync(slow, 'buffer = function(p) for i = 1, 300 do end end\n');
+  const shown = riff(['-q', '--progress', '--lua', slow, '-r', big]);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.match(shown.stderr, /\rriff: [\d.]+k? packets, [\d.]+[kM]?\/s, [\d.]+% of [\d.]+ (KiB|MiB), \d+:\d\d left\x1b\[K/);
+  // Cleared, and the summary after it on a line of its own.
+  const last = shown.stderr.lastIndexOf('\rriff: ');
+  assert.ok(shown.stderr.indexOf('\r\x1b[K', last) > last, 'the line is cleared');
+  // The summary starts where the cleared line was.
+  assert.ok(shown.stderr.includes('\r\x1b[K180000 packets read\n'), shown.stderr);
+  const piped = riff(['-q', '--lua', slow, '-r', big]);
+  assert.doesNotMatch(piped.stderr, /\r|\x1b/);
+});

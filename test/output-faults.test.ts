@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { riff, tmpdir, tree, hasCommand, isRoot, FIXTURES, type Run } from './helpers.js';
+import { riff, tmpdir, tree, hasCommand, isRoot, FIXTURES, type Run, pcapHeader } from './helpers.js';
 import { freePort } from './rsyslog.js';
 import { openOutputs, type OutputSet } from '../src/outputs/output.js';
 import { columnName, MAX_FIELD_COLUMNS } from '../src/outputs/sqlite-output.js';
@@ -135,12 +135,7 @@ describe('a full file system (tmpfs mounted by the test)', { skip: isRoot ? (noS
   test('-w on a file system that fills mid-capture: one line, exit 1, the file keeps the whole packets before and reads back', () => {
     // 3000 packets of 1000 bytes (3 MB) into 2 MiB: the writer's first 1 MiB chunks fit, then one does not.
     const src = path.join(tmpdir(), 'big.pcap');
-    const hdr = Buffer.alloc(24);
-    hdr.writeUInt32LE(0xa1b2c3d4, 0);
-    hdr.writeUInt16LE(2, 4);
-    hdr.writeUInt16LE(4, 6);
-    hdr.writeUInt32LE(65535, 16);
-    hdr.writeUInt32LE(1, 20);
+    const hdr = pcapHeader(1, 65535);
     const parts = [hdr];
     for (let i = 0; i < 3000; i++) {
       const rh = Buffer.alloc(16);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Batch } from '../src/capture/batch.js';
 import { openCaptureFile } from '../src/capture/file.js';
-import { riffAsync, tree, tmpdir, FIXTURES } from './helpers.js';
+import { riffAsync, tree, tmpdir, FIXTURES, pcapHeader } from './helpers.js';
 
 const SLOW = `
 function setup() io.stderr:write("ready\\n") end
@@ -156,12 +156,7 @@ test('a full ring behind a worker stuck in a C call (no time limit) still hears 
   const rec = Buffer.alloc(16 + 600);
   rec.writeUInt32LE(600, 8);
   rec.writeUInt32LE(600, 12);
-  const head = Buffer.alloc(24);
-  head.writeUInt32LE(0xa1b2c3d4, 0);
-  head.writeUInt16LE(2, 4);
-  head.writeUInt16LE(4, 6);
-  head.writeUInt32LE(65535, 16);
-  head.writeUInt32LE(1, 20);
+  const head = pcapHeader(1, 65535);
   fs.writeFileSync(big, Buffer.concat([head, ...Array(40_000).fill(rec)]));
   // --lua-timeout 0: nothing ends the VM until the signal.
   const run = riffAsync(['-q', '--lua-timeout', '0', '--lua', path.join(dir, 'stuck.lua'), '-r', big]);

@@ -74,6 +74,7 @@ export function parseArgs(argv: string[]) {
     .option('sensor', { type: 'string', describe: 'name of this riff in shared databases (mysql:// outputs): the sensor column (default: the host name)' })
     .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS || 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
     .option('stats', { type: 'number', describe: 'print a counters line on stderr every SECONDS' })
+    .option('progress', { type: 'boolean', describe: 'reading a file: a progress line on stderr (packets, rate, % of the file, time left); default on a terminal only, --no-progress for never' })
     .option('lua-memory', { type: 'string', default: '256M', describe: 'Lua heap limit (e.g. 64M, 1G; 0 = unlimited)' })
     .option('lua-timeout', { type: 'number', default: 5, describe: 'wall-clock SECONDS one packet may take in Lua (loading the script, setup and deinit: 10x); a worker over it is ended and restarted (0 = no limit)' })
     .example('$0 -r fixtures/http.pcap', 'the bundled pipeline over a capture file')

@@ -2,6 +2,7 @@
 // -c, -w, number and count each batch, hand it to the Lua workers, and keep
 // what the summary needs. Stopping (Ctrl-C, -c, a failed output or -w, a
 // failed interface) goes through halt(), from anywhere.
+import fs from 'node:fs';
 import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from '../capture/batch.js';
 import { openCaptureFileAsync, CaptureFileError, WouldBlock, type CaptureFile } from '../capture/file.js';
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from '../capture/filter.js';
@@ -11,6 +12,7 @@ import { dropPrivileges, microPcap, type tcpdumpFlags } from '../tcpdump-flags.j
 import type { LuaPool } from '../vm/pool.js';
 import { Fail, note, type Args } from './args.js';
 import type { Counters } from './summary.js';
+import { Progress } from './progress.js';
 
 /** In place of a file that was still opening when riff was told to stop. */
 const NO_FILE: CaptureFile = {
@@ -136,12 +138,18 @@ export class CaptureSession {
   statsTimer: NodeJS.Timeout | null = null;
   startStats(every: number): void {
     const { args, counters, pool } = this;
+    let lastRead = 0;
+    let lastAt = performance.now();
     this.statsTimer = setInterval(() => {
       const p = pool.progress();
+      const now = performance.now();
+      const rate = Math.round(((counters.read - lastRead) * 1000) / Math.max(1, now - lastAt));
+      lastRead = counters.read;
+      lastAt = now;
       const capture = this.capture;
       const k = capture && !capture.closed ? capture.stats() : null;
       const kernel = k ? `, ${k.received} received by filter, ${k.droppedByKernel} dropped by kernel, ${k.droppedByInterface} dropped by interface` : '';
-      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'}${kernel}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors${pool.ended ? `, ${pool.lost} lost with ${pool.ended} ended Lua workers (${pool.restarted} restarted)` : ''}`);
+      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'} (${rate}/s)${kernel}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors${pool.ended ? `, ${pool.lost} lost with ${pool.ended} ended Lua workers (${pool.restarted} restarted)` : ''}`);
     }, every * 1000);
     this.statsTimer.unref();
   }
@@ -187,6 +195,16 @@ export class CaptureSession {
     if (args.w !== undefined)
       this.startWriter(file.linktype < 0 ? 1 : file.linktype, { ...flags.rotation, onLimit: halt, nano: flags.precision ? flags.precision === 'nano' : !microPcap(args.r!) });
     let sinceYield = 0;
+    // On a terminal (or with --progress): where the reading is, a few times a second.
+    let total = 0;
+    try {
+      if (args.r !== '-') total = fs.statSync(args.r!).size;
+    } catch {
+      // a pipe or a file gone: the line shows packets and rate only
+    }
+    const progress =
+      (args.progress ?? process.stderr.isTTY) ? new Progress(() => ({ packets: counters.read, done: file.offset }), total) : null;
+    progress?.start();
     // Every wait here is asynchronous (ring room, an idle pipe, a worker's
     // restart), so signals, the watchdog and --stats keep running.
     while (!this.stopping && limit !== 0) {
@@ -226,6 +244,7 @@ export class CaptureSession {
         await new Promise((r) => setImmediate(r));
       }
     }
+    progress?.stop();
     for (const w of file.warnings) note(named(w));
     this.skipped = file.skipped;
     counters.read += this.skipped;
