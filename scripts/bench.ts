@@ -905,9 +905,11 @@ async function trafficRows(
   if (!fs.existsSync(TRAFFIC)) return;
   const N = cap.packets;
   const F = cap.file;
-  const records = (d: Done) => num(/(\d+) records written/, d.stderr);
-  // Every record stored: a run that dropped some is not a rate.
-  const allStored = (d: Done) => allProcessed(d) ?? (/records written, \d+ dropped/.test(d.stderr) ? `records dropped: ${/\d+ records written.*/.exec(d.stderr)?.[0]}` : null);
+  // The summary says "N records emitted", then each output's account
+  // ("output SPEC: N written[, M not written: why]").
+  const records = (d: Done) => num(/^output \S+: (\d+) written/m, d.stderr);
+  // Every record stored: a run that lost some is not a rate.
+  const allStored = (d: Done) => allProcessed(d) ?? (/^output \S+: \d+ written, \d+ not written/m.test(d.stderr) ? `records lost: ${/^output \S+: \d+ written, .*/m.exec(d.stderr)?.[0]}` : null);
   const db = path.join(workDir, 'traffic.db');
   const fresh = `rm -f "$DB" "$DB-wal" "$DB-shm"; exec "$@"`;
   const trafficRuns: { label: string; extra: string[] }[] = [{ label: 'riff traffic pipeline', extra: [] }];
