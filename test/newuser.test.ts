@@ -117,10 +117,11 @@ test('--progress (the default on a terminal) shows packets, rate, % of the file 
   const recs = one.subarray(24);
   fs.writeFileSync(big, Buffer.concat([one.subarray(0, 24), ...Array(4000).fill(recs)]));
   const slow = path.join(tmpdir(), 'slow.lua');
-  fs.writeFileSync(slow, 'buffer = function(p) for i = 1, 300 do end end\n');
+  // Slow enough (a second or two) for the line's first draw at 250 ms.
+  fs.writeFileSync(slow, 'buffer = function(p) for i = 1, 1500 do end end\n');
   const shown = riff(['-q', '--progress', '--lua', slow, '-r', big]);
   assert.equal(shown.code, 0, shown.stderr);
-  assert.match(shown.stderr, /\rriff: [\d.]+k? packets, [\d.]+[kM]?\/s, [\d.]+% of [\d.]+ (KiB|MiB), \d+:\d\d left\x1b\[K/);
+  assert.match(shown.stderr, /\rriff: [\d.]+[kM]? packets, [\d.]+[kM]?\/s, [\d.]+% of [\d.]+ (KiB|MiB), \d+:\d\d left\x1b\[K/);
   // Cleared, and the summary after it on a line of its own.
   const last = shown.stderr.lastIndexOf('\rriff: ');
   assert.ok(shown.stderr.indexOf('\r\x1b[K', last) > last, 'the line is cleared');
