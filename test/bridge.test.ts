@@ -15,6 +15,8 @@ const classOf = (n: number) => (n + 7) >> 3;
 async function bridge() {
   const w: Wasm = await loadWasm();
   const x = w.x;
+  /** The blocks the allocator said it refuses to grow (0: a fresh one). */
+  const told: number[] = [];
   const b: Bridge = linkBridge({
     memory: w.memory,
     realloc: x.realloc,
@@ -27,6 +29,7 @@ async function bridge() {
     lua_tolstring: x.lua_tolstring,
     lua_pushinteger: x.lua_pushinteger,
     out_js: () => {},
+    refused: (ptr) => void told.push(ptr),
   });
   const words = SIZE_CLASSES + GUARD;
   const heads = x.malloc(words * 4);
@@ -39,7 +42,7 @@ async function bridge() {
   const alloc = (ptr: number, osize: number, nsize: number) => b.alloc(0, ptr, ptr ? osize : 4, nsize) >>> 0;
   const fill = (p: number, n: number, v: number) => w.heap().fill(v, p, p + n);
   const holds = (p: number, n: number, v: number) => w.heap().subarray(p, p + n).every((x) => x === v);
-  return { b, w, head, guard, alloc, fill, holds, used: () => b.used.value >>> 0 };
+  return { b, w, head, guard, alloc, fill, holds, told, used: () => b.used.value >>> 0 };
 }
 
 test("the allocator's size classes: a freed block of up to 2048 bytes is taken again by the same 8-byte class only, larger ones are malloc's", async () => {
@@ -114,8 +117,8 @@ test('the allocator resizes in place within a class and moves across classes and
   assert.deepEqual(guard(), new Array(8).fill(0));
 });
 
-test('the allocator counts what Lua holds and refuses growth past the cap, in 64 bits', async () => {
-  const { b, alloc, used } = await bridge();
+test('the allocator counts what Lua holds and refuses growth past the cap, in 64 bits, telling JS of each refusal first', async () => {
+  const { b, alloc, used, told } = await bridge();
   const at = used();
   const p = alloc(0, 0, 100);
   assert.equal(used(), at + 100, 'a fresh block counts its size, not the type tag');
@@ -131,6 +134,7 @@ test('the allocator counts what Lua holds and refuses growth past the cap, in 64
   assert.equal(used(), at + 100);
   assert.equal(alloc(q, 40, 41), 0, 'growth past the cap: NULL, the block left as it was');
   assert.equal(alloc(q, 40, 8), q, 'shrinking is always granted');
+  assert.deepEqual(told, [0, q], 'each refusal was told, with the block it would have grown');
   alloc(q, 8, 0);
   alloc(r, 60, 0);
   assert.equal(used(), at);
@@ -141,6 +145,7 @@ test('the allocator counts what Lua holds and refuses growth past the cap, in 64
   b.limit.value = 0;
   const s = alloc(0, 0, 0x200);
   assert.ok(s, 'no cap: granted');
+  assert.deepEqual(told, [0, q, 0], 'grants are not told');
   alloc(s, 0x200, 0);
   assert.equal(used(), 0xffff_ff00);
 });

@@ -10,6 +10,8 @@ local sfmt, unpack, find, match, sub, date = string.format, string.unpack, strin
 local flush, flush_if_big, emit, emit_err = rt.flush, rt.flush_if_big, rt.emit, rt.emit_err
 local sethook, getinfo, traceback, rawgetmeta = rt.sethook, rt.getinfo, debug.traceback, rt.getmetatable
 local interrupted = host.interrupted
+-- "file:line" where the heap cap last refused the script memory, or nil.
+local refused = host.refused
 -- riff's own bookkeeping after a script's code (error lines, flushes,
 -- counters) may need memory when the script has filled the heap to its cap:
 -- headroom(true) lends it a fixed reserve past the cap until headroom(false),
@@ -238,8 +240,9 @@ end
 
 ---------------------------------------------------------------------------
 -- Coroutines. A new coroutine gets the hook of the thread creating it (a
--- thread's hook is its own in Lua), and while one runs the watchdog is told
--- which, so a loop inside a coroutine meets the budget too.
+-- thread's hook is its own in Lua), and while one runs riff is told which
+-- (host.enter): the watchdog arms its hook too, so a loop inside a coroutine
+-- meets the budget, and a refused allocation is placed on its line.
 ---------------------------------------------------------------------------
 local forget_coroutines
 do
@@ -255,7 +258,7 @@ do
     -- watchdog may have read its address a moment ago.
     last, running = running, prev
     chain[depth], depth = nil, depth - 1
-    if lazy then enter(prev) end
+    enter(prev)
     -- A coroutine that ran out of budget died of it; resume must not
     -- swallow that any more than pcall may (a pcall that catches this gets
     -- at most one more tick: the hook raises it again in this thread).
@@ -269,7 +272,7 @@ do
     running = co
     depth = depth + 1
     chain[depth] = prev or MAIN
-    if lazy then enter(co) end
+    enter(co)
     return resumed(prev, co_resume(co, ...))
   end
 
@@ -295,7 +298,7 @@ do
     running, last = nil, nil
     for i = 1, depth do chain[i] = nil end
     depth = 0
-    if lazy then enter(nil) end
+    enter(nil)
   end
 end
 
@@ -388,14 +391,25 @@ local function message(e)
   return e
 end
 
-local function report_error(e, where)
-  if exhausted then e = budget_msg else e = message(e) end
+-- An error's text as riff shows it. Lua raises "not enough memory" without
+-- calling the message handler, so without a position (coroutine.wrap adds
+-- its caller's); the allocator noted the script's line as it refused
+-- (src/vm/where.ts), and that line is named, as for any other error.
+local function explain(e)
+  e = message(e)
   if e == "not enough memory" or find(e, "not enough memory", 1, true) then
-    -- Lua raises it without calling the message handler, so without a
-    -- position: name the script at least.
-    if not match(e, "^[^\n]-:%d+: ") then e = entry_label .. ": " .. e end
+    if e == "not enough memory" or match(e, "^[^\n]-:%d+: not enough memory$") then
+      local at = refused()
+      if at then e = at .. ": not enough memory"
+      elseif e == "not enough memory" then e = entry_label .. ": " .. e end
+    end
     e = e .. " (Lua heap limit reached; raise it with --lua-memory)"
   end
+  return e
+end
+
+local function report_error(e, where)
+  if exhausted then e = budget_msg else e = explain(e) end
   errors_total = errors_total + 1
   local script = match(e, "^([^\n]-):%d+: ") or entry_label
   if not errors_by_script[script] then
@@ -480,7 +494,7 @@ local function run_file(src, chunkname, path)
   local spent = exhausted
   arm(0)
   rt.loading[#rt.loading] = nil
-  if not ok then error(spent and budget_msg or message(res), 0) end
+  if not ok then error(spent and budget_msg or explain(res), 0) end
   return res
 end
 
@@ -553,7 +567,7 @@ function api.config_filter(src, chunkname)
   if ok and type(rawget(env, "outputs")) == "function" then ok, outs = xpcall(env.outputs, msgh) res = outs end
   local spent = exhausted
   arm(0)
-  if not ok then error(spent and budget_msg or message(res), 0) end
+  if not ok then error(spent and budget_msg or explain(res), 0) end
   if filter ~= nil and type(filter) ~= "string" then
     error(name .. ": format() must return a string (the capture filter), got " .. type(filter), 0)
   end

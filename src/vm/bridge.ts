@@ -21,6 +21,8 @@ export interface BridgeImports {
   lua_pushinteger: (...a: never[]) => unknown;
   /** Write bytes [p, p + len) of WebAssembly memory to stdout, now. */
   out_js: (p: number, len: number) => void;
+  /** The allocator is about to refuse growing block `ptr` (0: a fresh block); called inside Lua's allocation, so it may only read memory. */
+  refused: (ptr: number) => void;
 }
 
 export interface Bridge {

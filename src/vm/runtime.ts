@@ -8,7 +8,8 @@ import { HDR, type Batch } from '../capture/batch.js';
 import { LuaError, LuaVM } from './vm.js';
 import { LUA_OK, LUA_REGISTRYINDEX, LUA_TSTRING, LUA_TTABLE, LUA_TTHREAD, type LuaState, type Ptr } from './wasm.js';
 import { decodeRecord } from '../outputs/records.js';
-import { BLOCK_BASE, BLOCK_COUNT, BLOCK_META, BLOCK_PHASE, BLOCK_SEQ, BLOCK_WORDS, LS, PHASE_BATCH, PHASE_DEINIT, PHASE_SCRIPT, readLuaInt, type WatchTarget } from './watchdog.js';
+import { BLOCK_BASE, BLOCK_COUNT, BLOCK_META, BLOCK_PHASE, BLOCK_SEQ, BLOCK_THREAD, BLOCK_WORDS, LS, PHASE_BATCH, PHASE_DEINIT, PHASE_SCRIPT, readLuaInt, type WatchTarget } from './watchdog.js';
+import { scriptLine } from './where.js';
 
 /** riff's own Lua (lua/ at the package root). */
 export const LUA_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'lua');
@@ -112,6 +113,8 @@ export interface Summary {
 
 /** Memory past --lua-memory that riff's own bookkeeping may use after a script's code filled the heap. */
 const HEADROOM = 4 << 20;
+/** riff's own chunks, never the position of a script's error. */
+const RIFF_SOURCES = ['riff/driver.lua', 'riff/sandbox.lua'].map((f) => Buffer.from(`@${BUNDLED_LABEL}/${f}`));
 /** Driver functions that run no script code. */
 const RIFF_ONLY = new Set(['summary', 'flush', 'configure', 'lazy_budget', 'note_per_worker']);
 
@@ -136,6 +139,12 @@ export class Runtime {
   private hookRef = 0;
   /** inspectable: [real debug, originals, host, sandbox handles, driver api]. */
   private privileged: number[] | null = null;
+  /** Where the heap cap last refused the script memory ("file:line"), until the driver takes it; null: unknown. */
+  private refusal: Buffer | null = null;
+  /** Whether where.ts reads this VM's frames as lua_getinfo would (checked at boot). */
+  private framesRead = false;
+  /** The word where the driver notes the running coroutine (0: the main thread). */
+  private threadSlot = 0;
 
   private constructor(
     readonly vm: LuaVM,
@@ -231,10 +240,25 @@ export class Runtime {
       return 0;
     });
     x.lua_setfield(L, -2, vm.cstr('headroom'));
+    // host.refused() -> "file:line" | nil: where the heap cap last refused
+    // the script memory (the allocator notes it; Lua's "not enough memory"
+    // carries no position). Taken once.
+    vm.pushFunction((_, thread) => {
+      const at = this.refusal;
+      this.refusal = null;
+      if (at) vm.pushBytes(at, thread);
+      else x.lua_pushnil(thread);
+      return 1;
+    });
+    x.lua_setfield(L, -2, vm.cstr('refused'));
     // host.enter(co): the driver's coroutine.resume notes the running
-    // coroutine in the watch block (WebAssembly, no JS on the way).
+    // coroutine in the watch block (WebAssembly, no JS on the way), for the
+    // watchdog and for the allocator's refusals.
     const block = new Int32Array(vm.wasm.memory.buffer, x.malloc(BLOCK_WORDS * 4), BLOCK_WORDS).fill(0);
-    vm.bridge.slot.value = block.byteOffset + 4;
+    this.threadSlot = block.byteOffset + BLOCK_THREAD * 4;
+    vm.bridge.slot.value = this.threadSlot;
+    this.framesRead = this.checkFrames();
+    vm.onRefused = (ptr) => (this.refusal = this.refusedAt(ptr));
     vm.pushWasmFunction(vm.bridge.enter);
     x.lua_setfield(L, -2, vm.cstr('enter'));
     // host.out_write/out_pending/out_flush: stdout, buffered in WebAssembly.
@@ -280,6 +304,31 @@ export class Runtime {
       this.watch = { memory: vm.wasm.memory, L, hook: 0, tick: 0, block: block.byteOffset, ...counters };
       if (o.lazyBudget && o.budget > 0) this.lazyBudget();
     }
+  }
+
+  /**
+   * where.ts reads frames by this build's layout: checked once by naming
+   * the lines of a chunk's calls into JS, one of them past a jump of
+   * over 127 lines (Lua keeps an absolute line there), as msgh would.
+   */
+  private checkFrames(): boolean {
+    const { vm } = this;
+    const got: string[] = [];
+    vm.load(Buffer.from(`local probe = ...\nprobe()\n${'\n'.repeat(200)}probe()\n\nprobe()\n`), '=riff frames check');
+    vm.pushFunction((_, thread) => {
+      got.push(scriptLine(vm.wasm.memory.buffer, thread, 0, RIFF_SOURCES)?.toString('latin1') ?? '?');
+      return 0;
+    });
+    vm.call(1, 0);
+    return got.join(' ') === 'riff frames check:2 riff frames check:203 riff frames check:205';
+  }
+
+  /** The script's line as the allocator refuses growing block `ptr`: in the running coroutine, else the main thread. */
+  private refusedAt(ptr: Ptr): Buffer | null {
+    if (!this.framesRead) return null;
+    const memory = this.vm.wasm.memory.buffer;
+    const co = new Int32Array(memory, this.threadSlot, 1)[0];
+    return (co && scriptLine(memory, co, ptr, RIFF_SOURCES)) || scriptLine(memory, this.vm.L, ptr, RIFF_SOURCES);
   }
 
   /**

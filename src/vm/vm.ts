@@ -41,6 +41,11 @@ export class LuaVM {
   private readonly textMode: Ptr;
   /** Where buffered stdout goes; `bytes` is a view into WebAssembly memory, valid during the call. */
   onStdout: (bytes: Uint8Array) => void = () => {};
+  /**
+   * Told before the allocator refuses to grow block `ptr` (0: a fresh block).
+   * It runs inside a Lua allocation: it may read memory, never call Lua.
+   */
+  onRefused: (ptr: Ptr) => void = () => {};
 
   private constructor(
     readonly wasm: Wasm,
@@ -60,6 +65,14 @@ export class LuaVM {
       lua_tolstring: x.lua_tolstring,
       lua_pushinteger: x.lua_pushinteger,
       out_js: (p, len) => this.onStdout(this.wasm.heap().subarray(p, p + len)),
+      // A JS exception must not unwind through Lua's allocation.
+      refused: (ptr) => {
+        try {
+          this.onRefused(ptr);
+        } catch {
+          // no position then
+        }
+      },
     });
     // io.write's buffer: a packet's output stays whole unless it alone
     // passes this size (then it goes out in pieces, as before).

@@ -3,7 +3,8 @@
 ;; module; its Bridge interface describes each export):
 ;;
 ;;   alloc(ud, ptr, osize, nsize)   Lua's allocator: free lists by size class
-;;                                  for small blocks, the --lua-memory cap
+;;                                  for small blocks, the --lua-memory cap;
+;;                                  a refusal is told to JS (refused) first
 ;;   fill(L, base, count, meta)     push a batch's packets into the table on
 ;;                                  top of the stack, copying their headers
 ;;   enter(L)                       a Lua C function: note the coroutine in
@@ -47,6 +48,11 @@
   (import "env" "lua_pushinteger" (func $lua_pushinteger (type $pushinteger)))
   ;; JS: write bytes [p, p + len) to stdout, now
   (import "env" "out_js" (func $out_js (type $write)))
+  ;; JS: the allocator is about to refuse growing `ptr` (NULL: a fresh
+  ;; block); Lua will raise "not enough memory" without a position, so JS
+  ;; notes the script's line now, while the frames that made the request
+  ;; still exist (src/vm/where.ts)
+  (import "env" "refused" (func $refused (param $ptr i32)))
 
   (export "alloc" (func $alloc))
   (export "fill" (func $fill))
@@ -120,7 +126,9 @@
             (if (i64.gt_u
                   (i64.add (i64.extend_i32_u (global.get $used)) (i64.extend_i32_s (local.get $delta)))
                   (i64.extend_i32_u (global.get $limit)))
-              (then (return (i32.const 0))))))))
+              (then
+                (call $refused (local.get $ptr))
+                (return (i32.const 0))))))))
     (block $placed
       ;; a fresh block: from a free list, or malloc
       (if (i32.eqz (local.get $ptr))
@@ -158,7 +166,8 @@
           (memory.copy (local.get $p) (local.get $ptr) (local.get $osize))
           (call $give (local.get $ptr) (local.get $osize)))))
     (if (local.get $p)
-      (then (global.set $used (i32.add (global.get $used) (local.get $delta)))))
+      (then (global.set $used (i32.add (global.get $used) (local.get $delta))))
+      (else (call $refused (local.get $ptr))))
     (local.get $p))
 
   ;; ------------------------------------------------------------ batches
