@@ -202,3 +202,79 @@ for (const workers of [1, 2]) {
     accountsForAll(r.stderr);
   });
 }
+
+// The heap cap's error names the script's file:line like every other error,
+// however the memory was asked for. Lua raises "not enough memory" with no
+// position; the allocator notes the line as it refuses (src/vm/where.ts).
+// Each kind fails its own packet (by id); the packets after it run.
+const FRAME_LOCALS = Array.from({ length: 190 }, (_, i) => `a${i + 1}`).join(', ');
+const MEMORY: Record<string, string> = {
+  'main.lua': `local grower = require "lib.grower"
+local function deep(n)
+  local ${FRAME_LOCALS}
+  return 1 + deep(n + 1)
+end
+local kinds = {
+  function() local s = string.rep("x", 1e9) end,
+  function() local t = {} while true do t[#t + 1] = { #t } end end,
+  function(p) local s = p while true do s = s .. s end end,
+  function() coroutine.wrap(function()
+    local t = {}
+    while true do t[#t + 1] = ("z"):rep(1000) .. #t end
+  end)() end,
+  function(p) grower.fill(p) end,
+  function() deep(1) end,
+}
+function buffer(p)
+  collectgarbage()
+  local kind = kinds[riff.packet.id]
+  if kind then kind(p) end
+  io.write("alive ", riff.packet.id, "\\n")
+end
+`,
+  'lib/grower.lua': `local M = {}
+function M.fill(x)
+  local store = {}
+  while true do store[#store + 1] = x .. #store end
+end
+return M
+`,
+};
+
+for (const workers of [1, 2]) {
+  test(`a memory error names the script's file:line for each way to fill the heap; the packet is lost, the worker lives (${workers} worker(s))`, async () => {
+    const dir = tree(MEMORY);
+    const main = path.join(dir, 'main.lua');
+    const r = await run(['-q', '--lua', main, '--lua-memory', '8M', '--workers', String(workers), '-r', HTTP, '-c', '10']);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stderr.split('\n').filter((l) => l.startsWith('riff: '));
+    const heap = 'not enough memory (Lua heap limit reached; raise it with --lua-memory)';
+    const want = [
+      `${main}:7: ${heap} (packet 1)`, // one large string
+      `${main}:8: ${heap} (packet 2)`, // a table growing
+      `${main}:9: ${heap} (packet 3)`, // concatenation in a loop
+      `${main}:12: ${heap} (packet 4)`, // inside a coroutine (not where it was resumed)
+      `${path.join(dir, 'lib', 'grower.lua')}:4: ${heap} (packet 5)`, // in a required module
+      `${main}:4: ${heap} (packet 6)`, // the Lua stack itself (frames of 190 locals)
+    ];
+    assert.deepEqual(lines.map((l) => l.slice('riff: '.length)).sort(), want.sort(), r.stderr);
+    assert.deepEqual(r.stdout.toString().trim().split('\n').sort(), ['alive 10', 'alive 7', 'alive 8', 'alive 9']);
+    assert.match(r.stderr, /^6 Lua errors \((?=.*main\.lua: 5)(?=.*grower\.lua: 1)/m);
+    assert.match(r.stderr, /^4 packets processed by Lua$/m);
+    accountsForAll(r.stderr);
+    assert.doesNotMatch(r.stderr, /lost with|restarted|internal error|\n\s+at /);
+  });
+}
+
+test('a memory error while loading the script or in setup names its line too', async () => {
+  const dir = tree({
+    'top.lua': 'local a = 1\nlocal s = string.rep("x", 1e9)\nfunction buffer() end\n',
+    'setup.lua': 'function setup()\n  local t = {}\n  while true do t[#t + 1] = {} end\nend\nfunction buffer() end\n',
+  });
+  const top = await run(['-q', '--lua', path.join(dir, 'top.lua'), '--lua-memory', '8M', '-r', HTTP]);
+  assert.equal(top.code, 1);
+  assert.equal(top.stderr, `riff: ${path.join(dir, 'top.lua')}:2: not enough memory (Lua heap limit reached; raise it with --lua-memory)\n`);
+  const setup = await run(['-q', '--lua', path.join(dir, 'setup.lua'), '--lua-memory', '8M', '-r', HTTP]);
+  assert.equal(setup.code, 0, setup.stderr);
+  assert.match(setup.stderr, new RegExp(`^riff: ${path.join(dir, 'setup.lua')}:3: not enough memory \\(Lua heap limit reached; raise it with --lua-memory\\) \\(setup\\)$`, 'm'));
+});

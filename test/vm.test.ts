@@ -480,9 +480,42 @@ test('the heap cap turns huge allocations into a Lua error for that packet, and 
   rt.process(batchOf(['big', 'ok1', 'grow', 'ok2', 'deep', 'ok3'].map((s) => Buffer.from(s))));
   const o = out();
   assert.equal(o.stdout.toString(), 'alive ok1\nalive ok2\nalive ok3\n');
-  assert.match(o.stderr, /not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(packet 1\)/);
+  assert.match(o.stderr, /mem\.lua:3: not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(packet 1\)/);
+  assert.match(o.stderr, /mem\.lua:4: not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(packet 3\)/);
   assert.match(o.stderr, /stack overflow/);
   assert.ok(rt.memoryUsed() < 64 << 20);
+});
+
+test("a refusal to grow the Lua stack itself (its frames hold offsets meanwhile) names the script's line, in the main thread and in a coroutine", async () => {
+  const locals = Array.from({ length: 190 }, (_, i) => `a${i + 1}`).join(', ');
+  const dir = tree({
+    'stack.lua': `local function deep(n)
+        local ${locals}
+        return 1 + deep(n + 1)
+      end
+      buffer = function(p)
+        if p == 'main' then deep(1) end
+        if p == 'co' then coroutine.wrap(function() deep(1) end)() end
+        io.write('alive ', p, '\\n')
+      end`,
+  });
+  const { rt, out } = await start(path.join(dir, 'stack.lua'), { memoryLimit: 12 << 20, budget: 0 });
+  // Count the refusals that were of the main thread's stack block.
+  let stackRefusals = 0;
+  const told = rt.vm.onRefused;
+  rt.vm.onRefused = (ptr) => {
+    if (ptr && ptr === new DataView(rt.vm.wasm.memory.buffer).getUint32(rt.vm.L + 28, true)) stackRefusals++;
+    told(ptr);
+  };
+  rt.open();
+  rt.process(batchOf(['main', 'ok1', 'co', 'ok2'].map((s) => Buffer.from(s))));
+  const o = out();
+  assert.ok(stackRefusals > 0, 'the main thread stack growth was refused');
+  assert.equal(o.stdout.toString(), 'alive ok1\nalive ok2\n');
+  const lines = o.stderr.trim().split('\n');
+  assert.equal(lines.length, 2, o.stderr);
+  assert.match(lines[0], /stack\.lua:3: not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(packet 1\)$/);
+  assert.match(lines[1], /stack\.lua:3: not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(packet 3\)$/);
 });
 
 test("Lua's allocator keeps every block's bytes through growth, shrinking and reuse, and counts what Lua counts", async () => {
