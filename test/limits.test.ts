@@ -278,3 +278,24 @@ test('a memory error while loading the script or in setup names its line too', a
   assert.equal(setup.code, 0, setup.stderr);
   assert.match(setup.stderr, new RegExp(`^riff: ${path.join(dir, 'setup.lua')}:3: not enough memory \\(Lua heap limit reached; raise it with --lua-memory\\) \\(setup\\)$`, 'm'));
 });
+
+for (const workers of [1, 2]) {
+  test(`a script that keeps the heap at its cap: each packet after is one error line, and the script's deinit and riff's summary still come out (${workers} worker(s))`, async () => {
+    const dir = tree({
+      'leak.lua': `LEAK = {}
+function buffer(p)
+  for i = 1, 1e9 do LEAK[#LEAK + 1] = ("m"):rep(1000) .. i end
+end
+function deinit() io.write("deinit ran\\n") end
+`,
+    });
+    const leak = path.join(dir, 'leak.lua');
+    const r = await run(['-q', '--lua', leak, '--lua-memory', '8M', '--workers', String(workers), '-r', HTTP]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.toString(), 'deinit ran\n'.repeat(workers));
+    assert.match(r.stderr, new RegExp(`^riff: ${leak}:3: not enough memory \\(Lua heap limit reached; raise it with --lua-memory\\) \\(packet \\d+\\)$`, 'm'));
+    assert.match(r.stderr, new RegExp(`^45 Lua errors \\(${leak}: 45\\)$`, 'm'));
+    accountsForAll(r.stderr);
+    assert.doesNotMatch(r.stderr, /lost with|restarted|internal error|\n\s+at /);
+  });
+}

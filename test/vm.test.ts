@@ -516,6 +516,10 @@ test("a refusal to grow the Lua stack itself (its frames hold offsets meanwhile)
   assert.equal(lines.length, 2, o.stderr);
   assert.match(lines[0], /stack\.lua:3: not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(packet 1\)$/);
   assert.match(lines[1], /stack\.lua:3: not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(packet 3\)$/);
+  // The reserve riff's bookkeeping took past the cap was given back.
+  assert.equal(rt.vm.memoryLimit, 12 << 20);
+  assert.equal(rt.summary().packetErrors, 2);
+  assert.equal(rt.vm.memoryLimit, 12 << 20);
 });
 
 test("Lua's allocator keeps every block's bytes through growth, shrinking and reuse, and counts what Lua counts", async () => {

@@ -13,10 +13,22 @@ local interrupted = host.interrupted
 -- "file:line" where the heap cap last refused the script memory, or nil.
 local refused = host.refused
 -- riff's own bookkeeping after a script's code (error lines, flushes,
--- counters) may need memory when the script has filled the heap to its cap:
--- headroom(true) lends it a fixed reserve past the cap until headroom(false),
--- so a full heap costs the script's packet, never the worker.
+-- counters, the summary) may need memory when the script has filled the heap
+-- to its cap: headroom(true) lends it a fixed reserve past the cap until
+-- headroom(false), so a full heap costs the script's packet, never the
+-- worker. It is riff's one way past the cap: around its work after script
+-- code here, and for the whole call of its functions that run none (own());
+-- the runtime puts the cap back whenever a call into Lua returns, so the
+-- reserve never outlives the call that took it, even one that raised.
 local headroom = host.headroom
+local function own(f)
+  return function(...)
+    headroom(true)
+    local a, b = f(...)
+    headroom(false)
+    return a, b
+  end
+end
 
 local opts = {
   quiet = false, verbose = false, strict = false,
@@ -729,12 +741,12 @@ end
 
 -- With N workers, a deinit that is not backed by a report sees one
 -- worker's share: said once, at start, so nobody reads half a total.
-function api.note_per_worker()
+api.note_per_worker = own(function()
   if riff.worker.count < 2 or riff.worker.index ~= 1 or report_fn or not deinit_fn then return end
   emit_err("riff: with --workers " .. riff.worker.count .. " the script's deinit runs in each worker on its share of the flows;"
     .. " for whole-run figures give it collect/report (README: One answer from N workers)\n")
   flush()
-end
+end)
 
 ---------------------------------------------------------------------------
 -- The batch loop. T holds the packets as strings, M their headers.
@@ -829,14 +841,14 @@ driver_frames[api.collect] = true
 driver_frames[api.report] = true
 
 -- "handed errors packet_errors\nscript count\n..." for the exit summary.
-function api.summary()
+api.summary = own(function()
   local lines = { processed .. "\t" .. errors_total .. "\t" .. packet_errors }
   if other_errors > 0 then lines[1] = lines[1] .. "\t" .. other_errors end
   for script, n in pairs(errors_by_script) do lines[#lines + 1] = script .. "\t" .. n end
   return table.concat(lines, "\n")
-end
+end)
 
-api.flush = flush
+api.flush = own(flush)
 -- For host.adopt (src/vm/runtime.ts), which enters it for new coroutines.
 api.hook = hook
 return api

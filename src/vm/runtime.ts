@@ -111,12 +111,10 @@ export interface Summary {
   byScript: Map<string, number>;
 }
 
-/** Memory past --lua-memory that riff's own bookkeeping may use after a script's code filled the heap. */
+/** Memory past --lua-memory that riff's own bookkeeping may use after a script's code filled the heap (host.headroom). */
 const HEADROOM = 4 << 20;
 /** riff's own chunks, never the position of a script's error. */
 const RIFF_SOURCES = ['riff/driver.lua', 'riff/sandbox.lua'].map((f) => Buffer.from(`@${BUNDLED_LABEL}/${f}`));
-/** Driver functions that run no script code. */
-const RIFF_ONLY = new Set(['summary', 'flush', 'configure', 'lazy_budget', 'note_per_worker']);
 
 /** Bad script: a one-line message for the user (syntax error, wrong shape...). */
 export class ScriptError extends Error {}
@@ -233,7 +231,8 @@ export class Runtime {
     });
     x.lua_setfield(L, -2, vm.cstr('counter_publish'));
     // host.headroom(on): the driver's bookkeeping gets a fixed reserve past
-    // the heap cap (a script that filled the heap costs its packet only).
+    // the heap cap (a script that filled the heap costs its packet only);
+    // inLua takes it back when the call into Lua returns.
     vm.pushFunction((_, thread) => {
       const cap = this.opts.memoryLimit;
       vm.memoryLimit = cap && x.lua_toboolean(thread, 1) ? cap + HEADROOM : cap;
@@ -415,16 +414,7 @@ export class Runtime {
     this.inLua(phase, () => {
       this.vm.pushRef(ref);
       const n = this.vm.unbounded(pushArgs);
-      // riff's own functions (no script code) get the driver's headroom:
-      // a script that filled the heap must not take the summary with it.
-      const own = RIFF_ONLY.has(name);
-      const cap = this.vm.memoryLimit;
-      if (own && cap) this.vm.memoryLimit = cap + HEADROOM;
-      try {
-        this.vm.call(n, nresults);
-      } finally {
-        if (own && cap) this.vm.memoryLimit = cap;
-      }
+      this.vm.call(n, nresults);
     });
   }
 
@@ -435,13 +425,17 @@ export class Runtime {
    */
   private inLua<T>(phase: number, fn: () => T): T {
     const b = this.block;
-    if (!b) return fn();
-    Atomics.store(b, BLOCK_PHASE, phase);
-    Atomics.add(b, BLOCK_SEQ, 1);
+    if (b) {
+      Atomics.store(b, BLOCK_PHASE, phase);
+      Atomics.add(b, BLOCK_SEQ, 1);
+    }
     try {
       return fn();
     } finally {
-      Atomics.add(b, BLOCK_SEQ, 1);
+      if (b) Atomics.add(b, BLOCK_SEQ, 1);
+      // The cap as configured: a headroom the driver took is never left
+      // lent past the call (an error between its on and off).
+      this.vm.memoryLimit = this.opts.memoryLimit;
     }
   }
 
