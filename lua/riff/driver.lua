@@ -17,18 +17,11 @@ local refused = host.refused
 -- to its cap: headroom(true) lends it a fixed reserve past the cap until
 -- headroom(false), so a full heap costs the script's packet, never the
 -- worker. It is riff's one way past the cap: around its work after script
--- code here, and for the whole call of its functions that run none (own());
--- the runtime puts the cap back whenever a call into Lua returns, so the
--- reserve never outlives the call that took it, even one that raised.
+-- code, and for the whole call of its functions that run none (summary,
+-- flush, note_per_worker); the runtime puts the cap back whenever a call
+-- into Lua returns, so the reserve never outlives the call that took it,
+-- even one that raised.
 local headroom = host.headroom
-local function own(f)
-  return function(...)
-    headroom(true)
-    local a, b = f(...)
-    headroom(false)
-    return a, b
-  end
-end
 
 local opts = {
   quiet = false, verbose = false, strict = false,
@@ -741,12 +734,14 @@ end
 
 -- With N workers, a deinit that is not backed by a report sees one
 -- worker's share: said once, at start, so nobody reads half a total.
-api.note_per_worker = own(function()
+function api.note_per_worker()
   if riff.worker.count < 2 or riff.worker.index ~= 1 or report_fn or not deinit_fn then return end
+  headroom(true)
   emit_err("riff: with --workers " .. riff.worker.count .. " the script's deinit runs in each worker on its share of the flows;"
     .. " for whole-run figures give it collect/report (README: One answer from N workers)\n")
   flush()
-end)
+  headroom(false)
+end
 
 ---------------------------------------------------------------------------
 -- The batch loop. T holds the packets as strings, M their headers.
@@ -841,14 +836,23 @@ driver_frames[api.collect] = true
 driver_frames[api.report] = true
 
 -- "handed errors packet_errors\nscript count\n..." for the exit summary.
-api.summary = own(function()
+-- (Its upvalues `processed` and `packet_errors` are where the watchdog reads
+-- them: src/vm/runtime.ts driverCounters.)
+function api.summary()
+  headroom(true)
   local lines = { processed .. "\t" .. errors_total .. "\t" .. packet_errors }
   if other_errors > 0 then lines[1] = lines[1] .. "\t" .. other_errors end
   for script, n in pairs(errors_by_script) do lines[#lines + 1] = script .. "\t" .. n end
-  return table.concat(lines, "\n")
-end)
+  local text = table.concat(lines, "\n")
+  headroom(false)
+  return text
+end
 
-api.flush = own(flush)
+function api.flush()
+  headroom(true)
+  flush()
+  headroom(false)
+end
 -- For host.adopt (src/vm/runtime.ts), which enters it for new coroutines.
 api.hook = hook
 return api

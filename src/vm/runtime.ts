@@ -139,7 +139,7 @@ export class Runtime {
   private privileged: number[] | null = null;
   /** Where the heap cap last refused the script memory ("file:line"), until the driver takes it; null: unknown. */
   private refusal: Buffer | null = null;
-  /** Whether where.ts reads this VM's frames as lua_getinfo would (checked at boot). */
+  /** Whether where.ts names this VM's lines right (checked at boot). */
   private framesRead = false;
   /** The word where the driver notes the running coroutine (0: the main thread). */
   private threadSlot = 0;
@@ -164,6 +164,7 @@ export class Runtime {
     const { vm } = this;
     const x = vm.x;
     const L = vm.L;
+    this.framesRead = this.checkFrames();
     let originals: number[] = [];
     if (this.opts.inspectable) {
       vm.load(
@@ -256,7 +257,6 @@ export class Runtime {
     const block = new Int32Array(vm.wasm.memory.buffer, x.malloc(BLOCK_WORDS * 4), BLOCK_WORDS).fill(0);
     this.threadSlot = block.byteOffset + BLOCK_THREAD * 4;
     vm.bridge.slot.value = this.threadSlot;
-    this.framesRead = this.checkFrames();
     vm.onRefused = (ptr) => (this.refusal = this.refusedAt(ptr));
     vm.pushWasmFunction(vm.bridge.enter);
     x.lua_setfield(L, -2, vm.cstr('enter'));
@@ -425,6 +425,8 @@ export class Runtime {
    */
   private inLua<T>(phase: number, fn: () => T): T {
     const b = this.block;
+    // A refusal of an earlier call (one a script caught) is not named for this one's errors.
+    this.refusal = null;
     if (b) {
       Atomics.store(b, BLOCK_PHASE, phase);
       Atomics.add(b, BLOCK_SEQ, 1);

@@ -8,12 +8,13 @@
 //
 // Why not lua_getinfo: the allocator runs inside Lua at any moment: in the
 // middle of a table's rehash, of the collector, of a stack reallocation
-// (Lua 5.4.5 turns each frame's stack pointers into offsets while the stack
-// block moves: lua_getinfo would read them as addresses). This reader calls
+// (the Lua 5.4 wasmoon builds reallocates a thread's stack in place and
+// turns each frame's stack pointers into offsets meanwhile, ldo.c relstack:
+// lua_getinfo would read them as addresses). This reader calls
 // nothing, writes nothing, and takes offsets for offsets while the thread's
-// own stack is the block being grown. Every read is bounds-checked; a layout
-// it does not recognise gives no position rather than a wrong one
-// (Runtime checks the layout once per VM against lua_getinfo's answer).
+// own stack is the block being grown. Every read is bounds-checked; memory
+// that does not read as Lua's frames gives no position, and Runtime checks
+// once per VM that it names known lines right (else it is not used).
 //
 // Layouts: wasmoon's 32-bit build of Lua 5.4 (lstate.h, lobject.h); the
 // lua_State and CallInfo offsets are the watchdog's.
