@@ -486,6 +486,26 @@ test('the heap cap turns huge allocations into a Lua error for that packet, and 
   assert.ok(rt.memoryUsed() < 64 << 20);
 });
 
+test("a memory error names its chunk as Lua's own errors do: a long path cut to its end, a loaded string as [string ...]", async () => {
+  const dir = tree({
+    'a-directory-with-a-rather-long-name/and-one-more-level-below-it/main.lua': `buffer = function(p)
+        if p == 'mem' then local s = string.rep('x', 1e9) end
+        if p == 'err' then error('plain') end
+        local f = load('local x = 1\\nif ... then return string.rep("x", 1e9) end error("plain")')
+        f(p == 'loadmem')
+      end`,
+  });
+  const { rt, out } = await start(path.join(dir, 'a-directory-with-a-rather-long-name/and-one-more-level-below-it/main.lua'));
+  rt.open();
+  rt.process(batchOf(['mem', 'err', 'loadmem', 'loaderr'].map((s) => Buffer.from(s))));
+  const where = out().stderr.trim().split('\n').map((l) => /^riff: (.*?:\d+): /.exec(l)?.[1]);
+  assert.equal(where.length, 4, out().stderr);
+  assert.match(where[0]!, /^\.\.\..*\/main\.lua:2$/, 'cut to its end, as Lua cuts it');
+  assert.equal(where[0]!.replace(/:\d+$/, ''), where[1]!.replace(/:\d+$/, ''), "the same chunk name as Lua's own error");
+  assert.equal(where[2], '[string "local x = 1..."]:2');
+  assert.equal(where[3], '[string "local x = 1..."]:2');
+});
+
 test("a refusal to grow the Lua stack itself (its frames hold offsets meanwhile) names the script's line, in the main thread and in a coroutine", async () => {
   const locals = Array.from({ length: 190 }, (_, i) => `a${i + 1}`).join(', ');
   const dir = tree({
