@@ -110,7 +110,13 @@ export class RingProducer extends RingBase {
       const tail = this.size - wpos;
       let at = wpos;
       let skipped = 0;
-      if (tail < need) {
+      // Back to the start when the ring is empty (the consumer holds
+      // nothing and follows the wrap), as soon as a whole batch fits before
+      // the old position: the ring's bytes lie in the VM's memory, whose
+      // pages stay resident once written, so a capture slower than Lua
+      // keeps only its backlog's high-water mark resident, not the whole
+      // ring (64 MiB per VM, a new VM's at every reload).
+      if (tail < need || (used === 0 && wpos >= want + SLOT_HDR && wpos >= need)) {
         at = 0;
         skipped = tail;
       }
