@@ -110,13 +110,14 @@ export class RingProducer extends RingBase {
       const tail = this.size - wpos;
       let at = wpos;
       let skipped = 0;
-      // Back to the start when the ring is empty (the consumer holds
-      // nothing and follows the wrap), as soon as a whole batch fits before
-      // the old position: the ring's bytes lie in the VM's memory, whose
-      // pages stay resident once written, so a capture slower than Lua
-      // keeps only its backlog's high-water mark resident, not the whole
-      // ring (64 MiB per VM, a new VM's at every reload).
-      if (tail < need || (used === 0 && wpos >= want + SLOT_HDR && wpos >= need)) {
+      // Back to the start as soon as a whole batch fits before the oldest
+      // byte the consumer still needs (free - tail: the ring's free bytes
+      // that are not this tail), not only when the tail is too short: the
+      // ring's bytes lie in the VM's memory, whose pages stay resident once
+      // written, so the ring then keeps its backlog's high-water mark (and
+      // a batch) resident instead of all of it (64 MiB per VM, a new VM's
+      // at every reload).
+      if (tail < need || free - tail >= Math.max(want + SLOT_HDR, need)) {
         at = 0;
         skipped = tail;
       }
