@@ -155,7 +155,7 @@ async function main(): Promise<void> {
   const db = path.join(dir, 'traffic.db');
   const riff = spawn(
     'ip',
-    ['netns', 'exec', ns.rx, process.execPath, RIFF, '-q', '--lua', TRAFFIC, '-i', 'vrx', '--workers', String(o.workers), '-o', `json:${json}`, '-o', `sqlite:${db}`, '--stats', String(o.sampleEvery)],
+    ['netns', 'exec', ns.rx, process.execPath, RIFF, '-q', '--verbose', '--lua', TRAFFIC, '-i', 'vrx', '--workers', String(o.workers), '-o', `json:${json}`, '-o', `sqlite:${db}`, '--stats', String(o.sampleEvery)],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   cleanups.push(() => riff.kill('SIGKILL'));
@@ -193,15 +193,21 @@ async function main(): Promise<void> {
     t: number;
     rss: number;
     wasm: number;
+    /** Resident memory outside the VMs' memories. */
+    rest: number;
     fds: number;
     heap: number;
+    /** V8's heaps: the capture thread's (and its external memory), the workers'. */
+    jsMain: number;
+    jsExt: number;
+    jsWorkers: number;
     sessions: number;
     records: number;
   }
   const samples: Sample[] = [];
   const load0 = loadavg();
   process.stdout.write(`soak: ${o.minutes} min at ${o.pps} packets/s, reload and rotate every ${o.reloadEvery} s, ${o.workers} worker(s), warm-up ${o.warmUp} s; load average ${load0}\n`);
-  process.stdout.write('   time      RSS (of it Lua VMs)  fds  Lua heap  sessions  records\n');
+  process.stdout.write('   time      RSS (of it Lua VMs)  fds  Lua heap  JS heap: main (ext)  workers  sessions  records\n');
   while (Date.now() < end) {
     await sleep(o.sampleEvery * 1000);
     const now = Date.now();
@@ -213,12 +219,15 @@ async function main(): Promise<void> {
     }
     const stats = [...err.matchAll(/^riff: stats: .*$/gm)].pop()?.[0] ?? '';
     const heap = Number(/Lua heap ([\d.]+) MiB/.exec(stats)?.[1] ?? NaN) * 2 ** 20;
+    const js = /JS heap ([\d.]+) MiB here \(([\d.]+) MiB external\) and ([\d.]+) MiB in the workers/.exec(stats)?.slice(1).map((x) => Number(x) * 2 ** 20) ?? [NaN, NaN, NaN];
     const records = Number(/(\d+) records emitted/.exec(stats)?.[1] ?? 0);
     const st = [...err.matchAll(/TCP sess: (\d+), UDP sess: (\d+)/g)].pop();
-    const s: Sample = { t: (now - t0) / 1000, rss: rss(pid), wasm: wasmResident(pid), fds: fds(pid), heap, sessions: st ? Number(st[1]) + Number(st[2]) : NaN, records };
+    const s: Sample = { t: (now - t0) / 1000, rss: rss(pid), wasm: 0, rest: 0, fds: fds(pid), heap, jsMain: js[0], jsExt: js[1], jsWorkers: js[2], sessions: st ? Number(st[1]) + Number(st[2]) : NaN, records };
+    s.wasm = wasmResident(pid);
+    s.rest = s.rss - s.wasm;
     samples.push(s);
     process.stdout.write(
-      `${s.t.toFixed(0).padStart(6)} s ${MiB(s.rss).padStart(6)} MiB ${MiB(s.wasm).padStart(6)} MiB ${String(s.fds).padStart(6)} ${MiB(s.heap).padStart(5)} MiB ${String(s.sessions).padStart(9)} ${String(s.records).padStart(8)}\n`,
+      `${s.t.toFixed(0).padStart(6)} s ${MiB(s.rss).padStart(6)} MiB ${MiB(s.wasm).padStart(6)} MiB ${String(s.fds).padStart(6)} ${MiB(s.heap).padStart(5)} MiB ${MiB(s.jsMain).padStart(9)} (${MiB(s.jsExt).padStart(5)}) MiB ${MiB(s.jsWorkers).padStart(6)} MiB ${String(s.sessions).padStart(9)} ${String(s.records).padStart(8)}\n`,
     );
   }
   replaying = false;
@@ -242,17 +251,18 @@ async function main(): Promise<void> {
   const accounted = lines === emitted && rows === emitted && writtenBy('json') === emitted && writtenBy('sqlite') === emitted;
   const warm = samples.filter((s) => s.t >= o.warmUp);
   /** Least-squares growth over the samples after the warm-up: per hour, and over that span as a share of their mean. */
-  const growth = (k: 'rss' | 'fds' | 'wasm' | 'heap') => {
+  type Key = 'rss' | 'fds' | 'wasm' | 'rest' | 'heap' | 'jsMain' | 'jsWorkers' | 'sessions';
+  const growth = (k: Key) => {
     if (warm.length < 2) return { perHour: NaN, share: NaN };
     const per = slope(warm.map((s) => s.t), warm.map((s) => s[k]));
     const mean = warm.reduce((a, s) => a + s[k], 0) / warm.length;
     return { perHour: per * 3600, share: (per * (warm[warm.length - 1].t - warm[0].t)) / mean };
   };
-  const range = (k: 'rss' | 'fds' | 'wasm' | 'heap' | 'sessions', f: (x: number) => string) => {
+  const range = (k: Key, f: (x: number) => string) => {
     const v = warm.map((s) => s[k]);
     return `${f(warm[0]?.[k])} at ${warm[0]?.t.toFixed(0)} s, ${f(warm[warm.length - 1]?.[k])} at the end, ${f(Math.min(...v))}-${f(Math.max(...v))}`;
   };
-  const g = { rss: growth('rss'), fds: growth('fds'), wasm: growth('wasm'), heap: growth('heap') };
+  const g = { rss: growth('rss'), fds: growth('fds'), wasm: growth('wasm'), heap: growth('heap'), jsMain: growth('jsMain'), jsWorkers: growth('jsWorkers') };
   const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   process.stdout.write(
     [
@@ -262,6 +272,9 @@ async function main(): Promise<void> {
       `  resident memory ${range('rss', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.rss.share)} over the run (${MiB(g.rss.perHour)} MiB/h)`,
       `  of it the Lua VMs' memories ${range('wasm', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.wasm.share)}`,
       `  Lua heap ${range('heap', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.heap.share)}`,
+      `  JS heap of the capture thread ${range('jsMain', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.jsMain.share)}`,
+      `  JS heap of the workers ${range('jsWorkers', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.jsWorkers.share)}`,
+      `  the rest (Node, V8's code and pages, malloc, SQLite, the capture ring): resident minus the VMs' memories, ${range('rest', (x) => `${MiB(x)} MiB`)}; growth ${pct(growth('rest').share)}`,
       `  open descriptors ${range('fds', String)}; growth ${pct(g.fds.share)}`,
       `  live sessions ${range('sessions', String)}`,
       `verdict: memory ${Math.abs(g.rss.share) < 0.01 ? 'flat' : 'NOT flat'}, descriptors ${Math.abs(g.fds.share) < 0.01 ? 'flat' : 'NOT flat'} (target: under 1% over the run), records ${accounted ? 'all accounted for' : 'NOT accounted for'}`,

@@ -31,10 +31,14 @@ const NO_FILE: CaptureFile = {
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 /** The Lua heap for --stats: the total, each worker's when there are several, and what VMs retired by a reload still hold. */
-function luaHeap(h: { workers: number[]; retiring: number }): string {
-  const total = h.workers.reduce((a, b) => a + b, 0);
-  const per = h.workers.length > 1 ? ` (${h.workers.map((b) => (b / 2 ** 20).toFixed(1)).join(' + ')} per worker)` : '';
-  return `Lua heap ${mib(total)}${per}${h.retiring ? `, ${mib(h.retiring)} in VMs a reload retired` : ''}`;
+function luaHeap(h: { workers: number[]; retiring: number; js: number[] }, verbose: boolean): string {
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const each = (xs: number[]) => (xs.length > 1 ? ` (${xs.map((b) => (b / 2 ** 20).toFixed(1)).join(' + ')} per worker)` : '');
+  const lua = `Lua heap ${mib(sum(h.workers))}${each(h.workers)}${h.retiring ? `, ${mib(h.retiring)} in VMs a reload retired` : ''}`;
+  if (!verbose) return lua;
+  // --verbose: V8's heaps too, the capture thread's and the workers', for telling a leak's place.
+  const m = process.memoryUsage();
+  return `${lua}, JS heap ${mib(m.heapUsed)} here (${mib(m.external)} external) and ${mib(sum(h.js))} in the workers${each(h.js)}`;
 }
 
 /** Keep only the first `left` passed packets of the batch; returns how many records were kept. */
@@ -162,7 +166,7 @@ export class CaptureSession {
       const k = capture && !capture.closed ? capture.stats() : null;
       const kernel = k ? `, ${k.received} received by filter, ${k.droppedByKernel} dropped by kernel, ${k.droppedByInterface} dropped by interface` : '';
       const rec = records();
-      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'} (${rate}/s)${kernel}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors${pool.ended ? `, ${pool.lost} lost with ${pool.ended} ended Lua workers (${pool.restarted} restarted)` : ''}, ${luaHeap(pool.luaHeap())}${rec ? `, ${rec}` : ''}`);
+      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'} (${rate}/s)${kernel}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors${pool.ended ? `, ${pool.lost} lost with ${pool.ended} ended Lua workers (${pool.restarted} restarted)` : ''}, ${luaHeap(pool.luaHeap(), !!args.verbose)}${rec ? `, ${rec}` : ''}`);
     }, every * 1000);
     this.statsTimer.unref();
   }

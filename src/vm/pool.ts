@@ -58,7 +58,7 @@ interface Incarnation {
   index: number;
   /** [packets handed to Lua, packet errors] at index*2, written by this worker alone. */
   counters: Float64Array;
-  /** [bytes its Lua heap holds], as of its last batch. */
+  /** [bytes its Lua heap holds, bytes its thread's JS heap holds], as of its last batch. */
   heap: Float64Array;
   /** Set when its ring is closed for a reload: its deinit's return is then the hand-over. */
   retiring: Int32Array;
@@ -195,7 +195,7 @@ export class LuaPool {
     const n = Math.max(1, this.o.workers);
     const counterBuf = new SharedArrayBuffer(8 * 2 * n);
     const retiring = new SharedArrayBuffer(4);
-    const heapBuf = new SharedArrayBuffer(8);
+    const heapBuf = new SharedArrayBuffer(16);
     const init: WorkerInit = {
       index,
       opts: this.o.runtime,
@@ -655,13 +655,15 @@ export class LuaPool {
   }
 
   /**
-   * Bytes each worker's Lua heap holds (as of its last batch), and those of
-   * VMs a reload retired that are still finishing.
+   * Bytes each worker's Lua heap holds (as of its last batch), those of
+   * VMs a reload retired that are still finishing, and each worker
+   * thread's JS heap (V8's, at most a second old).
    */
-  luaHeap(): { workers: number[]; retiring: number } {
+  luaHeap(): { workers: number[]; retiring: number; js: number[] } {
     return {
       workers: this.slots.map((s) => (s.life.over ? 0 : s.life.heap[0])),
       retiring: this.retired.reduce((n, l) => n + (l.over ? 0 : l.heap[0]), 0),
+      js: this.slots.map((s) => (s.life.over ? 0 : s.life.heap[1])),
     };
   }
 

@@ -104,20 +104,25 @@ export class RingProducer extends RingBase {
     const need = SLOT_HDR + min;
     const until = performance.now() + waitMs;
     for (;;) {
-      const wpos = Atomics.load(this.ctl, WPOS);
+      let wpos = Atomics.load(this.ctl, WPOS);
       const used = Atomics.load(this.ctl, USED);
+      if (used === 0 && wpos !== 0) {
+        // Empty: both positions back to the start. The ring's bytes lie in
+        // the VM's memory, whose pages stay resident once written, so a
+        // ring that Lua keeps up with then keeps its backlog's high-water
+        // mark resident, not all of it (64 MiB per VM, a new VM's at every
+        // reload). The consumer holds nothing and reads RPOS only once
+        // USED is above 0 again, which this thread makes so after these
+        // stores; nothing is skipped, so no room is lost.
+        Atomics.store(this.ctl, RPOS, 0);
+        Atomics.store(this.ctl, WPOS, 0);
+        wpos = 0;
+      }
       const free = this.size - used;
       const tail = this.size - wpos;
       let at = wpos;
       let skipped = 0;
-      // Back to the start as soon as a whole batch fits before the oldest
-      // byte the consumer still needs (free - tail: the ring's free bytes
-      // that are not this tail), not only when the tail is too short: the
-      // ring's bytes lie in the VM's memory, whose pages stay resident once
-      // written, so the ring then keeps its backlog's high-water mark (and
-      // a batch) resident instead of all of it (64 MiB per VM, a new VM's
-      // at every reload).
-      if (tail < need || free - tail >= Math.max(want + SLOT_HDR, need)) {
+      if (tail < need) {
         at = 0;
         skipped = tail;
       }

@@ -1,6 +1,7 @@
 // A Lua worker thread: one Runtime (one WebAssembly Lua VM) fed from its
 // ring. Started by pool.ts; everything it says to the capture thread goes
 // through postMessage, counters through shared memory.
+import v8 from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
@@ -17,7 +18,7 @@ export interface WorkerInit {
   lock: SharedArrayBuffer;
   /** Float64 per worker: [packets handed to Lua, packet errors]. */
   counters: SharedArrayBuffer;
-  /** Float64: bytes this VM's Lua heap holds, as of its last batch (--stats reads it). */
+  /** Float64 [bytes this VM's Lua heap holds, bytes this thread's JS heap holds], as of its last batch (at most a second old for the JS heap): --stats reads them. */
   heap: SharedArrayBuffer;
   /** How many workers there are, and riff.counter's numbers (SharedCounters). */
   workers: number;
@@ -152,6 +153,8 @@ async function main(): Promise<void> {
     rt.setup();
   }
   heap[0] = vm.memoryUsed;
+  heap[1] = v8.getHeapStatistics().used_heap_size;
+  let heapAt = performance.now();
   const at = init.index * 2;
   let handed = 0;
   const prof = process.env.RIFF_PROFILE ? { wait: 0, lua: 0, t: performance.now(), ready: performance.now(), first: 0 } : null;
@@ -174,6 +177,10 @@ async function main(): Promise<void> {
       counters[at] = handed;
       counters[at + 1] = rt.packetErrors();
       heap[0] = vm.memoryUsed;
+      if (performance.now() - heapAt > 1000) {
+        heap[1] = v8.getHeapStatistics().used_heap_size;
+        heapAt = performance.now();
+      }
     }
     ring.release();
     if (rt.stopRequested && !stopSent) {
