@@ -277,7 +277,7 @@ async function main(): Promise<void> {
       `  the rest (Node, V8's code and pages, malloc, SQLite, the capture ring): resident minus the VMs' memories, ${range('rest', (x) => `${MiB(x)} MiB`)}; growth ${pct(growth('rest').share)}`,
       `  open descriptors ${range('fds', String)}; growth ${pct(g.fds.share)}`,
       `  live sessions ${range('sessions', String)}`,
-      `verdict: memory ${Math.abs(g.rss.share) < 0.01 ? 'flat' : 'NOT flat'}, descriptors ${Math.abs(g.fds.share) < 0.01 ? 'flat' : 'NOT flat'} (target: under 1% over the run), records ${accounted ? 'all accounted for' : 'NOT accounted for'}`,
+      `verdict: memory ${g.rss.share < 0.01 ? 'flat' : 'NOT flat'}, descriptors ${g.fds.share < 0.01 ? 'flat' : 'NOT flat'} (target: under 1% over the run), records ${accounted ? 'all accounted for' : 'NOT accounted for'}`,
       `summary:\n${summary.trim()}`,
     ].join('\n') + '\n',
   );
