@@ -2,15 +2,17 @@
 // riff left running: a steady replay into a veth pair for N minutes through
 // lua/examples/traffic.lua with its outputs on, the script reloaded (SIGHUP)
 // and the JSON output rotated (move + SIGUSR1) once a minute. Every sample
-// (default each 10 s) reads riff's resident memory and open descriptors from
-// /proc, its Lua heap and live sessions from its --stats and status lines,
-// and at the end it checks that every record riff says it wrote is in the
-// files. A benchmark-style script (root, tcpreplay), not a CI test:
+// (default each 10 s) reads riff's resident memory (and how much of it is
+// the Lua VMs' WebAssembly memories) and open descriptors from /proc, its
+// Lua heap and records written from its --stats line, live sessions from
+// traffic.lua's status line; at the end it checks that every record riff
+// emitted is in the JSON files and in SQLite, once. A benchmark-style
+// script (root, tcpreplay), not a CI test:
 //
-//   scripts/soak [--minutes 10] [--pps 2000] [--reload-every 60] [--sample-every 10] [--workers 1]
+//   scripts/soak [--minutes 10] [--pps 2000] [--reload-every 60] [--sample-every 10] [--warm-up 60] [--workers 1]
 //
-// It prints one row per sample and a verdict: growth of memory and
-// descriptors after the first minute (target: under 1% over the run).
+// It prints one row per sample and the growth of memory and descriptors
+// after the warm-up (least-squares slope; target: under 1% over the run).
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -28,23 +30,25 @@ interface Opts {
   pps: number;
   reloadEvery: number;
   sampleEvery: number;
+  warmUp: number;
   workers: number;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { minutes: 10, pps: 2000, reloadEvery: 60, sampleEvery: 10, workers: 1 };
+  const o: Opts = { minutes: 10, pps: 2000, reloadEvery: 60, sampleEvery: 10, warmUp: 60, workers: 1 };
   const keys: Record<string, keyof Opts> = {
     '--minutes': 'minutes',
     '--pps': 'pps',
     '--reload-every': 'reloadEvery',
     '--sample-every': 'sampleEvery',
+    '--warm-up': 'warmUp',
     '--workers': 'workers',
   };
   for (let i = 0; i < argv.length; i++) {
     const k = keys[argv[i]];
     const v = Number(argv[i + 1]);
     if (argv[i] === '--help' || argv[i] === '-h') {
-      process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 13).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+      process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 15).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
       process.exit(0);
     }
     if (!k || !(v > 0)) {
@@ -100,6 +104,30 @@ function rss(pid: number): number {
 
 const fds = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).length;
 
+/**
+ * Resident bytes of the Lua VMs' WebAssembly memories: V8 maps each as its
+ * accessible pages followed by the rest of its reservation (several GiB,
+ * no access), which nothing else in riff has.
+ */
+function wasmResident(pid: number): number {
+  const maps: { lo: bigint; hi: bigint; perms: string; rss: number }[] = [];
+  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) /.exec(line);
+    if (m) maps.push({ lo: BigInt(`0x${m[1]}`), hi: BigInt(`0x${m[2]}`), perms: m[3], rss: 0 });
+    else if (line.startsWith('Rss:') && maps.length) maps[maps.length - 1].rss = Number(line.split(/\s+/)[1]) * 1024;
+  }
+  let n = 0;
+  for (let i = 0; i + 1 < maps.length; i++) {
+    const a = maps[i];
+    const b = maps[i + 1];
+    if (a.perms.startsWith('rw') && b.lo === a.hi && b.perms === '---p' && b.hi - b.lo >= 4n << 30n) n += a.rss;
+  }
+  return n;
+}
+
+const loadavg = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+const MiB = (b: number) => (b / 2 ** 20).toFixed(1);
+
 /** Least-squares slope of y over x. */
 function slope(xs: number[], ys: number[]): number {
   const n = xs.length;
@@ -127,7 +155,7 @@ async function main(): Promise<void> {
   const db = path.join(dir, 'traffic.db');
   const riff = spawn(
     'ip',
-    ['netns', 'exec', ns.rx, process.execPath, RIFF, '-q', '--lua', TRAFFIC, '-i', 'vrx', '--workers', String(o.workers), '-o', `json:${json}`, '-o', `sqlite:${db}`, '--stats', String(o.sampleEvery)],
+    ['netns', 'exec', ns.rx, process.execPath, RIFF, '-q', '--verbose', '--lua', TRAFFIC, '-i', 'vrx', '--workers', String(o.workers), '-o', `json:${json}`, '-o', `sqlite:${db}`, '--stats', String(o.sampleEvery)],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   cleanups.push(() => riff.kill('SIGKILL'));
@@ -161,9 +189,25 @@ async function main(): Promise<void> {
   const end = t0 + o.minutes * 60_000;
   let nextReload = t0 + o.reloadEvery * 1000;
   let rotations = 0;
-  const samples: { t: number; rss: number; fds: number; heap: string; sessions: string }[] = [];
-  process.stdout.write(`soak: ${o.minutes} min at ${o.pps} packets/s, reload and rotate every ${o.reloadEvery} s, ${o.workers} worker(s)\n`);
-  process.stdout.write('   time      RSS  fds  Lua heap   sessions (TCP/UDP/APP)\n');
+  interface Sample {
+    t: number;
+    rss: number;
+    wasm: number;
+    /** Resident memory outside the VMs' memories. */
+    rest: number;
+    fds: number;
+    heap: number;
+    /** V8's heaps: the capture thread's (and its external memory), the workers'. */
+    jsMain: number;
+    jsExt: number;
+    jsWorkers: number;
+    sessions: number;
+    records: number;
+  }
+  const samples: Sample[] = [];
+  const load0 = loadavg();
+  process.stdout.write(`soak: ${o.minutes} min at ${o.pps} packets/s, reload and rotate every ${o.reloadEvery} s, ${o.workers} worker(s), warm-up ${o.warmUp} s; load average ${load0}\n`);
+  process.stdout.write('   time      RSS (of it Lua VMs)  fds  Lua heap  JS heap: main (ext)  workers  sessions  records\n');
   while (Date.now() < end) {
     await sleep(o.sampleEvery * 1000);
     const now = Date.now();
@@ -174,11 +218,17 @@ async function main(): Promise<void> {
       process.kill(pid, 'SIGHUP');
     }
     const stats = [...err.matchAll(/^riff: stats: .*$/gm)].pop()?.[0] ?? '';
-    const heap = /Lua heap ([\d.]+ \w+)/.exec(stats)?.[1] ?? '?';
-    const st = [...err.matchAll(/TCP sess: (\d+), UDP sess: (\d+), APP sess: (\d+)/g)].pop();
-    const s = { t: (now - t0) / 1000, rss: rss(pid), fds: fds(pid), heap, sessions: st ? `${st[1]}/${st[2]}/${st[3]}` : '?' };
+    const heap = Number(/Lua heap ([\d.]+) MiB/.exec(stats)?.[1] ?? NaN) * 2 ** 20;
+    const js = /JS heap ([\d.]+) MiB here \(([\d.]+) MiB external\) and ([\d.]+) MiB in the workers/.exec(stats)?.slice(1).map((x) => Number(x) * 2 ** 20) ?? [NaN, NaN, NaN];
+    const records = Number(/(\d+) records emitted/.exec(stats)?.[1] ?? 0);
+    const st = [...err.matchAll(/TCP sess: (\d+), UDP sess: (\d+)/g)].pop();
+    const s: Sample = { t: (now - t0) / 1000, rss: rss(pid), wasm: 0, rest: 0, fds: fds(pid), heap, jsMain: js[0], jsExt: js[1], jsWorkers: js[2], sessions: st ? Number(st[1]) + Number(st[2]) : NaN, records };
+    s.wasm = wasmResident(pid);
+    s.rest = s.rss - s.wasm;
     samples.push(s);
-    process.stdout.write(`${s.t.toFixed(0).padStart(6)} s ${(s.rss / 2 ** 20).toFixed(1).padStart(6)} MiB ${String(s.fds).padStart(4)} ${s.heap.padStart(9)}   ${s.sessions}\n`);
+    process.stdout.write(
+      `${s.t.toFixed(0).padStart(6)} s ${MiB(s.rss).padStart(6)} MiB ${MiB(s.wasm).padStart(6)} MiB ${String(s.fds).padStart(6)} ${MiB(s.heap).padStart(5)} MiB ${MiB(s.jsMain).padStart(9)} (${MiB(s.jsExt).padStart(5)}) MiB ${MiB(s.jsWorkers).padStart(6)} MiB ${String(s.sessions).padStart(9)} ${String(s.records).padStart(8)}\n`,
+    );
   }
   replaying = false;
   await replay;
@@ -188,8 +238,9 @@ async function main(): Promise<void> {
   const summary = err.slice(err.lastIndexOf('packets captured') - 20);
   const files = [json, ...Array.from({ length: rotations }, (_, i) => `${json}.${i + 1}`)].filter((f) => fs.existsSync(f));
   const lines = files.reduce((n, f) => n + fs.readFileSync(f, 'utf8').split('\n').filter(Boolean).length, 0);
-  // The summary counts records over both outputs (JSON and SQLite): each should hold half.
-  const written = Number(/^(\d+) records written/m.exec(err)?.[1] ?? NaN);
+  // The summary: records emitted by Lua, then each output's own account.
+  const emitted = Number(/^(\d+) records emitted$/m.exec(err)?.[1] ?? NaN);
+  const writtenBy = (kind: string) => Number(new RegExp(`^output ${kind}:.*?: (\\d+) written`, 'm').exec(err)?.[1] ?? NaN);
   // better-sqlite3's own types are a separate package (as in src/outputs/sqlite-output.ts).
   type Db = { prepare(sql: string): { all(): unknown[]; get(): unknown }; close(): void };
   const Database = createRequire(import.meta.url)('better-sqlite3') as new (file: string, o: { readonly: boolean }) => Db;
@@ -197,17 +248,36 @@ async function main(): Promise<void> {
   const tables = sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[];
   const rows = tables.reduce((n, t) => n + (sqlite.prepare(`SELECT count(*) AS n FROM "${t.name.replace(/"/g, '""')}"`).get() as { n: number }).n, 0);
   sqlite.close();
-  const warm = samples.filter((s) => s.t >= 60);
-  const growth = (k: 'rss' | 'fds') => {
-    if (warm.length < 2) return NaN;
+  const accounted = lines === emitted && rows === emitted && writtenBy('json') === emitted && writtenBy('sqlite') === emitted;
+  const warm = samples.filter((s) => s.t >= o.warmUp);
+  /** Least-squares growth over the samples after the warm-up: per hour, and over that span as a share of their mean. */
+  type Key = 'rss' | 'fds' | 'wasm' | 'rest' | 'heap' | 'jsMain' | 'jsWorkers' | 'sessions';
+  const growth = (k: Key) => {
+    if (warm.length < 2) return { perHour: NaN, share: NaN };
     const per = slope(warm.map((s) => s.t), warm.map((s) => s[k]));
-    return (per * (warm[warm.length - 1].t - warm[0].t)) / warm[0][k];
+    const mean = warm.reduce((a, s) => a + s[k], 0) / warm.length;
+    return { perHour: per * 3600, share: (per * (warm[warm.length - 1].t - warm[0].t)) / mean };
   };
+  const range = (k: Key, f: (x: number) => string) => {
+    const v = warm.map((s) => s[k]);
+    return `${f(warm[0]?.[k])} at ${warm[0]?.t.toFixed(0)} s, ${f(warm[warm.length - 1]?.[k])} at the end, ${f(Math.min(...v))}-${f(Math.max(...v))}`;
+  };
+  const g = { rss: growth('rss'), fds: growth('fds'), wasm: growth('wasm'), heap: growth('heap'), jsMain: growth('jsMain'), jsWorkers: growth('jsWorkers') };
+  const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
   process.stdout.write(
     [
-      `riff exited ${code}; ${sent} packets sent; ${rotations} rotations and reloads`,
-      `records: riff says ${written} written over 2 outputs; ${lines} lines in ${files.length} JSON files, ${rows} rows in SQLite: ${lines === written / 2 && rows === written / 2 ? 'every record in both, once' : 'MISMATCH'}`,
-      `growth after the first minute (least-squares slope over the run): memory ${(growth('rss') * 100).toFixed(2)}%, descriptors ${(growth('fds') * 100).toFixed(2)}%`,
+      `riff exited ${code}; ${sent} packets sent; ${rotations} rotations and reloads; load average ${load0} at the start, ${loadavg()} at the end`,
+      `records: ${emitted} emitted; json ${writtenBy('json')} written, ${lines} lines in ${files.length} files; sqlite ${writtenBy('sqlite')} written, ${rows} rows: ${accounted ? 'every record in both, once' : 'MISMATCH'}`,
+      `after the ${o.warmUp} s warm-up (${warm.length} samples):`,
+      `  resident memory ${range('rss', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.rss.share)} over the run (${MiB(g.rss.perHour)} MiB/h)`,
+      `  of it the Lua VMs' memories ${range('wasm', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.wasm.share)}`,
+      `  Lua heap ${range('heap', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.heap.share)}`,
+      `  JS heap of the capture thread ${range('jsMain', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.jsMain.share)}`,
+      `  JS heap of the workers ${range('jsWorkers', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.jsWorkers.share)}`,
+      `  the rest (Node, V8's code and pages, malloc, SQLite, the capture ring): resident minus the VMs' memories, ${range('rest', (x) => `${MiB(x)} MiB`)}; growth ${pct(growth('rest').share)}`,
+      `  open descriptors ${range('fds', String)}; growth ${pct(g.fds.share)}`,
+      `  live sessions ${range('sessions', String)}`,
+      `verdict: memory ${g.rss.share < 0.01 ? 'flat' : 'NOT flat'}, descriptors ${g.fds.share < 0.01 ? 'flat' : 'NOT flat'} (target: under 1% over the run), records ${accounted ? 'all accounted for' : 'NOT accounted for'}`,
       `summary:\n${summary.trim()}`,
     ].join('\n') + '\n',
   );

@@ -195,7 +195,13 @@ async function main(): Promise<number> {
     void pool.reload(prepare).then((why) => why && note(why));
   });
 
-  if (statsEvery) session.startStats(statsEvery);
+  // --stats counts records as the summary does: emitted by Lua, written by each output.
+  if (statsEvery)
+    session.startStats(statsEvery, () => {
+      const accounts = outputs.stats();
+      if (!outputs.emitted && !accounts.some((a) => a.stats.written)) return '';
+      return `${outputs.emitted} records emitted (${accounts.map((a) => `${a.spec}: ${a.stats.written} written`).join(', ')})`;
+    });
   if (args.r !== undefined) await session.readFile();
   else await session.captureLive();
   session.stop();

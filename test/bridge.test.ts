@@ -105,16 +105,41 @@ test('the allocator resizes in place within a class and moves across classes and
   fill(s, 2049, 0x3d);
   const t = alloc(s, 2049, 50_000);
   assert.ok(t && holds(t, 2049, 0x3d));
-  // Shrinking to a small size stays in place (the block is at least the class's size);
-  // freed at that size, it joins the class's list like any other.
-  assert.equal(alloc(t, 50_000, 100), t);
-  assert.ok(holds(t, 100, 0x3d));
-  alloc(t, 100, 0);
-  assert.equal(head(classOf(100)), t);
-  // Shrinking within the free lists: in place.
+  // Shrinking from malloc to a small size: a block of that class, the bytes
+  // kept, the malloc block freed (never put on a list).
+  const t2 = alloc(t, 50_000, 100);
+  assert.notEqual(t2, t);
+  assert.ok(holds(t2, 100, 0x3d));
+  alloc(t2, 100, 0);
+  assert.equal(head(classOf(100)), t2);
+  // Shrinking within a class: in place.
   const u = alloc(0, 0, 2000);
-  assert.equal(alloc(u, 2000, 9), u);
+  fill(u, 2000, 0x71);
+  assert.equal(alloc(u, 2000, 1995), u);
+  // Shrinking to a smaller class: a block of that class, the bytes kept, the
+  // old one back on its own class's list (not the smaller one's).
+  const v = alloc(u, 1995, 9);
+  assert.notEqual(v, u);
+  assert.ok(holds(v, 9, 0x71));
+  assert.equal(head(classOf(2000)), u);
   assert.deepEqual(guard(), new Array(8).fill(0));
+});
+
+test('a block grown and shrunk over and over reuses the same blocks: memory does not creep into the smaller class', async () => {
+  const { head, alloc } = await bridge();
+  // What a coroutine's stack does: shrunk at a collection, grown again by the next packet.
+  const seen = new Set<number>();
+  let p = alloc(0, 0, 1600);
+  for (let i = 0; i < 10_000; i++) {
+    p = alloc(p, 1600, 160);
+    seen.add(p);
+    p = alloc(p, 160, 1600);
+    seen.add(p);
+  }
+  alloc(p, 1600, 0);
+  // One block of each class, taken and given back in turn.
+  assert.ok(seen.size <= 3, `${seen.size} blocks used`);
+  assert.ok(head(classOf(1600)) && head(classOf(160)));
 });
 
 test('the allocator counts what Lua holds and refuses growth past the cap, in 64 bits, telling JS of each refusal first', async () => {
@@ -122,9 +147,10 @@ test('the allocator counts what Lua holds and refuses growth past the cap, in 64
   const at = used();
   const p = alloc(0, 0, 100);
   assert.equal(used(), at + 100, 'a fresh block counts its size, not the type tag');
-  const q = alloc(p, 100, 3000);
+  const q0 = alloc(p, 100, 3000);
   assert.equal(used(), at + 3000);
-  assert.equal(alloc(q, 3000, 40), q);
+  let q = alloc(q0, 3000, 40);
+  assert.ok(q);
   assert.equal(used(), at + 40);
   b.limit.value = at + 100;
   assert.equal(alloc(0, 0, 61), 0, 'past the cap: NULL');
@@ -133,8 +159,11 @@ test('the allocator counts what Lua holds and refuses growth past the cap, in 64
   assert.ok(r, 'up to the cap: granted');
   assert.equal(used(), at + 100);
   assert.equal(alloc(q, 40, 41), 0, 'growth past the cap: NULL, the block left as it was');
-  assert.equal(alloc(q, 40, 8), q, 'shrinking is always granted');
   assert.deepEqual(told, [0, q], 'each refusal was told, with the block it would have grown');
+  const refusedBlock = q;
+  q = alloc(q, 40, 8);
+  assert.ok(q, 'shrinking is always granted');
+  assert.equal(used(), at + 68);
   alloc(q, 8, 0);
   alloc(r, 60, 0);
   assert.equal(used(), at);
@@ -145,7 +174,7 @@ test('the allocator counts what Lua holds and refuses growth past the cap, in 64
   b.limit.value = 0;
   const s = alloc(0, 0, 0x200);
   assert.ok(s, 'no cap: granted');
-  assert.deepEqual(told, [0, q, 0], 'grants are not told');
+  assert.deepEqual(told, [0, refusedBlock, 0], 'grants are not told');
   alloc(s, 0x200, 0);
   assert.equal(used(), 0xffff_ff00);
 });

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { Batch, recordAt } from '../src/capture/batch.js';
 import { openCaptureFile } from '../src/capture/file.js';
 import { compileFilter, filterAvailable } from '../src/capture/filter.js';
-import { riff, tree, tmpdir, FIXTURES, CLI, reportIds } from './helpers.js';
+import { riff, riffAsync, tree, tmpdir, FIXTURES, CLI, reportIds, pcapHeader } from './helpers.js';
 
 process.env.TZ = 'UTC';
 
@@ -290,4 +290,34 @@ test('no permission to capture: one line saying to run as root or grant CAP_NET_
   assert.equal(r.status, 1);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   assert.match(r.stderr, /^riff: -i lo: no permission to capture .*run as root or grant CAP_NET_RAW/);
+});
+
+test('--stats says the Lua heap (in total and per worker) and the records each output wrote so far', async () => {
+  // Standard input held open: the line comes while riff waits for more packets.
+  const dir = tree({
+    'emit.lua': `big = string.rep("x", 3 << 20) -- every worker's heap holds 3 MiB and more
+function buffer(p) riff.emit("seen", { n = #p }) end`,
+  });
+  const json = path.join(dir, 'out.json');
+  const run = riffAsync(['-q', '--workers', '2', '--lua', path.join(dir, 'emit.lua'), '-r', '-', '-o', `json:${json}`, '--stats', '0.1'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const frame = Buffer.alloc(60);
+  frame.writeUInt16BE(0x0800, 12);
+  frame[14] = 0x45;
+  const rec = Buffer.alloc(16);
+  rec.writeUInt32LE(60, 8);
+  rec.writeUInt32LE(60, 12);
+  run.child.stdin!.write(Buffer.concat([pcapHeader(), ...Array.from({ length: 10 }, () => [rec, frame]).flat()]));
+  const want = new RegExp(`^riff: stats: 10 read .*, Lua heap ([\\d.]+) MiB \\(([\\d.]+) \\+ ([\\d.]+) per worker\\), 10 records emitted \\(json:${json.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: 10 written\\)$`, 'm');
+  let m: RegExpExecArray | null = null;
+  for (let i = 0; i < 300 && !(m = want.exec(run.stderr())); i++) await new Promise((r) => setTimeout(r, 50));
+  run.child.stdin!.end();
+  const r = await run.done;
+  assert.ok(m, r.stderr);
+  const [total, a, b] = m!.slice(1).map(Number);
+  assert.ok(a >= 3 && b >= 3 && a < 16 && b < 16, m![0]);
+  assert.ok(Math.abs(total - a - b) <= 0.11, m![0]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(fs.readFileSync(json, 'utf8').trim().split('\n').length, 10);
 });

@@ -28,6 +28,19 @@ const NO_FILE: CaptureFile = {
   close: () => {},
 };
 
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+
+/** The Lua heap for --stats: the total, each worker's when there are several, and what VMs retired by a reload still hold. */
+function luaHeap(h: { workers: number[]; retiring: number; js: number[] }, verbose: boolean): string {
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const each = (xs: number[]) => (xs.length > 1 ? ` (${xs.map((b) => (b / 2 ** 20).toFixed(1)).join(' + ')} per worker)` : '');
+  const lua = `Lua heap ${mib(sum(h.workers))}${each(h.workers)}${h.retiring ? `, ${mib(h.retiring)} in VMs a reload retired` : ''}`;
+  if (!verbose) return lua;
+  // --verbose: V8's heaps too, the capture thread's and the workers', for telling a leak's place.
+  const m = process.memoryUsage();
+  return `${lua}, JS heap ${mib(m.heapUsed)} here (${mib(m.external)} external) and ${mib(sum(h.js))} in the workers${each(h.js)}`;
+}
+
 /** Keep only the first `left` passed packets of the batch; returns how many records were kept. */
 function cutAt(batch: Batch, left: number): void {
   let seen = 0;
@@ -134,9 +147,12 @@ export class CaptureSession {
     if (this.args.U && this.writer && !this.writerFailed) this.writer.sync();
   }
 
-  /** --stats: a counters line on stderr every `every` seconds, until stop(). */
+  /**
+   * --stats: a counters line on stderr every `every` seconds, until stop();
+   * `records` says what the outputs wrote so far ('' for none).
+   */
   statsTimer: NodeJS.Timeout | null = null;
-  startStats(every: number): void {
+  startStats(every: number, records: () => string = () => ''): void {
     const { args, counters, pool } = this;
     let lastRead = 0;
     let lastAt = performance.now();
@@ -149,7 +165,8 @@ export class CaptureSession {
       const capture = this.capture;
       const k = capture && !capture.closed ? capture.stats() : null;
       const kernel = k ? `, ${k.received} received by filter, ${k.droppedByKernel} dropped by kernel, ${k.droppedByInterface} dropped by interface` : '';
-      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'} (${rate}/s)${kernel}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors${pool.ended ? `, ${pool.lost} lost with ${pool.ended} ended Lua workers (${pool.restarted} restarted)` : ''}`);
+      const rec = records();
+      note(`stats: ${counters.read} ${args.r !== undefined ? 'read' : 'captured'} (${rate}/s)${kernel}, ${counters.passed} passed the filter, ${pool.dropped} dropped at the ring, ${p.processed - p.errors} processed, ${p.errors} Lua errors${pool.ended ? `, ${pool.lost} lost with ${pool.ended} ended Lua workers (${pool.restarted} restarted)` : ''}, ${luaHeap(pool.luaHeap(), !!args.verbose)}${rec ? `, ${rec}` : ''}`);
     }, every * 1000);
     this.statsTimer.unref();
   }

@@ -58,6 +58,8 @@ interface Incarnation {
   index: number;
   /** [packets handed to Lua, packet errors] at index*2, written by this worker alone. */
   counters: Float64Array;
+  /** [bytes its Lua heap holds, bytes its thread's JS heap holds], as of its last batch. */
+  heap: Float64Array;
   /** Set when its ring is closed for a reload: its deinit's return is then the hand-over. */
   retiring: Int32Array;
   /** Its ring once ready (kept for a retired VM, whose queue it still drains). */
@@ -142,7 +144,7 @@ export class LuaPool {
   /** A reload's new VMs, all ready: they take over at the next batch boundary (swap()). */
   private next: { lives: Incarnation[]; msgs: Ready[]; onSwap: () => void } | null = null;
   private reloading = false;
-  /** Retired generations until they are done. */
+  /** Retired generations until they are done (each leaves the list then). */
   private readonly settling: Promise<void>[] = [];
   /** Lua errors outside packets, and errors per script, of retired generations. */
   private hookErrors = 0;
@@ -193,12 +195,14 @@ export class LuaPool {
     const n = Math.max(1, this.o.workers);
     const counterBuf = new SharedArrayBuffer(8 * 2 * n);
     const retiring = new SharedArrayBuffer(4);
+    const heapBuf = new SharedArrayBuffer(16);
     const init: WorkerInit = {
       index,
       opts: this.o.runtime,
       ring: { ctrl, bytes: this.o.ringBytes },
       lock: this.lock,
       counters: counterBuf,
+      heap: heapBuf,
       workers: n,
       sums: this.sumsBuf,
       hold: reload,
@@ -224,6 +228,7 @@ export class LuaPool {
       index,
       ctrl,
       counters: new Float64Array(counterBuf),
+      heap: new Float64Array(heapBuf),
       retiring: new Int32Array(retiring),
       ring: null,
       handover: null,
@@ -650,6 +655,19 @@ export class LuaPool {
   }
 
   /**
+   * Bytes each worker's Lua heap holds (as of its last batch), those of
+   * VMs a reload retired that are still finishing, and each worker
+   * thread's JS heap (V8's, at most a second old).
+   */
+  luaHeap(): { workers: number[]; retiring: number; js: number[] } {
+    return {
+      workers: this.slots.map((s) => (s.life.over ? 0 : s.life.heap[0])),
+      retiring: this.retired.reduce((n, l) => n + (l.over ? 0 : l.heap[0]), 0),
+      js: this.slots.map((s) => (s.life.over ? 0 : s.life.heap[1])),
+    };
+  }
+
+  /**
    * SIGHUP: the script (and config.lua) again, in fresh VMs, one per worker,
    * started by spawn() as a restart's are. Nothing changes until all of
    * them have loaded and run setup; then they take over at the next batch
@@ -728,7 +746,15 @@ export class LuaPool {
     });
     this.reloads++;
     next.onSwap();
-    this.settling.push(this.retire(gen));
+    const settled = this.retire(gen).then(() => {
+      this.settling.splice(this.settling.indexOf(settled), 1);
+      // Out of retire()'s frame, whose `gen` (each incarnation's ready
+      // message holds its ring, i.e. its VM's memory) would keep the memory
+      // alive through a collection run there: it then stayed resident until
+      // the next reload's collection, a whole generation's VM per reload.
+      setImmediate(fullCollection);
+    });
+    this.settling.push(settled);
   }
 
   /** A generation replaced by a reload ends as a run does: report once, then its counts join the run's. */
@@ -753,7 +779,6 @@ export class LuaPool {
       l.target = null;
     });
     await Promise.all(gen.map((l) => l.worker.terminate()));
-    fullCollection();
   }
 
   /** Close the rings, let the workers drain and run deinit; their summaries merged. */

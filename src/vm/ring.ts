@@ -104,8 +104,20 @@ export class RingProducer extends RingBase {
     const need = SLOT_HDR + min;
     const until = performance.now() + waitMs;
     for (;;) {
-      const wpos = Atomics.load(this.ctl, WPOS);
+      let wpos = Atomics.load(this.ctl, WPOS);
       const used = Atomics.load(this.ctl, USED);
+      if (used === 0 && wpos !== 0) {
+        // Empty: both positions back to the start. The ring's bytes lie in
+        // the VM's memory, whose pages stay resident once written, so a
+        // ring that Lua keeps up with then keeps its backlog's high-water
+        // mark resident, not all of it (64 MiB per VM, a new VM's at every
+        // reload). The consumer holds nothing and reads RPOS only once
+        // USED is above 0 again, which this thread makes so after these
+        // stores; nothing is skipped, so no room is lost.
+        Atomics.store(this.ctl, RPOS, 0);
+        Atomics.store(this.ctl, WPOS, 0);
+        wpos = 0;
+      }
       const free = this.size - used;
       const tail = this.size - wpos;
       let at = wpos;

@@ -142,7 +142,8 @@ export interface Limits {
 }
 
 export class Watchdog {
-  private readonly watched: (Watched | null)[] = [];
+  /** By key; a VM no longer watched leaves (keys grow with every restart and reload). */
+  private readonly watched = new Map<number, Watched>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private urgent = false;
 
@@ -157,7 +158,11 @@ export class Watchdog {
 
   /** Watch `t` as target i (a restarted worker's VM), or stop watching i (null). */
   replace(i: number, t: WatchTarget | null): void {
-    this.watched[i] = t && {
+    if (!t) {
+      this.watched.delete(i);
+      return;
+    }
+    this.watched.set(i, {
       t,
       i32: new Int32Array(t.memory.buffer),
       dv: new DataView(t.memory.buffer),
@@ -166,7 +171,7 @@ export class Watchdog {
       markCur: -1,
       since: performance.now(),
       gone: false,
-    };
+    });
   }
 
   /**
@@ -176,9 +181,8 @@ export class Watchdog {
    */
   check(): void {
     const now = performance.now();
-    for (let i = 0; i < this.watched.length; i++) {
-      const w = this.watched[i];
-      if (!w || w.gone) continue;
+    for (const [i, w] of this.watched) {
+      if (w.gone) continue;
       const base = w.t.block >> 2;
       const seq = Atomics.load(w.i32, base + BLOCK_SEQ);
       const phase = Atomics.load(w.i32, base + BLOCK_PHASE);

@@ -1,6 +1,7 @@
 // A Lua worker thread: one Runtime (one WebAssembly Lua VM) fed from its
 // ring. Started by pool.ts; everything it says to the capture thread goes
 // through postMessage, counters through shared memory.
+import v8 from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
@@ -17,6 +18,8 @@ export interface WorkerInit {
   lock: SharedArrayBuffer;
   /** Float64 per worker: [packets handed to Lua, packet errors]. */
   counters: SharedArrayBuffer;
+  /** Float64 [bytes this VM's Lua heap holds, bytes this thread's JS heap holds], as of its last batch (at most a second old for the JS heap): --stats reads them. */
+  heap: SharedArrayBuffer;
   /** How many workers there are, and riff.counter's numbers (SharedCounters). */
   workers: number;
   sums: SharedArrayBuffer;
@@ -59,6 +62,7 @@ const init: WorkerInit =
 const post = (m: WorkerMessage) => port.postMessage(m);
 const lock = new Int32Array(init.lock);
 const counters = new Float64Array(init.counters);
+const heap = new Float64Array(init.heap);
 const sinks = { 1: new FdSink(init.outFd), 2: new FdSink(2) };
 let stopSent = false;
 
@@ -106,8 +110,9 @@ async function main(): Promise<void> {
   let rt: Runtime;
   let config: { filter: string | null; outputs: string[] } = { filter: null, outputs: [] };
   let rule: string;
+  let vm: LuaVM;
   try {
-    const vm = await vmReady;
+    vm = await vmReady;
     shared = placeRing(vm);
     ring = new RingConsumer(shared);
     rt = await Runtime.create(
@@ -147,6 +152,9 @@ async function main(): Promise<void> {
     post({ type: 'ready', rule, ...config, ring: shared });
     rt.setup();
   }
+  heap[0] = vm.memoryUsed;
+  heap[1] = v8.getHeapStatistics().used_heap_size;
+  let heapAt = performance.now();
   const at = init.index * 2;
   let handed = 0;
   const prof = process.env.RIFF_PROFILE ? { wait: 0, lua: 0, t: performance.now(), ready: performance.now(), first: 0 } : null;
@@ -168,6 +176,11 @@ async function main(): Promise<void> {
       if (prof) prof.lua += performance.now() - prof.t;
       counters[at] = handed;
       counters[at + 1] = rt.packetErrors();
+      heap[0] = vm.memoryUsed;
+      if (performance.now() - heapAt > 1000) {
+        heap[1] = v8.getHeapStatistics().used_heap_size;
+        heapAt = performance.now();
+      }
     }
     ring.release();
     if (rt.stopRequested && !stopSent) {

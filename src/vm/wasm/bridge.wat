@@ -81,9 +81,16 @@
   ;; what a Lua heap settles into anyway; the --lua-memory cap counts what Lua
   ;; asked for.
   ;;
-  ;; A block recorded at size s <= SMALL is at least class(s) bytes long, from
-  ;; a free list or (after shrinking in place) from malloc; one recorded above
-  ;; SMALL always came from malloc, so only those reach free and realloc.
+  ;; A block recorded at size s <= SMALL is of class(s) exactly, from its
+  ;; class's free list or chunk piece; one recorded above SMALL always came
+  ;; from malloc, so only those reach free and realloc. A resize that changes
+  ;; the class moves the block, shrinking too: a block shrunk in place and
+  ;; freed later at its new size would join a smaller class's list, its
+  ;; tail lost for good, and a pattern Lua repeats (a coroutine's stack
+  ;; shrunk at each collection and grown again by the next packet) then
+  ;; took fresh chunk memory each time while the smaller class's list grew:
+  ;; the VM's memory grew with the packets (by tens of bytes a packet in
+  ;; lua/examples/traffic.lua) while the Lua heap stayed flat.
   ;;
   ;; A block of n bytes (1 .. SMALL) is of class (n + 7) >> 3, 1 .. 256; the
   ;; head of its free list is word `class` of $heads, an array of
@@ -138,12 +145,29 @@
               (then (call $take (local.get $nsize)))
               (else (call $realloc (i32.const 0) (local.get $nsize)))))
           (br $placed)))
-      ;; shrinking: in place, unless both sizes are malloc's
+      ;; shrinking: realloc when both sizes are malloc's; in place within the
+      ;; class; else a block of the smaller class, the bytes copied, the old
+      ;; one back where it came from (kept in place only if there is no
+      ;; memory for the new one: a shrink is not refused)
       (if (i32.le_u (local.get $nsize) (local.get $osize))
         (then
+          (if (i32.gt_u (local.get $nsize) (i32.const 2048))
+            (then
+              (local.set $p (call $realloc (local.get $ptr) (local.get $nsize)))
+              (br $placed)))
           (local.set $p (local.get $ptr))
-          (if (i32.eqz (i32.le_u (local.get $nsize) (i32.const 2048)))
-            (then (local.set $p (call $realloc (local.get $ptr) (local.get $nsize)))))
+          (if (i32.le_u (local.get $osize) (i32.const 2048))
+            (then
+              (br_if $placed (i32.eq
+                (i32.shr_u (i32.add (local.get $nsize) (i32.const 7)) (i32.const 3))
+                (i32.shr_u (i32.add (local.get $osize) (i32.const 7)) (i32.const 3))))))
+          (if (local.tee $p (call $take (local.get $nsize)))
+            (then
+              (memory.copy (local.get $p) (local.get $ptr) (local.get $nsize))
+              (if (i32.le_u (local.get $osize) (i32.const 2048))
+                (then (call $give (local.get $ptr) (local.get $osize)))
+                (else (call $free (local.get $ptr)))))
+            (else (local.set $p (local.get $ptr))))
           (br $placed)))
       ;; growing a malloc block
       (if (i32.eqz (i32.le_u (local.get $osize) (i32.const 2048)))
