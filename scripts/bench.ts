@@ -59,6 +59,7 @@ Offline runs:
   --no-tshark          skip tshark
   --traffic-only       only the traffic pipeline rows (SQLite, MariaDB) and
                        riff's startup
+  --tshark             with --traffic-only, time tshark too (the ratios' reference)
   --python             also time scapy (python3-scapy) on a prefix
   --python-packets N   scapy's prefix (default 50000)
 
@@ -133,6 +134,7 @@ function parseOpts(argv: string[]): Opts {
     trafficOnly: false,
   };
   let ppsGiven = false;
+  let tsharkAsked = false;
   for (let i = 0; i < argv.length; i++) {
     let k = argv[i];
     let v: string | undefined;
@@ -146,7 +148,8 @@ function parseOpts(argv: string[]): Opts {
       case '--runs': o.runs = Math.max(1, parseCount(take(), k)); break;
       case '--tshark-packets': o.tsharkPackets = parseCount(take(), k); break;
       case '--no-tshark': o.tshark = false; break;
-      case '--traffic-only': o.trafficOnly = true; o.tshark = false; break;
+      case '--traffic-only': o.trafficOnly = true; break;
+      case '--tshark': tsharkAsked = true; break;
       case '--python': o.python = true; break;
       case '--python-packets': o.pythonPackets = Math.max(1, parseCount(take(), k)); break;
       case '--live': o.live = true; break;
@@ -174,6 +177,7 @@ function parseOpts(argv: string[]): Opts {
     }
   }
   if (o.packets < 1) die('--packets must be at least 1');
+  if (o.trafficOnly && !tsharkAsked) o.tshark = false;
   if (o.topspeed && !o.pps.includes('top')) o.pps.push('top');
   // Rising order, top speed last, whatever order they were given in.
   if (ppsGiven) o.pps = [...new Set(o.pps)].sort((a, b) => (a === 'top' ? 1 : b === 'top' ? -1 : a - b));

@@ -7,7 +7,8 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Batch, stampIds } from '../src/capture/batch.js';
 import { Runtime, ScriptError, type RuntimeOptions } from '../src/vm/runtime.js';
-import { patched, useWasmInlining } from '../src/vm/wasm.js';
+import { patched, useWasmInlining, type WasmMemory } from '../src/vm/wasm.js';
+import { Watchdog, LS, BLOCK_SEQ, BLOCK_PHASE, PHASE_BATCH } from '../src/vm/watchdog.js';
 import { tree, FIXTURES, ROOT } from './helpers.js';
 
 // The engine as riff runs it (src/riff.ts).
@@ -461,6 +462,43 @@ test('lazy budget: in batches the hook is off until a watchdog on another thread
   const o = out();
   assert.equal(o.stdout.toString(), 'ok 1\nok 2\nok 4\n');
   assert.match(o.stderr, /lazy\.lua:6: budget exceeded \(200000 Lua instructions/);
+});
+
+test('lazy budget: the watchdog arms a VM that stays on one packet, not one whose long batch moves on', () => {
+  // A VM's watch block, lua_State and the driver's `cur` in a shared memory,
+  // laid out as the runtime reports them; the watchdog only reads and writes words.
+  const memory: WasmMemory = { buffer: new SharedArrayBuffer(65536) as unknown as ArrayBuffer };
+  const dv = new DataView(memory.buffer);
+  const i32 = new Int32Array(memory.buffer);
+  const L = 1024, block = 2048, cur = 3072;
+  const target = { memory, L, hook: 77, tick: 10000, block, cur, processed: 0, packetErrors: 0 };
+  const armed = () => dv.getInt32(L + LS.hookmask, true) !== 0;
+  const at = (i: number) => {
+    dv.setInt32(cur, i, true);
+    dv.setUint8(cur + 8, 3); // an integer TValue
+  };
+  i32[(block >> 2) + BLOCK_SEQ] = 1; // inside Lua, batch 1
+  i32[(block >> 2) + BLOCK_PHASE] = PHASE_BATCH;
+  const dog = new Watchdog([target]);
+  at(1);
+  dog.check();
+  for (let i = 2; i < 50; i++) {
+    at(i); // the same batch at every look, a new packet each time
+    dog.check();
+    assert.equal(armed(), false, `armed while packets moved (look ${i})`);
+  }
+  dog.check(); // packet 49 again: it has run from one look to the next
+  assert.equal(armed(), true);
+  assert.equal(dv.getInt32(L + LS.hook, true), 77);
+  assert.equal(dv.getInt32(L + LS.basehookcount, true), 10000);
+
+  // Where the driver's cur was not found, a long batch is armed, as before.
+  dv.setInt32(L + LS.hookmask, 0, true);
+  const blind = new Watchdog([{ ...target, cur: 0 }]);
+  blind.check();
+  assert.equal(armed(), false);
+  blind.check();
+  assert.equal(armed(), true);
 });
 
 test('the heap cap turns huge allocations into a Lua error for that packet, and the VM keeps working', async () => {

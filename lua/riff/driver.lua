@@ -87,9 +87,15 @@ do
   if ok and type(record) == "table" and record.emitter then riff.emit = record.emitter(host.record, clock) end
 end
 riff.packet = setmetatable({}, {
+  -- ts and linktype are read for every packet (proto.current): straight
+  -- from the decoded header, without the field table's call.
   __index = function(_, k)
-    local f = fields[k]
-    if f and cur > 0 then return f(header(cur)) end
+    if cur > 0 then
+      if cur ~= h_at then header(cur) end
+      if k == "ts" then return h_sec + h_nsec / 1e9 elseif k == "linktype" then return h_lt end
+      local f = fields[k]
+      if f then return f(h_sec, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id) end
+    end
   end,
   __newindex = function() error("riff.packet is read-only", 2) end,
   __metatable = false,

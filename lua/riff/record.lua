@@ -110,8 +110,42 @@ end
 -- and a record should read (and diff) the same every time.
 local function by_name(a, b) return a[1] < b[1] end
 
+-- Records repeat their field names: each string key is checked and packed
+-- once (a bounded cache), and a map of string keys sorts the strings
+-- themselves (the same order: a string key's text is itself).
+local packed, npacked = {}, 0
+
 local function encode_map(buf, nb, t, stack)
-  local keys, n = {}, 0
+  local keys, n, strs = {}, 0, true
+  for k in next, t do
+    n = n + 1
+    if type(k) ~= "string" then strs = false break end
+    if not packed[k] then
+      depth = depth + 1
+      path[depth] = k
+      keystr(k)
+      depth = depth - 1
+      if npacked >= 4096 then packed, npacked = {}, 0 end
+      packed[k], npacked = pack("<s4", k), npacked + 1
+    end
+    keys[n] = k
+  end
+  if strs then
+    sort(keys)
+    nb = nb + 1
+    buf[nb] = pack("<c1I4", "m", n)
+    for i = 1, n do
+      local k = keys[i]
+      depth = depth + 1
+      path[depth] = k
+      nb = nb + 1
+      buf[nb] = packed[k] or pack("<s4", k)
+      nb = encode_value(buf, nb, rawget(t, k), stack)
+      depth = depth - 1
+    end
+    return nb
+  end
+  keys, n = {}, 0
   for k in next, t do
     depth = depth + 1
     path[depth] = k

@@ -245,7 +245,16 @@ export class LuaPool {
           this.watchdog.replace(id, m.watch);
         } else if (m.type === 'ready') res(m);
         else if (m.type === 'stop') this.o.onStop(m.why);
-        else if (m.type === 'record') this.o.onRecord?.(m.bytes, m.at);
+        else if (m.type === 'records') {
+          const on = this.o.onRecord;
+          if (on) {
+            let o = 0;
+            for (let i = 0; i < m.lens.length; i++) {
+              on(m.bytes.subarray(o, o + m.lens[i]), m.ats[i]);
+              o += m.lens[i];
+            }
+          }
+        }
         else if (m.type === 'collected') {
           life.handover = m.handover;
           life.resolveCollected(m.state);

@@ -1,9 +1,12 @@
 // The instruction budget's watchdog. Lua 5.4 runs its count hook's check on
 // every instruction while the hook is set (a fifth of an empty pipeline's
 // time, a seventh of the seed's), so in a worker the hook stays off and this
-// watchdog, on the capture thread, turns it on in a VM that has been inside
-// one batch for a while: a plugin that loops still meets its budget, counted
-// from then, and a Ctrl-C still reaches a long packet.
+// watchdog, on the capture thread, turns it on in a VM that has been on one
+// packet for a while: a plugin that loops still meets its budget, counted
+// from then, and a Ctrl-C still reaches a long packet. One packet, not one
+// batch: a batch (up to 1 MiB of packets) of a pipeline that does real work
+// per packet, or on a busy machine, lasts longer than two looks, and arming
+// it then taxed every packet after (half the traffic pipeline's batches).
 //
 // The VM's memory is shared (src/vm/wasm.ts), so arming is a few stores into
 // its lua_State, what lua_sethook does, and what Lua's own lua.c does from a
@@ -116,8 +119,9 @@ interface Watched {
   t: WatchTarget;
   i32: Int32Array;
   dv: DataView;
-  /** Batch sequence at the last look (arming). */
+  /** Batch sequence and packet index at the last look (arming). */
   last: number;
+  lastCur: number;
   /** The progress mark and since when it has not moved. */
   mark: number;
   markCur: number;
@@ -167,6 +171,7 @@ export class Watchdog {
       i32: new Int32Array(t.memory.buffer),
       dv: new DataView(t.memory.buffer),
       last: -1,
+      lastCur: -1,
       mark: -1,
       markCur: -1,
       since: performance.now(),
@@ -175,9 +180,9 @@ export class Watchdog {
   }
 
   /**
-   * Look at every VM: one seen in the same batch as at the last look (or in
-   * any batch after hurry()) gets its hook armed; one that has not moved for
-   * its limit is reported stuck. Called from a timer.
+   * Look at every VM: one seen on the same packet of the same batch as at the
+   * last look (or in any batch after hurry()) gets its hook armed; one that
+   * has not moved for its limit is reported stuck. Called from a timer.
    */
   check(): void {
     const now = performance.now();
@@ -186,13 +191,19 @@ export class Watchdog {
       const base = w.t.block >> 2;
       const seq = Atomics.load(w.i32, base + BLOCK_SEQ);
       const phase = Atomics.load(w.i32, base + BLOCK_PHASE);
-      if (seq & 1 && phase === PHASE_BATCH && w.t.hook && (seq === w.last || this.urgent)) {
+      const inBatch = seq & 1 && phase === PHASE_BATCH;
+      let at = -1;
+      if (inBatch) {
         views(w);
+        at = readLuaInt(w.dv, w.t.cur); // -1 (unknown) at both looks: armed per batch, as without it
+      }
+      if (inBatch && w.t.hook && ((seq === w.last && at === w.lastCur) || this.urgent)) {
         armHook(w.i32, w.dv, w.t.L, w.t.hook, w.t.tick);
         const co = Atomics.load(w.i32, base + BLOCK_THREAD);
         if (co) armHook(w.i32, w.dv, co, w.t.hook, w.t.tick);
       }
       w.last = seq;
+      w.lastCur = at;
       const limit = phase === PHASE_BATCH ? this.limits.packetMs : this.limits.scriptMs;
       if (!(seq & 1) || !limit) {
         w.mark = -1;

@@ -42,7 +42,7 @@ export type WorkerMessage =
   | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; ring: RingShared }
   | { type: 'fail'; message: string }
   | { type: 'stop'; why: 'strict' | 'stdout-closed' }
-  | { type: 'record'; bytes: Uint8Array; at: number }
+  | { type: 'records'; bytes: Uint8Array; lens: Uint32Array; ats: Float64Array }
   | { type: 'collected'; state: Uint8Array | null; handover: Uint8Array | null }
   | { type: 'done'; processed: number; errors: number; hookErrors: number; byScript: [string, number][] };
 
@@ -59,7 +59,40 @@ const vmReady = LuaVM.create({ memoryLimit: 0 });
 vmReady.catch(() => {}); // handled where it is awaited
 const init: WorkerInit =
   (workerData as WorkerInit | null) ?? (await new Promise<WorkerInit>((resolve) => port.once('message', resolve)));
-const post = (m: WorkerMessage) => port.postMessage(m);
+// Records go to the capture thread in one message per batch (and before any
+// other message, so their order with it holds): a message per record cost
+// more than the record's Lua, and each one's bytes, a view into Node's 8 KiB
+// Buffer pool, was cloned with the whole pool. One fresh buffer, transferred.
+let recs: Uint8Array[] = [];
+let recAts: number[] = [];
+let recBytes = 0;
+const RECS_AT = 1 << 20;
+function flushRecords(): void {
+  const n = recs.length;
+  if (n === 0) return;
+  const bytes = new Uint8Array(recBytes);
+  const lens = new Uint32Array(n);
+  let o = 0;
+  for (let i = 0; i < n; i++) {
+    bytes.set(recs[i], o);
+    o += lens[i] = recs[i].length;
+  }
+  const ats = Float64Array.from(recAts);
+  recs = [];
+  recAts = [];
+  recBytes = 0;
+  port.postMessage({ type: 'records', bytes, lens, ats } satisfies WorkerMessage, [bytes.buffer, lens.buffer, ats.buffer]);
+}
+function record(bytes: Uint8Array): void {
+  recs.push(bytes);
+  recAts.push(Date.now());
+  recBytes += bytes.length;
+  if (recBytes >= RECS_AT || recs.length >= 4096) flushRecords();
+}
+const post = (m: WorkerMessage) => {
+  flushRecords();
+  port.postMessage(m);
+};
 const lock = new Int32Array(init.lock);
 const counters = new Float64Array(init.counters);
 const heap = new Float64Array(init.heap);
@@ -119,7 +152,7 @@ async function main(): Promise<void> {
       {
         ...init.opts,
         write,
-        record: init.records ? (bytes) => post({ type: 'record', bytes, at: Date.now() }) : undefined,
+        record: init.records ? record : undefined,
         interrupted: () => ring.abandoned(),
         lazyBudget: true,
         worker: { index: init.index, count: init.workers },
@@ -148,9 +181,11 @@ async function main(): Promise<void> {
     post({ type: 'ready', rule, ...config, ring: shared });
     const order = await start;
     if (order.type === 'start' && order.handover) rt.handover(order.handover);
+    flushRecords();
   } else {
     post({ type: 'ready', rule, ...config, ring: shared });
     rt.setup();
+    flushRecords();
   }
   heap[0] = vm.memoryUsed;
   heap[1] = v8.getHeapStatistics().used_heap_size;
@@ -174,6 +209,7 @@ async function main(): Promise<void> {
       // In the VM's memory, the batch's address is its offset in the buffer.
       handed += rt.process(b, shared.offset !== undefined ? b.buf.byteOffset : undefined);
       if (prof) prof.lua += performance.now() - prof.t;
+      flushRecords();
       counters[at] = handed;
       counters[at + 1] = rt.packetErrors();
       heap[0] = vm.memoryUsed;
