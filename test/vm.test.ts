@@ -7,11 +7,11 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Batch, stampIds } from '../src/capture/batch.js';
 import { Runtime, ScriptError, type RuntimeOptions } from '../src/vm/runtime.js';
-import { patched, useWasmInlining } from '../src/vm/wasm.js';
+import { patched, setWasmFlags } from '../src/vm/wasm.js';
 import { tree, FIXTURES, ROOT } from './helpers.js';
 
 // The engine as riff runs it (src/riff.ts).
-useWasmInlining();
+setWasmFlags();
 
 // Report lines print local time, as watch.c's ctime did.
 process.env.TZ = 'UTC';

@@ -11,6 +11,7 @@ import { newRingControl, RingProducer } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, SharedCounters, type Summary } from './runtime.js';
 import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
+import { early, sendModule, WORKER_URL } from './prestart.js';
 import {
   BLOCK_BASE,
   BLOCK_COUNT,
@@ -103,23 +104,6 @@ function fullCollection(): void {
     gc = runInNewContext('gc') as () => void;
   }
   gc();
-}
-
-// Workers can start booting (Node, wasmoon, the WebAssembly instance: most
-// of riff's start-up) before the command line is even parsed; start() then
-// hands them their orders by message instead of workerData.
-const early: { worker: Worker; error: Error | null }[] = [];
-const WORKER_URL = new URL('./worker.js', import.meta.url);
-
-export function prestartWorkers(n: number): void {
-  while (early.length < n) {
-    const worker = new Worker(WORKER_URL, { workerData: null });
-    const e = { worker, error: null as Error | null };
-    early.push(e);
-    worker.on('error', (err) => (e.error = err));
-    // Not needed after all (--help, a bad argument): it must not keep riff alive.
-    worker.unref();
-  }
 }
 
 export class LuaPool {
@@ -216,6 +200,7 @@ export class LuaPool {
       worker.postMessage(init);
     } else {
       worker = new Worker(WORKER_URL, { workerData: init });
+      sendModule(worker);
     }
     const id = this.nextId++;
     const life = {
