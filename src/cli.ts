@@ -6,7 +6,8 @@
 import path from 'node:path';
 import { datalinks, listDevices, liveUnavailable } from './capture/live.js';
 import { FlagError } from './tcpdump-flags.js';
-import { openOutputs, recordSink as makeRecordSink, resolveSpec, OutputSet, OutputSpecError } from './outputs/output.js';
+import { recordSink as makeRecordSink, resolveSpec, OutputSet } from './outputs/output-set.js';
+import { OutputSpecError } from './outputs/types.js';
 import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
@@ -124,7 +125,10 @@ async function main(): Promise<number> {
     // unreadable, so it is refused there.
     if (!args.output?.length && !args.q && specs.includes('json:-'))
       throw new OutputSpecError("config.lua's outputs(): json:- would mix records with riff's report lines on stdout; give -q, or -o json:- on the command line, or a file");
-    outputs = specs.length ? await openOutputs(specs, { sensor }) : new OutputSet([new TextOutput('text:-', writeToStdout ? stderr : stdout)]);
+    // The registry loads every kind of output (crypto, sockets): only when one is named.
+    outputs = specs.length
+      ? await (await import('./outputs/output.js')).openOutputs(specs, { sensor })
+      : new OutputSet([new TextOutput('text:-', writeToStdout ? stderr : stdout)]);
   } catch (e) {
     if (e instanceof OutputSpecError) throw new Fail(e.message, 2);
     throw e;
