@@ -18,10 +18,13 @@ export const early: { worker: Worker; error: Error | null }[] = [];
  */
 export function sendModule(worker: Worker): void {
   const send = (module: unknown) => {
-    try {
-      worker.postMessage({ type: 'wasm', module });
-    } catch {
-      worker.postMessage({ type: 'wasm', module: null });
+    for (const m of [module, null]) {
+      try {
+        worker.postMessage({ type: 'wasm', module: m });
+        return;
+      } catch {
+        // not cloneable here: the worker compiles its own; a worker already gone takes nothing
+      }
     }
   };
   compiledLua().then(send, () => send(null));
