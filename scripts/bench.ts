@@ -59,14 +59,14 @@ Offline runs:
   --no-tshark          skip tshark
   --traffic-only       only the traffic pipeline rows (SQLite, MariaDB) and
                        riff's startup
-
-Start-up (every run ends with it; needs no generated capture):
-  --startup-only       only the start-up table: node -e 0, riff -q -r
-                       fixtures/http.pcap and tcpdump -r fixtures/http.pcap,
-                       runs interleaved, min and median, riff's ratio to node
-  --startup-runs N     runs of each (default 10)
   --python             also time scapy (python3-scapy) on a prefix
   --python-packets N   scapy's prefix (default 50000)
+
+Start-up (every run but --live-only ends with it; needs no generated capture):
+  --startup-only       only the start-up table: node -e 0, riff -q -r
+                       fixtures/http.pcap and tcpdump -r fixtures/http.pcap,
+                       runs taking turns, min and median, riff's ratio to node
+  --startup-runs N     runs of each (default 10)
 
 Live (root only; traffic stays in two network namespaces made and deleted
 here, joined by a veth pair):
