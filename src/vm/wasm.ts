@@ -222,6 +222,7 @@ function hasSimd(): boolean {
  *   Compiled eagerly, the whole module is compiled once, on V8's background
  *   threads, while the workers boot (compiledLua() starts it at riff's first
  *   moment), and every worker instantiates the compiled code.
+ *   RIFF_WASM_LAZY=1 keeps V8's default.
  */
 export function setWasmFlags(): void {
   if (process.versions.v8.startsWith('11.') && process.env.RIFF_WASM_INLINING !== '0') {
