@@ -63,6 +63,12 @@ Offline runs:
   --python             also time scapy (python3-scapy) on a prefix
   --python-packets N   scapy's prefix (default 50000)
 
+Start-up (every run but --live-only ends with it; needs no generated capture):
+  --startup-only       only the start-up table: node -e 0, riff -q -r
+                       fixtures/http.pcap and tcpdump -r fixtures/http.pcap,
+                       runs taking turns, min and median, riff's ratio to node
+  --startup-runs N     runs of each (default 10)
+
 Live (root only; traffic stays in two network namespaces made and deleted
 here, joined by a veth pair):
   --live               also replay a capture prefix with tcpreplay at rising
@@ -101,6 +107,8 @@ interface Opts {
   pps: (number | 'top')[];
   topspeed: boolean;
   trafficOnly: boolean;
+  startupOnly: boolean;
+  startupRuns: number;
 }
 
 function die(msg: string, code = 2): never {
@@ -132,6 +140,8 @@ function parseOpts(argv: string[]): Opts {
     pps: [10e3, 50e3, 100e3, 200e3, 400e3, 'top'],
     topspeed: false,
     trafficOnly: false,
+    startupOnly: false,
+    startupRuns: 10,
   };
   let ppsGiven = false;
   let tsharkAsked = false;
@@ -150,6 +160,8 @@ function parseOpts(argv: string[]): Opts {
       case '--no-tshark': o.tshark = false; break;
       case '--traffic-only': o.trafficOnly = true; break;
       case '--tshark': tsharkAsked = true; break;
+      case '--startup-only': o.startupOnly = true; break;
+      case '--startup-runs': o.startupRuns = Math.max(1, parseCount(take(), k)); break;
       case '--python': o.python = true; break;
       case '--python-packets': o.pythonPackets = Math.max(1, parseCount(take(), k)); break;
       case '--live': o.live = true; break;
@@ -1282,6 +1294,50 @@ async function live(o: Opts, cap: Capture): Promise<string | null> {
   return [...lines, ...lat].join('\n');
 }
 
+// ---------------------------------------------------------------- start-up
+
+const STARTUP_FILE = path.join(ROOT, 'fixtures', 'http.pcap');
+
+/**
+ * What a short run costs before and after its packets: riff on a 45-packet
+ * file beside node doing nothing (node -e 0: the floor any Node program
+ * pays) and tcpdump reading the same file. The commands take turns, run by
+ * run, so a machine busy with something else slows each alike; min and
+ * median of each, and riff's ratio to node -e 0 from both. riff's count of
+ * packets processed is checked against the file's.
+ */
+async function startup(o: Opts, checks: Checks): Promise<string | null> {
+  const rel = path.relative(ROOT, STARTUP_FILE);
+  const cmds: { label: string; cmd: string; args: string[]; secs: number[]; failed?: string }[] = [
+    { label: 'node -e 0', cmd: NODE, args: ['-e', '0'], secs: [] },
+    { label: `riff -q -r ${rel}`, cmd: NODE, args: [RIFF, '-q', '-r', STARTUP_FILE], secs: [] },
+    { label: `tcpdump -r ${rel}`, cmd: 'tcpdump', args: ['-r', STARTUP_FILE], secs: [] },
+  ];
+  const want = (await scanFile(STARTUP_FILE))?.packets ?? null;
+  log(`
+start-up (${rel}, ${want ?? '?'} packets), ${o.startupRuns} runs each, taking turns:`);
+  for (let i = 0; i < o.startupRuns; i++) {
+    for (const c of cmds) {
+      if (c.failed) continue;
+      const d = await run(c.cmd, c.args, { stdout: 'null' });
+      if (d.code !== 0) {
+        c.failed = `exit ${d.code ?? d.signal}: ${d.stderr.trim().split('\n').slice(0, 2).join(' / ').slice(0, 300)}`;
+        failures.push(`${c.label}: ${c.failed}`);
+        continue;
+      }
+      if (c.cmd === NODE && c.args[0] === RIFF && i === 0) check(checks, `riff start-up run: packets processed (${rel})`, num(/(\d+) packets processed by Lua/, d.stderr), want, 'the file');
+      c.secs.push(d.secs);
+    }
+  }
+  const node = cmds[0];
+  if (node.failed || !node.secs.length) return null;
+  const rows = cmds
+    .filter((c) => c.secs.length)
+    .map((c) => [c.label, `${min(c.secs).toFixed(3)}s`, `${median(c.secs).toFixed(3)}s`, fmtRatio(min(c.secs) / min(node.secs)), fmtRatio(median(c.secs) / median(node.secs))]);
+  for (const r of rows) log(`  ${r[0].padEnd(34)} min ${r[1]}, median ${r[2]}, ${r[3]} node -e 0`);
+  return table(['command', 'min', 'median', 'min / node', 'median / node'], rows);
+}
+
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<void> {
@@ -1293,19 +1349,24 @@ async function main(): Promise<void> {
   const missing = ensurePackages([
     { pkg: 'tcpdump', present: () => has('tcpdump') },
     { pkg: 'time', present: () => fs.existsSync(TIME) },
-    ...(o.tshark && !o.liveOnly ? [{ pkg: 'tshark', present: () => has('tshark') }] : []),
-    ...(o.python && !o.liveOnly ? [{ pkg: 'python3-scapy', present: () => sh(PY, ['-c', 'import scapy.all']).ok }] : []),
+    ...(o.tshark && !o.liveOnly && !o.startupOnly ? [{ pkg: 'tshark', present: () => has('tshark') }] : []),
+    ...(o.python && !o.liveOnly && !o.startupOnly ? [{ pkg: 'python3-scapy', present: () => sh(PY, ['-c', 'import scapy.all']).ok }] : []),
   ]);
   if (missing.has('tcpdump')) die('tcpdump is needed (for prefixes, filtered counts and the baseline) and could not be installed', 1);
   haveTime = fs.existsSync(TIME);
   if (!haveTime) log('bench: no GNU time: peak RSS is not reported');
 
-  const cap = await getCapture(o);
-  log(`  ${cap.packets} packets, ${cap.matches} containing "pcap", largest ${cap.maxLen} bytes`);
-
   const checks: Checks = { lines: [], failed: 0 };
-  const rows = o.liveOnly ? [] : await offline(o, cap, checks);
-  const liveText = o.live ? await live(o, cap) : null;
+  let rows: Row[] = [];
+  let liveText: string | null = null;
+  let cap: Capture | null = null;
+  if (!o.startupOnly) {
+    cap = await getCapture(o);
+    log(`  ${cap.packets} packets, ${cap.matches} containing "pcap", largest ${cap.maxLen} bytes`);
+    rows = o.liveOnly ? [] : await offline(o, cap, checks);
+    liveText = o.live ? await live(o, cap) : null;
+  }
+  const startText = o.liveOnly ? null : await startup(o, checks);
 
   const out: string[] = [];
   for (const f of failures) checks.lines.unshift(`  FAIL ${f}`);
@@ -1316,7 +1377,10 @@ async function main(): Promise<void> {
     process.exitCode = 1;
   }
   if (liveText) out.push(`live (tcpreplay into a veth pair, per step at most ${o.livePackets} packets):`, liveText, '');
-  if (rows.length) {
+  if (startText) {
+    out.push(`start-up: ${o.startupRuns} runs of each, taking turns; ratios to node -e 0 from the min and from the median`, startText, '');
+  }
+  if (rows.length && cap) {
     out.push(
       `offline, ${cap.packets} packets (${path.basename(cap.file)}), ${o.runs} run${o.runs > 1 ? 's' : ''} each; packets/s from the min; ` +
         'ratios are packets/s over tcpdump\'s and tshark\'s; peak RSS by GNU time',

@@ -7,6 +7,10 @@
 //   string.wat  ->  dist/src/vm/wasm/string.json   function bodies that
 //                                                  src/vm/wasm.ts splices into
 //                                                  wasmoon's module
+//   wasmoon's glue.wasm + string.json
+//               ->  dist/src/vm/wasm/lua.wasm      the Lua module as riff runs
+//                   dist/src/vm/wasm/lua.json      it (patchModule's output)
+//                                                  and what was patched
 //
 // A spliced body keeps its calls open: the module is assembled relocatable,
 // and each call's function index (a 5-byte LEB128 there) is listed by its
@@ -17,7 +21,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import wabt from 'wabt';
-import { readUleb, VALTYPE, type Spliced } from '../src/vm/wasm.js';
+import { GLUE_WASM, patched, patchModule, readUleb, VALTYPE, type Prebuilt, type Spliced } from '../src/vm/wasm.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SRC = path.join(ROOT, 'src', 'vm', 'wasm');
@@ -170,7 +174,20 @@ async function main() {
     }
   };
   fs.writeFileSync(path.join(OUT, 'bridge.wasm'), assemble('bridge.wat', false));
-  fs.writeFileSync(path.join(OUT, 'string.json'), JSON.stringify(splices(assemble('string.wat', true)), null, 1) + '\n');
+  const spliced = splices(assemble('string.wat', true));
+  fs.writeFileSync(path.join(OUT, 'string.json'), JSON.stringify(spliced, null, 1) + '\n');
+  // The patched module, so that a run reads it instead of patching
+  // wasmoon's at every start; lua.json names the wasmoon it was made from
+  // (src/vm/wasm.ts luaModuleBytes patches at run time when that changed).
+  const glue = GLUE_WASM();
+  const lua = patchModule(fs.readFileSync(glue), spliced);
+  const made: Prebuilt = {
+    wasmoon: JSON.parse(fs.readFileSync(path.join(path.dirname(glue), '..', 'package.json'), 'utf8')).version,
+    size: fs.statSync(glue).size,
+    ...patched,
+  };
+  fs.writeFileSync(path.join(OUT, 'lua.wasm'), lua);
+  fs.writeFileSync(path.join(OUT, 'lua.json'), JSON.stringify(made) + '\n');
 }
 
 main().catch((e: Error) => {

@@ -5,8 +5,10 @@
 // that accounts for every packet (cli/summary.ts).
 import path from 'node:path';
 import { datalinks, listDevices, liveUnavailable } from './capture/live.js';
+import { nativeOrNull } from './capture/native.js';
 import { FlagError } from './tcpdump-flags.js';
-import { openOutputs, recordSink as makeRecordSink, resolveSpec, OutputSet, OutputSpecError } from './outputs/output.js';
+import { recordSink as makeRecordSink, resolveSpec, OutputSet } from './outputs/output-set.js';
+import { OutputSpecError } from './outputs/types.js';
 import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
@@ -124,7 +126,10 @@ async function main(): Promise<number> {
     // unreadable, so it is refused there.
     if (!args.output?.length && !args.q && specs.includes('json:-'))
       throw new OutputSpecError("config.lua's outputs(): json:- would mix records with riff's report lines on stdout; give -q, or -o json:- on the command line, or a file");
-    outputs = specs.length ? await openOutputs(specs, { sensor }) : new OutputSet([new TextOutput('text:-', writeToStdout ? stderr : stdout)]);
+    // The registry loads every kind of output (crypto, sockets): only when one is named.
+    outputs = specs.length
+      ? await (await import('./outputs/output.js')).openOutputs(specs, { sensor })
+      : new OutputSet([new TextOutput('text:-', writeToStdout ? stderr : stdout)]);
   } catch (e) {
     if (e instanceof OutputSpecError) throw new Fail(e.message, 2);
     throw e;
@@ -211,15 +216,31 @@ async function main(): Promise<number> {
   return summarize({ args, counters, pool, s, outputs, kernel, loopback, skipped, reopens, writer, writerFailed, writerMissed, outputFailed, liveFailure, interrupted, damage, named });
 }
 
+/**
+ * End riff with `code`. Everything riff writes (stdout, stderr, -w, the
+ * outputs, closed by now) is written synchronously, so the process can end
+ * at once: process.exit() would first wait for V8's compiler threads to
+ * finish the functions they are compiling and for the workers' threads to be
+ * torn down, tens of ms of every run. The 'exit' handlers (the outputs'
+ * safety nets) still run; without the addon, process.exit() it is.
+ */
+function exit(code: number): never {
+  const n = nativeOrNull();
+  if (!n?.exitNow) process.exit(code);
+  process.exitCode = code;
+  process.emit('exit', code);
+  return n.exitNow(code);
+}
+
 main().then(
-  (code) => process.exit(code),
+  (code) => exit(code),
   (e) => {
     if (e instanceof Fail || e instanceof FlagError) {
       note(e.message);
-      process.exit(e.code);
+      exit(e.code);
     }
     // A bug in riff, not bad input: the stack is for the bug report.
     note(`internal error: ${process.env.RIFF_DEBUG ? (e as Error)?.stack : (e as Error)?.message ?? e} (RIFF_DEBUG=1 shows the stack)`);
-    process.exit(1);
+    exit(1);
   },
 );

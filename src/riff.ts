@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// riff's entry point. The Lua workers start booting first — Node, wasmoon
-// and the WebAssembly instance are most of riff's start-up — and the command
+// riff's entry point. The Lua workers start booting first, and the Lua
+// WebAssembly module compiling — Node's worker bootstrap, wasmoon and the
+// Lua VM are most of riff's start-up (src/vm/prestart.ts) — and the command
 // line (src/cli.ts) loads and is parsed meanwhile, on another core.
 // Signals are heard from the first moment (src/signals.ts): the only static
 // import, so nothing else is loaded before its handlers are in place.
 import './signals.js';
 
-const { prestartWorkers } = await import('./vm/pool.js');
-const { useWasmInlining } = await import('./vm/wasm.js');
+const { setWasmFlags } = await import('./vm/wasm.js');
+const { prestartWorkers } = await import('./vm/prestart.js');
 
 /**
  * How many workers the command line asks for, read ahead of yargs so they all
@@ -25,7 +26,7 @@ function workersAsked(argv: string[]): number {
   return Number.isInteger(n) && n >= 1 ? Math.min(n, 8) : 1;
 }
 
-// Before any worker starts: V8 flags are per process.
-useWasmInlining();
+// Before any module is compiled or worker started: V8 flags are per process.
+setWasmFlags();
 prestartWorkers(workersAsked(process.argv.slice(2)));
 await import('./cli.js');

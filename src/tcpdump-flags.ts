@@ -3,7 +3,7 @@
 // --immediate-mode, --time-stamp-precision. A flag that cannot apply says so
 // in one line (FlagError), as riff does for any bad option.
 import fs from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import type { PcapWriterOptions } from './outputs/pcap-writer.js';
 
 export class FlagError extends Error {
@@ -104,6 +104,8 @@ export function tcpdumpFlags(a: TcpdumpArgs): Flags {
 function userOf(user: string): { uid: number; gid: number } {
   let line = '';
   try {
+    // child_process (and the sockets it loads) only for -Z.
+    const { execFileSync } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
     line = execFileSync('getent', ['passwd', user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   } catch {
     throw new FlagError(`-Z ${user}: no such user`, 2);

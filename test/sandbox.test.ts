@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { Batch, stampIds } from '../src/capture/batch.js';
 import { Runtime, type RuntimeOptions } from '../src/vm/runtime.js';
-import { useWasmInlining } from '../src/vm/wasm.js';
+import { setWasmFlags } from '../src/vm/wasm.js';
 import { riff, tree, FIXTURES } from './helpers.js';
 
-useWasmInlining();
+setWasmFlags();
 
 async function start(script: string, opts: Partial<RuntimeOptions> = {}) {
   const chunks: Buffer[] = [];

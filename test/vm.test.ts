@@ -7,12 +7,12 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Batch, stampIds } from '../src/capture/batch.js';
 import { Runtime, ScriptError, type RuntimeOptions } from '../src/vm/runtime.js';
-import { patched, useWasmInlining, type WasmMemory } from '../src/vm/wasm.js';
+import { patched, setWasmFlags, type WasmMemory } from '../src/vm/wasm.js';
 import { Watchdog, LS, BLOCK_SEQ, BLOCK_PHASE, PHASE_BATCH } from '../src/vm/watchdog.js';
 import { tree, FIXTURES, ROOT } from './helpers.js';
 
 // The engine as riff runs it (src/riff.ts).
-useWasmInlining();
+setWasmFlags();
 
 // Report lines print local time, as watch.c's ctime did.
 process.env.TZ = 'UTC';

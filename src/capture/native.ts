@@ -37,6 +37,8 @@ export interface Native {
   /** pcap_stats: received by filter, dropped by kernel, dropped by interface. */
   liveStats(handle: unknown): [number, number, number];
   liveClose(handle: unknown): void;
+  /** End the process now with `code` (_exit): no wait for V8's compiler threads or the workers' teardown. Missing in an addon built before it. */
+  exitNow?(code: number): never;
   /** pcap_findalldevs. */
   devices(): { name: string; description?: string; addresses: string[]; loopback: boolean; up: boolean; running: boolean }[];
 }

@@ -4,7 +4,8 @@
 import { tooLarge, type CaptureFileError } from '../capture/file.js';
 import type { LiveStats } from '../capture/live.js';
 import type { PcapWriter } from '../outputs/pcap-writer.js';
-import { STDOUT_CLOSED, type OutputSet } from '../outputs/output.js';
+import { STDOUT_CLOSED } from '../outputs/types.js';
+import type { OutputSet } from '../outputs/output-set.js';
 import { stderr } from '../outputs/fd-sink.js';
 import type { LuaPool } from '../vm/pool.js';
 import { kernelLines } from '../tcpdump-flags.js';

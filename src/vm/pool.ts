@@ -11,6 +11,7 @@ import { newRingControl, RingProducer } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, SharedCounters, type Summary } from './runtime.js';
 import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
+import { early, sendModule, WORKER_URL } from './prestart.js';
 import {
   BLOCK_BASE,
   BLOCK_COUNT,
@@ -105,23 +106,6 @@ function fullCollection(): void {
     gc = runInNewContext('gc') as () => void;
   }
   gc();
-}
-
-// Workers can start booting (Node, wasmoon, the WebAssembly instance: most
-// of riff's start-up) before the command line is even parsed; start() then
-// hands them their orders by message instead of workerData.
-const early: { worker: Worker; error: Error | null }[] = [];
-const WORKER_URL = new URL('./worker.js', import.meta.url);
-
-export function prestartWorkers(n: number): void {
-  while (early.length < n) {
-    const worker = new Worker(WORKER_URL, { workerData: null });
-    const e = { worker, error: null as Error | null };
-    early.push(e);
-    worker.on('error', (err) => (e.error = err));
-    // Not needed after all (--help, a bad argument): it must not keep riff alive.
-    worker.unref();
-  }
 }
 
 export class LuaPool {
@@ -220,6 +204,7 @@ export class LuaPool {
       worker.postMessage(init);
     } else {
       worker = new Worker(WORKER_URL, { workerData: init });
+      sendModule(worker);
     }
     const id = this.nextId++;
     const life = {
@@ -828,7 +813,10 @@ export class LuaPool {
     });
     this.watchdog.stop();
     for (const s of this.slots) s.life.over = true;
-    await Promise.all(this.slots.map((s) => s.life.worker.terminate()));
+    // Every worker has said all it will (its 'done'), and its thread ends
+    // on its own now; the summary need not wait for the threads to be torn
+    // down (tens of ms each), nor does riff's exit, which ends them too.
+    for (const s of this.slots) void s.life.worker.terminate();
     return { processed, errors, packetErrors, byScript };
   }
 }

@@ -9,6 +9,7 @@ import {
   type LuaState,
   type Ptr,
   type Wasm,
+  type WasmModule,
 } from './wasm.js';
 import { linkBridge, SIZE_CLASSES, type Bridge } from './bridge.js';
 
@@ -138,8 +139,9 @@ export class LuaVM {
     this.bridge.limit.value = bytes >= 2 ** 32 ? 0 : bytes;
   }
 
-  static async create(opts: VMOptions): Promise<LuaVM> {
-    return new LuaVM(await loadWasm(), opts);
+  /** `module`: the Lua module compiled already (by the main thread); else this thread's. */
+  static async create(opts: VMOptions, module?: WasmModule | null): Promise<LuaVM> {
+    return new LuaVM(await loadWasm(module), opts);
   }
 
   /** A NUL-terminated copy of a short ASCII name, kept for the VM's life. */

@@ -6,8 +6,9 @@
 // instantiating the module.
 // wasmoon is imported when a VM is made, so the capture thread, which only
 // talks to workers, never loads it.
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import v8 from 'node:v8';
 import type { LuaWasm } from 'wasmoon';
 
@@ -27,11 +28,16 @@ export interface WasmGlobal {
 interface WasmInstance {
   exports: Record<string, unknown>;
 }
+/** A compiled WebAssembly module: instantiated per VM, and posted to workers as it is (code is shared, memory never). */
+export interface WasmModule {
+  readonly __wasmModule?: never;
+}
 export const WebAssemblyAPI = (globalThis as unknown as {
   WebAssembly: {
-    Module: new (bytes: Uint8Array) => object;
-    Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => WasmInstance;
+    Module: new (bytes: Uint8Array) => WasmModule;
+    Instance: new (module: WasmModule, imports: Record<string, Record<string, unknown>>) => WasmInstance;
     instantiate: (...a: unknown[]) => Promise<unknown>;
+    compile: (bytes: Uint8Array) => Promise<WasmModule>;
   };
 }).WebAssembly;
 
@@ -147,7 +153,7 @@ export interface Spliced {
 }
 type Splices = Record<string, Spliced>;
 let splices: Splices | undefined;
-function splicesFromBuild(): Splices {
+export function splicesFromBuild(): Splices {
   const file = new URL('./wasm/string.json', import.meta.url);
   try {
     splices ??= JSON.parse(readFileSync(file, 'utf8')) as Splices;
@@ -203,16 +209,26 @@ function hasSimd(): boolean {
 }
 
 /**
- * V8 11 (Node 20) can inline small WebAssembly functions into their callers
- * but leaves it off unless asked; later V8s do it by default. For the Lua
- * interpreter (luaV_execute calling the table and string helpers) it is 5-10%
- * of a script-heavy pipeline's time. RIFF_WASM_INLINING=0 keeps V8's default.
- * Call on the main thread before any module is compiled or worker started.
+ * V8 flags for the Lua module, per process: call on the main thread before
+ * any module is compiled or worker started.
+ * - Inlining: V8 11 (Node 20) can inline small WebAssembly functions into
+ *   their callers but leaves it off unless asked; later V8s do it by default.
+ *   For the Lua interpreter (luaV_execute calling the table and string
+ *   helpers) it is 5-10% of a script-heavy pipeline's time.
+ *   RIFF_WASM_INLINING=0 keeps V8's default.
+ * - Eager compilation: V8 11 compiles a function only when it is first
+ *   called, on the thread that calls it; booting Lua and its first packets
+ *   call some 400 functions, each compiled on the worker's thread in turn.
+ *   Compiled eagerly, the whole module is compiled once, on V8's background
+ *   threads, while the workers boot (compiledLua() starts it at riff's first
+ *   moment), and every worker instantiates the compiled code.
+ *   RIFF_WASM_LAZY=1 keeps V8's default.
  */
-export function useWasmInlining(): void {
+export function setWasmFlags(): void {
   if (process.versions.v8.startsWith('11.') && process.env.RIFF_WASM_INLINING !== '0') {
     v8.setFlagsFromString('--experimental-wasm-inlining');
   }
+  if (process.env.RIFF_WASM_LAZY !== '1') v8.setFlagsFromString('--no-wasm-lazy-compilation');
 }
 
 /** What patchModule did: each is false when the module's function was not the one known, its signature not string.wat's, or the engine lacks SIMD. */
@@ -230,7 +246,7 @@ export const patched = { memchr: false, find: false };
  *   string.wat's find (added as a new function), when they are the known
  *   ones, the signatures agree and the engine has SIMD; otherwise left alone.
  */
-function patchModule(input: Uint8Array | ArrayBuffer, spliced: Splices): Uint8Array {
+export function patchModule(input: Uint8Array | ArrayBuffer, spliced: Splices = splicesFromBuild()): Uint8Array {
   const b = Uint8Array.from(input instanceof ArrayBuffer ? new Uint8Array(input) : input);
   let p = 8;
   const read = () => {
@@ -351,30 +367,77 @@ function patchModule(input: Uint8Array | ArrayBuffer, spliced: Splices): Uint8Ar
   return Buffer.concat(out);
 }
 
+const requireCjs = createRequire(import.meta.url);
+/** wasmoon's Lua module, as it ships. */
+export const GLUE_WASM = () => path.join(path.dirname(requireCjs.resolve('wasmoon')), 'glue.wasm');
+
+/** What scripts/build-wasm.ts says of the lua.wasm it made: from which wasmoon module, and what patchModule did. */
+export interface Prebuilt {
+  wasmoon: string;
+  size: number;
+  memchr: boolean;
+  find: boolean;
+}
+
 /**
- * Instantiate a fresh Lua WebAssembly module. Each VM gets its own module, so
- * its memory is its own: a runaway plugin can exhaust only its instance.
+ * The Lua module's bytes as riff runs them: patchModule's output. The build
+ * makes it (dist/src/vm/wasm/lua.wasm), so a run only reads it; when that
+ * file is missing or was made from another wasmoon build than the one
+ * installed, or this engine lacks SIMD, the module is patched here instead.
  */
-export async function loadWasm(): Promise<Wasm> {
+export function luaModuleBytes(): Uint8Array {
+  const glue = GLUE_WASM();
+  try {
+    const built = JSON.parse(readFileSync(new URL('./wasm/lua.json', import.meta.url), 'utf8')) as Prebuilt;
+    const version = (JSON.parse(readFileSync(path.join(path.dirname(glue), '..', 'package.json'), 'utf8')) as { version: string }).version;
+    if (built.wasmoon === version && built.size === statSync(glue).size && hasSimd()) {
+      const bytes = readFileSync(new URL('./wasm/lua.wasm', import.meta.url));
+      patched.memchr = built.memchr;
+      patched.find = built.find;
+      return bytes;
+    }
+  } catch {
+    // not built, or unreadable: patched below
+  }
+  return patchModule(readFileSync(glue), splicesFromBuild());
+}
+
+let compiling: Promise<WasmModule> | undefined;
+/**
+ * The Lua module, compiled once per process (asynchronously, on V8's
+ * background threads). Every VM is an instance of it; its code is shared,
+ * each instance's memory is its own.
+ */
+export function compiledLua(): Promise<WasmModule> {
+  compiling ??= (async () => WebAssemblyAPI.compile(luaModuleBytes()))();
+  return compiling;
+}
+
+/**
+ * Instantiate a fresh Lua WebAssembly module: `module` (compiled on the main
+ * thread and posted here), else this thread's compiledLua(). Each VM is its
+ * own instance with its own memory: a runaway plugin can exhaust only its
+ * instance.
+ */
+export async function loadWasm(module?: WasmModule | null): Promise<Wasm> {
   // wasmoon keeps the instance's exports in a closure. Catching the instance
-  // as it is created is the one seam that reaches the exports unwrapped.
+  // as it is created is the one seam that reaches the exports unwrapped; it
+  // is also where the compiled module takes the place of wasmoon's file.
   type Instance = WasmInstance;
   const WA = WebAssemblyAPI;
-  // Read before wasmoon starts: a failure inside its instantiate would come
-  // out wrapped in Emscripten's own messages.
-  const spliced = splicesFromBuild();
+  // Before wasmoon starts: a failure inside its instantiate would come out
+  // wrapped in Emscripten's own messages.
+  const compiled = module ?? (await compiledLua());
   const original = WA.instantiate;
   let instance: Instance | undefined;
   WA.instantiate = async function (this: unknown, ...args: unknown[]) {
-    if (args[0] instanceof Uint8Array || args[0] instanceof ArrayBuffer) args[0] = patchModule(args[0], spliced);
-    const r = await original.apply(this, args);
-    instance = (r as { instance?: Instance }).instance ?? (r as Instance);
-    return r;
+    instance = (await original.call(this, compiled, args[1])) as Instance;
+    return { module: compiled, instance };
   };
   // require, not import: wasmoon ships CommonJS, and importing it as ESM
   // first has Node scan its source for export names (~25 ms of each
   // worker's start-up).
-  const { LuaWasm: Wasmoon } = createRequire(import.meta.url)('wasmoon') as typeof import('wasmoon');
+  const { LuaWasm: Wasmoon } = requireCjs('wasmoon') as typeof import('wasmoon');
   let lw: LuaWasm;
   try {
     lw = await Wasmoon.initialize();

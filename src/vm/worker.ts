@@ -7,6 +7,7 @@ import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
 import { Runtime, ScriptError, SharedCounters, type RuntimeOptions } from './runtime.js';
 import { LuaVM } from './vm.js';
+import type { WasmModule } from './wasm.js';
 import { BLOCK_OUTPUT, BLOCK_WORDS, type WatchTarget } from './watchdog.js';
 
 export interface WorkerInit {
@@ -53,12 +54,30 @@ export type PoolMessage =
   | { type: 'start'; handover: Uint8Array | null };
 
 const port = parentPort!;
+// The pool's messages: the compiled Lua module ('wasm', src/vm/prestart.ts),
+// whenever it comes, and the others (orders, then the pool's calls) in turn.
+let gotModule: (m: WasmModule | null) => void = () => {};
+const moduleSent = new Promise<WasmModule | null>((resolve) => (gotModule = resolve));
+const inbox: unknown[] = [];
+let waiting: ((m: unknown) => void) | null = null;
+function onMessage(m: { type?: string; module?: WasmModule | null }): void {
+  if (m?.type === 'wasm') return gotModule(m.module ?? null);
+  if (waiting) {
+    const w = waiting;
+    waiting = null;
+    w(m);
+  } else inbox.push(m);
+}
+port.on('message', onMessage);
+function nextMessage<T>(): Promise<T> {
+  if (inbox.length) return Promise.resolve(inbox.shift() as T);
+  return new Promise<T>((resolve) => (waiting = resolve as (m: unknown) => void));
+}
 // The VM is made while the orders are on their way (a prestarted worker gets
 // them by message once the command line is parsed).
-const vmReady = LuaVM.create({ memoryLimit: 0 });
+const vmReady = moduleSent.then((module) => LuaVM.create({ memoryLimit: 0 }, module));
 vmReady.catch(() => {}); // handled where it is awaited
-const init: WorkerInit =
-  (workerData as WorkerInit | null) ?? (await new Promise<WorkerInit>((resolve) => port.once('message', resolve)));
+const init: WorkerInit = (workerData as WorkerInit | null) ?? (await nextMessage<WorkerInit>());
 // Records go to the capture thread in one message per batch (and before any
 // other message, so their order with it holds): a message per record cost
 // more than the record's Lua, and each one's bytes, a view into Node's 8 KiB
@@ -177,7 +196,7 @@ async function main(): Promise<void> {
       post({ type: 'fail', message: 'its setup raised an error (shown above)' });
       return;
     }
-    const start = new Promise<PoolMessage>((resolve) => port.once('message', resolve));
+    const start = nextMessage<PoolMessage>();
     post({ type: 'ready', rule, ...config, ring: shared });
     const order = await start;
     if (order.type === 'start' && order.handover) rt.handover(order.handover);
@@ -229,7 +248,7 @@ async function main(): Promise<void> {
   // One answer from N workers: every worker's state goes to the pool, which
   // has worker 0 merge them and report once (src/vm/pool.ts finish()).
   const state = rt.collect();
-  const go = new Promise<PoolMessage>((resolve) => port.once('message', resolve));
+  const go = nextMessage<PoolMessage>();
   post({ type: 'collected', state, handover });
   const order = await go;
   if (order.type === 'report') rt.report(order.states.filter((st): st is Uint8Array => st !== null));
@@ -238,4 +257,7 @@ async function main(): Promise<void> {
   post({ type: 'done', processed: s.processed, errors: s.packetErrors, hookErrors: s.errors - s.packetErrors, byScript: [...s.byScript] });
 }
 
-main().catch((e) => post({ type: 'fail', message: `Lua worker: ${(e as Error).message}` }));
+main()
+  .catch((e) => post({ type: 'fail', message: `Lua worker: ${(e as Error).message}` }))
+  // Done, or failed: nothing more is asked of this worker, and it ends on its own.
+  .finally(() => port.off('message', onMessage));
