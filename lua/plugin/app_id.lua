@@ -468,11 +468,16 @@ ctx.expect = function(ip, port, app, kind)
 end
 
 -- At the end, one line on stderr: flows named, flows given up, and what
--- riff could not decode down to a flow (proto.current counts it).
-function app_id:deinit()
-  local line = "app_id: " .. self.matched .. " flows named, " .. self.given_up .. " given up after "
+-- riff could not decode down to a flow (proto.current counts it); with
+-- --workers N, every worker's figures added (collect/report).
+function app_id:collect()
+  return { matched = self.matched, given_up = self.given_up, undecoded = current.undecoded() }
+end
+
+function app_id:report(t)
+  local line = "app_id: " .. t.matched .. " flows named, " .. t.given_up .. " given up after "
     .. self.max_packets .. " payload packets each way"
-  local u = current.undecoded_text()
+  local u = current.undecoded_text(t.undecoded)
   if u then line = line .. "; " .. u end
   io.stderr:write(line .. "\n")
 end

@@ -56,7 +56,9 @@ local M = { serial = 0 }
 
 function M.undecoded() return U end
 
-function M.undecoded_text()
+-- `u`: a table like undecoded()'s (several workers' merged); default this VM's.
+function M.undecoded_text(u)
+  local U = u or U
   if U.total == 0 then return nil end
   local parts = {}
   for _, kind in ipairs { "linktype", "ethertype", "ipproto" } do

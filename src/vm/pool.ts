@@ -4,8 +4,8 @@
 import { Worker } from 'node:worker_threads';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, HDR, align8, countPassed, Batch } from '../capture/batch.js';
-import { jsSharding, type Sharding } from '../capture/flow.js';
+import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8, countPassed, Batch } from '../capture/batch.js';
+import { BROADCAST, jsSharding, type Sharding } from '../capture/flow.js';
 import { nativeOrNull } from '../capture/native.js';
 import { newRingControl, RingProducer } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
@@ -29,11 +29,19 @@ export type Ready = Extract<WorkerMessage, { type: 'ready' }>;
 type Done = Extract<WorkerMessage, { type: 'done' }>;
 const NO_COUNTS: Done = { type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] };
 
-/** Records of worker w in a shard plan. */
+/** Records worker w owns in a shard plan (not the copies it only overhears). */
 function countShard(shards: Uint8Array, count: number, w: number): number {
   let k = 0;
-  for (let i = 0; i < count; i++) if (shards[i] === w) k++;
+  for (let i = 0; i < count; i++) if (shards[i] !== 255 && (shards[i] & ~BROADCAST) === w) k++;
   return k;
+}
+
+/** The ports a script overhears (its Ready message) as shardPlan's bitmap; null for none. */
+function portBitmap(ports: number[]): Uint8Array | null {
+  if (!ports.length) return null;
+  const m = new Uint8Array(8192);
+  for (const p of ports) if (Number.isInteger(p) && p >= 0 && p < 65536) m[p >> 3] |= 1 << (p & 7);
+  return m;
 }
 
 export interface PoolOptions {
@@ -158,6 +166,10 @@ export class LuaPool {
   private shards = new Uint8Array(1024);
   /** Per worker: bytes of the batch being sharded that go to it. */
   private readonly bytesPer: Uint32Array;
+  /** Ports whose packets every worker gets, for the script's overhear phase (null: none). */
+  private overhear: Uint8Array | null = null;
+  /** The script's riff.shard("service"): connections go by service, not by flow. */
+  private byService = false;
   private finishing = false;
   private abandoned = false;
   private readonly lock = new SharedArrayBuffer(4);
@@ -305,9 +317,17 @@ export class LuaPool {
     }
     pool.slots.forEach((s, i) => (s.ring = s.life.ring = pool.producer(msgs[i])));
     pool.filter = msgs[0].filter;
+    pool.shardBy(msgs[0]);
     pool.outputs = msgs[0].outputs;
     pool.rule = msgs[0].rule;
     return pool;
+  }
+
+  /** The sharding the (new) script asks for. */
+  private shardBy(m: Ready): void {
+    if (this.single) return;
+    this.overhear = portBitmap(m.shard.overhear);
+    this.byService = m.shard.byService;
   }
 
   private producer(m: Ready): RingProducer {
@@ -450,11 +470,11 @@ export class LuaPool {
     }
   }
 
-  /** Packets of a batch still to run: passed the filter, not sharded elsewhere. */
+  /** Packets of a batch still to run: passed the filter, not sharded elsewhere, not another worker's overheard. */
   private live(b: Batch): number {
     let n = 0;
     for (let i = 0, o = 0; i < b.count; i++) {
-      if (!(b.view.getUint32(o + 28, true) & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE))) n++;
+      if (!(b.view.getUint32(o + 28, true) & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE | FLAG_OVERHEARD))) n++;
       o += HDR + align8(b.view.getUint32(o + 12, true));
     }
     return n;
@@ -587,7 +607,7 @@ export class LuaPool {
    */
   private plan(b: Batch, inRing0: boolean): void {
     if (this.shards.length < b.count) this.shards = new Uint8Array(Math.max(b.count, this.shards.length * 2));
-    this.sharding!.shardPlan(b.buf, b.count, this.slots.length, this.shards, this.bytesPer, inRing0);
+    this.sharding!.shardPlan(b.buf, b.count, this.slots.length, this.shards, this.bytesPer, inRing0, this.overhear, this.byService);
   }
 
   /**
@@ -712,6 +732,7 @@ export class LuaPool {
     const next = this.next;
     if (!next || this.slots.some((s) => s.restarting || !s.ring)) return;
     this.next = null;
+    this.shardBy(next.msgs[0]);
     const gen = this.slots.map((s) => s.life);
     this.slots.forEach((s, i) => {
       const old = s.life;

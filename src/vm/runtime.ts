@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { HDR, type Batch } from '../capture/batch.js';
+import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8, type Batch } from '../capture/batch.js';
 import { LuaError, LuaVM } from './vm.js';
 import { LUA_OK, LUA_REGISTRYINDEX, LUA_TSTRING, LUA_TTABLE, LUA_TTHREAD, type LuaState, type Ptr } from './wasm.js';
 import { decodeRecord } from '../outputs/records.js';
@@ -100,6 +100,12 @@ export class SharedCounters {
   }
 }
 
+/** What a script asks of the sharding among workers (Runtime.sharding). */
+export interface Sharding {
+  byService: boolean;
+  overhear: number[];
+}
+
 export interface Summary {
   /** Packets handed to Lua (those that ended in an error included). */
   processed: number;
@@ -113,7 +119,7 @@ export interface Summary {
 /** Memory past --lua-memory that riff's own bookkeeping may use after a script's code filled the heap. */
 const HEADROOM = 4 << 20;
 /** Driver functions that run no script code. */
-const RIFF_ONLY = new Set(['summary', 'flush', 'configure', 'lazy_budget', 'note_per_worker']);
+const RIFF_ONLY = new Set(['summary', 'flush', 'configure', 'lazy_budget', 'note_per_worker', 'sharding']);
 
 /** Bad script: a one-line message for the user (syntax error, wrong shape...). */
 export class ScriptError extends Error {}
@@ -254,7 +260,7 @@ export class Runtime {
     vm.pushRef(rtRef);
     vm.pushRef(hostRef);
     vm.call(2, 1);
-    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'handover', 'collect', 'report', 'note_per_worker', 'batch', 'summary', 'flush']) {
+    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'handover', 'collect', 'report', 'note_per_worker', 'sharding', 'batch', 'summary', 'flush']) {
       x.lua_getfield(L, -1, vm.cstr(name));
       this.api.set(name, vm.ref());
     }
@@ -620,6 +626,39 @@ export class Runtime {
     return rule;
   }
 
+  /**
+   * How the script wants packets shared out among workers (README: One
+   * answer from N workers): by flow or by service (riff.shard), and the
+   * TCP/UDP ports whose packets its overhear phase wants from every
+   * worker's share. Call after open().
+   */
+  sharding(): Sharding {
+    this.callApi('sharding', () => 0, 1);
+    const [by, ports = ''] = (this.vm.toText(-1) ?? '').split('\t');
+    this.vm.x.lua_settop(this.vm.L, -2);
+    const overhear = ports.split(',').filter(Boolean).map(Number);
+    this.overhearing = (this.opts.worker?.count ?? 1) > 1 && overhear.length > 0;
+    return { byService: by === 'service', overhear };
+  }
+
+  /** Batches may hold FLAG_OVERHEARD packets: process() lists them for the driver. */
+  private overhearing = false;
+
+  /** Positions (1-based, among the packets fill() hands to Lua) of the batch's overheard packets, as u32s; null for none. */
+  private overheard(batch: Batch, heap: Uint8Array, base: number): Buffer | null {
+    const d = new DataView(heap.buffer, heap.byteOffset + base, batch.bytes);
+    const at: number[] = [];
+    for (let i = 0, o = 0, k = 0; i < batch.count; i++) {
+      const f = d.getUint32(o + 28, true);
+      if (!(f & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE))) {
+        k++;
+        if (f & FLAG_OVERHEARD) at.push(k);
+      }
+      o += HDR + align8(d.getUint32(o + 12, true));
+    }
+    return at.length ? Buffer.from(new Uint32Array(at).buffer) : null;
+  }
+
   /** False when the script's setup raised (reported already): a reload keeps the old script then. */
   setup(): boolean {
     this.callApi('setup', () => 0, 1);
@@ -706,7 +745,9 @@ export class Runtime {
         x.lua_settop(L, -5);
         return false;
       }
-      vm.call(3, 2);
+      const over = this.overhearing ? this.overheard(batch, vm.wasm.heap(), base) : null;
+      if (over) vm.pushBytes(over);
+      vm.call(over ? 4 : 3, 2);
       return true;
     });
     if (!ran) return 0;

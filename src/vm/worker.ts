@@ -4,7 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
-import { Runtime, ScriptError, SharedCounters, type RuntimeOptions } from './runtime.js';
+import { Runtime, ScriptError, SharedCounters, type RuntimeOptions, type Sharding } from './runtime.js';
 import { LuaVM } from './vm.js';
 import { BLOCK_OUTPUT, BLOCK_WORDS, type WatchTarget } from './watchdog.js';
 
@@ -36,7 +36,7 @@ export interface WorkerInit {
 
 export type WorkerMessage =
   | { type: 'watch'; watch: WatchTarget }
-  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; ring: RingShared }
+  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; shard: Sharding; ring: RingShared }
   | { type: 'fail'; message: string }
   | { type: 'stop'; why: 'strict' | 'stdout-closed' }
   | { type: 'record'; bytes: Uint8Array; at: number }
@@ -106,6 +106,7 @@ async function main(): Promise<void> {
   let rt: Runtime;
   let config: { filter: string | null; outputs: string[] } = { filter: null, outputs: [] };
   let rule: string;
+  let shard: Sharding;
   try {
     const vm = await vmReady;
     shared = placeRing(vm);
@@ -129,6 +130,7 @@ async function main(): Promise<void> {
     }
     if (init.readConfig) config = rt.config();
     rule = rt.open();
+    shard = rt.sharding();
     if (!init.hold) rt.notePerWorker(); // said once, not at every reload
   } catch (e) {
     post({ type: 'fail', message: e instanceof ScriptError ? e.message : `Lua runtime: ${(e as Error).message}` });
@@ -140,11 +142,11 @@ async function main(): Promise<void> {
       return;
     }
     const start = new Promise<PoolMessage>((resolve) => port.once('message', resolve));
-    post({ type: 'ready', rule, ...config, ring: shared });
+    post({ type: 'ready', rule, ...config, shard, ring: shared });
     const order = await start;
     if (order.type === 'start' && order.handover) rt.handover(order.handover);
   } else {
-    post({ type: 'ready', rule, ...config, ring: shared });
+    post({ type: 'ready', rule, ...config, shard, ring: shared });
     rt.setup();
   }
   const at = init.index * 2;
