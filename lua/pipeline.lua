@@ -126,6 +126,19 @@ function Pipeline.overhear(self, pcapdata)
   end
 end
 
+-- Plugins whose deinit runs in each worker on its share with nothing to
+-- merge it (no report), for riff's note at start with --workers N. A plugin
+-- whose deinit only ends its worker's flows says so with per_flow_deinit.
+function Pipeline.unmerged(self)
+  local names = {}
+  for i, v in ipairs(self.element_list) do
+    if v.deinit and not v.report and not v.per_flow_deinit then
+      names[#names + 1] = type(v.name) == "string" and v.name or ("plugin " .. i)
+    end
+  end
+  return names
+end
+
 function Pipeline.overhear_ports(self)
   local ports = {}
   for _, v in ipairs(self.element_list) do

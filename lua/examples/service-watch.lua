@@ -667,7 +667,8 @@ function watcher:deinit()
   if not last_ts then return end
   -- Live capture stamps packets with the wall clock: time went on after the
   -- last packet. A file ends at its last packet.
-  now = live and math.max(last_ts, os.time()) or last_ts
+  -- With --workers N the run may have ended in another worker's packet.
+  now = live and math.max(last_ts, os.time()) or riff.run_end() or last_ts
   sweep()
   T:flush(now)
   for _, svc in pairs(services) do

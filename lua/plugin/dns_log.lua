@@ -171,6 +171,8 @@ end
 
 function dns_log:overhear(stream) return self:push(stream, true) end
 
+-- Ends this worker's flows (records of its own): nothing to merge over workers.
+dns_log.per_flow_deinit = true
 function dns_log:deinit()
   if self._tcp then self._tcp:flush() end
 end

@@ -157,6 +157,8 @@ function http_requests:push(stream)
   self._t:packet(pkt, current.ts())
 end
 
+-- Ends this worker's flows (records of its own): nothing to merge over workers.
+http_requests.per_flow_deinit = true
 function http_requests:deinit()
   self._t:flush()
 end

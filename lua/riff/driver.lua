@@ -460,6 +460,8 @@ local collect_fn, merge_fn, report_fn, gather_self
 -- name later flows) reach every worker; the workers that do not own the
 -- flow hand them to overhear(packet) only (README: One answer from N workers).
 local overhear_fn, overhear_self, overhear_list
+-- A pipeline's plugins whose deinit has nothing to merge it (Pipeline.unmerged).
+local unmerged_fn, unmerged_self
 -- Reload (SIGHUP): what the old script's deinit returns reaches the new
 -- script's handover(state), before its first packet (README: Reloading).
 local handover_fn
@@ -472,6 +474,7 @@ local function use_pipeline(p)
   if type(p.report) == "function" and p.reports ~= false then
     collect_fn, merge_fn, report_fn, gather_self = p.collect, p.merge, p.report, p
   end
+  if type(p.unmerged) == "function" then unmerged_fn, unmerged_self = p.unmerged, p end
   if type(p.overhear) == "function" then
     overhear_fn, overhear_self = p.overhear, p
     local ports = p.overhear_ports
@@ -737,6 +740,22 @@ function api.report(all, n)
   flush()
 end
 
+-- With --workers N, before deinit: the capture times of the run's last
+-- packet and of its last TCP/UDP packet (-1: none), whichever worker had
+-- them. Records stamped after the packets carry the first, as with one
+-- worker; riff.run_end() gives both to flow.shared, which ends the flows
+-- still open at the second, as one worker would.
+local run_end_ts, run_end_flow_ts
+function api.run_end(ls, lns, fs, fns)
+  ls, lns, fs, fns = math.tointeger(ls), math.tointeger(lns), math.tointeger(fs), math.tointeger(fns)
+  if ls and ls >= 0 then
+    last_sec, last_nsec = ls, lns
+    run_end_ts = ls + lns / 1e9
+  end
+  if fs and fs >= 0 then run_end_flow_ts = fs + fns / 1e9 end
+end
+riff.run_end = function() return run_end_ts, run_end_flow_ts end
+
 -- How packets are shared out among workers, read once after open:
 -- "flow" or "service" (riff.shard), a tab, and the ports to overhear
 -- ("53,5353"; empty: none).
@@ -754,8 +773,16 @@ end
 -- worker's share: said once, at start, so nobody reads half a total.
 function api.note_per_worker()
   -- A script that chose its sharding (riff.shard) knows what each worker holds.
-  if riff.worker.count < 2 or riff.worker.index ~= 1 or report_fn or not deinit_fn or shard_key ~= "flow" then return end
-  emit_err("riff: with --workers " .. riff.worker.count .. " the script's deinit runs in each worker on its share of the flows;"
+  if riff.worker.count < 2 or riff.worker.index ~= 1 or not deinit_fn or shard_key ~= "flow" then return end
+  local which = ""
+  if unmerged_fn then
+    local ok, names = pcall(unmerged_fn, unmerged_self)
+    if not ok or type(names) ~= "table" or #names == 0 then return end
+    which = " (" .. table.concat(names, ", ") .. ")"
+  elseif report_fn then
+    return
+  end
+  emit_err("riff: with --workers " .. riff.worker.count .. " the script's deinit" .. which .. " runs in each worker on its share of the flows;"
     .. " for whole-run figures give it collect/report (README: One answer from N workers)\n")
   flush()
 end

@@ -118,7 +118,8 @@ export const jsSharding: Sharding = {
     const has = (port: number) => !!overhear && ((overhear[port >> 3] >> (port & 7)) & 1) === 1;
     const d = view(batch);
     const sizes = recordSizes(batch, d, count, 'shardPlan');
-    bytes.fill(0, 0, n);
+    const ends = bytes.length >= n + 2;
+    bytes.fill(0, 0, ends ? n + 2 : n);
     for (let i = 0, o = 0; i < count; o += sizes[i], i++) {
       const flags = d.getUint32(o + 28, true);
       if (flags & FLAG_FILTERED_OUT) {
@@ -126,6 +127,10 @@ export const jsSharding: Sharding = {
         continue;
       }
       const w = shardOf(d, o, n, !!byService);
+      if (ends) {
+        bytes[n] = o + 1;
+        if (lastPorts >= 0) bytes[n + 1] = o + 1;
+      }
       if (lastPorts >= 0 && (has(lastPorts >>> 16) || has(lastPorts & 0xffff))) {
         shards[i] = w | BROADCAST;
         for (let k = 0; k < n; k++) bytes[k] += sizes[i];

@@ -27,6 +27,8 @@ export interface Native {
    * of ports whose TCP/UDP records go to every worker (owner | BROADCAST in
    * shards; FLAG_OVERHEARD in the copies of workers that do not own them).
    * `byService`: TCP/UDP by the lower-port endpoint alone (shardOf).
+   * With n + 2 words in bytes: bytes[n] and bytes[n + 1] are 1 + the offset
+   * of the last record that passed the filter and of the last TCP/UDP one.
    */
   shardPlan(batch: Uint8Array, count: number, n: number, shards: Uint8Array, bytes: Uint32Array, elsewhere: boolean, overhear?: Uint8Array | null, byService?: boolean): void;
   /** Worker w's records, and the overheard ones, copied to dst from `at`; returns how many. */

@@ -7,7 +7,7 @@ import { runInNewContext } from 'node:vm';
 import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8, countPassed, Batch } from '../capture/batch.js';
 import { BROADCAST, jsSharding, type Sharding } from '../capture/flow.js';
 import { nativeOrNull } from '../capture/native.js';
-import { newRingControl, RingProducer } from './ring.js';
+import { newRingControl, RingProducer, type RunEnd } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, SharedCounters, type Summary } from './runtime.js';
 import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
@@ -170,6 +170,12 @@ export class LuaPool {
   private overhear: Uint8Array | null = null;
   /** The script's riff.shard("service"): connections go by service, not by flow. */
   private byService = false;
+  /**
+   * Capture times of the last packet and the last TCP/UDP packet sharded so
+   * far: each worker gets them at the end, so its deinit ends its flows at
+   * the time one worker would (idle past the timeout then, or not).
+   */
+  private readonly runEnd: RunEnd = { last: null, flow: null };
   private finishing = false;
   private abandoned = false;
   private readonly lock = new SharedArrayBuffer(4);
@@ -182,7 +188,8 @@ export class LuaPool {
     this.carried = new Float64Array(2 * n);
     this.single = n === 1;
     this.sharding = this.single ? null : (nativeOrNull() ?? jsSharding);
-    this.bytesPer = new Uint32Array(n);
+    // Two more words: where the batch's last packet and last TCP/UDP packet lie (shardPlan).
+    this.bytesPer = new Uint32Array(n + 2);
     this.watchdog = new Watchdog([], o.limits, (i, where) => this.stuck(i, where));
   }
 
@@ -508,7 +515,7 @@ export class LuaPool {
     if (life.over) return; // ended again meanwhile: that end() handled the rest
     slot.ring = ring;
     slot.restarting = null;
-    if (this.finishing) ring.close();
+    if (this.finishing) ring.close(this.single ? undefined : this.runEnd);
   }
 
   /**
@@ -608,6 +615,10 @@ export class LuaPool {
   private plan(b: Batch, inRing0: boolean): void {
     if (this.shards.length < b.count) this.shards = new Uint8Array(Math.max(b.count, this.shards.length * 2));
     this.sharding!.shardPlan(b.buf, b.count, this.slots.length, this.shards, this.bytesPer, inRing0, this.overhear, this.byService);
+    const n = this.slots.length;
+    const at = (o: number): [number, number] => [b.view.getUint32(o, true) + b.view.getInt32(o + 4, true) * 4294967296, b.view.getUint32(o + 8, true)];
+    if (this.bytesPer[n]) this.runEnd.last = at(this.bytesPer[n] - 1);
+    if (this.bytesPer[n + 1]) this.runEnd.flow = at(this.bytesPer[n + 1] - 1);
   }
 
   /**
@@ -783,7 +794,8 @@ export class LuaPool {
     if (this.next) this.swap();
     this.finishing = true;
     // A worker restarted meanwhile closes its ring once its queue is handed over (restart()).
-    for (const s of this.slots) s.ring?.close();
+    const end = this.single ? undefined : this.runEnd;
+    for (const s of this.slots) s.ring?.close(end);
     // Every current worker has run deinit and collected its state (null for
     // one that was ended): worker 0 merges them and reports once; then all
     // of them finish.

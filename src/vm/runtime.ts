@@ -9,6 +9,7 @@ import { LuaError, LuaVM } from './vm.js';
 import { LUA_OK, LUA_REGISTRYINDEX, LUA_TSTRING, LUA_TTABLE, LUA_TTHREAD, type LuaState, type Ptr } from './wasm.js';
 import { decodeRecord } from '../outputs/records.js';
 import { BLOCK_BASE, BLOCK_COUNT, BLOCK_META, BLOCK_PHASE, BLOCK_SEQ, BLOCK_WORDS, LS, PHASE_BATCH, PHASE_DEINIT, PHASE_SCRIPT, readLuaInt, type WatchTarget } from './watchdog.js';
+import type { RunEnd } from './ring.js';
 
 /** riff's own Lua (lua/ at the package root). */
 export const LUA_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'lua');
@@ -119,7 +120,7 @@ export interface Summary {
 /** Memory past --lua-memory that riff's own bookkeeping may use after a script's code filled the heap. */
 const HEADROOM = 4 << 20;
 /** Driver functions that run no script code. */
-const RIFF_ONLY = new Set(['summary', 'flush', 'configure', 'lazy_budget', 'note_per_worker', 'sharding']);
+const RIFF_ONLY = new Set(['summary', 'flush', 'configure', 'lazy_budget', 'note_per_worker', 'sharding', 'run_end']);
 
 /** Bad script: a one-line message for the user (syntax error, wrong shape...). */
 export class ScriptError extends Error {}
@@ -260,7 +261,7 @@ export class Runtime {
     vm.pushRef(rtRef);
     vm.pushRef(hostRef);
     vm.call(2, 1);
-    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'handover', 'collect', 'report', 'note_per_worker', 'sharding', 'batch', 'summary', 'flush']) {
+    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'handover', 'collect', 'report', 'note_per_worker', 'sharding', 'run_end', 'batch', 'summary', 'flush']) {
       x.lua_getfield(L, -1, vm.cstr(name));
       this.api.set(name, vm.ref());
     }
@@ -641,6 +642,24 @@ export class Runtime {
     return { byService: by === 'service', overhear };
   }
 
+  /** Where the whole run ended (several workers), before deinit: riff.run_end() in Lua. */
+  runEnd(end: RunEnd): void {
+    const x = this.vm.x;
+    const L = this.vm.L;
+    this.callApi('run_end', () => {
+      for (const t of [end.last, end.flow]) {
+        if (t) {
+          x.lua_pushnumber(L, t[0]);
+          x.lua_pushnumber(L, t[1]);
+        } else {
+          x.lua_pushnumber(L, -1);
+          x.lua_pushnumber(L, -1);
+        }
+      }
+      return 4;
+    });
+  }
+
   /** Batches may hold FLAG_OVERHEARD packets: process() lists them for the driver. */
   private overhearing = false;
 
@@ -732,6 +751,7 @@ export class Runtime {
       b[BLOCK_COUNT] = batch.count;
     }
     let n = 0;
+    let over = null as Buffer | null;
     const ran = this.inLua(PHASE_BATCH, () => {
       vm.pushRef(this.api.get('batch')!);
       vm.unbounded(() => {
@@ -745,7 +765,7 @@ export class Runtime {
         x.lua_settop(L, -5);
         return false;
       }
-      const over = this.overhearing ? this.overheard(batch, vm.wasm.heap(), base) : null;
+      over = this.overhearing ? this.overheard(batch, vm.wasm.heap(), base) : null;
       if (over) vm.pushBytes(over);
       vm.call(over ? 4 : 3, 2);
       return true;
@@ -755,6 +775,13 @@ export class Runtime {
     this.lastPacketErrors = x.lua_tonumberx(L, -1, 0);
     x.lua_settop(L, -3);
     if (done < n) this.stopRequested = true;
+    // Packets only overheard (another worker's flow) are not this worker's to count.
+    if (over) {
+      const pos = new Uint32Array(over.buffer, over.byteOffset, over.length / 4);
+      let heard = 0;
+      for (const p of pos) if (p <= done) heard++;
+      return done - heard;
+    }
     return done;
   }
 

@@ -178,6 +178,9 @@ async function main(): Promise<void> {
     }
   }
   if (prof) write(2, Buffer.from(`riff: worker ${init.index}: ${prof.lua.toFixed(0)} ms in Lua batches, ${prof.wait.toFixed(0)} ms waiting for packets (the first ${prof.first.toFixed(0)} ms after ready)\n`));
+  // With several workers: where the whole run ended, so this worker ends its flows as one worker would.
+  const end = ring.end();
+  if (end) rt.runEnd(end);
   const handover = rt.deinit(Atomics.load(new Int32Array(init.retiring), 0) === 1);
   // One answer from N workers: every worker's state goes to the pool, which
   // has worker 0 merge them and report once (src/vm/pool.ts finish()).

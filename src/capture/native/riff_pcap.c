@@ -619,7 +619,10 @@ static uint32_t shard_of(const uint8_t *rec, uint32_t n, uint32_t *l4ports, bool
  * (the script's overhear phase sees them, nothing else does). Each worker's
  * copy sits in its own queue in capture order, so every worker has heard a
  * DNS answer before any later packet of its own flows. `byService`: shard
- * TCP/UDP by the lower-port endpoint (shard_of).
+ * TCP/UDP by the lower-port endpoint (shard_of). When `bytes` has room for
+ * n + 2 words: bytes[n] = 1 + the byte offset of the batch's last record
+ * that passed the filter, bytes[n + 1] the same for its last TCP/UDP record
+ * (0: none), so the pool can tell every worker where the run ended.
  */
 #define BROADCAST 0x80u
 static napi_value js_shard_plan(napi_env env, napi_callback_info info) {
@@ -651,7 +654,8 @@ static napi_value js_shard_plan(napi_env env, napi_callback_info info) {
   char msg[160];
   if (!records_fit(buf, len, count, "shardPlan", msg, sizeof msg)) return throw_range(env, msg);
   uint32_t *bytes = (uint32_t *)bb;
-  memset(bytes, 0, (size_t)n * 4);
+  bool ends = blen >= ((size_t)n + 2) * 4;
+  memset(bytes, 0, (size_t)(ends ? n + 2 : n) * 4);
   uint8_t *rec = buf;
   for (uint32_t i = 0; i < count; i++) {
     uint64_t size = record_size(rec);
@@ -661,6 +665,10 @@ static napi_value js_shard_plan(napi_env env, napi_callback_info info) {
     } else {
       uint32_t ports;
       uint32_t w = shard_of(rec, n, &ports, by_service);
+      if (ends) {
+        bytes[n] = (uint32_t)(rec - buf) + 1;
+        if (ports != NO_PORTS) bytes[n + 1] = (uint32_t)(rec - buf) + 1;
+      }
       bool all = hear && ports != NO_PORTS &&
                  ((hear[ports >> 19] >> (ports >> 16 & 7) & 1) || (hear[(ports & 0xffff) >> 3] >> (ports & 7) & 1));
       if (all) {
