@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { riff, tmpdir, ROOT } from './helpers.js';
+import { PcapFileWriter, TcpFlow, ETHERTYPE, IPPROTO, ethernet, ipv4, udp } from '../scripts/lib/craft.js';
 
 const dir = tmpdir('riff-workers-plugins-');
 const script = (name: string, src: string) => {
@@ -102,4 +103,36 @@ test('every bundled plugin at once, and the service watch: corpus captures give 
   assert.ok(records > 100, `${records} records over the corpus`);
   const watch = same(SCRIPTS['service-watch'], path.join(ROOT, 'fixtures', 'service-watch.pcap'), [2, 3]);
   assert.ok(watch.records.some((r) => r.includes('"type":"service_down"')));
+});
+
+// Flows announced by other flows: TFTP data from a new server port, FTP data
+// after PASV and PORT. With N workers the data flow is mostly another
+// worker's than its control flow's; every worker follows the announcing
+// packets (app_id's expect_ports), so each data flow is named "expect".
+test('app_id: TFTP and FTP data flows are named from their control flows with 1, 2 and 3 workers', () => {
+  const file = path.join(dir, 'expect.pcap');
+  const w = new PcapFileWriter(file);
+  let us = 1_700_000_000 * 1e6;
+  const put = (f: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, f); us += 1000; };
+  const MAC = '02:00:00:00:00:01';
+  const u = (a: string, z: string, ap: number, zp: number, b: Buffer) =>
+    put(ethernet({ src: MAC, dst: MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: a, dst: z, proto: IPPROTO.UDP }, udp({ src: a, dst: z, sport: ap, dport: zp }, b))));
+  const data = (op: number) => Buffer.concat([Buffer.from([0, op, 0, 1]), Buffer.alloc(512, 0x41)]);
+  for (let i = 1; i <= 12; i++) {
+    const c = `10.9.0.${i}`, s = `10.9.8.${i}`;
+    u(c, s, 40000 + i, 69, Buffer.from('\0\x01boot.img\0octet\0', 'latin1'));
+    u(s, c, 50100 + i, 40000 + i, data(3));
+    u(c, s, 40000 + i, 50100 + i, Buffer.from([0, 4, 0, 1]));
+    const ci = `10.9.1.${i}`, si = `10.9.9.${i}`;
+    const ctl = new TcpFlow({ client: { mac: MAC, ip: ci, port: 41000 + i, isn: i }, server: { mac: MAC, ip: si, port: 21, isn: 100 + i } });
+    const hi = (50000 + i) >> 8, lo = (50000 + i) & 255;
+    for (const p of [...ctl.handshake(), ...ctl.send('server', Buffer.from('220 ready\r\n')), ...ctl.send('client', Buffer.from('PASV\r\n')),
+      ...ctl.send('server', Buffer.from(`227 Entering Passive Mode (10,9,9,${i},${hi},${lo})\r\n`))]) put(p.frame);
+    const pasv = new TcpFlow({ client: { mac: MAC, ip: ci, port: 42000 + i, isn: 200 + i }, server: { mac: MAC, ip: si, port: 50000 + i, isn: 300 + i } });
+    for (const p of [...pasv.handshake(), ...pasv.send('server', Buffer.alloc(300, 0x55)), ...pasv.close(), ...ctl.close()]) put(p.frame);
+  }
+  w.close();
+  const one = same(SCRIPTS.app_id, file, [2, 3]);
+  const expect = one.records.filter((r) => r.includes('"type":"app"') && r.includes('"by":"expect"'));
+  assert.equal(expect.length, 24, one.records.join('\n'));
 });
