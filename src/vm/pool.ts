@@ -36,6 +36,13 @@ function countShard(shards: Uint8Array, count: number, w: number): number {
   return k;
 }
 
+/** Copies worker w only overhears (another worker's flow) in a shard plan. */
+function countHeard(shards: Uint8Array, count: number, w: number): number {
+  let k = 0;
+  for (let i = 0; i < count; i++) if (shards[i] !== 255 && shards[i] & BROADCAST && (shards[i] & ~BROADCAST) !== w) k++;
+  return k;
+}
+
 /** The ports a script overhears (its Ready message) as shardPlan's bitmap; null for none. */
 function portBitmap(ports: number[]): Uint8Array | null {
   if (!ports.length) return null;
@@ -133,6 +140,8 @@ export function prestartWorkers(n: number): void {
 export class LuaPool {
   /** Packets dropped because a ring was full (live capture only). */
   dropped = 0;
+  /** Overheard copies (DNS answers for other workers) dropped because a ring was full (live capture only). */
+  unheard = 0;
   /** Packets lost with a worker that was ended (over the time limit) or died: the one it was on, and any that could not be handed on. */
   lost = 0;
   /** Workers ended or dead, and how many of those were replaced. */
@@ -645,6 +654,7 @@ export class LuaPool {
         const n = countShard(shards, b.count, w);
         if (!wait) {
           this.dropped += n;
+          this.unheard += countHeard(shards, b.count, w);
           break;
         }
         if (s.lost || (ring && bytes + 8 > ring.capacity)) {
