@@ -56,6 +56,8 @@ local fields = {
   iface = function(s, ns, c, l, lt, ifc) return ifc end,
   arrival = function(s, ns, c, l, lt, ifc, fl) return fl & 1 ~= 0 end,
   id = function(s, ns, c, l, lt, ifc, fl, id) return id end,
+  -- Another worker's flow, handed to the overhear phase only (FLAG_OVERHEARD).
+  overheard = function(s, ns, c, l, lt, ifc, fl) return fl & 8 ~= 0 end,
 }
 
 riff = { version = host.version }
