@@ -24,7 +24,7 @@ end
 -- calls it, is said once at load: silently ignored code is the worst kind.
 local PHASES = { "init", "push", "match", "action", "setup", "deinit" }
 local KNOWN = { init = true, push = true, match = true, action = true, setup = true, deinit = true, output = true,
-  collect = true, merge = true, report = true }
+  collect = true, merge = true, report = true, overhear = true, overhear_ports = true }
 
 -- One edit away (a swap of two neighbours counts one): "mathc", "pussh",
 -- "deint"; "active" (two away from "action") is a helper, not a typo.
@@ -111,6 +111,44 @@ function Pipeline.run(self, pcapdata)
       if output and type(sink) == "table" then output(self, sink, 0) end
     end
   end
+end
+
+-- With --workers N: a packet of another worker's flow on a port some plugin
+-- overhears (its overhear_ports: a list, or a method returning one), given
+-- to those plugins' overhear(self, stream) only, so state that spans flows
+-- (DNS answers naming later connections) is the same in every worker.
+function Pipeline.overhear(self, pcapdata)
+  local src = { metadata = { data = pcapdata, request = { uri = URI } } }
+  local list = self.element_list
+  for i = 1, #list do
+    local v = list[i]
+    if v.overhear then v.overhear(v, src) end
+  end
+end
+
+-- Plugins whose deinit runs in each worker on its share with nothing to
+-- merge it (no report), for riff's note at start with --workers N. A plugin
+-- whose deinit only ends its worker's flows says so with per_flow_deinit.
+function Pipeline.unmerged(self)
+  local names = {}
+  for i, v in ipairs(self.element_list) do
+    if v.deinit and not v.report and not v.per_flow_deinit then
+      names[#names + 1] = type(v.name) == "string" and v.name or ("plugin " .. i)
+    end
+  end
+  return names
+end
+
+function Pipeline.overhear_ports(self)
+  local ports = {}
+  for _, v in ipairs(self.element_list) do
+    if type(v.overhear) == "function" then
+      local p = v.overhear_ports
+      if type(p) == "function" then p = p(v) end
+      for _, x in ipairs(type(p) == "table" and p or {}) do ports[#ports + 1] = x end
+    end
+  end
+  return ports
 end
 
 local function each(self, hook)

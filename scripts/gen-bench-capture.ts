@@ -1,7 +1,11 @@
 // A large, realistic-looking web capture for throughput tests:
 //
 //   node dist/scripts/gen-bench-capture.js OUT.pcap [--packets 1000000] [--seed 1]
-//       [--flows 5000] [--servers 4] [--concurrency 256] [--pcap-rate 0.01]
+//       [--flows 5000] [--servers 4] [--concurrency 256] [--pcap-rate 0.01] [--dns-rate 0]
+//
+// --dns-rate R: that share of the connections starts with a DNS lookup (UDP
+// to a resolver) whose answer names the server, each answer with a name of
+// its own, so which name a later session gets shows which answer was seen.
 //
 // Many keep-alive HTTP/1.1 connections to port 80 of a few servers run
 // interleaved, as a busy server's uplink would see them. Everything is
@@ -12,6 +16,12 @@ import {
   Rng,
   TcpFlow,
   LINKTYPE,
+  ETHERTYPE,
+  IPPROTO,
+  dns,
+  ethernet,
+  ipv4,
+  udp,
   type CraftedPacket,
 } from './lib/craft.js';
 
@@ -23,18 +33,19 @@ interface Args {
   servers: number;
   concurrency: number;
   pcapRate: number;
+  dnsRate: number;
 }
 
 function usage(msg?: string): never {
   if (msg) console.error(msg);
   console.error(
-    'usage: gen-bench-capture OUT.pcap [--packets 1000000] [--seed 1] [--flows 5000] [--servers 4] [--concurrency 256] [--pcap-rate 0.01]',
+    'usage: gen-bench-capture OUT.pcap [--packets 1000000] [--seed 1] [--flows 5000] [--servers 4] [--concurrency 256] [--pcap-rate 0.01] [--dns-rate 0]',
   );
   process.exit(2);
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { out: '', packets: 1_000_000, seed: 1, flows: 5000, servers: 4, concurrency: 256, pcapRate: 0.01 };
+  const a: Args = { out: '', packets: 1_000_000, seed: 1, flows: 5000, servers: 4, concurrency: 256, pcapRate: 0.01, dnsRate: 0 };
   const num = (name: string, v: string | undefined): number => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) usage(`bad value for ${name}: ${v}`);
@@ -52,6 +63,7 @@ function parseArgs(argv: string[]): Args {
       case '--servers': a.servers = Math.min(200, Math.max(1, Math.floor(num(k, take())))); break;
       case '--concurrency': a.concurrency = Math.max(1, Math.floor(num(k, take()))); break;
       case '--pcap-rate': a.pcapRate = num(k, take()); break;
+      case '--dns-rate': a.dnsRate = num(k, take()); break;
       case '-h':
       case '--help': usage();
       default:
@@ -216,6 +228,23 @@ interface Active {
   closed: boolean;
 }
 
+const RESOLVER = { mac: '02:00:00:00:00:35', ip: '10.0.0.53' };
+let lookups = 0;
+
+/** A client's lookup of `name` and the resolver's answer `ip`, as two frames. */
+function lookup(clientIp: string, port: number, name: string, ip: string): CraftedPacket[] {
+  const id = rng.u32() & 0xffff;
+  lookups++;
+  const frame = (src: string, dst: string, sport: number, dport: number, m: Buffer, smac: string, dmac: string) =>
+    ethernet({ src: smac, dst: dmac, type: ETHERTYPE.IPV4 }, ipv4({ src, dst, proto: IPPROTO.UDP }, udp({ src, dst, sport, dport }, m)));
+  const q = dns({ id, rd: true, questions: [{ name, type: 'A' }] });
+  const r = dns({ id, response: true, rd: true, ra: true, questions: [{ name, type: 'A' }], answers: [{ name, type: 'A', ttl: 60, data: ip }] });
+  return [
+    { from: 'client', frame: frame(clientIp, RESOLVER.ip, port, 53, q, ROUTER_MAC, RESOLVER.mac), delayUs: 0 },
+    { from: 'server', frame: frame(RESOLVER.ip, clientIp, 53, port, r, RESOLVER.mac, ROUTER_MAC), delayUs: 0 },
+  ];
+}
+
 let flowsStarted = 0;
 let exchangePackets = 0;
 let exchanges = 0;
@@ -235,9 +264,12 @@ function startFlow(): Active {
   // Size each connection so that about --flows of them fill --packets.
   const ppe = exchanges > 20 ? exchangePackets / exchanges : 25;
   const mean = Math.max(1, (args.packets / args.flows - 7) / ppe);
+  // The lookup comes first, from another port of the same client; its answer
+  // names this server until the next lookup of it.
+  const before = args.dnsRate > 0 && rng.chance(args.dnsRate) ? lookup(clientIp(ci), 1024 + (rng.u32() % 30000), `s${srv.ip.split('.')[3]}-${k}.example.com`, srv.ip) : [];
   return {
     flow,
-    queue: flow.handshake(),
+    queue: before.concat(flow.handshake()),
     qi: 0,
     exchangesLeft: rng.int(1, Math.max(1, Math.round(2 * mean - 1))),
     host: rng.pick(HOSTS),
@@ -298,5 +330,6 @@ const secs = Number(process.hrtime.bigint() - started) / 1e9;
 console.log(
   `${args.out}: ${w.packets} packets, ${wireBytes} bytes of packets (${w.bytes} file), ${flowsStarted} flows to ${args.servers} servers, ` +
     `${requests} requests (${requestsWithPcap} with "pcap"), ${withPcap} packets containing "pcap", ` +
+    (lookups ? `${lookups} DNS lookups, ` : '') +
     `${((us - T0) / 1e6).toFixed(3)} s of traffic; generated in ${secs.toFixed(2)} s (${Math.round(w.packets / secs)} pkt/s)`,
 );

@@ -386,6 +386,40 @@ describe('sharding by flow in the addon (--workers N) is flow.ts\'s, record for 
   });
 });
 
+describe('overheard packets and sharding by service: the addon and its JS twin agree', { skip: noBoth }, () => {
+  test('every corpus file, 3 workers: the same plan, flags, ends and copies; overheard copies reach every worker', () => {
+    const hear = new Uint8Array(8192);
+    for (const p of [53, 21, 69]) hear[p >> 3] |= 1 << (p & 7);
+    let heard = 0;
+    const DNS = ['dns_udp.pcap', 'dns_tcp.pcap', 'dnssec.pcap', 'edns-opts.pcap', 'dns-badcookie.pcap'];
+    for (const name of new Set([...Object.keys(EXPECTED), ...DNS])) {
+      const src = capture(name).batch;
+      if (!src.count) continue;
+      for (const byService of [false, true]) {
+        const n = 3;
+        const runs = [loadNative(), jsSharding].map((impl) => {
+          const b = copyBatch(src);
+          const shards = new Uint8Array(b.count);
+          const bytes = new Uint32Array(n + 2);
+          impl.shardPlan(b.buf, b.count, n, shards, bytes, true, hear, byService);
+          const copies = [0, 1, 2].map((w) => {
+            const dst = Buffer.alloc(bytes[w] + 8);
+            const k = impl.shardCopy(b.buf, b.count, shards, w, dst, 0);
+            return { k, dst: dst.toString('hex') };
+          });
+          return { shards: [...shards], bytes: [...bytes], flags: Buffer.from(b.buf.subarray(0, b.bytes)).toString('hex'), copies };
+        });
+        assert.deepEqual(runs[1], runs[0], `${name}, byService ${byService}`);
+        const b = runs[0].shards.filter((x) => x !== 255 && x & 0x80).length;
+        // An overheard record is in every worker's copy: n copies, once each.
+        assert.equal(runs[0].copies.reduce((t, c) => t + c.k, 0), runs[0].shards.filter((x) => x !== 255).length + b * (n - 1), name);
+        heard += b;
+      }
+    }
+    assert.ok(heard > 100, `${heard} overheard records`);
+  });
+});
+
 describe('filter semantics', { skip: noBoth }, () => {
   test('records already filtered out are left alone and not counted', () => {
     const b = copyBatch(capture('afs.pcap').batch);

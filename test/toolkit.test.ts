@@ -683,11 +683,12 @@ test('plugin.http_requests prints each whole request once, reordered segments an
   const lua = 'local h = require "plugin.http_requests" h.port = 8080 return { h }';
   const r = run(['--lua', script(lua), '-r', file]);
   const out = r.stdout.toString('latin1');
-  const parts = out.split(/^=== HTTP request \d+ .*\n/m).slice(1);
+  const parts = out.split(/^=== HTTP request \d+\.\d+ .*\n/m).slice(1);
   assert.equal(parts.length, 2, out);
   assert.equal(parts[0], Buffer.concat([head, body]).toString('latin1') + '\n');
   assert.equal(parts[1], 'GET /next HTTP/1.1\r\nHost: svc\r\n\r\n\n');
-  assert.match(out, /^=== HTTP request 1 192\.0\.2\.10:47000 -> 198\.51\.100\.80:8080 at 2022-04-15 05:20:00\.00\d{4} UTC$/m);
+  assert.match(out, /^=== HTTP request \d+\.1 192\.0\.2\.10:47000 -> 198\.51\.100\.80:8080 at 2022-04-15 05:20:00\.00\d{4} UTC$/m);
+  assert.match(out, /^=== HTTP request \d+\.2 192\.0\.2\.10:47000 -> /m);
 });
 
 // ---------------------------------------------------------------- the example

@@ -8,9 +8,10 @@
 -- ONE record, riff.emit("service_down", ...), naming the service, when it went
 -- down, the evidence, the requests that preceded it and the one most likely
 -- responsible. When the service answers again it emits "service_up" with the
--- downtime. Run it with one Lua worker (the default): --workers N splits the
--- connections between separate Lua states, which then each see only part of
--- the traffic.
+-- downtime. With --workers N it asks riff to share packets out by service
+-- (riff.shard "service"), so each service's connections all reach one worker
+-- and give the records one worker would; see README (One answer from N
+-- workers) for the one case where they can still differ.
 --
 -- A request is, for HTTP, the head plus its Content-Length (or chunked) body
 -- (proto.http); for anything else, the bytes a client sent before the server
@@ -84,6 +85,8 @@ local settings = {
   max_head_bytes = 65536,   -- an HTTP head longer than this is kept as raw bytes
   sweep_every = 0.25,       -- s of capture time between timeout checks
 }
+
+riff.shard("service")
 
 local tcp = require "flow.tcp"
 local decode = require "proto.packet"
@@ -664,7 +667,8 @@ function watcher:deinit()
   if not last_ts then return end
   -- Live capture stamps packets with the wall clock: time went on after the
   -- last packet. A file ends at its last packet.
-  now = live and math.max(last_ts, os.time()) or last_ts
+  -- With --workers N the run may have ended in another worker's packet.
+  now = live and math.max(last_ts, os.time()) or riff.run_end() or last_ts
   sweep()
   T:flush(now)
   for _, svc in pairs(services) do

@@ -22,7 +22,8 @@
 -- (packets, live sessions), worker 1 prints the lines during the run from
 -- the counters' totals (the other workers' as of their last batch), and
 -- the last line is the merged report of every worker's final figures.
--- A DNS answer still names later sessions only in the worker that saw it.
+-- Every worker hears every DNS answer (plugin.dns_log overhears port 53), so
+-- sessions are named as with one worker.
 -- Copy this file to change the settings below.
 
 local pipeline = require "pipeline"

@@ -14,9 +14,11 @@
 -- answer record's own name (the end of a CNAME chain) comes second, when it
 -- differs. A later answer for the same address replaces the earlier one.
 -- Modules are loaded once per Lua VM, so every plugin sees the same cache;
--- with --workers N each worker has its own (packets are shared out by flow,
--- so a DNS exchange and the connection that follows it may land on
--- different workers: run with one worker when names matter).
+-- with --workers N each worker has its own, and plugin.dns_log fills it
+-- from every worker's DNS answers (riff hands them to its overhear phase),
+-- so every worker's cache holds what one worker's would. For that, a
+-- lookup does not refresh an entry: what is evicted depends only on the
+-- answers, in capture order, never on which worker looked up what.
 
 local lru = require "flow.lru"
 
@@ -35,14 +37,14 @@ function M.add(ip, name, rrname, ts)
   local e = cache:peek(ip)
   if e then
     e[1], e[2], e[3] = name, rrname ~= name and rrname or nil, ts
-    cache:get(ip)
+    cache:get(ip) -- a new answer refreshes it
   else
     cache:set(ip, { name, rrname ~= name and rrname or nil, ts })
   end
 end
 
 function M.lookup(ip)
-  local e = ip and cache:get(ip)
+  local e = ip and cache:peek(ip)
   if not e then M.stats.misses = M.stats.misses + 1 return nil end
   M.stats.hits = M.stats.hits + 1
   return e[1], e[2], e[3]

@@ -97,7 +97,11 @@ function M.packet(pkt)
 end
 
 function M.flush()
+  -- With --workers N, the run's last TCP/UDP packet may have been another
+  -- worker's: flows idle past their timeout then end "timeout", as with one.
   local ts = M.now
+  local _, run_ts = riff.run_end()
+  if run_ts and ts then ts = run_ts end
   if T then T:flush(ts) end
   if U then U:flush(ts) end
   last_pkt, last_conn, last_kind = nil, nil, nil

@@ -49,7 +49,8 @@
 --   the missing range is reported with on_gap and delivery resumes after it.
 --   Bytes the capture cut off (snap length) are gaps too.
 --
--- conn fields: key ("cip:cport-sip:sport"), client_ip, client_port, server_ip,
+-- conn fields: key ("cip:cport-sip:sport"), id (riff.packet.id of its first
+--   packet: the same whatever --workers), client_ip, client_port, server_ip,
 --   server_port, client_mac, server_mac (Ethernet only), first, last (ts),
 --   state ("syn", "established", "fin", "closed"), syn, synack, midstream,
 --   flags_seen {c2s=, s2c=} (OR of the 12 TCP flag bits), pkts {c2s=, s2c=},
@@ -106,6 +107,13 @@ local CONN = { __index = function(c, k) local f = LAZY[k] if f then return f(c) 
 local M = {}
 local T = {}
 T.__index = T
+
+-- A connection's run-wide id: riff.packet.id of its first packet (the
+-- capture's count, so the same whatever --workers; false outside riff).
+local function packet_id()
+  local p = riff and riff.packet
+  return p and p.id or false
+end
 
 local function nop() end
 
@@ -391,7 +399,7 @@ local function new_conn(self, d, lt, o3, v6, a, b, key6, sp, dp, client_is_src, 
     syn and 0 or 4, false,
     key = key, client_ip = sip, client_port = cport, server_ip = dip, server_port = sport,
     client_mac = smac or false, server_mac = dmac or false,
-    first = ts, last = ts, state = syn and "syn" or "established", dir = "c2s",
+    id = packet_id(), first = ts, last = ts, state = syn and "syn" or "established", dir = "c2s",
     flags_seen = { c2s = 0, s2c = 0 }, pkts = { c2s = 0, s2c = 0 },
     bytes = { c2s = 0, s2c = 0 }, retrans = { c2s = 0, s2c = 0 }, user = {},
   }, CONN)

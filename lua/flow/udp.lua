@@ -19,7 +19,7 @@
 -- rule is applied when a packet arrives, so replays are identical.
 -- IP fragments after the first carry no ports and are not counted.
 --
--- flow fields: key, client_ip, client_port, server_ip, server_port,
+-- flow fields: key, id (riff.packet.id of its first packet), client_ip, client_port, server_ip, server_port,
 --   client_mac, server_mac (Ethernet only), first, last, state ("open",
 --   "closed"), pkts {c2s=, s2c=}, bytes {c2s=, s2c=} (UDP payload bytes as the
 --   UDP length gives them), dir (of the packet just processed), reason (once
@@ -40,6 +40,13 @@ local CEP <const>, SEP <const>, LT <const>, N <const>, P <const>, K6 <const> = 1
 local M = {}
 local U = {}
 U.__index = U
+
+-- A connection's run-wide id: riff.packet.id of its first packet (the
+-- capture's count, so the same whatever --workers; false outside riff).
+local function packet_id()
+  local p = riff and riff.packet
+  return p and p.id or false
+end
 
 local function nop() end
 
@@ -134,7 +141,7 @@ function U:packet(pkt, ts)
       cep, sep, ts, false, false, key6 or false,
       key = key, client_ip = sip, client_port = cport, server_ip = dip, server_port = sport,
       client_mac = smac or false, server_mac = dmac or false,
-      first = ts, last = ts, state = "open", dir = "c2s",
+      id = packet_id(), first = ts, last = ts, state = "open", dir = "c2s",
       pkts = { c2s = 0, s2c = 0 }, bytes = { c2s = 0, s2c = 0 }, user = {},
     }
     if not smac then f.client_mac, f.server_mac = nil, nil end

@@ -45,7 +45,9 @@
 -- how long a client/app pair counts in app_id.active(now), the "APP sess"
 -- of TrafficAnalyzer's status line), max_apps (LRU bound on those pairs),
 -- max_packets (4 per direction), expect_timeout (60 s), max_expect (4096),
--- watch_packets (200: packets of a named flow a "watch" check still sees).
+-- watch_packets (200: packets of a named flow a "watch" check still sees),
+-- expect_ports ({21, 69}: with --workers N, the ports of the flows that
+-- announce others, FTP control and TFTP, which every worker follows).
 -- Counters: matched, given_up (flows tried max_packets each way in vain).
 -- app_id.parse(text, name) -> list of features (errors name file:line);
 -- app_id.aliases: riff's earlier names -> nDPI's (SMB -> SMBv23 ...), so a
@@ -56,6 +58,7 @@ local shared = require "flow.shared"
 local dnscache = require "flow.dnscache"
 local lru = require "flow.lru"
 local checks = require "apps.matchers"
+local tcp, udp = require "flow.tcp", require "flow.udp"
 
 local byte, find, match, sub, unpack, lower, tointeger, type = string.byte, string.find, string.match, string.sub,
   string.unpack, string.lower, math.tointeger, type
@@ -65,6 +68,7 @@ local app_id = {
   name = "app_id", signatures = "apps/signatures.txt", record = "app",
   app_timeout = 500, max_apps = 10000, matched = 0, given_up = 0,
   max_packets = 4, expect_timeout = 60, max_expect = 4096, watch_packets = 200,
+  expect_ports = { 21, 69 },
 }
 
 -- riff's names before nDPI's spelling was adopted.
@@ -376,11 +380,9 @@ local function ctx_host(c)
   return h or nil
 end
 
-function app_id:push(stream)
-  local pkt = get(stream)
-  if not pkt then return end
-  local conn, kind = shared.packet(pkt)
-  if not conn then return end
+-- `heard`: a packet of another worker's flow (overhear, below): the flow
+-- is followed to announce later flows, and nothing is emitted or counted.
+local function classify(self, pkt, conn, kind, heard)
   local u = conn.user
   local p, e = pkt.payload_offset, pkt.payload_end
   if u.app ~= nil then
@@ -402,7 +404,7 @@ function app_id:push(stream)
   if n > maxp then
     if (u.n_c2s or 0) > maxp and (u.n_s2c or 0) > maxp then
       u.app = false
-      self.given_up = self.given_up + 1
+      if not heard then self.given_up = self.given_up + 1 end
     end
     return
   end
@@ -432,6 +434,7 @@ function app_id:push(stream)
       if a then name, master, by = a, s.name, "port" end
     end
     if r == "watch" then u.watch, u.watch_left = s.check, self.watch_packets end
+    if heard then u.app, u.master = name, master return end
     return emit(self, conn, kind, name, master, host, dir, n, by)
   end
   -- Flows announced by another flow, then port rules (server port first).
@@ -443,6 +446,7 @@ function app_id:push(stream)
       if x then
         if now - x[2] <= self.expect_timeout then
           ex:remove(k)
+          if heard then u.app = x[1] return end
           return emit(self, conn, kind, x[1], nil, nil, dir, n, "expect")
         end
         ex:remove(k)
@@ -457,7 +461,46 @@ function app_id:push(stream)
   local cp, sp = conn.client_port, conn.server_port
   local name = ports[sp]
   if not name and (cp < 1024 or (sp >= 32768 and cp < 32768)) then name = ports[cp] end
-  if name then return emit(self, conn, kind, name, nil, nil, dir, n, "port") end
+  if name then
+    if heard then u.app = name return end
+    return emit(self, conn, kind, name, nil, nil, dir, n, "port")
+  end
+end
+
+function app_id:push(stream)
+  local pkt = get(stream)
+  if not pkt then return end
+  local conn, kind = shared.packet(pkt)
+  if conn then return classify(self, pkt, conn, kind, false) end
+end
+
+-- With --workers N: the packets on expect_ports (FTP control, TFTP
+-- requests) of flows other workers own reach every worker here, followed
+-- by trackers of their own (not flow.shared's: no session records), so an
+-- expectation announced in one worker names the data flow in another, as
+-- with one worker.
+function app_id:overhear_ports() return self.expect_ports end
+
+function app_id:overhear(stream)
+  local pkt = get(stream)
+  if not pkt or not pkt.l4_offset then return end
+  local ports = self._expect_ports
+  if not ports then
+    ports = {}
+    for _, x in ipairs(self.expect_ports or {}) do ports[x] = true end
+    self._expect_ports = ports
+  end
+  local a1, a2, b1, b2 = byte(pkt.data, pkt.l4_offset, pkt.l4_offset + 3)
+  if not (ports[(a1 or 0) << 8 | (a2 or 0)] or ports[(b1 or 0) << 8 | (b2 or 0)]) then return end
+  local p, conn, kind = pkt._l4, nil, nil
+  if p == 6 then
+    self._heard_tcp = self._heard_tcp or tcp.new{ idle_timeout = 300, max_sessions = 10000 }
+    conn, kind = self._heard_tcp:packet(pkt, current.ts()), "tcp"
+  elseif p == 17 then
+    self._heard_udp = self._heard_udp or udp.new{ idle_timeout = 120, max_sessions = 10000 }
+    conn, kind = self._heard_udp:packet(pkt, current.ts()), "udp"
+  end
+  if conn then return classify(self, pkt, conn, kind, true) end
 end
 
 -- Checks announce later flows through ctx.expect.
@@ -468,11 +511,16 @@ ctx.expect = function(ip, port, app, kind)
 end
 
 -- At the end, one line on stderr: flows named, flows given up, and what
--- riff could not decode down to a flow (proto.current counts it).
-function app_id:deinit()
-  local line = "app_id: " .. self.matched .. " flows named, " .. self.given_up .. " given up after "
+-- riff could not decode down to a flow (proto.current counts it); with
+-- --workers N, every worker's figures added (collect/report).
+function app_id:collect()
+  return { matched = self.matched, given_up = self.given_up, undecoded = current.undecoded() }
+end
+
+function app_id:report(t)
+  local line = "app_id: " .. t.matched .. " flows named, " .. t.given_up .. " given up after "
     .. self.max_packets .. " payload packets each way"
-  local u = current.undecoded_text()
+  local u = current.undecoded_text(t.undecoded)
   if u then line = line .. "; " .. u end
   io.stderr:write(line .. "\n")
 end

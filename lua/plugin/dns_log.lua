@@ -19,6 +19,10 @@
 -- not parse as DNS with a question are skipped and counted (self.skipped).
 -- Fields: ports, tcp, cache_size (reverse cache entries, default 10000),
 -- max_answers (32), query_record, response_record.
+-- With --workers N riff hands every worker the DNS packets (on `ports`) of
+-- the flows it does not own too, to overhear(): they fill its reverse cache
+-- and nothing else, so a later connection in any worker is named as with
+-- one worker.
 
 local current = require "proto.current"
 local dns = require "proto.dns"
@@ -41,8 +45,18 @@ local dns_log = {
 }
 
 -- One parsed message. Addresses: src sent it, dst receives it.
-function dns_log:message(msg, transport, src_mac, src_ip, src_port, dst_mac, dst_ip, dst_port, ts)
+function dns_log:message(msg, transport, src_mac, src_ip, src_port, dst_mac, dst_ip, dst_port, ts, overheard)
   local q = msg.questions[1]
+  if overheard then
+    if q and msg.qr then
+      local an = msg.answers
+      for i = 1, #an do
+        local rr = an[i]
+        if (rr.type == 1 or rr.type == 28) and type(rr.data) == "string" then dnscache.add(rr.data, q.name, rr.name, ts) end
+      end
+    end
+    return
+  end
   if not q then
     self.skipped = self.skipped + 1
     return
@@ -82,7 +96,7 @@ function dns_log:message(msg, transport, src_mac, src_ip, src_port, dst_mac, dst
 end
 
 -- DNS over TCP: messages are length-prefixed; collect each direction's bytes.
-local function tcp_data(self, conn, dir, data)
+local function tcp_data(self, conn, dir, data, overheard)
   local u = conn.user
   local buf = (u[dir] or "") .. data
   local pos = 1
@@ -93,10 +107,10 @@ local function tcp_data(self, conn, dir, data)
     local ts = current.ts()
     if dir == "c2s" then
       self:message(msg, "tcp", conn.client_mac, conn.client_ip, conn.client_port,
-        conn.server_mac, conn.server_ip, conn.server_port, ts)
+        conn.server_mac, conn.server_ip, conn.server_port, ts, overheard)
     else
       self:message(msg, "tcp", conn.server_mac, conn.server_ip, conn.server_port,
-        conn.client_mac, conn.client_ip, conn.client_port, ts)
+        conn.client_mac, conn.client_ip, conn.client_port, ts, overheard)
     end
     pos = pos + 2 + len
   end
@@ -112,16 +126,23 @@ function dns_log:setup()
   self._pending = lru.new(4096)
   dnscache.configure{ max = self.cache_size }
   if self.tcp then
-    self._tcp = tcp.new{
-      reassemble = true, idle_timeout = 120, max_sessions = 10000,
-      max_stream_bytes = 1 << 17, max_total_bytes = 16 << 20,
-      on_data = function(conn, dir, data) tcp_data(self, conn, dir, data) end,
-      on_gap = function(conn, dir) conn.user[dir] = nil end,
-    }
+    local function tracker(overheard)
+      return tcp.new{
+        reassemble = true, idle_timeout = 120, max_sessions = 10000,
+        max_stream_bytes = 1 << 17, max_total_bytes = 16 << 20,
+        on_data = function(conn, dir, data) tcp_data(self, conn, dir, data, overheard) end,
+        on_gap = function(conn, dir) conn.user[dir] = nil end,
+      }
+    end
+    self._tcp = tracker(false)
+    -- Other workers' DNS-over-TCP connections, reassembled apart from ours.
+    if riff.worker.count > 1 then self._heard_tcp = tracker(true) end
   end
 end
 
-function dns_log:push(stream)
+function dns_log:overhear_ports() return self.ports end
+
+function dns_log:push(stream, overheard)
   local pkt = get(stream)
   if not pkt then return end
   local p = pkt._l4 -- 6 / 17 when a whole TCP / UDP header is there
@@ -134,7 +155,8 @@ function dns_log:push(stream)
   local ports = self._ports
   if not (ports[sp] or ports[dp]) then return end
   if p == 6 then
-    if self._tcp then self._tcp:packet(pkt, current.ts()) end
+    local t = overheard and self._heard_tcp or not overheard and self._tcp
+    if t then t:packet(pkt, current.ts()) end
     return
   end
   local msg = dns.parse(d, po, pkt.payload_end)
@@ -144,9 +166,13 @@ function dns_log:push(stream)
   else sip, dip = addr.ip6(d, o3 + 8), addr.ip6(d, o3 + 24) end
   local smac, dmac
   if pkt.linktype == 1 then smac, dmac = addr.mac(d, 7), addr.mac(d, 1) end
-  self:message(msg, "udp", smac, sip, sp, dmac, dip, dp, current.ts())
+  self:message(msg, "udp", smac, sip, sp, dmac, dip, dp, current.ts(), overheard)
 end
 
+function dns_log:overhear(stream) return self:push(stream, true) end
+
+-- Ends this worker's flows (records of its own): nothing to merge over workers.
+dns_log.per_flow_deinit = true
 function dns_log:deinit()
   if self._tcp then self._tcp:flush() end
 end

@@ -9,14 +9,19 @@
 --   -- riff -q --lua this.lua -i eth0 'tcp port 8080'
 --
 -- Each request is printed as
---   === HTTP request 3 10.0.0.12:51000 -> 10.0.0.80:80 at 2017-09-08 06:00:01.252440 UTC
+--   === HTTP request 17.2 10.0.0.12:51000 -> 10.0.0.80:80 at 2017-09-08 06:00:01.252440 UTC
+-- where 17.2 is the connection's 2nd request and 17 the connection's id
+-- (riff.packet.id of its first packet): numbers that are the same whatever
+-- --workers says, since they come from the capture, not from a count kept
+-- by the worker that saw the connection.
 --   GET /index.html HTTP/1.1
 --   Host: ...
 --   <blank line, then the body: Content-Length bytes, or the chunks up to the last>
 -- (bytes as they are; `show = "text"` prints bytes outside printable ASCII
 -- and whitespace as ".", like tcpdump -A). With `record` set to a type name
 -- each request is also emitted (client_ip, client_port, server_ip,
--- server_port, method, uri, host, head, body, time). Requests still
+-- server_port, flow and request (the two numbers above), method, uri, host,
+-- head, body, time). Requests still
 -- incomplete at the end (or cut by a capture gap) are printed with
 -- "(incomplete)". Fields: port, show ("raw" | "text"), max_request (bytes
 -- buffered per connection before a request is printed as incomplete,
@@ -40,16 +45,19 @@ end
 
 function http_requests:print(conn, req, h, incomplete)
   self.count = self.count + 1
-  local ts = conn.user.req_ts or conn.last
+  local u = conn.user
+  local k = (u.requests or 0) + 1
+  u.requests = k
+  local ts = u.req_ts or conn.last
   local text = req
   if self.show == "text" then text = gsub(req, "[^\32-\126\r\n]", ".") end
-  io.write(sfmt("=== HTTP request %d %s:%d -> %s:%d at %s%s\n", self.count, conn.client_ip, conn.client_port,
+  io.write(sfmt("=== HTTP request %s.%d %s:%d -> %s:%d at %s%s\n", tostring(conn.id), k, conn.client_ip, conn.client_port,
     conn.server_ip, conn.server_port, when(ts), incomplete and " (incomplete)" or ""), text, "\n")
   if self.record then
     local he = h and h.header_end
     riff.emit(self.record, {
       client_ip = conn.client_ip, client_port = conn.client_port, server_ip = conn.server_ip,
-      server_port = conn.server_port, method = h and h.method, uri = h and h.uri, host = nil,
+      server_port = conn.server_port, flow = conn.id, request = k, method = h and h.method, uri = h and h.uri, host = nil,
       http_host = h and h.host, head = he and sub(req, 1, he - 1) or req, body = he and sub(req, he) or "",
       incomplete = incomplete or nil, time = ts,
     })
@@ -149,6 +157,8 @@ function http_requests:push(stream)
   self._t:packet(pkt, current.ts())
 end
 
+-- Ends this worker's flows (records of its own): nothing to merge over workers.
+http_requests.per_flow_deinit = true
 function http_requests:deinit()
   self._t:flush()
 end

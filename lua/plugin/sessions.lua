@@ -99,6 +99,8 @@ function sessions:push(stream)
   if pkt then shared.packet(pkt) end
 end
 
+-- Ends this worker's flows (records of its own): nothing to merge over workers.
+sessions.per_flow_deinit = true
 function sessions:deinit()
   shared.flush()
 end

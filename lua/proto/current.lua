@@ -56,7 +56,9 @@ local M = { serial = 0 }
 
 function M.undecoded() return U end
 
-function M.undecoded_text()
+-- `u`: a table like undecoded()'s (several workers' merged); default this VM's.
+function M.undecoded_text(u)
+  local U = u or U
   if U.total == 0 then return nil end
   local parts = {}
   for _, kind in ipairs { "linktype", "ethertype", "ipproto" } do
@@ -85,7 +87,8 @@ local function current(x)
     last_stream, last_id = x, nil
     M.serial = M.serial + 1
     last_pkt = decode(data, P.linktype)
-    if not last_pkt._l4 then undecoded(last_pkt) end
+    -- Another worker's packet, only overheard (--workers N): its owner counts it.
+    if not last_pkt._l4 and not P.overheard then undecoded(last_pkt) end
     return last_pkt
   end
   if not P then P = riff.packet end
@@ -101,7 +104,7 @@ local function current(x)
   last_stream, last_id = nil, id
   M.serial = M.serial + 1
   last_pkt = decode(x, P.linktype)
-  if not last_pkt._l4 then undecoded(last_pkt) end
+  if not last_pkt._l4 and not P.overheard then undecoded(last_pkt) end
   return last_pkt
 end
 

@@ -30,6 +30,7 @@ local opts = {
 }
 
 local api = {}
+local shard_key
 local publish_counters -- set below, called at the end of every batch
 
 ---------------------------------------------------------------------------
@@ -62,6 +63,8 @@ local fields = {
   iface = function(s, ns, c, l, lt, ifc) return ifc end,
   arrival = function(s, ns, c, l, lt, ifc, fl) return fl & 1 ~= 0 end,
   id = function(s, ns, c, l, lt, ifc, fl, id) return id end,
+  -- Another worker's flow, handed to the overhear phase only (FLAG_OVERHEARD).
+  overheard = function(s, ns, c, l, lt, ifc, fl) return fl & 8 ~= 0 end,
 }
 
 riff = { version = host.version }
@@ -113,6 +116,18 @@ riff.packet = setmetatable({}, {
 --                       report(state) runs once, in worker 1
 ---------------------------------------------------------------------------
 local function read_only() error("this riff table is read-only", 2) end
+
+-- riff.shard("service"), at load: with --workers N every connection to one
+-- service (a TCP/UDP endpoint: the lower port of the two and its address)
+-- goes to one worker, for scripts whose state spans the connections of a
+-- service (lua/examples/service-watch.lua). Default "flow".
+shard_key = "flow"
+riff.shard = function(key)
+  if key ~= "flow" and key ~= "service" then
+    error("bad argument #1 to 'riff.shard' (\"flow\" or \"service\" expected, got " .. tostring(key) .. ")", 2)
+  end
+  shard_key = key
+end
 riff.worker = setmetatable({}, {
   __index = { index = host.worker_index or 1, count = host.worker_count or 1 },
   __newindex = read_only, __metatable = false,
@@ -468,6 +483,12 @@ local function is_plugin(v)
 end
 
 local collect_fn, merge_fn, report_fn, gather_self
+-- With --workers N, packets on the script's overhear ports (DNS answers that
+-- name later flows) reach every worker; the workers that do not own the
+-- flow hand them to overhear(packet) only (README: One answer from N workers).
+local overhear_fn, overhear_self, overhear_list
+-- A pipeline's plugins whose deinit has nothing to merge it (Pipeline.unmerged).
+local unmerged_fn, unmerged_self
 -- Reload (SIGHUP): what the old script's deinit returns reaches the new
 -- script's handover(state), before its first packet (README: Reloading).
 local handover_fn
@@ -480,6 +501,13 @@ local function use_pipeline(p)
   if type(p.report) == "function" and p.reports ~= false then
     collect_fn, merge_fn, report_fn, gather_self = p.collect, p.merge, p.report, p
   end
+  if type(p.unmerged) == "function" then unmerged_fn, unmerged_self = p.unmerged, p end
+  if type(p.overhear) == "function" then
+    overhear_fn, overhear_self = p.overhear, p
+    local ports = p.overhear_ports
+    if type(ports) == "function" then ports = ports(p) end
+    overhear_list = ports
+  end
 end
 
 local function use_globals()
@@ -489,6 +517,7 @@ local function use_globals()
   if type(s) == "function" then setup_fn = s end
   if type(d) == "function" then deinit_fn = d end
   if type(rawget(_G, "handover")) == "function" then handover_fn = rawget(_G, "handover") end
+  if type(rawget(_G, "overhear")) == "function" then overhear_fn, overhear_list = rawget(_G, "overhear"), rawget(_G, "overhear_ports") end
   local c, m, r = rawget(_G, "collect"), rawget(_G, "merge"), rawget(_G, "report")
   if type(r) == "function" then
     collect_fn, report_fn = type(c) == "function" and c or nil, r
@@ -738,12 +767,53 @@ function api.report(all, n)
   flush()
 end
 
+-- With --workers N, before deinit: the capture times of the run's last
+-- packet and of its last TCP/UDP packet (-1: none), whichever worker had
+-- them. Records stamped after the packets carry the first, as with one
+-- worker; riff.run_end() gives both to flow.shared, which ends the flows
+-- still open at the second, as one worker would.
+local run_end_ts, run_end_flow_ts
+function api.run_end(ls, lns, fs, fns)
+  ls, lns, fs, fns = math.tointeger(ls), math.tointeger(lns), math.tointeger(fs), math.tointeger(fns)
+  if ls and ls >= 0 then
+    last_sec, last_nsec = ls, lns
+    run_end_ts = ls + lns / 1e9
+  end
+  if fs and fs >= 0 then run_end_flow_ts = fs + fns / 1e9 end
+end
+riff.run_end = function() return run_end_ts, run_end_flow_ts end
+
+-- How packets are shared out among workers, read once after open:
+-- "flow" or "service" (riff.shard), a tab, and the ports to overhear
+-- ("53,5353"; empty: none).
+function api.sharding()
+  headroom(true) -- after the script's top level, which may have filled the heap
+  local out = {}
+  if overhear_fn and type(overhear_list) == "table" then
+    for _, p in ipairs(overhear_list) do
+      if math.type(p) == "integer" and p >= 0 and p < 65536 then out[#out + 1] = p end
+    end
+  end
+  local plan = shard_key .. "\t" .. table.concat(out, ",")
+  headroom(false)
+  return plan
+end
+
 -- With N workers, a deinit that is not backed by a report sees one
 -- worker's share: said once, at start, so nobody reads half a total.
 function api.note_per_worker()
-  if riff.worker.count < 2 or riff.worker.index ~= 1 or report_fn or not deinit_fn then return end
+  -- A script that chose its sharding (riff.shard) knows what each worker holds.
+  if riff.worker.count < 2 or riff.worker.index ~= 1 or not deinit_fn or shard_key ~= "flow" then return end
+  local which = ""
+  if unmerged_fn then
+    local ok, names = pcall(unmerged_fn, unmerged_self)
+    if not ok or type(names) ~= "table" or #names == 0 then return end
+    which = " (" .. table.concat(names, ", ") .. ")"
+  elseif report_fn then
+    return
+  end
   headroom(true)
-  emit_err("riff: with --workers " .. riff.worker.count .. " the script's deinit runs in each worker on its share of the flows;"
+  emit_err("riff: with --workers " .. riff.worker.count .. " the script's deinit" .. which .. " runs in each worker on its share of the flows;"
     .. " for whole-run figures give it collect/report (README: One answer from N workers)\n")
   flush()
   headroom(false)
@@ -770,11 +840,18 @@ end
 -- The packets of one batch from `from` on, until one raises. Not a driver
 -- frame: the budget's error must unwind through it to api.batch. Returns the
 -- last packet handed over.
+-- The batch's overheard packets: position -> true (false: none).
+local over_at, over_pos = false, nil
+
 local function run(T, from, n, fn, self, quiet)
   for i = from, n do
     cur, ticks = i, 0
-    if self then fn(self, T[i]) else fn(T[i]) end
-    if not quiet then report_line(i) end
+    if over_at and over_at[i] then
+      if overhear_self then overhear_fn(overhear_self, T[i]) else overhear_fn(T[i]) end
+    else
+      if self then fn(self, T[i]) else fn(T[i]) end
+      if not quiet then report_line(i) end
+    end
     if stop_now then return i end
     -- Output is flushed, and Ctrl-C heard, every 32 packets (a long-running
     -- packet hears Ctrl-C through the budget hook).
@@ -788,7 +865,12 @@ end
 
 local function handed(k)
   headroom(true)
-  processed = processed + k
+  local own = k
+  if over_at then
+    for j = 1, #over_pos do if over_pos[j] <= k then own = own - 1 end end
+    over_at, over_pos = false, nil
+  end
+  processed = processed + own
   publish_counters()
   if cur > 0 then last_sec, last_nsec = header(cur) end
   cur = 0
@@ -805,11 +887,18 @@ end
 -- packet costs as much as an empty pipeline's whole packet); after an error
 -- the loop resumes at the next packet, so each packet still fails alone.
 -- Returns how many packets were handed to the script and the error count.
-function api.batch(T, M, n)
+function api.batch(T, M, n, O)
   -- Only ever called from riff (no Lua frame below): riff's functions are
   -- out of a script's reach, and this keeps it so should one ever leak.
   if getinfo(2, "f") then error("riff's batch function cannot be called from a script", 0) end
   meta, h_at = M, -1
+  if O and overhear_fn then
+    over_at, over_pos = {}, {}
+    for j = 1, #O // 4 do
+      local i = unpack("<I4", O, j * 4 - 3)
+      over_at[i], over_pos[j] = true, i
+    end
+  end
   local fn, self, budget, quiet = entry_fn, entry_self, opts.budget, opts.quiet
   arm(budget, lazy)
   local from = 1
@@ -823,7 +912,7 @@ function api.batch(T, M, n)
     forget_coroutines()
     arm(budget, lazy)
     if stop_requested then return handed(i) end
-    if not quiet then report_line(i) end
+    if not quiet and not (over_at and over_at[i]) then report_line(i) end
     if stop_now or (i & 31 == 0 and interrupted()) then
       stop_now = true
       return handed(i)

@@ -20,6 +20,7 @@ export const HDR = 40;
 export const FLAG_ARRIVAL_TS = 1; // live: stamped on arrival, wire length unknown
 export const FLAG_FILTERED_OUT = 2; // set by the filter; skipped downstream
 export const FLAG_ELSEWHERE = 4; // in worker 0's ring slot, but sharded to another worker: worker 0 skips it
+export const FLAG_OVERHEARD = 8; // another worker's flow, given to this one too for the script's overhear phase only
 
 export const align8 = (n: number): number => (n + 7) & ~7;
 

@@ -1,7 +1,7 @@
 // Which worker a packet belongs to: both directions of an IP 5-tuple map to
 // the same worker, so a plugin's per-flow state lives in one VM. Non-IP
 // packets go to worker 0. Only headers are read; nothing is decoded for Lua.
-import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, HDR, align8 } from './batch.js';
+import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8 } from './batch.js';
 import type { Native } from './native.js';
 
 function u16(d: DataView, o: number): number {
@@ -16,8 +16,20 @@ function endpoint(d: DataView, addr: number, len: number, port: number): number 
   return h >>> 0;
 }
 
-/** Worker index in [0, n) for the record at byte offset `o` of a batch's view. */
-export function shardOf(d: DataView, o: number, n: number): number {
+/** In a shard plan: the record goes to every worker; its owner in the low bits. */
+export const BROADCAST = 0x80;
+
+/** The TCP/UDP ports (src << 16 | dst) shardOf last read, or -1. */
+let lastPorts = -1;
+
+/**
+ * Worker index in [0, n) for the record at byte offset `o` of a batch's view.
+ * `byService`: a TCP/UDP packet goes by its lower-port endpoint alone (the
+ * service: a client's port is ephemeral), so every connection to one
+ * service lands on one worker (a script's riff.shard("service")).
+ */
+export function shardOf(d: DataView, o: number, n: number, byService = false): number {
+  lastPorts = -1;
   if (n <= 1) return 0;
   const caplen = d.getUint32(o + 12, true);
   const lt = d.getUint32(o + 20, true) & 0xffff;
@@ -67,6 +79,8 @@ export function shardOf(d: DataView, o: number, n: number): number {
     const ports = (proto === 6 || proto === 17 || proto === 132) && frag === 0 && l4 + 4 <= end;
     a = endpoint(d, l3 + 12, 4, ports ? u16(d, l4) : 0);
     b = endpoint(d, l3 + 16, 4, ports ? u16(d, l4 + 2) : 0);
+    if (ports && proto !== 132) lastPorts = u16(d, l4) * 65536 + u16(d, l4 + 2);
+    if (ports && byService && u16(d, l4) !== u16(d, l4 + 2)) return (u16(d, l4) < u16(d, l4 + 2) ? a : b) % n;
   } else {
     if (l3 + 40 > end) return 0;
     const nh = d.getUint8(l3 + 6);
@@ -74,6 +88,8 @@ export function shardOf(d: DataView, o: number, n: number): number {
     const ports = (nh === 6 || nh === 17 || nh === 132) && l4 + 4 <= end;
     a = endpoint(d, l3 + 8, 16, ports ? u16(d, l4) : 0);
     b = endpoint(d, l3 + 24, 16, ports ? u16(d, l4 + 2) : 0);
+    if (ports && nh !== 132) lastPorts = u16(d, l4) * 65536 + u16(d, l4 + 2);
+    if (ports && byService && u16(d, l4) !== u16(d, l4 + 2)) return (u16(d, l4) < u16(d, l4 + 2) ? a : b) % n;
   }
   return ((a + b) >>> 0) % n;
 }
@@ -98,17 +114,29 @@ export type Sharding = Pick<Native, 'shardPlan' | 'shardCopy'>;
 
 /** The addon's shardPlan and shardCopy (riff_pcap.c), for when it is not built: the same records go to the same workers. */
 export const jsSharding: Sharding = {
-  shardPlan(batch, count, n, shards, bytes, elsewhere) {
+  shardPlan(batch, count, n, shards, bytes, elsewhere, overhear, byService) {
+    const has = (port: number) => !!overhear && ((overhear[port >> 3] >> (port & 7)) & 1) === 1;
     const d = view(batch);
     const sizes = recordSizes(batch, d, count, 'shardPlan');
-    bytes.fill(0, 0, n);
+    const ends = bytes.length >= n + 2;
+    bytes.fill(0, 0, ends ? n + 2 : n);
     for (let i = 0, o = 0; i < count; o += sizes[i], i++) {
       const flags = d.getUint32(o + 28, true);
       if (flags & FLAG_FILTERED_OUT) {
         shards[i] = 255;
         continue;
       }
-      const w = shardOf(d, o, n);
+      const w = shardOf(d, o, n, !!byService);
+      if (ends) {
+        bytes[n] = o + 1;
+        if (lastPorts >= 0) bytes[n + 1] = o + 1;
+      }
+      if (lastPorts >= 0 && (has(lastPorts >>> 16) || has(lastPorts & 0xffff))) {
+        shards[i] = w | BROADCAST;
+        for (let k = 0; k < n; k++) bytes[k] += sizes[i];
+        if (elsewhere && w !== 0) d.setUint32(o + 28, flags | FLAG_OVERHEARD, true);
+        continue;
+      }
       shards[i] = w;
       bytes[w] += sizes[i];
       if (elsewhere && w !== 0) d.setUint32(o + 28, flags | FLAG_ELSEWHERE, true);
@@ -120,10 +148,12 @@ export const jsSharding: Sharding = {
     const sizes = recordSizes(batch, d, count, 'shardCopy');
     let copied = 0;
     for (let i = 0, o = 0; i < count; o += sizes[i], i++) {
-      if (shards[i] !== w) continue;
+      const s = shards[i];
+      if (s !== w && (s === 255 || !(s & BROADCAST))) continue;
       if (at + sizes[i] > dst.length) throw new RangeError('shardCopy: dst too small');
       dst.set(batch.subarray(o, o + sizes[i]), at);
-      out.setUint32(at + 28, d.getUint32(o + 28, true) & ~FLAG_ELSEWHERE, true);
+      const f = d.getUint32(o + 28, true) & ~(FLAG_ELSEWHERE | FLAG_OVERHEARD);
+      out.setUint32(at + 28, (s & ~BROADCAST) === w ? f : f | FLAG_OVERHEARD, true);
       at += sizes[i];
       copied++;
     }

@@ -23,10 +23,15 @@ export interface Native {
   /**
    * Each record's worker (src/capture/flow.ts's shardOf; 255 when filtered
    * out) into shards, each worker's bytes into bytes; with `elsewhere`, flag
-   * records for other workers FLAG_ELSEWHERE in place.
+   * records for other workers FLAG_ELSEWHERE in place. `overhear`: a bitmap
+   * of ports whose TCP/UDP records go to every worker (owner | BROADCAST in
+   * shards; FLAG_OVERHEARD in the copies of workers that do not own them).
+   * `byService`: TCP/UDP by the lower-port endpoint alone (shardOf).
+   * With n + 2 words in bytes: bytes[n] and bytes[n + 1] are 1 + the offset
+   * of the last record that passed the filter and of the last TCP/UDP one.
    */
-  shardPlan(batch: Uint8Array, count: number, n: number, shards: Uint8Array, bytes: Uint32Array, elsewhere: boolean): void;
-  /** Worker w's records copied to dst from `at`, FLAG_ELSEWHERE cleared; returns how many. */
+  shardPlan(batch: Uint8Array, count: number, n: number, shards: Uint8Array, bytes: Uint32Array, elsewhere: boolean, overhear?: Uint8Array | null, byService?: boolean): void;
+  /** Worker w's records, and the overheard ones, copied to dst from `at`; returns how many. */
   shardCopy(batch: Uint8Array, count: number, shards: Uint8Array, w: number, dst: Uint8Array, at: number): number;
   /** Live capture (src/capture/live.ts): create, set options, activate, -y, -Q, filter; throws an Error with .stage. */
   liveOpen(opts: Record<string, unknown>): LiveOpened;

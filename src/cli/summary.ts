@@ -48,6 +48,7 @@ export function summarize(end: RunEnd): number {
   ];
   if (kernel) lines.splice(1, 0, ...kernelLines(kernel, counters.read, loopback));
   if (args.i !== undefined) lines.push(`${pool.dropped} packets dropped at the ring (Lua could not keep up)`);
+  if (pool.unheard) lines.push(`${pool.unheard} overheard copies dropped at the ring (packets on the script's overhear ports, such as DNS answers, that a worker besides their flow's did not get)`);
   lines.push(
     `${s.processed - s.packetErrors} packets processed by Lua`,
     // Errors outside packets (setup, deinit, report, __gc) are said apart:

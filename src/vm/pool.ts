@@ -4,10 +4,10 @@
 import { Worker } from 'node:worker_threads';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, HDR, align8, countPassed, Batch } from '../capture/batch.js';
-import { jsSharding, type Sharding } from '../capture/flow.js';
+import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8, countPassed, Batch } from '../capture/batch.js';
+import { BROADCAST, jsSharding, type Sharding } from '../capture/flow.js';
 import { nativeOrNull } from '../capture/native.js';
-import { newRingControl, RingProducer } from './ring.js';
+import { newRingControl, RingProducer, type RunEnd } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, SharedCounters, type Summary } from './runtime.js';
 import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
@@ -30,11 +30,26 @@ export type Ready = Extract<WorkerMessage, { type: 'ready' }>;
 type Done = Extract<WorkerMessage, { type: 'done' }>;
 const NO_COUNTS: Done = { type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] };
 
-/** Records of worker w in a shard plan. */
+/** Records worker w owns in a shard plan (not the copies it only overhears). */
 function countShard(shards: Uint8Array, count: number, w: number): number {
   let k = 0;
-  for (let i = 0; i < count; i++) if (shards[i] === w) k++;
+  for (let i = 0; i < count; i++) if (shards[i] !== 255 && (shards[i] & ~BROADCAST) === w) k++;
   return k;
+}
+
+/** Copies worker w only overhears (another worker's flow) in a shard plan. */
+function countHeard(shards: Uint8Array, count: number, w: number): number {
+  let k = 0;
+  for (let i = 0; i < count; i++) if (shards[i] !== 255 && shards[i] & BROADCAST && (shards[i] & ~BROADCAST) !== w) k++;
+  return k;
+}
+
+/** The ports a script overhears (its Ready message) as shardPlan's bitmap; null for none. */
+function portBitmap(ports: number[]): Uint8Array | null {
+  if (!ports.length) return null;
+  const m = new Uint8Array(8192);
+  for (const p of ports) if (Number.isInteger(p) && p >= 0 && p < 65536) m[p >> 3] |= 1 << (p & 7);
+  return m;
 }
 
 export interface PoolOptions {
@@ -111,6 +126,8 @@ function fullCollection(): void {
 export class LuaPool {
   /** Packets dropped because a ring was full (live capture only). */
   dropped = 0;
+  /** Overheard copies (DNS answers for other workers) dropped because a ring was full (live capture only). */
+  unheard = 0;
   /** Packets lost with a worker that was ended (over the time limit) or died: the one it was on, and any that could not be handed on. */
   lost = 0;
   /** Workers ended or dead, and how many of those were replaced. */
@@ -144,6 +161,16 @@ export class LuaPool {
   private shards = new Uint8Array(1024);
   /** Per worker: bytes of the batch being sharded that go to it. */
   private readonly bytesPer: Uint32Array;
+  /** Ports whose packets every worker gets, for the script's overhear phase (null: none). */
+  private overhear: Uint8Array | null = null;
+  /** The script's riff.shard("service"): connections go by service, not by flow. */
+  private byService = false;
+  /**
+   * Capture times of the last packet and the last TCP/UDP packet sharded so
+   * far: each worker gets them at the end, so its deinit ends its flows at
+   * the time one worker would (idle past the timeout then, or not).
+   */
+  private readonly runEnd: RunEnd = { last: null, flow: null };
   private finishing = false;
   private abandoned = false;
   private readonly lock = new SharedArrayBuffer(4);
@@ -156,7 +183,8 @@ export class LuaPool {
     this.carried = new Float64Array(2 * n);
     this.single = n === 1;
     this.sharding = this.single ? null : (nativeOrNull() ?? jsSharding);
-    this.bytesPer = new Uint32Array(n);
+    // Two more words: where the batch's last packet and last TCP/UDP packet lie (shardPlan).
+    this.bytesPer = new Uint32Array(n + 2);
     this.watchdog = new Watchdog([], o.limits, (i, where) => this.stuck(i, where));
   }
 
@@ -304,9 +332,17 @@ export class LuaPool {
     }
     pool.slots.forEach((s, i) => (s.ring = s.life.ring = pool.producer(msgs[i])));
     pool.filter = msgs[0].filter;
+    pool.shardBy(msgs[0]);
     pool.outputs = msgs[0].outputs;
     pool.rule = msgs[0].rule;
     return pool;
+  }
+
+  /** The sharding the (new) script asks for. */
+  private shardBy(m: Ready): void {
+    if (this.single) return;
+    this.overhear = portBitmap(m.shard.overhear);
+    this.byService = m.shard.byService;
   }
 
   private producer(m: Ready): RingProducer {
@@ -449,11 +485,11 @@ export class LuaPool {
     }
   }
 
-  /** Packets of a batch still to run: passed the filter, not sharded elsewhere. */
+  /** Packets of a batch still to run: passed the filter, not sharded elsewhere, not another worker's overheard. */
   private live(b: Batch): number {
     let n = 0;
     for (let i = 0, o = 0; i < b.count; i++) {
-      if (!(b.view.getUint32(o + 28, true) & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE))) n++;
+      if (!(b.view.getUint32(o + 28, true) & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE | FLAG_OVERHEARD))) n++;
       o += HDR + align8(b.view.getUint32(o + 12, true));
     }
     return n;
@@ -487,7 +523,7 @@ export class LuaPool {
     if (life.over) return; // ended again meanwhile: that end() handled the rest
     slot.ring = ring;
     slot.restarting = null;
-    if (this.finishing) ring.close();
+    if (this.finishing) ring.close(this.single ? undefined : this.runEnd);
   }
 
   /**
@@ -586,7 +622,11 @@ export class LuaPool {
    */
   private plan(b: Batch, inRing0: boolean): void {
     if (this.shards.length < b.count) this.shards = new Uint8Array(Math.max(b.count, this.shards.length * 2));
-    this.sharding!.shardPlan(b.buf, b.count, this.slots.length, this.shards, this.bytesPer, inRing0);
+    this.sharding!.shardPlan(b.buf, b.count, this.slots.length, this.shards, this.bytesPer, inRing0, this.overhear, this.byService);
+    const n = this.slots.length;
+    const at = (o: number): [number, number] => [b.view.getUint32(o, true) + b.view.getInt32(o + 4, true) * 4294967296, b.view.getUint32(o + 8, true)];
+    if (this.bytesPer[n]) this.runEnd.last = at(this.bytesPer[n] - 1);
+    if (this.bytesPer[n + 1]) this.runEnd.flow = at(this.bytesPer[n + 1] - 1);
   }
 
   /**
@@ -613,6 +653,7 @@ export class LuaPool {
         const n = countShard(shards, b.count, w);
         if (!wait) {
           this.dropped += n;
+          this.unheard += countHeard(shards, b.count, w);
           break;
         }
         if (s.lost || (ring && bytes + 8 > ring.capacity)) {
@@ -724,6 +765,7 @@ export class LuaPool {
     const next = this.next;
     if (!next || this.slots.some((s) => s.restarting || !s.ring)) return;
     this.next = null;
+    this.shardBy(next.msgs[0]);
     const gen = this.slots.map((s) => s.life);
     this.slots.forEach((s, i) => {
       const old = s.life;
@@ -781,7 +823,8 @@ export class LuaPool {
     if (this.next) this.swap();
     this.finishing = true;
     // A worker restarted meanwhile closes its ring once its queue is handed over (restart()).
-    for (const s of this.slots) s.ring?.close();
+    const end = this.single ? undefined : this.runEnd;
+    for (const s of this.slots) s.ring?.close(end);
     // Every current worker has run deinit and collected its state (null for
     // one that was ended): worker 0 merges them and reports once; then all
     // of them finish.

@@ -25,7 +25,18 @@ const SEQ = 3; // bumped on every publish; the consumer waits on it
 const CLOSED = 4;
 const ABANDON = 5; // Ctrl-C: the consumer skips what is left
 const HELD = 6; // bytes of the slot the consumer holds (and the wrap skipped before it), part of USED
-const CTRL_WORDS = 8;
+// Where the whole run ended, set before CLOSED (several workers): the capture
+// times (seconds low, high, nanoseconds) of its last packet and of its last
+// TCP/UDP packet, and END_SET.
+const END = 8;
+const END_SET = 14;
+const CTRL_WORDS = 16;
+
+/** The run's last packet and last TCP/UDP packet, as [seconds, nanoseconds] (null: none). */
+export interface RunEnd {
+  last: [number, number] | null;
+  flow: [number, number] | null;
+}
 
 type WaitAsync = (a: Int32Array, i: number, v: number, ms: number) => { async: boolean; value: Promise<string> | string };
 
@@ -219,7 +230,19 @@ export class RingProducer extends RingBase {
     Atomics.store(this.ctl, ABANDON, 1);
   }
 
-  close(): void {
+  /** No more batches; `end`: where the whole run ended, for the worker's deinit. */
+  close(end?: RunEnd): void {
+    if (end) {
+      const put = (at: number, t: [number, number] | null) => {
+        if (!t) return Atomics.store(this.ctl, at + 2, -1);
+        Atomics.store(this.ctl, at, t[0] % 4294967296 | 0);
+        Atomics.store(this.ctl, at + 1, Math.floor(t[0] / 4294967296));
+        Atomics.store(this.ctl, at + 2, t[1]);
+      };
+      put(END, end.last);
+      put(END + 3, end.flow);
+      Atomics.store(this.ctl, END_SET, 1);
+    }
     Atomics.store(this.ctl, CLOSED, 1);
     Atomics.add(this.ctl, SEQ, 1);
     Atomics.notify(this.ctl, SEQ);
@@ -272,5 +295,13 @@ export class RingConsumer extends RingBase {
 
   closed(): boolean {
     return Atomics.load(this.ctl, CLOSED) === 1 && Atomics.load(this.ctl, USED) === 0;
+  }
+
+  /** Where the whole run ended, when the producer said so at close. */
+  end(): RunEnd | null {
+    if (Atomics.load(this.ctl, END_SET) !== 1) return null;
+    const get = (at: number): [number, number] | null =>
+      Atomics.load(this.ctl, at + 2) < 0 ? null : [(Atomics.load(this.ctl, at) >>> 0) + Atomics.load(this.ctl, at + 1) * 4294967296, Atomics.load(this.ctl, at + 2)];
+    return { last: get(END), flow: get(END + 3) };
   }
 }

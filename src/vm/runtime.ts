@@ -4,12 +4,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { HDR, type Batch } from '../capture/batch.js';
+import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8, type Batch } from '../capture/batch.js';
 import { LuaError, LuaVM } from './vm.js';
 import { LUA_OK, LUA_REGISTRYINDEX, LUA_TSTRING, LUA_TTABLE, LUA_TTHREAD, type LuaState, type Ptr } from './wasm.js';
 import { decodeRecord } from '../outputs/records.js';
 import { BLOCK_BASE, BLOCK_COUNT, BLOCK_META, BLOCK_PHASE, BLOCK_SEQ, BLOCK_THREAD, BLOCK_WORDS, LS, PHASE_BATCH, PHASE_DEINIT, PHASE_SCRIPT, readLuaInt, type WatchTarget } from './watchdog.js';
 import { scriptLine } from './where.js';
+import type { RunEnd } from './ring.js';
 
 /** riff's own Lua (lua/ at the package root). */
 export const LUA_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'lua');
@@ -99,6 +100,12 @@ export class SharedCounters {
     for (let w = 0; w < this.workers; w++) sum += this.values[w * SharedCounters.SLOTS + slot];
     return sum;
   }
+}
+
+/** What a script asks of the sharding among workers (Runtime.sharding). */
+export interface Sharding {
+  byService: boolean;
+  overhear: number[];
 }
 
 export interface Summary {
@@ -277,7 +284,7 @@ export class Runtime {
     vm.pushRef(rtRef);
     vm.pushRef(hostRef);
     vm.call(2, 1);
-    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'handover', 'collect', 'report', 'note_per_worker', 'batch', 'summary', 'flush']) {
+    for (const name of ['open', 'config_filter', 'configure', 'lazy_budget', 'setup', 'deinit', 'handover', 'collect', 'report', 'note_per_worker', 'sharding', 'run_end', 'batch', 'summary', 'flush']) {
       x.lua_getfield(L, -1, vm.cstr(name));
       this.api.set(name, vm.ref());
     }
@@ -665,6 +672,57 @@ export class Runtime {
     return rule;
   }
 
+  /**
+   * How the script wants packets shared out among workers (README: One
+   * answer from N workers): by flow or by service (riff.shard), and the
+   * TCP/UDP ports whose packets its overhear phase wants from every
+   * worker's share. Call after open().
+   */
+  sharding(): Sharding {
+    this.callApi('sharding', () => 0, 1);
+    const [by, ports = ''] = (this.vm.toText(-1) ?? '').split('\t');
+    this.vm.x.lua_settop(this.vm.L, -2);
+    const overhear = ports.split(',').filter(Boolean).map(Number);
+    this.overhearing = (this.opts.worker?.count ?? 1) > 1 && overhear.length > 0;
+    return { byService: by === 'service', overhear };
+  }
+
+  /** Where the whole run ended (several workers), before deinit: riff.run_end() in Lua. */
+  runEnd(end: RunEnd): void {
+    const x = this.vm.x;
+    const L = this.vm.L;
+    this.callApi('run_end', () => {
+      for (const t of [end.last, end.flow]) {
+        if (t) {
+          x.lua_pushnumber(L, t[0]);
+          x.lua_pushnumber(L, t[1]);
+        } else {
+          x.lua_pushnumber(L, -1);
+          x.lua_pushnumber(L, -1);
+        }
+      }
+      return 4;
+    });
+  }
+
+  /** Batches may hold FLAG_OVERHEARD packets: process() lists them for the driver. */
+  private overhearing = false;
+
+  /** Positions (1-based, among the packets fill() hands to Lua) of the batch's overheard packets, as u32s; null for none. */
+  private overheard(batch: Batch, heap: Uint8Array, base: number): Buffer | null {
+    const d = new DataView(heap.buffer, heap.byteOffset + base, batch.bytes);
+    const at: number[] = [];
+    for (let i = 0, o = 0, k = 0; i < batch.count; i++) {
+      const f = d.getUint32(o + 28, true);
+      if (!(f & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE))) {
+        k++;
+        if (f & FLAG_OVERHEARD) at.push(k);
+      }
+      o += HDR + align8(d.getUint32(o + 12, true));
+    }
+    return at.length ? Buffer.from(new Uint32Array(at).buffer) : null;
+  }
+
   /** False when the script's setup raised (reported already): a reload keeps the old script then. */
   setup(): boolean {
     this.callApi('setup', () => 0, 1);
@@ -738,6 +796,7 @@ export class Runtime {
       b[BLOCK_COUNT] = batch.count;
     }
     let n = 0;
+    let over = null as Buffer | null;
     const ran = this.inLua(PHASE_BATCH, () => {
       vm.pushRef(this.api.get('batch')!);
       vm.unbounded(() => {
@@ -751,7 +810,9 @@ export class Runtime {
         x.lua_settop(L, -5);
         return false;
       }
-      vm.call(3, 2);
+      over = this.overhearing ? this.overheard(batch, vm.wasm.heap(), base) : null;
+      if (over) vm.pushBytes(over);
+      vm.call(over ? 4 : 3, 2);
       return true;
     });
     if (!ran) return 0;
@@ -759,6 +820,13 @@ export class Runtime {
     this.lastPacketErrors = x.lua_tonumberx(L, -1, 0);
     x.lua_settop(L, -3);
     if (done < n) this.stopRequested = true;
+    // Packets only overheard (another worker's flow) are not this worker's to count.
+    if (over) {
+      const pos = new Uint32Array(over.buffer, over.byteOffset, over.length / 4);
+      let heard = 0;
+      for (const p of pos) if (p <= done) heard++;
+      return done - heard;
+    }
     return done;
   }
 

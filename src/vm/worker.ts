@@ -5,7 +5,7 @@ import v8 from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
-import { Runtime, ScriptError, SharedCounters, type RuntimeOptions } from './runtime.js';
+import { Runtime, ScriptError, SharedCounters, type RuntimeOptions, type Sharding } from './runtime.js';
 import { LuaVM } from './vm.js';
 import type { WasmModule } from './wasm.js';
 import { BLOCK_OUTPUT, BLOCK_WORDS, type WatchTarget } from './watchdog.js';
@@ -40,7 +40,7 @@ export interface WorkerInit {
 
 export type WorkerMessage =
   | { type: 'watch'; watch: WatchTarget }
-  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; ring: RingShared }
+  | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; shard: Sharding; ring: RingShared }
   | { type: 'fail'; message: string }
   | { type: 'stop'; why: 'strict' | 'stdout-closed' }
   | { type: 'records'; bytes: Uint8Array; lens: Uint32Array; ats: Float64Array }
@@ -163,6 +163,7 @@ async function main(): Promise<void> {
   let config: { filter: string | null; outputs: string[] } = { filter: null, outputs: [] };
   let rule: string;
   let vm: LuaVM;
+  let shard: Sharding;
   try {
     vm = await vmReady;
     shared = placeRing(vm);
@@ -186,6 +187,7 @@ async function main(): Promise<void> {
     }
     if (init.readConfig) config = rt.config();
     rule = rt.open();
+    shard = rt.sharding();
     if (!init.hold) rt.notePerWorker(); // said once, not at every reload
   } catch (e) {
     post({ type: 'fail', message: e instanceof ScriptError ? e.message : `Lua runtime: ${(e as Error).message}` });
@@ -197,12 +199,12 @@ async function main(): Promise<void> {
       return;
     }
     const start = nextMessage<PoolMessage>();
-    post({ type: 'ready', rule, ...config, ring: shared });
+    post({ type: 'ready', rule, ...config, shard, ring: shared });
     const order = await start;
     if (order.type === 'start' && order.handover) rt.handover(order.handover);
     flushRecords();
   } else {
-    post({ type: 'ready', rule, ...config, ring: shared });
+    post({ type: 'ready', rule, ...config, shard, ring: shared });
     rt.setup();
     flushRecords();
   }
@@ -244,6 +246,9 @@ async function main(): Promise<void> {
     }
   }
   if (prof) write(2, Buffer.from(`riff: worker ${init.index}: ${prof.lua.toFixed(0)} ms in Lua batches, ${prof.wait.toFixed(0)} ms waiting for packets (the first ${prof.first.toFixed(0)} ms after ready)\n`));
+  // With several workers: where the whole run ended, so this worker ends its flows as one worker would.
+  const end = ring.end();
+  if (end) rt.runEnd(end);
   const handover = rt.deinit(Atomics.load(new Int32Array(init.retiring), 0) === 1);
   // One answer from N workers: every worker's state goes to the pool, which
   // has worker 0 merge them and report once (src/vm/pool.ts finish()).

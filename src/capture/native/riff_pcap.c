@@ -24,6 +24,7 @@
 #define FLAG_ARRIVAL_TS 1u
 #define FLAG_FILTERED_OUT 2u
 #define FLAG_ELSEWHERE 4u
+#define FLAG_OVERHEARD 8u
 #define DEFAULT_SNAPLEN 262144
 #define MAX_EXPR 65536
 
@@ -532,7 +533,14 @@ static uint32_t endpoint(const uint8_t *addr, int len, uint32_t port) {
   return (h ^ port) * 0x01000193u;
 }
 
-static uint32_t shard_of(const uint8_t *rec, uint32_t n) {
+/* *ports: the TCP/UDP source and destination port (src << 16 | dst), or
+ * NO_PORTS for anything else; read only when asked (overhearing is on). */
+#define NO_PORTS 0xffffffffu
+/* by_service: a TCP/UDP packet goes by its lower-port endpoint alone (the
+ * service, as a client's port is ephemeral), so every connection to one
+ * service lands on one worker (a script's riff.shard("service")). */
+static uint32_t shard_of(const uint8_t *rec, uint32_t n, uint32_t *l4ports, bool by_service) {
+  *l4ports = NO_PORTS;
   if (n <= 1) return 0;
   uint32_t caplen = rd32(rec + 12), lt = rd32(rec + 20) & 0xffffu;
   const uint8_t *p = rec + HDR, *end = p + caplen, *l3 = NULL;
@@ -585,6 +593,8 @@ static uint32_t shard_of(const uint8_t *rec, uint32_t n) {
     bool ports = (proto == 6 || proto == 17 || proto == 132) && frag == 0 && l4 + 4 <= end;
     a = endpoint(l3 + 12, 4, ports ? be16(l4) : 0);
     b = endpoint(l3 + 16, 4, ports ? be16(l4 + 2) : 0);
+    if (ports && proto != 132) *l4ports = (uint32_t)be16(l4) << 16 | be16(l4 + 2);
+    if (ports && by_service && be16(l4) != be16(l4 + 2)) return (be16(l4) < be16(l4 + 2) ? a : b) % n;
   } else {
     if (l3 + 40 > end) return 0;
     uint32_t nh = l3[6];
@@ -592,36 +602,61 @@ static uint32_t shard_of(const uint8_t *rec, uint32_t n) {
     bool ports = (nh == 6 || nh == 17 || nh == 132) && l4 + 4 <= end;
     a = endpoint(l3 + 8, 16, ports ? be16(l4) : 0);
     b = endpoint(l3 + 24, 16, ports ? be16(l4 + 2) : 0);
+    if (ports && nh != 132) *l4ports = (uint32_t)be16(l4) << 16 | be16(l4 + 2);
+    if (ports && by_service && be16(l4) != be16(l4 + 2)) return (be16(l4) < be16(l4 + 2) ? a : b) % n;
   }
   return (a + b) % n;
 }
 
 /*
- * shardPlan(batch, count, n, shards, bytes, elsewhere): each record's worker
- * in shards[i] (255 for records the filter dropped) and each worker's bytes
- * in bytes[w]. With `elsewhere` the batch is worker 0's ring slot: records
- * for other workers are flagged FLAG_ELSEWHERE there, for worker 0 to skip,
- * and only they are copied out (shardCopy), not worker 0's own.
+ * shardPlan(batch, count, n, shards, bytes, elsewhere, overhear): each
+ * record's worker in shards[i] (255 for records the filter dropped) and each
+ * worker's bytes in bytes[w]. With `elsewhere` the batch is worker 0's ring
+ * slot: records for other workers are flagged FLAG_ELSEWHERE there, for
+ * worker 0 to skip, and only they are copied out (shardCopy), not worker
+ * 0's own. `overhear` (null, or a bitmap of 65536 ports): a TCP/UDP record
+ * with either port in it goes to every worker (shards[i] = owner | 0x80);
+ * the copies in the workers that do not own its flow carry FLAG_OVERHEARD
+ * (the script's overhear phase sees them, nothing else does). Each worker's
+ * copy sits in its own queue in capture order, so every worker has heard a
+ * DNS answer before any later packet of its own flows. `byService`: shard
+ * TCP/UDP by the lower-port endpoint (shard_of). When `bytes` has room for
+ * n + 2 words: bytes[n] = 1 + the byte offset of the batch's last record
+ * that passed the filter, bytes[n + 1] the same for its last TCP/UDP record
+ * (0: none), so the pool can tell every worker where the run ended.
  */
+#define BROADCAST 0x80u
 static napi_value js_shard_plan(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 8;
+  napi_value argv[8];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 6) return throw_type(env, "shardPlan(batch, count, n, shards, bytes, elsewhere)");
-  uint8_t *buf, *sh, *bb;
-  size_t len, shlen, blen;
+  if (argc < 6) return throw_type(env, "shardPlan(batch, count, n, shards, bytes, elsewhere, overhear, byService)");
+  uint8_t *buf, *sh, *bb, *hear = NULL;
+  size_t len, shlen, blen, hlen = 0;
   uint32_t count, n;
   bool elsewhere;
   if (bytes_of(env, argv[0], &buf, &len) != napi_ok || bytes_of(env, argv[3], &sh, &shlen) != napi_ok ||
       bytes_of(env, argv[4], &bb, &blen) != napi_ok || napi_get_value_uint32(env, argv[1], &count) != napi_ok ||
       napi_get_value_uint32(env, argv[2], &n) != napi_ok || napi_get_value_bool(env, argv[5], &elsewhere) != napi_ok)
-    return throw_type(env, "shardPlan(batch, count, n, shards, bytes, elsewhere)");
-  if (n < 1 || n > 255 || shlen < count || blen < (size_t)n * 4 || ((uintptr_t)bb & 3))
+    return throw_type(env, "shardPlan(batch, count, n, shards, bytes, elsewhere, overhear, byService)");
+  if (argc >= 7) {
+    napi_valuetype t;
+    CHECK(napi_typeof(env, argv[6], &t));
+    if (t != napi_null && t != napi_undefined) {
+      if (bytes_of(env, argv[6], &hear, &hlen) != napi_ok || hlen < 8192)
+        return throw_type(env, "shardPlan: overhear must be a bitmap of 65536 ports (8192 bytes) or null");
+    }
+  }
+  bool by_service = false;
+  if (argc >= 8 && napi_get_value_bool(env, argv[7], &by_service) != napi_ok)
+    return throw_type(env, "shardPlan: byService must be a boolean");
+  if (n < 1 || n > 127 || shlen < count || blen < (size_t)n * 4 || ((uintptr_t)bb & 3))
     return throw_range(env, "shardPlan: shards or bytes too small");
   char msg[160];
   if (!records_fit(buf, len, count, "shardPlan", msg, sizeof msg)) return throw_range(env, msg);
   uint32_t *bytes = (uint32_t *)bb;
-  memset(bytes, 0, (size_t)n * 4);
+  bool ends = blen >= ((size_t)n + 2) * 4;
+  memset(bytes, 0, (size_t)(ends ? n + 2 : n) * 4);
   uint8_t *rec = buf;
   for (uint32_t i = 0; i < count; i++) {
     uint64_t size = record_size(rec);
@@ -629,10 +664,23 @@ static napi_value js_shard_plan(napi_env env, napi_callback_info info) {
     if (flags & FLAG_FILTERED_OUT) {
       sh[i] = 255;
     } else {
-      uint32_t w = shard_of(rec, n);
-      sh[i] = (uint8_t)w;
-      bytes[w] += (uint32_t)size;
-      if (elsewhere && w != 0) wr32(rec + 28, flags | FLAG_ELSEWHERE);
+      uint32_t ports;
+      uint32_t w = shard_of(rec, n, &ports, by_service);
+      if (ends) {
+        bytes[n] = (uint32_t)(rec - buf) + 1;
+        if (ports != NO_PORTS) bytes[n + 1] = (uint32_t)(rec - buf) + 1;
+      }
+      bool all = hear && ports != NO_PORTS &&
+                 ((hear[ports >> 19] >> (ports >> 16 & 7) & 1) || (hear[(ports & 0xffff) >> 3] >> (ports & 7) & 1));
+      if (all) {
+        sh[i] = (uint8_t)(w | BROADCAST);
+        for (uint32_t k = 0; k < n; k++) bytes[k] += (uint32_t)size;
+        if (elsewhere && w != 0) wr32(rec + 28, flags | FLAG_OVERHEARD);
+      } else {
+        sh[i] = (uint8_t)w;
+        bytes[w] += (uint32_t)size;
+        if (elsewhere && w != 0) wr32(rec + 28, flags | FLAG_ELSEWHERE);
+      }
     }
     rec += size;
   }
@@ -641,7 +689,9 @@ static napi_value js_shard_plan(napi_env env, napi_callback_info info) {
 
 /*
  * shardCopy(batch, count, shards, w, dst, at): worker w's records, in order,
- * copied to dst from byte `at` (FLAG_ELSEWHERE cleared); returns how many.
+ * copied to dst from byte `at` (FLAG_ELSEWHERE cleared), with the records
+ * every worker overhears (FLAG_OVERHEARD where w does not own them); returns
+ * how many.
  */
 static napi_value js_shard_copy(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -663,10 +713,12 @@ static napi_value js_shard_copy(napi_env env, napi_callback_info info) {
   const uint8_t *rec = buf;
   for (uint32_t i = 0; i < count; i++) {
     uint64_t size = record_size(rec);
-    if (sh[i] == w) {
+    uint32_t s = sh[i];
+    if (s == w || (s != 255 && (s & BROADCAST))) {
       if (o + size > dlen) return throw_range(env, "shardCopy: dst too small");
       memcpy(dst + o, rec, (size_t)size);
-      wr32(dst + o + 28, rd32(rec + 28) & ~FLAG_ELSEWHERE);
+      uint32_t f = rd32(rec + 28) & ~(FLAG_ELSEWHERE | FLAG_OVERHEARD);
+      wr32(dst + o + 28, (s & ~BROADCAST) == w ? f : f | FLAG_OVERHEARD);
       o += size;
       copied++;
     }
