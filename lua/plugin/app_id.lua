@@ -76,6 +76,8 @@ app_id.aliases = {
 -- Carriers whose server name is read and looked up in the host lists.
 local CARRIER = { TLS = true, HTTP = true, QUIC = true, DTLS = true, HTTP_Proxy = true, HTTP_Connect = true }
 
+local port_rule, close_guess -- below push's helpers; setup's close listener calls close_guess
+
 local function trim(s) return (match(s, "^%s*(.-)%s*$")) end
 
 local function port_range(s, where, what)
@@ -172,33 +174,8 @@ function app_id.parse(text, fname)
   return list
 end
 
--- The server name a payload carries: TLS ClientHello SNI.
-local function sni(d, p, e)
-  -- record(5) handshake type(1) len(3) version(2) random(32)
-  if e - p < 43 or byte(d, p + 5) ~= 1 then return nil end
-  local q = p + 43
-  local sid = byte(d, q) if not sid then return nil end
-  q = q + 1 + sid
-  if q + 1 > e then return nil end
-  q = q + 2 + unpack(">I2", d, q)
-  if q > e then return nil end
-  q = q + 1 + byte(d, q)
-  if q + 1 > e then return nil end
-  local xend = q + 1 + unpack(">I2", d, q)
-  if xend > e then xend = e end
-  q = q + 2
-  while q + 3 <= xend do
-    local t, l = unpack(">I2I2", d, q)
-    if t == 0 then
-      if q + 8 > xend then return nil end
-      local nt, nl = byte(d, q + 6), unpack(">I2", d, q + 7)
-      if nt ~= 0 or q + 8 + nl > xend + 1 then return nil end
-      return sub(d, q + 9, q + 8 + nl)
-    end
-    q = q + 4 + l
-  end
-  return nil
-end
+-- The server name a payload carries: TLS ClientHello SNI (apps.matchers).
+local sni = checks.sni
 app_id.sni = sni
 
 local function server_name(d, p, e)
@@ -243,9 +220,12 @@ end
 
 -- One feature against one packet (ports, direction, packet number, length,
 -- bytes, then its Lua check). Returns true, or the check's "watch".
+-- A feature's dport is the server's port, or the client's when ctx.either
+-- (the client's port is well-known, or the server's looks ephemeral: the
+-- same rule as port rules), since riff's guess of the server can be wrong.
 local function test(s, conn, host, d, p, e, dir, ctx)
   local sp, cp = conn.server_port, conn.client_port
-  if s.dport and (sp < s.dport or sp > s.dport2) then return false end
+  if s.dport and (sp < s.dport or sp > s.dport2) and not (ctx.either and cp >= s.dport and cp <= s.dport2) then return false end
   if s.sport and (cp < s.sport or cp > s.sport2) then return false end
   if s.dir and s.dir ~= dir then return false end
   if s.pkt and s.pkt ~= ctx.n then return false end
@@ -338,6 +318,7 @@ function app_id:setup()
   self.napps = n
   self._apps = lru.new(self.max_apps)
   self._expect = lru.new(self.max_expect)
+  if self.name_empty ~= false then shared.on("close", function(conn, kind) close_guess(self, conn, kind) end) end
 end
 
 function app_id.names()
@@ -376,6 +357,23 @@ local function ctx_host(c)
   return h or nil
 end
 
+function port_rule(ports, conn)
+  local cp, sp = conn.client_port, conn.server_port
+  local name = ports[sp]
+  if not name and (cp < 1024 or (sp >= 32768 and cp < 32768)) then name = ports[cp] end
+  return name
+end
+
+-- A flow that closes without a payload packet (a handshake only, a capture
+-- cut short, one side unseen) is named by the port rules, as nDPI guesses
+-- by port; direction "none", packet 0 in its record.
+function close_guess(self, conn, kind)
+  local u = conn.user
+  if u.app ~= nil or not self._sigs then return end
+  local name = port_rule(self._sigs[kind].ports, conn)
+  if name then emit(self, conn, kind, name, nil, nil, "none", 0, "port") end
+end
+
 function app_id:push(stream)
   local pkt = get(stream)
   if not pkt then return end
@@ -408,14 +406,18 @@ function app_id:push(stream)
   end
   local d = pkt.data
   local t = self._sigs[kind]
-  ctx.kind, ctx.n, ctx.conn, ctx.d, ctx.p, ctx.e, ctx._host = kind, n, conn, d, p, e, nil
+  ctx.kind, ctx.n, ctx.conn, ctx.d, ctx.p, ctx.e, ctx._host, ctx.sni = kind, n, conn, d, p, e, nil, nil
+  local cp, sp = conn.client_port, conn.server_port
+  ctx.either = cp ~= sp and (cp < 1024 or (sp >= 32768 and cp < 32768))
   local s, r = first_match(t.by0[byte(d, p)], conn, ctx_host, d, p, e, dir, ctx)
   if not s then s, r = first_match(t.byport[conn.server_port], conn, ctx_host, d, p, e, dir, ctx) end
+  if not s and ctx.either then s, r = first_match(t.byport[conn.client_port], conn, ctx_host, d, p, e, dir, ctx) end
   if not s then s, r = first_match(t.any, conn, ctx_host, d, p, e, dir, ctx) end
   if s then
     local name, master, host, by = s.name, nil, nil, "bytes"
     if CARRIER[name] then
-      host = server_name(d, p, e)
+      -- ctx.sni: a name a check read where server_name cannot (QUIC's Initial).
+      host = server_name(d, p, e) or ctx.sni
       if host and host ~= "" then
         u.host = host
         local a = host_app(self._hosts, host)
@@ -453,10 +455,7 @@ function app_id:push(stream)
   -- "server" port looks ephemeral and the client's does not (a capture that
   -- began with the reply): ephemeral client ports collide with registered
   -- ones (20000 is DNP3's).
-  local ports = t.ports
-  local cp, sp = conn.client_port, conn.server_port
-  local name = ports[sp]
-  if not name and (cp < 1024 or (sp >= 32768 and cp < 32768)) then name = ports[cp] end
+  local name = port_rule(t.ports, conn)
   if name then return emit(self, conn, kind, name, nil, nil, dir, n, "port") end
 end
 
@@ -470,6 +469,7 @@ end
 -- At the end, one line on stderr: flows named, flows given up, and what
 -- riff could not decode down to a flow (proto.current counts it).
 function app_id:deinit()
+  shared.flush()
   local line = "app_id: " .. self.matched .. " flows named, " .. self.given_up .. " given up after "
     .. self.max_packets .. " payload packets each way"
   local u = current.undecoded_text()
