@@ -38,10 +38,10 @@ const SCRIPT = path.join(ROOT, 'scripts', 'dpi-compare.lua');
 
 /** nDPI 4.2's name -> riff's name, where they differ. */
 export const ALIASES: Record<string, string> = {
-  IPsec: 'IPSec', // nDPI renamed it IPSec after 4.2; riff uses the later spelling
-  GoogleServices: 'Google',
-  Skype_Teams: 'Skype',
-  SkypeCall: 'Skype',
+  IPsec: 'IPSec', // renamed after 4.2; riff spells it as nDPI does now
+  Hotmail: 'Outlook', // nDPI 4.3 folded Hotmail into Outlook
+  DCE_RPC: 'RPC', // riff's RPC is ONC RPC (111) and DCE RPC (135)
+  SkypeCall: 'Skype_Teams', // later nDPI: Skype_TeamsCall; riff names the service
 };
 
 interface Flow { key: string; app: string; master: string; confidence?: string; file: string; tuple: string }

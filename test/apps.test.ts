@@ -527,9 +527,9 @@ return { { push = function(_, s) local p = current(s) local t = p.tcp
 
 // ---------------------------------------------------------------- real captures
 
-test('tcpdump corpus captures: QUIC, IPSec, DHCPV6, and flows inside Geneve and MPLS named', () => {
+test('tcpdump corpus captures: QUIC (its SNI), IPSec, DHCPV6, and flows inside Geneve and MPLS named', () => {
   const want: Array<[string, string, number]> = [
-    ['gquic.pcap', 'QUIC', 443],
+    ['gquic.pcap', 'GoogleServices', 443], // gQUIC Q046's cleartext CHLO: SNI clientservices.googleapis.com, master QUIC
     ['geneve.pcap', 'SSH', 22], // inside Geneve
     ['lspping-fec-ldp.pcap', 'BGP', 179], // inside MPLS over PPP
     ['isakmp4500.pcap', 'IPSec', 4500],
@@ -543,4 +543,27 @@ test('tcpdump corpus captures: QUIC, IPSec, DHCPV6, and flows inside Geneve and 
     if (!apps.some((r) => r.app === app && r.server_port === port)) bad.push(`${file}: ${JSON.stringify(apps.map((r) => [r.app, r.server_port]))}`);
   }
   assert.deepEqual(bad, []);
+});
+
+describe('plugin.app_id: the server riff guessed may be the client', () => {
+  test('a DNS answer from port 53 to port 500 is DNS (not IPSec by port); a SYN-only flow to 22 is SSH by port, at its close', () => {
+    const file = path.join(tmpdir(), 'either.pcap');
+    const w = new PcapFileWriter(file);
+    let us = 1_700_000_000 * 1e6;
+    const put = (f: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, f); us += 1000; };
+    const answer = dns({ id: 7, response: true, questions: [{ name: 'example.com', type: 'A' }], answers: [{ name: 'example.com', type: 'A', data: '192.0.2.9' }] });
+    put(ethernet({ src: SERVER_MAC, dst: CLIENT_MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: '10.8.0.53', dst: '10.8.0.1', proto: IPPROTO.UDP }, udp({ src: '10.8.0.53', dst: '10.8.0.1', sport: 53, dport: 500 }, answer))));
+    const syn = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40022, isn: 1 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 22, isn: 2 } });
+    for (const p of [...syn.handshake(), ...syn.close()]) put(p.frame);
+    // no port rule for 40999/41000: stays unnamed
+    const none = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40999, isn: 3 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 41000, isn: 4 } });
+    for (const p of [...none.handshake(), ...none.close()]) put(p.frame);
+    w.close();
+    const { recs } = runLua('return { require "plugin.app_id" }', file);
+    const apps = recs.filter((r) => r.type === 'app').map((r) => `${r.app} ${r.by} ${r.direction} ${r.packet}`);
+    assert.deepEqual(apps.map((a) => a.split(' ').slice(0, 2).join(' ')).sort(), ['DNS bytes', 'SSH port']);
+    assert.ok(apps.includes('SSH port none 0'), apps.join('; '));
+    const off = runLua('local a = require "plugin.app_id" a.name_empty = false return { a }', file);
+    assert.deepEqual(off.recs.filter((r) => r.type === 'app').map((r) => r.app), ['DNS']);
+  });
 });

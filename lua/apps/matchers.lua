@@ -141,7 +141,11 @@ function M.quic(d, p, e, conn, dir, ctx)
   local v = unpack(">I4", d, p + 1)
   if not quic_version_ok(v) then return false end
   local dcl = byte(d, p + 5)
-  if v >> 16 == 0x5130 or v >> 16 == 0x5430 then return true end -- gQUIC: own layout
+  if v >> 16 == 0x5130 or v >> 16 == 0x5430 then -- gQUIC: own layout, a cleartext CHLO up to Q046
+    local name = conn and M.chlo_sni(d, p, e)
+    if name then ctx.sni, conn.user.host = name, name end
+    return true
+  end
   if dcl > 20 or p + 6 + dcl > e then return false end
   local scl = byte(d, p + 6 + dcl)
   if scl > 20 then return false end
@@ -177,10 +181,36 @@ end
 
 -- gQUIC before IETF headers (Q043 and older): public flags with the version
 -- bit, an 8-byte connection ID, then "Q0xx".
-function M.gquic(d, p, e)
+function M.gquic(d, p, e, conn, dir, ctx)
   if e - p < 12 then return false end
   local f = byte(d, p)
-  return f & 0x01 == 1 and f & 0x80 == 0 and byte(d, p + 10) >= 0x30 and byte(d, p + 10) <= 0x39
+  if not (f & 0x01 == 1 and f & 0x80 == 0 and byte(d, p + 10) >= 0x30 and byte(d, p + 10) <= 0x39) then return false end
+  local name = conn and ctx and M.chlo_sni(d, p, e)
+  if name then ctx.sni, conn.user.host = name, name end
+  return true
+end
+
+-- The SNI tag of a gQUIC client hello (Q046 and older send it in clear):
+-- "CHLO", a tag count, then (tag, end offset) pairs, little-endian, then
+-- the values.
+function M.chlo_sni(d, p, e)
+  local c = find(d, "CHLO", p, true)
+  if not c or c > p + 128 or c + 8 > e then return nil end
+  local n = unpack("<I2", d, c + 4)
+  local tags = c + 8
+  local vals = tags + 8 * n
+  if n == 0 or n > 64 or vals > e then return nil end
+  local start = 0
+  for i = 0, n - 1 do
+    local t = tags + 8 * i
+    local stop = unpack("<I4", d, t + 4)
+    if sub(d, t, t + 3) == "SNI\0" then
+      if stop <= start or vals + stop - 1 > e or stop - start > 255 then return nil end
+      return sub(d, vals + start, vals + stop - 1)
+    end
+    start = stop
+  end
+  return nil
 end
 
 -- The request line of an RTSP request ends in RTSP/1.x (RFC 2326, 7826):

@@ -27,7 +27,13 @@
 --   (features with ports and nothing else) on the server's port, then on
 --   the client's when that is below 1024 (NTP from 123 to 80) or the
 --   server's looks ephemeral (>= 32768) and the client's does not. Port
---   rules name at once.
+--   rules name at once. Under the same rule a byte feature's dport may be
+--   the client's port (DNS answered from 53 to 500 is DNS, not IPSec).
+-- * A flow that closes with no payload packet (handshake only, one side
+--   unseen) is named by the port rules then, direction "none", packet 0
+--   (name_empty = false turns it off), as nDPI guesses by port.
+-- * QUIC: the client Initial is opened (riff.quic_initial) and the
+--   ClientHello's server name looked up in the host lists as TLS's is.
 -- A match emits one record and sets conn.user.app (plugin.sessions puts it
 -- in the session record), conn.user.master:
 --   app: client_mac, client_ip, client_port, server_ip, server_port,
@@ -45,7 +51,8 @@
 -- how long a client/app pair counts in app_id.active(now), the "APP sess"
 -- of TrafficAnalyzer's status line), max_apps (LRU bound on those pairs),
 -- max_packets (4 per direction), expect_timeout (60 s), max_expect (4096),
--- watch_packets (200: packets of a named flow a "watch" check still sees).
+-- watch_packets (200: packets of a named flow a "watch" check still sees),
+-- name_empty (true: port rules name flows without payload when they close).
 -- Counters: matched, given_up (flows tried max_packets each way in vain).
 -- app_id.parse(text, name) -> list of features (errors name file:line);
 -- app_id.aliases: riff's earlier names -> nDPI's (SMB -> SMBv23 ...), so a
