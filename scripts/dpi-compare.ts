@@ -6,7 +6,8 @@
 // For every capture (.pcap, .pcapng, .cap; directories are walked), runs
 //   ndpiReader -i FILE -v 2          (one line per flow: 5-tuple, [proto: M.A/Master.App], [Confidence: ...])
 //   riff -q --lua scripts/dpi-compare.lua -r FILE -o json:-   (plugin.app_id's "app" records)
-// matches the flows by protocol and the two endpoints (either order), and reports:
+// (riff only where nDPI found TCP/UDP flows), matches the flows by protocol and the two endpoints
+// (either order), and reports:
 //   reference   TCP/UDP flows nDPI names (not Unknown)
 //   named       of those, flows riff names
 //   right       of those, flows where riff's name is nDPI's: riff's app or master equals nDPI's
@@ -165,15 +166,16 @@ async function main() {
 
   const ref: Flow[] = [], mine: Flow[] = [];
   const failed: string[] = [];
-  let next = 0;
+  let next = 0, skipped = 0;
   const worker = async () => {
     while (next < files.length) {
       const f = files[next++];
-      const [n, r] = await Promise.all([
-        run(ndpi, ['-i', f, '-v', '2']),
-        run(process.execPath, [RIFF, '-q', '--lua', SCRIPT, '-r', f, '-o', 'json:-']),
-      ]);
-      ref.push(...parseNdpi(n.out, f));
+      const n = await run(ndpi, ['-i', f, '-v', '2']);
+      const flows = parseNdpi(n.out, f);
+      ref.push(...flows);
+      // A capture where nDPI sees no TCP/UDP flow has nothing to compare: riff is not run on it.
+      if (!flows.length) { skipped++; continue; }
+      const r = await run(process.execPath, [RIFF, '-q', '--lua', SCRIPT, '-r', f, '-o', 'json:-']);
       mine.push(...parseRiff(r.out, f));
       if (r.code !== 0) failed.push(`${f}: riff exit ${r.code}: ${r.err.trim().split('\n')[0] ?? ''}`);
     }
@@ -218,7 +220,7 @@ async function main() {
 
   const pct = (a: number, b: number) => (b ? (100 * a / b).toFixed(1) + '%' : 'n/a');
   const out = [
-    `captures ${files.length} (${failed.length} riff runs failed); flows nDPI names${dpiOnly ? ' by DPI' : ''}: ${reference}`,
+    `captures ${files.length} (${skipped} without TCP/UDP flows for nDPI, not given to riff; ${failed.length} riff runs failed); flows nDPI names${dpiOnly ? ' by DPI' : ''}: ${reference}`,
     `riff names ${named} of them, ${right} the same (${exact} with nDPI's most specific name)`,
     `recall ${pct(right, reference)}  precision ${pct(right, named)}  (exact: recall ${pct(exact, reference)})`,
     `riff also names ${refUnknown} flows nDPI calls Unknown, and ${orphan} flows nDPI has not as TCP/UDP flows`,

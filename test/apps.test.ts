@@ -546,7 +546,7 @@ test('tcpdump corpus captures: QUIC (its SNI), IPSec, DHCPV6, and flows inside G
 });
 
 describe('plugin.app_id: the server riff guessed may be the client', () => {
-  test('a DNS answer from port 53 to port 500 is DNS (not IPSec by port); a SYN-only flow to 22 is SSH by port, at its close', () => {
+  test('a DNS answer from port 53 to port 500 is DNS (not IPSec by port); SYN-only flows to 22 and 443 are SSH and TLS by port at their close (when=empty), one with a payload is not', () => {
     const file = path.join(tmpdir(), 'either.pcap');
     const w = new PcapFileWriter(file);
     let us = 1_700_000_000 * 1e6;
@@ -555,14 +555,19 @@ describe('plugin.app_id: the server riff guessed may be the client', () => {
     put(ethernet({ src: SERVER_MAC, dst: CLIENT_MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: '10.8.0.53', dst: '10.8.0.1', proto: IPPROTO.UDP }, udp({ src: '10.8.0.53', dst: '10.8.0.1', sport: 53, dport: 500 }, answer))));
     const syn = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40022, isn: 1 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 22, isn: 2 } });
     for (const p of [...syn.handshake(), ...syn.close()]) put(p.frame);
+    // port 443 without payload: TLS's guess; with a payload that is not TLS: nothing
+    const tls = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40443, isn: 5 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 443, isn: 6 } });
+    for (const p of [...tls.handshake(), ...tls.close()]) put(p.frame);
+    const junk = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40444, isn: 7 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 443, isn: 8 } });
+    for (const p of [...junk.handshake(), ...junk.send('client', fill(40, 0x7a)), ...junk.close()]) put(p.frame);
     // no port rule for 40999/41000: stays unnamed
     const none = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40999, isn: 3 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 41000, isn: 4 } });
     for (const p of [...none.handshake(), ...none.close()]) put(p.frame);
     w.close();
     const { recs } = runLua('return { require "plugin.app_id" }', file);
     const apps = recs.filter((r) => r.type === 'app').map((r) => `${r.app} ${r.by} ${r.direction} ${r.packet}`);
-    assert.deepEqual(apps.map((a) => a.split(' ').slice(0, 2).join(' ')).sort(), ['DNS bytes', 'SSH port']);
-    assert.ok(apps.includes('SSH port none 0'), apps.join('; '));
+    assert.deepEqual(apps.map((a) => a.split(' ').slice(0, 2).join(' ')).sort(), ['DNS bytes', 'SSH port', 'TLS port']);
+    assert.ok(apps.includes('SSH port none 0') && apps.includes('TLS port none 0'), apps.join('; '));
     const off = runLua('local a = require "plugin.app_id" a.name_empty = false return { a }', file);
     assert.deepEqual(off.recs.filter((r) => r.type === 'app').map((r) => r.app), ['DNS']);
   });

@@ -155,7 +155,9 @@ function M.quic(d, p, e, conn, dir, ctx)
   if not (u and open and ctx) then return true end
   if dir == "c2s" and u.quic_sni == nil then
     if not u.quic_dcid then u.quic_dcid = sub(d, p + 6, p + 5 + dcl) end
-    local frames = open(d, p, e, u.quic_dcid)
+    -- the first Initial's connection ID keys the later ones, except after a
+    -- Retry (RFC 9001 5.2), when the packet's own does
+    local frames = open(d, p, e, u.quic_dcid) or open(d, p, e)
     if frames then
       local name = crypto_feed(u, frames)
       if name ~= nil then

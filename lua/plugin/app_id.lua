@@ -161,13 +161,14 @@ function app_id.parse(text, fname)
             elseif key == "pkt" and tointeger(tonumber(val)) then sig.pkt = tointeger(tonumber(val))
             elseif key == "len" then sig.len, sig.len2 = port_range(val, where, "len")
             elseif key == "master" then sig.master = app_id.aliases[val] or val
+            elseif key == "when" and val == "empty" then sig.when_empty = true
             elseif key == "lua" then
               sig.check = checks[val]
               if type(sig.check) ~= "function" then error(where .. "no Lua check '" .. val .. "' in apps.matchers", 0) end
-            else error(where .. "bad option '" .. opt .. "' (dir=c2s|s2c, pkt=N, len=N or a-b, lua=NAME, master=NAME)", 0) end
+            else error(where .. "bad option '" .. opt .. "' (dir=c2s|s2c, pkt=N, len=N or a-b, lua=NAME, master=NAME, when=empty)", 0) end
           end
-          if sig.master and (n > 0 or sig.hosts or sig.check or not (sig.sport or sig.dport)) then
-            error(where .. "a master=" .. sig.master .. " feature has ports and nothing else", 0)
+          if (sig.master or sig.when_empty) and (n > 0 or sig.hosts or sig.check or not (sig.sport or sig.dport)) then
+            error(where .. "a " .. (sig.master and "master=" .. sig.master or "when=empty") .. " feature has ports and nothing else", 0)
           end
           if n == 0 and not sig.sport and not sig.dport and not sig.hosts and not sig.check then
             error(where .. "a feature of " .. name .. " tests nothing (it would match every session)", 0)
@@ -273,12 +274,15 @@ end
 local function index(all)
   local names, by = {}, {}
   for _, kind in ipairs { "tcp", "udp" } do
-    local t = { by0 = {}, byport = {}, any = {}, ports = {}, refine = {} }
+    local t = { by0 = {}, byport = {}, any = {}, ports = {}, refine = {}, empty = {} }
     for _, s in ipairs(all) do
       if not s.proto or s.proto == kind then
         local pure_port = s.nbytes == 0 and not s.hosts and not s.check and not s.dir and not s.pkt and not s.len
         local host_only = s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check and not s.len
-        if s.master then
+        if s.when_empty then
+          local a, b = s.dport or s.sport, s.dport2 or s.sport2
+          for q = a, b do if not t.empty[q] then t.empty[q] = s.name end end
+        elseif s.master then
           local r = t.refine[s.master]
           if not r then r = {} t.refine[s.master] = r end
           local a, b = s.dport or s.sport, s.dport2 or s.sport2
@@ -376,8 +380,10 @@ end
 -- by port; direction "none", packet 0 in its record.
 function close_guess(self, conn, kind)
   local u = conn.user
-  if u.app ~= nil or not self._sigs then return end
-  local name = port_rule(self._sigs[kind].ports, conn)
+  -- a flow with payload had its chance: the bytes, then the port rules
+  if u.app ~= nil or u.n_c2s or u.n_s2c or not self._sigs then return end
+  local t = self._sigs[kind]
+  local name = port_rule(t.ports, conn) or port_rule(t.empty, conn)
   if name then emit(self, conn, kind, name, nil, nil, "none", 0, "port") end
 end
 
@@ -512,7 +518,7 @@ function app_id.claims(kind, cport, sport, payloads)
     counts[dir] = counts[dir] + 1
     local c = { kind = kind, n = counts[dir], conn = conn, d = d, p = 1, e = #d, expect = function() end }
     for _, s in ipairs(list) do
-      if (not s.proto or s.proto == kind) and not s.master and not (s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check) then
+      if (not s.proto or s.proto == kind) and not s.master and not s.when_empty and not (s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check) then
         local pure = s.nbytes == 0 and not s.hosts and not s.check and not s.dir and not s.pkt and not s.len
         local ok
         if pure then
