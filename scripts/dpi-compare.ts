@@ -31,7 +31,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RIFF = path.join(ROOT, 'dist', 'src', 'riff.js');
@@ -234,4 +234,7 @@ async function main() {
   process.stdout.write(out.join('\n') + '\n');
 }
 
-main().catch((e) => { process.stderr.write(`dpi-compare: ${e instanceof Error ? e.message : e}\n`); process.exit(1); });
+// Run as a script, not when a test imports the parsers.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((e) => { process.stderr.write(`dpi-compare: ${e instanceof Error ? e.message : e}\n`); process.exit(1); });
+}

@@ -173,3 +173,27 @@ describe('plugin.app_id: QUIC server names', () => {
     assert.match(r.reason, /^(not a QUIC long header|truncated)/);
   });
 });
+
+describe('scripts/dpi-compare: ndpiReader and riff flows meet by 5-tuple', () => {
+  test('either direction, IPv6 spelled either way, nDPI 4.2 names through the aliases', async () => {
+    const { parseNdpi, parseRiff } = await import('../scripts/dpi-compare.js');
+    const ndpi = [
+      '\t1\tUDP [2001:db8::1]:12345 -> [2620:fe::9]:53 [proto: 5/DNS][ClearText][Confidence: DPI][cat: Network/14]',
+      '\t2\tTCP 10.0.14.4:179 -> 10.0.14.1:63656 [VLAN: 14][proto: 13/BGP][ClearText][Confidence: Match by port]',
+      '\t3\tUDP 10.7.0.3:38824 <-> 216.58.195.67:443 [proto: 188.126/QUIC.Google][Encrypted][Confidence: DPI]',
+      '\t4\tUDP 10.1.0.1:500 <-> 10.1.0.2:500 [proto: 79/IPsec][Encrypted][Confidence: DPI]',
+    ].join('\n');
+    const n = parseNdpi(ndpi, 'f');
+    assert.deepEqual(n.map((f) => [f.master, f.app, f.confidence]), [['DNS', 'DNS', 'DPI'], ['BGP', 'BGP', 'Match by port'], ['QUIC', 'Google', 'DPI'], ['IPSec', 'IPSec', 'DPI']]);
+    const riffOut = [
+      JSON.stringify({ type: 'app', proto: 'udp', client_ip: '2001:0db8:0:0:0:0:0:1', client_port: 12345, server_ip: '2620:fe::9', server_port: 53, app: 'DNS' }),
+      JSON.stringify({ type: 'app', proto: 'tcp', client_ip: '10.0.14.1', client_port: 63656, server_ip: '10.0.14.4', server_port: 179, app: 'BGP' }),
+      JSON.stringify({ type: 'app', proto: 'udp', client_ip: '10.7.0.3', client_port: 38824, server_ip: '216.58.195.67', server_port: 443, app: 'GoogleServices', master: 'QUIC' }),
+      'not json', JSON.stringify({ type: 'session' }),
+    ].join('\n');
+    const r = parseRiff(riffOut, 'f');
+    assert.equal(r.length, 3);
+    assert.deepEqual(r.map((f) => f.key), n.slice(0, 3).map((f) => f.key));
+    assert.equal(r[2].master, 'QUIC');
+  });
+});
