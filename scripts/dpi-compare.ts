@@ -1,7 +1,7 @@
 // Flow-by-flow accuracy of plugin.app_id against nDPI (ndpiReader).
 //
 //   npm run build:ts && node dist/scripts/dpi-compare.js DIR_OR_FILE... [options]
-//   node dist/scripts/dpi-compare.js fixtures/corpus ../shared/corpus/tcpdump
+//   node dist/scripts/dpi-compare.js fixtures/corpus /path/to/more/captures
 //
 // For every capture (.pcap, .pcapng, .cap; directories are walked), runs
 //   ndpiReader -i FILE -v 2          (one line per flow: 5-tuple, [proto: M.A/Master.App], [Confidence: ...])

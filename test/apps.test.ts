@@ -96,6 +96,8 @@ function handCases(): Case[] {
     { app: 'QUIC', kind: 'udp', sport: 443, msgs: [['s2c', quicVN()]], note: 'version negotiation' },
     { app: 'QUIC', kind: 'udp', sport: 443, msgs: [['c2s', quicShort()], ['s2c', quicShort()], ['c2s', quicShort()], ['c2s', quicInitial(1)]], note: 'Initial as the third packet' },
     { app: 'QUIC', kind: 'udp', sport: 443, msgs: [['c2s', cat(hex('0d'), hex('0102030405060708'), B('Q043'), fill(40))]], note: 'gQUIC Q043' },
+    // AFS RX (OpenAFS rx_packet.h): epoch, cid, call, seq, serial, type 1 (data), flags, status, security 2, spare, service 1
+    { app: 'RX', kind: 'udp', sport: 7021, msgs: [['c2s', cat(u32(0x38300000), u32(0x1000), u32(1), u32(1), u32(1), hex('0101000200000001'), fill(40, 0))]], note: 'RX header, AFS backup server port' },
     { app: 'SOCKS', kind: 'tcp', sport: 1080, msgs: [['c2s', hex('050100')]] },
     { app: 'SMTP', kind: 'tcp', sport: 25, msgs: [['s2c', B('220 mail.example.com ESMTP\r\n')], ['c2s', B('EHLO me\r\n')]] },
     { app: 'POP3', kind: 'tcp', sport: 110, msgs: [['s2c', B('+OK POP3 ready\r\n')]] },

@@ -181,6 +181,13 @@ function M.quic_pending(d, p, e, conn)
   return u ~= nil and u.quic_wait == true
 end
 
+-- AFS RX header: type 1 (data) .. 13 (version), security index 0-3.
+function M.rx(d, p, e)
+  if e - p < 27 then return false end
+  local t, sec = byte(d, p + 20), byte(d, p + 23)
+  return t >= 1 and t <= 13 and sec <= 3
+end
+
 -- gQUIC before IETF headers (Q043 and older): public flags with the version
 -- bit, an 8-byte connection ID, then "Q0xx".
 function M.gquic(d, p, e, conn, dir, ctx)
