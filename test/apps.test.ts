@@ -96,6 +96,8 @@ function handCases(): Case[] {
     { app: 'QUIC', kind: 'udp', sport: 443, msgs: [['s2c', quicVN()]], note: 'version negotiation' },
     { app: 'QUIC', kind: 'udp', sport: 443, msgs: [['c2s', quicShort()], ['s2c', quicShort()], ['c2s', quicShort()], ['c2s', quicInitial(1)]], note: 'Initial as the third packet' },
     { app: 'QUIC', kind: 'udp', sport: 443, msgs: [['c2s', cat(hex('0d'), hex('0102030405060708'), B('Q043'), fill(40))]], note: 'gQUIC Q043' },
+    // AFS RX (OpenAFS rx_packet.h): epoch, cid, call, seq, serial, type 1 (data), flags, status, security 2, spare, service 1
+    { app: 'RX', kind: 'udp', sport: 7021, msgs: [['c2s', cat(u32(0x38300000), u32(0x1000), u32(1), u32(1), u32(1), hex('0101000200000001'), fill(40, 0))]], note: 'RX header, AFS backup server port' },
     { app: 'SOCKS', kind: 'tcp', sport: 1080, msgs: [['c2s', hex('050100')]] },
     { app: 'SMTP', kind: 'tcp', sport: 25, msgs: [['s2c', B('220 mail.example.com ESMTP\r\n')], ['c2s', B('EHLO me\r\n')]] },
     { app: 'POP3', kind: 'tcp', sport: 110, msgs: [['s2c', B('+OK POP3 ready\r\n')]] },
@@ -527,9 +529,9 @@ return { { push = function(_, s) local p = current(s) local t = p.tcp
 
 // ---------------------------------------------------------------- real captures
 
-test('tcpdump corpus captures: QUIC, IPSec, DHCPV6, and flows inside Geneve and MPLS named', () => {
+test('tcpdump corpus captures: QUIC (its SNI), IPSec, DHCPV6, and flows inside Geneve and MPLS named', () => {
   const want: Array<[string, string, number]> = [
-    ['gquic.pcap', 'QUIC', 443],
+    ['gquic.pcap', 'GoogleServices', 443], // gQUIC Q046's cleartext CHLO: SNI clientservices.googleapis.com, master QUIC
     ['geneve.pcap', 'SSH', 22], // inside Geneve
     ['lspping-fec-ldp.pcap', 'BGP', 179], // inside MPLS over PPP
     ['isakmp4500.pcap', 'IPSec', 4500],
@@ -543,4 +545,32 @@ test('tcpdump corpus captures: QUIC, IPSec, DHCPV6, and flows inside Geneve and 
     if (!apps.some((r) => r.app === app && r.server_port === port)) bad.push(`${file}: ${JSON.stringify(apps.map((r) => [r.app, r.server_port]))}`);
   }
   assert.deepEqual(bad, []);
+});
+
+describe('plugin.app_id: the server riff guessed may be the client', () => {
+  test('a DNS answer from port 53 to port 500 is DNS (not IPSec by port); SYN-only flows to 22 and 443 are SSH and TLS by port at their close (when=empty), one with a payload is not', () => {
+    const file = path.join(tmpdir(), 'either.pcap');
+    const w = new PcapFileWriter(file);
+    let us = 1_700_000_000 * 1e6;
+    const put = (f: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, f); us += 1000; };
+    const answer = dns({ id: 7, response: true, questions: [{ name: 'example.com', type: 'A' }], answers: [{ name: 'example.com', type: 'A', data: '192.0.2.9' }] });
+    put(ethernet({ src: SERVER_MAC, dst: CLIENT_MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: '10.8.0.53', dst: '10.8.0.1', proto: IPPROTO.UDP }, udp({ src: '10.8.0.53', dst: '10.8.0.1', sport: 53, dport: 500 }, answer))));
+    const syn = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40022, isn: 1 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 22, isn: 2 } });
+    for (const p of [...syn.handshake(), ...syn.close()]) put(p.frame);
+    // port 443 without payload: TLS's guess; with a payload that is not TLS: nothing
+    const tls = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40443, isn: 5 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 443, isn: 6 } });
+    for (const p of [...tls.handshake(), ...tls.close()]) put(p.frame);
+    const junk = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40444, isn: 7 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 443, isn: 8 } });
+    for (const p of [...junk.handshake(), ...junk.send('client', fill(40, 0x7a)), ...junk.close()]) put(p.frame);
+    // no port rule for 40999/41000: stays unnamed
+    const none = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40999, isn: 3 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 41000, isn: 4 } });
+    for (const p of [...none.handshake(), ...none.close()]) put(p.frame);
+    w.close();
+    const { recs } = runLua('return { require "plugin.app_id" }', file);
+    const apps = recs.filter((r) => r.type === 'app').map((r) => `${r.app} ${r.by} ${r.direction} ${r.packet}`);
+    assert.deepEqual(apps.map((a) => a.split(' ').slice(0, 2).join(' ')).sort(), ['DNS bytes', 'SSH port', 'TLS port']);
+    assert.ok(apps.includes('SSH port none 0') && apps.includes('TLS port none 0'), apps.join('; '));
+    const off = runLua('local a = require "plugin.app_id" a.name_empty = false return { a }', file);
+    assert.deepEqual(off.recs.filter((r) => r.type === 'app').map((r) => r.app), ['DNS']);
+  });
 });

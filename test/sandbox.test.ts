@@ -81,7 +81,7 @@ const WALK = `
   -- Host functions a plugin's functions may hold: the doors riff hands out
   -- (riff.counter's slot and total lookups among them).
   local DOORS = { write = true, read = true, record = true, module = true, load = true, adopt = true,
-    enter = true, out_write = true, counter_slot = true, counter_others = true }
+    enter = true, out_write = true, counter_slot = true, counter_others = true, quic_initial = true }
   local door = {}
   for k in pairs(DOORS) do assert(host[k], "no host." .. k) door[host[k]] = true end
   forbid(debug.getregistry(), "the registry")
@@ -236,12 +236,13 @@ test('every door takes junk arguments as a Lua error or an answer, never a crash
       coroutine.create(print), setmetatable({}, { __tostring = function() error("no") end }) }
     local calls = 0
     for _, name in ipairs { "write", "read", "record", "module", "load", "adopt", "enter", "out_write", "out_pending", "interrupted",
-        "counter_slot", "counter_others", "counter_publish" } do
+        "counter_slot", "counter_others", "counter_publish", "quic_initial" } do
       local f = host[name]
       for i = 1, #junk + 1 do
         for j = 1, #junk + 1 do
           calls = calls + 1
           pcall(f, junk[i], junk[j])
+          if name == "quic_initial" then pcall(f, junk[i], 1, junk[j], junk[i]) end
         end
         pcall(f)
       end

@@ -19,6 +19,35 @@ local byte, find, match, sub, unpack, lower = string.byte, string.find, string.m
 
 local M = {}
 
+-- The server name in a TLS ClientHello record at d[p..e] (RFC 8446 4.1.2,
+-- RFC 6066 3), or nil; plugin.app_id and the QUIC check read it.
+function M.sni(d, p, e)
+  -- record(5) handshake type(1) len(3) version(2) random(32)
+  if e - p < 43 or byte(d, p + 5) ~= 1 then return nil end
+  local q = p + 43
+  local sid = byte(d, q) if not sid then return nil end
+  q = q + 1 + sid
+  if q + 1 > e then return nil end
+  q = q + 2 + unpack(">I2", d, q)
+  if q > e then return nil end
+  q = q + 1 + byte(d, q)
+  if q + 1 > e then return nil end
+  local xend = q + 1 + unpack(">I2", d, q)
+  if xend > e then xend = e end
+  q = q + 2
+  while q + 3 <= xend do
+    local t, l = unpack(">I2I2", d, q)
+    if t == 0 then
+      if q + 8 > xend then return nil end
+      local nt, nl = byte(d, q + 6), unpack(">I2", d, q + 7)
+      if nt ~= 0 or q + 8 + nl > xend + 1 then return nil end
+      return sub(d, q + 9, q + 8 + nl)
+    end
+    q = q + 4 + l
+  end
+  return nil
+end
+
 -- TLS record header midstream: content type 0x14-0x17 (the byte test), then
 -- version 3.0-3.4 and a record length TLS allows (2^14 + 2048).
 function M.tls_record(d, p, e)
@@ -45,27 +74,152 @@ local function quic_version_ok(v)
     or v >> 16 == 0x5130 or v >> 16 == 0x5430 or v >> 4 == 0xfaceb00
 end
 M.quic_version_ok = quic_version_ok
-function M.quic(d, p, e)
+-- QUIC variable-length integer (RFC 9000 16) at q: value, next position.
+local function varint(d, q, e)
+  local b = byte(d, q)
+  if not b or q > e then return nil end
+  local n = 1 << (b >> 6)
+  if q + n - 1 > e then return nil end
+  local v = b & 0x3f
+  for i = 1, n - 1 do v = v * 256 + byte(d, q + i) end
+  return v, q + n
+end
+
+-- The CRYPTO frames of a client Initial's plaintext (RFC 9000 19.6) into
+-- the flow's ClientHello buffer: fragments by offset, at most CH_MAX bytes.
+-- Returns the ClientHello's server name once it is whole (false: whole, no
+-- name), nil while parts are missing.
+local CH_MAX = 16384
+local function crypto_feed(u, f)
+  local q, e = 1, #f
+  local parts = u.quic_parts
+  if not parts then parts = {} u.quic_parts = parts end
+  while q <= e do
+    local t = byte(f, q)
+    if t == 0x00 or t == 0x01 then q = q + 1 -- PADDING, PING
+    elseif t == 0x02 or t == 0x03 then -- ACK: largest, delay, count, first range, ranges (ECN counts)
+      local n, v = 0, nil
+      v, q = varint(f, q + 1, e) if not q then return nil end
+      v, q = varint(f, q, e) if not q then return nil end
+      n, q = varint(f, q, e) if not q or n > 64 then return nil end
+      v, q = varint(f, q, e) if not q then return nil end
+      for _ = 1, 2 * n + (t == 0x03 and 3 or 0) do v, q = varint(f, q, e) if not q then return nil end end
+    elseif t == 0x06 then
+      local off, len
+      off, q = varint(f, q + 1, e) if not q then return nil end
+      len, q = varint(f, q, e) if not q or q + len - 1 > e then return nil end
+      if off + len <= CH_MAX then parts[#parts + 1] = { off, sub(f, q, q + len - 1) } end
+      q = q + len
+    else break end -- CONNECTION_CLOSE or anything else ends the frames riff reads
+  end
+  -- Contiguous bytes from offset 0.
+  table.sort(parts, function(a, b) return a[1] < b[1] end)
+  local have, buf = 0, {}
+  for i = 1, #parts do
+    local off, data = parts[i][1], parts[i][2]
+    if off > have then break end
+    if off + #data > have then buf[#buf + 1] = sub(data, have - off + 1) have = off + #data end
+  end
+  if have < 4 then return nil end
+  local ch = table.concat(buf)
+  if byte(ch, 1) ~= 1 then return false end
+  local need = 4 + unpack(">I3", ch, 2)
+  if have < need then return nil end
+  -- A TLS record header in front lets the TLS SNI parser read it.
+  local rec = "\22\3\1" .. string.pack(">I2", need) .. sub(ch, 1, need)
+  return M.sni(rec, 1, #rec) or false
+end
+M.quic_crypto_feed = crypto_feed
+
+-- A client Initial's server name (RFC 9001 5.2: its keys come from the
+-- Destination Connection ID, riff.quic_initial opens it in TypeScript):
+-- the check waits for a ClientHello split over two Initials (Chrome's with
+-- its key shares), until the client's third payload packet or a short-header
+-- packet (quic_pending), then names the flow QUIC with or without it.
+function M.quic(d, p, e, conn, dir, ctx)
   if e - p < 6 then return false end
   local v = unpack(">I4", d, p + 1)
   if not quic_version_ok(v) then return false end
   local dcl = byte(d, p + 5)
-  if v >> 16 == 0x5130 or v >> 16 == 0x5430 then return true end -- gQUIC: own layout
+  if v >> 16 == 0x5130 or v >> 16 == 0x5430 then -- gQUIC: own layout, a cleartext CHLO up to Q046
+    local name = conn and M.chlo_sni(d, p, e)
+    if name then ctx.sni, conn.user.host = name, name end
+    return true
+  end
   if dcl > 20 or p + 6 + dcl > e then return false end
   local scl = byte(d, p + 6 + dcl)
   if scl > 20 then return false end
   if v == 0 then return true end -- version negotiation: the rest is versions
-  -- Only Initial (type 0) datagrams start a flow as a client: padded to 1200.
-  -- Server Handshake/Retry/0-RTT long headers pass on their own.
+  local u = conn and conn.user
+  local open = riff and riff.quic_initial
+  if not (u and open and ctx) then return true end
+  if dir == "c2s" and u.quic_sni == nil then
+    if not u.quic_dcid then u.quic_dcid = sub(d, p + 6, p + 5 + dcl) end
+    -- the first Initial's connection ID keys the later ones, except after a
+    -- Retry (RFC 9001 5.2), when the packet's own does
+    local frames = open(d, p, e, u.quic_dcid) or open(d, p, e)
+    if frames then
+      local name = crypto_feed(u, frames)
+      if name ~= nil then
+        u.quic_sni, u.quic_parts = name, nil
+        if name then ctx.sni, u.host = name, name end
+        return true
+      end
+      if ctx.n < 3 then u.quic_wait = true return false end
+    end
+  elseif dir == "s2c" and u.quic_wait and ctx.n < 3 then
+    return false
+  end
+  u.quic_parts = nil
   return true
+end
+
+-- A short-header (1-RTT) packet of a flow whose ClientHello was waited for:
+-- the handshake is over, the rest of the ClientHello will not come.
+function M.quic_pending(d, p, e, conn)
+  local u = conn and conn.user
+  return u ~= nil and u.quic_wait == true
+end
+
+-- AFS RX header: type 1 (data) .. 13 (version), security index 0-3.
+function M.rx(d, p, e)
+  if e - p < 27 then return false end
+  local t, sec = byte(d, p + 20), byte(d, p + 23)
+  return t >= 1 and t <= 13 and sec <= 3
 end
 
 -- gQUIC before IETF headers (Q043 and older): public flags with the version
 -- bit, an 8-byte connection ID, then "Q0xx".
-function M.gquic(d, p, e)
+function M.gquic(d, p, e, conn, dir, ctx)
   if e - p < 12 then return false end
   local f = byte(d, p)
-  return f & 0x01 == 1 and f & 0x80 == 0 and byte(d, p + 10) >= 0x30 and byte(d, p + 10) <= 0x39
+  if not (f & 0x01 == 1 and f & 0x80 == 0 and byte(d, p + 10) >= 0x30 and byte(d, p + 10) <= 0x39) then return false end
+  local name = conn and ctx and M.chlo_sni(d, p, e)
+  if name then ctx.sni, conn.user.host = name, name end
+  return true
+end
+
+-- The SNI tag of a gQUIC client hello (Q046 and older send it in clear):
+-- "CHLO", a tag count, then (tag, end offset) pairs, little-endian, then
+-- the values.
+function M.chlo_sni(d, p, e)
+  local c = find(d, "CHLO", p, true)
+  if not c or c > p + 128 or c + 8 > e then return nil end
+  local n = unpack("<I2", d, c + 4)
+  local tags = c + 8
+  local vals = tags + 8 * n
+  if n == 0 or n > 64 or vals > e then return nil end
+  local start = 0
+  for i = 0, n - 1 do
+    local t = tags + 8 * i
+    local stop = unpack("<I4", d, t + 4)
+    if sub(d, t, t + 3) == "SNI\0" then
+      if stop <= start or vals + stop - 1 > e or stop - start > 255 then return nil end
+      return sub(d, vals + start, vals + stop - 1)
+    end
+    start = stop
+  end
+  return nil
 end
 
 -- The request line of an RTSP request ends in RTSP/1.x (RFC 2326, 7826):

@@ -27,7 +27,13 @@
 --   (features with ports and nothing else) on the server's port, then on
 --   the client's when that is below 1024 (NTP from 123 to 80) or the
 --   server's looks ephemeral (>= 32768) and the client's does not. Port
---   rules name at once.
+--   rules name at once. Under the same rule a byte feature's dport may be
+--   the client's port (DNS answered from 53 to 500 is DNS, not IPSec).
+-- * A flow that closes with no payload packet (handshake only, one side
+--   unseen) is named by the port rules then, direction "none", packet 0
+--   (name_empty = false turns it off), as nDPI guesses by port.
+-- * QUIC: the client Initial is opened (riff.quic_initial) and the
+--   ClientHello's server name looked up in the host lists as TLS's is.
 -- A match emits one record and sets conn.user.app (plugin.sessions puts it
 -- in the session record), conn.user.master:
 --   app: client_mac, client_ip, client_port, server_ip, server_port,
@@ -48,6 +54,7 @@
 -- watch_packets (200: packets of a named flow a "watch" check still sees),
 -- expect_ports ({21, 69}: with --workers N, the ports of the flows that
 -- announce others, FTP control and TFTP, which every worker follows).
+-- name_empty (true: port rules name flows without payload when they close).
 -- Counters: matched, given_up (flows tried max_packets each way in vain).
 -- app_id.parse(text, name) -> list of features (errors name file:line);
 -- app_id.aliases: riff's earlier names -> nDPI's (SMB -> SMBv23 ...), so a
@@ -79,6 +86,8 @@ app_id.aliases = {
 
 -- Carriers whose server name is read and looked up in the host lists.
 local CARRIER = { TLS = true, HTTP = true, QUIC = true, DTLS = true, HTTP_Proxy = true, HTTP_Connect = true }
+
+local port_rule, close_guess -- below push's helpers; setup's close listener calls close_guess
 
 local function trim(s) return (match(s, "^%s*(.-)%s*$")) end
 
@@ -156,13 +165,14 @@ function app_id.parse(text, fname)
             elseif key == "pkt" and tointeger(tonumber(val)) then sig.pkt = tointeger(tonumber(val))
             elseif key == "len" then sig.len, sig.len2 = port_range(val, where, "len")
             elseif key == "master" then sig.master = app_id.aliases[val] or val
+            elseif key == "when" and val == "empty" then sig.when_empty = true
             elseif key == "lua" then
               sig.check = checks[val]
               if type(sig.check) ~= "function" then error(where .. "no Lua check '" .. val .. "' in apps.matchers", 0) end
-            else error(where .. "bad option '" .. opt .. "' (dir=c2s|s2c, pkt=N, len=N or a-b, lua=NAME, master=NAME)", 0) end
+            else error(where .. "bad option '" .. opt .. "' (dir=c2s|s2c, pkt=N, len=N or a-b, lua=NAME, master=NAME, when=empty)", 0) end
           end
-          if sig.master and (n > 0 or sig.hosts or sig.check or not (sig.sport or sig.dport)) then
-            error(where .. "a master=" .. sig.master .. " feature has ports and nothing else", 0)
+          if (sig.master or sig.when_empty) and (n > 0 or sig.hosts or sig.check or not (sig.sport or sig.dport)) then
+            error(where .. "a " .. (sig.master and "master=" .. sig.master or "when=empty") .. " feature has ports and nothing else", 0)
           end
           if n == 0 and not sig.sport and not sig.dport and not sig.hosts and not sig.check then
             error(where .. "a feature of " .. name .. " tests nothing (it would match every session)", 0)
@@ -176,33 +186,8 @@ function app_id.parse(text, fname)
   return list
 end
 
--- The server name a payload carries: TLS ClientHello SNI.
-local function sni(d, p, e)
-  -- record(5) handshake type(1) len(3) version(2) random(32)
-  if e - p < 43 or byte(d, p + 5) ~= 1 then return nil end
-  local q = p + 43
-  local sid = byte(d, q) if not sid then return nil end
-  q = q + 1 + sid
-  if q + 1 > e then return nil end
-  q = q + 2 + unpack(">I2", d, q)
-  if q > e then return nil end
-  q = q + 1 + byte(d, q)
-  if q + 1 > e then return nil end
-  local xend = q + 1 + unpack(">I2", d, q)
-  if xend > e then xend = e end
-  q = q + 2
-  while q + 3 <= xend do
-    local t, l = unpack(">I2I2", d, q)
-    if t == 0 then
-      if q + 8 > xend then return nil end
-      local nt, nl = byte(d, q + 6), unpack(">I2", d, q + 7)
-      if nt ~= 0 or q + 8 + nl > xend + 1 then return nil end
-      return sub(d, q + 9, q + 8 + nl)
-    end
-    q = q + 4 + l
-  end
-  return nil
-end
+-- The server name a payload carries: TLS ClientHello SNI (apps.matchers).
+local sni = checks.sni
 app_id.sni = sni
 
 local function server_name(d, p, e)
@@ -247,9 +232,12 @@ end
 
 -- One feature against one packet (ports, direction, packet number, length,
 -- bytes, then its Lua check). Returns true, or the check's "watch".
+-- A feature's dport is the server's port, or the client's when ctx.either
+-- (the client's port is well-known, or the server's looks ephemeral: the
+-- same rule as port rules), since riff's guess of the server can be wrong.
 local function test(s, conn, host, d, p, e, dir, ctx)
   local sp, cp = conn.server_port, conn.client_port
-  if s.dport and (sp < s.dport or sp > s.dport2) then return false end
+  if s.dport and (sp < s.dport or sp > s.dport2) and not (ctx.either and cp >= s.dport and cp <= s.dport2) then return false end
   if s.sport and (cp < s.sport or cp > s.sport2) then return false end
   if s.dir and s.dir ~= dir then return false end
   if s.pkt and s.pkt ~= ctx.n then return false end
@@ -290,12 +278,15 @@ end
 local function index(all)
   local names, by = {}, {}
   for _, kind in ipairs { "tcp", "udp" } do
-    local t = { by0 = {}, byport = {}, any = {}, ports = {}, refine = {} }
+    local t = { by0 = {}, byport = {}, any = {}, ports = {}, refine = {}, empty = {} }
     for _, s in ipairs(all) do
       if not s.proto or s.proto == kind then
         local pure_port = s.nbytes == 0 and not s.hosts and not s.check and not s.dir and not s.pkt and not s.len
         local host_only = s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check and not s.len
-        if s.master then
+        if s.when_empty then
+          local a, b = s.dport or s.sport, s.dport2 or s.sport2
+          for q = a, b do if not t.empty[q] then t.empty[q] = s.name end end
+        elseif s.master then
           local r = t.refine[s.master]
           if not r then r = {} t.refine[s.master] = r end
           local a, b = s.dport or s.sport, s.dport2 or s.sport2
@@ -342,6 +333,7 @@ function app_id:setup()
   self.napps = n
   self._apps = lru.new(self.max_apps)
   self._expect = lru.new(self.max_expect)
+  if self.name_empty ~= false then shared.on("close", function(conn, kind) close_guess(self, conn, kind) end) end
 end
 
 function app_id.names()
@@ -380,6 +372,25 @@ local function ctx_host(c)
   return h or nil
 end
 
+function port_rule(ports, conn)
+  local cp, sp = conn.client_port, conn.server_port
+  local name = ports[sp]
+  if not name and (cp < 1024 or (sp >= 32768 and cp < 32768)) then name = ports[cp] end
+  return name
+end
+
+-- A flow that closes without a payload packet (a handshake only, a capture
+-- cut short, one side unseen) is named by the port rules, as nDPI guesses
+-- by port; direction "none", packet 0 in its record.
+function close_guess(self, conn, kind)
+  local u = conn.user
+  -- a flow with payload had its chance: the bytes, then the port rules
+  if u.app ~= nil or u.n_c2s or u.n_s2c or not self._sigs then return end
+  local t = self._sigs[kind]
+  local name = port_rule(t.ports, conn) or port_rule(t.empty, conn)
+  if name then emit(self, conn, kind, name, nil, nil, "none", 0, "port") end
+end
+
 -- `heard`: a packet of another worker's flow (overhear, below): the flow
 -- is followed to announce later flows, and nothing is emitted or counted.
 local function classify(self, pkt, conn, kind, heard)
@@ -410,14 +421,18 @@ local function classify(self, pkt, conn, kind, heard)
   end
   local d = pkt.data
   local t = self._sigs[kind]
-  ctx.kind, ctx.n, ctx.conn, ctx.d, ctx.p, ctx.e, ctx._host = kind, n, conn, d, p, e, nil
+  ctx.kind, ctx.n, ctx.conn, ctx.d, ctx.p, ctx.e, ctx._host, ctx.sni = kind, n, conn, d, p, e, nil, nil
+  local cp, sp = conn.client_port, conn.server_port
+  ctx.either = cp ~= sp and (cp < 1024 or (sp >= 32768 and cp < 32768))
   local s, r = first_match(t.by0[byte(d, p)], conn, ctx_host, d, p, e, dir, ctx)
   if not s then s, r = first_match(t.byport[conn.server_port], conn, ctx_host, d, p, e, dir, ctx) end
+  if not s and ctx.either then s, r = first_match(t.byport[conn.client_port], conn, ctx_host, d, p, e, dir, ctx) end
   if not s then s, r = first_match(t.any, conn, ctx_host, d, p, e, dir, ctx) end
   if s then
     local name, master, host, by = s.name, nil, nil, "bytes"
     if CARRIER[name] then
-      host = server_name(d, p, e)
+      -- ctx.sni: a name a check read where server_name cannot (QUIC's Initial).
+      host = server_name(d, p, e) or ctx.sni
       if host and host ~= "" then
         u.host = host
         local a = host_app(self._hosts, host)
@@ -457,10 +472,7 @@ local function classify(self, pkt, conn, kind, heard)
   -- "server" port looks ephemeral and the client's does not (a capture that
   -- began with the reply): ephemeral client ports collide with registered
   -- ones (20000 is DNP3's).
-  local ports = t.ports
-  local cp, sp = conn.client_port, conn.server_port
-  local name = ports[sp]
-  if not name and (cp < 1024 or (sp >= 32768 and cp < 32768)) then name = ports[cp] end
+  local name = port_rule(t.ports, conn)
   if name then
     if heard then u.app = name return end
     return emit(self, conn, kind, name, nil, nil, dir, n, "port")
@@ -513,6 +525,9 @@ end
 -- At the end, one line on stderr: flows named, flows given up, and what
 -- riff could not decode down to a flow (proto.current counts it); with
 -- --workers N, every worker's figures added (collect/report).
+-- Flows still open close here, so close_guess names them before collect counts.
+function app_id:deinit() shared.flush() end
+
 function app_id:collect()
   return { matched = self.matched, given_up = self.given_up, undecoded = current.undecoded() }
 end
@@ -553,7 +568,7 @@ function app_id.claims(kind, cport, sport, payloads)
     counts[dir] = counts[dir] + 1
     local c = { kind = kind, n = counts[dir], conn = conn, d = d, p = 1, e = #d, expect = function() end }
     for _, s in ipairs(list) do
-      if (not s.proto or s.proto == kind) and not s.master and not (s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check) then
+      if (not s.proto or s.proto == kind) and not s.master and not s.when_empty and not (s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check) then
         local pure = s.nbytes == 0 and not s.hosts and not s.check and not s.dir and not s.pkt and not s.len
         local ok
         if pure then

@@ -70,6 +70,9 @@ local fields = {
 riff = { version = host.version }
 -- riff.read("file"): a data file beside the script (or in riff's lua/), read-only.
 riff.read = host.read
+-- riff.quic_initial(s, p, e[, dcid]) -> frames | nil, reason: the plaintext
+-- of a QUIC client Initial (keys from its connection ID, RFC 9001 5.2).
+riff.quic_initial = host.quic_initial
 -- riff.emit(type, record): structured output (JSON lines, SQLite, syslog...),
 -- encoded in Lua by riff.record and decoded by src/outputs.
 -- Records are stamped with the packet's time while one is processed; after

@@ -6,11 +6,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8, type Batch } from '../capture/batch.js';
 import { LuaError, LuaVM } from './vm.js';
-import { LUA_OK, LUA_REGISTRYINDEX, LUA_TSTRING, LUA_TTABLE, LUA_TTHREAD, type LuaState, type Ptr } from './wasm.js';
+import { LUA_OK, LUA_REGISTRYINDEX, LUA_TNIL, LUA_TNUMBER, LUA_TSTRING, LUA_TTABLE, LUA_TTHREAD, type LuaState, type Ptr } from './wasm.js';
 import { decodeRecord } from '../outputs/records.js';
 import { BLOCK_BASE, BLOCK_COUNT, BLOCK_META, BLOCK_PHASE, BLOCK_SEQ, BLOCK_THREAD, BLOCK_WORDS, LS, PHASE_BATCH, PHASE_DEINIT, PHASE_SCRIPT, readLuaInt, type WatchTarget } from './watchdog.js';
 import { scriptLine } from './where.js';
 import type { RunEnd } from './ring.js';
+import { openClientInitial } from './quic.js';
 
 /** riff's own Lua (lua/ at the package root). */
 export const LUA_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'lua');
@@ -201,6 +202,8 @@ export class Runtime {
     x.lua_setfield(L, -2, vm.cstr('load'));
     vm.pushFunction((_, thread) => this.hostAdopt(thread));
     x.lua_setfield(L, -2, vm.cstr('adopt'));
+    vm.pushFunction((_, thread) => this.hostQuicInitial(thread));
+    x.lua_setfield(L, -2, vm.cstr('quic_initial'));
     vm.pushFunction((_, thread) => {
       x.lua_pushboolean(thread, this.opts.interrupted?.() ? 1 : 0);
       return 1;
@@ -526,6 +529,36 @@ export class Runtime {
     const text = vm.toText(-1) ?? '';
     vm.x.lua_settop(vm.L, -2);
     return text;
+  }
+
+  // host.quic_initial(s, p, e[, dcid]) -> frames | nil, reason: the
+  // plaintext of the QUIC client Initial at s[p..e] (RFC 9001 5), its keys
+  // from dcid or the packet's own connection ID. Arguments are checked
+  // (junk is a Lua error); the bytes are read in place, never as text.
+  private hostQuicInitial(L: LuaState): number {
+    const { vm } = this;
+    const x = vm.x;
+    if (x.lua_type(L, 1) !== LUA_TSTRING) throw new Error("bad argument #1 to 'quic_initial' (string expected)");
+    if (x.lua_type(L, 2) !== LUA_TNUMBER || x.lua_type(L, 3) !== LUA_TNUMBER) throw new Error("bad arguments #2, #3 to 'quic_initial' (offsets expected)");
+    const dtype = x.lua_type(L, 4);
+    if (dtype !== LUA_TSTRING && dtype !== LUA_TNIL && dtype !== -1) throw new Error("bad argument #4 to 'quic_initial' (connection ID string or nil expected)");
+    const p = x.lua_tonumberx(L, 2, 0), e = x.lua_tonumberx(L, 3, 0);
+    const s = vm.viewBytes(1, L)!;
+    if (!Number.isInteger(p) || !Number.isInteger(e) || p < 1 || e > s.length || e < p) throw new Error("bad offsets to 'quic_initial' (1 <= p <= e <= #s)");
+    if (e - p + 1 > 65535) throw new Error("'quic_initial': at most 65535 bytes (one UDP datagram)");
+    let dcid: Uint8Array | undefined;
+    if (dtype === LUA_TSTRING) {
+      dcid = Buffer.from(vm.viewBytes(4, L)!);
+      if (dcid.length > 20) throw new Error("bad argument #4 to 'quic_initial' (a connection ID has at most 20 bytes)");
+    }
+    const r = openClientInitial(Buffer.from(s.subarray(p - 1, e)), dcid);
+    if (typeof r === 'string') {
+      x.lua_pushnil(L);
+      vm.pushBytes(Buffer.from(r), L);
+      return 2;
+    }
+    vm.pushBytes(r, L);
+    return 1;
   }
 
   // host.read(relpath) -> bytes | nil, message: a data file (signatures,

@@ -92,6 +92,7 @@ export interface LuaExports {
 export const LUA_OK = 0;
 export const LUA_REGISTRYINDEX = -1001000;
 export const LUA_TNIL = 0;
+export const LUA_TNUMBER = 3;
 export const LUA_TSTRING = 4;
 export const LUA_TTABLE = 5;
 export const LUA_TFUNCTION = 6;
