@@ -86,6 +86,10 @@ let recs: Uint8Array[] = [];
 let recAts: number[] = [];
 let recBytes = 0;
 const RECS_AT = 1 << 20;
+// A slow script's records still leave within this long of being emitted (a
+// file's batch can take seconds in Lua): outputs and what reads them see the
+// run as it goes, not at each batch's end.
+const RECS_WITHIN_MS = 100;
 function flushRecords(): void {
   const n = recs.length;
   if (n === 0) return;
@@ -104,9 +108,10 @@ function flushRecords(): void {
 }
 function record(bytes: Uint8Array): void {
   recs.push(bytes);
-  recAts.push(Date.now());
+  const now = Date.now();
+  recAts.push(now);
   recBytes += bytes.length;
-  if (recBytes >= RECS_AT || recs.length >= 4096) flushRecords();
+  if (recBytes >= RECS_AT || recs.length >= 4096 || now - recAts[0] >= RECS_WITHIN_MS) flushRecords();
 }
 const post = (m: WorkerMessage) => {
   flushRecords();
