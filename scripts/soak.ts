@@ -155,7 +155,7 @@ async function main(): Promise<void> {
   const db = path.join(dir, 'traffic.db');
   const riff = spawn(
     'ip',
-    ['netns', 'exec', ns.rx, process.execPath, RIFF, '-q', '--verbose', '--lua', TRAFFIC, '-i', 'vrx', '--workers', String(o.workers), '-o', `json:${json}`, '-o', `sqlite:${db}`, '--stats', String(o.sampleEvery)],
+    ['netns', 'exec', ns.rx, RIFF, '-q', '--verbose', '--lua', TRAFFIC, '-i', 'vrx', '--workers', String(o.workers), '-o', `json:${json}`, '-o', `sqlite:${db}`, '--stats', String(o.sampleEvery)],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   cleanups.push(() => riff.kill('SIGKILL'));

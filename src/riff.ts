@@ -1,4 +1,12 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
+// --max-semi-space-size=1 (MiB; V8's initial size, so it never grows):
+// V8 doubles this thread's young generation each time as many bytes have
+// survived scavenges as it holds, and gives it back only when the thread is
+// nearly idle. Records survive here until the outputs write them (a
+// reload's deinit hands over a burst of them), so riff's resident memory
+// climbed in steps with every reload, up to 32 MiB more (scripts/soak).
+// Only a startup flag sets it (v8.setFlagsFromString is too late for this
+// thread's heap); the workers' heaps are their own, sized by the pool.
 // riff's entry point. The Lua workers start booting first, and the Lua
 // WebAssembly module compiling — Node's worker bootstrap, wasmoon and the
 // Lua VM are most of riff's start-up (src/vm/prestart.ts) — and the command
