@@ -372,10 +372,19 @@ local function ctx_host(c)
   return h or nil
 end
 
+-- The client's port names the service too only when it is well-known
+-- (< 1024), or when the "server" port looks ephemeral and the client's does
+-- not (a capture that began with the reply): ephemeral client ports collide
+-- with registered ones (20000 is DNP3's). One rule for port rules and for
+-- byte features' dport (ctx.either).
+local function client_port_counts(cp, sp)
+  return cp ~= sp and (cp < 1024 or (sp >= 32768 and cp < 32768))
+end
+
 function port_rule(ports, conn)
   local cp, sp = conn.client_port, conn.server_port
   local name = ports[sp]
-  if not name and (cp < 1024 or (sp >= 32768 and cp < 32768)) then name = ports[cp] end
+  if not name and client_port_counts(cp, sp) then name = ports[cp] end
   return name
 end
 
@@ -422,8 +431,7 @@ local function classify(self, pkt, conn, kind, heard)
   local d = pkt.data
   local t = self._sigs[kind]
   ctx.kind, ctx.n, ctx.conn, ctx.d, ctx.p, ctx.e, ctx._host, ctx.sni = kind, n, conn, d, p, e, nil, nil
-  local cp, sp = conn.client_port, conn.server_port
-  ctx.either = cp ~= sp and (cp < 1024 or (sp >= 32768 and cp < 32768))
+  ctx.either = client_port_counts(conn.client_port, conn.server_port)
   local s, r = first_match(t.by0[byte(d, p)], conn, ctx_host, d, p, e, dir, ctx)
   if not s then s, r = first_match(t.byport[conn.server_port], conn, ctx_host, d, p, e, dir, ctx) end
   if not s and ctx.either then s, r = first_match(t.byport[conn.client_port], conn, ctx_host, d, p, e, dir, ctx) end
@@ -468,10 +476,6 @@ local function classify(self, pkt, conn, kind, heard)
       end
     end
   end
-  -- The client's port only when it is well-known (< 1024), or when the
-  -- "server" port looks ephemeral and the client's does not (a capture that
-  -- began with the reply): ephemeral client ports collide with registered
-  -- ones (20000 is DNP3's).
   local name = port_rule(t.ports, conn)
   if name then
     if heard then u.app = name return end
