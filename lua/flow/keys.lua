@@ -9,6 +9,14 @@
 local next = next
 local keys = {}
 
+-- A flow's run-wide id, taken as it opens: riff.packet.id of its first
+-- packet (the capture's count, so the same whatever --workers; false
+-- outside riff).
+function keys.first_packet_id()
+  local p = riff and riff.packet
+  return p and p.id or false
+end
+
 local function order(a, b)
   local pa, pb = a & 0xffff, b & 0xffff
   if pa < pb or (pa == pb and a < b) then return a, b end

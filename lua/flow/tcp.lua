@@ -108,13 +108,6 @@ local M = {}
 local T = {}
 T.__index = T
 
--- A connection's run-wide id: riff.packet.id of its first packet (the
--- capture's count, so the same whatever --workers; false outside riff).
-local function packet_id()
-  local p = riff and riff.packet
-  return p and p.id or false
-end
-
 local function nop() end
 
 function M.new(o)
@@ -399,7 +392,7 @@ local function new_conn(self, d, lt, o3, v6, a, b, key6, sp, dp, client_is_src, 
     syn and 0 or 4, false,
     key = key, client_ip = sip, client_port = cport, server_ip = dip, server_port = sport,
     client_mac = smac or false, server_mac = dmac or false,
-    id = packet_id(), first = ts, last = ts, state = syn and "syn" or "established", dir = "c2s",
+    id = keys.first_packet_id(), first = ts, last = ts, state = syn and "syn" or "established", dir = "c2s",
     flags_seen = { c2s = 0, s2c = 0 }, pkts = { c2s = 0, s2c = 0 },
     bytes = { c2s = 0, s2c = 0 }, retrans = { c2s = 0, s2c = 0 }, user = {},
   }, CONN)

@@ -41,13 +41,6 @@ local M = {}
 local U = {}
 U.__index = U
 
--- A connection's run-wide id: riff.packet.id of its first packet (the
--- capture's count, so the same whatever --workers; false outside riff).
-local function packet_id()
-  local p = riff and riff.packet
-  return p and p.id or false
-end
-
 local function nop() end
 
 function M.new(o)
@@ -141,7 +134,7 @@ function U:packet(pkt, ts)
       cep, sep, ts, false, false, key6 or false,
       key = key, client_ip = sip, client_port = cport, server_ip = dip, server_port = sport,
       client_mac = smac or false, server_mac = dmac or false,
-      id = packet_id(), first = ts, last = ts, state = "open", dir = "c2s",
+      id = keys.first_packet_id(), first = ts, last = ts, state = "open", dir = "c2s",
       pkts = { c2s = 0, s2c = 0 }, bytes = { c2s = 0, s2c = 0 }, user = {},
     }
     if not smac then f.client_mac, f.server_mac = nil, nil end
