@@ -66,11 +66,12 @@ function M.dtls(d, p, e)
 end
 
 -- QUIC long header of any version (RFC 9000 17.2, RFC 8999): header form
--- bit set; version 1, 2 (RFC 9369), the IETF drafts ff0000xx, a greased
--- ?a?a?a?a (RFC 9000 15), 0 (version negotiation), Google's Q0xx/T0xx and
--- Facebook's faceb00x; connection ID lengths of at most 20.
+-- bit set; version 1, 2 (RFC 9369) and its draft's 709a50c4, the IETF
+-- drafts ff0000xx, a greased ?a?a?a?a (RFC 9000 15), 0 (version
+-- negotiation), Google's Q0xx/T0xx and Facebook's faceb00x; connection ID
+-- lengths of at most 20.
 local function quic_version_ok(v)
-  return v == 1 or v == 0x6b3343cf or v >> 8 == 0xff0000 or v == 0 or v & 0x0f0f0f0f == 0x0a0a0a0a
+  return v == 1 or v == 0x6b3343cf or v == 0x709a50c4 or v >> 8 == 0xff0000 or v == 0 or v & 0x0f0f0f0f == 0x0a0a0a0a
     or v >> 16 == 0x5130 or v >> 16 == 0x5430 or v >> 4 == 0xfaceb00
 end
 M.quic_version_ok = quic_version_ok
@@ -136,12 +137,18 @@ M.quic_crypto_feed = crypto_feed
 -- the check waits for a ClientHello split over two Initials (Chrome's with
 -- its key shares), until the client's third payload packet or a short-header
 -- packet (quic_pending), then names the flow QUIC with or without it.
+-- A version outside quic_version_ok's list (an experiment, a version newer
+-- than riff) is QUIC only when a client datagram of at least 1200 bytes
+-- (RFC 9000 14.1) opens as an Initial under the keys riff.quic_initial
+-- falls back on (v1's, draft-29's): the AEAD tag, not the version number,
+-- says it is QUIC.
 function M.quic(d, p, e, conn, dir, ctx)
   if e - p < 6 then return false end
   local v = unpack(">I4", d, p + 1)
-  if not quic_version_ok(v) then return false end
+  local known = quic_version_ok(v)
+  if not known and (dir ~= "c2s" or e - p + 1 < 1200) then return false end
   local dcl = byte(d, p + 5)
-  if v >> 16 == 0x5130 or v >> 16 == 0x5430 then -- gQUIC: own layout, a cleartext CHLO up to Q046
+  if known and (v >> 16 == 0x5130 or v >> 16 == 0x5430) then -- gQUIC: own layout, a cleartext CHLO up to Q046
     local name = conn and M.chlo_sni(d, p, e)
     if name then ctx.sni, conn.user.host = name, name end
     return true
@@ -152,11 +159,11 @@ function M.quic(d, p, e, conn, dir, ctx)
   if v == 0 then return true end -- version negotiation: the rest is versions
   local u = conn and conn.user
   local open = riff and riff.quic_initial
-  if not (u and open and ctx) then return true end
+  if not (u and open and ctx) then return known end
   if dir == "c2s" and u.quic_sni == nil then
     if not u.quic_dcid then u.quic_dcid = sub(d, p + 6, p + 5 + dcl) end
     -- the first Initial's connection ID keys the later ones, except after a
-    -- Retry (RFC 9001 5.2), when the packet's own does
+    -- Retry (RFC 9001 5.2) or a version negotiation, when the packet's own does
     local frames = open(d, p, e, u.quic_dcid) or open(d, p, e)
     if frames then
       local name = crypto_feed(u, frames)
@@ -166,6 +173,8 @@ function M.quic(d, p, e, conn, dir, ctx)
         return true
       end
       if ctx.n < 3 then u.quic_wait = true return false end
+    elseif not known then
+      return false
     end
   elseif dir == "s2c" and u.quic_wait and ctx.n < 3 then
     return false

@@ -15,11 +15,15 @@ const V1: Version = { salt: hex('38762cf7f55934b34d179ae6a4c80cadccbb7f0a'), pre
 const DRAFT29: Version = { salt: hex('afbfec289993d24c9e9786f19c6111e04390a899'), prefix: 'quic ', initialType: 0 };
 const DRAFT23: Version = { salt: hex('c3eef712c72ebb5a11a7d2432bb46365bef9f502'), prefix: 'quic ', initialType: 0 };
 const V2: Version = { salt: hex('0dede3def700a6db819381be6e269dcbf9bd2ed9'), prefix: 'quicv2 ', initialType: 1 };
+// draft-ietf-quic-v2 before its number was assigned (0x709a50c4): v2's labels
+// and packet types, its own salt; what ngtcp2 0.12 (Debian 12) calls v2draft.
+const V2_DRAFT: Version = { salt: hex('a707c203a59b47184a1d62ca570406ea7ae3e5d3'), prefix: 'quicv2 ', initialType: 1 };
 
 /** The Initial salt and labels of a version; null for versions whose Initials riff cannot open. */
 export function quicVersion(v: number): Version | null {
   if (v === 1) return V1;
   if (v === 0x6b3343cf) return V2;
+  if (v === 0x709a50c4) return V2_DRAFT;
   if (v >>> 8 === 0xff0000) {
     const draft = v & 0xff;
     if (draft >= 29 && draft <= 34) return DRAFT29;
@@ -59,14 +63,32 @@ function varint(b: Uint8Array, q: number): [number, number] | null {
  * `datagram` (a QUIC long header), its keys derived from `dcid` when given
  * (a client's later Initials carry the server's connection ID but keep the
  * first one's keys), else from the packet's own Destination Connection ID.
+ * A version whose Initial keys riff does not know (greased, experimental, a
+ * draft offered to provoke version negotiation) has no defined keys, so the
+ * salts implementations fall back on are tried, with v1's packet types:
+ * v1's, then draft-29's (ngtcp2 0.12 protects a greased Initial with the
+ * latter); a version riff knows is tried with those too when its own fail.
+ * Guessing is safe: a wrong guess fails the AEAD tag, so nothing is read
+ * out of a packet that is not an Initial under those keys.
  * Returns the frames, or a string saying why not.
  */
 export function openClientInitial(datagram: Uint8Array, dcid?: Uint8Array): Uint8Array | string {
   const b = datagram;
   if (b.length < 7 || (b[0] & 0xc0) !== 0xc0) return 'not a QUIC long header';
   const v = ((b[1] << 24) | (b[2] << 16) | (b[3] << 8) | b[4]) >>> 0;
-  const ver = quicVersion(v);
-  if (!ver) return `version 0x${v.toString(16).padStart(8, '0')} has no Initial keys riff knows`;
+  if (v === 0) return 'a version negotiation packet';
+  const own = quicVersion(v);
+  const tries = [own, V1, DRAFT29].filter((x, i, a): x is Version => !!x && a.indexOf(x) === i);
+  let why = '';
+  for (const ver of tries) {
+    const r = openAs(b, ver, dcid);
+    if (typeof r !== 'string') return r;
+    if (!why) why = r;
+  }
+  return own ? why : `version 0x${v.toString(16).padStart(8, '0')} has no Initial keys riff knows, and v1's and draft-29's: ${why}`;
+}
+
+function openAs(b: Uint8Array, ver: Version, dcid?: Uint8Array): Uint8Array | string {
   if (((b[0] >> 4) & 3) !== ver.initialType) return 'not an Initial packet';
   let q = 5;
   const dcl = b[q++];
