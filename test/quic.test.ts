@@ -3,13 +3,15 @@
 // gathers the CRYPTO frames' ClientHello (also split over two Initials) and
 // plugin.app_id looks its SNI up in the host lists. Anchored on RFC 9001
 // Appendix A (v1: keys and the whole protected client Initial) and RFC 9369
-// Appendix A.1 (v2 keys); packets of other versions are sealed here.
+// Appendix A.1 (v2 keys); packets of other versions are sealed here. Then
+// on real exchanges between real implementations (fixtures/corpus/quic-*.pcap,
+// ngtcp2 0.12 and quic-go 0.29, made by scripts/quic-captures).
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { riff, tree, tmpdir, FIXTURES } from './helpers.js';
+import { riff, tree, tmpdir, FIXTURES, CORPUS } from './helpers.js';
 import { PcapFileWriter, ETHERTYPE, IPPROTO, ethernet, ipv4, udp } from '../scripts/lib/craft.js';
 import { clientInitialKeys, openClientInitial, quicVersion } from '../src/vm/quic.js';
 
@@ -171,6 +173,108 @@ describe('plugin.app_id: QUIC server names', () => {
     assert.equal(r.calls, 'err,err,err,err,err,err,err,err,err,err');
     assert.equal(r.crypto, 6); // a CRYPTO frame first
     assert.match(r.reason, /^(not a QUIC long header|truncated)/);
+  });
+});
+
+// ------------------------------------------------------------ real captures
+
+interface Rec { head: Buffer; data: Buffer }
+/** The records of a little-endian classic pcap: 16-byte header, frame. */
+function pcapRecords(file: string): { fileHeader: Buffer; recs: Rec[] } {
+  const b = fs.readFileSync(file);
+  assert.equal(b.readUInt32LE(0), 0xa1b2c3d4, `${file}: a little-endian microsecond pcap`);
+  const recs: Rec[] = [];
+  for (let o = 24; o + 16 <= b.length;) {
+    const cl = b.readUInt32LE(o + 8);
+    recs.push({ head: b.subarray(o, o + 16), data: b.subarray(o + 16, o + 16 + cl) });
+    o += 16 + cl;
+  }
+  return { fileHeader: b.subarray(0, 24), recs };
+}
+/** UDP source port and payload of an Ethernet frame (IPv4 or IPv6 without extension headers). */
+function udpOf(frame: Buffer): { sport: number; payload: Buffer } {
+  const v6 = frame.readUInt16BE(12) === ETHERTYPE.IPV6;
+  const l4 = 14 + (v6 ? 40 : (frame[14] & 0x0f) * 4);
+  assert.equal(frame[v6 ? 14 + 6 : 14 + 9], IPPROTO.UDP);
+  return { sport: frame.readUInt16BE(l4), payload: frame.subarray(l4 + 8) };
+}
+const SERVER_PORTS = new Set([443, 4433]);
+
+// What scripts/quic-captures made: the client's first version, whether the
+// server answered with Version Negotiation, and per flow the app riff must
+// name and the server name the client was given (its host argument).
+const REAL: Array<{ file: string; version: number; vn: boolean; flows: Array<[string, string | null, string]>; packet?: number }> = [
+  { file: 'quic-v1-sni.pcap', version: 1, vn: false, flows: [['YouTube', 'QUIC', 'www.youtube.com']] },
+  { file: 'quic-v2draft.pcap', version: 0x709a50c4, vn: false, flows: [['QUIC', null, 'quic.example.net']] },
+  { file: 'quic-vn-grease.pcap', version: 0x1a2a3a4a, vn: true, flows: [['Facebook', 'QUIC', 'www.facebook.com'], ['Facebook', 'QUIC', 'www.facebook.com']] },
+  { file: 'quic-vn-unknown.pcap', version: 0x0a1b2c3d, vn: true, flows: [['QUIC', null, 'quic.example.net']] },
+  { file: 'quic-retry.pcap', version: 1, vn: false, flows: [['GoogleDrive', 'QUIC', 'drive.google.com']] },
+  { file: 'quic-split-clienthello.pcap', version: 1, vn: false, flows: [['Google', 'QUIC', 'www.google.com']], packet: 2 },
+  { file: 'quic-resume-0rtt-ipv6.pcap', version: 1, vn: false, flows: [['NetFlix', 'QUIC', 'www.netflix.com'], ['NetFlix', 'QUIC', 'www.netflix.com']] },
+  { file: 'quic-draft29.pcap', version: 0xff00001d, vn: false, flows: [['Discord', 'QUIC', 'discord.com']] },
+  { file: 'quic-vn-draft29-to-v1.pcap', version: 0xff00001d, vn: true, flows: [['Wikipedia', 'QUIC', 'www.wikipedia.org']] },
+];
+
+describe('plugin.app_id on real QUIC exchanges (fixtures/corpus/quic-*.pcap)', () => {
+  test('every flow of every capture is QUIC, by its SNI where the host lists have it; the SNI read back as the client sent it', () => {
+    const bad: string[] = [];
+    for (const c of REAL) {
+      const file = path.join(CORPUS, c.file);
+      // the capture holds what its row says: the client's first version, a Version Negotiation or none
+      const udps = pcapRecords(file).recs.map((r) => udpOf(r.data));
+      const first = udps.find((u) => !SERVER_PORTS.has(u.sport))!.payload;
+      assert.equal(first.readUInt32BE(1), c.version, `${c.file}: the client's first version`);
+      const vn = udps.some((u) => SERVER_PORTS.has(u.sport) && u.payload[0] & 0x80 && u.payload.readUInt32BE(1) === 0);
+      assert.equal(vn, c.vn, `${c.file}: a Version Negotiation packet`);
+      const { recs } = appRecords('return { require "plugin.sessions", require "plugin.app_id" }', file);
+      const flows = recs.filter((r) => r.type === 'udp_flow');
+      const apps = recs.filter((r) => r.type === 'app');
+      const got = apps.map((r) => [r.app, r.master ?? null, r.server_name ?? null]).sort();
+      if (JSON.stringify(got) !== JSON.stringify([...c.flows].sort())) bad.push(`${c.file}: ${JSON.stringify(got)}`);
+      if (flows.length !== c.flows.length || flows.some((f) => f.app !== c.flows[0][0])) bad.push(`${c.file}: flows ${JSON.stringify(flows.map((f) => f.app))}`);
+      if (apps.some((r) => r.direction !== 'c2s' || r.packet !== (c.packet ?? 1))) bad.push(`${c.file}: named at ${JSON.stringify(apps.map((r) => [r.direction, r.packet]))}`);
+    }
+    assert.deepEqual(bad, []);
+  });
+
+  test('a Version Negotiation alone is QUIC; a greased Initial alone gives its SNI (sealed with draft-29\'s keys)', () => {
+    const dir = tmpdir();
+    const pick = (src: string, out: string, keep: (u: { sport: number; payload: Buffer }) => boolean) => {
+      const { fileHeader, recs } = pcapRecords(path.join(CORPUS, src));
+      const chosen = recs.filter((r) => keep(udpOf(r.data)));
+      assert.ok(chosen.length > 0);
+      fs.writeFileSync(path.join(dir, out), Buffer.concat([fileHeader, ...chosen.flatMap((r) => [r.head, r.data])]));
+      return path.join(dir, out);
+    };
+    const isVN = (u: { payload: Buffer }) => (u.payload[0] & 0x80) !== 0 && u.payload.readUInt32BE(1) === 0;
+    for (const src of ['quic-vn-grease.pcap', 'quic-vn-unknown.pcap', 'quic-vn-draft29-to-v1.pcap']) {
+      const { recs } = appRecords('return { require "plugin.app_id" }', pick(src, 'vn.pcap', isVN));
+      assert.deepEqual(recs.filter((r) => r.type === 'app').map((r) => r.app), ['QUIC'], src);
+    }
+    const grease = pick('quic-vn-grease.pcap', 'grease.pcap', (u) => u.payload.length >= 1200 && u.payload.readUInt32BE(1) === 0x1a2a3a4a);
+    const g = appRecords('return { require "plugin.app_id" }', grease).recs.filter((r) => r.type === 'app');
+    assert.deepEqual(g.map((r) => [r.app, r.master, r.server_name]), [['Facebook', 'QUIC', 'www.facebook.com']]);
+    const opened = openClientInitial(udpOf(pcapRecords(grease).recs[0].data).payload);
+    assert.ok(opened instanceof Uint8Array, String(opened));
+  });
+
+  test('an unknown version is QUIC only when its Initial opens: one flipped byte, and it is not', () => {
+    const { fileHeader, recs } = pcapRecords(path.join(CORPUS, 'quic-vn-unknown.pcap'));
+    const initial = recs.find((r) => !SERVER_PORTS.has(udpOf(r.data).sport))!;
+    const flipped = Buffer.from(initial.data);
+    flipped[flipped.length - 100] ^= 0x01; // inside the AEAD's ciphertext (riff reads UDP checksums, never drops by them)
+    const dir = tmpdir();
+    const good = path.join(dir, 'good.pcap'), bad = path.join(dir, 'bad.pcap');
+    fs.writeFileSync(good, Buffer.concat([fileHeader, initial.head, initial.data]));
+    fs.writeFileSync(bad, Buffer.concat([fileHeader, initial.head, flipped]));
+    assert.match(String(openClientInitial(udpOf(flipped).payload)), /version 0x0a1b2c3d has no Initial keys riff knows.*authentication failed/);
+    const named = (f: string) => {
+      const { recs } = appRecords('return { require "plugin.sessions", require "plugin.app_id" }', f);
+      assert.equal(recs.filter((r) => r.type === 'udp_flow').length, 1, 'the flow is seen');
+      return recs.filter((r) => r.type === 'app').map((r) => [r.app, r.server_name ?? null]);
+    };
+    assert.deepEqual(named(good), [['QUIC', 'quic.example.net']]);
+    assert.deepEqual(named(bad), []);
   });
 });
 
