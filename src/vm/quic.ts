@@ -19,7 +19,7 @@ const V2: Version = { salt: hex('0dede3def700a6db819381be6e269dcbf9bd2ed9'), pre
 // and packet types, its own salt; what ngtcp2 0.12 (Debian 12) calls v2draft.
 const V2_DRAFT: Version = { salt: hex('a707c203a59b47184a1d62ca570406ea7ae3e5d3'), prefix: 'quicv2 ', initialType: 1 };
 
-/** The Initial salt and labels of a version; null for versions whose Initials riff cannot open. */
+/** The Initial salt and labels a version defines; null when riff knows none (openClientInitial then guesses). */
 export function quicVersion(v: number): Version | null {
   if (v === 1) return V1;
   if (v === 0x6b3343cf) return V2;
