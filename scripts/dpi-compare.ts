@@ -54,15 +54,41 @@ function usage(msg: string): never {
 
 function norm(name: string): string { return ALIASES[name] ?? name; }
 
-// One address in a comparable spelling (IPv6 fully expanded, lower case).
-function addr(a: string): string {
+// One address in a comparable spelling: ndpiReader's. It prints IPv6 as
+// inet_ntop does (the longest run of two or more zero groups as "::"),
+// then turns every remaining ":0:" into "::" (ndpi_patchIPv6Address), so
+// fc00:502:400:0:10:32:0:69 reads fc00:502:400::10:32::69, which no parser
+// takes back. riff's addresses are written the same way; nDPI's own with
+// more than one "::" are already in that spelling.
+export function addr(a: string): string {
   a = a.replace(/^\[|\]$/g, '').toLowerCase();
-  if (!a.includes(':')) return a;
+  if (!a.includes(':') || a.includes('.') || a.split('::').length > 2) return a;
   const [head, tail] = a.split('::');
   const h = head ? head.split(':') : [];
   const t = tail !== undefined ? (tail ? tail.split(':') : []) : [];
   const mid = tail !== undefined ? Array(8 - h.length - t.length).fill('0') : [];
-  return [...h, ...mid, ...t].map((x) => x.padStart(4, '0')).join(':');
+  const w = [...h, ...mid, ...t].map((x) => parseInt(x, 16));
+  if (w.length !== 8 || w.some((x) => !(x >= 0 && x <= 0xffff))) return a;
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (w[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && w[j] === 0) j++;
+    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  if (bestLen < 2) best = -1;
+  let s = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === best) { s += '::'; i += bestLen - 1; continue; }
+    if (i > 0 && !s.endsWith('::')) s += ':';
+    s += w[i].toString(16);
+  }
+  let out = '';
+  for (let i = 0; i < s.length;) {
+    if (s[i] === ':' && s[i + 1] === '0' && s[i + 2] === ':') { out += '::'; i += 3; } else out += s[i++];
+  }
+  return out;
 }
 
 function key(proto: string, a: string, ap: number, b: string, bp: number): string {

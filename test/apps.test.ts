@@ -470,14 +470,15 @@ describe('plugin.app_id: flows announced by other flows, host lists, limits', ()
     for (let i = 0; i < 6; i++) { msgs.push(['c2s', fill(30, 0x7a)]); msgs.push(['s2c', fill(30, 0x7b)]); }
     // the 5th client packet would be TLS: too late
     msgs.splice(8, 0, ['c2s', tlsAppData()]);
-    writeCases([{ app: '', kind: 'tcp', sport: 45000, cport: 50000, msgs }], file);
+    // ports no rule lists (either port is the port guess's: 50000 is DRDA's)
+    writeCases([{ app: '', kind: 'tcp', sport: 45000, cport: 45001, msgs }], file);
     const { recs, stderr } = runLua('return { require "plugin.sessions", require "plugin.app_id" }', file);
     assert.equal(recs.filter((r) => r.type === 'app').length, 0);
     assert.match(stderr, /app_id: 0 flows named, 1 given up after 4 payload packets each way/);
     const file2 = path.join(tmpdir(), 'late.pcap');
     const m2 = msgs.slice(0, 6);
     m2.push(['c2s', tlsAppData()]);
-    writeCases([{ app: '', kind: 'tcp', sport: 45000, cport: 50000, msgs: m2 }], file2);
+    writeCases([{ app: '', kind: 'tcp', sport: 45000, cport: 45001, msgs: m2 }], file2);
     const r2 = runLua('return { require "plugin.sessions", require "plugin.app_id" }', file2);
     assert.deepEqual(r2.recs.filter((r) => r.type === 'app').map((r) => [r.app, r.packet]), [['TLS', 4]]);
   });
@@ -572,5 +573,64 @@ describe('plugin.app_id: the server riff guessed may be the client', () => {
     assert.ok(apps.includes('SSH port none 0') && apps.includes('TLS port none 0'), apps.join('; '));
     const off = runLua('local a = require "plugin.app_id" a.name_empty = false return { a }', file);
     assert.deepEqual(off.recs.filter((r) => r.type === 'app').map((r) => r.app), ['DNS']);
+  });
+});
+
+describe('plugin.app_id decides in nDPI\'s order: the port guess (lower port first), its signatures first, DNS as nDPI takes it', () => {
+  test('port 20, two well-known ports, a reply from 53: named as nDPI 4.2 names them', () => {
+    const file = path.join(tmpdir(), 'order.pcap');
+    const w = new PcapFileWriter(file);
+    let us = 1_700_000_000 * 1e6;
+    const put = (f: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, f); us += 1000; };
+    let n = 0;
+    const flows: Array<[string, string]> = []; // client ip, expected "app by" ('' = unnamed)
+    const u = (sport: number, dport: number, b: Buffer, want: string) => {
+      const a = `10.7.0.${++n}`, z = `10.7.1.${n}`;
+      put(ethernet({ src: CLIENT_MAC, dst: SERVER_MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: a, dst: z, proto: IPPROTO.UDP }, udp({ src: a, dst: z, sport, dport }, b))));
+      flows.push([a, want]);
+    };
+    const t = (cport: number, sport: number, msgs: Array<[Dir, Buffer]>, want: string, syn = true) => {
+      const a = `10.7.0.${++n}`, z = `10.7.1.${n}`;
+      const f = new TcpFlow({ client: { mac: CLIENT_MAC, ip: a, port: cport, isn: 100 * n }, server: { mac: SERVER_MAC, ip: z, port: sport, isn: 100 * n + 50 } });
+      const pk = [...(syn ? f.handshake() : []), ...msgs.flatMap(([d, b]) => f.send(d === 'c2s' ? 'client' : 'server', b)), ...f.close()];
+      for (const p of pk) put(p.frame);
+      flows.push([a, want]);
+    };
+    const bgpOpen = cat(fill(16, 0xff), u16(29), hex('04 04 fde8 00b4 c0000201 00'));
+    // DNS headers (RFC 1035 4.1.1): id, flags, QD, AN, NS, AR, then a question
+    const q = cat(hex('076578616d706c6503636f6d00'), hex('00010001'));
+    const hdr = (flags: number, qd: number, an = 0, ns = 0, ar = 0) => cat(u16(0x4242), u16(flags), u16(qd), u16(an), u16(ns), u16(ar));
+    // FTP data from port 20 with its SYN seen: FTP_DATA whatever it carries (BGP's OPEN, a TLS record);
+    // picked up midstream, the bytes decide (BGP)
+    t(20, 179, [['c2s', bgpOpen]], 'FTP_DATA bytes');
+    t(20, 41060, [['c2s', tlsAppData()]], 'FTP_DATA bytes');
+    t(20, 179, [['c2s', bgpOpen]], 'BGP bytes', false);
+    // two well-known ports, junk payload: the lower port's rule, whichever side it is on
+    t(23, 3389, [['c2s', fill(40, 0x7a)]], 'Telnet port');
+    u(161, 137, fill(40, 0x7a), 'NetBIOS port');
+    // the lower port has only a when=empty guess (SSH on 22): it is the guess, and names no flow with payload
+    t(22, 3306, [['c2s', fill(40, 0x7a)]], '');
+    // a registered client port and a server port no rule lists: the client's (nDPI 4.2 guesses so too)
+    t(3306, 40800, [['c2s', fill(40, 0x7a)]], 'MySQL port');
+    // from port 53 to port 500: a DNS answer is DNS by its bytes; a fuzzed one (opcode 9, 64259
+    // questions) is refused by the DNS check and named DNS by the port guess, not IPSec
+    u(53, 500, cat(hdr(0x8180, 1, 1), q, hex('c00c 0001 0001 0000012c 0004 c0000209')), 'DNS bytes');
+    u(53, 500, cat(hdr(0xc980, 64259, 0x0301, 0xfb03, 0x01fb), fill(60, 0xfb)), 'DNS port');
+    // what nDPI takes for DNS: a response without a question (a zone transfer's later message),
+    // two questions, a query with AD set; what it refuses: a query with 17 questions, a NOTIFY
+    // query carrying an answer
+    u(53, 40500, cat(hdr(0x8400, 0, 1), hex('00 0006 0001 0000012c 0000')), 'DNS bytes');
+    u(40501, 53, cat(hdr(0x0100, 2), q, q), 'DNS bytes');
+    u(40502, 53, cat(hdr(0x0120, 1, 0, 0, 1), q, hex('00 0029 1000 00000000 0000')), 'DNS bytes');
+    u(40503, 53, cat(hdr(0x0100, 17), q), 'DNS port');
+    u(40504, 53, cat(hdr(0x2400, 1, 1), q, hex('c00c 0006 0001 0000012c 0000')), 'DNS port');
+    // NTP from port 123 to port 80: NTP by its bytes (the lower port, HTTP's, is guessed first, refuses it)
+    u(123, 80, ntp(), 'NTP bytes');
+    w.close();
+    const { recs } = runLua('return { require "plugin.app_id" }', file);
+    const got = new Map<string, string>();
+    for (const r of recs) if (r.type === 'app') got.set(r.client_ip === undefined ? '' : r.client_ip, `${r.app} ${r.by}`), got.set(r.server_ip, `${r.app} ${r.by}`);
+    const bad = flows.filter(([ip, want]) => (got.get(ip) ?? '') !== want).map(([ip, want]) => `${ip}: want '${want}', got '${got.get(ip) ?? ''}'`);
+    assert.deepEqual(bad, []);
   });
 });

@@ -291,12 +291,27 @@ function M.ftp(d, p, e, conn, dir, ctx)
   return "watch"
 end
 
--- DNS message (RFC 1035 4.1.1) on any port: flags sane, one question, counts small.
+-- DNS message (RFC 1035 4.1.1) on the DNS port. What nDPI 4.2 takes for
+-- DNS there, less what no DNS speaker sends: the 12-byte header and more;
+-- an assigned opcode (0 QUERY, 1 IQUERY, 2 STATUS, 4 NOTIFY, 5 UPDATE,
+-- 6 DSO); at most 16 questions (nDPI's bound, either way). A query asks
+-- at least one and carries answer or authority records only as an UPDATE
+-- or a plain QUERY/IQUERY (AA, RA, Z, AD, CD clear), where nDPI refuses
+-- the rest. A response is otherwise taken as nDPI takes any: answers can
+-- be many, a zone transfer's later messages repeat no question.
 function M.dns(d, p, e)
-  if e - p < 11 then return false end
-  local _, fl, qd, an, ns, ar = unpack(">I2I2I2I2I2I2", d, p)
-  return qd == 1 and an < 64 and ns < 64 and ar < 64 and (fl >> 11) & 15 <= 5
+  if e - p < 12 then return false end
+  local _, fl, qd, an, ns = unpack(">I2I2I2I2I2", d, p)
+  local op = (fl >> 11) & 15
+  if op == 3 or op > 6 or qd > 16 then return false end
+  if fl & 0x8000 ~= 0 then return true end
+  return qd > 0 and ((an == 0 and ns == 0) or op == 5 or (op <= 1 and fl & 0x04f0 == 0))
 end
+
+-- The TCP connection was seen from its SYN on, not picked up midstream:
+-- FTP data from or to port 20 is FTP_DATA whatever it carries (a file), as
+-- nDPI 4.2 names it when it saw the SYN; midstream, the bytes decide.
+function M.handshake(d, p, e, conn) return conn.syn == true end
 
 -- NTP (RFC 5905): version 1-4, mode 1-5, exactly 48 bytes (plus MAC/extensions in multiples of 4).
 function M.ntp(d, p, e)

@@ -12,26 +12,31 @@
 -- * The first `max_packets` (4) payload-carrying packets of each direction
 --   are tried, in arrival order (either side may speak first); then the
 --   flow is given up (conn.user.app = false). A flow is named once.
--- * Per packet, byte features first: those testing payload byte 0 are
---   looked up by that byte's value, those that do not by the flow's ports,
---   then the few with neither; file order within each. The first feature
---   whose every test passes names the flow.
+-- * The port guess, as nDPI 4.2 guesses by port (ndpi_guess_protocol_id):
+--   the entry of the flow's lower port (a port rule, else a when=empty
+--   guess), else its higher port's, whichever side each is on.
+-- * Per packet, byte features first: the guessed application's own (nDPI
+--   runs the guessed protocol's dissector before the others), then those
+--   testing payload byte 0 looked up by that byte's value, those that do
+--   not by either of the flow's ports (the lower first), then the few with
+--   neither; file order within each. The first feature whose every test
+--   passes names the flow. A feature's dport is either port of the flow.
 -- * When the name is a carrier (TLS, QUIC, HTTP, DTLS...) and the packet
 --   carries a server name (TLS SNI, HTTP Host), the name is looked up in
 --   the host lists (host-only features; a host matches a listed domain and
 --   its subdomains): a hit is the app (YouTube), the carrier its master.
 -- * Refinements (master=NAME features, ports only): a flow NAME matched by
 --   bytes on one of their ports is theirs (TLS on 993 is IMAPS, master TLS).
--- * No byte feature: flows announced by an earlier flow (a TFTP request's
---   data, an FTP PASV/PORT) are named by that expectation; then port rules
---   (features with ports and nothing else) on the server's port, then on
---   the client's when that is below 1024 (NTP from 123 to 80) or the
---   server's looks ephemeral (>= 32768) and the client's does not. Port
---   rules name at once. Under the same rule a byte feature's dport may be
---   the client's port (DNS answered from 53 to 500 is DNS, not IPSec).
+-- * Before the bytes: flows announced by an earlier flow (a TFTP request's
+--   data, an FTP PASV/PORT) are named by that expectation (a data channel
+--   carries a file, which may look like anything).
+-- * No byte feature: the port guess names the flow at once when it is a
+--   port rule (features with ports and nothing else): junk from port 53 to
+--   port 500 is DNS, as nDPI guesses; a when=empty guess does not name a
+--   flow with payload.
 -- * A flow that closes with no payload packet (handshake only, one side
---   unseen) is named by the port rules then, direction "none", packet 0
---   (name_empty = false turns it off), as nDPI guesses by port.
+--   unseen) is named by the port guess then (rule or when=empty guess),
+--   direction "none", packet 0 (name_empty = false turns it off).
 -- * QUIC: the client Initial is opened (riff.quic_initial) and the
 --   ClientHello's server name looked up in the host lists as TLS's is.
 -- A match emits one record and sets conn.user.app (plugin.sessions puts it
@@ -87,7 +92,7 @@ app_id.aliases = {
 -- Carriers whose server name is read and looked up in the host lists.
 local CARRIER = { TLS = true, HTTP = true, QUIC = true, DTLS = true, HTTP_Proxy = true, HTTP_Connect = true }
 
-local port_rule, close_guess -- below push's helpers; setup's close listener calls close_guess
+local close_guess -- below push's helpers; setup's close listener calls close_guess
 
 local function trim(s) return (match(s, "^%s*(.-)%s*$")) end
 
@@ -232,12 +237,13 @@ end
 
 -- One feature against one packet (ports, direction, packet number, length,
 -- bytes, then its Lua check). Returns true, or the check's "watch".
--- A feature's dport is the server's port, or the client's when ctx.either
--- (the client's port is well-known, or the server's looks ephemeral: the
--- same rule as port rules), since riff's guess of the server can be wrong.
+-- A feature's dport is either port of the flow, as nDPI's dissectors look
+-- for their port on either side: riff's guess of the server can be wrong
+-- (a capture that begins with the reply), and peers speak from their
+-- service port (NTP from 123 to 123, BGP from 179).
 local function test(s, conn, host, d, p, e, dir, ctx)
   local sp, cp = conn.server_port, conn.client_port
-  if s.dport and (sp < s.dport or sp > s.dport2) and not (ctx.either and cp >= s.dport and cp <= s.dport2) then return false end
+  if s.dport and (sp < s.dport or sp > s.dport2) and (cp < s.dport or cp > s.dport2) then return false end
   if s.sport and (cp < s.sport or cp > s.sport2) then return false end
   if s.dir and s.dir ~= dir then return false end
   if s.pkt and s.pkt ~= ctx.n then return false end
@@ -256,12 +262,15 @@ local function test(s, conn, host, d, p, e, dir, ctx)
   return true
 end
 
-local function first_match(list, conn, host, d, p, e, dir, ctx)
+-- `skip`: the guessed application, whose features were tried first.
+local function first_match(list, conn, host, d, p, e, dir, ctx, skip)
   if not list then return nil end
   for i = 1, #list do
     local s = list[i]
-    local r = test(s, conn, host, d, p, e, dir, ctx)
-    if r then return s, r end
+    if s.name ~= skip then
+      local r = test(s, conn, host, d, p, e, dir, ctx)
+      if r then return s, r end
+    end
   end
   return nil
 end
@@ -273,12 +282,14 @@ local function add(t, k, s)
 end
 
 -- Features into dispatch tables, per transport: by0[b] (tests byte 0 with
--- b in range), byport[port] (no byte-0 test, a server port or range), any
--- (neither), ports[port] (port rules), hosts[domain] (host lists).
+-- b in range), byport[port] (no byte-0 test, a port or range), any
+-- (neither), byname[app] (every byte feature of app, for the port guess),
+-- ports[port] (port rules), empty[port] (when=empty guesses), refine,
+-- hosts[domain] (host lists).
 local function index(all)
   local names, by = {}, {}
   for _, kind in ipairs { "tcp", "udp" } do
-    local t = { by0 = {}, byport = {}, any = {}, ports = {}, refine = {}, empty = {} }
+    local t = { by0 = {}, byport = {}, any = {}, byname = {}, ports = {}, refine = {}, empty = {} }
     for _, s in ipairs(all) do
       if not s.proto or s.proto == kind then
         local pure_port = s.nbytes == 0 and not s.hosts and not s.check and not s.dir and not s.pkt and not s.len
@@ -297,6 +308,7 @@ local function index(all)
           local a, b = s.dport or s.sport, s.dport2 or s.sport2
           for q = a, b do if not t.ports[q] then t.ports[q] = s.name end end
         else
+          add(t.byname, s.name, s)
           local k0
           for j = 1, s.nbytes do if s.offs[j] == 0 then k0 = j break end end
           if k0 then
@@ -372,31 +384,34 @@ local function ctx_host(c)
   return h or nil
 end
 
--- The client's port names the service too only when it is well-known
--- (< 1024), or when the "server" port looks ephemeral and the client's does
--- not (a capture that began with the reply): ephemeral client ports collide
--- with registered ones (20000 is DNP3's). One rule for port rules and for
--- byte features' dport (ctx.either).
-local function client_port_counts(cp, sp)
-  return cp ~= sp and (cp < 1024 or (sp >= 32768 and cp < 32768))
-end
-
-function port_rule(ports, conn)
-  local cp, sp = conn.client_port, conn.server_port
-  local name = ports[sp]
-  if not name and client_port_counts(cp, sp) then name = ports[cp] end
-  return name
+-- The port guess, nDPI 4.2's (ndpi_guess_protocol_id looks the lower of
+-- the two ports up in its default ports, then the higher), whichever side
+-- riff took for the server: a capture that begins with the reply, or a
+-- service speaking from its own port (FTP data from 20, DNS from 53), is
+-- guessed as nDPI guesses it. The lower port's entry wins even when it is
+-- only a when=empty guess (SSH on 22), so that the higher port does not
+-- name what nDPI would call the lower one's. Returns the app and whether
+-- it is a port rule (names a flow with payload) rather than a guess.
+local function port_guess(t, lo, hi)
+  if lo > hi then lo, hi = hi, lo end
+  local ports, empty = t.ports, t.empty
+  local a = ports[lo]
+  if a then return a, true end
+  a = empty[lo]
+  if a then return a, false end
+  a = ports[hi]
+  if a then return a, true end
+  return empty[hi], false
 end
 
 -- A flow that closes without a payload packet (a handshake only, a capture
--- cut short, one side unseen) is named by the port rules, as nDPI guesses
--- by port; direction "none", packet 0 in its record.
+-- cut short, one side unseen) is named by the port guess, as nDPI names it;
+-- direction "none", packet 0 in its record.
 function close_guess(self, conn, kind)
   local u = conn.user
   -- a flow with payload had its chance: the bytes, then the port rules
   if u.app ~= nil or u.n_c2s or u.n_s2c or not self._sigs then return end
-  local t = self._sigs[kind]
-  local name = port_rule(t.ports, conn) or port_rule(t.empty, conn)
+  local name = port_guess(self._sigs[kind], conn.client_port, conn.server_port)
   if name then emit(self, conn, kind, name, nil, nil, "none", 0, "port") end
 end
 
@@ -428,14 +443,37 @@ local function classify(self, pkt, conn, kind, heard)
     end
     return
   end
+  -- A flow another flow announced (a TFTP request's data, an FTP PASV or
+  -- PORT) is what its announcer said, before any byte feature: a data
+  -- channel carries a file, whose first bytes may look like anything.
+  local ex = self._expect
+  if ex.size > 0 then
+    local now = current.ts()
+    for _, k in ipairs { conn.server_ip .. "|" .. conn.server_port .. "|" .. kind, conn.client_ip .. "|" .. conn.client_port .. "|" .. kind } do
+      local x = ex:peek(k)
+      if x then
+        if now - x[2] <= self.expect_timeout then
+          ex:remove(k)
+          if heard then u.app = x[1] return end
+          return emit(self, conn, kind, x[1], nil, nil, dir, n, "expect")
+        end
+        ex:remove(k)
+      end
+    end
+  end
   local d = pkt.data
   local t = self._sigs[kind]
   ctx.kind, ctx.n, ctx.conn, ctx.d, ctx.p, ctx.e, ctx._host, ctx.sni = kind, n, conn, d, p, e, nil, nil
-  ctx.either = client_port_counts(conn.client_port, conn.server_port)
-  local s, r = first_match(t.by0[byte(d, p)], conn, ctx_host, d, p, e, dir, ctx)
-  if not s then s, r = first_match(t.byport[conn.server_port], conn, ctx_host, d, p, e, dir, ctx) end
-  if not s and ctx.either then s, r = first_match(t.byport[conn.client_port], conn, ctx_host, d, p, e, dir, ctx) end
-  if not s then s, r = first_match(t.any, conn, ctx_host, d, p, e, dir, ctx) end
+  local lo, hi = conn.client_port, conn.server_port
+  if lo > hi then lo, hi = hi, lo end
+  -- nDPI's order: the guessed protocol's dissector, then all the others
+  local g, g_rule = port_guess(t, lo, hi)
+  local s, r
+  if g then s, r = first_match(t.byname[g], conn, ctx_host, d, p, e, dir, ctx) end
+  if not s then s, r = first_match(t.by0[byte(d, p)], conn, ctx_host, d, p, e, dir, ctx, g) end
+  if not s then s, r = first_match(t.byport[lo], conn, ctx_host, d, p, e, dir, ctx, g) end
+  if not s and hi ~= lo then s, r = first_match(t.byport[hi], conn, ctx_host, d, p, e, dir, ctx, g) end
+  if not s then s, r = first_match(t.any, conn, ctx_host, d, p, e, dir, ctx, g) end
   if s then
     local name, master, host, by = s.name, nil, nil, "bytes"
     if CARRIER[name] then
@@ -453,33 +491,17 @@ local function classify(self, pkt, conn, kind, heard)
     end
     if by == "bytes" then
       local rf = t.refine[name]
-      local a = rf and (rf[conn.server_port] or rf[conn.client_port])
+      local a = rf and (rf[lo] or rf[hi])
       if a then name, master, by = a, s.name, "port" end
     end
     if r == "watch" then u.watch, u.watch_left = s.check, self.watch_packets end
     if heard then u.app, u.master = name, master return end
     return emit(self, conn, kind, name, master, host, dir, n, by)
   end
-  -- Flows announced by another flow, then port rules (server port first).
-  local ex = self._expect
-  if ex.size > 0 then
-    local now = current.ts()
-    for _, k in ipairs { conn.server_ip .. "|" .. conn.server_port .. "|" .. kind, conn.client_ip .. "|" .. conn.client_port .. "|" .. kind } do
-      local x = ex:peek(k)
-      if x then
-        if now - x[2] <= self.expect_timeout then
-          ex:remove(k)
-          if heard then u.app = x[1] return end
-          return emit(self, conn, kind, x[1], nil, nil, dir, n, "expect")
-        end
-        ex:remove(k)
-      end
-    end
-  end
-  local name = port_rule(t.ports, conn)
-  if name then
-    if heard then u.app = name return end
-    return emit(self, conn, kind, name, nil, nil, dir, n, "port")
+  -- No byte feature: the port guess names the flow when it is a port rule.
+  if g and g_rule then
+    if heard then u.app = g return end
+    return emit(self, conn, kind, g, nil, nil, dir, n, "port")
   end
 end
 
