@@ -16,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { MariaDbServer, mariadbUnavailable } from './lib/mariadb-server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const RIFF = path.join(ROOT, 'dist', 'src', 'riff.js');
+// The `riff` command as installed (package.json's bin): the build's bundle.
+const RIFF = path.join(ROOT, 'dist', 'riff.cjs');
 const GEN = path.join(ROOT, 'dist', 'scripts', 'gen-bench-capture.js');
 const SEED = path.join(ROOT, 'fixtures', 'original-riff', 'elements.lua');
 const COUNT = path.join(ROOT, 'fixtures', 'count.lua');
@@ -1310,7 +1311,9 @@ async function startup(o: Opts, checks: Checks): Promise<string | null> {
   const rel = path.relative(ROOT, STARTUP_FILE);
   const cmds: { label: string; cmd: string; args: string[]; secs: number[]; failed?: string }[] = [
     { label: 'node -e 0', cmd: NODE, args: ['-e', '0'], secs: [] },
-    { label: `riff -q -r ${rel}`, cmd: NODE, args: [RIFF, '-q', '-r', STARTUP_FILE], secs: [] },
+    // As users run it: the bin through its #! line (env, node's start-up flag).
+    { label: `riff -q -r ${rel}`, cmd: RIFF, args: ['-q', '-r', STARTUP_FILE], secs: [] },
+    { label: `node dist/riff.cjs -q -r ${rel}`, cmd: NODE, args: [RIFF, '-q', '-r', STARTUP_FILE], secs: [] },
     { label: `tcpdump -r ${rel}`, cmd: 'tcpdump', args: ['-r', STARTUP_FILE], secs: [] },
   ];
   const want = (await scanFile(STARTUP_FILE))?.packets ?? null;
@@ -1325,7 +1328,7 @@ start-up (${rel}, ${want ?? '?'} packets), ${o.startupRuns} runs each, taking tu
         failures.push(`${c.label}: ${c.failed}`);
         continue;
       }
-      if (c.cmd === NODE && c.args[0] === RIFF && i === 0) check(checks, `riff start-up run: packets processed (${rel})`, num(/(\d+) packets processed by Lua/, d.stderr), want, 'the file');
+      if ((c.cmd === RIFF || c.args[0] === RIFF) && i === 0) check(checks, `${c.label}: packets processed`, num(/(\d+) packets processed by Lua/, d.stderr), want, 'the file');
       c.secs.push(d.secs);
     }
   }
@@ -1342,7 +1345,7 @@ start-up (${rel}, ${want ?? '?'} packets), ${o.startupRuns} runs each, taking tu
 
 async function main(): Promise<void> {
   const o = parseOpts(process.argv.slice(2));
-  if (!fs.existsSync(RIFF)) die(`${RIFF} is missing: build riff first (npx tsc -p .)`);
+  if (!fs.existsSync(RIFF)) die(`${RIFF} is missing: build riff first (npm run build:ts)`);
   workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'riff-bench-run-'));
   cleanups.push(() => fs.rmSync(workDir, { recursive: true, force: true }));
 

@@ -34,7 +34,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const RIFF = path.join(ROOT, 'dist', 'src', 'riff.js');
+const RIFF = path.join(ROOT, 'dist', 'riff.cjs');
 const SCRIPT = path.join(ROOT, 'scripts', 'dpi-compare.lua');
 
 /** nDPI 4.2's name -> riff's name, where they differ. */

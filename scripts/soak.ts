@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const RIFF = path.join(ROOT, 'dist', 'src', 'riff.js');
+const RIFF = path.join(ROOT, 'dist', 'riff.cjs');
 const GEN = path.join(ROOT, 'dist', 'scripts', 'gen-bench-capture.js');
 const TRAFFIC = path.join(ROOT, 'lua', 'examples', 'traffic.lua');
 
@@ -165,7 +165,7 @@ async function main(): Promise<void> {
   for (let i = 0; i < 200 && !/listening on vrx/.test(err); i++) await sleep(50);
   if (!/listening on vrx/.test(err)) throw new Error(`riff did not start: ${err}`);
   // `ip netns exec` execs riff in its own place (same pid); were it a parent, riff would be its child.
-  const child = spawnSync('pgrep', ['-P', String(riff.pid), '-f', 'riff.js'], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+  const child = spawnSync('pgrep', ['-P', String(riff.pid), '-f', 'riff.cjs'], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
   const pid = Number(child) || riff.pid!;
 
   let replaying = true;

@@ -6,17 +6,16 @@
 // reload's deinit hands over a burst of them), so riff's resident memory
 // climbed in steps with every reload, up to 32 MiB more (scripts/soak).
 // Only a startup flag sets it (v8.setFlagsFromString is too late for this
-// thread's heap); the workers' heaps are their own, sized by the pool.
-// riff's entry point. The Lua workers start booting first, and the Lua
-// WebAssembly module compiling — Node's worker bootstrap, wasmoon and the
+// thread's heap). The workers get the same young generation as a resource
+// limit, and the flag is put back to its default before they start: as a V8
+// flag it would slow each worker's start (src/vm/prestart.ts).
+// riff's entry point. The Lua workers start booting first (then the Lua
+// WebAssembly module compiles) — Node's worker bootstrap, wasmoon and the
 // Lua VM are most of riff's start-up (src/vm/prestart.ts) — and the command
 // line (src/cli.ts) loads and is parsed meanwhile, on another core.
 // Signals are heard from the first moment (src/signals.ts): the only static
 // import, so nothing else is loaded before its handlers are in place.
 import './signals.js';
-
-const { setWasmFlags } = await import('./vm/wasm.js');
-const { prestartWorkers } = await import('./vm/prestart.js');
 
 /**
  * How many workers the command line asks for, read ahead of yargs so they all
@@ -34,7 +33,9 @@ function workersAsked(argv: string[]): number {
   return Number.isInteger(n) && n >= 1 ? Math.min(n, 8) : 1;
 }
 
-// Before any module is compiled or worker started: V8 flags are per process.
-setWasmFlags();
-prestartWorkers(workersAsked(process.argv.slice(2)));
-await import('./cli.js');
+// No top-level await: the build bundles this file as CommonJS (scripts/bundle.ts).
+void (async () => {
+  const { prestartWorkers } = await import('./vm/prestart.js');
+  prestartWorkers(workersAsked(process.argv.slice(2)));
+  await import('./cli.js');
+})();

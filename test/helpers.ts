@@ -6,7 +6,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const CLI = path.join(ROOT, 'dist', 'src', 'riff.js');
+// The `riff` command as installed: the build's bundle (scripts/bundle.ts).
+export const CLI = path.join(ROOT, 'dist', 'riff.cjs');
 export const FIXTURES = path.join(ROOT, 'fixtures');
 // Captures from tcpdump's test suite, carried in the repository (fixtures/corpus/README.md):
 // a test that needs another one copies it here, with its EXPECTED.tsv row.

@@ -60,7 +60,7 @@ test("the unit's ExecStart, as systemd expands it, captures, reloads on the unit
   const argv = expand(directive('ExecStart'), env);
   assert.equal(argv[0], '/usr/bin/riff');
   // /usr/bin/riff is where setup's npm link puts riff here; run this checkout's.
-  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'riff.js'), ...argv.slice(1)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'riff.cjs'), ...argv.slice(1)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   let out = '';
   child.stderr.on('data', (d) => (err += d));

@@ -11,7 +11,7 @@ import { newRingControl, RingProducer, type RunEnd } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, SharedCounters, type Summary } from './runtime.js';
 import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
-import { early, sendModule, WORKER_URL } from './prestart.js';
+import { early, sendModule, WORKER_URL, workerLimits } from './prestart.js';
 import {
   BLOCK_BASE,
   BLOCK_COUNT,
@@ -231,7 +231,7 @@ export class LuaPool {
       worker.ref();
       worker.postMessage(init);
     } else {
-      worker = new Worker(WORKER_URL, { workerData: init });
+      worker = new Worker(WORKER_URL, { workerData: init, resourceLimits: workerLimits });
       sendModule(worker);
     }
     const id = this.nextId++;
@@ -321,6 +321,9 @@ export class LuaPool {
     for (const e of early.splice(0)) void e.worker.terminate();
     // Loading the script is watched too: a top level that never returns is ended.
     pool.watchdog.start();
+    // The addon (the rings' copies, sharding) loads while the workers boot, not
+    // after they are ready: dlopen and its relocations are ~4 ms.
+    nativeOrNull();
     let msgs: Ready[];
     try {
       msgs = await Promise.all(pool.slots.map((s) => s.life.ready));

@@ -5,7 +5,12 @@
 // not breaking anything. Bytes in, bytes out: the packet never becomes a JS
 // string.
 
-import crypto from 'node:crypto';
+import { createRequire } from 'node:module';
+
+// node:crypto loads on the first QUIC Initial, not with every Lua worker:
+// loading it is ~5 ms of each worker's start-up.
+let cryptoModule: typeof import('node:crypto') | undefined;
+const crypto = (): typeof import('node:crypto') => (cryptoModule ??= createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto'));
 
 interface Keys { key: Buffer; iv: Buffer; hp: Buffer }
 interface Version { salt: Buffer; prefix: string; initialType: number }
@@ -38,13 +43,13 @@ export function quicVersion(v: number): Version | null {
 function expandLabel(secret: Buffer, label: string, length: number): Buffer {
   const full = Buffer.from('tls13 ' + label, 'latin1');
   const info = Buffer.concat([Buffer.from([length >> 8, length & 0xff, full.length]), full, Buffer.from([0, 1])]);
-  return crypto.createHmac('sha256', secret).update(info).digest().subarray(0, length);
+  return crypto().createHmac('sha256', secret).update(info).digest().subarray(0, length);
 }
 
 /** RFC 9001 5.2: client Initial keys for a Destination Connection ID. */
 export function clientInitialKeys(version: Version, dcid: Uint8Array): Keys {
   // Not cached: a flow opens at most a few Initials, and a cache would key on packet bytes.
-  const initial = crypto.createHmac('sha256', version.salt).update(dcid).digest();
+  const initial = crypto().createHmac('sha256', version.salt).update(dcid).digest();
   const client = expandLabel(initial, 'client in', 32);
   return { key: expandLabel(client, version.prefix + 'key', 16), iv: expandLabel(client, version.prefix + 'iv', 12), hp: expandLabel(client, version.prefix + 'hp', 16) };
 }
@@ -107,7 +112,7 @@ function openAs(b: Uint8Array, ver: Version, dcid?: Uint8Array): Uint8Array | st
   const end = pn + len[0];
   if (end > b.length || len[0] < 20 || pn + 4 + 16 > end) return 'truncated packet';
   const keys = clientInitialKeys(ver, dcid && dcid.length ? dcid : ownDcid);
-  const ecb = crypto.createCipheriv('aes-128-ecb', keys.hp, null);
+  const ecb = crypto().createCipheriv('aes-128-ecb', keys.hp, null);
   const mask = ecb.update(b.subarray(pn + 4, pn + 20));
   const first = b[0] ^ (mask[0] & 0x0f);
   const pnLen = (first & 3) + 1;
@@ -122,7 +127,7 @@ function openAs(b: Uint8Array, ver: Version, dcid?: Uint8Array): Uint8Array | st
   const nonce = Buffer.from(keys.iv);
   for (let i = 0; i < 4; i++) nonce[11 - i] ^= (number >>> (8 * i)) & 0xff;
   const body = b.subarray(pn + pnLen, end - 16);
-  const gcm = crypto.createDecipheriv('aes-128-gcm', keys.key, nonce);
+  const gcm = crypto().createDecipheriv('aes-128-gcm', keys.key, nonce);
   gcm.setAAD(header);
   gcm.setAuthTag(b.subarray(end - 16, end));
   try {

@@ -9,7 +9,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import v8 from 'node:v8';
 import type { LuaWasm } from 'wasmoon';
 
 // The parts of the WebAssembly JS API riff touches. TypeScript declares them
@@ -221,15 +220,31 @@ function hasSimd(): boolean {
  *   called, on the thread that calls it; booting Lua and its first packets
  *   call some 400 functions, each compiled on the worker's thread in turn.
  *   Compiled eagerly, the whole module is compiled once, on V8's background
- *   threads, while the workers boot (compiledLua() starts it at riff's first
- *   moment), and every worker instantiates the compiled code.
+ *   threads, while the workers load their modules (src/vm/prestart.ts
+ *   starts it once they have booted), and every worker instantiates the
+ *   compiled code.
  *   RIFF_WASM_LAZY=1 keeps V8's default.
+ * - Tier-up budget: a function is recompiled by TurboFan once it has run
+ *   about this many bytes of its code in Liftoff's (V8's default 1.8M).
+ *   Booting Lua and a few packets spend V8's default many times over: every
+ *   run, even of 45 packets, had TurboFan compile 33 functions, luaV_execute
+ *   the largest (~0.1-0.2 s of CPU on V8's threads, competing with riff's
+ *   two on two cores). At 100x the default three still were; at 200x none
+ *   is in a short run, and a long one tiers up its hot functions a little
+ *   later: ~0.1 s once per run (1-2% of 200k packets; README, Start-up).
+ *   Read when a VM is instantiated. RIFF_WASM_TIERING_BUDGET=N sets it
+ *   (1800000: V8's default).
  */
+export const TIERING_BUDGET = 360_000_000;
 export function setWasmFlags(): void {
+  // Required here, not imported: node:v8 is ~5 ms of a worker's start-up, and only the main thread sets flags.
+  const v8 = requireCjs('node:v8') as typeof import('node:v8');
   if (process.versions.v8.startsWith('11.') && process.env.RIFF_WASM_INLINING !== '0') {
     v8.setFlagsFromString('--experimental-wasm-inlining');
   }
   if (process.env.RIFF_WASM_LAZY !== '1') v8.setFlagsFromString('--no-wasm-lazy-compilation');
+  const budget = Number(process.env.RIFF_WASM_TIERING_BUDGET || TIERING_BUDGET);
+  if (Number.isInteger(budget) && budget > 0) v8.setFlagsFromString(`--wasm-tiering-budget=${budget}`);
 }
 
 /** What patchModule did: each is false when the module's function was not the one known, its signature not string.wat's, or the engine lacks SIMD. */
@@ -437,11 +452,14 @@ export async function loadWasm(module?: WasmModule | null): Promise<Wasm> {
   };
   // require, not import: wasmoon ships CommonJS, and importing it as ESM
   // first has Node scan its source for export names (~25 ms of each
-  // worker's start-up).
+  // worker's start-up). The worker's bundle holds wasmoon (scripts/bundle.ts
+  // makes this call its own require).
   const { LuaWasm: Wasmoon } = requireCjs('wasmoon') as typeof import('wasmoon');
   let lw: LuaWasm;
   try {
-    lw = await Wasmoon.initialize();
+    // Its file, wherever wasmoon's code is: Emscripten reads it before it
+    // instantiates (riff's compiled module is instantiated in its place).
+    lw = await Wasmoon.initialize(GLUE_WASM());
   } finally {
     WA.instantiate = original;
   }

@@ -1,7 +1,8 @@
 // A Lua worker thread: one Runtime (one WebAssembly Lua VM) fed from its
 // ring. Started by pool.ts; everything it says to the capture thread goes
 // through postMessage, counters through shared memory.
-import v8 from 'node:v8';
+// First: its message tells the main thread this worker has booted.
+import './worker-boot.js';
 import { parentPort, workerData } from 'node:worker_threads';
 import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
@@ -39,6 +40,7 @@ export interface WorkerInit {
 }
 
 export type WorkerMessage =
+  | { type: 'booted' }
   | { type: 'watch'; watch: WatchTarget }
   | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; shard: Sharding; ring: RingShared }
   | { type: 'fail'; message: string }
@@ -77,7 +79,10 @@ function nextMessage<T>(): Promise<T> {
 // them by message once the command line is parsed).
 const vmReady = moduleSent.then((module) => LuaVM.create({ memoryLimit: 0 }, module));
 vmReady.catch(() => {}); // handled where it is awaited
-const init: WorkerInit = (workerData as WorkerInit | null) ?? (await nextMessage<WorkerInit>());
+// The orders: workerData, or (a prestarted worker) the pool's first message
+// once the command line is parsed; main() waits for them (no top-level await:
+// the build bundles this file as CommonJS, see scripts/bundle.ts).
+let init: WorkerInit;
 // Records go to the capture thread in one message per batch (and before any
 // other message, so their order with it holds): a message per record cost
 // more than the record's Lua, and each one's bytes, a view into Node's 8 KiB
@@ -117,10 +122,10 @@ const post = (m: WorkerMessage) => {
   flushRecords();
   port.postMessage(m);
 };
-const lock = new Int32Array(init.lock);
-const counters = new Float64Array(init.counters);
-const heap = new Float64Array(init.heap);
-const sinks = { 1: new FdSink(init.outFd), 2: new FdSink(2) };
+let lock: Int32Array;
+let counters: Float64Array;
+let heap: Float64Array;
+let sinks: Record<1 | 2, FdSink>;
 let stopSent = false;
 
 // Output of one flush is whole packets' worth of lines; the lock keeps two
@@ -142,11 +147,6 @@ function write(fd: 1 | 2, bytes: Uint8Array): void {
   }
 }
 
-sinks[1].onClose = () => {
-  if (!stopSent) post({ type: 'stop', why: 'stdout-closed' });
-  stopSent = true;
-};
-
 /**
  * The ring's bytes: in the VM's WebAssembly memory when it is shared (then
  * `offset` is the ring's address there), so batches reach Lua where the
@@ -162,6 +162,15 @@ function placeRing(vm: LuaVM): RingShared {
 }
 
 async function main(): Promise<void> {
+  init = (workerData as WorkerInit | null) ?? (await nextMessage<WorkerInit>());
+  lock = new Int32Array(init.lock);
+  counters = new Float64Array(init.counters);
+  heap = new Float64Array(init.heap);
+  sinks = { 1: new FdSink(init.outFd), 2: new FdSink(2) };
+  sinks[1].onClose = () => {
+    if (!stopSent) post({ type: 'stop', why: 'stdout-closed' });
+    stopSent = true;
+  };
   let ring: RingConsumer;
   let shared: RingShared;
   let rt: Runtime;
@@ -214,7 +223,9 @@ async function main(): Promise<void> {
     flushRecords();
   }
   heap[0] = vm.memoryUsed;
-  heap[1] = v8.getHeapStatistics().used_heap_size;
+  // This isolate's used_heap_size, as v8.getHeapStatistics() has it, without
+  // loading node:v8 (~5 ms of a worker's start-up).
+  heap[1] = process.memoryUsage().heapUsed;
   let heapAt = performance.now();
   const at = init.index * 2;
   let handed = 0;
@@ -240,7 +251,7 @@ async function main(): Promise<void> {
       counters[at + 1] = rt.packetErrors();
       heap[0] = vm.memoryUsed;
       if (performance.now() - heapAt > 1000) {
-        heap[1] = v8.getHeapStatistics().used_heap_size;
+        heap[1] = process.memoryUsage().heapUsed;
         heapAt = performance.now();
       }
     }
