@@ -25,6 +25,11 @@ const TRAFFIC = path.join(ROOT, 'lua', 'examples', 'traffic.lua');
 const TIME = '/usr/bin/time';
 // The node running this script runs riff too, whatever node is first on PATH.
 const NODE = process.execPath;
+// How riff is started: by this node, or (--shebang) through riff.cjs's #!
+// line as `riff` on the PATH and the systemd unit start it, with the node
+// flags that line gives (--max-semi-space-size) and the node that env finds.
+let riffCmd = NODE;
+let riffPre = [RIFF];
 // Debian's interpreter, not whatever python3 is first on PATH: python3-scapy
 // installs for it.
 const PY = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
@@ -61,6 +66,9 @@ Offline runs:
   --traffic-only       only the traffic pipeline rows (SQLite, MariaDB) and
                        riff's startup
   --tshark             with --traffic-only, time tshark too (the ratios' reference)
+  --shebang            run riff through dist/riff.cjs's #! line, as
+                       \`riff\` on the PATH does (its node flags in the
+                       figures), not as node dist/riff.cjs
   --python             also time scapy (python3-scapy) on a prefix
   --python-packets N   scapy's prefix (default 50000)
 
@@ -160,6 +168,7 @@ function parseOpts(argv: string[]): Opts {
       case '--tshark-packets': o.tsharkPackets = parseCount(take(), k); break;
       case '--no-tshark': o.tshark = false; break;
       case '--traffic-only': o.trafficOnly = true; break;
+      case '--shebang': riffCmd = RIFF; riffPre = []; break;
       case '--tshark': tsharkAsked = true; break;
       case '--startup-only': o.startupOnly = true; break;
       case '--startup-runs': o.startupRuns = Math.max(1, parseCount(take(), k)); break;
@@ -734,12 +743,13 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
   const rows: Row[] = [];
   const emptyLua = path.join(workDir, 'empty.lua');
   fs.writeFileSync(emptyLua, '-- The empty pipeline: riff does everything but Lua does nothing.\nbuffer = function(p) end\n');
-  const riffHelp = sh(NODE, [RIFF, '--help']).out;
+  const riffHelp = sh(riffCmd, [...riffPre, '--help']).out;
   const hasWorkers = /--workers\b/.test(riffHelp);
   const N = cap.packets;
   const F = cap.file;
 
-  log(`\ntimed runs (${o.runs} each), ${N} packets:`);
+  const how = riffPre.length ? `node ${path.relative(ROOT, RIFF)}` : `${path.relative(ROOT, RIFF)} (its #! line: ${fs.readFileSync(RIFF, 'utf8').split('\n')[0]})`;
+  log(`\ntimed runs (${o.runs} each), ${N} packets; riff run as ${how}:`);
 
   const tcpdump = await timeRuns('tcpdump -w /dev/null', N, o.runs, 'tcpdump', ['-r', F, '-w', '/dev/null'], 'null', () => null);
   if (tcpdump) rows.push(tcpdump.row);
@@ -761,7 +771,7 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
       check(checks, `tshark saw packets (first ${n})`, seen, ref?.packets ?? null, 'the file');
       check(checks, `tshark "pcap" matches (first ${n})`, m, ref?.matches ?? null, 'this script\'s scan');
       // riff on tshark's prefix: the cross-tool check the table alone cannot give.
-      const r = await run(NODE, [RIFF, '-q', '-r', pf, '--lua', COUNT], { stdout: 'keep' });
+      const r = await run(riffCmd, [...riffPre, '-q', '-r', pf, '--lua', COUNT], { stdout: 'keep' });
       check(checks, `riff count.lua on tshark's ${n} packets`, num(/matches\t(\d+)/, r.stdout), m, 'tshark');
     }
     // A full dissection into TCP conversations: the tshark side of the
@@ -782,7 +792,7 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
   }
 
   // Startup alone (node, wasm, Lua state): what every riff row below pays once.
-  const start = await timeRuns('riff startup (-c 1, empty)', 1, o.runs, NODE, [RIFF, '-q', '-r', F, '-c', '1', '--lua', emptyLua], 'null', () => null);
+  const start = await timeRuns('riff startup (-c 1, empty)', 1, o.runs, riffCmd, [...riffPre, '-q', '-r', F, '-c', '1', '--lua', emptyLua], 'null', () => null);
   if (start) {
     start.row.noRate = true;
     rows.push(start.row);
@@ -796,7 +806,7 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
     return rows;
   }
 
-  const empty = await timeRuns('riff empty pipeline', N, o.runs, NODE, [RIFF, '-q', '-r', F, '--lua', emptyLua], 'null', allProcessed);
+  const empty = await timeRuns('riff empty pipeline', N, o.runs, riffCmd, [...riffPre, '-q', '-r', F, '--lua', emptyLua], 'null', allProcessed);
   if (empty) {
     rows.push(empty.row);
     check(checks, 'riff empty pipeline: packets processed by Lua', processed(empty.last), N, 'the file');
@@ -810,7 +820,7 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
   let seedFilter: string | null = null;
   let seedRef: Scan | null = null;
   for (const s of seedRuns) {
-    const t = await timeRuns(s.label, N, o.runs, NODE, [RIFF, '-q', '-r', F, '--lua', SEED, ...s.extra], 'null', (d) =>
+    const t = await timeRuns(s.label, N, o.runs, riffCmd, [...riffPre, '-q', '-r', F, '--lua', SEED, ...s.extra], 'null', (d) =>
       num(/(\d+) packets read/, d.stderr) === N ? null : `read ${num(/(\d+) packets read/, d.stderr)} of ${N} packets`,
     );
     if (!t) continue;
@@ -835,7 +845,7 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
   const timeoutOff = /--lua-timeout\b/.test(riffHelp) ? [['--lua-timeout', '0']] : [];
   for (const extra of hasWorkers ? [[], ...timeoutOff, ['--workers', '2']] : [[], ...timeoutOff]) {
     const label = `riff seed pipeline, every packet${extra.length ? ` ${extra.join(' ')}` : ''}`;
-    const t = await timeRuns(label, N, o.runs, NODE, [RIFF, '-q', '-r', F, '--lua', path.join(everyDir, 'elements.lua'), ...extra], 'null', allProcessed);
+    const t = await timeRuns(label, N, o.runs, riffCmd, [...riffPre, '-q', '-r', F, '--lua', path.join(everyDir, 'elements.lua'), ...extra], 'null', allProcessed);
     if (!t) continue;
     rows.push(t.row);
     check(checks, `${label}: packets processed by Lua`, processed(t.last), N, 'the file');
@@ -848,7 +858,7 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
     const pf = await prefix(F, N, n, workDir);
     let banners = 0;
     let carry = '';
-    await run(NODE, [RIFF, '-q', '-r', pf, '--lua', SEED], {
+    await run(riffCmd, [...riffPre, '-q', '-r', pf, '--lua', SEED], {
       stdout: (st) =>
         st.on('data', (d: Buffer) => {
           const s = carry + d.toString('latin1');
@@ -860,7 +870,7 @@ async function offline(o: Opts, cap: Capture, checks: Checks): Promise<Row[]> {
     check(checks, `riff seed pipeline: "[ OK ]" banners (first ${n})`, banners, ref?.matches ?? null, `tcpdump${seedFilter ? ` '${seedFilter}'` : ''} + scan for "pcap"`);
   }
 
-  const count = await timeRuns('riff count.lua', N, o.runs, NODE, [RIFF, '-q', '-r', F, '--lua', COUNT], 'keep', allProcessed);
+  const count = await timeRuns('riff count.lua', N, o.runs, riffCmd, [...riffPre, '-q', '-r', F, '--lua', COUNT], 'keep', allProcessed);
   if (count) {
     rows.push(count.row);
     const m = num(/matches\t(\d+)/, count.last.stdout);
@@ -934,7 +944,7 @@ async function trafficRows(
   let tcpRef: Scan | null = null;
   let lite: { row: Row; last: Done } | null = null;
   for (const s of trafficRuns) {
-    const args = ['-c', fresh.replaceAll('$DB', db), 'sh', NODE, RIFF, '-q', '-r', F, '--lua', TRAFFIC, '-o', `sqlite:${db}`, ...s.extra];
+    const args = ['-c', fresh.replaceAll('$DB', db), 'sh', riffCmd, ...riffPre, '-q', '-r', F, '--lua', TRAFFIC, '-o', `sqlite:${db}`, ...s.extra];
     const t = await timeRuns(s.label, N, o.runs, 'sh', args, 'null', allStored);
     if (!t) continue;
     if (!s.extra.length) lite = t;
@@ -958,7 +968,7 @@ async function trafficRows(
   cleanups.push(() => server.dispose());
   try {
     const reset = `mariadb --no-defaults -S '${server.socket}' -uroot -e 'DROP DATABASE IF EXISTS traffic; CREATE DATABASE traffic' && exec "$@"`;
-    const t = await timeRuns(label, N, o.runs, 'sh', ['-c', reset, 'sh', NODE, RIFF, '-q', '-r', F, '--lua', TRAFFIC, '-o', server.spec('traffic')], 'null', allStored);
+    const t = await timeRuns(label, N, o.runs, 'sh', ['-c', reset, 'sh', riffCmd, ...riffPre, '-q', '-r', F, '--lua', TRAFFIC, '-o', server.spec('traffic')], 'null', allStored);
     if (!t) return;
     rows.push(t.row);
     if (cap.genMatches !== null) {
@@ -1146,7 +1156,7 @@ async function liveLatency(ns: Netns, file: string, immediate: boolean): Promise
   const listening = new Promise<void>((r) => (ready = r));
   let child: ChildProcess | null = null;
   let pend = '';
-  const done = run('ip', ['netns', 'exec', ns.rx, NODE, RIFF, '-q', '-i', 'vrx', '--lua', lua, ...(immediate ? ['--immediate-mode'] : [])], {
+  const done = run('ip', ['netns', 'exec', ns.rx, riffCmd, ...riffPre, '-q', '-i', 'vrx', '--lua', lua, ...(immediate ? ['--immediate-mode'] : [])], {
     stdout: (out) =>
       out.on('data', (d: Buffer) => {
         const now = (performance.timeOrigin + performance.now()) / 1000;
@@ -1205,11 +1215,11 @@ async function live(o: Opts, cap: Capture): Promise<string | null> {
   };
   // The seed's config.lua sets a BPF filter, applied in the kernel: find it
   // with a one-packet run so the expectation counts only what it passes.
-  const probe = await run(NODE, [RIFF, '-q', '-r', cap.file, '-c', '1', '--lua', SEED]);
+  const probe = await run(riffCmd, [...riffPre, '-q', '-r', cap.file, '-c', '1', '--lua', SEED]);
   const seedFilter = /filter from config\.lua: (.*)/.exec(probe.stderr)?.[1]?.trim() || null;
   const tools: LiveTool[] = [
-    { name: 'riff seed', argv: [NODE, RIFF, '-q', '-i', 'vrx', '--lua', SEED], parse: riffParse, filter: seedFilter },
-    { name: 'riff empty', argv: [NODE, RIFF, '-q', '-i', 'vrx', '--lua', emptyLua], parse: riffParse, filter: null },
+    { name: 'riff seed', argv: [riffCmd, ...riffPre, '-q', '-i', 'vrx', '--lua', SEED], parse: riffParse, filter: seedFilter },
+    { name: 'riff empty', argv: [riffCmd, ...riffPre, '-q', '-i', 'vrx', '--lua', emptyLua], parse: riffParse, filter: null },
     {
       name: 'tcpdump',
       argv: ['tcpdump', '-i', 'vrx', '-w', '/dev/null'],

@@ -105,24 +105,45 @@ function rss(pid: number): number {
 const fds = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).length;
 
 /**
- * Resident bytes of the Lua VMs' WebAssembly memories: V8 maps each as its
- * accessible pages followed by the rest of its reservation (several GiB,
- * no access), which nothing else in riff has.
+ * Resident memory by where it lies (/proc/PID/smaps), to tell a growth's
+ * place: the Lua VMs' WebAssembly memories (V8 maps each as its accessible
+ * pages followed by the rest of its reservation, several GiB with no access,
+ * which nothing else in riff has); V8's heap pages (anonymous mappings V8
+ * places at random addresses below 2^47 - 2^44, where neither the kernel's
+ * mmap area nor the program is); the C library's heap (the program break and
+ * its per-thread arenas, anonymous mappings aligned to their 64 MiB
+ * reservation); the capture's ring (libpcap's mapping of the packet socket);
+ * and the rest (code and data of node and the libraries, thread stacks,
+ * malloc's own large blocks).
  */
-function wasmResident(pid: number): number {
-  const maps: { lo: bigint; hi: bigint; perms: string; rss: number }[] = [];
+interface Places {
+  wasm: number;
+  v8: number;
+  malloc: number;
+  ring: number;
+  other: number;
+}
+function places(pid: number): Places {
+  const maps: { lo: bigint; hi: bigint; perms: string; name: string; rss: number }[] = [];
   for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) /.exec(line);
-    if (m) maps.push({ lo: BigInt(`0x${m[1]}`), hi: BigInt(`0x${m[2]}`), perms: m[3], rss: 0 });
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \d+ *(.*)$/.exec(line);
+    if (m) maps.push({ lo: BigInt(`0x${m[1]}`), hi: BigInt(`0x${m[2]}`), perms: m[3], name: m[4], rss: 0 });
     else if (line.startsWith('Rss:') && maps.length) maps[maps.length - 1].rss = Number(line.split(/\s+/)[1]) * 1024;
   }
-  let n = 0;
-  for (let i = 0; i + 1 < maps.length; i++) {
+  const p: Places = { wasm: 0, v8: 0, malloc: 0, ring: 0, other: 0 };
+  const ARENA = 64n << 20n;
+  for (let i = 0; i < maps.length; i++) {
     const a = maps[i];
     const b = maps[i + 1];
-    if (a.perms.startsWith('rw') && b.lo === a.hi && b.perms === '---p' && b.hi - b.lo >= 4n << 30n) n += a.rss;
+    if (a.name === '[heap]') p.malloc += a.rss;
+    else if (a.name.startsWith('socket:')) p.ring += a.rss;
+    else if (a.name) p.other += a.rss;
+    else if (a.perms.startsWith('rw') && b && b.lo === a.hi && b.perms === '---p' && b.hi - b.lo >= 4n << 30n) p.wasm += a.rss;
+    else if (a.lo < 0x7000_0000_0000n && !a.perms.includes('x')) p.v8 += a.rss;
+    else if (a.perms.startsWith('rw') && a.lo % ARENA === 0n && a.hi - a.lo <= ARENA) p.malloc += a.rss;
+    else p.other += a.rss;
   }
-  return n;
+  return p;
 }
 
 const loadavg = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -192,9 +213,12 @@ async function main(): Promise<void> {
   interface Sample {
     t: number;
     rss: number;
+    /** Resident memory by place (places()). */
     wasm: number;
-    /** Resident memory outside the VMs' memories. */
-    rest: number;
+    v8: number;
+    malloc: number;
+    ring: number;
+    other: number;
     fds: number;
     heap: number;
     /** V8's heaps: the capture thread's (and its external memory), the workers'. */
@@ -207,7 +231,7 @@ async function main(): Promise<void> {
   const samples: Sample[] = [];
   const load0 = loadavg();
   process.stdout.write(`soak: ${o.minutes} min at ${o.pps} packets/s, reload and rotate every ${o.reloadEvery} s, ${o.workers} worker(s), warm-up ${o.warmUp} s; load average ${load0}\n`);
-  process.stdout.write('   time      RSS (of it Lua VMs)  fds  Lua heap  JS heap: main (ext)  workers  sessions  records\n');
+  process.stdout.write('   time    RSS MiB: Lua VMs    V8 malloc  ring other  fds  Lua heap  JS heap: main (ext)  workers  sessions  records\n');
   while (Date.now() < end) {
     await sleep(o.sampleEvery * 1000);
     const now = Date.now();
@@ -222,12 +246,11 @@ async function main(): Promise<void> {
     const js = /JS heap ([\d.]+) MiB here \(([\d.]+) MiB external\) and ([\d.]+) MiB in the workers/.exec(stats)?.slice(1).map((x) => Number(x) * 2 ** 20) ?? [NaN, NaN, NaN];
     const records = Number(/(\d+) records emitted/.exec(stats)?.[1] ?? 0);
     const st = [...err.matchAll(/TCP sess: (\d+), UDP sess: (\d+)/g)].pop();
-    const s: Sample = { t: (now - t0) / 1000, rss: rss(pid), wasm: 0, rest: 0, fds: fds(pid), heap, jsMain: js[0], jsExt: js[1], jsWorkers: js[2], sessions: st ? Number(st[1]) + Number(st[2]) : NaN, records };
-    s.wasm = wasmResident(pid);
-    s.rest = s.rss - s.wasm;
+    const s: Sample = { t: (now - t0) / 1000, rss: rss(pid), ...places(pid), fds: fds(pid), heap, jsMain: js[0], jsExt: js[1], jsWorkers: js[2], sessions: st ? Number(st[1]) + Number(st[2]) : NaN, records };
     samples.push(s);
+    const col = (x: number, w: number) => MiB(x).padStart(w);
     process.stdout.write(
-      `${s.t.toFixed(0).padStart(6)} s ${MiB(s.rss).padStart(6)} MiB ${MiB(s.wasm).padStart(6)} MiB ${String(s.fds).padStart(6)} ${MiB(s.heap).padStart(5)} MiB ${MiB(s.jsMain).padStart(9)} (${MiB(s.jsExt).padStart(5)}) MiB ${MiB(s.jsWorkers).padStart(6)} MiB ${String(s.sessions).padStart(9)} ${String(s.records).padStart(8)}\n`,
+      `${s.t.toFixed(0).padStart(6)} s ${col(s.rss, 6)} ${col(s.wasm, 9)} ${col(s.v8, 5)} ${col(s.malloc, 6)} ${col(s.ring, 5)} ${col(s.other, 5)} ${String(s.fds).padStart(4)} ${MiB(s.heap).padStart(5)} MiB ${MiB(s.jsMain).padStart(9)} (${MiB(s.jsExt).padStart(5)}) MiB ${MiB(s.jsWorkers).padStart(6)} MiB ${String(s.sessions).padStart(9)} ${String(s.records).padStart(8)}\n`,
     );
   }
   replaying = false;
@@ -251,7 +274,7 @@ async function main(): Promise<void> {
   const accounted = lines === emitted && rows === emitted && writtenBy('json') === emitted && writtenBy('sqlite') === emitted;
   const warm = samples.filter((s) => s.t >= o.warmUp);
   /** Least-squares growth over the samples after the warm-up: per hour, and over that span as a share of their mean. */
-  type Key = 'rss' | 'fds' | 'wasm' | 'rest' | 'heap' | 'jsMain' | 'jsWorkers' | 'sessions';
+  type Key = 'rss' | 'fds' | 'wasm' | 'v8' | 'malloc' | 'ring' | 'other' | 'heap' | 'jsMain' | 'jsWorkers' | 'sessions';
   const growth = (k: Key) => {
     if (warm.length < 2) return { perHour: NaN, share: NaN };
     const per = slope(warm.map((s) => s.t), warm.map((s) => s[k]));
@@ -274,7 +297,9 @@ async function main(): Promise<void> {
       `  Lua heap ${range('heap', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.heap.share)}`,
       `  JS heap of the capture thread ${range('jsMain', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.jsMain.share)}`,
       `  JS heap of the workers ${range('jsWorkers', (x) => `${MiB(x)} MiB`)}; growth ${pct(g.jsWorkers.share)}`,
-      `  the rest (Node, V8's code and pages, malloc, SQLite, the capture ring): resident minus the VMs' memories, ${range('rest', (x) => `${MiB(x)} MiB`)}; growth ${pct(growth('rest').share)}`,
+      `  V8's heap pages (every thread's) ${range('v8', (x) => `${MiB(x)} MiB`)}; growth ${pct(growth('v8').share)}`,
+      `  the C library's heap (malloc: SQLite, libpcap, Node's buffers) ${range('malloc', (x) => `${MiB(x)} MiB`)}; growth ${pct(growth('malloc').share)}`,
+      `  the capture's ring ${range('ring', (x) => `${MiB(x)} MiB`)}; the rest (code, stacks) ${range('other', (x) => `${MiB(x)} MiB`)}; growth ${pct(growth('other').share)}`,
       `  open descriptors ${range('fds', String)}; growth ${pct(g.fds.share)}`,
       `  live sessions ${range('sessions', String)}`,
       `verdict: memory ${g.rss.share < 0.01 ? 'flat' : 'NOT flat'}, descriptors ${g.fds.share < 0.01 ? 'flat' : 'NOT flat'} (target: under 1% over the run), records ${accounted ? 'all accounted for' : 'NOT accounted for'}`,

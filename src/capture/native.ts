@@ -44,6 +44,8 @@ export interface Native {
   liveClose(handle: unknown): void;
   /** End the process now with `code` (_exit): no wait for V8's compiler threads or the workers' teardown. Missing in an addon built before it. */
   exitNow?(code: number): never;
+  /** The C library's free pages back to the system (malloc_trim); false where there is none. Missing in an addon built before it. */
+  trimMemory?(): boolean;
   /** pcap_findalldevs. */
   devices(): { name: string; description?: string; addresses: string[]; loopback: boolean; up: boolean; running: boolean }[];
 }

@@ -224,8 +224,12 @@ export class CaptureSession {
     progress?.start();
     // Every wait here is asynchronous (ring room, an idle pipe, a worker's
     // restart), so signals, the watchdog and --stats keep running.
+    // Held in this frame across its waits: a batch (a view of its VM's
+    // memory, in which the ring lies) kept from before a reload kept the
+    // retired VM's memory mapped until the pipe had more.
+    let batch: Batch | null = null;
     while (!this.stopping && limit !== 0) {
-      const batch = pool.reserve();
+      batch = pool.reserve();
       if (!batch) {
         // Lua is behind and the ring is full.
         await Promise.race([pool.room(), stopped]);
@@ -237,6 +241,7 @@ export class CaptureSession {
       } catch (e) {
         if (e instanceof WouldBlock) {
           pool.unreserve();
+          batch = null;
           try {
             await Promise.race([file.more(), stopped]);
             continue;

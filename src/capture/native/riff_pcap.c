@@ -11,6 +11,9 @@
  */
 #include <node_api.h>
 #include <uv.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pcap/pcap.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1219,6 +1222,27 @@ static napi_value js_exit_now(napi_env env, napi_callback_info info) {
   _exit(code & 0xff);
 }
 
+/*
+ * trimMemory(): give the C library's free memory back to the system
+ * (glibc's malloc_trim: every arena's free pages, not only its top).
+ * Each thread that allocates gets its own arena, and a page freed in the
+ * middle of one stays resident: V8's compiler threads' zones, a reload's
+ * worker thread and its isolate, a burst of records left arenas mostly free
+ * and resident, so resident memory climbed for minutes towards their
+ * high-water marks. Returns false where there is no such call.
+ */
+static napi_value js_trim_memory(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+#ifdef __GLIBC__
+  malloc_trim(0);
+  CHECK(napi_get_boolean(env, true, &out));
+#else
+  CHECK(napi_get_boolean(env, false, &out));
+#endif
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"compile", NULL, js_compile, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -1236,6 +1260,7 @@ NAPI_MODULE_INIT() {
       {"liveClose", NULL, js_live_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"devices", NULL, js_devices, NULL, NULL, NULL, napi_enumerable, NULL},
       {"exitNow", NULL, js_exit_now, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"trimMemory", NULL, js_trim_memory, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;
