@@ -14,7 +14,7 @@ test('after setup, `riff` runs from any directory and is this checkout', () => {
   assert.equal(fs.realpathSync(which.stdout.trim()), fs.realpathSync(CLI), 'riff on the PATH is another checkout: run bash scripts/setup here');
   const r = spawnSync('riff', ['--version'], { cwd: elsewhere, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
-  const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(CLI), '..', '..', 'package.json'), 'utf8'));
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
   assert.equal(r.stdout.trim(), pkg.version);
 });
 
