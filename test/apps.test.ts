@@ -213,6 +213,82 @@ function handCases(): Case[] {
     { app: 'AFP', kind: 'tcp', sport: 548, msgs: [['c2s', cat(hex('0004 0001'), u32(0), u32(6), u32(0), hex('0104 00000400'))]] },
     { app: 'TPLINK_SHP', kind: 'tcp', sport: 9999, msgs: [['c2s', cat(u32(20), hex('d0'), fill(19, 0xf2))]] },
     { app: 'Softether', kind: 'tcp', sport: 5555, msgs: [['c2s', fill(24, 0x7a)]] },
+    ...corpusCases(),
+  ];
+}
+
+/** Protocols nDPI names in its own test captures that riff lacked, each from its specification. */
+function corpusCases(): Case[] {
+  const be32 = u32;
+  // Kafka ApiVersions request v3: size, api_key 18, api_version 3, correlation id, client id "console"
+  const kafkaReq = (() => { const body = cat(u16(18), u16(3), u32(1), u16(7), B('console'), hex('00')); return cat(u32(body.length), body); })();
+  const kafkaResp = cat(u32(10), u32(1), u16(0), hex('00000000'));
+  // OpenFlow 1.3 HELLO (type 0, length 16) with a versionbitmap element
+  const ofHello = cat(hex('04 00'), u16(16), u32(7), hex('0001 0008 00000010'));
+  // BFD control, version 1, state Up, detect mult 3, length 24
+  const bfd = cat(hex('20 c0 03 18'), u32(1), u32(2), u32(1000000), u32(1000000), u32(0));
+  // LDP Hello over UDP: version 1, PDU length, LSR id, label space, Hello message
+  const ldpBody = cat(hex('c0a80001 0000'), hex('0100'), u16(20), u32(1), hex('0400 0004 000f 0000'), hex('0401 0004 c0a80001'));
+  const ldp = cat(hex('0001'), u16(ldpBody.length), ldpBody);
+  // PTPv2 Sync (messageType 0, version 2, length 44)
+  const ptp = cat(hex('00 02'), u16(44), hex('00 00 0000'), fill(8, 0), fill(4, 0), fill(10, 0x11), u16(1), hex('00 00'), fill(10, 0));
+  // PFCP Heartbeat Request: version 1 (0x20), type 1, length, sequence, spare, Recovery Time Stamp IE
+  const pfcpBody = cat(hex('000001 00'), hex('0060 0004'), u32(0xe5a1b2c3));
+  const pfcp = cat(hex('20 01'), u16(pfcpBody.length), pfcpBody);
+  // SLPv2 Service Request: version 2, function 1, length, flags, next ext, XID, language "en"
+  const slpBody = cat(hex('2000 000000'), u16(7), u16(2), B('en'), u16(0), u16(20), B('service:printer:lpr'), hex('00'), u16(7), B('DEFAULT'), u16(0), u16(0));
+  const slp = (() => { const n = 2 + 3 + slpBody.length; const b = cat(hex('02 01'), Buffer.from([n >> 16, (n >> 8) & 255, n & 255]), slpBody); return b; })();
+  // BFCP v1 Hello (primitive 11) with no attributes: payload length 0
+  const bfcp = cat(hex('20 0b 0000'), u32(0x11), u16(1), u16(2));
+  // BFCP FloorRequest (primitive 1) with a FLOOR-ID attribute (one word)
+  const bfcp2 = cat(hex('20 01 0001'), u32(0x11), u16(2), u16(2), hex('0404 0001'));
+  // KNXnet/IP SEARCH_REQUEST: header 06 10 0201, length 14, HPAI
+  const knx = cat(hex('06 10 0201 000e'), hex('0801 c0a80001 0e57'));
+  // AMS/TCP + AMS header (32 bytes) + ADS Read Device Info (no data)
+  const amsHdr = cat(fill(6, 0x05), u16(0x5303), fill(6, 0x06), u16(0x8000), hex('0100 0400'), le32(0), le32(0), le32(1));
+  const ams = cat(hex('0000'), le32(amsHdr.length), amsHdr);
+  // C37.118 command frame: SYNC aa 41 (command, version 1), FRAMESIZE 18, IDCODE, SOC, FRACSEC, CMD 2, CHK
+  const c37 = cat(hex('aa41'), u16(18), u16(1), u32(1700000000), u32(0), u16(2), u16(0xabcd));
+  return [
+    { app: 'Kafka', kind: 'tcp', sport: 9092, msgs: [['c2s', kafkaReq], ['s2c', kafkaResp]] },
+    { app: 'Kafka', kind: 'tcp', sport: 9092, msgs: [['s2c', kafkaResp]], note: 'a response first' },
+    { app: 'Ceph', kind: 'tcp', sport: 6789, msgs: [['s2c', cat(B('ceph v027'), fill(136, 0))]] },
+    { app: 'Ceph', kind: 'tcp', sport: 3300, msgs: [['c2s', cat(B('ceph v2\n'), u16(16), fill(16, 0))]], note: 'msgr2 on 3300' },
+    { app: 'STOMP', kind: 'tcp', sport: 61613, msgs: [['c2s', B('CONNECT\naccept-version:1.2\nhost:broker\n\n\0')], ['s2c', B('CONNECTED\nversion:1.2\n\n\0')]] },
+    { app: 'STOMP', kind: 'tcp', sport: 61000, msgs: [['c2s', B('STOMP\r\naccept-version:1.2\r\nhost:b\r\n\r\n\0')]], note: 'STOMP frame, CRLF' },
+    { app: 'OpenWire', kind: 'tcp', sport: 61616, msgs: [['c2s', cat(u32(250), hex('01'), B('ActiveMQ'), u32(12), fill(20, 0))]] },
+    { app: 'Gearman', kind: 'tcp', sport: 4730, msgs: [['c2s', cat(hex('00'), B('REQ'), u32(7), u32(8), B('reverse\0'))]] },
+    { app: 'JRMI', kind: 'tcp', sport: 1099, msgs: [['c2s', cat(B('JRMI'), hex('0002 4b'))]] },
+    { app: 'HAProxy', kind: 'tcp', sport: 8110, msgs: [['c2s', cat(hex('0d0a0d0a000d0a515549540a'), hex('21 11'), u16(12), hex('7f000001 7f000001 ebdc 1fae'))]] },
+    { app: 'HAProxy', kind: 'tcp', sport: 8080, msgs: [['c2s', B('PROXY TCP4 192.0.2.1 192.0.2.2 56324 443\r\nGET / HTTP/1.1\r\n\r\n')]], note: 'v1 before HTTP' },
+    { app: 'OpenFlow', kind: 'tcp', sport: 6653, msgs: [['c2s', ofHello]] },
+    { app: 'HL7', kind: 'tcp', sport: 2575, msgs: [['c2s', cat(hex('0b'), B('MSH|^~\\&|APP|FAC|RCV|RF|20240101||ADT^A01|1|P|2.5\r'), hex('1c0d'))]] },
+    { app: 'DICOM', kind: 'tcp', sport: 104, msgs: [['c2s', cat(hex('0100'), u32(68), hex('0001 0000'), B('STORESCP        '), B('STORESCU        '), fill(32, 0))]] },
+    { app: 'Roughtime', kind: 'udp', sport: 2002, msgs: [['c2s', cat(B('ROUGHTIM'), le32(1024), fill(1024, 0))]] },
+    { app: 'BITCOIN', kind: 'tcp', sport: 8333, msgs: [['c2s', cat(hex('f9beb4d9'), B('version\0\0\0\0\0'), le32(100), hex('aabbccdd'), fill(100, 0))]] },
+    { app: 'BFD', kind: 'udp', sport: 3784, cport: 49152, msgs: [['c2s', bfd]] },
+    { app: 'GLBP', kind: 'udp', sport: 3222, cport: 3222, msgs: [['c2s', cat(hex('01 00 0001 0000'), hex('020000000001'), hex('01 1c 00 00'), fill(24, 0))]] },
+    { app: 'LDP', kind: 'udp', sport: 646, cport: 646, msgs: [['c2s', ldp]] },
+    { app: 'PTPv2', kind: 'udp', sport: 319, cport: 319, msgs: [['c2s', ptp]] },
+    { app: 'PFCP', kind: 'udp', sport: 8805, msgs: [['c2s', pfcp]] },
+    { app: 'RMCP', kind: 'udp', sport: 623, msgs: [['c2s', cat(hex('06 00 ff 06'), u32(4542), hex('80 00 00 00'))]], note: 'ASF presence ping' },
+    { app: 'Service_Location_Protocol', kind: 'udp', sport: 427, msgs: [['c2s', slp]] },
+    { app: 'DLEP', kind: 'udp', sport: 854, msgs: [['c2s', cat(B('DLEP'), u16(1), u16(0))]] },
+    { app: 'CPHA', kind: 'udp', sport: 8116, cport: 8116, msgs: [['c2s', cat(hex('1a90 0002'), fill(40, 0))]] },
+    { app: 'BFCP', kind: 'tcp', sport: 50500, msgs: [['c2s', bfcp2], ['s2c', bfcp]] },
+    { app: 'BFCP', kind: 'udp', sport: 50600, msgs: [['c2s', bfcp]] },
+    { app: 'Oscar', kind: 'tcp', sport: 5190, msgs: [['s2c', cat(hex('2a01 1234'), u16(4), u32(1))]] },
+    { app: 'KNXnet_IP', kind: 'udp', sport: 3671, msgs: [['c2s', knx]] },
+    { app: 'EthernetGlobalData', kind: 'udp', sport: 18246, cport: 18246, msgs: [['c2s', cat(hex('0d01'), u16(1), u32(0xc0a80801), u32(1), u32(0), u32(0), u32(0), fill(60, 0))]] },
+    { app: 'MELSEC', kind: 'tcp', sport: 5007, msgs: [['c2s', hex('5000 00 ff ff03 00 0c00 1000 0104 0000 640000 a8 0a00')]] },
+    { app: 'BeckhoffADS', kind: 'tcp', sport: 48898, msgs: [['c2s', ams]] },
+    { app: 'ANSI_C1222', kind: 'tcp', sport: 1153, msgs: [['c2s', cat(hex('60 1e a2 04 06 02 7b 00 a6 04 06 02 7b 01'), hex('be 0e 28 0c 81 0a'), fill(10, 0x30))]] },
+    { app: 'FINS', kind: 'udp', sport: 9600, msgs: [['c2s', hex('80 00 02 00 01 00 00 0a 00 01 0101 82 0000 00 0001')]] },
+    { app: 'FINS', kind: 'tcp', sport: 9600, msgs: [['c2s', cat(B('FINS'), u32(12), u32(0), u32(0), u32(0))]] },
+    { app: 'HiSLIP', kind: 'tcp', sport: 4880, msgs: [['c2s', cat(B('HS'), hex('00 00'), hex('0100 0000'), fill(4, 0), u32(0), u32(4), B('inst'))]] },
+    { app: 'IEEE-C37118', kind: 'tcp', sport: 4712, msgs: [['c2s', c37]] },
+    { app: 'RTPS', kind: 'udp', sport: 7400, msgs: [['c2s', cat(B('RTPS'), hex('0203 010f'), fill(12, 0x44), hex('0e01 0c00'), fill(12, 0x44))]] },
+    { app: 'ATG', kind: 'tcp', sport: 10001, msgs: [['c2s', cat(hex('01'), B('I20100'))]] },
   ];
 }
 

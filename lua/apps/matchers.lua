@@ -677,4 +677,93 @@ end
 -- Steam: A2S queries ff ff ff ff 'T'/'U'/'V'/'W' on the game port, Steam's own 'VS01'.
 -- (byte tests say all of it; no Lua needed.)
 
+-- ---------------------------------------------------------------------
+-- Checks for the protocols added from nDPI's test corpus (signatures.txt's
+-- last section), each from the protocol's specification.
+
+-- Kafka (the Kafka protocol guide): a request's size == the rest, api_key
+-- 0-100, api_version 0-20; a response's size == the rest.
+function M.kafka(d, p, e, conn, dir)
+  if e - p < 7 then return false end
+  local size = unpack(">I4", d, p)
+  if size ~= e - p - 3 then return false end
+  if dir == "s2c" then return true end
+  if e - p < 11 then return false end
+  local key, ver = unpack(">i2i2", d, p + 4)
+  return key >= 0 and key <= 100 and ver >= 0 and ver <= 20
+end
+
+-- OpenFlow header: type 0-35, a length (>= 8) the segment holds.
+function M.openflow(d, p, e)
+  if e - p < 7 then return false end
+  local t, len = byte(d, p + 1), unpack(">I2", d, p + 2)
+  return t <= 35 and len >= 8 and len <= e - p + 1
+end
+
+-- BFD control packet (RFC 5880 4.1): detect multiplier > 0, length 24..
+-- (with authentication) that fits the datagram.
+function M.bfd(d, p, e)
+  local n = e - p + 1
+  if n < 24 then return false end
+  local len = byte(d, p + 3)
+  return byte(d, p + 2) > 0 and len >= 24 and len <= n
+end
+
+-- LDP PDU (RFC 5036 3.1): version 1, a PDU length that fits (TCP may carry several).
+function M.ldp(d, p, e)
+  if e - p < 9 then return false end
+  local len = unpack(">I2", d, p + 2)
+  return len >= 6 and len <= e - p - 3
+end
+
+-- PTPv2 (IEEE 1588-2008 13.3): version 2, messageLength (>= 34) within the datagram.
+function M.ptp(d, p, e)
+  if e - p < 33 then return false end
+  local len = unpack(">I2", d, p + 2)
+  return byte(d, p + 1) & 0x0f == 2 and len >= 34 and len <= e - p + 1
+end
+
+-- PFCP (TS 29.244 7.2.2): version 1, message length == the rest after 4 bytes.
+function M.pfcp(d, p, e)
+  return e - p >= 7 and unpack(">I2", d, p + 2) == e - p - 3
+end
+
+-- SLPv2 (RFC 2608 8): a 3-byte length == the message.
+function M.slp(d, p, e)
+  return e - p >= 13 and unpack(">I3", d, p + 2) == e - p + 1
+end
+
+-- BFCP common header (RFC 8855 5.1): primitive 1-17, payload length in
+-- 4-byte words == the rest after the 12-byte header.
+function M.bfcp(d, p, e)
+  local n = e - p + 1
+  if n < 12 or n % 4 ~= 0 then return false end
+  local prim = byte(d, p + 1)
+  return prim >= 1 and prim <= 17 and unpack(">I2", d, p + 2) * 4 + 12 == n
+end
+
+-- OSCAR FLAP: a data length that fits after the 6-byte header.
+function M.flap(d, p, e)
+  return e - p >= 5 and unpack(">I2", d, p + 4) <= e - p - 5
+end
+
+-- KNXnet/IP header: total length == the datagram.
+function M.knx(d, p, e)
+  return e - p >= 5 and unpack(">I2", d, p + 4) == e - p + 1
+end
+
+-- AMS/TCP: a little-endian length == the rest, which holds the 32-byte AMS header.
+function M.ams(d, p, e)
+  if e - p < 37 then return false end
+  return unpack("<I4", d, p + 2) == e - p - 5
+end
+
+-- IEEE C37.118.2: frame type 0-5 (bits 4-6) and version 1-2, FRAMESIZE == the segment.
+function M.c37118(d, p, e)
+  if e - p < 15 then return false end
+  local b = byte(d, p + 1)
+  local v = b & 0x0f
+  return (b >> 4) & 7 <= 5 and v >= 1 and v <= 2 and unpack(">I2", d, p + 2) == e - p + 1
+end
+
 return M
