@@ -289,6 +289,9 @@ function corpusCases(): Case[] {
     { app: 'IEEE-C37118', kind: 'tcp', sport: 4712, msgs: [['c2s', c37]] },
     { app: 'RTPS', kind: 'udp', sport: 7400, msgs: [['c2s', cat(B('RTPS'), hex('0203 010f'), fill(12, 0x44), hex('0e01 0c00'), fill(12, 0x44))]] },
     { app: 'ATG', kind: 'tcp', sport: 10001, msgs: [['c2s', cat(hex('01'), B('I20100'))]] },
+    // Skype's UDP to a supernode: 2-byte ID, FUNC 0x02, the rest obfuscated; a 3-byte resend request
+    { app: 'Skype_Teams', kind: 'udp', sport: 40001, cport: 13021, msgs: [['c2s', cat(hex('9c4e 02'), fill(21, 0xd7))]] },
+    { app: 'Skype_Teams', kind: 'udp', sport: 33033, cport: 13022, msgs: [['c2s', hex('41a7 4d')]], note: '3-byte resend request' },
   ];
 }
 

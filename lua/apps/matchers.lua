@@ -766,4 +766,20 @@ function M.c37118(d, p, e)
   return (b >> 4) & 7 <= 5 and v >= 1 and v <= 2 and unpack(">I2", d, p + 2) == e - p + 1
 end
 
+-- Skype's own UDP (the peer-to-peer Skype before Teams; Bonfiglio et al.,
+-- "Revealing Skype Traffic: When Randomness Plays with You", SIGCOMM
+-- 2007): a message starts with a random 2-byte ID, then a FUNC byte that
+-- is 0x02 on a start of message (the byte test) and whose low nibble is
+-- 0x0d on a 3-byte resend request. Weak by nature, so only a direction's
+-- first packet, between unprivileged ports no signature claims (the port's
+-- owner gets the flow), never a BER SEQUENCE (0x30: SNMP-like).
+function M.skype_udp(d, p, e, conn, dir, ctx)
+  local cp, sp = conn.client_port, conn.server_port
+  if ctx.n ~= 1 or cp < 1024 or sp < 1024 then return false end
+  local claimed = ctx.port_claimed
+  if claimed and (claimed(sp) or claimed(cp)) then return false end
+  if e == p + 2 then return byte(d, p + 2) & 0x0f == 0x0d end
+  return byte(d, p) ~= 0x30
+end
+
 return M

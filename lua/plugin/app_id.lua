@@ -359,6 +359,16 @@ end
 -- The context handed to checks (one per VM, refilled per call).
 local ctx = { kind = nil, n = 0, conn = nil, d = nil, p = 0, e = 0, expect = nil }
 
+-- ctx.port_claimed(port): some signature of the flow's transport names
+-- that port (a port rule, or a byte feature dispatched by it). Heuristics
+-- of last resort (Skype's UDP) keep off such ports: the protocol that owns
+-- the port gets its flows.
+local function claimed_in(t, port)
+  return t ~= nil and (t.ports[port] ~= nil or t.byport[port] ~= nil or t.empty[port] ~= nil)
+end
+local cur_t
+ctx.port_claimed = function(port) return claimed_in(cur_t, port) end
+
 -- Lazily computed host for features with a host field: the packet's own
 -- server name, else the flow's, else reverse DNS.
 local function ctx_host(c)
@@ -432,6 +442,7 @@ local function classify(self, pkt, conn, kind, heard)
   local t = self._sigs[kind]
   ctx.kind, ctx.n, ctx.conn, ctx.d, ctx.p, ctx.e, ctx._host, ctx.sni = kind, n, conn, d, p, e, nil, nil
   ctx.either = client_port_counts(conn.client_port, conn.server_port)
+  cur_t = t
   local s, r = first_match(t.by0[byte(d, p)], conn, ctx_host, d, p, e, dir, ctx)
   if not s then s, r = first_match(t.byport[conn.server_port], conn, ctx_host, d, p, e, dir, ctx) end
   if not s and ctx.either then s, r = first_match(t.byport[conn.client_port], conn, ctx_host, d, p, e, dir, ctx) end
@@ -570,7 +581,9 @@ function app_id.claims(kind, cport, sport, payloads)
   for _, pl in ipairs(payloads) do
     local dir, d = pl[1], pl[2]
     counts[dir] = counts[dir] + 1
-    local c = { kind = kind, n = counts[dir], conn = conn, d = d, p = 1, e = #d, expect = function() end }
+    local t = app_id._sigs and app_id._sigs[kind]
+    local c = { kind = kind, n = counts[dir], conn = conn, d = d, p = 1, e = #d, expect = function() end,
+      port_claimed = function(port) return claimed_in(t, port) end }
     for _, s in ipairs(list) do
       if (not s.proto or s.proto == kind) and not s.master and not s.when_empty and not (s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check) then
         local pure = s.nbytes == 0 and not s.hosts and not s.check and not s.dir and not s.pkt and not s.len
