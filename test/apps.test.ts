@@ -289,6 +289,11 @@ function corpusCases(): Case[] {
     { app: 'IEEE-C37118', kind: 'tcp', sport: 4712, msgs: [['c2s', c37]] },
     { app: 'RTPS', kind: 'udp', sport: 7400, msgs: [['c2s', cat(B('RTPS'), hex('0203 010f'), fill(12, 0x44), hex('0e01 0c00'), fill(12, 0x44))]] },
     { app: 'ATG', kind: 'tcp', sport: 10001, msgs: [['c2s', cat(hex('01'), B('I20100'))]] },
+    // uTP: SYN (type 4, recv_id 0x1234, seq 1), then the STATE reply with the same id acking it
+    { app: 'BitTorrent', kind: 'udp', sport: 51413, cport: 50321, msgs: [['c2s', cat(hex('41 00 1234'), u32(1000), u32(0), u32(0x100000), u16(1), u16(0))], ['s2c', cat(hex('21 00 1234'), u32(2000), u32(1000), u32(0x100000), u16(77), u16(1))]], note: 'uTP handshake' },
+    { app: 'BitTorrent', kind: 'udp', sport: 40959, cport: 64969, msgs: [['c2s', cat(hex('01 00 5679'), u32(1), u32(2), u32(0x100000), u16(9), u16(3), hex('13'), B('BitTorrent protocol'), fill(48, 0))], ['s2c', cat(hex('21 00 5678'), u32(3), u32(4), u32(0x100000), u16(4), u16(9))]], note: 'uTP midstream: ids differ by one' },
+    // RFC 3489 Binding Request with CHANGE-REQUEST (type 3, 4 bytes), and its response with MAPPED-ADDRESS
+    { app: 'STUN', kind: 'udp', sport: 40100, msgs: [['c2s', cat(hex('0001 0008'), fill(16, 0x5b), hex('0003 0004 00000000'))], ['s2c', cat(hex('0101 000c'), fill(16, 0x5b), hex('0001 0008 0001 1f90 c0000201'))]], note: 'RFC 3489, no magic cookie' },
     // Skype's UDP to a supernode: 2-byte ID, FUNC 0x02, the rest obfuscated; a 3-byte resend request
     { app: 'Skype_Teams', kind: 'udp', sport: 40001, cport: 13021, msgs: [['c2s', cat(hex('9c4e 02'), fill(21, 0xd7))]] },
     { app: 'Skype_Teams', kind: 'udp', sport: 33033, cport: 13022, msgs: [['c2s', hex('41a7 4d')]], note: '3-byte resend request' },
@@ -624,6 +629,25 @@ test('tcpdump corpus captures: QUIC (its SNI), IPSec, DHCPV6, and flows inside G
     if (!apps.some((r) => r.app === app && r.server_port === port)) bad.push(`${file}: ${JSON.stringify(apps.map((r) => [r.app, r.server_port]))}`);
   }
   assert.deepEqual(bad, []);
+});
+
+describe('plugin.app_id: the weak heuristics stay where they belong', () => {
+  test("Skype's UDP start-of-message is tried on a direction's first packet only and off the ports other signatures own; uTP needs both directions' connection ids", () => {
+    const file = path.join(tmpdir(), 'weak.pcap');
+    const w = new PcapFileWriter(file);
+    let us = 1_700_000_000 * 1e6;
+    const u = (a: string, z: string, ap: number, zp: number, b: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, ethernet({ src: CLIENT_MAC, dst: SERVER_MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: a, dst: z, proto: IPPROTO.UDP }, udp({ src: a, dst: z, sport: ap, dport: zp }, b)))); us += 1000; };
+    const skype = cat(hex('9c4e 02'), fill(21, 0xd7));
+    u('10.7.0.1', '10.7.0.2', 41000, 5353, skype); // MDNS's port: its port rule names it
+    u('10.7.0.3', '10.7.0.4', 41001, 42001, fill(24, 0x11)); // the first packet is not Skype's...
+    u('10.7.0.3', '10.7.0.4', 41001, 42001, skype); // ...so the second one does not count
+    u('10.7.0.5', '10.7.0.6', 41002, 42002, cat(hex('01 00 7777'), fill(40, 0x22))); // uTP-like bits, one direction only
+    u('10.7.0.7', '10.7.0.8', 41003, 42003, skype); // Skype
+    w.close();
+    const { recs } = runLua('return { require "plugin.app_id" }', file);
+    const apps = recs.filter((r) => r.type === 'app').map((r) => `${r.client_ip} ${r.app}`).sort();
+    assert.deepEqual(apps, ['10.7.0.1 MDNS', '10.7.0.7 Skype_Teams']);
+  });
 });
 
 describe('plugin.app_id: the server riff guessed may be the client', () => {

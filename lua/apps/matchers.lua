@@ -408,11 +408,28 @@ function M.mqtt(d, p, e)
   return sub(d, q, q + 5) == "\0\4MQTT" or sub(d, q, q + 7) == "\0\6MQIsdp"
 end
 
--- BitTorrent DHT (bencoded KRPC) and uTP (BEP 29: version 1, type 0-4, extension <= 2).
-function M.utp(d, p, e)
+-- uTP (BEP 29), BitTorrent's transport over UDP: a 20-byte header with
+-- version 1 and type 0-4 (DATA, FIN, STATE, RESET, SYN) in byte 0, an
+-- extension 0-2, a connection id. One side sends with recv_id, the other
+-- with recv_id + 1; the SYN carries recv_id and so does its STATE reply.
+-- So a flow is uTP when the two directions' ids differ by one (or are
+-- equal after a SYN): the header's bits alone are too few.
+function M.utp(d, p, e, conn, dir)
   if e - p < 19 then return false end
   local b, x = byte(d, p, p + 1)
-  return b & 15 == 1 and b >> 4 <= 4 and x <= 2
+  if b & 15 ~= 1 or b >> 4 > 4 or x > 2 then return false end
+  local u = conn and conn.user
+  if not u then return false end
+  local id = unpack(">I2", d, p + 2)
+  local mine, other = "utp_c", "utp_s"
+  if dir ~= "c2s" then mine, other = "utp_s", "utp_c" end
+  local o = u[other]
+  if o then
+    local diff = (id - o[1]) & 0xffff
+    if diff == 1 or diff == 0xffff or (diff == 0 and (o[2] == 4 or b >> 4 == 4)) then return true end
+  end
+  if not u[mine] then u[mine] = { id, b >> 4 } end
+  return false
 end
 
 -- SSDP/WSD/HTTPU: an HTTP-like request over UDP.
@@ -780,6 +797,25 @@ function M.skype_udp(d, p, e, conn, dir, ctx)
   if claimed and (claimed(sp) or claimed(cp)) then return false end
   if e == p + 2 then return byte(d, p + 2) & 0x0f == 0x0d end
   return byte(d, p) ~= 0x30
+end
+
+-- Classic STUN (RFC 3489, before RFC 5389's magic cookie): Binding or
+-- Shared Secret request/response/error (0x0001, 0x0101, 0x0111, 0x0002,
+-- 0x0102, 0x0112), a length == the rest after the 20-byte header, and
+-- attributes (type, length) that add up to exactly that length.
+local STUN3489 = { [0x0001] = true, [0x0101] = true, [0x0111] = true, [0x0002] = true, [0x0102] = true, [0x0112] = true }
+function M.stun3489(d, p, e)
+  if e - p < 19 then return false end
+  local t, len = unpack(">I2I2", d, p)
+  if not STUN3489[t] or len ~= e - p - 19 or len % 4 ~= 0 then return false end
+  local q, stop = p + 20, p + 20 + len
+  while q < stop do
+    if q + 3 > e then return false end
+    local at, al = unpack(">I2I2", d, q)
+    if at == 0 or (at > 0x0030 and at < 0x8000) then return false end
+    q = q + 4 + al
+  end
+  return q == stop
 end
 
 return M
