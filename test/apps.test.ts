@@ -294,6 +294,11 @@ function corpusCases(): Case[] {
     { app: 'BitTorrent', kind: 'udp', sport: 40959, cport: 64969, msgs: [['c2s', cat(hex('01 00 5679'), u32(1), u32(2), u32(0x100000), u16(9), u16(3), hex('13'), B('BitTorrent protocol'), fill(48, 0))], ['s2c', cat(hex('21 00 5678'), u32(3), u32(4), u32(0x100000), u16(4), u16(9))]], note: 'uTP midstream: ids differ by one' },
     // RFC 3489 Binding Request with CHANGE-REQUEST (type 3, 4 bytes), and its response with MAPPED-ADDRESS
     { app: 'STUN', kind: 'udp', sport: 40100, msgs: [['c2s', cat(hex('0001 0008'), fill(16, 0x5b), hex('0003 0004 00000000'))], ['s2c', cat(hex('0101 000c'), fill(16, 0x5b), hex('0001 0008 0001 1f90 c0000201'))]], note: 'RFC 3489, no magic cookie' },
+    // OpenVPN hard resets on 443/udp: client session id 1122334455667788, the server's reply acks it
+    { app: 'OpenVPN', kind: 'udp', sport: 443, msgs: [['c2s', cat(hex('38 1122334455667788 00 00000000'), fill(6, 0))], ['s2c', cat(hex('40 99aabbccddeeff00 01 00000000 1122334455667788 00000000'))]], note: 'hard resets on 443' },
+    { app: 'OpenVPN', kind: 'tcp', sport: 8443, msgs: [['c2s', cat(u16(14), hex('38 1122334455667788 00 00000000'))], ['s2c', cat(u16(26), hex('40 99aabbccddeeff00 01 00000000 1122334455667788 00000000'))]], note: 'hard resets over TCP' },
+    { app: 'Monero', kind: 'tcp', sport: 18080, msgs: [['c2s', cat(hex('0121010101010101'), Buffer.from([226, 0, 0, 0, 0, 0, 0, 0]), hex('01'), le32(1001), le32(0), le32(1), fill(226, 0))]] },
+    { app: 'IEC62056', kind: 'tcp', sport: 4059, msgs: [['c2s', cat(hex('0001 0010 0001'), u16(8), hex('6006a1060604 6050'))]] },
     // Skype's UDP to a supernode: 2-byte ID, FUNC 0x02, the rest obfuscated; a 3-byte resend request
     { app: 'Skype_Teams', kind: 'udp', sport: 40001, cport: 13021, msgs: [['c2s', cat(hex('9c4e 02'), fill(21, 0xd7))]] },
     { app: 'Skype_Teams', kind: 'udp', sport: 33033, cport: 13022, msgs: [['c2s', hex('41a7 4d')]], note: '3-byte resend request' },

@@ -818,4 +818,33 @@ function M.stun3489(d, p, e)
   return q == stop
 end
 
+-- OpenVPN's handshake on any port (OpenVPN's wire format, ssl_pkt.h): the
+-- client's P_CONTROL_HARD_RESET_CLIENT_V2/V3 (opcode 7/10 in byte 0's top
+-- 5 bits) carries its 8-byte session id; the server's
+-- P_CONTROL_HARD_RESET_SERVER_V2 (opcode 8) acknowledges that packet and
+-- so repeats the id. Over TCP each packet has a 2-byte length first.
+function M.openvpn_pair(d, p, e, conn, dir, ctx)
+  local u = conn and conn.user
+  if not u then return false end
+  local q = p
+  if ctx and ctx.kind == "tcp" then
+    if e - p < 2 or unpack(">I2", d, p) ~= e - p - 1 then return false end
+    q = p + 2
+  end
+  if e - q < 13 then return false end
+  local op = byte(d, q) >> 3
+  if op == 7 or op == 10 then
+    if not u.ovpn_sid then u.ovpn_sid, u.ovpn_dir = sub(d, q + 1, q + 8), dir end
+    return false
+  end
+  local sid = u.ovpn_sid
+  return op == 8 and sid ~= nil and u.ovpn_dir ~= dir and find(d, sid, q + 9, true) ~= nil
+end
+
+-- DLMS/COSEM's TCP/UDP wrapper (IEC 62056-47): version 1, source and
+-- destination wPorts, a length == the rest after the 8-byte header.
+function M.dlms(d, p, e)
+  return e - p >= 8 and unpack(">I2", d, p + 6) == e - p - 7
+end
+
 return M
