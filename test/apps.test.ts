@@ -299,6 +299,9 @@ function corpusCases(): Case[] {
     { app: 'OpenVPN', kind: 'tcp', sport: 8443, msgs: [['c2s', cat(u16(14), hex('38 1122334455667788 00 00000000'))], ['s2c', cat(u16(26), hex('40 99aabbccddeeff00 01 00000000 1122334455667788 00000000'))]], note: 'hard resets over TCP' },
     { app: 'Monero', kind: 'tcp', sport: 18080, msgs: [['c2s', cat(hex('0121010101010101'), Buffer.from([226, 0, 0, 0, 0, 0, 0, 0]), hex('01'), le32(1001), le32(0), le32(1), fill(226, 0))]] },
     { app: 'IEC62056', kind: 'tcp', sport: 4059, msgs: [['c2s', cat(hex('0001 0010 0001'), u16(8), hex('6006a1060604 6050'))]] },
+    // Thrift: a framed strict-binary call "getDevice", and Jaeger's compact oneway emitBatch over UDP
+    { app: 'Thrift', kind: 'tcp', sport: 11010, msgs: [['c2s', (() => { const m = cat(hex('80010001'), u32(9), B('getDevice'), u32(1), hex('00')); return cat(u32(m.length), m); })()]], note: 'framed binary' },
+    { app: 'Thrift', kind: 'udp', sport: 6831, msgs: [['c2s', cat(hex('82 81 01 09'), B('emitBatch'), hex('1c1c'), fill(40, 0))]], note: 'compact, oneway' },
     // Skype's UDP to a supernode: 2-byte ID, FUNC 0x02, the rest obfuscated; a 3-byte resend request
     { app: 'Skype_Teams', kind: 'udp', sport: 40001, cport: 13021, msgs: [['c2s', cat(hex('9c4e 02'), fill(21, 0xd7))]] },
     { app: 'Skype_Teams', kind: 'udp', sport: 33033, cport: 13022, msgs: [['c2s', hex('41a7 4d')]], note: '3-byte resend request' },

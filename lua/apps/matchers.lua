@@ -847,4 +847,38 @@ function M.dlms(d, p, e)
   return e - p >= 8 and unpack(">I2", d, p + 6) == e - p - 7
 end
 
+-- Apache Thrift (thrift's protocol specs). Binary protocol, strict: 0x80
+-- 0x01, a zero, the message type 1-4 (call, reply, exception, oneway), a
+-- 4-byte method name length, the name; the framed transport puts a
+-- 4-byte frame length == the rest before it. Compact protocol: 0x82,
+-- type << 5 | version 1, a varint sequence id, a varint name length, the
+-- name. The name must be an identifier.
+local function ident(d, q, n, e)
+  if n < 1 or n > 128 or q + n - 1 > e then return false end
+  return find(sub(d, q, q + n - 1), "^[%w_%.:]+$") ~= nil
+end
+function M.thrift(d, p, e)
+  local q = p
+  if byte(d, p) == 0 then
+    if e - p < 11 or unpack(">I4", d, p) ~= e - p - 3 then return false end
+    q = p + 4
+  end
+  if e - q < 8 then return false end
+  return ident(d, q + 8, unpack(">I4", d, q + 4), e)
+end
+function M.thrift_compact(d, p, e)
+  local t = byte(d, p + 1)
+  if not t or t & 0x1f ~= 1 or t >> 5 < 1 or t >> 5 > 4 then return false end
+  local q = p + 2
+  for _ = 1, 5 do -- the sequence id, a varint
+    local b = byte(d, q)
+    if not b then return false end
+    q = q + 1
+    if b < 0x80 then break end
+  end
+  local n = byte(d, q)
+  if not n or n >= 0x80 then return false end
+  return ident(d, q + 1, n, e)
+end
+
 return M
