@@ -302,6 +302,9 @@ function corpusCases(): Case[] {
     // Thrift: a framed strict-binary call "getDevice", and Jaeger's compact oneway emitBatch over UDP
     { app: 'Thrift', kind: 'tcp', sport: 11010, msgs: [['c2s', (() => { const m = cat(hex('80010001'), u32(9), B('getDevice'), u32(1), hex('00')); return cat(u32(m.length), m); })()]], note: 'framed binary' },
     { app: 'Thrift', kind: 'udp', sport: 6831, msgs: [['c2s', cat(hex('82 81 01 09'), B('emitBatch'), hex('1c1c'), fill(40, 0))]], note: 'compact, oneway' },
+    { app: 'Syslog', kind: 'tcp', sport: 514, msgs: [['c2s', B('<13>Oct 11 22:14:15 host app: over tcp\n')]], note: 'TCP, not RSH' },
+    { app: 'WhatsApp', kind: 'tcp', sport: 443, msgs: [['c2s', cat(B('WA'), hex('0602'), hex('0000'), u16(40), fill(40, 0x66))]], note: 'WA prologue on 443' },
+    { app: 'WhatsApp', kind: 'tcp', sport: 5222, msgs: [['c2s', cat(B('ED'), hex('0001'), u16(36), fill(36, 0x67))]], note: 'Noise prologue' },
     // Skype's UDP to a supernode: 2-byte ID, FUNC 0x02, the rest obfuscated; a 3-byte resend request
     { app: 'Skype_Teams', kind: 'udp', sport: 40001, cport: 13021, msgs: [['c2s', cat(hex('9c4e 02'), fill(21, 0xd7))]] },
     { app: 'Skype_Teams', kind: 'udp', sport: 33033, cport: 13022, msgs: [['c2s', hex('41a7 4d')]], note: '3-byte resend request' },
