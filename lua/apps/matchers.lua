@@ -7,7 +7,10 @@
 -- d the packet, p..e the payload (inclusive offsets), conn the flow.tcp /
 -- flow.udp flow, dir "c2s"|"s2c", ctx = { kind = "tcp"|"udp", n = this
 -- direction's payload packet number (1 = first), expect = function(ip, port,
--- app, kind) }. ctx.expect names a flow not yet seen: the next flow with
+-- app, kind), port_claimed = function(port) }. ctx.port_claimed says whether
+-- a signature of the flow's transport names that port (a port rule or a
+-- byte feature dispatched by it): weak heuristics keep off such ports.
+-- ctx.expect names a flow not yet seen: the next flow with
 -- that ip:port at either end (within app_id.expect_timeout seconds) gets
 -- app without further tests (TFTP data, FTP data channels).
 -- A check returning the string "watch" keeps the matched flow's later
