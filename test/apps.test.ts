@@ -212,7 +212,7 @@ function handCases(): Case[] {
     { app: 'Elasticsearch', kind: 'tcp', sport: 9300, msgs: [['c2s', cat(B('ES'), fill(20))]] },
     { app: 'AFP', kind: 'tcp', sport: 548, msgs: [['c2s', cat(hex('0004 0001'), u32(0), u32(6), u32(0), hex('0104 00000400'))]] },
     { app: 'TPLINK_SHP', kind: 'tcp', sport: 9999, msgs: [['c2s', cat(u32(20), hex('d0'), fill(19, 0xf2))]] },
-    { app: 'Softether', kind: 'tcp', sport: 5555, msgs: [['c2s', fill(24, 0x7a)]] },
+    { app: 'Softether', kind: 'tcp', sport: 992, msgs: [['c2s', fill(24, 0x7a)]] },
     ...corpusCases(),
   ];
 }
