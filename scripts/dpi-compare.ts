@@ -43,6 +43,7 @@ export const ALIASES: Record<string, string> = {
   Hotmail: 'Outlook', // nDPI 4.3 folded Hotmail into Outlook
   DCE_RPC: 'RPC', // riff's RPC is ONC RPC (111) and DCE RPC (135)
   SkypeCall: 'Skype_Teams', // later nDPI: Skype_TeamsCall; riff names the service
+  Starcraft: 'Blizzard', // later nDPI names Battle.net's traffic Blizzard
 };
 
 interface Flow { key: string; app: string; master: string; confidence?: string; file: string; tuple: string }

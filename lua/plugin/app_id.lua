@@ -81,7 +81,7 @@ local app_id = {
 -- riff's names before nDPI's spelling was adopted.
 app_id.aliases = {
   SMB = "SMBv23", FTP = "FTP_CONTROL", mDNS = "MDNS", DHCPv6 = "DHCPV6", IKE = "IPSec",
-  RADIUS = "Radius", HTTP2 = "HTTP", NetBIOS = "NetBIOS",
+  RADIUS = "Radius", HTTP2 = "HTTP", NetBIOS = "NetBIOS", Starcraft = "Blizzard",
 }
 
 -- Carriers whose server name is read and looked up in the host lists.
