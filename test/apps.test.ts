@@ -178,7 +178,7 @@ function handCases(): Case[] {
     { app: 'Modbus', kind: 'tcp', sport: 502, msgs: [['c2s', hex('0001 0000 0006 01 03 0000 000a')]] },
     { app: 'DNP3', kind: 'tcp', sport: 20000, msgs: [['c2s', cat(hex('0564 05 c9 0100 0200'), fill(2))]] },
     { app: 'IEC60870', kind: 'tcp', sport: 2404, msgs: [['c2s', hex('6804 0700 0000')]] },
-    { app: 's7comm', kind: 'tcp', sport: 102, msgs: [['c2s', tpkt(cat(hex('11e0 0000 0001 00 c1020100 c2020102 c0010a')))]] },
+    { app: 'S7Comm', kind: 'tcp', sport: 102, msgs: [['c2s', tpkt(cat(hex('11e0 0000 0001 00 c1020100 c2020102 c0010a')))]] },
     { app: 'EthernetIP', kind: 'tcp', sport: 44818, msgs: [['c2s', cat(hex('6500 0400'), fill(20, 0), hex('01000000'))]] },
     { app: 'BACnet', kind: 'udp', sport: 47808, msgs: [['c2s', hex('810b000c 0120ffff00ff1008')]] },
     { app: 'OPC-UA', kind: 'tcp', sport: 4840, msgs: [['c2s', cat(B('HELF'), le32(32), fill(24, 0))]] },

@@ -82,6 +82,7 @@ local app_id = {
 app_id.aliases = {
   SMB = "SMBv23", FTP = "FTP_CONTROL", mDNS = "MDNS", DHCPv6 = "DHCPV6", IKE = "IPSec",
   RADIUS = "Radius", HTTP2 = "HTTP", NetBIOS = "NetBIOS", Starcraft = "Blizzard",
+  LotusNotes = "HCL_Notes", s7comm = "S7Comm",
 }
 
 -- Carriers whose server name is read and looked up in the host lists.
