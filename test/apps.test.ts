@@ -309,6 +309,9 @@ function corpusCases(): Case[] {
     { app: 'CIP', kind: 'udp', sport: 2222, msgs: [['c2s', cat(hex('0200 0280 0800'), u32(0x12345678), u32(1), hex('b100'), u16(6), u16(1), fill(4, 0))]] },
     { app: 'DNScrypt', kind: 'udp', sport: 443, msgs: [['c2s', fill(256, 0x5c)], ['s2c', cat(B('r6fnvWj8'), fill(12, 0x31), fill(100, 0x5d))]], note: 'the resolver magic' },
     { app: 'WorldOfWarcraft', kind: 'tcp', sport: 3725, msgs: [['s2c', cat(u16(0x30), B('WORLD OF WARCRAFT CONNECTION - SERVER TO CLIENT\0'))]] },
+    // DCE/RPC bind (type 11) to the endpoint mapper's interface, little-endian, on a dynamic port
+    { app: 'DCERPC', kind: 'tcp', sport: 49667, msgs: [['c2s', cat(hex('05 00 0b 03 10000000'), Buffer.from([72, 0]), hex('0000 01000000 b810 b810 00000000 01000000 0000 0100'), fill(16, 0x08), hex('0300 0000'), fill(16, 0x04), hex('0200 0000'))]] },
+    { app: 'DCERPC', kind: 'udp', sport: 34964, msgs: [['c2s', cat(hex('04 00 20 00 10 00 00 00'), fill(66, 0x01), Buffer.from([8, 0]), hex('0000 0000'), fill(8, 0x02))]], note: 'connectionless' },
     // Skype's UDP to a supernode: 2-byte ID, FUNC 0x02, the rest obfuscated; a 3-byte resend request
     { app: 'Skype_Teams', kind: 'udp', sport: 40001, cport: 13021, msgs: [['c2s', cat(hex('9c4e 02'), fill(21, 0xd7))]] },
     { app: 'Skype_Teams', kind: 'udp', sport: 33033, cport: 13022, msgs: [['c2s', hex('41a7 4d')]], note: '3-byte resend request' },

@@ -884,4 +884,30 @@ function M.thrift_compact(d, p, e)
   return ident(d, q + 1, n, e)
 end
 
+-- DCE/RPC connection-oriented PDU (C706 12.6.3): flags, a data
+-- representation whose integer format is little (0x10) or big (0x00)
+-- endian, a fragment length of at least the 16-byte header: the segment's
+-- length, or shorter with the next PDU after it, or longer when the
+-- segment is full-sized.
+function M.dcerpc(d, p, e)
+  if e - p < 15 then return false end
+  local rep = byte(d, p + 4)
+  if rep ~= 0x10 and rep ~= 0x00 then return false end
+  local len = rep == 0x10 and unpack("<I2", d, p + 8) or unpack(">I2", d, p + 8)
+  local n = e - p + 1
+  if len < 16 then return false end
+  if len == n then return true end
+  if len < n then return byte(d, p + len) == 5 end -- another PDU follows
+  return n >= 512 -- a PDU longer than a full-sized segment
+end
+-- Connectionless (UDP) PDU (C706 12.5.3): an 80-byte header whose body
+-- length (at 74) == the rest.
+function M.dcerpc_cl(d, p, e)
+  if e - p < 79 then return false end
+  local rep = byte(d, p + 4)
+  if rep ~= 0x10 and rep ~= 0x00 then return false end
+  local len = rep == 0x10 and unpack("<I2", d, p + 74) or unpack(">I2", d, p + 74)
+  return len == e - p - 79
+end
+
 return M
