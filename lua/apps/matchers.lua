@@ -910,4 +910,17 @@ function M.dcerpc_cl(d, p, e)
   return len == e - p - 79
 end
 
+-- Avast SecureDNS: its queries to UDP 443 carry the name "securedns" in
+-- clear, each letter's case randomised (as DNS 0x20 does): nine letters
+-- in any case, never by chance in an encrypted datagram.
+function M.avast_securedns(d, p, e)
+  return find(lower(sub(d, p, e < p + 127 and e or p + 127)), "securedns", 1, true) ~= nil
+end
+
+-- Agora's SD-RTN: the client's datagrams name the edge server they go to
+-- ("a-b-c-d.edge.agora.io") in clear.
+function M.agora(d, p, e)
+  return find(sub(d, p, e < p + 256 and e or p + 256), ".edge.agora.io", 1, true) ~= nil
+end
+
 return M
