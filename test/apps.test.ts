@@ -314,6 +314,7 @@ function corpusCases(): Case[] {
     { app: 'DCERPC', kind: 'udp', sport: 34964, msgs: [['c2s', cat(hex('04 00 20 00 10 00 00 00'), fill(66, 0x01), Buffer.from([8, 0]), hex('0000 0000'), fill(8, 0x02))]], note: 'connectionless' },
     { app: 'AVASTSecureDNS', kind: 'udp', sport: 443, msgs: [['c2s', dns({ id: 0x4d2, questions: [{ name: 'x1.sEcUREdNS.avast.com', type: 'A' }] })]], note: 'a DNS query to 443' },
     { app: 'SD-RTN', kind: 'udp', sport: 8130, msgs: [['c2s', cat(hex('0a00 0001'), fill(20, 0x00), B('104-166-161-75.edge.agora.io'), B('PDMD'), fill(40, 0x11))]] },
+    { app: 'Controller_Area_Network', kind: 'udp', sport: 11898, msgs: [['c2s', cat(B('ISO11898'), hex('01 02'), le32(0x123), hex('08 00 00 00'), fill(8, 0x11), le32(0x124), hex('02 00 00 00'), fill(8, 0x22))]] },
     // Skype's UDP to a supernode: 2-byte ID, FUNC 0x02, the rest obfuscated; a 3-byte resend request
     { app: 'Skype_Teams', kind: 'udp', sport: 40001, cport: 13021, msgs: [['c2s', cat(hex('9c4e 02'), fill(21, 0xd7))]] },
     { app: 'Skype_Teams', kind: 'udp', sport: 33033, cport: 13022, msgs: [['c2s', hex('41a7 4d')]], note: '3-byte resend request' },
