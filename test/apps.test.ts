@@ -315,6 +315,9 @@ function corpusCases(): Case[] {
     { app: 'AVASTSecureDNS', kind: 'udp', sport: 443, msgs: [['c2s', dns({ id: 0x4d2, questions: [{ name: 'x1.sEcUREdNS.avast.com', type: 'A' }] })]], note: 'a DNS query to 443' },
     { app: 'SD-RTN', kind: 'udp', sport: 8130, msgs: [['c2s', cat(hex('0a00 0001'), fill(20, 0x00), B('104-166-161-75.edge.agora.io'), B('PDMD'), fill(40, 0x11))]] },
     { app: 'Controller_Area_Network', kind: 'udp', sport: 11898, msgs: [['c2s', cat(B('ISO11898'), hex('01 02'), le32(0x123), hex('08 00 00 00'), fill(8, 0x11), le32(0x124), hex('02 00 00 00'), fill(8, 0x22))]] },
+    // Armagetron: a server-info request (descriptor 0x35, id 1, no data) and sender id 0, to a server on 4540
+    { app: 'Armagetron', kind: 'udp', sport: 4540, msgs: [['c2s', hex('0035 0001 0000 0000')], ['s2c', cat(hex('0033 0002'), u16(4), fill(8, 0x41), hex('0001'))]] },
+    { app: 'IEC62056', kind: 'tcp', sport: 4060, msgs: [['c2s', cat(hex('0001 0010 0001'), u16(8), hex('6006a1060604 6050'))]], note: 'another port' },
     // Skype's UDP to a supernode: 2-byte ID, FUNC 0x02, the rest obfuscated; a 3-byte resend request
     { app: 'Skype_Teams', kind: 'udp', sport: 40001, cport: 13021, msgs: [['c2s', cat(hex('9c4e 02'), fill(21, 0xd7))]] },
     { app: 'Skype_Teams', kind: 'udp', sport: 33033, cport: 13022, msgs: [['c2s', hex('41a7 4d')]], note: '3-byte resend request' },

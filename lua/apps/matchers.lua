@@ -845,9 +845,26 @@ function M.openvpn_pair(d, p, e, conn, dir, ctx)
 end
 
 -- DLMS/COSEM's TCP/UDP wrapper (IEC 62056-47): version 1, source and
--- destination wPorts, a length == the rest after the 8-byte header.
+-- destination wPorts (one byte's worth: SAPs), a length == the rest after
+-- the 8-byte header.
 function M.dlms(d, p, e)
-  return e - p >= 8 and unpack(">I2", d, p + 6) == e - p - 7
+  if e - p < 8 then return false end
+  local src, dst, len = unpack(">I2I2I2", d, p + 2)
+  return src <= 0xff and dst <= 0xff and len == e - p - 7
+end
+
+-- Armagetron Advanced: a datagram is messages of 16-bit big-endian words
+-- (descriptor, message id, data length in words, the data) and then the
+-- sender's id; the lengths must add up to the datagram exactly.
+function M.armagetron(d, p, e)
+  local n = e - p + 1
+  if n < 8 or n % 2 ~= 0 then return false end
+  local q, stop, k = p, e - 1, 0
+  while q + 5 < stop and k < 64 do
+    q = q + 6 + 2 * unpack(">I2", d, q + 4)
+    k = k + 1
+  end
+  return k > 0 and q == stop
 end
 
 -- Apache Thrift (thrift's protocol specs). Binary protocol, strict: 0x80
