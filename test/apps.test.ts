@@ -318,6 +318,7 @@ function corpusCases(): Case[] {
     // Armagetron: a server-info request (descriptor 0x35, id 1, no data) and sender id 0, to a server on 4540
     { app: 'Armagetron', kind: 'udp', sport: 4540, msgs: [['c2s', hex('0035 0001 0000 0000')], ['s2c', cat(hex('0033 0002'), u16(4), fill(8, 0x41), hex('0001'))]] },
     { app: 'IEC62056', kind: 'tcp', sport: 4060, msgs: [['c2s', cat(hex('0001 0010 0001'), u16(8), hex('6006a1060604 6050'))]], note: 'another port' },
+    { app: 'EAQ', kind: 'udp', sport: 6000, msgs: [['c2s', cat(u32(1), u32(0x5567a1b2), fill(8, 0))]] },
     // Skype's UDP to a supernode: 2-byte ID, FUNC 0x02, the rest obfuscated; a 3-byte resend request
     { app: 'Skype_Teams', kind: 'udp', sport: 40001, cport: 13021, msgs: [['c2s', cat(hex('9c4e 02'), fill(21, 0xd7))]] },
     { app: 'Skype_Teams', kind: 'udp', sport: 33033, cport: 13022, msgs: [['c2s', hex('41a7 4d')]], note: '3-byte resend request' },
