@@ -41,8 +41,13 @@ const SCRIPT = path.join(ROOT, 'scripts', 'dpi-compare.lua');
 export const ALIASES: Record<string, string> = {
   IPsec: 'IPSec', // renamed after 4.2; riff spells it as nDPI does now
   Hotmail: 'Outlook', // nDPI 4.3 folded Hotmail into Outlook
-  DCE_RPC: 'RPC', // riff's RPC is ONC RPC (111) and DCE RPC (135)
+  DCE_RPC: 'DCERPC', // renamed after 4.2; riff spells it as nDPI does now
   SkypeCall: 'Skype_Teams', // later nDPI: Skype_TeamsCall; riff names the service
+  Starcraft: 'Blizzard', // later nDPI names Battle.net's traffic Blizzard
+  LotusNotes: 'HCL_Notes', // renamed after 4.2; riff spells it as nDPI does now
+  'Z39.50': 'Z3950', // renamed after 4.2
+  Collectd: 'collectd', // renamed after 4.2
+  s7comm: 'S7Comm', // renamed after 4.2
 };
 
 interface Flow { key: string; app: string; master: string; confidence?: string; file: string; tuple: string }

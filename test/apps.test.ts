@@ -178,7 +178,7 @@ function handCases(): Case[] {
     { app: 'Modbus', kind: 'tcp', sport: 502, msgs: [['c2s', hex('0001 0000 0006 01 03 0000 000a')]] },
     { app: 'DNP3', kind: 'tcp', sport: 20000, msgs: [['c2s', cat(hex('0564 05 c9 0100 0200'), fill(2))]] },
     { app: 'IEC60870', kind: 'tcp', sport: 2404, msgs: [['c2s', hex('6804 0700 0000')]] },
-    { app: 's7comm', kind: 'tcp', sport: 102, msgs: [['c2s', tpkt(cat(hex('11e0 0000 0001 00 c1020100 c2020102 c0010a')))]] },
+    { app: 'S7Comm', kind: 'tcp', sport: 102, msgs: [['c2s', tpkt(cat(hex('11e0 0000 0001 00 c1020100 c2020102 c0010a')))]] },
     { app: 'EthernetIP', kind: 'tcp', sport: 44818, msgs: [['c2s', cat(hex('6500 0400'), fill(20, 0), hex('01000000'))]] },
     { app: 'BACnet', kind: 'udp', sport: 47808, msgs: [['c2s', hex('810b000c 0120ffff00ff1008')]] },
     { app: 'OPC-UA', kind: 'tcp', sport: 4840, msgs: [['c2s', cat(B('HELF'), le32(32), fill(24, 0))]] },
@@ -212,7 +212,116 @@ function handCases(): Case[] {
     { app: 'Elasticsearch', kind: 'tcp', sport: 9300, msgs: [['c2s', cat(B('ES'), fill(20))]] },
     { app: 'AFP', kind: 'tcp', sport: 548, msgs: [['c2s', cat(hex('0004 0001'), u32(0), u32(6), u32(0), hex('0104 00000400'))]] },
     { app: 'TPLINK_SHP', kind: 'tcp', sport: 9999, msgs: [['c2s', cat(u32(20), hex('d0'), fill(19, 0xf2))]] },
-    { app: 'Softether', kind: 'tcp', sport: 5555, msgs: [['c2s', fill(24, 0x7a)]] },
+    { app: 'Softether', kind: 'tcp', sport: 992, msgs: [['c2s', fill(24, 0x7a)]] },
+    ...corpusCases(),
+  ];
+}
+
+/** Protocols nDPI names in its own test captures that riff lacked, each from its specification. */
+function corpusCases(): Case[] {
+  const be32 = u32;
+  // Kafka ApiVersions request v3: size, api_key 18, api_version 3, correlation id, client id "console"
+  const kafkaReq = (() => { const body = cat(u16(18), u16(3), u32(1), u16(7), B('console'), hex('00')); return cat(u32(body.length), body); })();
+  const kafkaResp = cat(u32(10), u32(1), u16(0), hex('00000000'));
+  // OpenFlow 1.3 HELLO (type 0, length 16) with a versionbitmap element
+  const ofHello = cat(hex('04 00'), u16(16), u32(7), hex('0001 0008 00000010'));
+  // BFD control, version 1, state Up, detect mult 3, length 24
+  const bfd = cat(hex('20 c0 03 18'), u32(1), u32(2), u32(1000000), u32(1000000), u32(0));
+  // LDP Hello over UDP: version 1, PDU length, LSR id, label space, Hello message
+  const ldpBody = cat(hex('c0a80001 0000'), hex('0100'), u16(20), u32(1), hex('0400 0004 000f 0000'), hex('0401 0004 c0a80001'));
+  const ldp = cat(hex('0001'), u16(ldpBody.length), ldpBody);
+  // PTPv2 Sync (messageType 0, version 2, length 44)
+  const ptp = cat(hex('00 02'), u16(44), hex('00 00 0000'), fill(8, 0), fill(4, 0), fill(10, 0x11), u16(1), hex('00 00'), fill(10, 0));
+  // PFCP Heartbeat Request: version 1 (0x20), type 1, length, sequence, spare, Recovery Time Stamp IE
+  const pfcpBody = cat(hex('000001 00'), hex('0060 0004'), u32(0xe5a1b2c3));
+  const pfcp = cat(hex('20 01'), u16(pfcpBody.length), pfcpBody);
+  // SLPv2 Service Request: version 2, function 1, length, flags, next ext, XID, language "en"
+  const slpBody = cat(hex('2000 000000'), u16(7), u16(2), B('en'), u16(0), u16(20), B('service:printer:lpr'), hex('00'), u16(7), B('DEFAULT'), u16(0), u16(0));
+  const slp = (() => { const n = 2 + 3 + slpBody.length; const b = cat(hex('02 01'), Buffer.from([n >> 16, (n >> 8) & 255, n & 255]), slpBody); return b; })();
+  // BFCP v1 Hello (primitive 11) with no attributes: payload length 0
+  const bfcp = cat(hex('20 0b 0000'), u32(0x11), u16(1), u16(2));
+  // BFCP FloorRequest (primitive 1) with a FLOOR-ID attribute (one word)
+  const bfcp2 = cat(hex('20 01 0001'), u32(0x11), u16(2), u16(2), hex('0404 0001'));
+  // KNXnet/IP SEARCH_REQUEST: header 06 10 0201, length 14, HPAI
+  const knx = cat(hex('06 10 0201 000e'), hex('0801 c0a80001 0e57'));
+  // AMS/TCP + AMS header (32 bytes) + ADS Read Device Info (no data)
+  const amsHdr = cat(fill(6, 0x05), u16(0x5303), fill(6, 0x06), u16(0x8000), hex('0100 0400'), le32(0), le32(0), le32(1));
+  const ams = cat(hex('0000'), le32(amsHdr.length), amsHdr);
+  // C37.118 command frame: SYNC aa 41 (command, version 1), FRAMESIZE 18, IDCODE, SOC, FRACSEC, CMD 2, CHK
+  const c37 = cat(hex('aa41'), u16(18), u16(1), u32(1700000000), u32(0), u16(2), u16(0xabcd));
+  return [
+    { app: 'Kafka', kind: 'tcp', sport: 9092, msgs: [['c2s', kafkaReq], ['s2c', kafkaResp]] },
+    { app: 'Kafka', kind: 'tcp', sport: 9092, msgs: [['s2c', kafkaResp]], note: 'a response first' },
+    { app: 'Ceph', kind: 'tcp', sport: 6789, msgs: [['s2c', cat(B('ceph v027'), fill(136, 0))]] },
+    { app: 'Ceph', kind: 'tcp', sport: 3300, msgs: [['c2s', cat(B('ceph v2\n'), u16(16), fill(16, 0))]], note: 'msgr2 on 3300' },
+    { app: 'STOMP', kind: 'tcp', sport: 61613, msgs: [['c2s', B('CONNECT\naccept-version:1.2\nhost:broker\n\n\0')], ['s2c', B('CONNECTED\nversion:1.2\n\n\0')]] },
+    { app: 'STOMP', kind: 'tcp', sport: 61000, msgs: [['c2s', B('STOMP\r\naccept-version:1.2\r\nhost:b\r\n\r\n\0')]], note: 'STOMP frame, CRLF' },
+    { app: 'OpenWire', kind: 'tcp', sport: 61616, msgs: [['c2s', cat(u32(250), hex('01'), B('ActiveMQ'), u32(12), fill(20, 0))]] },
+    { app: 'Gearman', kind: 'tcp', sport: 4730, msgs: [['c2s', cat(hex('00'), B('REQ'), u32(7), u32(8), B('reverse\0'))]] },
+    { app: 'JRMI', kind: 'tcp', sport: 1099, msgs: [['c2s', cat(B('JRMI'), hex('0002 4b'))]] },
+    { app: 'HAProxy', kind: 'tcp', sport: 8110, msgs: [['c2s', cat(hex('0d0a0d0a000d0a515549540a'), hex('21 11'), u16(12), hex('7f000001 7f000001 ebdc 1fae'))]] },
+    { app: 'HAProxy', kind: 'tcp', sport: 8080, msgs: [['c2s', B('PROXY TCP4 192.0.2.1 192.0.2.2 56324 443\r\nGET / HTTP/1.1\r\n\r\n')]], note: 'v1 before HTTP' },
+    { app: 'OpenFlow', kind: 'tcp', sport: 6653, msgs: [['c2s', ofHello]] },
+    { app: 'HL7', kind: 'tcp', sport: 2575, msgs: [['c2s', cat(hex('0b'), B('MSH|^~\\&|APP|FAC|RCV|RF|20240101||ADT^A01|1|P|2.5\r'), hex('1c0d'))]] },
+    { app: 'DICOM', kind: 'tcp', sport: 104, msgs: [['c2s', cat(hex('0100'), u32(68), hex('0001 0000'), B('STORESCP        '), B('STORESCU        '), fill(32, 0))]] },
+    { app: 'Roughtime', kind: 'udp', sport: 2002, msgs: [['c2s', cat(B('ROUGHTIM'), le32(1024), fill(1024, 0))]] },
+    { app: 'BITCOIN', kind: 'tcp', sport: 8333, msgs: [['c2s', cat(hex('f9beb4d9'), B('version\0\0\0\0\0'), le32(100), hex('aabbccdd'), fill(100, 0))]] },
+    { app: 'BFD', kind: 'udp', sport: 3784, cport: 49152, msgs: [['c2s', bfd]] },
+    { app: 'GLBP', kind: 'udp', sport: 3222, cport: 3222, msgs: [['c2s', cat(hex('01 00 0001 0000'), hex('020000000001'), hex('01 1c 00 00'), fill(24, 0))]] },
+    { app: 'LDP', kind: 'udp', sport: 646, cport: 646, msgs: [['c2s', ldp]] },
+    { app: 'PTPv2', kind: 'udp', sport: 319, cport: 319, msgs: [['c2s', ptp]] },
+    { app: 'PFCP', kind: 'udp', sport: 8805, msgs: [['c2s', pfcp]] },
+    { app: 'RMCP', kind: 'udp', sport: 623, msgs: [['c2s', cat(hex('06 00 ff 06'), u32(4542), hex('80 00 00 00'))]], note: 'ASF presence ping' },
+    { app: 'Service_Location_Protocol', kind: 'udp', sport: 427, msgs: [['c2s', slp]] },
+    { app: 'DLEP', kind: 'udp', sport: 854, msgs: [['c2s', cat(B('DLEP'), u16(1), u16(0))]] },
+    { app: 'CPHA', kind: 'udp', sport: 8116, cport: 8116, msgs: [['c2s', cat(hex('1a90 0002'), fill(40, 0))]] },
+    { app: 'BFCP', kind: 'tcp', sport: 50500, msgs: [['c2s', bfcp2], ['s2c', bfcp]] },
+    { app: 'BFCP', kind: 'udp', sport: 50600, msgs: [['c2s', bfcp]] },
+    { app: 'Oscar', kind: 'tcp', sport: 5190, msgs: [['s2c', cat(hex('2a01 1234'), u16(4), u32(1))]] },
+    { app: 'KNXnet_IP', kind: 'udp', sport: 3671, msgs: [['c2s', knx]] },
+    { app: 'EthernetGlobalData', kind: 'udp', sport: 18246, cport: 18246, msgs: [['c2s', cat(hex('0d01'), u16(1), u32(0xc0a80801), u32(1), u32(0), u32(0), u32(0), fill(60, 0))]] },
+    { app: 'MELSEC', kind: 'tcp', sport: 5007, msgs: [['c2s', hex('5000 00 ff ff03 00 0c00 1000 0104 0000 640000 a8 0a00')]] },
+    { app: 'BeckhoffADS', kind: 'tcp', sport: 48898, msgs: [['c2s', ams]] },
+    { app: 'ANSI_C1222', kind: 'tcp', sport: 1153, msgs: [['c2s', cat(hex('60 1e a2 04 06 02 7b 00 a6 04 06 02 7b 01'), hex('be 0e 28 0c 81 0a'), fill(10, 0x30))]] },
+    { app: 'FINS', kind: 'udp', sport: 9600, msgs: [['c2s', hex('80 00 02 00 01 00 00 0a 00 01 0101 82 0000 00 0001')]] },
+    { app: 'FINS', kind: 'tcp', sport: 9600, msgs: [['c2s', cat(B('FINS'), u32(12), u32(0), u32(0), u32(0))]] },
+    { app: 'HiSLIP', kind: 'tcp', sport: 4880, msgs: [['c2s', cat(B('HS'), hex('00 00'), hex('0100 0000'), fill(4, 0), u32(0), u32(4), B('inst'))]] },
+    { app: 'IEEE-C37118', kind: 'tcp', sport: 4712, msgs: [['c2s', c37]] },
+    { app: 'RTPS', kind: 'udp', sport: 7400, msgs: [['c2s', cat(B('RTPS'), hex('0203 010f'), fill(12, 0x44), hex('0e01 0c00'), fill(12, 0x44))]] },
+    { app: 'ATG', kind: 'tcp', sport: 10001, msgs: [['c2s', cat(hex('01'), B('I20100'))]] },
+    // uTP: SYN (type 4, recv_id 0x1234, seq 1), then the STATE reply with the same id acking it
+    { app: 'BitTorrent', kind: 'udp', sport: 51413, cport: 50321, msgs: [['c2s', cat(hex('41 00 1234'), u32(1000), u32(0), u32(0x100000), u16(1), u16(0))], ['s2c', cat(hex('21 00 1234'), u32(2000), u32(1000), u32(0x100000), u16(77), u16(1))]], note: 'uTP handshake' },
+    { app: 'BitTorrent', kind: 'udp', sport: 40959, cport: 64969, msgs: [['c2s', cat(hex('01 00 5679'), u32(1), u32(2), u32(0x100000), u16(9), u16(3), hex('13'), B('BitTorrent protocol'), fill(48, 0))], ['s2c', cat(hex('21 00 5678'), u32(3), u32(4), u32(0x100000), u16(4), u16(9))]], note: 'uTP midstream: ids differ by one' },
+    // RFC 3489 Binding Request with CHANGE-REQUEST (type 3, 4 bytes), and its response with MAPPED-ADDRESS
+    { app: 'STUN', kind: 'udp', sport: 40100, msgs: [['c2s', cat(hex('0001 0008'), fill(16, 0x5b), hex('0003 0004 00000000'))], ['s2c', cat(hex('0101 000c'), fill(16, 0x5b), hex('0001 0008 0001 1f90 c0000201'))]], note: 'RFC 3489, no magic cookie' },
+    // OpenVPN hard resets on 443/udp: client session id 1122334455667788, the server's reply acks it
+    { app: 'OpenVPN', kind: 'udp', sport: 443, msgs: [['c2s', cat(hex('38 1122334455667788 00 00000000'), fill(6, 0))], ['s2c', cat(hex('40 99aabbccddeeff00 01 00000000 1122334455667788 00000000'))]], note: 'hard resets on 443' },
+    { app: 'OpenVPN', kind: 'tcp', sport: 8443, msgs: [['c2s', cat(u16(14), hex('38 1122334455667788 00 00000000'))], ['s2c', cat(u16(26), hex('40 99aabbccddeeff00 01 00000000 1122334455667788 00000000'))]], note: 'hard resets over TCP' },
+    { app: 'Monero', kind: 'tcp', sport: 18080, msgs: [['c2s', cat(hex('0121010101010101'), Buffer.from([226, 0, 0, 0, 0, 0, 0, 0]), hex('01'), le32(1001), le32(0), le32(1), fill(226, 0))]] },
+    { app: 'IEC62056', kind: 'tcp', sport: 4059, msgs: [['c2s', cat(hex('0001 0010 0001'), u16(8), hex('6006a1060604 6050'))]] },
+    // Thrift: a framed strict-binary call "getDevice", and Jaeger's compact oneway emitBatch over UDP
+    { app: 'Thrift', kind: 'tcp', sport: 11010, msgs: [['c2s', (() => { const m = cat(hex('80010001'), u32(9), B('getDevice'), u32(1), hex('00')); return cat(u32(m.length), m); })()]], note: 'framed binary' },
+    { app: 'Thrift', kind: 'udp', sport: 6831, msgs: [['c2s', cat(hex('82 81 01 09'), B('emitBatch'), hex('1c1c'), fill(40, 0))]], note: 'compact, oneway' },
+    { app: 'Syslog', kind: 'tcp', sport: 514, msgs: [['c2s', B('<13>Oct 11 22:14:15 host app: over tcp\n')]], note: 'TCP, not RSH' },
+    { app: 'WhatsApp', kind: 'tcp', sport: 443, msgs: [['c2s', cat(B('WA'), hex('0602'), hex('0000'), u16(40), fill(40, 0x66))]], note: 'WA prologue on 443' },
+    { app: 'WhatsApp', kind: 'tcp', sport: 5222, msgs: [['c2s', cat(B('ED'), hex('0001'), u16(36), fill(36, 0x67))]], note: 'Noise prologue' },
+    { app: 'S7CommPlus', kind: 'tcp', sport: 102, msgs: [['c2s', tpkt(cat(hex('02f080 72 01'), u16(20), fill(20, 0)))]] },
+    { app: 'CIP', kind: 'udp', sport: 2222, msgs: [['c2s', cat(hex('0200 0280 0800'), u32(0x12345678), u32(1), hex('b100'), u16(6), u16(1), fill(4, 0))]] },
+    { app: 'DNScrypt', kind: 'udp', sport: 443, msgs: [['c2s', fill(256, 0x5c)], ['s2c', cat(B('r6fnvWj8'), fill(12, 0x31), fill(100, 0x5d))]], note: 'the resolver magic' },
+    { app: 'WorldOfWarcraft', kind: 'tcp', sport: 3725, msgs: [['s2c', cat(u16(0x30), B('WORLD OF WARCRAFT CONNECTION - SERVER TO CLIENT\0'))]] },
+    // DCE/RPC bind (type 11) to the endpoint mapper's interface, little-endian, on a dynamic port
+    { app: 'DCERPC', kind: 'tcp', sport: 49667, msgs: [['c2s', cat(hex('05 00 0b 03 10000000'), Buffer.from([72, 0]), hex('0000 01000000 b810 b810 00000000 01000000 0000 0100'), fill(16, 0x08), hex('0300 0000'), fill(16, 0x04), hex('0200 0000'))]] },
+    { app: 'DCERPC', kind: 'udp', sport: 34964, msgs: [['c2s', cat(hex('04 00 20 00 10 00 00 00'), fill(66, 0x01), Buffer.from([8, 0]), hex('0000 0000'), fill(8, 0x02))]], note: 'connectionless' },
+    { app: 'AVASTSecureDNS', kind: 'udp', sport: 443, msgs: [['c2s', dns({ id: 0x4d2, questions: [{ name: 'x1.sEcUREdNS.avast.com', type: 'A' }] })]], note: 'a DNS query to 443' },
+    { app: 'SD-RTN', kind: 'udp', sport: 8130, msgs: [['c2s', cat(hex('0a00 0001'), fill(20, 0x00), B('104-166-161-75.edge.agora.io'), B('PDMD'), fill(40, 0x11))]] },
+    { app: 'Controller_Area_Network', kind: 'udp', sport: 11898, msgs: [['c2s', cat(B('ISO11898'), hex('01 02'), le32(0x123), hex('08 00 00 00'), fill(8, 0x11), le32(0x124), hex('02 00 00 00'), fill(8, 0x22))]] },
+    // Armagetron: a server-info request (descriptor 0x35, id 1, no data) and sender id 0, to a server on 4540
+    { app: 'Armagetron', kind: 'udp', sport: 4540, msgs: [['c2s', hex('0035 0001 0000 0000')], ['s2c', cat(hex('0033 0002'), u16(4), fill(8, 0x41), hex('0001'))]] },
+    { app: 'IEC62056', kind: 'tcp', sport: 4060, msgs: [['c2s', cat(hex('0001 0010 0001'), u16(8), hex('6006a1060604 6050'))]], note: 'another port' },
+    { app: 'EAQ', kind: 'udp', sport: 6000, msgs: [['c2s', cat(u32(1), u32(0x5567a1b2), fill(8, 0))]] },
+    // Skype's UDP to a supernode: 2-byte ID, FUNC 0x02, the rest obfuscated; a 3-byte resend request
+    { app: 'Skype_Teams', kind: 'udp', sport: 40001, cport: 13021, msgs: [['c2s', cat(hex('9c4e 02'), fill(21, 0xd7))]] },
+    { app: 'Skype_Teams', kind: 'udp', sport: 33033, cport: 13022, msgs: [['c2s', hex('41a7 4d')]], note: '3-byte resend request' },
   ];
 }
 
@@ -546,6 +655,25 @@ test('tcpdump corpus captures: QUIC (its SNI), IPSec, DHCPV6, and flows inside G
     if (!apps.some((r) => r.app === app && r.server_port === port)) bad.push(`${file}: ${JSON.stringify(apps.map((r) => [r.app, r.server_port]))}`);
   }
   assert.deepEqual(bad, []);
+});
+
+describe('plugin.app_id: the weak heuristics stay where they belong', () => {
+  test("Skype's UDP start-of-message is tried on a direction's first packet only and off the ports other signatures own; uTP needs both directions' connection ids", () => {
+    const file = path.join(tmpdir(), 'weak.pcap');
+    const w = new PcapFileWriter(file);
+    let us = 1_700_000_000 * 1e6;
+    const u = (a: string, z: string, ap: number, zp: number, b: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, ethernet({ src: CLIENT_MAC, dst: SERVER_MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: a, dst: z, proto: IPPROTO.UDP }, udp({ src: a, dst: z, sport: ap, dport: zp }, b)))); us += 1000; };
+    const skype = cat(hex('9c4e 02'), fill(21, 0xd7));
+    u('10.7.0.1', '10.7.0.2', 41000, 5353, skype); // MDNS's port: its port rule names it
+    u('10.7.0.3', '10.7.0.4', 41001, 42001, fill(24, 0x11)); // the first packet is not Skype's...
+    u('10.7.0.3', '10.7.0.4', 41001, 42001, skype); // ...so the second one does not count
+    u('10.7.0.5', '10.7.0.6', 41002, 42002, cat(hex('01 00 7777'), fill(40, 0x22))); // uTP-like bits, one direction only
+    u('10.7.0.7', '10.7.0.8', 41003, 42003, skype); // Skype
+    w.close();
+    const { recs } = runLua('return { require "plugin.app_id" }', file);
+    const apps = recs.filter((r) => r.type === 'app').map((r) => `${r.client_ip} ${r.app}`).sort();
+    assert.deepEqual(apps, ['10.7.0.1 MDNS', '10.7.0.7 Skype_Teams']);
+  });
 });
 
 describe('plugin.app_id: the server riff guessed may be the client', () => {

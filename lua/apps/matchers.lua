@@ -7,7 +7,10 @@
 -- d the packet, p..e the payload (inclusive offsets), conn the flow.tcp /
 -- flow.udp flow, dir "c2s"|"s2c", ctx = { kind = "tcp"|"udp", n = this
 -- direction's payload packet number (1 = first), expect = function(ip, port,
--- app, kind) }. ctx.expect names a flow not yet seen: the next flow with
+-- app, kind), port_claimed = function(port) }. ctx.port_claimed says whether
+-- a signature of the flow's transport names that port (a port rule or a
+-- byte feature dispatched by it): weak heuristics keep off such ports.
+-- ctx.expect names a flow not yet seen: the next flow with
 -- that ip:port at either end (within app_id.expect_timeout seconds) gets
 -- app without further tests (TFTP data, FTP data channels).
 -- A check returning the string "watch" keeps the matched flow's later
@@ -432,11 +435,28 @@ function M.mqtt(d, p, e)
   return sub(d, q, q + 5) == "\0\4MQTT" or sub(d, q, q + 7) == "\0\6MQIsdp"
 end
 
--- BitTorrent DHT (bencoded KRPC) and uTP (BEP 29: version 1, type 0-4, extension <= 2).
-function M.utp(d, p, e)
+-- uTP (BEP 29), BitTorrent's transport over UDP: a 20-byte header with
+-- version 1 and type 0-4 (DATA, FIN, STATE, RESET, SYN) in byte 0, an
+-- extension 0-2, a connection id. One side sends with recv_id, the other
+-- with recv_id + 1; the SYN carries recv_id and so does its STATE reply.
+-- So a flow is uTP when the two directions' ids differ by one (or are
+-- equal after a SYN): the header's bits alone are too few.
+function M.utp(d, p, e, conn, dir)
   if e - p < 19 then return false end
   local b, x = byte(d, p, p + 1)
-  return b & 15 == 1 and b >> 4 <= 4 and x <= 2
+  if b & 15 ~= 1 or b >> 4 > 4 or x > 2 then return false end
+  local u = conn and conn.user
+  if not u then return false end
+  local id = unpack(">I2", d, p + 2)
+  local mine, other = "utp_c", "utp_s"
+  if dir ~= "c2s" then mine, other = "utp_s", "utp_c" end
+  local o = u[other]
+  if o then
+    local diff = (id - o[1]) & 0xffff
+    if diff == 1 or diff == 0xffff or (diff == 0 and (o[2] == 4 or b >> 4 == 4)) then return true end
+  end
+  if not u[mine] then u[mine] = { id, b >> 4 } end
+  return false
 end
 
 -- SSDP/WSD/HTTPU: an HTTP-like request over UDP.
@@ -700,5 +720,248 @@ end
 
 -- Steam: A2S queries ff ff ff ff 'T'/'U'/'V'/'W' on the game port, Steam's own 'VS01'.
 -- (byte tests say all of it; no Lua needed.)
+
+-- ---------------------------------------------------------------------
+-- Checks for the protocols added from nDPI's test corpus (signatures.txt's
+-- last section), each from the protocol's specification.
+
+-- Kafka (the Kafka protocol guide): a request's size == the rest, api_key
+-- 0-100, api_version 0-20; a response's size == the rest.
+function M.kafka(d, p, e, conn, dir)
+  if e - p < 7 then return false end
+  local size = unpack(">I4", d, p)
+  if size ~= e - p - 3 then return false end
+  if dir == "s2c" then return true end
+  if e - p < 11 then return false end
+  local key, ver = unpack(">i2i2", d, p + 4)
+  return key >= 0 and key <= 100 and ver >= 0 and ver <= 20
+end
+
+-- OpenFlow header: type 0-35, a length (>= 8) the segment holds.
+function M.openflow(d, p, e)
+  if e - p < 7 then return false end
+  local t, len = byte(d, p + 1), unpack(">I2", d, p + 2)
+  return t <= 35 and len >= 8 and len <= e - p + 1
+end
+
+-- BFD control packet (RFC 5880 4.1): detect multiplier > 0, length 24..
+-- (with authentication) that fits the datagram.
+function M.bfd(d, p, e)
+  local n = e - p + 1
+  if n < 24 then return false end
+  local len = byte(d, p + 3)
+  return byte(d, p + 2) > 0 and len >= 24 and len <= n
+end
+
+-- LDP PDU (RFC 5036 3.1): version 1, a PDU length that fits (TCP may carry several).
+function M.ldp(d, p, e)
+  if e - p < 9 then return false end
+  local len = unpack(">I2", d, p + 2)
+  return len >= 6 and len <= e - p - 3
+end
+
+-- PTPv2 (IEEE 1588-2008 13.3): version 2, messageLength (>= 34) within the datagram.
+function M.ptp(d, p, e)
+  if e - p < 33 then return false end
+  local len = unpack(">I2", d, p + 2)
+  return byte(d, p + 1) & 0x0f == 2 and len >= 34 and len <= e - p + 1
+end
+
+-- PFCP (TS 29.244 7.2.2): version 1, message length == the rest after 4 bytes.
+function M.pfcp(d, p, e)
+  return e - p >= 7 and unpack(">I2", d, p + 2) == e - p - 3
+end
+
+-- SLPv2 (RFC 2608 8): a 3-byte length == the message.
+function M.slp(d, p, e)
+  return e - p >= 13 and unpack(">I3", d, p + 2) == e - p + 1
+end
+
+-- BFCP common header (RFC 8855 5.1): primitive 1-17, payload length in
+-- 4-byte words == the rest after the 12-byte header.
+function M.bfcp(d, p, e)
+  local n = e - p + 1
+  if n < 12 or n % 4 ~= 0 then return false end
+  local prim = byte(d, p + 1)
+  return prim >= 1 and prim <= 17 and unpack(">I2", d, p + 2) * 4 + 12 == n
+end
+
+-- OSCAR FLAP: a data length that fits after the 6-byte header.
+function M.flap(d, p, e)
+  return e - p >= 5 and unpack(">I2", d, p + 4) <= e - p - 5
+end
+
+-- KNXnet/IP header: total length == the datagram.
+function M.knx(d, p, e)
+  return e - p >= 5 and unpack(">I2", d, p + 4) == e - p + 1
+end
+
+-- AMS/TCP: a little-endian length == the rest, which holds the 32-byte AMS header.
+function M.ams(d, p, e)
+  if e - p < 37 then return false end
+  return unpack("<I4", d, p + 2) == e - p - 5
+end
+
+-- IEEE C37.118.2: frame type 0-5 (bits 4-6) and version 1-2, FRAMESIZE == the segment.
+function M.c37118(d, p, e)
+  if e - p < 15 then return false end
+  local b = byte(d, p + 1)
+  local v = b & 0x0f
+  return (b >> 4) & 7 <= 5 and v >= 1 and v <= 2 and unpack(">I2", d, p + 2) == e - p + 1
+end
+
+-- Skype's own UDP (the peer-to-peer Skype before Teams; Bonfiglio et al.,
+-- "Revealing Skype Traffic: When Randomness Plays with You", SIGCOMM
+-- 2007): a message starts with a random 2-byte ID, then a FUNC byte that
+-- is 0x02 on a start of message (the byte test) and whose low nibble is
+-- 0x0d on a 3-byte resend request. Weak by nature, so only a direction's
+-- first packet, between unprivileged ports no signature claims (the port's
+-- owner gets the flow), never a BER SEQUENCE (0x30: SNMP-like).
+function M.skype_udp(d, p, e, conn, dir, ctx)
+  local cp, sp = conn.client_port, conn.server_port
+  if ctx.n ~= 1 or cp < 1024 or sp < 1024 then return false end
+  local claimed = ctx.port_claimed
+  if claimed and (claimed(sp) or claimed(cp)) then return false end
+  if e == p + 2 then return byte(d, p + 2) & 0x0f == 0x0d end
+  return byte(d, p) ~= 0x30
+end
+
+-- Classic STUN (RFC 3489, before RFC 5389's magic cookie): Binding or
+-- Shared Secret request/response/error (0x0001, 0x0101, 0x0111, 0x0002,
+-- 0x0102, 0x0112), a length == the rest after the 20-byte header, and
+-- attributes (type, length) that add up to exactly that length.
+local STUN3489 = { [0x0001] = true, [0x0101] = true, [0x0111] = true, [0x0002] = true, [0x0102] = true, [0x0112] = true }
+function M.stun3489(d, p, e)
+  if e - p < 19 then return false end
+  local t, len = unpack(">I2I2", d, p)
+  if not STUN3489[t] or len ~= e - p - 19 or len % 4 ~= 0 then return false end
+  local q, stop = p + 20, p + 20 + len
+  while q < stop do
+    if q + 3 > e then return false end
+    local at, al = unpack(">I2I2", d, q)
+    if at == 0 or (at > 0x0030 and at < 0x8000) then return false end
+    q = q + 4 + al
+  end
+  return q == stop
+end
+
+-- OpenVPN's handshake on any port (OpenVPN's wire format, ssl_pkt.h): the
+-- client's P_CONTROL_HARD_RESET_CLIENT_V2/V3 (opcode 7/10 in byte 0's top
+-- 5 bits) carries its 8-byte session id; the server's
+-- P_CONTROL_HARD_RESET_SERVER_V2 (opcode 8) acknowledges that packet and
+-- so repeats the id. Over TCP each packet has a 2-byte length first.
+function M.openvpn_pair(d, p, e, conn, dir, ctx)
+  local u = conn and conn.user
+  if not u then return false end
+  local q = p
+  if ctx and ctx.kind == "tcp" then
+    if e - p < 2 or unpack(">I2", d, p) ~= e - p - 1 then return false end
+    q = p + 2
+  end
+  if e - q < 13 then return false end
+  local op = byte(d, q) >> 3
+  if op == 7 or op == 10 then
+    if not u.ovpn_sid then u.ovpn_sid, u.ovpn_dir = sub(d, q + 1, q + 8), dir end
+    return false
+  end
+  local sid = u.ovpn_sid
+  return op == 8 and sid ~= nil and u.ovpn_dir ~= dir and find(d, sid, q + 9, true) ~= nil
+end
+
+-- DLMS/COSEM's TCP/UDP wrapper (IEC 62056-47): version 1, source and
+-- destination wPorts (one byte's worth: SAPs), a length == the rest after
+-- the 8-byte header.
+function M.dlms(d, p, e)
+  if e - p < 8 then return false end
+  local src, dst, len = unpack(">I2I2I2", d, p + 2)
+  return src <= 0xff and dst <= 0xff and len == e - p - 7
+end
+
+-- Armagetron Advanced: a datagram is messages of 16-bit big-endian words
+-- (descriptor, message id, data length in words, the data) and then the
+-- sender's id; the lengths must add up to the datagram exactly.
+function M.armagetron(d, p, e)
+  local n = e - p + 1
+  if n < 8 or n % 2 ~= 0 then return false end
+  local q, stop, k = p, e - 1, 0
+  while q + 5 < stop and k < 64 do
+    q = q + 6 + 2 * unpack(">I2", d, q + 4)
+    k = k + 1
+  end
+  return k > 0 and q == stop
+end
+
+-- Apache Thrift (thrift's protocol specs). Binary protocol, strict: 0x80
+-- 0x01, a zero, the message type 1-4 (call, reply, exception, oneway), a
+-- 4-byte method name length, the name; the framed transport puts a
+-- 4-byte frame length == the rest before it. Compact protocol: 0x82,
+-- type << 5 | version 1, a varint sequence id, a varint name length, the
+-- name. The name must be an identifier.
+local function ident(d, q, n, e)
+  if n < 1 or n > 128 or q + n - 1 > e then return false end
+  return find(sub(d, q, q + n - 1), "^[%w_%.:]+$") ~= nil
+end
+function M.thrift(d, p, e)
+  local q = p
+  if byte(d, p) == 0 then
+    if e - p < 11 or unpack(">I4", d, p) ~= e - p - 3 then return false end
+    q = p + 4
+  end
+  if e - q < 8 then return false end
+  return ident(d, q + 8, unpack(">I4", d, q + 4), e)
+end
+function M.thrift_compact(d, p, e)
+  local t = byte(d, p + 1)
+  if not t or t & 0x1f ~= 1 or t >> 5 < 1 or t >> 5 > 4 then return false end
+  local q = p + 2
+  for _ = 1, 5 do -- the sequence id, a varint
+    local b = byte(d, q)
+    if not b then return false end
+    q = q + 1
+    if b < 0x80 then break end
+  end
+  local n = byte(d, q)
+  if not n or n >= 0x80 then return false end
+  return ident(d, q + 1, n, e)
+end
+
+-- DCE/RPC connection-oriented PDU (C706 12.6.3): flags, a data
+-- representation whose integer format is little (0x10) or big (0x00)
+-- endian, a fragment length of at least the 16-byte header: the segment's
+-- length, or shorter with the next PDU after it, or longer when the
+-- segment is full-sized.
+function M.dcerpc(d, p, e)
+  if e - p < 15 then return false end
+  local rep = byte(d, p + 4)
+  if rep ~= 0x10 and rep ~= 0x00 then return false end
+  local len = rep == 0x10 and unpack("<I2", d, p + 8) or unpack(">I2", d, p + 8)
+  local n = e - p + 1
+  if len < 16 then return false end
+  if len == n then return true end
+  if len < n then return byte(d, p + len) == 5 end -- another PDU follows
+  return n >= 512 -- a PDU longer than a full-sized segment
+end
+-- Connectionless (UDP) PDU (C706 12.5.3): an 80-byte header whose body
+-- length (at 74) == the rest.
+function M.dcerpc_cl(d, p, e)
+  if e - p < 79 then return false end
+  local rep = byte(d, p + 4)
+  if rep ~= 0x10 and rep ~= 0x00 then return false end
+  local len = rep == 0x10 and unpack("<I2", d, p + 74) or unpack(">I2", d, p + 74)
+  return len == e - p - 79
+end
+
+-- Avast SecureDNS: its queries to UDP 443 carry the name "securedns" in
+-- clear, each letter's case randomised (as DNS 0x20 does): nine letters
+-- in any case, never by chance in an encrypted datagram.
+function M.avast_securedns(d, p, e)
+  return find(lower(sub(d, p, e < p + 127 and e or p + 127)), "securedns", 1, true) ~= nil
+end
+
+-- Agora's SD-RTN: the client's datagrams name the edge server they go to
+-- ("a-b-c-d.edge.agora.io") in clear.
+function M.agora(d, p, e)
+  return find(sub(d, p, e < p + 256 and e or p + 256), ".edge.agora.io", 1, true) ~= nil
+end
 
 return M

@@ -86,7 +86,8 @@ local app_id = {
 -- riff's names before nDPI's spelling was adopted.
 app_id.aliases = {
   SMB = "SMBv23", FTP = "FTP_CONTROL", mDNS = "MDNS", DHCPv6 = "DHCPV6", IKE = "IPSec",
-  RADIUS = "Radius", HTTP2 = "HTTP", NetBIOS = "NetBIOS",
+  RADIUS = "Radius", HTTP2 = "HTTP", NetBIOS = "NetBIOS", Starcraft = "Blizzard",
+  LotusNotes = "HCL_Notes", s7comm = "S7Comm",
 }
 
 -- Carriers whose server name is read and looked up in the host lists.
@@ -371,6 +372,16 @@ end
 -- The context handed to checks (one per VM, refilled per call).
 local ctx = { kind = nil, n = 0, conn = nil, d = nil, p = 0, e = 0, expect = nil }
 
+-- ctx.port_claimed(port): some signature of the flow's transport names
+-- that port (a port rule, or a byte feature dispatched by it). Heuristics
+-- of last resort (Skype's UDP) keep off such ports: the protocol that owns
+-- the port gets its flows.
+local function claimed_in(t, port)
+  return t ~= nil and (t.ports[port] ~= nil or t.byport[port] ~= nil or t.empty[port] ~= nil)
+end
+local cur_t
+ctx.port_claimed = function(port) return claimed_in(cur_t, port) end
+
 -- Lazily computed host for features with a host field: the packet's own
 -- server name, else the flow's, else reverse DNS.
 local function ctx_host(c)
@@ -464,6 +475,7 @@ local function classify(self, pkt, conn, kind, heard)
   local d = pkt.data
   local t = self._sigs[kind]
   ctx.kind, ctx.n, ctx.conn, ctx.d, ctx.p, ctx.e, ctx._host, ctx.sni = kind, n, conn, d, p, e, nil, nil
+  cur_t = t
   local lo, hi = conn.client_port, conn.server_port
   if lo > hi then lo, hi = hi, lo end
   -- nDPI's order: the guessed protocol's dissector, then all the others
@@ -592,7 +604,9 @@ function app_id.claims(kind, cport, sport, payloads)
   for _, pl in ipairs(payloads) do
     local dir, d = pl[1], pl[2]
     counts[dir] = counts[dir] + 1
-    local c = { kind = kind, n = counts[dir], conn = conn, d = d, p = 1, e = #d, expect = function() end }
+    local t = app_id._sigs and app_id._sigs[kind]
+    local c = { kind = kind, n = counts[dir], conn = conn, d = d, p = 1, e = #d, expect = function() end,
+      port_claimed = function(port) return claimed_in(t, port) end }
     for _, s in ipairs(list) do
       if (not s.proto or s.proto == kind) and not s.master and not s.when_empty and not (s.nbytes == 0 and s.hosts and not s.sport and not s.dport and not s.check) then
         local pure = s.nbytes == 0 and not s.hosts and not s.check and not s.dir and not s.pkt and not s.len
