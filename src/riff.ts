@@ -6,9 +6,13 @@
 // reload's deinit hands over a burst of them), so riff's resident memory
 // climbed in steps with every reload, up to 32 MiB more (scripts/soak).
 // Only a startup flag sets it (v8.setFlagsFromString is too late for this
-// thread's heap). The workers get the same young generation as a resource
-// limit, and the flag is put back to its default before they start: as a V8
-// flag it would slow each worker's start (src/vm/prestart.ts).
+// thread's heap). --semi-space-growth-factor=1 set at run time holds it,
+// but only until the next worker is created: each new isolate's heap
+// set-up (V8's Heap::ConfigureHeap) raises a factor under 2 to 2, and riff
+// starts a worker at every reload (README, Soak). The workers get the same
+// young generation as a resource limit, and the flag is put back to its
+// default before they start: as a V8 flag it would slow each worker's
+// start (src/vm/prestart.ts).
 // riff's entry point. The Lua workers start booting first (then the Lua
 // WebAssembly module compiles) — Node's worker bootstrap, wasmoon and the
 // Lua VM are most of riff's start-up (src/vm/prestart.ts) — and the command
