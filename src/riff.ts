@@ -1,4 +1,11 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=1
+// MALLOC_ARENA_MAX=2: glibc gives threads their own malloc arenas (up to 8
+// per core), and riff's threads come and go (a worker at every reload, V8's
+// compiler and GC threads, libuv's pool, the capture thread), each arena
+// keeping its own high-water mark that malloc_trim does not give back: the
+// C library's heap climbed 4-5 MiB over a soak's first minutes and stayed
+// (README, Soak). glibc reads it once, at process start, so it has to be in
+// the environment before node starts: env -S sets it here.
 // --max-semi-space-size=1 (MiB; V8's initial size, so it never grows):
 // V8 doubles this thread's young generation each time as many bytes have
 // survived scavenges as it holds, and gives it back only when the thread is
