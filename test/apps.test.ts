@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { riff, tree, tmpdir, ROOT, FIXTURES } from './helpers.js';
-import { PcapFileWriter, TcpFlow, ETHERTYPE, IPPROTO, ethernet, ipv4, udp, dns, encapSamples } from '../scripts/lib/craft.js';
+import { PcapFileWriter, TcpFlow, ETHERTYPE, IPPROTO, ethernet, ipv4, udp, dns, encapSamples, framesInTurn } from '../scripts/lib/craft.js';
 
 type Dir = 'c2s' | 's2c';
 interface Case {
@@ -520,8 +520,7 @@ describe('plugin.app_id: flows announced by other flows, host lists, limits', ()
   test('TFTP data on ephemeral ports after a request; FTP data after PASV and PORT', () => {
     const file = path.join(tmpdir(), 'expect.pcap');
     const w = new PcapFileWriter(file);
-    let us = 1_700_000_000 * 1e6;
-    const put = (f: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, f); us += 1000; };
+    const put = framesInTurn(w);
     const u = (a: string, z: string, ap: number, zp: number, b: Buffer) => put(ethernet({ src: CLIENT_MAC, dst: SERVER_MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: a, dst: z, proto: IPPROTO.UDP }, udp({ src: a, dst: z, sport: ap, dport: zp }, b))));
     u('10.9.0.1', '10.9.0.2', 40001, 69, B('\0\x01boot.img\0octet\0'));
     u('10.9.0.2', '10.9.0.1', 50123, 40001, cat(hex('00030001'), fill(512, 0x41)));
@@ -661,8 +660,8 @@ describe('plugin.app_id: the weak heuristics stay where they belong', () => {
   test("Skype's UDP start-of-message is tried on a direction's first packet only and off the ports other signatures own; uTP needs both directions' connection ids", () => {
     const file = path.join(tmpdir(), 'weak.pcap');
     const w = new PcapFileWriter(file);
-    let us = 1_700_000_000 * 1e6;
-    const u = (a: string, z: string, ap: number, zp: number, b: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, ethernet({ src: CLIENT_MAC, dst: SERVER_MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: a, dst: z, proto: IPPROTO.UDP }, udp({ src: a, dst: z, sport: ap, dport: zp }, b)))); us += 1000; };
+    const put = framesInTurn(w);
+    const u = (a: string, z: string, ap: number, zp: number, b: Buffer) => put(ethernet({ src: CLIENT_MAC, dst: SERVER_MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: a, dst: z, proto: IPPROTO.UDP }, udp({ src: a, dst: z, sport: ap, dport: zp }, b))));
     const skype = cat(hex('9c4e 02'), fill(21, 0xd7));
     u('10.7.0.1', '10.7.0.2', 41000, 5353, skype); // MDNS's port: its port rule names it
     u('10.7.0.3', '10.7.0.4', 41001, 42001, fill(24, 0x11)); // the first packet is not Skype's...
@@ -680,8 +679,7 @@ describe('plugin.app_id: the server riff guessed may be the client', () => {
   test('a DNS answer from port 53 to port 500 is DNS (not IPSec by port); SYN-only flows to 22 and 443 are SSH and TLS by port at their close (when=empty), one with a payload is not', () => {
     const file = path.join(tmpdir(), 'either.pcap');
     const w = new PcapFileWriter(file);
-    let us = 1_700_000_000 * 1e6;
-    const put = (f: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, f); us += 1000; };
+    const put = framesInTurn(w);
     const answer = dns({ id: 7, response: true, questions: [{ name: 'example.com', type: 'A' }], answers: [{ name: 'example.com', type: 'A', data: '192.0.2.9' }] });
     put(ethernet({ src: SERVER_MAC, dst: CLIENT_MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: '10.8.0.53', dst: '10.8.0.1', proto: IPPROTO.UDP }, udp({ src: '10.8.0.53', dst: '10.8.0.1', sport: 53, dport: 500 }, answer))));
     const syn = new TcpFlow({ client: { mac: CLIENT_MAC, ip: '10.8.1.1', port: 40022, isn: 1 }, server: { mac: SERVER_MAC, ip: '10.8.1.2', port: 22, isn: 2 } });
@@ -708,8 +706,7 @@ describe('plugin.app_id decides in nDPI\'s order: the port guess (lower port fir
   test('port 20, two well-known ports, a reply from 53: named as nDPI 4.2 names them', () => {
     const file = path.join(tmpdir(), 'order.pcap');
     const w = new PcapFileWriter(file);
-    let us = 1_700_000_000 * 1e6;
-    const put = (f: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, f); us += 1000; };
+    const put = framesInTurn(w);
     let n = 0;
     const flows: Array<[string, string]> = []; // client ip, expected "app by" ('' = unnamed)
     const u = (sport: number, dport: number, b: Buffer, want: string) => {

@@ -12,7 +12,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { riff, tree, tmpdir, FIXTURES, CORPUS } from './helpers.js';
-import { PcapFileWriter, ETHERTYPE, IPPROTO, ethernet, ipv4, udp } from '../scripts/lib/craft.js';
+import { PcapFileWriter, ETHERTYPE, IPPROTO, ethernet, ipv4, udp, framesInTurn } from '../scripts/lib/craft.js';
 import { clientInitialKeys, openClientInitial, quicVersion } from '../src/vm/quic.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -94,13 +94,12 @@ const CLIENT = { mac: '02:00:00:00:00:0a', ip: '10.7.0.1' };
 const SERVER = { mac: '02:00:00:00:00:50', ip: '10.7.0.2' };
 function writeFlows(file: string, flows: Array<{ cport: number; sport?: number; msgs: Array<['c2s' | 's2c', Buffer]> }>) {
   const w = new PcapFileWriter(file);
-  let us = 1_700_000_000 * 1e6;
+  const put = framesInTurn(w);
   for (const f of flows) {
     for (const [dir, b] of f.msgs) {
       const [a, z] = dir === 'c2s' ? [CLIENT, SERVER] : [SERVER, CLIENT];
       const [ap, zp] = dir === 'c2s' ? [f.cport, f.sport ?? 443] : [f.sport ?? 443, f.cport];
-      w.write(Math.floor(us / 1e6), us % 1e6, ethernet({ src: a.mac, dst: z.mac, type: ETHERTYPE.IPV4 }, ipv4({ src: a.ip, dst: z.ip, proto: IPPROTO.UDP }, udp({ src: a.ip, dst: z.ip, sport: ap, dport: zp }, b))));
-      us += 1000;
+      put(ethernet({ src: a.mac, dst: z.mac, type: ETHERTYPE.IPV4 }, ipv4({ src: a.ip, dst: z.ip, proto: IPPROTO.UDP }, udp({ src: a.ip, dst: z.ip, sport: ap, dport: zp }, b))));
     }
   }
   w.close();

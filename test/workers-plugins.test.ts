@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { riff, tmpdir, ROOT } from './helpers.js';
-import { PcapFileWriter, TcpFlow, ETHERTYPE, IPPROTO, ethernet, ipv4, udp } from '../scripts/lib/craft.js';
+import { PcapFileWriter, TcpFlow, ETHERTYPE, IPPROTO, ethernet, ipv4, udp, framesInTurn } from '../scripts/lib/craft.js';
 
 const dir = tmpdir('riff-workers-plugins-');
 const script = (name: string, src: string) => {
@@ -112,8 +112,7 @@ test('every bundled plugin at once, and the service watch: corpus captures give 
 test('app_id: TFTP and FTP data flows are named from their control flows with 1, 2 and 3 workers', () => {
   const file = path.join(dir, 'expect.pcap');
   const w = new PcapFileWriter(file);
-  let us = 1_700_000_000 * 1e6;
-  const put = (f: Buffer) => { w.write(Math.floor(us / 1e6), us % 1e6, f); us += 1000; };
+  const put = framesInTurn(w);
   const MAC = '02:00:00:00:00:01';
   const u = (a: string, z: string, ap: number, zp: number, b: Buffer) =>
     put(ethernet({ src: MAC, dst: MAC, type: ETHERTYPE.IPV4 }, ipv4({ src: a, dst: z, proto: IPPROTO.UDP }, udp({ src: a, dst: z, sport: ap, dport: zp }, b))));

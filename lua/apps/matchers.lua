@@ -767,10 +767,9 @@ function M.ptp(d, p, e)
   return byte(d, p + 1) & 0x0f == 2 and len >= 34 and len <= e - p + 1
 end
 
--- PFCP (TS 29.244 7.2.2): version 1, message length == the rest after 4 bytes.
-function M.pfcp(d, p, e)
-  return e - p >= 7 and unpack(">I2", d, p + 2) == e - p - 3
-end
+-- PFCP (TS 29.244 7.2.2): GTPv2-C's header, a message length at bytes 2-3
+-- counting what follows the first 4 (the version is byte 0's, in the signature).
+M.pfcp = M.gtpc
 
 -- SLPv2 (RFC 2608 8): a 3-byte length == the message.
 function M.slp(d, p, e)

@@ -721,6 +721,15 @@ export class PcapFileWriter {
   }
 }
 
+/** A writer's frames one after another, `stepUs` apart from 1_700_000_000 s on: crafted captures whose times do not matter. */
+export function framesInTurn(w: PcapFileWriter, stepUs = 1000): (frame: Buffer) => void {
+  let us = 1_700_000_000 * 1e6;
+  return (frame) => {
+    w.write(Math.floor(us / 1e6), us % 1e6, frame);
+    us += stepUs;
+  };
+}
+
 // ---------------------------------------------------------------- pcapng
 
 export interface PcapngOption {
