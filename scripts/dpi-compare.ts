@@ -68,32 +68,14 @@ function norm(name: string): string { return ALIASES[name] ?? name; }
 export function addr(a: string): string {
   a = a.replace(/^\[|\]$/g, '').toLowerCase();
   if (!a.includes(':') || a.includes('.') || a.split('::').length > 2) return a;
-  const [head, tail] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail !== undefined ? (tail ? tail.split(':') : []) : [];
-  const mid = tail !== undefined ? Array(8 - h.length - t.length).fill('0') : [];
-  const w = [...h, ...mid, ...t].map((x) => parseInt(x, 16));
-  if (w.length !== 8 || w.some((x) => !(x >= 0 && x <= 0xffff))) return a;
-  let best = -1, bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (w[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && w[j] === 0) j++;
-    if (j - i > bestLen) { best = i; bestLen = j - i; }
-    i = j;
+  let s: string;
+  try {
+    // The URL standard writes IPv6 as inet_ntop does (RFC 5952).
+    s = new URL(`http://[${a}]/`).hostname.slice(1, -1);
+  } catch {
+    return a;
   }
-  if (bestLen < 2) best = -1;
-  let s = '';
-  for (let i = 0; i < 8; i++) {
-    if (i === best) { s += '::'; i += bestLen - 1; continue; }
-    if (i > 0 && !s.endsWith('::')) s += ':';
-    s += w[i].toString(16);
-  }
-  let out = '';
-  for (let i = 0; i < s.length;) {
-    if (s[i] === ':' && s[i + 1] === '0' && s[i + 2] === ':') { out += '::'; i += 3; } else out += s[i++];
-  }
-  return out;
+  return s.replaceAll(':0:', '::');
 }
 
 function key(proto: string, a: string, ap: number, b: string, bp: number): string {
