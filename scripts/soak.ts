@@ -19,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
+import { isVmMemory, mappings } from './lib/proc-maps.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RIFF = path.join(ROOT, 'dist', 'riff.cjs');
@@ -106,9 +107,7 @@ const fds = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).length;
 
 /**
  * Resident memory by where it lies (/proc/PID/smaps), to tell a growth's
- * place: the Lua VMs' WebAssembly memories (V8 maps each as its accessible
- * pages followed by the rest of its reservation, several GiB with no access,
- * which nothing else in riff has); V8's heap pages (anonymous mappings V8
+ * place: the Lua VMs' WebAssembly memories (isVmMemory); V8's heap pages (anonymous mappings V8
  * places at random addresses below 2^47 - 2^44, where neither the kernel's
  * mmap area nor the program is); the C library's heap (the program break and
  * its per-thread arenas, anonymous mappings aligned to their 64 MiB
@@ -124,12 +123,7 @@ interface Places {
   other: number;
 }
 function places(pid: number): Places {
-  const maps: { lo: bigint; hi: bigint; perms: string; name: string; rss: number }[] = [];
-  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \d+ *(.*)$/.exec(line);
-    if (m) maps.push({ lo: BigInt(`0x${m[1]}`), hi: BigInt(`0x${m[2]}`), perms: m[3], name: m[4], rss: 0 });
-    else if (line.startsWith('Rss:') && maps.length) maps[maps.length - 1].rss = Number(line.split(/\s+/)[1]) * 1024;
-  }
+  const maps = mappings(pid, true);
   const p: Places = { wasm: 0, v8: 0, malloc: 0, ring: 0, other: 0 };
   const ARENA = 64n << 20n;
   for (let i = 0; i < maps.length; i++) {
@@ -138,7 +132,7 @@ function places(pid: number): Places {
     if (a.name === '[heap]') p.malloc += a.rss;
     else if (a.name.startsWith('socket:')) p.ring += a.rss;
     else if (a.name) p.other += a.rss;
-    else if (a.perms.startsWith('rw') && b && b.lo === a.hi && b.perms === '---p' && b.hi - b.lo >= 4n << 30n) p.wasm += a.rss;
+    else if (isVmMemory(a, b)) p.wasm += a.rss;
     else if (a.lo < 0x7000_0000_0000n && !a.perms.includes('x')) p.v8 += a.rss;
     else if (a.perms.startsWith('rw') && a.lo % ARENA === 0n && a.hi - a.lo <= ARENA) p.malloc += a.rss;
     else p.other += a.rss;

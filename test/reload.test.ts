@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { riffAsync, tree, tmpdir, isRoot, hasCommand, CLI } from './helpers.js';
 import { liveUnavailable } from '../src/capture/live.js';
+import { isVmMemory, mappings } from '../scripts/lib/proc-maps.js';
 
 // Counts its generation's packets; deinit prints the count and hands it
 // over; the next generation's handover prints what it got.
@@ -98,25 +99,13 @@ for (const workers of [1, 2]) {
 }
 
 /**
- * The Lua VMs' WebAssembly memories mapped in process `pid`: V8 maps each as
- * its accessible pages followed by the rest of its reservation (several GiB,
- * no access), which nothing else in riff has. Counted, not measured: what a
- * generation leaves mapped after a reload, not resident memory, which moves
- * with the allocator and the machine's load.
+ * The Lua VMs' WebAssembly memories mapped in process `pid`. Counted, not
+ * measured: what a generation leaves mapped after a reload, not resident
+ * memory, which moves with the allocator and the machine's load.
  */
 function vmMemories(pid: number): number {
-  const maps = fs
-    .readFileSync(`/proc/${pid}/maps`, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => {
-      const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+)/.exec(l)!;
-      return { lo: BigInt(`0x${m[1]}`), hi: BigInt(`0x${m[2]}`), perms: m[3] };
-    });
-  return maps.filter((a, i) => {
-    const b = maps[i + 1];
-    return a.perms.startsWith('rw') && b !== undefined && b.lo === a.hi && b.perms === '---p' && b.hi - b.lo >= 4n << 30n;
-  }).length;
+  const maps = mappings(pid);
+  return maps.filter((a, i) => isVmMemory(a, maps[i + 1])).length;
 }
 
 for (const workers of [1, 2]) {
