@@ -4,9 +4,8 @@
 // as soon as they have booted, while the capture thread loads and parses the
 // command line. Kept apart from pool.ts so that nothing heavy loads before
 // the workers start.
-import { createRequire } from 'node:module';
 import { Worker, type ResourceLimits } from 'node:worker_threads';
-import { compiledLua, setWasmFlags } from './wasm.js';
+import { compiledLua, requireCjs, setWasmFlags } from './wasm.js';
 
 // In riff's bundles (scripts/bundle.ts) the worker is dist/worker.cjs, one
 // CommonJS file; unbundled (tests that start a pool themselves), tsc's worker.js.
@@ -31,7 +30,7 @@ export const workerLimits: ResourceLimits = {};
 function youngGenerationFromFlag(): void {
   const flag = process.execArgv.map((a) => /^--max[-_]semi[-_]space[-_]size=(\d+)$/.exec(a)).find((m) => m !== null);
   if (!flag || Number(flag[1]) <= 0) return;
-  const v8 = createRequire(import.meta.url)('node:v8') as typeof import('node:v8');
+  const v8 = requireCjs('node:v8') as typeof import('node:v8');
   v8.setFlagsFromString('--max-semi-space-size=0');
   workerLimits.maxYoungGenerationSizeMb = 3 * Number(flag[1]);
 }

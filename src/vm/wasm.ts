@@ -383,7 +383,8 @@ export function patchModule(input: Uint8Array | ArrayBuffer, spliced: Splices = 
   return Buffer.concat(out);
 }
 
-const requireCjs = createRequire(import.meta.url);
+/** CommonJS require from riff's modules (packages, and node: modules loaded only when needed). */
+export const requireCjs = createRequire(import.meta.url);
 /** wasmoon's Lua module, as it ships. */
 export const GLUE_WASM = () => path.join(path.dirname(requireCjs.resolve('wasmoon')), 'glue.wasm');
 
