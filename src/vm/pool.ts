@@ -11,7 +11,7 @@ import { newRingControl, RingProducer, type RunEnd } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, SharedCounters, type Summary } from './runtime.js';
 import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
-import { early, sendModule, WORKER_URL, workerLimits } from './prestart.js';
+import { early, holdYoungGeneration, sendModule, WORKER_URL, workerLimits } from './prestart.js';
 import {
   BLOCK_BASE,
   BLOCK_COUNT,
@@ -283,7 +283,8 @@ export class LuaPool {
       life.rejectReady = rej;
       worker.on('message', (m: WorkerMessage) => {
         if (life.over) return;
-        if (m.type === 'watch') {
+        if (m.type === 'booted') holdYoungGeneration();
+        else if (m.type === 'watch') {
           life.target = m.watch;
           this.watchdog.replace(id, m.watch);
         } else if (m.type === 'ready') res(m);

@@ -13,26 +13,31 @@ declare const RIFF_WORKER_BUNDLE: string | undefined;
 export const WORKER_URL = new URL(typeof RIFF_WORKER_BUNDLE === 'string' ? RIFF_WORKER_BUNDLE : './worker.js', import.meta.url);
 
 /**
- * Each worker's heap limits: the young generation riff's #! line gives
- * every thread (--max-semi-space-size, src/riff.ts), once
- * youngGenerationFromFlag() has taken that flag back.
+ * Each worker's heap limits: a young generation of 1 MiB semi-spaces (and as
+ * much again for large objects), V8's starting size, which it never grows.
+ * Records and batches pass through a worker briefly; a young generation
+ * grown by a burst would stay (see holdYoungGeneration).
  */
-export const workerLimits: ResourceLimits = {};
+export const workerLimits: ResourceLimits = { maxYoungGenerationSizeMb: 3 };
 
 /**
- * The #! line's --max-semi-space-size=N sized this thread's young generation
- * when its heap was made, and that stays; as a V8 flag it would also cost
- * every worker ~30 ms of its start (Node's cache of its own code needs every
- * flag at its default, see flagsSet). So it is put back to its default before
- * any worker starts, and the workers get the same young generation (two
- * semi-spaces and as much again for large objects: 3N MiB) as a resource limit.
+ * The capture thread's young generation, held at its size: V8 doubles a
+ * thread's young generation (up to 16 MiB a semi-space) each time as many
+ * bytes have survived its scavenges as it holds, and gives it back only when
+ * the thread is nearly idle. Records live here until the outputs write them,
+ * and a reload's deinit hands over a burst of them, so riff's resident
+ * memory climbed in steps at reloads, up to 32 MiB more (README, Soak).
+ * V8 reads the growth factor each time it would grow, so factor 1 holds the
+ * size. But each new isolate's heap set-up (V8's Heap::ConfigureHeap)
+ * raises a factor under 2 to 2: it is set again as each worker says it has
+ * booted, before that worker is given any packets (a reload's burst of
+ * records comes after its new workers are ready). A start-up flag
+ * (--max-semi-space-size) would hold it from the first moment, but any V8
+ * flag set when Node starts has it compile its own modules without their
+ * cache, ~10-20 ms of every start (README, Start-up).
  */
-function youngGenerationFromFlag(): void {
-  const flag = process.execArgv.map((a) => /^--max[-_]semi[-_]space[-_]size=(\d+)$/.exec(a)).find((m) => m !== null);
-  if (!flag || Number(flag[1]) <= 0) return;
-  const v8 = requireCjs('node:v8') as typeof import('node:v8');
-  v8.setFlagsFromString('--max-semi-space-size=0');
-  workerLimits.maxYoungGenerationSizeMb = 3 * Number(flag[1]);
+export function holdYoungGeneration(): void {
+  (requireCjs('node:v8') as typeof import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
 }
 
 /** Workers started before the pool exists; start() hands them their orders by message instead of workerData. */
@@ -71,7 +76,6 @@ export function sendModule(worker: Worker): void {
  * src/vm/worker-boot.ts), or failed.
  */
 export function prestartWorkers(n: number): void {
-  youngGenerationFromFlag();
   const booting: Promise<void>[] = [];
   while (early.length < n) {
     const worker = new Worker(WORKER_URL, { workerData: null, resourceLimits: workerLimits });
@@ -88,6 +92,9 @@ export function prestartWorkers(n: number): void {
       }),
     );
   }
-  flagsSet = Promise.all(booting).then(setWasmFlags);
+  flagsSet = Promise.all(booting).then(() => {
+    setWasmFlags();
+    holdYoungGeneration();
+  });
   for (const e of early) sendModule(e.worker);
 }
