@@ -21,8 +21,8 @@
 // default before they start: as a V8 flag it would slow each worker's
 // start (src/vm/prestart.ts).
 // riff's entry point. The Lua workers start booting first (then the Lua
-// WebAssembly module compiles) — Node's worker bootstrap, wasmoon and the
-// Lua VM are most of riff's start-up (src/vm/prestart.ts) — and the command
+// WebAssembly module compiles) — Node's worker bootstrap and the Lua VM
+// are most of riff's start-up (src/vm/prestart.ts) — and the command
 // line (src/cli.ts) loads and is parsed meanwhile, on another core.
 // Signals are heard from the first moment (src/signals.ts): the only static
 // import, so nothing else is loaded before its handlers are in place.
