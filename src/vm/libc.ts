@@ -69,6 +69,8 @@ export class Libc {
   private readonly lines: Record<number, number[]> = { 1: [], 2: [] };
   /** fd 1 and fd 2 while open; closing one flushes its pending line. */
   private readonly open = new Set([1, 2]);
+  /** The decoder's warnings given (Emscripten's warnOnce: once per instance). */
+  private readonly warned = new Set<string>();
 
   attach(x: LibcExports): void {
     this.x = x;
@@ -114,7 +116,7 @@ export class Libc {
     this.heap();
     let end = p;
     while (this.u8[end]) end++;
-    return decodeUtf8(this.u8.subarray(p, end));
+    return decodeUtf8(this.u8.subarray(p, end), this.warned);
   }
 
   /** A JS string copied into a fresh malloc'd block (Emscripten's stringToNewUTF8). */
@@ -152,7 +154,7 @@ export class Libc {
 
   /** A newline writes the line, even an empty one. */
   private writeLine(fd: number): void {
-    const text = decodeUtf8(this.lines[fd]);
+    const text = decodeUtf8(this.lines[fd], this.warned);
     this.lines[fd] = [];
     if (fd === 1) console.log(text);
     else console.error(text);
@@ -481,8 +483,7 @@ const TERMIOS_CC = [3, 28, 127, 21, 4, 0, 1, 0, 17, 19, 26, 0, 18, 15, 23, 22, 0
  * line buffer, a plain array, always went this way there; the strings read
  * from memory here are ASCII, which every decoder agrees on).
  */
-let warned: Set<string> | undefined;
-function decodeUtf8(a: ArrayLike<number>): string {
+function decodeUtf8(a: ArrayLike<number>, warned: Set<string>): string {
   let s = '';
   for (let i = 0; i < a.length; ) {
     let c = a[i++];
@@ -498,7 +499,6 @@ function decodeUtf8(a: ArrayLike<number>): string {
         if ((c & 0xf8) !== 0xf0) {
           // Emscripten's warnOnce
           const m = `warning: Invalid UTF-8 leading byte 0x${(c >>> 0).toString(16).padStart(8, '0')} encountered when deserializing a UTF-8 string in wasm memory to a JS string!`;
-          warned ??= new Set();
           if (!warned.has(m)) (warned.add(m), console.error(m));
         }
         c = ((c & 7) << 18) | (c1 << 12) | (c2 << 6) | (a[i++] & 63);
