@@ -352,10 +352,11 @@ export class Libc {
 
   // ------------------------------------------------------ setjmp, longjmp
   // Emscripten's setjmp/longjmp without WebAssembly exceptions: C code that
-  // may longjmp (Lua's luaD_rawrunprotected: every pcall, resume, error) calls
-  // its callee through invoke_vii; longjmp sets the module's __THREW__
-  // and throws; invoke_vii catches it, restores the stack pointer and
-  // tells the module through setThrew, which then returns into the setjmp.
+  // may longjmp (Lua's luaD_rawrunprotected: every pcall, resume, error)
+  // calls its callee through invoke_vii; longjmp records its target and
+  // value in the module and throws; invoke_vii catches the throw, restores
+  // the stack pointer and sets the module's __THREW__ (setThrew), on which
+  // the caller goes back into its setjmp.
 
   /** Slots of the function table already read (entries are only ever added: addFunction and LuaVM.place take fresh slots). */
   private readonly fns: (((...a: number[]) => unknown) | null)[] = [];
