@@ -20,8 +20,9 @@
 // The modules keep finding their files (the Lua sources, the WebAssembly,
 // package.json, the addon) where they are in dist/src: each one's
 // `import.meta.url` becomes its own file's URL, computed from the bundle's
-// __dirname. Packages in node_modules (wasmoon, yargs, the outputs' drivers)
-// are loaded from there as before, not bundled.
+// __dirname. Packages in node_modules (yargs, the outputs' drivers) are
+// loaded from there as before, not bundled; of wasmoon riff uses only its
+// WebAssembly module (src/vm/wasm.ts), never its JS.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,28 +46,6 @@ const metaUrl: esbuild.Plugin = {
       const src = fs.readFileSync(args.path, 'utf8').replaceAll('import.meta.url', `__riffUrl(${JSON.stringify(rel)})`);
       return { contents: src, loader: 'js' };
     });
-  },
-};
-
-/**
- * wasmoon goes into the worker's bundle: one file less to find and compile,
- * and its Emscripten glue's import('module') becomes a require (a real
- * import() starts Node's ES module loader in the worker, ~2.5 ms). wasm.ts
- * requires it through createRequire, which esbuild does not follow: that one
- * call becomes the bundle's own require.
- */
-const WASMOON_CALL = "requireCjs('wasmoon')";
-const bundleWasmoon: esbuild.Plugin = {
-  name: 'riff-wasmoon',
-  setup(b) {
-    b.onLoad({ filter: /[\\/]vm[\\/]wasm\.js$/ }, (args) => {
-      const src = fs.readFileSync(args.path, 'utf8');
-      if (src.split(WASMOON_CALL).length !== 2) throw new Error(`${args.path}: expected ${WASMOON_CALL} once`);
-      const rel = path.relative(DIST, args.path).split(path.sep).join('/');
-      return { contents: src.replace(WASMOON_CALL, "require('wasmoon')").replaceAll('import.meta.url', `__riffUrl(${JSON.stringify(rel)})`), loader: 'js' };
-    });
-    // Every other package stays in node_modules.
-    b.onResolve({ filter: /^[^./]/ }, (args) => (args.path === 'wasmoon' || args.path.startsWith('node:') ? undefined : { path: args.path, external: true }));
   },
 };
 
@@ -126,8 +105,7 @@ async function main(): Promise<void> {
       ...common,
       entryPoints: [path.join(SRC, 'vm', 'worker.js')],
       outfile: path.join(DIST, 'worker.cjs'),
-      packages: undefined,
-      plugins: [bundleWasmoon, metaUrl],
+      plugins: [metaUrl],
     }),
   ]);
   // cli.cjs keeps cli.ts's #! line; only riff.cjs is run as a command.

@@ -10,8 +10,8 @@
 // modules without their cache (README, Start-up). The young generation is
 // held at run time instead (src/vm/prestart.ts holdYoungGeneration).
 // riff's entry point. The Lua workers start booting first (then the Lua
-// WebAssembly module compiles) — Node's worker bootstrap, wasmoon and the
-// Lua VM are most of riff's start-up (src/vm/prestart.ts) — and the command
+// WebAssembly module compiles) — Node's worker bootstrap and the Lua VM
+// are most of riff's start-up (src/vm/prestart.ts) — and the command
 // line (src/cli.ts) loads and is parsed meanwhile, on another core.
 // Signals are heard from the first moment (src/signals.ts): the only static
 // import, so nothing else is loaded before its handlers are in place.

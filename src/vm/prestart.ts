@@ -1,5 +1,5 @@
 // The head start of riff's start-up: the Lua workers begin booting (Node's
-// worker bootstrap, wasmoon, the Lua VM: most of start-up) at riff's first
+// worker bootstrap, the Lua VM: most of start-up) at riff's first
 // moment, and the Lua WebAssembly module compiles on V8's background threads
 // as soon as they have booted, while the capture thread loads and parses the
 // command line. Kept apart from pool.ts so that nothing heavy loads before
