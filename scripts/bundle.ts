@@ -20,8 +20,9 @@
 // The modules keep finding their files (the Lua sources, the WebAssembly,
 // package.json, the addon) where they are in dist/src: each one's
 // `import.meta.url` becomes its own file's URL, computed from the bundle's
-// __dirname. Packages in node_modules (wasmoon, yargs, the outputs' drivers)
-// are loaded from there as before, not bundled.
+// __dirname. Two packages are bundled: wasmoon into the worker's and yargs
+// into the command line's; the others (the outputs' drivers) are loaded from
+// node_modules as before, when an output needs them.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,14 +37,63 @@ const SHARED = ['signals.js', 'vm/prestart.js', 'vm/wasm.js'].map((f) => path.jo
 // Each module's import.meta.url, as the file it was: a function declaration
 // in the footer (hoisted, so "use strict" stays the bundle's first line).
 const FOOTER = "function __riffUrl(rel) { return require('node:url').pathToFileURL(require('node:path').join(__dirname, rel)).href; }";
+const withMetaUrl = (file: string, src: string): string =>
+  src.replaceAll('import.meta.url', `__riffUrl(${JSON.stringify(path.relative(DIST, file).split(path.sep).join('/'))})`);
 const metaUrl: esbuild.Plugin = {
   name: 'riff-meta-url',
   setup(b) {
     b.onLoad({ filter: /\.js$/ }, (args) => {
       if (!args.path.startsWith(SRC + path.sep)) return undefined;
-      const rel = path.relative(DIST, args.path).split(path.sep).join('/');
-      const src = fs.readFileSync(args.path, 'utf8').replaceAll('import.meta.url', `__riffUrl(${JSON.stringify(rel)})`);
-      return { contents: src, loader: 'js' };
+      return { contents: withMetaUrl(args.path, fs.readFileSync(args.path, 'utf8')), loader: 'js' };
+    });
+  },
+};
+
+/** `src` with each of `calls` (expected exactly once) replaced by its `to`. */
+function replaceOnce(file: string, src: string, calls: [string, string][]): string {
+  for (const [from, to] of calls) {
+    if (src.split(from).length !== 2) throw new Error(`${file}: expected ${from} once`);
+    src = src.replace(from, to);
+  }
+  return src;
+}
+
+/**
+ * yargs and the packages it requires go into the command line's bundle:
+ * loaded from node_modules they were ~30 ms of the capture thread's CPU at
+ * every start (Node resolving each package's \`exports\` map, then reading and
+ * compiling some twenty files one by one), in the window where the workers
+ * boot on the same two cores (README, Start-up). args.ts requires yargs's
+ * CommonJS build through createRequire, which esbuild does not follow: those
+ * calls become the bundle's own require. yargs finds its message catalogues
+ * (locales/*.json, read through y18n when a message is printed) from its
+ * build's __dirname, which in the bundle would be dist/: it is yargs's own
+ * build directory instead, wherever Node finds yargs from the bundle (as it
+ * did unbundled).
+ */
+const YARGS_BUILD = /[\\/]node_modules[\\/]yargs[\\/]build[\\/]index\.cjs$/;
+const bundleYargs: esbuild.Plugin = {
+  name: 'riff-yargs',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]cli[\\/]args\.js$/ }, (args) => {
+      const src = replaceOnce(args.path, fs.readFileSync(args.path, 'utf8'), [
+        ["requireCjs('yargs')", "require('yargs')"],
+        ["requireCjs('yargs/helpers')", "require('yargs/helpers')"],
+      ]);
+      return { contents: withMetaUrl(args.path, src), loader: 'js' };
+    });
+    b.onLoad({ filter: YARGS_BUILD }, (args) => {
+      const dir = "require('node:path').join(require('node:path').dirname(require.resolve('yargs/package.json')), 'build')";
+      return { contents: replaceOnce(args.path, fs.readFileSync(args.path, 'utf8'), [['__dirname', dir]]), loader: 'js' };
+    });
+    // riff's own imports of packages stay requires of node_modules (the
+    // outputs' drivers, loaded only when an output is opened), except yargs;
+    // what yargs's packages require is bundled with them.
+    b.onResolve({ filter: /^[^./]/ }, (args) => {
+      if (args.kind === 'require-resolve') return { path: args.path, external: true };
+      if (args.path === 'yargs' || args.path.startsWith('yargs/')) return undefined;
+      if (args.importer.split(path.sep).includes('node_modules')) return undefined;
+      return { path: args.path, external: true };
     });
   },
 };
@@ -120,7 +170,8 @@ async function main(): Promise<void> {
       ...common,
       entryPoints: [path.join(SRC, 'cli.js')],
       outfile: path.join(DIST, 'cli.cjs'),
-      plugins: [externalTo(toBoot), metaUrl],
+      packages: undefined,
+      plugins: [externalTo(toBoot), bundleYargs, metaUrl],
     }),
     esbuild.build({
       ...common,

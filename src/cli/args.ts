@@ -10,10 +10,11 @@ import { stderr } from '../outputs/fd-sink.js';
 
 // yargs's CommonJS build: its ES module build wraps help text with a plain
 // hard wrap that cuts words in half ("L / ua-scriptable"); the CommonJS one
-// wraps at spaces (wrap-ansi).
-const require = createRequire(import.meta.url);
-const yargs = require('yargs') as typeof yargsType;
-export const { hideBin } = require('yargs/helpers') as { hideBin(argv: string[]): string[] };
+// wraps at spaces (wrap-ansi). The command line's bundle holds it
+// (scripts/bundle.ts makes these two calls its own require).
+const requireCjs = createRequire(import.meta.url);
+const yargs = requireCjs('yargs') as typeof yargsType;
+export const { hideBin } = requireCjs('yargs/helpers') as { hideBin(argv: string[]): string[] };
 
 export const PKG = JSON.parse(
   fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8'),
