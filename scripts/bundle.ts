@@ -66,31 +66,63 @@ function replaceOnce(file: string, src: string, calls: [string, string][]): stri
  * boot on the same two cores (README, Start-up). args.ts requires yargs's
  * CommonJS build through createRequire, which esbuild does not follow: those
  * calls become the bundle's own require. yargs finds its message catalogues
- * (locales/*.json, read through y18n when a message is printed) from its
- * build's __dirname, which in the bundle would be dist/: it is yargs's own
- * build directory instead, wherever Node finds yargs from the bundle (as it
- * did unbundled).
+ * (locales/*.json, read through y18n when a message is printed) beside its
+ * build, from __dirname, which in the bundle is dist/: the catalogues of the
+ * yargs bundled are copied to dist/yargs-locales/ with it, and it reads them
+ * there (resolving yargs's directory at run time instead cost the capture
+ * thread up to 5 ms: the first package resolution warms up Node's resolver).
+ * Two of its loads are put off until used: node:assert (~5 ms), loaded only
+ * if one of yargs's internal assertions fails (see LAZY_ASSERT), and
+ * process.stdout.
  */
 const YARGS_BUILD = /[\\/]node_modules[\\/]yargs[\\/]build[\\/]index\.cjs$/;
+const YARGS_LOCALES = 'yargs-locales';
+/**
+ * yargs's CommonJS build takes exactly notStrictEqual and strictEqual from
+ * node:assert, as sanity checks of its own state (its platform shim). Both
+ * compare with Object.is, as here; when one fails, node:assert's own
+ * function throws its own error.
+ */
+const LAZY_ASSERT = `
+exports.notStrictEqual = (a, b, message) => { if (Object.is(a, b)) require('node:assert').notStrictEqual(a, b, message); };
+exports.strictEqual = (a, b, message) => { if (!Object.is(a, b)) require('node:assert').strictEqual(a, b, message); };
+`;
 const bundleYargs: esbuild.Plugin = {
   name: 'riff-yargs',
   setup(b) {
     b.onLoad({ filter: /[\\/]cli[\\/]args\.js$/ }, (args) => {
       const src = replaceOnce(args.path, fs.readFileSync(args.path, 'utf8'), [
-        ["requireCjs('yargs')", "require('yargs')"],
+        ["requireCjs('yargs/yargs')", "require('yargs/yargs')"],
         ["requireCjs('yargs/helpers')", "require('yargs/helpers')"],
       ]);
       return { contents: withMetaUrl(args.path, src), loader: 'js' };
     });
     b.onLoad({ filter: YARGS_BUILD }, (args) => {
-      const dir = "require('node:path').join(require('node:path').dirname(require.resolve('yargs/package.json')), 'build')";
-      return { contents: replaceOnce(args.path, fs.readFileSync(args.path, 'utf8'), [['__dirname', dir]]), loader: 'js' };
+      const locales = path.join(path.dirname(args.path), '..', 'locales');
+      const to = path.join(DIST, YARGS_LOCALES);
+      fs.rmSync(to, { recursive: true, force: true });
+      fs.cpSync(locales, to, { recursive: true });
+      if (!fs.existsSync(path.join(to, 'en.json'))) throw new Error(`${locales}: no en.json; where are yargs's locales?`);
+      const src = replaceOnce(args.path, fs.readFileSync(args.path, 'utf8'), [
+        ['(__dirname,"../locales")', `(__dirname,${JSON.stringify(YARGS_LOCALES)})`],
+        ['require("assert")', 'require("riff:lazy-assert")'],
+        // The terminal's width, read when yargs wraps its help (never: riff
+        // sets the width), not as it loads: process.stdout created only for
+        // it would load Node's net module for a pipe (see terminal() in
+        // src/outputs/fd-sink.ts).
+        [
+          'stdColumns:void 0!==process.stdout.columns?process.stdout.columns:null',
+          'get stdColumns(){return void 0!==process.stdout.columns?process.stdout.columns:null}',
+        ],
+      ]);
+      return { contents: src, loader: 'js' };
     });
+    b.onResolve({ filter: /^riff:lazy-assert$/ }, () => ({ path: 'lazy-assert', namespace: 'riff' }));
+    b.onLoad({ filter: /^lazy-assert$/, namespace: 'riff' }, () => ({ contents: LAZY_ASSERT, loader: 'js' }));
     // riff's own imports of packages stay requires of node_modules (the
     // outputs' drivers, loaded only when an output is opened), except yargs;
     // what yargs's packages require is bundled with them.
     b.onResolve({ filter: /^[^./]/ }, (args) => {
-      if (args.kind === 'require-resolve') return { path: args.path, external: true };
       if (args.path === 'yargs' || args.path.startsWith('yargs/')) return undefined;
       if (args.importer.split(path.sep).includes('node_modules')) return undefined;
       return { path: args.path, external: true };
