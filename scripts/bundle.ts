@@ -6,7 +6,8 @@
 //                    then dist/cli.cjs
 //   dist/boot.cjs    what the entry and the command line share, one instance
 //                    of each: signals.ts, vm/prestart.ts, vm/wasm.ts
-//   dist/cli.cjs     the command line (cli.ts and everything it loads)
+//   dist/cli.cjs     the command line (cli.ts and everything it loads, yargs
+//                    too; its message catalogues in dist/yargs-locales/)
 //   dist/worker.cjs  a Lua worker thread (vm/worker.ts and its modules)
 //
 // Why: start-up. Node loads an ES module graph file by file (resolving,
