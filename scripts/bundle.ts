@@ -6,7 +6,8 @@
 //                    then dist/cli.cjs
 //   dist/boot.cjs    what the entry and the command line share, one instance
 //                    of each: signals.ts, vm/prestart.ts, vm/wasm.ts
-//   dist/cli.cjs     the command line (cli.ts and everything it loads)
+//   dist/cli.cjs     the command line (cli.ts and everything it loads, yargs
+//                    too; its message catalogues in dist/yargs-locales/)
 //   dist/worker.cjs  a Lua worker thread (vm/worker.ts and its modules)
 //
 // Why: start-up. Node loads an ES module graph file by file (resolving,
@@ -20,9 +21,10 @@
 // The modules keep finding their files (the Lua sources, the WebAssembly,
 // package.json, the addon) where they are in dist/src: each one's
 // `import.meta.url` becomes its own file's URL, computed from the bundle's
-// __dirname. Packages in node_modules (yargs, the outputs' drivers) are
-// loaded from there as before, not bundled; of wasmoon riff uses only its
-// WebAssembly module (src/vm/wasm.ts), never its JS.
+// __dirname. yargs is bundled into the command line's; of wasmoon riff uses
+// only its WebAssembly module (src/vm/wasm.ts), never its JS; the other
+// packages (the outputs' drivers) are loaded from node_modules as before,
+// when an output needs them.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,14 +39,95 @@ const SHARED = ['signals.js', 'vm/prestart.js', 'vm/wasm.js'].map((f) => path.jo
 // Each module's import.meta.url, as the file it was: a function declaration
 // in the footer (hoisted, so "use strict" stays the bundle's first line).
 const FOOTER = "function __riffUrl(rel) { return require('node:url').pathToFileURL(require('node:path').join(__dirname, rel)).href; }";
+const withMetaUrl = (file: string, src: string): string =>
+  src.replaceAll('import.meta.url', `__riffUrl(${JSON.stringify(path.relative(DIST, file).split(path.sep).join('/'))})`);
 const metaUrl: esbuild.Plugin = {
   name: 'riff-meta-url',
   setup(b) {
     b.onLoad({ filter: /\.js$/ }, (args) => {
       if (!args.path.startsWith(SRC + path.sep)) return undefined;
-      const rel = path.relative(DIST, args.path).split(path.sep).join('/');
-      const src = fs.readFileSync(args.path, 'utf8').replaceAll('import.meta.url', `__riffUrl(${JSON.stringify(rel)})`);
+      return { contents: withMetaUrl(args.path, fs.readFileSync(args.path, 'utf8')), loader: 'js' };
+    });
+  },
+};
+
+/** `src` with each of `calls` (expected exactly once) replaced by its `to`. */
+function replaceOnce(file: string, src: string, calls: [string, string][]): string {
+  for (const [from, to] of calls) {
+    if (src.split(from).length !== 2) throw new Error(`${file}: expected ${from} once`);
+    src = src.replace(from, to);
+  }
+  return src;
+}
+
+/**
+ * yargs and the packages it requires go into the command line's bundle:
+ * loaded from node_modules they were ~30 ms of the capture thread's CPU at
+ * every start (Node resolving each package's \`exports\` map, then reading and
+ * compiling some twenty files one by one), in the window where the workers
+ * boot on the same two cores (README, Start-up). args.ts requires yargs's
+ * CommonJS build through createRequire, which esbuild does not follow: those
+ * calls become the bundle's own require. yargs finds its message catalogues
+ * (locales/*.json, read through y18n when a message is printed) beside its
+ * build, from __dirname, which in the bundle is dist/: the catalogues of the
+ * yargs bundled are copied to dist/yargs-locales/ with it, and it reads them
+ * there (resolving yargs's directory at run time instead cost the capture
+ * thread up to 5 ms: the first package resolution warms up Node's resolver).
+ * Two of its loads are put off until used: node:assert (~5 ms), loaded only
+ * if one of yargs's internal assertions fails (see LAZY_ASSERT), and
+ * process.stdout.
+ */
+const YARGS_BUILD = /[\\/]node_modules[\\/]yargs[\\/]build[\\/]index\.cjs$/;
+const YARGS_LOCALES = 'yargs-locales';
+/**
+ * yargs's CommonJS build takes exactly notStrictEqual and strictEqual from
+ * node:assert, as sanity checks of its own state (its platform shim). Both
+ * compare with Object.is, as here; when one fails, node:assert's own
+ * function throws its own error.
+ */
+const LAZY_ASSERT = `
+exports.notStrictEqual = (a, b, message) => { if (Object.is(a, b)) require('node:assert').notStrictEqual(a, b, message); };
+exports.strictEqual = (a, b, message) => { if (!Object.is(a, b)) require('node:assert').strictEqual(a, b, message); };
+`;
+const bundleYargs: esbuild.Plugin = {
+  name: 'riff-yargs',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]cli[\\/]args\.js$/ }, (args) => {
+      const src = replaceOnce(args.path, fs.readFileSync(args.path, 'utf8'), [
+        ["requireCjs('yargs/yargs')", "require('yargs/yargs')"],
+        ["requireCjs('yargs/helpers')", "require('yargs/helpers')"],
+      ]);
+      return { contents: withMetaUrl(args.path, src), loader: 'js' };
+    });
+    b.onLoad({ filter: YARGS_BUILD }, (args) => {
+      const locales = path.join(path.dirname(args.path), '..', 'locales');
+      const to = path.join(DIST, YARGS_LOCALES);
+      fs.rmSync(to, { recursive: true, force: true });
+      fs.cpSync(locales, to, { recursive: true });
+      if (!fs.existsSync(path.join(to, 'en.json'))) throw new Error(`${locales}: no en.json; where are yargs's locales?`);
+      const src = replaceOnce(args.path, fs.readFileSync(args.path, 'utf8'), [
+        ['(__dirname,"../locales")', `(__dirname,${JSON.stringify(YARGS_LOCALES)})`],
+        ['require("assert")', 'require("riff:lazy-assert")'],
+        // The terminal's width, read when yargs wraps its help (never: riff
+        // sets the width), not as it loads: process.stdout created only for
+        // it would load Node's net module for a pipe (see terminal() in
+        // src/outputs/fd-sink.ts).
+        [
+          'stdColumns:void 0!==process.stdout.columns?process.stdout.columns:null',
+          'get stdColumns(){return void 0!==process.stdout.columns?process.stdout.columns:null}',
+        ],
+      ]);
       return { contents: src, loader: 'js' };
+    });
+    b.onResolve({ filter: /^riff:lazy-assert$/ }, () => ({ path: 'lazy-assert', namespace: 'riff' }));
+    b.onLoad({ filter: /^lazy-assert$/, namespace: 'riff' }, () => ({ contents: LAZY_ASSERT, loader: 'js' }));
+    // riff's own imports of packages stay requires of node_modules (the
+    // outputs' drivers, loaded only when an output is opened), except yargs;
+    // what yargs's packages require is bundled with them.
+    b.onResolve({ filter: /^[^./]/ }, (args) => {
+      if (args.path === 'yargs' || args.path.startsWith('yargs/')) return undefined;
+      if (args.importer.split(path.sep).includes('node_modules')) return undefined;
+      return { path: args.path, external: true };
     });
   },
 };
@@ -99,7 +182,8 @@ async function main(): Promise<void> {
       ...common,
       entryPoints: [path.join(SRC, 'cli.js')],
       outfile: path.join(DIST, 'cli.cjs'),
-      plugins: [externalTo(toBoot), metaUrl],
+      packages: undefined,
+      plugins: [externalTo(toBoot), bundleYargs, metaUrl],
     }),
     esbuild.build({
       ...common,

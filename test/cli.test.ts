@@ -263,6 +263,18 @@ test('--help shows usage with examples; --version the version', () => {
   assert.equal(v.stdout.toString().trim(), JSON.parse(fs.readFileSync(path.join(FIXTURES, '..', 'package.json'), 'utf8')).version);
 });
 
+test("yargs's messages and headings in the user's language, from its catalogues (which the bundle must find)", () => {
+  const env = (lang: Record<string, string>) => ({ env: { ...process.env, LANG: undefined, LC_ALL: undefined, LC_MESSAGES: undefined, LANGUAGE: undefined, ...lang } });
+  const de = riff(['--bogus'], env({ LANG: 'de_DE.UTF-8' }));
+  assert.equal(de.code, 2);
+  assert.equal(de.stderr.toString(), 'riff: Unbekanntes Argument: bogus\n');
+  const fr = riff(['--help'], env({ LC_ALL: 'fr' }));
+  assert.equal(fr.code, 0);
+  assert.match(fr.stdout.toString(), /^Options :$/m);
+  assert.match(fr.stdout.toString(), /^Exemples :$/m);
+  assert.equal(riff(['--bogus'], env({ LANG: 'C.UTF-8' })).stderr.toString(), 'riff: Unknown argument: bogus\n');
+});
+
 test('riff ... | head -1 ends quietly when the pipe closes', () => {
   const r = spawnSync('sh', ['-c', `node ${CLI} -r ${HTTP} | head -1; echo "status \${PIPESTATUS:-}"`], { encoding: 'utf8' });
   assert.equal(r.stdout.split('\n').length, 3, r.stdout);

@@ -6,13 +6,16 @@
 // except where noted in those modules.
 
 import * as fs from 'node:fs';
-import * as tty from 'node:tty';
+import { createRequire } from 'node:module';
 import { PcapFile, isPcapMagic } from './pcap.js';
 import { PcapngFile, PCAPNG_MAGIC } from './pcapng.js';
 import { CaptureFileError, Source, WouldBlock, type CaptureFile } from './reader.js';
 
 // The shared pieces, for the modules that open a capture through this one.
 export { CaptureFileError, WouldBlock, tooLarge, plural, type CaptureFile } from './reader.js';
+
+/** tty.isatty, required only for standard input: node:tty (and node:net, which it loads) is a few ms of every start. */
+const isTerminal = (fd: number): boolean => (createRequire(import.meta.url)('node:tty') as typeof import('node:tty')).isatty(fd);
 
 export interface OpenOptions {
   /** Records with more captured bytes than this are skipped and counted (default: none are). */
@@ -35,7 +38,7 @@ export async function openCaptureFileAsync(path: string, opts: OpenOptions = {})
   if (regular) return openCaptureFile(path, opts);
   const stdin = path === '-';
   const name = stdin ? 'standard input' : path;
-  if (stdin && tty.isatty(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0);
+  if (stdin && isTerminal(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0);
   let fd = 0;
   if (!stdin) {
     try {
@@ -68,7 +71,7 @@ export function openCaptureFile(path: string, opts: OpenOptions = {}): CaptureFi
   let fd: number;
   if (stdin) {
     // libpcap would sit waiting for keystrokes; say what was meant instead.
-    if (tty.isatty(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0);
+    if (isTerminal(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0);
     fd = 0;
   } else {
     try {

@@ -4,7 +4,8 @@
 // this module, so neither imports the other.
 
 import * as fs from 'node:fs';
-import * as net from 'node:net';
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
 import type { Batch } from './batch.js';
 
 export class CaptureFileError extends Error {
@@ -112,7 +113,7 @@ export class Source {
   private eof = false;
   private closed = false;
   /** Pipes and FIFOs are read through the event loop (a libuv pipe), never a blocked thread: a thread-pool read of an idle pipe would even keep process.exit waiting. */
-  private sock: net.Socket | null = null;
+  private sock: Socket | null = null;
   private chunks: Buffer[] = [];
   private sockDone = false;
   private sockError: Error | null = null;
@@ -126,6 +127,8 @@ export class Source {
     private readonly async = false,
   ) {
     if (!async) return;
+    // Required here: node:net is a few ms of every start, and only a pipe needs it.
+    const net = createRequire(import.meta.url)('node:net') as typeof import('node:net');
     const sock = new net.Socket({ fd, readable: true, writable: false });
     this.sock = sock;
     sock.pause();

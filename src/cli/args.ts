@@ -4,16 +4,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
-import type yargsType from 'yargs';
+import type yargsType from 'yargs/yargs';
 import { tcpdumpFlags } from '../tcpdump-flags.js';
-import { stderr } from '../outputs/fd-sink.js';
+import { stderr, terminal } from '../outputs/fd-sink.js';
 
 // yargs's CommonJS build: its ES module build wraps help text with a plain
 // hard wrap that cuts words in half ("L / ua-scriptable"); the CommonJS one
-// wraps at spaces (wrap-ansi).
-const require = createRequire(import.meta.url);
-const yargs = require('yargs') as typeof yargsType;
-export const { hideBin } = require('yargs/helpers') as { hideBin(argv: string[]): string[] };
+// wraps at spaces (wrap-ansi). The command line's bundle holds it
+// (scripts/bundle.ts makes these two calls its own require). yargs/yargs is
+// the parser without the singleton that require('yargs') builds as it loads
+// (a whole parser set up, and package.json looked for, never used here).
+const requireCjs = createRequire(import.meta.url);
+const yargs = requireCjs('yargs/yargs') as typeof yargsType;
+export const { hideBin } = requireCjs('yargs/helpers') as { hideBin(argv: string[]): string[] };
 
 export const PKG = JSON.parse(
   fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json'), 'utf8'),
@@ -90,7 +93,7 @@ export function parseArgs(argv: string[]) {
     .fail((msg, err) => {
       throw new Fail(msg ?? err?.message ?? 'bad command line', 2);
     })
-    .wrap(Math.min(110, process.stdout.columns || 80))
+    .wrap(Math.min(110, terminal(1)?.columns || 80))
     .parseSync();
 }
 

@@ -13,6 +13,7 @@ import type { LuaPool } from '../vm/pool.js';
 import { Fail, note, type Args } from './args.js';
 import type { Counters } from './summary.js';
 import { Progress } from './progress.js';
+import { terminal } from '../outputs/fd-sink.js';
 
 /** In place of a file that was still opening when riff was told to stop. */
 const NO_FILE: CaptureFile = {
@@ -220,7 +221,7 @@ export class CaptureSession {
       // a pipe or a file gone: the line shows packets and rate only
     }
     const progress =
-      (args.progress ?? process.stderr.isTTY) ? new Progress(() => ({ packets: counters.read, done: file.offset }), total) : null;
+      (args.progress ?? terminal(2) !== null) ? new Progress(() => ({ packets: counters.read, done: file.offset }), total) : null;
     progress?.start();
     // Every wait here is asynchronous (ring room, an idle pipe, a worker's
     // restart), so signals, the watchdog and --stats keep running.

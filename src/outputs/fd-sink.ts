@@ -47,3 +47,20 @@ export class FdSink {
 
 export const stdout = new FdSink(1);
 export const stderr = new FdSink(2);
+
+/**
+ * process.stdout or process.stderr when it is a terminal, else null. riff
+ * writes through fs (FdSink), so it creates neither stream unless the
+ * descriptor may be a terminal: only a character device can be one, and
+ * the stream for a pipe loads Node's net module, a few ms of every start
+ * (README, Start-up).
+ */
+export function terminal(fd: 1 | 2): NodeJS.WriteStream | null {
+  try {
+    if (!fs.fstatSync(fd).isCharacterDevice()) return null;
+  } catch {
+    return null; // closed: process.stdout would be a stream to nowhere
+  }
+  const stream = fd === 1 ? process.stdout : process.stderr;
+  return stream.isTTY ? stream : null;
+}
