@@ -26,9 +26,8 @@ const TIME = '/usr/bin/time';
 // The node running this script runs riff too, whatever node is first on PATH.
 const NODE = process.execPath;
 // How riff is started: by this node, or (--shebang) through riff.cjs's #!
-// line as `riff` on the PATH and the systemd unit start it, with the node
-// flags and environment that line gives (--max-semi-space-size,
-// MALLOC_ARENA_MAX) and the node that env finds.
+// line as `riff` on the PATH and the systemd unit start it, with the
+// environment that line gives (MALLOC_ARENA_MAX) and the node that env finds.
 let riffCmd = NODE;
 let riffPre = [RIFF];
 // Debian's interpreter, not whatever python3 is first on PATH: python3-scapy
