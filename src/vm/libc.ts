@@ -225,32 +225,23 @@ export class Libc {
   // (its tzname is the long name from Date's toTimeString, %z misprints
   // half-hour zones): os.date must print what it printed.
 
-  private gmtime(time: bigint, tm: number): void {
-    const d = new Date(1000 * toNumber(time));
+  /** struct tm's first eight fields (tm_sec .. tm_yday), in their order. */
+  private putTm(tm: number, fields: number[]): Int32Array {
     this.heap();
     const i = this.i32;
-    i[tm >> 2] = d.getUTCSeconds();
-    i[(tm + 4) >> 2] = d.getUTCMinutes();
-    i[(tm + 8) >> 2] = d.getUTCHours();
-    i[(tm + 12) >> 2] = d.getUTCDate();
-    i[(tm + 16) >> 2] = d.getUTCMonth();
-    i[(tm + 20) >> 2] = d.getUTCFullYear() - 1900;
-    i[(tm + 24) >> 2] = d.getUTCDay();
-    i[(tm + 28) >> 2] = ((d.getTime() - Date.UTC(d.getUTCFullYear(), 0, 1, 0, 0, 0, 0)) / 864e5) | 0;
+    fields.forEach((v, k) => (i[(tm >> 2) + k] = v));
+    return i;
+  }
+
+  private gmtime(time: bigint, tm: number): void {
+    const d = new Date(1000 * toNumber(time));
+    const yday = ((d.getTime() - Date.UTC(d.getUTCFullYear(), 0, 1, 0, 0, 0, 0)) / 864e5) | 0;
+    this.putTm(tm, [d.getUTCSeconds(), d.getUTCMinutes(), d.getUTCHours(), d.getUTCDate(), d.getUTCMonth(), d.getUTCFullYear() - 1900, d.getUTCDay(), yday]);
   }
 
   private localtime(time: bigint, tm: number): void {
     const d = new Date(1000 * toNumber(time));
-    this.heap();
-    const i = this.i32;
-    i[tm >> 2] = d.getSeconds();
-    i[(tm + 4) >> 2] = d.getMinutes();
-    i[(tm + 8) >> 2] = d.getHours();
-    i[(tm + 12) >> 2] = d.getDate();
-    i[(tm + 16) >> 2] = d.getMonth();
-    i[(tm + 20) >> 2] = d.getFullYear() - 1900;
-    i[(tm + 24) >> 2] = d.getDay();
-    i[(tm + 28) >> 2] = yearDay(d);
+    const i = this.putTm(tm, [d.getSeconds(), d.getMinutes(), d.getHours(), d.getDate(), d.getMonth(), d.getFullYear() - 1900, d.getDay(), yearDay(d)]);
     i[(tm + 36) >> 2] = -(d.getTimezoneOffset() * 60);
     // DST when the year has two offsets and this date has the smaller (Emscripten's test).
     const summer = new Date(d.getFullYear(), 6, 1).getTimezoneOffset();
