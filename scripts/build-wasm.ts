@@ -4,6 +4,9 @@
 //
 //   bridge.wat  ->  dist/src/vm/wasm/bridge.wasm   a module, instantiated per
 //                                                  Lua VM (src/vm/bridge.ts)
+//   host.wat    ->  dist/src/vm/wasm/host.wasm     a JS function as a Lua C
+//                                                  function (bridge.ts
+//                                                  hostFunction)
 //   string.wat  ->  dist/src/vm/wasm/string.json   function bodies that
 //                                                  src/vm/wasm.ts splices into
 //                                                  wasmoon's module
@@ -174,6 +177,7 @@ async function main() {
     }
   };
   fs.writeFileSync(path.join(OUT, 'bridge.wasm'), assemble('bridge.wat', false));
+  fs.writeFileSync(path.join(OUT, 'host.wasm'), assemble('host.wat', false));
   const spliced = splices(assemble('string.wat', true));
   fs.writeFileSync(path.join(OUT, 'string.json'), JSON.stringify(spliced, null, 1) + '\n');
   // The patched module, so that a run reads it instead of patching

@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { linkBridge, SIZE_CLASSES, type Bridge } from '../src/vm/bridge.js';
-import { loadWasm, type Wasm } from '../src/vm/wasm.js';
+import type { Wasm } from '../src/vm/wasm.js';
+import { loadWasm } from '../src/vm/vm.js';
 
 const SMALL = (SIZE_CLASSES - 1) * 8;
 const GUARD = 8; // words watched past the heads

@@ -4,7 +4,8 @@
 // src/vm/wasm/bridge.wat (what each does and why it is WebAssembly), which
 // the build assembles into dist/src/vm/wasm/bridge.wasm (scripts/build-wasm.ts);
 // this module loads it and names its interface. A function added there is
-// exported there and named in Bridge here.
+// exported there and named in Bridge here. Also here: host functions (JS) as
+// Lua C functions, through src/vm/wasm/host.wat.
 import { readFileSync } from 'node:fs';
 import { WebAssemblyAPI, type WasmGlobal, type WasmMemory } from './wasm.js';
 
@@ -57,22 +58,31 @@ export interface Bridge {
 // bytes (SMALL in bridge.wat), each head a word of `heads`.
 export const SIZE_CLASSES = (2048 >> 3) + 1;
 
-let compiled: object | undefined;
+/** The build's modules (src/vm/wasm/*.wat), each compiled once per thread. */
+const compiled = new Map<string, object>();
 
-function module(): object {
-  if (compiled) return compiled;
-  const file = new URL('./wasm/bridge.wasm', import.meta.url);
+function module(name: 'bridge.wasm' | 'host.wasm'): object {
+  let m = compiled.get(name);
+  if (m) return m;
+  const file = new URL(`./wasm/${name}`, import.meta.url);
   let bytes: Uint8Array;
   try {
     bytes = readFileSync(file);
   } catch {
     throw new Error(`${file.pathname} is missing: run npm run build (it assembles src/vm/wasm/*.wat)`);
   }
-  compiled = new WebAssemblyAPI.Module(bytes);
-  return compiled;
+  m = new WebAssemblyAPI.Module(bytes);
+  compiled.set(name, m);
+  return m;
 }
 
 export function linkBridge(env: BridgeImports): Bridge {
-  const inst = new WebAssemblyAPI.Instance(module(), { env: env as unknown as Record<string, unknown> });
+  const inst = new WebAssemblyAPI.Instance(module('bridge.wasm'), { env: env as unknown as Record<string, unknown> });
   return inst.exports as unknown as Bridge;
+}
+
+/** `fn` as a WebAssembly function of lua_CFunction's type, for a function table (src/vm/wasm/host.wat). */
+export function hostFunction(fn: (L: number) => number): (L: number) => number {
+  const inst = new WebAssemblyAPI.Instance(module('host.wasm'), { env: { f: fn } });
+  return inst.exports.f as (L: number) => number;
 }

@@ -349,7 +349,7 @@ export class Libc {
   // the stack pointer and sets the module's __THREW__ (setThrew), on which
   // the caller goes back into its setjmp.
 
-  /** Slots of the function table already read (entries are only ever added: addFunction and LuaVM.place take fresh slots). */
+  /** Slots of the function table already read (entries are only ever added: LuaVM.place takes fresh slots). */
   private readonly fns: (((...a: number[]) => unknown) | null)[] = [];
 
   private invoke(index: number, a1: number, a2: number): void {

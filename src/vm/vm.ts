@@ -2,16 +2,46 @@
 // needs typed over the raw C API: bytes in and out without text conversion,
 // chunks loaded as text only, host functions, and a capped allocator.
 import {
-  loadWasm,
+  compiledLua,
   LUA_OK,
   LUA_REGISTRYINDEX,
+  WebAssemblyAPI,
   type LuaExports,
   type LuaState,
   type Ptr,
   type Wasm,
+  type WasmMemory,
   type WasmModule,
+  type WasmTable,
 } from './wasm.js';
-import { linkBridge, SIZE_CLASSES, type Bridge } from './bridge.js';
+import { hostFunction, linkBridge, SIZE_CLASSES, type Bridge } from './bridge.js';
+import { Libc, type LibcExports } from './libc.js';
+
+/**
+ * A fresh instance of the Lua WebAssembly module, its C runtime started:
+ * `module` (compiled on the main thread and posted here), else this
+ * thread's compiledLua(). Each VM is its own instance with its own memory:
+ * a runaway plugin can exhaust only its instance. The instance is made here,
+ * in the workers, not in src/vm/wasm.ts: riff's C library (libc.ts) then
+ * stays out of the capture thread's first bundle, which it reads before it
+ * spawns the workers.
+ */
+export async function loadWasm(module?: WasmModule | null): Promise<Wasm> {
+  const compiled = module ?? (await compiledLua());
+  const libc = new Libc();
+  const instance = new WebAssemblyAPI.Instance(compiled, libc.imports());
+  const exports = instance.exports;
+  libc.attach(exports as unknown as LibcExports);
+  libc.start();
+  const memory = exports.memory as WasmMemory;
+  let view = new Uint8Array(memory.buffer);
+  return {
+    x: exports as unknown as LuaExports,
+    memory,
+    table: exports.__indirect_function_table as WasmTable,
+    heap: () => (view.buffer === memory.buffer ? view : (view = new Uint8Array(memory.buffer))),
+  };
+}
 
 /** A Lua error as a message (already formatted by the Lua side: file:line: text). */
 export class LuaError extends Error {}
@@ -230,7 +260,7 @@ export class LuaVM {
   }
 
   /** A WebAssembly function's index in the instance's function table, where C code can call it. */
-  private place(fn: (...a: number[]) => number): number {
+  private place(fn: (L: number, ...a: number[]) => number): number {
     const at = this.wasm.table.grow(1);
     this.wasm.table.set(at, fn);
     return at;
@@ -247,7 +277,7 @@ export class LuaVM {
    * Emscripten throws as numbers, pass through untouched.
    */
   pushFunction(fn: HostFunction): void {
-    const ptr = this.wasm.addFunction((L: number) => {
+    const ptr = this.place(hostFunction((L: number) => {
       let message: string;
       try {
         return fn(this, L);
@@ -257,7 +287,7 @@ export class LuaVM {
       }
       this.pushBytes(Buffer.from(message, 'utf8'), L);
       return this.x.lua_error(L);
-    }, 'ii');
+    }));
     this.x.lua_pushcclosure(this.L, ptr, 0);
   }
 

@@ -1,14 +1,13 @@
 // The raw Lua 5.4 C API, straight from the WebAssembly exports of wasmoon's
 // build. riff takes from wasmoon only its module (glue.wasm: Lua 5.4 and
 // musl, compiled by Emscripten), patches it (patchModule) and instantiates
-// it with its own imports (src/vm/libc.ts); wasmoon's JS -- the Emscripten
+// it with its own imports (src/vm/libc.ts, by src/vm/vm.ts); wasmoon's JS -- the Emscripten
 // glue and its wrappers, which convert strings through UTF-8 and cost a
 // closure and an `arguments` copy per call -- is never loaded: riff makes
 // several calls per packet, moves binary data, and starts a VM per worker.
 import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { Libc, type LibcExports } from './libc.js';
 
 // The parts of the WebAssembly JS API riff touches. TypeScript declares them
 // in lib.dom, which a Node program does not load.
@@ -102,7 +101,6 @@ export interface Wasm {
   table: WasmTable;
   /** Current view of WebAssembly memory (re-read: memory growth replaces the buffer). */
   heap(): Uint8Array;
-  addFunction(fn: (...args: number[]) => number | void, sig: string): number;
 }
 
 // Faster string search, spliced into wasmoon's module by patchModule from
@@ -426,72 +424,4 @@ let compiling: Promise<WasmModule> | undefined;
 export function compiledLua(): Promise<WasmModule> {
   compiling ??= (async () => WebAssemblyAPI.compile(luaModuleBytes()))();
   return compiling;
-}
-
-/**
- * Instantiate a fresh Lua WebAssembly module: `module` (compiled on the main
- * thread and posted here), else this thread's compiledLua(). Each VM is its
- * own instance with its own memory: a runaway plugin can exhaust only its
- * instance.
- */
-export async function loadWasm(module?: WasmModule | null): Promise<Wasm> {
-  return instantiateLua(module ?? (await compiledLua()));
-}
-
-/** A new instance of the compiled Lua module, its C runtime started (synchronous: no file is read, nothing awaited). */
-export function instantiateLua(compiled: WasmModule): Wasm {
-  const libc = new Libc();
-  const instance = new WebAssemblyAPI.Instance(compiled, libc.imports());
-  const exports = instance.exports;
-  libc.attach(exports as unknown as LibcExports);
-  libc.start();
-  const memory = exports.memory as WasmMemory;
-  const table = exports.__indirect_function_table as WasmTable;
-  let view = new Uint8Array(memory.buffer);
-  return {
-    x: exports as unknown as LuaExports,
-    memory,
-    table,
-    heap: () => (view.buffer === memory.buffer ? view : (view = new Uint8Array(memory.buffer))),
-    addFunction: (fn, sig) => {
-      const at = table.grow(1);
-      table.set(at, asWasmFunction(fn, sig));
-      return at;
-    },
-  };
-}
-
-/**
- * A JS function as a WebAssembly function of signature `sig` (Emscripten's
- * letters: the result first, then the parameters; i: i32, j: i64, f: f32,
- * d: f64, v: none), which a function table can hold and C can call: the
- * export of a tiny module that imports it (as Emscripten's addFunction makes
- * one, where WebAssembly.Function is missing, as in Node 20). One module per
- * signature, compiled once; an instance per function.
- */
-const wrappers = new Map<string, WasmModule>();
-export function asWasmFunction(fn: (...args: never[]) => unknown, sig: string): unknown {
-  let module = wrappers.get(sig);
-  if (!module) {
-    const code: Record<string, number> = { i: 0x7f, p: 0x7f, j: 0x7e, f: 0x7d, d: 0x7c };
-    const valtype = (c: string) => {
-      if (code[c] === undefined) throw new Error(`addFunction: no WebAssembly type for ${JSON.stringify(c)} in signature ${sig}`);
-      return code[c];
-    };
-    const params = [...sig.slice(1)].map(valtype);
-    const results = sig[0] === 'v' ? [] : [valtype(sig[0])];
-    const type = [0x60, ...uleb(params.length), ...params, ...uleb(results.length), ...results];
-    const section = (id: number, content: number[]) => [id, ...uleb(content.length), ...content];
-    const name = (s: string) => [s.length, ...Buffer.from(s)];
-    module = new WebAssemblyAPI.Module(
-      Uint8Array.from([
-        ...[0, 0x61, 0x73, 0x6d, 1, 0, 0, 0], // \0asm, version 1
-        ...section(1, [1, ...type]), // one function type
-        ...section(2, [1, ...name('e'), ...name('f'), 0, 0]), // import e.f: a function of type 0
-        ...section(7, [1, ...name('f'), 0, 0]), // export it as f
-      ]),
-    );
-    wrappers.set(sig, module);
-  }
-  return new WebAssemblyAPI.Instance(module, { e: { f: fn } }).exports.f;
 }
