@@ -241,11 +241,10 @@ export class Libc {
 
   private localtime(time: bigint, tm: number): void {
     const d = new Date(1000 * toNumber(time));
-    const i = this.putTm(tm, [d.getSeconds(), d.getMinutes(), d.getHours(), d.getDate(), d.getMonth(), d.getFullYear() - 1900, d.getDay(), yearDay(d)]);
+    const i = this.putTm(tm, localFields(d));
     i[(tm + 36) >> 2] = -(d.getTimezoneOffset() * 60);
     // DST when the year has two offsets and this date has the smaller (Emscripten's test).
-    const summer = new Date(d.getFullYear(), 6, 1).getTimezoneOffset();
-    const winter = new Date(d.getFullYear(), 0, 1).getTimezoneOffset();
+    const { summer, winter } = yearOffsets(d.getFullYear());
     i[(tm + 32) >> 2] = Number(summer !== winter && d.getTimezoneOffset() === Math.min(winter, summer));
   }
 
@@ -258,22 +257,14 @@ export class Libc {
     // date's own offset, move the time by the difference.
     const dst = i[(tm + 32) >> 2];
     const guessed = d.getTimezoneOffset();
-    const summer = new Date(d.getFullYear(), 6, 1).getTimezoneOffset();
-    const winter = new Date(d.getFullYear(), 0, 1).getTimezoneOffset();
+    const { summer, winter } = yearOffsets(d.getFullYear());
     const dstOffset = Math.min(winter, summer);
     if (dst < 0) i[(tm + 32) >> 2] = Number(summer !== winter && dstOffset === guessed);
     else if (dst > 0 !== (dstOffset === guessed)) {
       const nonDst = Math.max(winter, summer);
       d.setTime(d.getTime() + (60000 * ((dst > 0 ? dstOffset : nonDst) - guessed)));
     }
-    i[(tm + 24) >> 2] = d.getDay();
-    i[(tm + 28) >> 2] = yearDay(d);
-    i[tm >> 2] = d.getSeconds();
-    i[(tm + 4) >> 2] = d.getMinutes();
-    i[(tm + 8) >> 2] = d.getHours();
-    i[(tm + 12) >> 2] = d.getDate();
-    i[(tm + 16) >> 2] = d.getMonth();
-    i[(tm + 20) >> 2] = d.getFullYear() - 1900;
+    this.putTm(tm, localFields(d));
     const ms = d.getTime();
     if (isNaN(ms)) {
       this.setErrno(EOVERFLOW);
@@ -285,13 +276,10 @@ export class Libc {
   /** tzset's JS half: timezone (seconds west, standard time), daylight, and tzname[0..1] (malloc'd, standard first). */
   private tzset(timezone: number, daylight: number, tzname: number): void {
     const year = new Date().getFullYear();
-    const winter = new Date(year, 0, 1);
-    const summer = new Date(year, 6, 1);
-    const winterOffset = winter.getTimezoneOffset();
-    const summerOffset = summer.getTimezoneOffset();
+    const { summer: summerOffset, winter: winterOffset } = yearOffsets(year);
     const zone = (d: Date) => d.toTimeString().match(/\(([A-Za-z ]+)\)$/)?.[1] ?? 'GMT';
-    const winterName = this.newCString(zone(winter));
-    const summerName = this.newCString(zone(summer));
+    const winterName = this.newCString(zone(new Date(year, 0, 1)));
+    const summerName = this.newCString(zone(new Date(year, 6, 1)));
     this.heap();
     this.u32[timezone >> 2] = 60 * Math.max(winterOffset, summerOffset);
     this.i32[daylight >> 2] = Number(winterOffset !== summerOffset);
@@ -532,6 +520,10 @@ const CUMULATIVE_LEAP = [0, 31, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335];
 const CUMULATIVE = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
 const isLeap = (y: number) => y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
 const yearDay = (d: Date) => ((isLeap(d.getFullYear()) ? CUMULATIVE_LEAP : CUMULATIVE)[d.getMonth()] + d.getDate() - 1) | 0;
+/** struct tm's first eight fields (tm_sec .. tm_yday) of a date, in local time. */
+const localFields = (d: Date) => [d.getSeconds(), d.getMinutes(), d.getHours(), d.getDate(), d.getMonth(), d.getFullYear() - 1900, d.getDay(), yearDay(d)];
+/** The local time's offsets from UTC (minutes, as getTimezoneOffset) on 1 July and 1 January of a year: Emscripten's test for DST. */
+const yearOffsets = (year: number) => ({ summer: new Date(year, 6, 1).getTimezoneOffset(), winter: new Date(year, 0, 1).getTimezoneOffset() });
 
 /** value as text, left-padded with `pad` to `width` (a negative number pads before its sign, as Emscripten's does). */
 const padded = (value: number | string, width: number, pad = '0') => {
@@ -635,11 +627,16 @@ const CONVERSIONS: Record<string, (tm: Tm) => string | number> = {
   '%%': () => '%',
 };
 
+// The rules as patterns, made once: Emscripten made each anew at every
+// call, and os.date calls strftime once per conversion in its format.
+const EXPANSION_RULES = Object.entries(EXPANSIONS).map(([rule, to]) => [new RegExp(rule, 'g'), to] as const);
+const CONVERSION_RULES = Object.entries(CONVERSIONS).map(([rule, text]) => [rule, new RegExp(rule, 'g'), text] as const);
+
 export function formatTime(format: string, tm: Tm): string {
   let s = format;
-  for (const rule in EXPANSIONS) s = s.replace(new RegExp(rule, 'g'), EXPANSIONS[rule]);
+  for (const [rule, to] of EXPANSION_RULES) s = s.replace(rule, to);
   s = s.replace(/%%/g, '\0\0');
   // String replacements, as Emscripten's (a "$" in a value would be a pattern; none has one).
-  for (const rule in CONVERSIONS) if (s.includes(rule)) s = s.replace(new RegExp(rule, 'g'), String(CONVERSIONS[rule](tm)));
+  for (const [rule, pattern, text] of CONVERSION_RULES) if (s.includes(rule)) s = s.replace(pattern, String(text(tm)));
   return s.replace(/\0\0/g, '%');
 }
