@@ -76,6 +76,17 @@ end
   }
 });
 
+test('report without collect, or a collect that returns nothing: report gets nil with any N, and no error', () => {
+  const none = script('report-only.lua', `buffer = function() end\nfunction report(s) print("report", s) end\n`);
+  const empty = script('collect-nil.lua', `buffer = function() end\nfunction collect() end\nfunction report(s) print("report", s) end\n`);
+  for (const file of [none, empty])
+    for (const w of [1, 2]) {
+      const r = run(['--lua', file, '-r', BIG], w);
+      assert.equal(r.stdout.toString(), 'report\tnil\n', `${path.basename(file)}, --workers ${w}: ${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /cannot be merged|Lua errors?: [1-9]|[1-9]\d* Lua errors/, `${path.basename(file)}, --workers ${w}`);
+    }
+});
+
 test('riff.counter: totals over every worker, read during the run and in the report', () => {
   const file = script(
     'counter.lua',

@@ -709,6 +709,7 @@ function serialize(v, out, depth, open)
     else out[#out + 1] = sfmt("%.17g", v) end
   elseif t == "string" then out[#out + 1] = sfmt("%q", v)
   elseif t == "boolean" then out[#out + 1] = tostring(v)
+  elseif t == "nil" then out[#out + 1] = "nil" -- no state (no collect, or it returned none): report gets nil, as from one worker
   elseif t == "table" then
     if open[v] or depth > 64 then error("collect: the state holds a table inside itself (or nests over 64 deep)", 0) end
     open[v] = true
