@@ -302,16 +302,17 @@ export class Libc {
    * sbrk asks for requested bytes of memory in all: grow by 20% of the heap
    * (at most 96 MiB more than asked), asking for less if the engine refuses,
    * as Emscripten does. The memory is the shared one riff declares
-   * (src/vm/wasm.ts patchModule); riff's views re-read its buffer.
+   * (src/vm/wasm.ts patchModule); riff's views re-read its buffer. Unlike
+   * Emscripten's, it says nothing when the memory cannot grow: the refusal
+   * comes back to Lua as its "not enough memory" error, which riff reports
+   * in one line naming the script's line (Emscripten's own lines, without
+   * riff's prefix, came beside it).
    */
   private resizeHeap(requested: number): boolean {
     const old = this.x.memory.buffer.byteLength;
     requested >>>= 0;
     if (!(requested > old)) abort('Assertion failed');
-    if (requested > HEAP_MAX) {
-      console.error(`Cannot enlarge memory, requested ${requested} bytes, but the limit is ${HEAP_MAX} bytes!`);
-      return false;
-    }
+    if (requested > HEAP_MAX) return false;
     let size = 0;
     for (let cutDown = 1; cutDown <= 4; cutDown *= 2) {
       const overGrown = Math.min(old * (1 + 0.2 / cutDown), requested + 100663296);
@@ -321,11 +322,10 @@ export class Libc {
         this.x.memory.grow(Math.ceil((size - before) / WASM_PAGE));
         this.heap();
         return true;
-      } catch (e) {
-        console.error(`growMemory: Attempted to grow heap from ${before} bytes to ${size} bytes, but got error: ${e}`);
+      } catch {
+        // the engine refused this much: ask for less
       }
     }
-    console.error(`Failed to grow the heap from ${old} bytes to ${size} bytes, not enough memory!`);
     return false;
   }
 
