@@ -5,10 +5,16 @@
 //   dist/riff.cjs    the `riff` command: signals, the Lua workers spawned,
 //                    then dist/cli.cjs
 //   dist/boot.cjs    what the entry and the command line share, one instance
-//                    of each: signals.ts, vm/prestart.ts, vm/wasm.ts
+//                    of each: signals.ts, vm/prestart.ts, vm/wasm.ts,
+//                    bundle-cache.ts
 //   dist/cli.cjs     the command line (cli.ts and everything it loads, yargs
 //                    too; its message catalogues in dist/yargs-locales/)
-//   dist/worker.cjs  a Lua worker thread (vm/worker.ts and its modules)
+//   dist/worker-entry.cjs  a Lua worker thread's entry, which runs
+//   dist/worker.cjs  (vm/worker.ts and its modules)
+//
+// Then riff runs once over fixtures/http.pcap to make the code caches of
+// cli.cjs and worker.cjs (dist/*.cjs.cache), from which they are compiled
+// at every start (src/bundle-cache.ts).
 //
 // Why: start-up. Node loads an ES module graph file by file (resolving,
 // reading, linking some forty modules), and a worker with an ES module entry
@@ -28,13 +34,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import * as esbuild from 'esbuild';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST = path.join(ROOT, 'dist');
 const SRC = path.join(DIST, 'src');
 /** The modules dist/boot.cjs holds (as tsc emitted them). */
-const SHARED = ['signals.js', 'vm/prestart.js', 'vm/wasm.js'].map((f) => path.join(SRC, f));
+const SHARED = ['signals.js', 'vm/prestart.js', 'vm/wasm.js', 'bundle-cache.js'].map((f) => path.join(SRC, f));
 
 // Each module's import.meta.url, as the file it was: a function declaration
 // in the footer (hoisted, so "use strict" stays the bundle's first line).
@@ -153,8 +160,9 @@ const common: esbuild.BuildOptions = {
   // Packages load from node_modules as they do unbundled.
   packages: 'external',
   footer: { js: FOOTER },
-  // The entry spawns dist/worker.cjs, not tsc's worker.js (src/vm/prestart.ts).
-  define: { RIFF_WORKER_BUNDLE: JSON.stringify('../../worker.cjs') },
+  // The entry spawns dist/worker-entry.cjs, not tsc's worker.js
+  // (src/vm/prestart.ts), and runs cli.cjs from its cache (src/riff.ts).
+  define: { RIFF_WORKER_BUNDLE: JSON.stringify('../../worker-entry.cjs'), RIFF_BUNDLED: 'true' },
   // import() of another bundle becomes require(): a real import() would
   // start Node's ES module loader, which is what bundling avoids.
   supported: { 'dynamic-import': false },
@@ -191,10 +199,39 @@ async function main(): Promise<void> {
       outfile: path.join(DIST, 'worker.cjs'),
       plugins: [metaUrl],
     }),
+    esbuild.build({
+      ...common,
+      entryPoints: [path.join(SRC, 'vm', 'worker-entry.js')],
+      outfile: path.join(DIST, 'worker-entry.cjs'),
+      plugins: [metaUrl],
+    }),
   ]);
   // cli.cjs keeps cli.ts's #! line; only riff.cjs is run as a command.
   fs.chmodSync(path.join(DIST, 'riff.cjs'), 0o755);
-  process.stderr.write(`bundle: dist/{riff,boot,cli,worker}.cjs in ${(performance.now() - started).toFixed(0)} ms\n`);
+  const cached = makeCodeCaches();
+  process.stderr.write(`bundle: dist/{riff,boot,cli,worker-entry,worker}.cjs, code caches of ${cached.join(' and ')}, in ${(performance.now() - started).toFixed(0)} ms\n`);
+}
+
+/**
+ * The code caches: riff run over the bundled capture with the bundled
+ * pipeline, one worker, in the mode where each thread saves its bundle's
+ * cache at the end (src/bundle-cache.ts). Without them riff runs as well,
+ * compiling from source; the build says so, and test/startup checks they
+ * are made and taken.
+ */
+const CACHED = ['cli.cjs', 'worker.cjs'];
+function makeCodeCaches(): string[] {
+  for (const f of CACHED) fs.rmSync(path.join(DIST, f + '.cache'), { force: true });
+  const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', path.join(ROOT, 'fixtures', 'http.pcap')], {
+    env: { ...process.env, RIFF_CODE_CACHE: 'make', RIFF_WORKERS: '1' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    encoding: 'utf8',
+  });
+  const made = CACHED.filter((f) => fs.existsSync(path.join(DIST, f + '.cache')));
+  if (made.length < CACHED.length) {
+    process.stderr.write(`bundle: warning: no code cache for ${CACHED.filter((f) => !made.includes(f)).join(', ')} (riff exited ${run.status}: ${(run.stderr ?? '').trim().split('\n').pop()}); riff starts slower\n`);
+  }
+  return made;
 }
 
 main().catch((e) => {

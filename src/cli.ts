@@ -17,6 +17,7 @@ import { onSecondInterrupt, whenReload, whenReopen, whenSignalled } from './sign
 import { Fail, PKG, checkArgs, checkRepeats, hideBin, note, parseArgs, type Args } from './cli/args.js';
 import { CaptureSession } from './cli/session.js';
 import { summarize } from './cli/summary.js';
+import { saveCodeCaches } from './bundle-cache.js';
 
 /** -D and -L: list, then exit (null: neither was given). */
 function listings(args: Args): number | null {
@@ -225,6 +226,7 @@ async function main(): Promise<number> {
  * safety nets) still run; without the addon, process.exit() it is.
  */
 function exit(code: number): never {
+  saveCodeCaches();
   const n = nativeOrNull();
   if (!n?.exitNow) process.exit(code);
   process.exitCode = code;

@@ -13,9 +13,10 @@
 // WebAssembly module compiles) — Node's worker bootstrap and the Lua VM
 // are most of riff's start-up (src/vm/prestart.ts) — and the command
 // line (src/cli.ts) loads and is parsed meanwhile, on another core.
-// Signals are heard from the first moment (src/signals.ts): the only static
-// import, so nothing else is loaded before its handlers are in place.
+// Signals are heard from the first moment (src/signals.ts): riff's only
+// static import, so nothing else of riff's loads before its handlers are in place.
 import './signals.js';
+import { fileURLToPath } from 'node:url';
 
 /**
  * How many workers the command line asks for, read ahead of yargs so they all
@@ -33,9 +34,13 @@ function workersAsked(argv: string[]): number {
   return Number.isInteger(n) && n >= 1 ? Math.min(n, 8) : 1;
 }
 
+declare const RIFF_BUNDLED: boolean | undefined;
+
 // No top-level await: the build bundles this file as CommonJS (scripts/bundle.ts).
 void (async () => {
   const { prestartWorkers } = await import('./vm/prestart.js');
   prestartWorkers(workersAsked(process.argv.slice(2)));
-  await import('./cli.js');
+  // Bundled, the command line runs from its code cache (src/bundle-cache.ts).
+  if (typeof RIFF_BUNDLED === 'boolean') (await import('./bundle-cache.js')).runBundle(fileURLToPath(new URL('../cli.cjs', import.meta.url)));
+  else await import('./cli.js');
 })();

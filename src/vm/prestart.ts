@@ -6,6 +6,7 @@
 // the workers start.
 import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { compiledLua, requireCjs, setWasmFlags } from './wasm.js';
+import { MAKING_CODE_CACHE } from '../bundle-cache.js';
 
 // In riff's bundles (scripts/bundle.ts) the worker is dist/worker.cjs, one
 // CommonJS file; unbundled (tests that start a pool themselves), tsc's worker.js.
@@ -37,6 +38,7 @@ export const workerLimits: ResourceLimits = { maxYoungGenerationSizeMb: 3 };
  * cache, ~10-20 ms of every start (README, Start-up).
  */
 export function holdYoungGeneration(): void {
+  if (MAKING_CODE_CACHE) return;
   (requireCjs('node:v8') as typeof import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
 }
 

@@ -8,6 +8,7 @@ import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
 import { Runtime, ScriptError, SharedCounters, type RuntimeOptions, type Sharding } from './runtime.js';
 import { LuaVM } from './vm.js';
+import { saveCodeCaches } from '../bundle-cache.js';
 import type { WasmModule } from './wasm.js';
 import { BLOCK_OUTPUT, BLOCK_WORDS, type WatchTarget } from './watchdog.js';
 
@@ -275,6 +276,7 @@ async function main(): Promise<void> {
   if (order.type === 'report') rt.report(order.states.filter((st): st is Uint8Array => st !== null));
   const s = rt.summary();
   counters[at + 1] = s.packetErrors;
+  saveCodeCaches();
   post({ type: 'done', processed: s.processed, errors: s.packetErrors, hookErrors: s.errors - s.packetErrors, byScript: [...s.byScript] });
 }
 

@@ -1,0 +1,94 @@
+// riff's bundles (dist/cli.cjs on the capture thread, dist/worker.cjs in each
+// Lua worker) run from V8's code cache: the bytecode of every function a
+// run calls, made by the build (scripts/bundle.ts runs riff once over
+// fixtures/http.pcap and each thread saves its bundle's cache beside it,
+// dist/*.cjs.cache). Compiled from source, the command line was ~15 ms of
+// the capture thread's CPU (V8 parsing 420 KB, then compiling yargs's
+// functions as they are first called) in the very window where the workers
+// boot on the same two cores, and a worker compiled the runtime's
+// functions on its way to its first packet (README, Start-up).
+//
+// V8 takes a code cache only when its own version and flags are those that
+// made it, and checks the source by its length alone: the cache's first line
+// names the bundle's size and modification time, and a cache for another
+// file is never offered. A cache that V8 refuses (another Node, a V8 flag on
+// the command line) costs nothing but the compile it would have saved.
+import fs from 'node:fs';
+import Module from 'node:module';
+import path from 'node:path';
+import vm from 'node:vm';
+
+const CACHE = '.cache';
+const MAGIC = 'riff-code-cache';
+
+/**
+ * Set by the build's own run (scripts/bundle.ts): no V8 flag may be set in
+ * it (a cache records the flags it was made under, and V8 refuses it under
+ * others), and each thread writes its bundle's cache at the end.
+ */
+export const MAKING_CODE_CACHE = process.env.RIFF_CODE_CACHE === 'make';
+
+// The bundles this thread has run, by file: shared by every copy of this
+// module in the thread (the worker's entry and worker.cjs each bundle one).
+const KEY = Symbol.for('riff.bundles');
+const loaded: Map<string, vm.Script> = ((globalThis as Record<symbol, unknown>)[KEY] ??= new Map()) as Map<string, vm.Script>;
+
+/** The cache's first line: which file (its size and modification time) under which Node. */
+function stamp(file: string): string {
+  const st = fs.statSync(file);
+  return `${MAGIC} ${st.size} ${Math.trunc(st.mtimeMs)} ${process.version}\n`;
+}
+
+/** The cache beside `file` when it was made for this very file, else undefined. */
+function cacheFor(file: string): Buffer | undefined {
+  let data: Buffer;
+  try {
+    data = fs.readFileSync(file + CACHE);
+  } catch {
+    return undefined;
+  }
+  const nl = data.indexOf(10);
+  if (nl < 0 || data.toString('latin1', 0, nl + 1) !== stamp(file)) return undefined;
+  return data.subarray(nl + 1);
+}
+
+/** `file` wrapped as Node wraps a CommonJS module, compiled (from `cachedData` when V8 takes it). */
+function compile(file: string, cachedData: Buffer | undefined): vm.Script {
+  let source = fs.readFileSync(file, 'utf8');
+  // A #! line is a comment only at a script's start, not inside the wrapper.
+  if (source.startsWith('#!')) source = '//' + source.slice(2);
+  return new vm.Script(Module.wrap(source), { filename: file, cachedData });
+}
+
+/**
+ * Run the CommonJS bundle `file` as require() would (its own module, require,
+ * __filename and __dirname), compiled from its code cache when there is one
+ * for it. Returns its exports.
+ */
+export function runBundle(file: string): unknown {
+  const script = compile(file, MAKING_CODE_CACHE ? undefined : cacheFor(file));
+  loaded.set(file, script);
+  const m = new Module(file);
+  m.filename = file;
+  m.paths = (Module as unknown as { _nodeModulePaths(dir: string): string[] })._nodeModulePaths(path.dirname(file));
+  (Module as unknown as { _cache: Record<string, unknown> })._cache[file] = m;
+  const wrapper = script.runInThisContext() as (...args: unknown[]) => void;
+  wrapper.call(m.exports, m.exports, Module.createRequire(file), m, file, path.dirname(file));
+  m.loaded = true;
+  return m.exports;
+}
+
+/**
+ * Whether V8 takes `file`'s code cache, compiling it here (not running it):
+ * for the tests, in a process of their own (V8's flags as riff's start has them).
+ */
+export function codeCacheTaken(file: string): boolean {
+  const cachedData = cacheFor(file);
+  return cachedData !== undefined && !compile(file, cachedData).cachedDataRejected;
+}
+
+/** The build's run: save each bundle this thread ran, with what it compiled. */
+export function saveCodeCaches(): void {
+  if (!MAKING_CODE_CACHE) return;
+  for (const [file, script] of loaded) fs.writeFileSync(file + CACHE, Buffer.concat([Buffer.from(stamp(file), 'latin1'), script.createCachedData()]));
+}
