@@ -12,9 +12,9 @@
 //   dist/worker-entry.cjs  a Lua worker thread's entry, which runs
 //   dist/worker.cjs  (vm/worker.ts and its modules)
 //
-// Then riff runs once over fixtures/http.pcap to make the code caches of
-// cli.cjs and worker.cjs (dist/*.cjs.cache), from which they are compiled
-// at every start (src/bundle-cache.ts).
+// Then riff runs over fixtures/http.pcap, once for each, to make the code
+// caches of cli.cjs and worker.cjs (dist/*.cjs.cache), from which they are
+// compiled at every start (src/bundle-cache.ts).
 //
 // Why: start-up. Node loads an ES module graph file by file (resolving,
 // reading, linking some forty modules), and a worker with an ES module entry
@@ -214,22 +214,24 @@ async function main(): Promise<void> {
 
 /**
  * The code caches: riff run over the bundled capture with the bundled
- * pipeline, one worker, in the mode where each thread saves its bundle's
- * cache at the end (src/bundle-cache.ts). Without them riff runs as well,
- * compiling from source; the build says so, and test/startup checks they
- * are made and taken.
+ * pipeline and one worker, once for each bundle, in the mode where the
+ * thread that runs it saves its cache at the end (src/bundle-cache.ts).
+ * Without them riff runs as well, compiling from source; the build says
+ * so, and test/startup checks they are made and taken.
  */
-const CACHED = ['cli.cjs', 'worker.cjs'];
+const CACHED = { cli: 'cli.cjs', worker: 'worker.cjs' };
 function makeCodeCaches(): string[] {
-  for (const f of CACHED) fs.rmSync(path.join(DIST, f + '.cache'), { force: true });
-  const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', path.join(ROOT, 'fixtures', 'http.pcap')], {
-    env: { ...process.env, RIFF_CODE_CACHE: 'make', RIFF_WORKERS: '1' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-    encoding: 'utf8',
-  });
-  const made = CACHED.filter((f) => fs.existsSync(path.join(DIST, f + '.cache')));
-  if (made.length < CACHED.length) {
-    process.stderr.write(`bundle: warning: no code cache for ${CACHED.filter((f) => !made.includes(f)).join(', ')} (riff exited ${run.status}: ${(run.stderr ?? '').trim().split('\n').pop()}); riff starts slower\n`);
+  const made: string[] = [];
+  for (const [role, file] of Object.entries(CACHED)) {
+    const cache = path.join(DIST, file + '.cache');
+    fs.rmSync(cache, { force: true });
+    const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', path.join(ROOT, 'fixtures', 'http.pcap')], {
+      env: { ...process.env, RIFF_CODE_CACHE: role, RIFF_WORKERS: '1' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+      encoding: 'utf8',
+    });
+    if (fs.existsSync(cache)) made.push(file);
+    else process.stderr.write(`bundle: warning: no code cache for ${file} (riff exited ${run.status}: ${(run.stderr ?? '').trim().split('\n').pop()}); riff starts slower\n`);
   }
   return made;
 }

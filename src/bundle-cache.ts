@@ -1,8 +1,8 @@
 // riff's bundles (dist/cli.cjs on the capture thread, dist/worker.cjs in each
 // Lua worker) run from V8's code cache: the bytecode of every function a
-// run calls, made by the build (scripts/bundle.ts runs riff once over
-// fixtures/http.pcap and each thread saves its bundle's cache beside it,
-// dist/*.cjs.cache). Compiled from source, the command line was ~15 ms of
+// run calls, made by the build (scripts/bundle.ts runs riff over
+// fixtures/http.pcap, once for each bundle, and the thread that runs it
+// saves its cache beside it, dist/*.cjs.cache). Compiled from source, the command line was ~15 ms of
 // the capture thread's CPU (V8 parsing 420 KB, then compiling yargs's
 // functions as they are first called) in the very window where the workers
 // boot on the same two cores, and a worker compiled the runtime's
@@ -13,6 +13,10 @@
 // names the bundle's size and modification time, and a cache for another
 // file is never offered. A cache that V8 refuses (another Node, a V8 flag on
 // the command line) costs nothing but the compile it would have saved.
+// The flags differ by thread: the command line is compiled at riff's first
+// moment, under V8's defaults; a worker compiles worker.cjs once riff's
+// flags for the Lua module are set (src/vm/worker-entry.ts), so its cache
+// is made under them.
 import fs from 'node:fs';
 import Module from 'node:module';
 import path from 'node:path';
@@ -22,11 +26,16 @@ const CACHE = '.cache';
 const MAGIC = 'riff-code-cache';
 
 /**
- * Set by the build's own run (scripts/bundle.ts): no V8 flag may be set in
- * it (a cache records the flags it was made under, and V8 refuses it under
- * others), and each thread writes its bundle's cache at the end.
+ * The build's own runs (scripts/bundle.ts): RIFF_CODE_CACHE=cli makes the
+ * command line's cache, in a run that sets no V8 flag (a cache records the
+ * flags it was made under, and V8 refuses it under others); =worker makes
+ * the worker's, in a run with riff's flags. The thread saves its bundle's
+ * cache at its end.
  */
-export const MAKING_CODE_CACHE = process.env.RIFF_CODE_CACHE === 'make';
+type Role = 'cli' | 'worker';
+const MAKING = process.env.RIFF_CODE_CACHE as Role | undefined;
+/** The command line's cache is being made: no V8 flag may be set. */
+export const NO_V8_FLAGS = MAKING === 'cli';
 
 // The bundles this thread has run, by file: shared by every copy of this
 // module in the thread (the worker's entry and worker.cjs each bundle one).
@@ -65,8 +74,8 @@ function compile(file: string, cachedData: Buffer | undefined): vm.Script {
  * __filename and __dirname), compiled from its code cache when there is one
  * for it. Returns its exports.
  */
-export function runBundle(file: string): unknown {
-  const script = compile(file, MAKING_CODE_CACHE ? undefined : cacheFor(file));
+export function runBundle(file: string, role: Role): unknown {
+  const script = compile(file, MAKING === role ? undefined : cacheFor(file));
   loaded.set(file, script);
   const m = new Module(file);
   m.filename = file;
@@ -87,8 +96,8 @@ export function codeCacheTaken(file: string): boolean {
   return cachedData !== undefined && !compile(file, cachedData).cachedDataRejected;
 }
 
-/** The build's run: save each bundle this thread ran, with what it compiled. */
-export function saveCodeCaches(): void {
-  if (!MAKING_CODE_CACHE) return;
+/** The build's run for `role`: save each bundle this thread ran, with what it compiled. */
+export function saveCodeCaches(role: Role): void {
+  if (MAKING !== role) return;
   for (const [file, script] of loaded) fs.writeFileSync(file + CACHE, Buffer.concat([Buffer.from(stamp(file), 'latin1'), script.createCachedData()]));
 }

@@ -10,11 +10,22 @@ import { FIXTURES, ROOT, riff } from './helpers.js';
 const DIST = path.join(ROOT, 'dist');
 const BUNDLES = ['cli.cjs', 'worker.cjs'].map((f) => path.join(DIST, f));
 
-/** codeCacheTaken for each bundle, in a process of its own: V8's flags as at riff's start. */
+/**
+ * codeCacheTaken for each bundle, in a process of its own, under V8's flags
+ * as riff has them when it compiles that bundle: the command line at its
+ * first moment (V8's defaults), a worker's once riff's flags are set.
+ */
 function taken(): boolean[] {
+  const [cli, worker] = BUNDLES.map((f) => JSON.stringify(f));
   const r = spawnSync(
     process.execPath,
-    ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); console.log(JSON.stringify(${JSON.stringify(BUNDLES)}.map(b.codeCacheTaken)))`],
+    [
+      '-e',
+      `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))});
+       const cli = b.codeCacheTaken(${cli});
+       b.setWasmFlags(); b.holdYoungGeneration();
+       console.log(JSON.stringify([cli, b.codeCacheTaken(${worker})]))`,
+    ],
     { encoding: 'utf8' },
   );
   assert.equal(r.status, 0, r.stderr);

@@ -6,7 +6,7 @@
 // the workers start.
 import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { compiledLua, requireCjs, setWasmFlags } from './wasm.js';
-import { MAKING_CODE_CACHE } from '../bundle-cache.js';
+import { NO_V8_FLAGS } from '../bundle-cache.js';
 
 // In riff's bundles (scripts/bundle.ts) the worker is dist/worker.cjs, one
 // CommonJS file; unbundled (tests that start a pool themselves), tsc's worker.js.
@@ -38,11 +38,20 @@ export const workerLimits: ResourceLimits = { maxYoungGenerationSizeMb: 3 };
  * cache, ~10-20 ms of every start (README, Start-up).
  */
 export function holdYoungGeneration(): void {
-  if (MAKING_CODE_CACHE) return;
+  if (NO_V8_FLAGS) return;
   (requireCjs('node:v8') as typeof import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
 }
 
-/** Workers started before the pool exists; start() hands them their orders by message instead of workerData. */
+/**
+ * 1 once riff's V8 flags are set, or when there is nothing to wait for (no
+ * early workers): a worker's entry waits for it before it compiles
+ * worker.cjs, whose code cache was made under those flags
+ * (src/vm/worker-entry.ts). In every worker's workerData.
+ */
+export const flagsWord = new Int32Array(new SharedArrayBuffer(4));
+flagsWord[0] = 1;
+
+/** Workers started before the pool exists; start() hands them their orders by message (workerData has only flagsWord). */
 export const early: { worker: Worker; error: Error | null }[] = [];
 
 // V8's flags for the Lua module (src/vm/wasm.ts setWasmFlags) are set once
@@ -79,8 +88,9 @@ export function sendModule(worker: Worker): void {
  */
 export function prestartWorkers(n: number): void {
   const booting: Promise<void>[] = [];
+  if (n > early.length) Atomics.store(flagsWord, 0, 0);
   while (early.length < n) {
-    const worker = new Worker(WORKER_URL, { workerData: null, resourceLimits: workerLimits });
+    const worker = new Worker(WORKER_URL, { workerData: { flags: flagsWord.buffer }, resourceLimits: workerLimits });
     const e = { worker, error: null as Error | null };
     early.push(e);
     worker.on('error', (err) => (e.error = err));
@@ -97,6 +107,8 @@ export function prestartWorkers(n: number): void {
   flagsSet = Promise.all(booting).then(() => {
     setWasmFlags();
     holdYoungGeneration();
+    Atomics.store(flagsWord, 0, 1);
+    Atomics.notify(flagsWord, 0);
   });
   for (const e of early) sendModule(e.worker);
 }

@@ -8,7 +8,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { MAKING_CODE_CACHE } from '../bundle-cache.js';
+import { NO_V8_FLAGS } from '../bundle-cache.js';
 
 // The parts of the WebAssembly JS API riff touches. TypeScript declares them
 // in lib.dom, which a Node program does not load.
@@ -234,7 +234,7 @@ function hasSimd(): boolean {
  */
 export const TIERING_BUDGET = 360_000_000;
 export function setWasmFlags(): void {
-  if (MAKING_CODE_CACHE) return;
+  if (NO_V8_FLAGS) return;
   // Required here, not imported: node:v8 is ~5 ms of a worker's start-up, and only the main thread sets flags.
   const v8 = requireCjs('node:v8') as typeof import('node:v8');
   if (process.versions.v8.startsWith('11.') && process.env.RIFF_WASM_INLINING !== '0') {

@@ -38,6 +38,8 @@ export interface WorkerInit {
   hold: boolean;
   /** Int32, set by the pool when this worker's ring is closed for a reload: deinit's return is then the hand-over. */
   retiring: SharedArrayBuffer;
+  /** prestart.ts's flagsWord: the worker's entry waits for riff's V8 flags (src/vm/worker-entry.ts). */
+  flags: SharedArrayBuffer;
 }
 
 export type WorkerMessage =
@@ -163,7 +165,8 @@ function placeRing(vm: LuaVM): RingShared {
 }
 
 async function main(): Promise<void> {
-  init = (workerData as WorkerInit | null) ?? (await nextMessage<WorkerInit>());
+  // A prestarted worker's workerData holds only the flags word.
+  init = 'index' in (workerData as object) ? (workerData as WorkerInit) : await nextMessage<WorkerInit>();
   lock = new Int32Array(init.lock);
   counters = new Float64Array(init.counters);
   heap = new Float64Array(init.heap);
@@ -276,7 +279,7 @@ async function main(): Promise<void> {
   if (order.type === 'report') rt.report(order.states.filter((st): st is Uint8Array => st !== null));
   const s = rt.summary();
   counters[at + 1] = s.packetErrors;
-  saveCodeCaches();
+  saveCodeCaches('worker');
   post({ type: 'done', processed: s.processed, errors: s.packetErrors, hookErrors: s.errors - s.packetErrors, byScript: [...s.byScript] });
 }
 
