@@ -105,10 +105,14 @@ export function prestartWorkers(n: number): void {
     );
   }
   flagsSet = Promise.all(booting).then(() => {
-    setWasmFlags();
-    holdYoungGeneration();
-    Atomics.store(flagsWord, 0, 1);
-    Atomics.notify(flagsWord, 0);
+    try {
+      setWasmFlags();
+      holdYoungGeneration();
+    } finally {
+      // Whatever happened, the workers must not wait for ever.
+      Atomics.store(flagsWord, 0, 1);
+      Atomics.notify(flagsWord, 0);
+    }
   });
   for (const e of early) sendModule(e.worker);
 }

@@ -166,7 +166,8 @@ function placeRing(vm: LuaVM): RingShared {
 
 async function main(): Promise<void> {
   // A prestarted worker's workerData holds only the flags word.
-  init = 'index' in (workerData as object) ? (workerData as WorkerInit) : await nextMessage<WorkerInit>();
+  const data = workerData as Partial<WorkerInit> | null;
+  init = data?.index !== undefined ? (data as WorkerInit) : await nextMessage<WorkerInit>();
   lock = new Int32Array(init.lock);
   counters = new Float64Array(init.counters);
   heap = new Float64Array(init.heap);
