@@ -42,10 +42,10 @@ export const NO_V8_FLAGS = MAKING === 'cli';
 const KEY = Symbol.for('riff.bundles');
 const loaded: Map<string, vm.Script> = ((globalThis as Record<symbol, unknown>)[KEY] ??= new Map()) as Map<string, vm.Script>;
 
-/** The cache's first line: which file (its size and modification time) under which Node. */
+/** The cache's first line: which file (its size, its modification time to the millisecond) under which Node. */
 function stamp(file: string): string {
   const st = fs.statSync(file);
-  return `${MAGIC} ${st.size} ${Math.trunc(st.mtimeMs)} ${process.version}\n`;
+  return `${MAGIC} ${st.size} ${Math.round(st.mtimeMs)} ${process.version}\n`;
 }
 
 /** The cache beside `file` when it was made for this very file, else undefined. */
@@ -96,8 +96,17 @@ export function codeCacheTaken(file: string): boolean {
   return cachedData !== undefined && !compile(file, cachedData).cachedDataRejected;
 }
 
-/** The build's run for `role`: save each bundle this thread ran, with what it compiled. */
+/**
+ * The build's run for `role`: save each bundle this thread ran, with what it
+ * compiled. A cache that cannot be written is left out (the build says which).
+ */
 export function saveCodeCaches(role: Role): void {
   if (MAKING !== role) return;
-  for (const [file, script] of loaded) fs.writeFileSync(file + CACHE, Buffer.concat([Buffer.from(stamp(file), 'latin1'), script.createCachedData()]));
+  for (const [file, script] of loaded) {
+    try {
+      fs.writeFileSync(file + CACHE, Buffer.concat([Buffer.from(stamp(file), 'latin1'), script.createCachedData()]));
+    } catch {
+      // not ours to write here: riff runs on, compiling from source next time
+    }
+  }
 }

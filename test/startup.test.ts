@@ -39,7 +39,9 @@ test('the build makes a code cache for the command line and for the Lua worker, 
 
 test('a bundle changed after the build is compiled from its source: its cache is not offered, and riff runs as before', () => {
   const file = BUNDLES[0];
-  const { atime, mtime } = fs.statSync(file);
+  const { atime, mtimeMs } = fs.statSync(file);
+  // Put back to the millisecond (utimes goes through floating-point seconds).
+  const mtime = new Date(Math.round(mtimeMs));
   const before = riff(['-q', '-r', path.join(FIXTURES, 'http.pcap')]);
   try {
     // The same bytes, touched: V8 checks a source by its length alone, so the cache's own stamp must refuse it.
