@@ -2,11 +2,12 @@
 // Lua worker) run from V8's code cache: the bytecode of every function a
 // run calls, made by the build (scripts/bundle.ts runs riff over
 // fixtures/http.pcap, once for each bundle, and the thread that runs it
-// saves its cache beside it, dist/*.cjs.cache). Compiled from source, the command line was ~15 ms of
-// the capture thread's CPU (V8 parsing 420 KB, then compiling yargs's
-// functions as they are first called) in the very window where the workers
-// boot on the same two cores, and a worker compiled the runtime's
-// functions on its way to its first packet (README, Start-up).
+// saves its cache beside it, dist/*.cjs.cache). Compiled from source, the
+// command line cost the capture thread ~20 ms of CPU (V8 parsing 420 KB,
+// then compiling yargs's functions as they were first called) in the very
+// window where the workers boot on the same two cores, and a worker
+// compiled the runtime's functions on its way to its first packet
+// (README, Start-up).
 //
 // V8 takes a code cache only when its own version and flags are those that
 // made it, and checks the source by its length alone: the cache's first line

@@ -56,3 +56,27 @@ test('a bundle changed after the build is compiled from its source: its cache is
   }
   assert.deepEqual(taken(), [true, true]);
 });
+
+test("a worker's own stdout and stderr (Node's warnings, C-level writes) still reach riff's, its stdout where the script's output goes", () => {
+  const run = (outFd: 1 | 2) =>
+    spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { Worker } from 'node:worker_threads';
+         import { OWN_STDIO } from ${JSON.stringify(path.join(DIST, 'src', 'vm', 'prestart.js'))};
+         import { forwardStdio } from ${JSON.stringify(path.join(DIST, 'src', 'vm', 'pool.js'))};
+         const w = new Worker("console.log('from the worker'); process.emitWarning('a warning')", { eval: true, ...OWN_STDIO });
+         forwardStdio(w, ${outFd});`,
+      ],
+      { encoding: 'utf8' },
+    );
+  const a = run(1);
+  assert.equal(a.status, 0, a.stderr);
+  assert.equal(a.stdout, 'from the worker\n');
+  assert.match(a.stderr, /Warning: a warning/);
+  const b = run(2);
+  assert.equal(b.stdout, '');
+  assert.match(b.stderr, /^from the worker\n[^]*Warning: a warning/);
+});

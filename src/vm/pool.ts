@@ -11,7 +11,8 @@ import { newRingControl, RingProducer, type RunEnd } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, SharedCounters, type Summary } from './runtime.js';
 import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
-import { early, flagsWord, holdYoungGeneration, sendModule, WORKER_URL, workerLimits } from './prestart.js';
+import { early, flagsWord, holdYoungGeneration, OWN_STDIO, sendModule, WORKER_URL, workerLimits } from './prestart.js';
+import { stderr, stdout } from '../outputs/fd-sink.js';
 import {
   BLOCK_BASE,
   BLOCK_COUNT,
@@ -121,6 +122,19 @@ interface Slot {
  * tick or reload, never at start-up: a V8 flag set before the workers boot
  * slows their start (see prestart.ts).
  */
+/**
+ * A worker's own stdout and stderr (Node's warnings, the C library's writes:
+ * Lua's warn()) to riff's, its stdout where the script's output goes. Read
+ * only once the pool holds the worker: reading keeps a worker referenced,
+ * and an early worker not needed after all (--help) must not keep riff
+ * alive; what it wrote before waits in the stream.
+ */
+export function forwardStdio(worker: Worker, outFd: 1 | 2): void {
+  const out = outFd === 1 ? stdout : stderr;
+  worker.stdout.on('data', (b: Buffer) => out.write(b));
+  worker.stderr.on('data', (b: Buffer) => stderr.write(b));
+}
+
 let gc: (() => void) | null = null;
 function fullCollection(): void {
   if (!gc) {
@@ -262,9 +276,10 @@ export class LuaPool {
       worker.ref();
       worker.postMessage(init);
     } else {
-      worker = new Worker(WORKER_URL, { workerData: init, resourceLimits: workerLimits });
+      worker = new Worker(WORKER_URL, { workerData: init, resourceLimits: workerLimits, ...OWN_STDIO });
       sendModule(worker);
     }
+    forwardStdio(worker, this.o.outFd);
     const id = this.nextId++;
     const life = {
       worker,

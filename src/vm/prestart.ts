@@ -43,6 +43,15 @@ export function holdYoungGeneration(): void {
 }
 
 /**
+ * A worker's stdout and stderr as streams of its own, which the pool reads
+ * and forwards (pool.ts forwardStdio): left to Node, `new Worker` pipes them
+ * into process.stdout and process.stderr, creating both streams as it
+ * spawns the thread, and for a pipe that loads Node's net module: ~2.5 ms
+ * before the thread starts, its first line ~4 ms later (README, Start-up).
+ */
+export const OWN_STDIO = { stdout: true, stderr: true } as const;
+
+/**
  * 1 once riff's V8 flags are set, or when there is nothing to wait for (no
  * early workers): a worker's entry waits for it before it compiles
  * worker.cjs, whose code cache was made under those flags
@@ -90,7 +99,7 @@ export function prestartWorkers(n: number): void {
   const booting: Promise<void>[] = [];
   if (n > early.length) Atomics.store(flagsWord, 0, 0);
   while (early.length < n) {
-    const worker = new Worker(WORKER_URL, { workerData: { flags: flagsWord.buffer }, resourceLimits: workerLimits });
+    const worker = new Worker(WORKER_URL, { workerData: { flags: flagsWord.buffer }, resourceLimits: workerLimits, ...OWN_STDIO });
     const e = { worker, error: null as Error | null };
     early.push(e);
     worker.on('error', (err) => (e.error = err));
