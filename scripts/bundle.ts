@@ -9,12 +9,11 @@
 //                    bundle-cache.ts
 //   dist/cli.cjs     the command line (cli.ts and everything it loads, yargs
 //                    too; its message catalogues in dist/yargs-locales/)
-//   dist/worker-entry.cjs  a Lua worker thread's entry, which runs
-//   dist/worker.cjs  (vm/worker.ts and its modules)
+//   dist/worker.cjs  a Lua worker thread (vm/worker.ts and its modules)
 //
-// Then riff runs over fixtures/http.pcap, once for each, to make the code
-// caches of cli.cjs and worker.cjs (dist/*.cjs.cache), from which they are
-// compiled at every start (src/bundle-cache.ts).
+// Then riff runs once over fixtures/http.pcap to make the command line's
+// code cache (dist/cli.cjs.cache), from which it is compiled at every start
+// (src/bundle-cache.ts).
 //
 // Why: start-up. Node loads an ES module graph file by file (resolving,
 // reading, linking some forty modules), and a worker with an ES module entry
@@ -160,9 +159,9 @@ const common: esbuild.BuildOptions = {
   // Packages load from node_modules as they do unbundled.
   packages: 'external',
   footer: { js: FOOTER },
-  // The entry spawns dist/worker-entry.cjs, not tsc's worker.js
+  // The entry spawns dist/worker.cjs, not tsc's worker.js
   // (src/vm/prestart.ts), and runs cli.cjs from its cache (src/riff.ts).
-  define: { RIFF_WORKER_BUNDLE: JSON.stringify('../../worker-entry.cjs'), RIFF_BUNDLED: 'true' },
+  define: { RIFF_WORKER_BUNDLE: JSON.stringify('../../worker.cjs'), RIFF_BUNDLED: 'true' },
   // import() of another bundle becomes require(): a real import() would
   // start Node's ES module loader, which is what bundling avoids.
   supported: { 'dynamic-import': false },
@@ -199,41 +198,31 @@ async function main(): Promise<void> {
       outfile: path.join(DIST, 'worker.cjs'),
       plugins: [metaUrl],
     }),
-    esbuild.build({
-      ...common,
-      entryPoints: [path.join(SRC, 'vm', 'worker-entry.js')],
-      outfile: path.join(DIST, 'worker-entry.cjs'),
-      plugins: [metaUrl],
-    }),
   ]);
   // cli.cjs keeps cli.ts's #! line; only riff.cjs is run as a command.
   fs.chmodSync(path.join(DIST, 'riff.cjs'), 0o755);
   const cached = makeCodeCaches();
-  process.stderr.write(`bundle: dist/{riff,boot,cli,worker-entry,worker}.cjs, code caches of ${cached.join(' and ')}, in ${(performance.now() - started).toFixed(0)} ms\n`);
+  process.stderr.write(`bundle: dist/{riff,boot,cli,worker}.cjs, code cache of ${cached.join(' and ') || 'nothing'}, in ${(performance.now() - started).toFixed(0)} ms\n`);
 }
 
 /**
- * The code caches: riff run over the bundled capture with the bundled
- * pipeline and one worker, once for each bundle, in the mode where the
- * thread that runs it saves its cache at the end (src/bundle-cache.ts).
- * Without them riff runs as well, compiling from source; the build says
- * so, and test/startup checks they are made and taken.
+ * The command line's code cache: riff run over the bundled capture with the
+ * bundled pipeline, in the mode where it sets no V8 flag and saves the cache
+ * at its end (src/bundle-cache.ts). Without it riff runs as well, compiling
+ * from source; the build says so, and test/startup checks it is made and
+ * taken.
  */
-const CACHED = { cli: 'cli.cjs', worker: 'worker.cjs' };
 function makeCodeCaches(): string[] {
-  const made: string[] = [];
-  for (const [role, file] of Object.entries(CACHED)) {
-    const cache = path.join(DIST, file + '.cache');
-    fs.rmSync(cache, { force: true });
-    const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', path.join(ROOT, 'fixtures', 'http.pcap')], {
-      env: { ...process.env, RIFF_CODE_CACHE: role, RIFF_WORKERS: '1' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-      encoding: 'utf8',
-    });
-    if (fs.existsSync(cache)) made.push(file);
-    else process.stderr.write(`bundle: warning: no code cache for ${file} (riff exited ${run.status}: ${(run.stderr ?? '').trim().split('\n').pop()}); riff starts slower\n`);
-  }
-  return made;
+  const cache = path.join(DIST, 'cli.cjs.cache');
+  fs.rmSync(cache, { force: true });
+  const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', path.join(ROOT, 'fixtures', 'http.pcap')], {
+    env: { ...process.env, RIFF_CODE_CACHE: 'make' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    encoding: 'utf8',
+  });
+  if (fs.existsSync(cache)) return ['cli.cjs'];
+  process.stderr.write(`bundle: warning: no code cache for cli.cjs (riff exited ${run.status}: ${(run.stderr ?? '').trim().split('\n').pop()}); riff starts slower\n`);
+  return [];
 }
 
 main().catch((e) => {

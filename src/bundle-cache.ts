@@ -1,23 +1,20 @@
-// riff's bundles (dist/cli.cjs on the capture thread, dist/worker.cjs in each
-// Lua worker) run from V8's code cache: the bytecode of every function a
-// run calls, made by the build (scripts/bundle.ts runs riff over
-// fixtures/http.pcap, once for each bundle, and the thread that runs it
-// saves its cache beside it, dist/*.cjs.cache). Compiled from source, the
-// command line cost the capture thread ~20 ms of CPU (V8 parsing 420 KB,
-// then compiling yargs's functions as they were first called) in the very
-// window where the workers boot on the same two cores, and a worker
-// compiled the runtime's functions on its way to its first packet
-// (README, Start-up).
+// riff's command line (dist/cli.cjs, 420 KB with yargs) runs from V8's code
+// cache: the bytecode of every function a run calls, made by the build
+// (scripts/bundle.ts runs riff once over fixtures/http.pcap, and the
+// capture thread saves the cache beside the bundle, dist/cli.cjs.cache).
+// Compiled from source, the command line cost the capture thread ~20 ms of
+// CPU (V8 parsing the whole file, then compiling yargs's functions as they
+// were first called) in the very window where the workers boot on the same
+// two cores (README, Start-up). The workers' bundle is not cached: its
+// cache cost ~8 MiB of the C library's heap for good (README, Soak).
 //
 // V8 takes a code cache only when its own version and flags are those that
 // made it, and checks the source by its length alone: the cache's first line
 // names the bundle's size and modification time, and a cache for another
 // file is never offered. A cache that V8 refuses (another Node, a V8 flag on
-// the command line) costs nothing but the compile it would have saved.
-// The flags differ by thread: the command line is compiled at riff's first
-// moment, under V8's defaults; a worker compiles worker.cjs once riff's
-// flags for the Lua module are set (src/vm/worker-entry.ts), so its cache
-// is made under them.
+// the command line) costs nothing but the compile it would have saved. The
+// command line is compiled at riff's first moment, under V8's defaults, so
+// the build's run sets no V8 flag.
 import fs from 'node:fs';
 import Module from 'node:module';
 import path from 'node:path';
@@ -27,21 +24,14 @@ const CACHE = '.cache';
 const MAGIC = 'riff-code-cache';
 
 /**
- * The build's own runs (scripts/bundle.ts): RIFF_CODE_CACHE=cli makes the
- * command line's cache, in a run that sets no V8 flag (a cache records the
- * flags it was made under, and V8 refuses it under others); =worker makes
- * the worker's, in a run with riff's flags. The thread saves its bundle's
- * cache at its end.
+ * The build's own run (scripts/bundle.ts, RIFF_CODE_CACHE=make): it sets
+ * no V8 flag (a cache records the flags it was made under, and V8 refuses
+ * it under others), and saves the cache at its end.
  */
-type Role = 'cli' | 'worker';
-const MAKING = process.env.RIFF_CODE_CACHE as Role | undefined;
-/** The command line's cache is being made: no V8 flag may be set. */
-export const NO_V8_FLAGS = MAKING === 'cli';
+export const NO_V8_FLAGS = process.env.RIFF_CODE_CACHE === 'make';
 
-// The bundles this thread has run, by file: shared by every copy of this
-// module in the thread (the worker's entry and worker.cjs each bundle one).
-const KEY = Symbol.for('riff.bundles');
-const loaded: Map<string, vm.Script> = ((globalThis as Record<symbol, unknown>)[KEY] ??= new Map()) as Map<string, vm.Script>;
+// The bundles this thread has run, by file.
+const loaded = new Map<string, vm.Script>();
 
 /** The cache's first line: which file (its size, its modification time to the millisecond) under which Node. */
 function stamp(file: string): string {
@@ -75,8 +65,8 @@ function compile(file: string, cachedData: Buffer | undefined): vm.Script {
  * __filename and __dirname), compiled from its code cache when there is one
  * for it. Returns its exports.
  */
-export function runBundle(file: string, role: Role): unknown {
-  const script = compile(file, MAKING === role ? undefined : cacheFor(file));
+export function runBundle(file: string): unknown {
+  const script = compile(file, NO_V8_FLAGS ? undefined : cacheFor(file));
   loaded.set(file, script);
   const m = new Module(file);
   m.filename = file;
@@ -88,21 +78,18 @@ export function runBundle(file: string, role: Role): unknown {
   return m.exports;
 }
 
-/**
- * Whether V8 takes `file`'s code cache, compiling it here (not running it):
- * for the tests, in a process of their own (V8's flags as riff's start has them).
- */
+/** Whether V8 takes `file`'s code cache, compiling it here (not running it): for the tests, in a process of their own. */
 export function codeCacheTaken(file: string): boolean {
   const cachedData = cacheFor(file);
   return cachedData !== undefined && !compile(file, cachedData).cachedDataRejected;
 }
 
 /**
- * The build's run for `role`: save each bundle this thread ran, with what it
- * compiled. A cache that cannot be written is left out (the build says which).
+ * The build's run: save each bundle this thread ran, with what it compiled.
+ * A cache that cannot be written is left out (the build says so).
  */
-export function saveCodeCaches(role: Role): void {
-  if (MAKING !== role) return;
+export function saveCodeCaches(): void {
+  if (!NO_V8_FLAGS) return;
   for (const [file, script] of loaded) {
     try {
       fs.writeFileSync(file + CACHE, Buffer.concat([Buffer.from(stamp(file), 'latin1'), script.createCachedData()]));

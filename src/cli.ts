@@ -226,7 +226,7 @@ async function main(): Promise<number> {
  * safety nets) still run; without the addon, process.exit() it is.
  */
 function exit(code: number): never {
-  saveCodeCaches('cli');
+  saveCodeCaches();
   const n = nativeOrNull();
   if (!n?.exitNow) process.exit(code);
   process.exitCode = code;

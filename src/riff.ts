@@ -41,6 +41,6 @@ void (async () => {
   const { prestartWorkers } = await import('./vm/prestart.js');
   prestartWorkers(workersAsked(process.argv.slice(2)));
   // Bundled, the command line runs from its code cache (src/bundle-cache.ts).
-  if (typeof RIFF_BUNDLED === 'boolean') (await import('./bundle-cache.js')).runBundle(fileURLToPath(new URL('../cli.cjs', import.meta.url)), 'cli');
+  if (typeof RIFF_BUNDLED === 'boolean') (await import('./bundle-cache.js')).runBundle(fileURLToPath(new URL('../cli.cjs', import.meta.url)));
   else await import('./cli.js');
 })();

@@ -11,7 +11,7 @@ import { newRingControl, RingProducer, type RunEnd } from './ring.js';
 import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, SharedCounters, type Summary } from './runtime.js';
 import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
-import { early, flagsWord, holdYoungGeneration, OWN_STDIO, sendModule, WORKER_URL, workerLimits } from './prestart.js';
+import { early, holdYoungGeneration, OWN_STDIO, sendModule, WORKER_URL, workerLimits } from './prestart.js';
 import { stderr, stdout } from '../outputs/fd-sink.js';
 import {
   BLOCK_BASE,
@@ -266,7 +266,6 @@ export class LuaPool {
       readConfig: index === 0 && (reload || !this.slots[index]),
       records: !!this.o.onRecord,
       outFd: this.o.outFd,
-      flags: flagsWord.buffer,
     };
     let worker: Worker;
     let failed: Error | null = null;

@@ -51,16 +51,7 @@ export function holdYoungGeneration(): void {
  */
 export const OWN_STDIO = { stdout: true, stderr: true } as const;
 
-/**
- * 1 once riff's V8 flags are set, or when there is nothing to wait for (no
- * early workers): a worker's entry waits for it before it compiles
- * worker.cjs, whose code cache was made under those flags
- * (src/vm/worker-entry.ts). In every worker's workerData.
- */
-export const flagsWord = new Int32Array(new SharedArrayBuffer(4));
-flagsWord[0] = 1;
-
-/** Workers started before the pool exists; start() hands them their orders by message (workerData has only flagsWord). */
+/** Workers started before the pool exists; start() hands them their orders by message instead of workerData. */
 export const early: { worker: Worker; error: Error | null }[] = [];
 
 // V8's flags for the Lua module (src/vm/wasm.ts setWasmFlags) are set once
@@ -97,9 +88,8 @@ export function sendModule(worker: Worker): void {
  */
 export function prestartWorkers(n: number): void {
   const booting: Promise<void>[] = [];
-  if (n > early.length) Atomics.store(flagsWord, 0, 0);
   while (early.length < n) {
-    const worker = new Worker(WORKER_URL, { workerData: { flags: flagsWord.buffer }, resourceLimits: workerLimits, ...OWN_STDIO });
+    const worker = new Worker(WORKER_URL, { workerData: null, resourceLimits: workerLimits, ...OWN_STDIO });
     const e = { worker, error: null as Error | null };
     early.push(e);
     worker.on('error', (err) => (e.error = err));
@@ -114,14 +104,8 @@ export function prestartWorkers(n: number): void {
     );
   }
   flagsSet = Promise.all(booting).then(() => {
-    try {
-      setWasmFlags();
-      holdYoungGeneration();
-    } finally {
-      // Whatever happened, the workers must not wait for ever.
-      Atomics.store(flagsWord, 0, 1);
-      Atomics.notify(flagsWord, 0);
-    }
+    setWasmFlags();
+    holdYoungGeneration();
   });
   for (const e of early) sendModule(e.worker);
 }

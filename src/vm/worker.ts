@@ -8,7 +8,6 @@ import { FdSink } from '../outputs/fd-sink.js';
 import { RingConsumer, type RingShared } from './ring.js';
 import { Runtime, ScriptError, SharedCounters, type RuntimeOptions, type Sharding } from './runtime.js';
 import { LuaVM } from './vm.js';
-import { saveCodeCaches } from '../bundle-cache.js';
 import type { WasmModule } from './wasm.js';
 import { BLOCK_OUTPUT, BLOCK_WORDS, type WatchTarget } from './watchdog.js';
 
@@ -38,8 +37,6 @@ export interface WorkerInit {
   hold: boolean;
   /** Int32, set by the pool when this worker's ring is closed for a reload: deinit's return is then the hand-over. */
   retiring: SharedArrayBuffer;
-  /** prestart.ts's flagsWord: the worker's entry waits for riff's V8 flags (src/vm/worker-entry.ts). */
-  flags: SharedArrayBuffer;
 }
 
 export type WorkerMessage =
@@ -165,9 +162,7 @@ function placeRing(vm: LuaVM): RingShared {
 }
 
 async function main(): Promise<void> {
-  // A prestarted worker's workerData holds only the flags word.
-  const data = workerData as Partial<WorkerInit> | null;
-  init = data?.index !== undefined ? (data as WorkerInit) : await nextMessage<WorkerInit>();
+  init = (workerData as WorkerInit | null) ?? (await nextMessage<WorkerInit>());
   lock = new Int32Array(init.lock);
   counters = new Float64Array(init.counters);
   heap = new Float64Array(init.heap);
@@ -280,7 +275,6 @@ async function main(): Promise<void> {
   if (order.type === 'report') rt.report(order.states.filter((st): st is Uint8Array => st !== null));
   const s = rt.summary();
   counters[at + 1] = s.packetErrors;
-  saveCodeCaches('worker');
   post({ type: 'done', processed: s.processed, errors: s.packetErrors, hookErrors: s.errors - s.packetErrors, byScript: [...s.byScript] });
 }
 
