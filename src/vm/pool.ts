@@ -109,6 +109,19 @@ interface Slot {
 }
 
 /**
+ * A worker's own stdout and stderr (Node's warnings, the C library's writes:
+ * an abort's message) to riff's, its stdout where the script's output goes. Read
+ * only once the pool holds the worker: reading keeps a worker referenced,
+ * and an early worker not needed after all (--help) must not keep riff
+ * alive; what it wrote before waits in the stream.
+ */
+export function forwardStdio(worker: Worker, outFd: 1 | 2): void {
+  const out = outFd === 1 ? stdout : stderr;
+  worker.stdout.on('data', (b: Buffer) => out.write(b));
+  worker.stderr.on('data', (b: Buffer) => stderr.write(b));
+}
+
+/**
  * A retired generation's VM memories (each holding its ring: 64 MiB live)
  * stay resident while this thread still has a wrapper of them, until its
  * next full collection, which a main thread that allocates little may not
@@ -122,19 +135,6 @@ interface Slot {
  * tick or reload, never at start-up: a V8 flag set before the workers boot
  * slows their start (see prestart.ts).
  */
-/**
- * A worker's own stdout and stderr (Node's warnings, the C library's writes:
- * Lua's warn()) to riff's, its stdout where the script's output goes. Read
- * only once the pool holds the worker: reading keeps a worker referenced,
- * and an early worker not needed after all (--help) must not keep riff
- * alive; what it wrote before waits in the stream.
- */
-export function forwardStdio(worker: Worker, outFd: 1 | 2): void {
-  const out = outFd === 1 ? stdout : stderr;
-  worker.stdout.on('data', (b: Buffer) => out.write(b));
-  worker.stderr.on('data', (b: Buffer) => stderr.write(b));
-}
-
 let gc: (() => void) | null = null;
 function fullCollection(): void {
   if (!gc) {
