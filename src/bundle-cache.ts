@@ -6,7 +6,7 @@
 // CPU (V8 parsing the whole file, then compiling yargs's functions as they
 // were first called) in the very window where the workers boot on the same
 // two cores (README, Start-up). The workers' bundle is not cached: its
-// cache cost ~8 MiB of the C library's heap for good (README, Soak).
+// cache cost ~8 MiB of the C library's heap for good (README, Start-up).
 //
 // V8 takes a code cache only when its own version and flags are those that
 // made it, and checks the source by its length alone: the cache's first line
@@ -86,15 +86,28 @@ export function codeCacheTaken(file: string): boolean {
 
 /**
  * The build's run: save each bundle this thread ran, with what it compiled.
- * A cache that cannot be written is left out (the build says so).
+ * A cache that cannot be written is left out (the build says so). Written
+ * whole or not at all (a file of its own, synced, then renamed): V8 refuses
+ * a short cache, but one whose bytes are damaged past its header makes V8
+ * abort the process at every start, and a build cut short must not leave
+ * one.
  */
 export function saveCodeCaches(): void {
   if (!NO_V8_FLAGS) return;
   for (const [file, script] of loaded) {
+    const tmp = `${file}${CACHE}.${process.pid}`;
     try {
-      fs.writeFileSync(file + CACHE, Buffer.concat([Buffer.from(stamp(file), 'latin1'), script.createCachedData()]));
+      const fd = fs.openSync(tmp, 'w');
+      try {
+        fs.writeFileSync(fd, Buffer.concat([Buffer.from(stamp(file), 'latin1'), script.createCachedData()]));
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      fs.renameSync(tmp, file + CACHE);
     } catch {
       // not ours to write here: riff runs on, compiling from source next time
+      fs.rmSync(tmp, { force: true });
     }
   }
 }
