@@ -31,6 +31,7 @@
 // packages (the outputs' drivers) are loaded from node_modules as before,
 // when an output needs them.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
@@ -40,7 +41,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const DIST = path.join(ROOT, 'dist');
 const SRC = path.join(DIST, 'src');
 /** The modules dist/boot.cjs holds (as tsc emitted them). */
-const SHARED = ['signals.js', 'vm/prestart.js', 'vm/wasm.js', 'bundle-cache.js'].map((f) => path.join(SRC, f));
+const SHARED = ['signals.js', 'vm/prestart.js', 'vm/wasm.js', 'vm/wasm-cache.js', 'bundle-cache.js'].map((f) => path.join(SRC, f));
 
 // Each module's import.meta.url, as the file it was: a function declaration
 // in the footer (hoisted, so "use strict" stays the bundle's first line).
@@ -202,7 +203,9 @@ async function main(): Promise<void> {
   // cli.cjs keeps cli.ts's #! line; only riff.cjs is run as a command.
   fs.chmodSync(path.join(DIST, 'riff.cjs'), 0o755);
   const cached = makeCodeCache();
-  process.stderr.write(`bundle: dist/{riff,boot,cli,worker}.cjs${cached ? ' and the code cache of cli.cjs' : ''} in ${(performance.now() - started).toFixed(0)} ms\n`);
+  const trained = makeWasmCache();
+  const made = [cached && 'the code cache of cli.cjs', trained && `the Lua module's (${(trained / 1024).toFixed(0)} KB)`].filter(Boolean);
+  process.stderr.write(`bundle: dist/{riff,boot,cli,worker}.cjs${made.length ? ' and ' + made.join(' and ') : ''} in ${(performance.now() - started).toFixed(0)} ms\n`);
 }
 
 /**
@@ -223,6 +226,41 @@ function makeCodeCache(): boolean {
   if (fs.existsSync(cache)) return true;
   process.stderr.write(`bundle: warning: no code cache for cli.cjs (riff exited ${run.status}: ${(run.stderr ?? '').trim().split('\n').pop()}); riff starts slower\n`);
   return false;
+}
+
+/**
+ * The Lua module's code cache (src/vm/wasm-cache.ts): riff's training run,
+ * the seed pipeline (the original riff tree) over a generated web capture of
+ * 20,000 packets, saving the module's code at its end. Then a fresh node
+ * must take it, as riff's start does (V8's flags at their defaults): else it
+ * is removed and the build says so. Without it riff runs as well, compiling
+ * the module at every start. Returns the cache's size, 0 when none.
+ */
+function makeWasmCache(): number {
+  const cache = path.join(SRC, 'vm', 'wasm', 'lua.wasm.cache');
+  fs.rmSync(cache, { force: true });
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'riff-train-'));
+  const warn = (why: string) => {
+    fs.rmSync(cache, { force: true });
+    process.stderr.write(`bundle: warning: no code cache for the Lua module (${why}); riff compiles it at every start\n`);
+    return 0;
+  };
+  try {
+    const capture = path.join(tmp, 'train.pcap');
+    const gen = spawnSync(process.execPath, [path.join(DIST, 'scripts', 'gen-bench-capture.js'), capture, '--packets', '20000', '--dns-rate', '0.1'], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+    if (gen.status !== 0) return warn(`the training capture: ${(gen.stderr ?? '').trim().split('\n').pop()}`);
+    const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', capture, '--lua', path.join(ROOT, 'fixtures', 'original-riff', 'pipeline.lua')], {
+      env: { ...process.env, RIFF_WASM_CACHE: 'make' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+      encoding: 'utf8',
+    });
+    if (!fs.existsSync(cache)) return warn(`riff exited ${run.status ?? run.signal}: ${(run.stderr ?? '').trim().split('\n').pop()}`);
+    const check = spawnSync(process.execPath, ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); b.openSerializer(); process.stdout.write(String(!!b.cachedLua()))`], { encoding: 'utf8' });
+    if (check.stdout !== 'true') return warn(`a fresh node refused it: ${check.status ?? check.signal} ${(check.stderr ?? '').trim().split('\n').pop()}`);
+    return fs.statSync(cache).size;
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 main().catch((e) => {

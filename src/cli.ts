@@ -18,6 +18,7 @@ import { Fail, PKG, checkArgs, checkRepeats, hideBin, note, parseArgs, type Args
 import { CaptureSession } from './cli/session.js';
 import { summarize } from './cli/summary.js';
 import { saveCodeCaches } from './bundle-cache.js';
+import { saveTrainedLua } from './vm/wasm.js';
 
 /** -D and -L: list, then exit (null: neither was given). */
 function listings(args: Args): number | null {
@@ -227,6 +228,7 @@ async function main(): Promise<number> {
  */
 function exit(code: number): never {
   saveCodeCaches();
+  saveTrainedLua();
   const n = nativeOrNull();
   if (!n?.exitNow) process.exit(code);
   process.exitCode = code;

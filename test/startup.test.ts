@@ -1,6 +1,8 @@
 // riff's command line runs from the code cache the build made
-// (src/bundle-cache.ts): made, taken by V8 at a start, and never offered
-// for a file that changed. And a worker's own stdio still reaches riff's.
+// (src/bundle-cache.ts), and the Lua module from the machine code the build
+// saved (src/vm/wasm-cache.ts): each made, taken by V8 at a start, and never
+// offered for a file that changed. And a worker's own stdio still reaches
+// riff's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -44,6 +46,54 @@ test('a bundle changed after the build is compiled from its source: its cache is
     fs.utimesSync(CLI_BUNDLE, atime, mtime);
   }
   assert.equal(taken(), true);
+});
+
+const LUA_WASM = path.join(DIST, 'src', 'vm', 'wasm', 'lua.wasm');
+
+/** Whether riff's start takes the Lua module from its cache, asked in a process of its own (V8's flags at their defaults, as at riff's start). */
+function luaTaken(): boolean {
+  const r = spawnSync(
+    process.execPath,
+    ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); b.openSerializer(); process.stdout.write(JSON.stringify(!!b.cachedLua()))`],
+    { encoding: 'utf8' },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as boolean;
+}
+
+test("the build saves the Lua module's machine code, and a start takes it", () => {
+  assert.ok(fs.statSync(LUA_WASM + '.cache').size > 100_000);
+  assert.equal(luaTaken(), true);
+});
+
+test('the Lua module from its cache runs scripts as the module compiled at the start does', () => {
+  // A knob on how the module is compiled (here V8's own tier-up budget) has riff compile it.
+  const args = ['-r', path.join(FIXTURES, 'http.pcap'), '--lua', 'lua/examples/traffic.lua'];
+  const cached = riff(args);
+  const compiled = riff(args, { env: { ...process.env, TZ: 'UTC', RIFF_WASM_TIERING_BUDGET: '1800000' } });
+  assert.equal(cached.code, 0, cached.stderr);
+  assert.equal(compiled.code, 0, compiled.stderr);
+  assert.ok(cached.stdout.length > 1000);
+  assert.deepEqual(cached.stdout, compiled.stdout);
+  assert.equal(cached.stderr, compiled.stderr);
+});
+
+test('a Lua module changed after the build is compiled at the start: its cache is not offered, and riff runs as before', () => {
+  const { atime, mtimeMs } = fs.statSync(LUA_WASM);
+  const mtime = new Date(Math.round(mtimeMs));
+  const before = riff(['-r', path.join(FIXTURES, 'http.pcap')]);
+  try {
+    // V8 does not check that the code is the module's: the cache's stamp must refuse it.
+    fs.utimesSync(LUA_WASM, atime, new Date(mtime.getTime() + 1000));
+    assert.equal(luaTaken(), false);
+    const after = riff(['-r', path.join(FIXTURES, 'http.pcap')]);
+    assert.equal(after.code, 0, after.stderr);
+    assert.deepEqual(after.stdout, before.stdout);
+    assert.equal(after.stderr, before.stderr);
+  } finally {
+    fs.utimesSync(LUA_WASM, atime, mtime);
+  }
+  assert.equal(luaTaken(), true);
 });
 
 test("a worker's own stdout and stderr (Node's warnings, C-level writes) still reach riff's, its stdout where the script's output goes", () => {

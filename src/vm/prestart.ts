@@ -5,7 +5,8 @@
 // command line. Kept apart from pool.ts so that nothing heavy loads before
 // the workers start.
 import { Worker, type ResourceLimits } from 'node:worker_threads';
-import { compiledLua, requireCjs, setWasmFlags } from './wasm.js';
+import { cachedLua, compiledLua, requireCjs, setWasmFlags } from './wasm.js';
+import { openSerializer, TRAINING } from './wasm-cache.js';
 import { NO_V8_FLAGS } from '../bundle-cache.js';
 
 // In riff's bundles (scripts/bundle.ts) the worker is dist/worker.cjs, one
@@ -38,7 +39,7 @@ export const workerLimits: ResourceLimits = { maxYoungGenerationSizeMb: 3 };
  * cache, ~10-20 ms of every start (README, Start-up).
  */
 export function holdYoungGeneration(): void {
-  if (NO_V8_FLAGS) return;
+  if (NO_V8_FLAGS || TRAINING) return;
   (requireCjs('node:v8') as typeof import('node:v8')).setFlagsFromString('--semi-space-growth-factor=1');
 }
 
@@ -63,9 +64,10 @@ export const early: { worker: Worker; error: Error | null }[] = [];
 let flagsSet: Promise<void> = Promise.resolve();
 
 /**
- * Post the compiled Lua module to a worker once it is compiled: every worker
- * instantiates the same code. null (the compile failed, or the module could
- * not be posted) has the worker compile its own, which then reports why.
+ * Post the Lua module to a worker: at once when it came from the build's
+ * cache, else once it is compiled. Every worker instantiates the same code.
+ * null (the compile failed, or the module could not be posted) has the
+ * worker compile its own, which then reports why.
  */
 export function sendModule(worker: Worker): void {
   const send = (module: unknown) => {
@@ -78,13 +80,18 @@ export function sendModule(worker: Worker): void {
       }
     }
   };
-  flagsSet.then(compiledLua).then(send, () => send(null));
+  const cached = cachedLua();
+  if (cached) send(cached);
+  else flagsSet.then(compiledLua).then(send, () => send(null));
 }
 
 /**
- * Spawn n workers; V8's flags are set and the Lua module compiled once each
- * has said it booted (its first message, before its modules load:
- * src/vm/worker-boot.ts), or failed.
+ * Spawn n workers, then read the Lua module's code from the build's cache
+ * (src/vm/wasm-cache.ts) while they boot, on this thread, which is
+ * otherwise loading the command line meanwhile. Without a cache V8's flags
+ * are set and the module compiled once each worker has said it booted (its
+ * first message, before its modules load: src/vm/worker-boot.ts), or
+ * failed.
  */
 export function prestartWorkers(n: number): void {
   const booting: Promise<void>[] = [];
@@ -103,8 +110,12 @@ export function prestartWorkers(n: number): void {
       }),
     );
   }
+  // After the spawn: opening the serializer loads node:v8 (~4 ms), which
+  // would hold up the workers' start.
+  const cached = !NO_V8_FLAGS && !TRAINING && openSerializer() ? cachedLua() : undefined;
   flagsSet = Promise.all(booting).then(() => {
-    setWasmFlags();
+    // The flags say how to compile the module; with the cache taken nothing compiles it.
+    if (!cached) setWasmFlags();
     holdYoungGeneration();
   });
   for (const e of early) sendModule(e.worker);

@@ -8,7 +8,9 @@
 import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { NO_V8_FLAGS } from '../bundle-cache.js';
+import { readCache, saveCache, serializerOpen, TRAINING } from './wasm-cache.js';
 
 // The parts of the WebAssembly JS API riff touches. TypeScript declares them
 // in lib.dom, which a Node program does not load.
@@ -233,10 +235,26 @@ function hasSimd(): boolean {
  *   (1800000: V8's default).
  */
 export const TIERING_BUDGET = 360_000_000;
+
+/**
+ * The build's training run (src/vm/wasm-cache.ts): V8 compiles lazily (its
+ * default), and a function is optimized, with inlining guided by the run's
+ * calls, once it has run ~20 KB of its baseline code: the seed pipeline over
+ * 20,000 packets then leaves ~0.5 MB of optimized code. Without inlining the
+ * seed tree ran ~5-10% slower; V8 inlining without a run's guidance made
+ * 1.3-8 MB of code, read at every start (README, Start-up).
+ */
+const TRAINING_FLAGS = ['--experimental-wasm-inlining', '--wasm-tiering-budget=20000'];
+/** V8 11's defaults for TRAINING_FLAGS, set back before the code is saved (the build checks that a fresh node takes it). */
+const TRAINING_DEFAULTS = ['--no-experimental-wasm-inlining', '--wasm-tiering-budget=1800000'];
 export function setWasmFlags(): void {
   if (NO_V8_FLAGS) return;
   // Required here, not imported: node:v8 is ~5 ms of a worker's start-up, and only the main thread sets flags.
   const v8 = requireCjs('node:v8') as typeof import('node:v8');
+  if (TRAINING) {
+    for (const f of TRAINING_FLAGS) v8.setFlagsFromString(f);
+    return;
+  }
   if (process.versions.v8.startsWith('11.') && process.env.RIFF_WASM_INLINING !== '0') {
     v8.setFlagsFromString('--experimental-wasm-inlining');
   }
@@ -402,6 +420,7 @@ export interface Prebuilt {
  */
 export function luaModuleBytes(): Uint8Array {
   const glue = GLUE_WASM();
+  fromBuild = false;
   try {
     const built = JSON.parse(readFileSync(new URL('./wasm/lua.json', import.meta.url), 'utf8')) as Prebuilt;
     const version = (JSON.parse(readFileSync(path.join(path.dirname(glue), '..', 'package.json'), 'utf8')) as { version: string }).version;
@@ -409,6 +428,7 @@ export function luaModuleBytes(): Uint8Array {
       const bytes = readFileSync(new URL('./wasm/lua.wasm', import.meta.url));
       patched.memchr = built.memchr;
       patched.find = built.find;
+      fromBuild = true;
       return bytes;
     }
   } catch {
@@ -417,13 +437,51 @@ export function luaModuleBytes(): Uint8Array {
   return patchModule(readFileSync(glue), splicesFromBuild());
 }
 
+/** Whether luaModuleBytes returned the build's lua.wasm (which alone has a code cache). */
+let fromBuild = false;
+const LUA_WASM = (): string => fileURLToPath(new URL('./wasm/lua.wasm', import.meta.url));
+
 let compiling: Promise<WasmModule> | undefined;
+let compiled: WasmModule | undefined;
 /**
  * The Lua module, compiled once per process (asynchronously, on V8's
- * background threads). Every VM is an instance of it; its code is shared,
- * each instance's memory is its own.
+ * background threads), unless cachedLua() found it in the build's cache.
+ * Every VM is an instance of it; its code is shared, each instance's memory
+ * is its own.
  */
 export function compiledLua(): Promise<WasmModule> {
-  compiling ??= (async () => WebAssemblyAPI.compile(luaModuleBytes()))();
+  compiling ??= (async () => (compiled = await WebAssemblyAPI.compile(luaModuleBytes())))();
   return compiling;
+}
+
+let cached: WasmModule | null | undefined;
+/**
+ * The Lua module from the build's code cache (src/vm/wasm-cache.ts), at
+ * once, when V8's serializer is open (src/vm/prestart.ts opens it), the
+ * module is the build's and V8 takes the cache; it is then compiledLua()'s
+ * too. Else undefined, and the module is compiled. Not with the knobs that
+ * change how the module is compiled (RIFF_WASM_*), nor in the training run.
+ */
+export function cachedLua(): WasmModule | undefined {
+  if (cached === undefined) {
+    cached = null;
+    const knobs = ['RIFF_WASM_LAZY', 'RIFF_WASM_INLINING', 'RIFF_WASM_TIERING_BUDGET'].some((k) => process.env[k]);
+    if (serializerOpen() && !TRAINING && !NO_V8_FLAGS && !knobs && compiling === undefined) {
+      const bytes = luaModuleBytes();
+      const module = fromBuild ? (readCache(LUA_WASM(), bytes) as WasmModule | undefined) : undefined;
+      if (module) {
+        cached = module;
+        compiling = Promise.resolve(module);
+      }
+    }
+  }
+  return cached ?? undefined;
+}
+
+/** The training run's end (cli.ts exit): save the module's code as the run left it. Returns its size, 0 when not saved. */
+export function saveTrainedLua(): number {
+  if (!TRAINING || !compiled || !fromBuild) return 0;
+  // Optimizations V8 started in the last packets' time finish meanwhile.
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+  return saveCache(LUA_WASM(), compiled, TRAINING_DEFAULTS);
 }
