@@ -85,13 +85,13 @@ export function readCache(wasmFile: string, wire: Uint8Array): object | undefine
     return undefined;
   }
   try {
-    const { size } = fs.fstatSync(fd);
+    const st = fs.fstatSync(fd);
     const head = stamp(wasmFile);
-    if (!fs.fstatSync(fd).isFile() || size <= head.length) return undefined;
+    if (!st.isFile() || st.size <= head.length) return undefined;
     const got = Buffer.alloc(head.length);
     if (fs.readSync(fd, got, 0, got.length, 0) !== got.length || got.toString('latin1') !== head) return undefined;
     // V8 takes the code as an ArrayBuffer of its own.
-    const code = new ArrayBuffer(size - head.length);
+    const code = new ArrayBuffer(st.size - head.length);
     if (fs.readSync(fd, new Uint8Array(code), 0, code.byteLength, head.length) !== code.byteLength) return undefined;
     return natives.deserialize(code, wire) ?? undefined;
   } catch {
