@@ -249,7 +249,7 @@ function makeWasmCache(): number {
     const capture = path.join(tmp, 'train.pcap');
     const gen = spawnSync(process.execPath, [path.join(DIST, 'scripts', 'gen-bench-capture.js'), capture, '--packets', '20000', '--dns-rate', '0.1'], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
     if (gen.status !== 0) return warn(`the training capture: ${(gen.stderr ?? '').trim().split('\n').pop()}`);
-    const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', capture, '--lua', path.join(ROOT, 'fixtures', 'original-riff', 'pipeline.lua')], {
+    const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', capture, '--lua', path.join(ROOT, 'scripts', 'train.lua')], {
       env: { ...process.env, RIFF_WASM_CACHE: 'make' },
       stdio: ['ignore', 'ignore', 'pipe'],
       encoding: 'utf8',
