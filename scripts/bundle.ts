@@ -230,7 +230,7 @@ function makeCodeCache(): boolean {
 
 /**
  * The Lua module's code cache (src/vm/wasm-cache.ts): riff's training run,
- * the seed pipeline (the original riff tree) over a generated web capture of
+ * scripts/train.lua (the plugins riff ships) over a generated web capture of
  * 20,000 packets, saving the module's code at its end. Then a fresh node
  * must take it, as riff's start does (V8's flags at their defaults): else it
  * is removed and the build says so. Without it riff runs as well, compiling

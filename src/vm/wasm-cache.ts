@@ -6,11 +6,11 @@
 // packets ran in V8's baseline code (Liftoff). Deserialized, it is in the
 // workers' hands as they boot, and in optimized code (TurboFan) from the
 // first packet (README, Start-up). The build makes it in a training run
-// (scripts/bundle.ts: riff runs the seed pipeline over a generated capture
-// with RIFF_WASM_CACHE=make): the functions that run hot there are
-// optimized with V8's inlining guided by that run's calls, as a long run
-// would tier them up; functions it never made hot are not in the cache, and
-// V8 compiles them when first called, as it does without one.
+// (scripts/bundle.ts: riff runs scripts/train.lua, the plugins riff ships,
+// over a generated capture with RIFF_WASM_CACHE=make): the functions that
+// run hot there are optimized with V8's inlining guided by that run's calls,
+// as a long run would tier them up; functions it never made hot are not in
+// the cache, and V8 compiles them when first called, as it does without one.
 //
 // V8 reaches its serializer for WebAssembly (the one Chrome's code cache
 // uses) from JavaScript only through two runtime functions

@@ -239,10 +239,11 @@ export const TIERING_BUDGET = 360_000_000;
 /**
  * The build's training run (src/vm/wasm-cache.ts): V8 compiles lazily (its
  * default), and a function is optimized, with inlining guided by the run's
- * calls, once it has run ~20 KB of its baseline code: the seed pipeline over
- * 20,000 packets then leaves ~0.5 MB of optimized code. Without inlining the
- * seed tree ran ~5-10% slower; V8 inlining without a run's guidance made
- * 1.3-8 MB of code, read at every start (README, Start-up).
+ * calls, once it has run ~20 KB of its baseline code: scripts/train.lua over
+ * 20,000 packets then leaves ~0.5-0.6 MB of optimized code. Every function
+ * optimized without inlining, the original riff tree ran 5-12% slower than
+ * the module compiled at the start; with V8 inlining without a run's
+ * guidance, 1.3-8 MB of code to read at every start (README, Start-up).
  */
 const TRAINING_FLAGS = ['--experimental-wasm-inlining', '--wasm-tiering-budget=20000'];
 /** V8 11's defaults for TRAINING_FLAGS, set back before the code is saved (the build checks that a fresh node takes it). */
