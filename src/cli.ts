@@ -88,7 +88,14 @@ async function main(): Promise<number> {
       // wants slack for bursts (the ring is bounded memory either way).
       ringBytes: (args.i !== undefined ? 64 : 16) << 20,
       limits: { packetMs: timeout * 1000, scriptMs: timeout * 10_000 },
-      onStop: halt,
+      onStop: (why, message) => {
+        // One line, once, even when every worker's write failed.
+        if (why === 'output-failed' && !session.outputFailed) {
+          note(message ?? why);
+          session.outputFailed = true;
+        }
+        halt();
+      },
       onNote: note,
     });
   } catch (e) {

@@ -130,3 +130,49 @@ test('--progress (the default on a terminal) shows packets, rate, % of the file 
   const piped = riff(['-q', '--lua', slow, '-r', big]);
   assert.doesNotMatch(piped.stderr, /\r|\x1b/);
 });
+
+test("the script's output that cannot be written (a full disk) is one line, and riff stops with exit 1; no worker is restarted", () => {
+  const full = fs.openSync('/dev/full', 'w');
+  try {
+    const r = riff(['-r', path.join(ROOT, 'fixtures', 'http.pcap')], { stdio: ['ignore', full, 'pipe'] });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^riff: standard output: disk full \(ENOSPC\) writing the script's output; .*redirect it elsewhere$/m);
+    assert.doesNotMatch(r.stderr, /died|restarted|internal error/);
+  } finally {
+    fs.closeSync(full);
+  }
+});
+
+test('-w - whose reader goes away ends quietly: exit 0, and the summary counts what the reader got and what it did not', () => {
+  const capture = path.join(tmpdir('riff-wpipe-'), 'big.pcap');
+  const gen = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'scripts', 'gen-bench-capture.js'), capture, '--packets', '5000'], { encoding: 'utf8' });
+  assert.equal(gen.status, 0, gen.stderr);
+  // A reader that takes 100 bytes and closes the pipe (`riff -w - | head -c 100`).
+  const sh = spawnSync('bash', ['-c', '"$0" "$1" -q -r "$2" -w - 2>"$3" | head -c 100 >/dev/null; echo "${PIPESTATUS[0]}"', process.execPath, CLI, capture, capture + '.err'], { encoding: 'utf8' });
+  const stderr = fs.readFileSync(capture + '.err', 'utf8');
+  assert.equal(sh.stdout.trim(), '0', stderr);
+  assert.doesNotMatch(stderr, /free space|internal error/);
+  const read = Number(/(\d+) packets read/.exec(stderr)?.[1]);
+  const m = /(\d+) packets written to standard output, (\d+) not written: the reader closed it \(EPIPE\)/.exec(stderr);
+  assert.ok(m, stderr);
+  // What the pipe took before the reader left counts as written; what riff read after, as not.
+  assert.ok(Number(m[1]) > 0 && Number(m[2]) > 0, stderr);
+  assert.equal(Number(m[1]) + Number(m[2]), read);
+});
+
+test('-r - from an empty or closed standard input, or -r of a device, is one line naming it; no internal error', () => {
+  for (const [args, stdin, said] of [
+    [['-r', '-'], 'ignore', /^riff: standard input: empty file; expected a pcap or pcapng capture file/],
+    [['-r', '/dev/null'], 'ignore', /^riff: \/dev\/null: empty file; expected a pcap or pcapng capture file/],
+    [['-r', '/dev/zero'], 'ignore', /^riff: \/dev\/zero: not a pcap or pcapng file/],
+  ] as const) {
+    const r = riff([...args], { stdio: [stdin, 'pipe', 'pipe'] });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, said);
+    assert.doesNotMatch(r.stderr, /internal error/);
+  }
+  // Closed outright (`riff -r - <&-`): Node gives the process /dev/null in its place.
+  const closed = spawnSync('sh', ['-c', 'exec "$0" "$1" -r - <&-', process.execPath, CLI], { encoding: 'utf8' });
+  assert.equal(closed.status, 1, closed.stderr);
+  assert.match(closed.stderr, /^riff: standard input: empty file/);
+});

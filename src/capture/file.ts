@@ -23,19 +23,21 @@ export interface OpenOptions {
 }
 
 /**
- * Open a pcap or pcapng file; '-' reads standard input. Regular files are
- * read synchronously (fast, and never waited on); pipes and FIFOs are opened
- * and read asynchronously, so the thread keeps hearing signals while their
- * writer is idle.
+ * Open a pcap or pcapng file; '-' reads standard input. Pipes, FIFOs and
+ * sockets are opened and read asynchronously, so the thread keeps hearing
+ * signals while their writer is idle; everything else (regular files,
+ * devices such as /dev/null, which Node's streams cannot take) is read
+ * synchronously: fast, and never waited on.
  */
 export async function openCaptureFileAsync(path: string, opts: OpenOptions = {}): Promise<CaptureFile> {
-  let regular = true;
+  let stream = false;
   try {
-    regular = path === '-' ? fs.fstatSync(0).isFile() : fs.statSync(path).isFile();
+    const st = path === '-' ? fs.fstatSync(0) : fs.statSync(path);
+    stream = st.isFIFO() || st.isSocket();
   } catch {
     // openCaptureFile says what is wrong with it
   }
-  if (regular) return openCaptureFile(path, opts);
+  if (!stream) return openCaptureFile(path, opts);
   const stdin = path === '-';
   const name = stdin ? 'standard input' : path;
   if (stdin && isTerminal(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0);

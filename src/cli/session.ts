@@ -105,6 +105,9 @@ export class CaptureSession {
 
   // -w failing (disk full, device error) takes the same path as a record output.
   private writerFault(e: PcapWriteError): void {
+    // Its reader gone (`-w - | head -c 100`): riff ends quietly, as when a
+    // reader closes the script's stdout; the summary counts what was not written.
+    if (e.readerClosed) return this.halt();
     this.writerFailed = true;
     this.outputFailed = true;
     note(e.message);

@@ -80,7 +80,7 @@ export function summarize(end: RunEnd): number {
   if (w) {
     const lost = w.lost + writerMissed;
     const to = args.w === '-' ? 'standard output' : new Set(w.files).size > 1 ? `${new Set(w.files).size} files (${w.files[0]} ... ${w.current})` : w.current || args.w;
-    lines.push(`${w.written} packets written to ${to}${w.skipped ? `, ${w.skipped} not written (link type differs from the file's)` : ''}${w.left ? `, ${w.left} not written (-W ${args.W}: the last -G file had ended)` : ''}${lost ? `, ${lost} not written (${w.failure})` : ''}`);
+    lines.push(`${w.written} packets written to ${to}${w.skipped ? `, ${w.skipped} not written (link type differs from the file's)` : ''}${w.left ? `, ${w.left} not written (-W ${args.W}: the last -G file had ended)` : ''}${lost ? `, ${lost} not written: ${w.failure}` : ''}`);
   } else if (writerFailed) lines.push(`0 packets written to ${args.w}${writerMissed ? `, ${writerMissed} not written` : ''}`);
   stderr.text(lines.join('\n') + '\n');
   if (liveFailure) {

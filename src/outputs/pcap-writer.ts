@@ -13,6 +13,7 @@
 // the writer takes no more.
 
 import fs from 'node:fs';
+import { errnoText } from './types.js';
 import { Batch, FLAG_ARRIVAL_TS, FLAG_FILTERED_OUT, HDR, align8 } from '../capture/batch.js';
 
 const FILE_HDR = 24;
@@ -89,17 +90,13 @@ export function strftime(fmt: string, sec: number): string {
   return fmt.replace(/%([A-Za-z%])/g, (all, c: string) => (conv[c] ? conv[c]() : all));
 }
 
-/** -w cannot go on: the message is one line naming the file and what to do. */
-export class PcapWriteError extends Error {}
-
-const ERRNO_TEXT: Record<string, string> = {
-  ENOSPC: 'disk full', EDQUOT: 'disk quota exceeded', EFBIG: 'file too large', EIO: 'I/O error',
-  EROFS: 'read-only file system', EACCES: 'permission denied', EPERM: 'permission denied',
-  ENOENT: 'no such directory', EISDIR: 'is a directory', ENOTDIR: 'a parent is not a directory',
-};
-function errText(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException)?.code ?? '';
-  return ERRNO_TEXT[code] ? `${ERRNO_TEXT[code]} (${code})` : String((e as Error)?.message ?? e);
+/**
+ * -w cannot go on: the message is one line naming the file and what to do.
+ * readerClosed: the pipe's reader went away (`riff -w - | head -c 100`),
+ * which ends the run quietly, as a closed stdout does.
+ */
+export class PcapWriteError extends Error {
+  readerClosed = false;
 }
 
 // Sleeping without a busy loop while a non-blocking stdout drains.
@@ -170,7 +167,7 @@ export class PcapWriter {
     try {
       this.fd = this.ownsFd ? fs.openSync(name, 'w') : 1;
     } catch (e) {
-      throw new PcapWriteError(`-w ${name}: cannot create it: ${errText(e)}; name a writable file`);
+      throw new PcapWriteError(`-w ${name}: cannot create it: ${errnoText(e)}; name a writable file`);
     }
     this.current = name;
     this.files.push(name);
@@ -366,9 +363,16 @@ export class PcapWriter {
             fs.ftruncateSync(this.fd, start);
           } catch {}
         }
-        this.nWritten -= records;
-        this.nLost += records;
-        this.failure = errText(e);
+        // What went out before the error and was not cut back (a pipe) was
+        // written: the whole records in its first `off` bytes.
+        let delivered = 0;
+        for (let p = 0; start < 0 && p + REC_HDR <= off; delivered++) {
+          p += REC_HDR + b.readUInt32LE(p + 8);
+          if (p > off) break;
+        }
+        this.nWritten -= records - delivered;
+        this.nLost += records - delivered;
+        this.failure = errnoText(e);
         this.closed = true;
         if (this.ownsFd) {
           try {
@@ -377,9 +381,11 @@ export class PcapWriter {
         }
         this.fd = -1;
         const where = this.ownsFd ? this.path : 'standard output';
-        throw new PcapWriteError(
+        const err = new PcapWriteError(
           `-w ${this.path}: ${this.failure} writing ${where}; the ${this.nWritten} packets written before are kept, the rest are counted as not written; free space or write elsewhere`,
         );
+        err.readerClosed = (e as NodeJS.ErrnoException).code === 'EPIPE';
+        throw err;
       }
     }
   }

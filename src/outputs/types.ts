@@ -89,8 +89,13 @@ const ERRNO_TEXT: Record<string, string> = {
   EACCES: 'permission denied',
   EPERM: 'permission denied',
   EBADF: 'file closed under riff',
+  EPIPE: 'the reader closed it',
   ENXIO: 'device gone',
   ENODEV: 'device gone',
+  // Creating a file (-w, an output's file)
+  ENOENT: 'no such directory',
+  EISDIR: 'is a directory',
+  ENOTDIR: 'a parent is not a directory',
 };
 
 /** What an errno error means to a user, e.g. "disk full (ENOSPC)". */

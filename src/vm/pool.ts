@@ -60,8 +60,8 @@ export interface PoolOptions {
   ringBytes: number;
   /** Wall-clock limits (src/vm/watchdog.ts); 0 = none. */
   limits: { packetMs: number; scriptMs: number };
-  /** A worker asks to stop: --strict hit an error, or stdout closed; or a worker was lost for good. */
-  onStop(why: string): void;
+  /** A worker asks to stop: --strict hit an error, stdout closed, or the script's output failed (`message`: the line to print); or a worker was lost for good. */
+  onStop(why: string, message?: string): void;
   /** One line about a worker that was ended or died (printed by the caller). */
   onNote(line: string): void;
   onRecord?(bytes: Uint8Array, at: number): void;
@@ -303,7 +303,7 @@ export class LuaPool {
           life.target = m.watch;
           this.watchdog.replace(id, m.watch);
         } else if (m.type === 'ready') res(m);
-        else if (m.type === 'stop') this.o.onStop(m.why);
+        else if (m.type === 'stop') this.o.onStop(m.why, 'message' in m ? m.message : undefined);
         else if (m.type === 'records') {
           const on = this.o.onRecord;
           if (on) {

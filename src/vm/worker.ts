@@ -5,6 +5,7 @@
 import './worker-boot.js';
 import { parentPort, workerData } from 'node:worker_threads';
 import { FdSink } from '../outputs/fd-sink.js';
+import { errnoText } from '../outputs/types.js';
 import { RingConsumer, type RingShared } from './ring.js';
 import { Runtime, ScriptError, SharedCounters, type RuntimeOptions, type Sharding } from './runtime.js';
 import { LuaVM } from './vm.js';
@@ -45,6 +46,7 @@ export type WorkerMessage =
   | { type: 'ready'; rule: string; filter: string | null; outputs: string[]; shard: Sharding; ring: RingShared }
   | { type: 'fail'; message: string }
   | { type: 'stop'; why: 'strict' | 'stdout-closed' }
+  | { type: 'stop'; why: 'output-failed'; message: string }
   | { type: 'records'; bytes: Uint8Array; lens: Uint32Array; ats: Float64Array }
   | { type: 'collected'; state: Uint8Array | null; handover: Uint8Array | null }
   | { type: 'done'; processed: number; errors: number; hookErrors: number; byScript: [string, number][] };
@@ -140,6 +142,13 @@ function write(fd: 1 | 2, bytes: Uint8Array): void {
   while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1, 10);
   try {
     sinks[fd].write(bytes);
+  } catch (e) {
+    // The script's output cannot be written (a full disk, an I/O error): not
+    // the script's fault, and no restart mends it. riff says so and stops,
+    // as tcpdump does; the sink takes nothing more.
+    sinks[fd].closed = true;
+    const name = sinks[fd].fd === 1 ? 'standard output' : 'standard error';
+    post({ type: 'stop', why: 'output-failed', message: `${name}: ${errnoText(e)} writing the script's output; riff stops here, and what the script writes from now on is lost; free space, fix the device or redirect it elsewhere` });
   } finally {
     Atomics.store(lock, 0, 0);
     Atomics.notify(lock, 0, 1);
