@@ -209,6 +209,14 @@ async function main(): Promise<void> {
 }
 
 /**
+ * The environment of the build's riff runs: without NODE_OPTIONS (a V8 flag
+ * there, e.g. --max-old-space-size, would be in the flags a cache records,
+ * and riff started without it would refuse the cache) nor riff's knobs on
+ * how the Lua module is compiled (they turn the module's cache off).
+ */
+const PLAIN_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_OPTIONS' && !k.startsWith('RIFF_')));
+
+/**
  * The command line's code cache: riff run over the bundled capture with the
  * bundled pipeline, in the mode where it sets no V8 flag and saves the cache
  * at its end (src/bundle-cache.ts). Without it riff runs as well, compiling
@@ -219,7 +227,7 @@ function makeCodeCache(): boolean {
   const cache = path.join(DIST, 'cli.cjs.cache');
   fs.rmSync(cache, { force: true });
   const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', path.join(ROOT, 'fixtures', 'http.pcap')], {
-    env: { ...process.env, RIFF_CODE_CACHE: 'make' },
+    env: { ...PLAIN_ENV, RIFF_CODE_CACHE: 'make' },
     stdio: ['ignore', 'ignore', 'pipe'],
     encoding: 'utf8',
   });
@@ -247,16 +255,16 @@ function makeWasmCache(): number {
   };
   try {
     const capture = path.join(tmp, 'train.pcap');
-    const gen = spawnSync(process.execPath, [path.join(DIST, 'scripts', 'gen-bench-capture.js'), capture, '--packets', '20000', '--dns-rate', '0.1'], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-    if (gen.status !== 0) return warn(`the training capture: ${(gen.stderr ?? '').trim().split('\n').pop()}`);
+    const gen = spawnSync(process.execPath, [path.join(DIST, 'scripts', 'gen-bench-capture.js'), capture, '--packets', '20000', '--dns-rate', '0.1'], { env: PLAIN_ENV, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+    if (gen.status !== 0) return warn(`the training capture was not generated: exit ${gen.status ?? gen.signal}`);
     const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', capture, '--lua', path.join(ROOT, 'scripts', 'train.lua')], {
-      env: { ...process.env, RIFF_WASM_CACHE: 'make' },
+      env: { ...PLAIN_ENV, RIFF_WASM_CACHE: 'make' },
       stdio: ['ignore', 'ignore', 'pipe'],
       encoding: 'utf8',
     });
-    if (!fs.existsSync(cache)) return warn(`riff exited ${run.status ?? run.signal}: ${(run.stderr ?? '').trim().split('\n').pop()}`);
-    const check = spawnSync(process.execPath, ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); b.openSerializer(); process.stdout.write(String(!!b.cachedLua()))`], { encoding: 'utf8' });
-    if (check.stdout !== 'true') return warn(`a fresh node refused it: ${check.status ?? check.signal} ${(check.stderr ?? '').trim().split('\n').pop()}`);
+    if (run.status !== 0 || !fs.existsSync(cache)) return warn(`the training run exited ${run.status ?? run.signal}: ${(run.stderr ?? '').trim().split('\n').find((l) => l.startsWith('riff: ')) ?? ''}`);
+    const check = spawnSync(process.execPath, ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); b.openSerializer(); process.stdout.write(String(!!b.cachedLua()))`], { env: PLAIN_ENV, encoding: 'utf8' });
+    if (check.stdout !== 'true') return warn(`a fresh node refused it: exit ${check.status ?? check.signal}`);
     return fs.statSync(cache).size;
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });

@@ -11,7 +11,10 @@
 // V8 takes a code cache only when its own version and flags are those that
 // made it, and checks the source by its length alone: the cache's first line
 // names the bundle's size and modification time, and a cache for another
-// file is never offered. A cache that V8 refuses (another Node, a V8 flag on
+// file is never offered. Nor is one damaged after the build: V8 does not
+// check a cache's bytes either (one damaged past its header made it abort
+// the process at every start), so that line also holds the rest's length
+// and checksum (src/vm/wasm-cache.ts readStamped). A cache that V8 refuses (another Node, a V8 flag on
 // the command line) costs nothing but the compile it would have saved. The
 // command line is compiled at riff's first moment, under V8's defaults, so
 // the build's run sets no V8 flag.
@@ -19,6 +22,7 @@ import fs from 'node:fs';
 import Module from 'node:module';
 import path from 'node:path';
 import vm from 'node:vm';
+import { readStamped, writeStamped } from './vm/wasm-cache.js';
 
 const CACHE = '.cache';
 const MAGIC = 'riff-code-cache';
@@ -33,23 +37,20 @@ export const NO_V8_FLAGS = process.env.RIFF_CODE_CACHE === 'make';
 // The bundles this thread has run, by file.
 const loaded = new Map<string, vm.Script>();
 
-/** The cache's first line: which file (its size, its modification time to the millisecond) under which Node. */
+/** The cache's first line, up to its length and checksum: which file (its size, its modification time to the millisecond) under which Node. */
 function stamp(file: string): string {
   const st = fs.statSync(file);
-  return `${MAGIC} ${st.size} ${Math.round(st.mtimeMs)} ${process.version}\n`;
+  return `${MAGIC} ${st.size} ${Math.round(st.mtimeMs)} ${process.version} `;
 }
 
-/** The cache beside `file` when it was made for this very file, else undefined. */
+/** The cache beside `file` when it was made for this very file and is whole, else undefined. */
 function cacheFor(file: string): Buffer | undefined {
-  let data: Buffer;
   try {
-    data = fs.readFileSync(file + CACHE);
+    const data = readStamped(file + CACHE, stamp(file));
+    return data && Buffer.from(data);
   } catch {
     return undefined;
   }
-  const nl = data.indexOf(10);
-  if (nl < 0 || data.toString('latin1', 0, nl + 1) !== stamp(file)) return undefined;
-  return data.subarray(nl + 1);
 }
 
 /** `file` wrapped as Node wraps a CommonJS module, compiled (from `cachedData` when V8 takes it). */
@@ -87,27 +88,11 @@ export function codeCacheTaken(file: string): boolean {
 /**
  * The build's run: save each bundle this thread ran, with what it compiled.
  * A cache that cannot be written is left out (the build says so). Written
- * whole or not at all (a file of its own, synced, then renamed): V8 refuses
- * a short cache, but one whose bytes are damaged past its header makes V8
- * abort the process at every start, and a build cut short must not leave
- * one.
+ * whole or not at all (a file of its own, synced, then renamed): a build cut
+ * short must not leave a damaged one.
  */
 export function saveCodeCaches(): void {
   if (!NO_V8_FLAGS) return;
-  for (const [file, script] of loaded) {
-    const tmp = `${file}${CACHE}.${process.pid}`;
-    try {
-      const fd = fs.openSync(tmp, 'w');
-      try {
-        fs.writeFileSync(fd, Buffer.concat([Buffer.from(stamp(file), 'latin1'), script.createCachedData()]));
-        fs.fsyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
-      }
-      fs.renameSync(tmp, file + CACHE);
-    } catch {
-      // not ours to write here: riff runs on, compiling from source next time
-      fs.rmSync(tmp, { force: true });
-    }
-  }
+  // One that cannot be written is not ours to write here: riff runs on, compiling from source next time.
+  for (const [file, script] of loaded) writeStamped(file + CACHE, stamp(file), script.createCachedData());
 }

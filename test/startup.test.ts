@@ -68,7 +68,8 @@ test("the build saves the Lua module's machine code, and a start takes it", () =
 
 test('the Lua module from its cache runs scripts as the module compiled at the start does', () => {
   // A knob on how the module is compiled (here V8's own tier-up budget) has riff compile it.
-  const args = ['-r', path.join(FIXTURES, 'http.pcap'), '--lua', 'lua/examples/traffic.lua'];
+  // One worker: two workers' lines interleave differently from run to run.
+  const args = ['--workers', '1', '-r', path.join(FIXTURES, 'http.pcap'), '--lua', 'lua/examples/traffic.lua'];
   const cached = riff(args);
   const compiled = riff(args, { env: { ...process.env, TZ: 'UTC', RIFF_WASM_TIERING_BUDGET: '1800000' } });
   assert.equal(cached.code, 0, cached.stderr);
@@ -93,6 +94,35 @@ test('a Lua module changed after the build is compiled at the start: its cache i
   } finally {
     fs.utimesSync(LUA_WASM, atime, mtime);
   }
+  assert.equal(luaTaken(), true);
+});
+
+test('a cache damaged after the build (cut short, a byte changed, a FIFO in its place) is refused, and riff runs as before', () => {
+  const args = ['--workers', '1', '-r', path.join(FIXTURES, 'http.pcap'), '--lua', 'lua/examples/traffic.lua'];
+  const before = riff(args);
+  assert.equal(before.code, 0, before.stderr);
+  for (const cache of [LUA_WASM + '.cache', CLI_BUNDLE + '.cache']) {
+    const whole = fs.readFileSync(cache);
+    const { atime, mtime } = fs.statSync(cache);
+    const body = whole.indexOf(10) + 1;
+    const flipped = Buffer.from(whole);
+    flipped[body + 5000] ^= 0x40;
+    try {
+      // V8 checks neither: each of these crashed riff at start (SIGSEGV, a V8 fatal error) or hung it.
+      for (const damage of [() => fs.writeFileSync(cache, whole.subarray(0, body + 1000)), () => fs.writeFileSync(cache, flipped), () => (fs.rmSync(cache, { force: true }), spawnSync('mkfifo', [cache]))]) {
+        damage();
+        const after = riff(args, { timeout: 20_000 });
+        assert.equal(after.code, 0, `${cache}: ${after.signal ?? ''} ${after.stderr}`);
+        assert.deepEqual(after.stdout, before.stdout);
+        assert.equal(after.stderr, before.stderr);
+        fs.rmSync(cache);
+      }
+    } finally {
+      fs.writeFileSync(cache, whole);
+      fs.utimesSync(cache, atime, mtime);
+    }
+  }
+  assert.equal(taken(), true);
   assert.equal(luaTaken(), true);
 });
 

@@ -468,11 +468,15 @@ export function cachedLua(): WasmModule | undefined {
     cached = null;
     const knobs = ['RIFF_WASM_LAZY', 'RIFF_WASM_INLINING', 'RIFF_WASM_TIERING_BUDGET'].some((k) => process.env[k]);
     if (serializerOpen() && !TRAINING && !NO_V8_FLAGS && !knobs && compiling === undefined) {
-      const bytes = luaModuleBytes();
-      const module = fromBuild ? (readCache(LUA_WASM(), bytes) as WasmModule | undefined) : undefined;
-      if (module) {
-        cached = module;
-        compiling = Promise.resolve(module);
+      try {
+        const bytes = luaModuleBytes();
+        const module = fromBuild ? (readCache(LUA_WASM(), bytes) as WasmModule | undefined) : undefined;
+        if (module) {
+          cached = module;
+          compiling = Promise.resolve(module);
+        }
+      } catch {
+        // wasmoon missing, no WebAssembly: the compile says so, where riff reports it
       }
     }
   }
