@@ -13,53 +13,54 @@ import { FIXTURES, ROOT, riff } from './helpers.js';
 const DIST = path.join(ROOT, 'dist');
 const CLI_BUNDLE = path.join(DIST, 'cli.cjs');
 
-/** codeCacheTaken, in a process of its own: V8's flags at their defaults, as when riff compiles its command line. */
-function taken(): boolean {
-  const r = spawnSync(
-    process.execPath,
-    ['-e', `console.log(JSON.stringify(require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}).codeCacheTaken(${JSON.stringify(CLI_BUNDLE)})))`],
-    { encoding: 'utf8' },
-  );
+/**
+ * What `expr` says of dist/boot.cjs (as `b`) in a process of its own: V8's
+ * flags at their defaults, as when riff reads its caches at its start.
+ */
+function fresh(expr: string): boolean {
+  const r = spawnSync(process.execPath, ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); process.stdout.write(JSON.stringify(${expr}))`], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout) as boolean;
 }
+/** Whether V8 takes the command line's code cache. */
+const taken = () => fresh(`b.codeCacheTaken(${JSON.stringify(CLI_BUNDLE)})`);
 
 test('the build makes a code cache for the command line, and V8 takes it', () => {
   assert.ok(fs.statSync(CLI_BUNDLE + '.cache').size > 10_000);
   assert.equal(taken(), true);
 });
 
-test('a bundle changed after the build is compiled from its source: its cache is not offered, and riff runs as before', () => {
-  const { atime, mtimeMs } = fs.statSync(CLI_BUNDLE);
+/**
+ * `file` touched (the same bytes, a newer time): V8 checks a source by its
+ * length alone and a module's code not at all, so the cache's own stamp must
+ * refuse it (`isTaken`), and riff's output stays as it was. Put back after.
+ */
+function touched(file: string, isTaken: () => boolean, args: string[]): void {
+  const { atime, mtimeMs } = fs.statSync(file);
   // Put back to the millisecond (utimes goes through floating-point seconds).
   const mtime = new Date(Math.round(mtimeMs));
-  const before = riff(['-q', '-r', path.join(FIXTURES, 'http.pcap')]);
+  const before = riff(args);
   try {
-    // The same bytes, touched: V8 checks a source by its length alone, so the cache's own stamp must refuse it.
-    fs.utimesSync(CLI_BUNDLE, atime, new Date(mtime.getTime() + 1000));
-    assert.equal(taken(), false);
-    const after = riff(['-q', '-r', path.join(FIXTURES, 'http.pcap')]);
+    fs.utimesSync(file, atime, new Date(mtime.getTime() + 1000));
+    assert.equal(isTaken(), false);
+    const after = riff(args);
     assert.equal(after.code, 0, after.stderr);
     assert.deepEqual(after.stdout, before.stdout);
     assert.equal(after.stderr, before.stderr);
   } finally {
-    fs.utimesSync(CLI_BUNDLE, atime, mtime);
+    fs.utimesSync(file, atime, mtime);
   }
-  assert.equal(taken(), true);
+  assert.equal(isTaken(), true);
+}
+
+test('a bundle changed after the build is compiled from its source: its cache is not offered, and riff runs as before', () => {
+  touched(CLI_BUNDLE, taken, ['-q', '-r', path.join(FIXTURES, 'http.pcap')]);
 });
 
 const LUA_WASM = path.join(DIST, 'src', 'vm', 'wasm', 'lua.wasm');
 
-/** Whether riff's start takes the Lua module from its cache, asked in a process of its own (V8's flags at their defaults, as at riff's start). */
-function luaTaken(): boolean {
-  const r = spawnSync(
-    process.execPath,
-    ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); b.openSerializer(); process.stdout.write(JSON.stringify(!!b.cachedLua()))`],
-    { encoding: 'utf8' },
-  );
-  assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout) as boolean;
-}
+/** Whether riff's start takes the Lua module from its cache. */
+const luaTaken = () => fresh('(b.openSerializer(), !!b.cachedLua())');
 
 test("the build saves the Lua module's machine code, and a start takes it", () => {
   assert.ok(fs.statSync(LUA_WASM + '.cache').size > 100_000);
@@ -80,21 +81,7 @@ test('the Lua module from its cache runs scripts as the module compiled at the s
 });
 
 test('a Lua module changed after the build is compiled at the start: its cache is not offered, and riff runs as before', () => {
-  const { atime, mtimeMs } = fs.statSync(LUA_WASM);
-  const mtime = new Date(Math.round(mtimeMs));
-  const before = riff(['-r', path.join(FIXTURES, 'http.pcap')]);
-  try {
-    // V8 does not check that the code is the module's: the cache's stamp must refuse it.
-    fs.utimesSync(LUA_WASM, atime, new Date(mtime.getTime() + 1000));
-    assert.equal(luaTaken(), false);
-    const after = riff(['-r', path.join(FIXTURES, 'http.pcap')]);
-    assert.equal(after.code, 0, after.stderr);
-    assert.deepEqual(after.stdout, before.stdout);
-    assert.equal(after.stderr, before.stderr);
-  } finally {
-    fs.utimesSync(LUA_WASM, atime, mtime);
-  }
-  assert.equal(luaTaken(), true);
+  touched(LUA_WASM, luaTaken, ['-r', path.join(FIXTURES, 'http.pcap')]);
 });
 
 test('a cache damaged after the build (cut short, a byte changed, a FIFO in its place) is refused, and riff runs as before', () => {
