@@ -67,23 +67,21 @@ export function openSerializer(): boolean {
 /** Whether openSerializer has opened it. */
 export const serializerOpen = (): boolean => !!natives;
 
-// The checksum module (src/vm/wasm/checksum.wat), once per thread.
-let summer: { memory: { buffer: ArrayBuffer; grow(pages: number): number }; fnv64(len: number): bigint } | undefined;
+// The checksum module (src/vm/wasm/checksum.wat), compiled once per thread.
+let summer: object | undefined;
 
 /**
  * A checksum of `bytes` (64-bit FNV-1a, as hex), for the caches riff reads
  * at start: V8 checks neither the machine code nor the bytecode it is given,
  * and a cache damaged after the build (a short copy, a bad disk) crashed
  * every start or ran damaged code. Computed in WebAssembly: ~0.3 ms for
- * the Lua module's cache.
+ * the Lua module's cache. An instance a call, so that its memory (the
+ * bytes' copy) goes with it rather than staying for the run.
  */
 export function checksum(bytes: Uint8Array): string {
-  if (!summer) {
-    const WA = (globalThis as unknown as { WebAssembly: { Module: new (b: Uint8Array) => object; Instance: new (m: object) => { exports: unknown } } }).WebAssembly;
-    const wasm = fs.readFileSync(new URL('./wasm/checksum.wasm', import.meta.url));
-    summer = new WA.Instance(new WA.Module(wasm)).exports as typeof summer;
-  }
-  const s = summer!;
+  const WA = (globalThis as unknown as { WebAssembly: { Module: new (b: Uint8Array) => object; Instance: new (m: object) => { exports: unknown } } }).WebAssembly;
+  summer ??= new WA.Module(fs.readFileSync(new URL('./wasm/checksum.wasm', import.meta.url)));
+  const s = new WA.Instance(summer).exports as { memory: { buffer: ArrayBuffer; grow(pages: number): number }; fnv64(len: number): bigint };
   const len = Math.ceil(bytes.length / 8) * 8;
   const need = Math.ceil(len / 65536) - s.memory.buffer.byteLength / 65536;
   if (need > 0) s.memory.grow(need);
