@@ -1,9 +1,9 @@
 // The head start of riff's start-up: the Lua workers begin booting (Node's
-// worker bootstrap, the Lua VM: most of start-up) at riff's first
-// moment, and the Lua WebAssembly module compiles on V8's background threads
-// as soon as they have booted, while the capture thread loads and parses the
-// command line. Kept apart from pool.ts so that nothing heavy loads before
-// the workers start.
+// worker bootstrap, the Lua VM: most of start-up) at riff's first moment;
+// the capture thread then takes the Lua WebAssembly module from the build's
+// cache of its machine code (or, without one, has V8 compile it once the
+// workers have booted), and loads and parses the command line. Kept apart
+// from pool.ts so that nothing heavy loads before the workers start.
 import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { cachedLua, compiledLua, requireCjs, setWasmFlags } from './wasm.js';
 import { openSerializer, TRAINING } from './wasm-cache.js';
@@ -86,12 +86,11 @@ export function sendModule(worker: Worker): void {
 }
 
 /**
- * Spawn n workers, then read the Lua module's code from the build's cache
- * (src/vm/wasm-cache.ts) while they boot, on this thread, which is
- * otherwise loading the command line meanwhile. Without a cache V8's flags
- * are set and the module compiled once each worker has said it booted (its
- * first message, before its modules load: src/vm/worker-boot.ts), or
- * failed.
+ * Spawn n workers, then, while they boot, read the Lua module's code from
+ * the build's cache (src/vm/wasm-cache.ts) on this thread, before it loads
+ * the command line. Without a cache V8's flags are set and the module
+ * compiled once each worker has said it booted (its first message, before
+ * its modules load: src/vm/worker-boot.ts), or failed.
  */
 export function prestartWorkers(n: number): void {
   const booting: Promise<void>[] = [];
