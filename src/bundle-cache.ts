@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import Module from 'node:module';
 import path from 'node:path';
 import vm from 'node:vm';
-import { readStamped, writeStamped } from './vm/wasm-cache.js';
+import { readStamped, stampFor, writeStamped } from './vm/wasm-cache.js';
 
 const CACHE = '.cache';
 const MAGIC = 'riff-code-cache';
@@ -37,11 +37,7 @@ export const NO_V8_FLAGS = process.env.RIFF_CODE_CACHE === 'make';
 // The bundles this thread has run, by file.
 const loaded = new Map<string, vm.Script>();
 
-/** The cache's first line, up to its length and checksum: which file (its size, its modification time to the millisecond) under which Node. */
-function stamp(file: string): string {
-  const st = fs.statSync(file);
-  return `${MAGIC} ${st.size} ${Math.round(st.mtimeMs)} ${process.version} `;
-}
+const stamp = (file: string): string => stampFor(MAGIC, file);
 
 /** The cache beside `file` when it was made for this very file and is whole, else undefined. */
 function cacheFor(file: string): Buffer | undefined {

@@ -144,11 +144,16 @@ export function writeStamped(file: string, stamp: string, body: Uint8Array): boo
   }
 }
 
-/** The Lua module cache's first line, up to the body's length and checksum: for which module file (size, modification time in ms), under which Node, on which machine. */
-function stamp(wasmFile: string): string {
-  const st = fs.statSync(wasmFile);
-  return `${MAGIC} ${st.size} ${Math.round(st.mtimeMs)} ${process.version} ${process.arch} `;
+/**
+ * A cache's first line, up to the body's length and checksum (`magic`
+ * names the kind): for which file (its size, its modification time to the
+ * millisecond), under which Node, on which machine.
+ */
+export function stampFor(magic: string, file: string): string {
+  const st = fs.statSync(file);
+  return `${magic} ${st.size} ${Math.round(st.mtimeMs)} ${process.version} ${process.arch} `;
 }
+const stamp = (wasmFile: string): string => stampFor(MAGIC, wasmFile);
 
 /**
  * The module compiled from `wire` (the bytes of `wasmFile`) out of the cache
