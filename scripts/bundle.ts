@@ -34,7 +34,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as esbuild from 'esbuild';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -203,7 +203,7 @@ async function main(): Promise<void> {
   // cli.cjs keeps cli.ts's #! line; only riff.cjs is run as a command.
   fs.chmodSync(path.join(DIST, 'riff.cjs'), 0o755);
   const cached = makeCodeCache();
-  const trained = makeWasmCache();
+  const trained = await makeWasmCache();
   const made = [cached && 'the code cache of cli.cjs', trained && `the Lua module's (${(trained / 1024).toFixed(0)} KB)`].filter(Boolean);
   process.stderr.write(`bundle: dist/{riff,boot,cli,worker}.cjs${made.length ? ' and ' + made.join(' and ') : ''} in ${(performance.now() - started).toFixed(0)} ms\n`);
 }
@@ -237,6 +237,59 @@ function makeCodeCache(): boolean {
 }
 
 /**
+ * riff's training run over `capture`, fed through a pipe in TRAIN_SLICES
+ * slices, TRAIN_SLICE_MS apart (packets come while it runs, as they do
+ * live), with a reload (SIGHUP) after every third, each waited for: a
+ * reload swaps VMs only between the packets riff has been given, and a
+ * file read at once is in the ring whole before the first reload takes.
+ * Resolves to how it ended, its stderr and how many reloads took effect.
+ */
+const TRAIN_SLICES = 30;
+const TRAIN_SLICE_MS = 50;
+async function train(capture: string): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string; reloads: number }> {
+  // --verbose: its "script:" line says the run is up (a SIGHUP before Node
+  // has started riff would end it).
+  const child = spawn(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '--verbose', '-r', '-', '--lua', path.join(ROOT, 'scripts', 'train.lua')], {
+    env: { ...PLAIN_ENV, RIFF_WASM_CACHE: 'make' },
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  let heard: () => void = () => {};
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d;
+    heard();
+  });
+  const closed = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (status, signal) => resolve([status, signal])));
+  let over = false;
+  void closed.then(() => {
+    over = true;
+    heard();
+  });
+  /** Until riff has said what `test` looks for (or has ended, or `ms` passed). */
+  const until = async (test: () => boolean, ms: number): Promise<boolean> => {
+    const end = Date.now() + ms;
+    while (!test() && !over && Date.now() < end) await new Promise<void>((resolve) => ((heard = resolve), setTimeout(resolve, 100)));
+    return test();
+  };
+  const reloads = () => Number([...stderr.matchAll(/\(reload (\d+)\)/g)].pop()?.[1] ?? 0);
+  child.stdin!.on('error', () => {}); // riff gone early: its exit status says why
+  const bytes = fs.readFileSync(capture);
+  const slice = Math.ceil(bytes.length / TRAIN_SLICES);
+  for (let i = 0; i < TRAIN_SLICES && !over; i++) {
+    child.stdin!.write(bytes.subarray(i * slice, (i + 1) * slice));
+    if (i === 0 && !(await until(() => /^riff: script: /m.test(stderr), 30_000))) break;
+    if (i % 3 === 2) {
+      const before = reloads();
+      child.kill('SIGHUP');
+      await until(() => reloads() > before, 10_000);
+    } else await new Promise((resolve) => setTimeout(resolve, TRAIN_SLICE_MS));
+  }
+  child.stdin!.end();
+  const [status, signal] = await closed;
+  return { status, signal, stderr, reloads: reloads() };
+}
+
+/**
  * The Lua module's code cache (src/vm/wasm-cache.ts): riff's training run,
  * scripts/train.lua (the plugins riff ships) over a generated web capture of
  * 20,000 packets, saving the module's code at its end. Then a fresh node
@@ -244,7 +297,7 @@ function makeCodeCache(): boolean {
  * is removed and the build says so. Without it riff runs as well, compiling
  * the module at every start. Returns the cache's size, 0 when none.
  */
-function makeWasmCache(): number {
+async function makeWasmCache(): Promise<number> {
   const cache = path.join(SRC, 'vm', 'wasm', 'lua.wasm.cache');
   fs.rmSync(cache, { force: true });
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'riff-train-'));
@@ -257,12 +310,9 @@ function makeWasmCache(): number {
     const capture = path.join(tmp, 'train.pcap');
     const gen = spawnSync(process.execPath, [path.join(DIST, 'scripts', 'gen-bench-capture.js'), capture, '--packets', '20000', '--dns-rate', '0.1'], { env: PLAIN_ENV, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
     if (gen.status !== 0) return warn(`the training capture was not generated: exit ${gen.status ?? gen.signal}`);
-    const run = spawnSync(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '-r', capture, '--lua', path.join(ROOT, 'scripts', 'train.lua')], {
-      env: { ...PLAIN_ENV, RIFF_WASM_CACHE: 'make' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-      encoding: 'utf8',
-    });
-    if (run.status !== 0 || !fs.existsSync(cache)) return warn(`the training run exited ${run.status ?? run.signal}: ${(run.stderr ?? '').trim().split('\n').find((l) => l.startsWith('riff: ')) ?? ''}`);
+    const run = await train(capture);
+    if (run.status !== 0 || !fs.existsSync(cache)) return warn(`the training run exited ${run.status ?? run.signal}: ${run.stderr.trim().split('\n').find((l) => l.startsWith('riff: ')) ?? ''}`);
+    if (run.reloads < 2) return warn(`the training run reloaded ${run.reloads} times, not at least twice`);
     const check = spawnSync(process.execPath, ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); b.openSerializer(); process.stdout.write(String(!!b.cachedLua()))`], { env: PLAIN_ENV, encoding: 'utf8' });
     if (check.stdout !== 'true') return warn(`a fresh node refused it: exit ${check.status ?? check.signal}`);
     return fs.statSync(cache).size;

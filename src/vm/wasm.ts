@@ -246,8 +246,13 @@ export const TIERING_BUDGET = 360_000_000;
  * guidance, 1.3-8 MB of code to read at every start (README, Start-up).
  */
 const TRAINING_FLAGS = ['--experimental-wasm-inlining', '--wasm-tiering-budget=20000'];
-/** V8 11's defaults for TRAINING_FLAGS, set back before the code is saved (the build checks that a fresh node takes it). */
-const TRAINING_DEFAULTS = ['--no-experimental-wasm-inlining', '--wasm-tiering-budget=1800000'];
+/**
+ * V8 11's defaults for every flag the training run sets, set back before the
+ * code is saved: V8 refuses a cache made under other flags (the build checks
+ * that a fresh node takes it). TRAINING_FLAGS, and --expose-gc, which the
+ * pool sets at the first reload (pool.ts fullCollection).
+ */
+const TRAINING_DEFAULTS = ['--no-experimental-wasm-inlining', '--wasm-tiering-budget=1800000', '--no-expose-gc'];
 export function setWasmFlags(): void {
   if (NO_V8_FLAGS) return;
   // Required here, not imported: node:v8 is ~5 ms of a worker's start-up, and only the main thread sets flags.
