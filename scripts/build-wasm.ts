@@ -7,8 +7,6 @@
 //   host.wat    ->  dist/src/vm/wasm/host.wasm     a JS function as a Lua C
 //                                                  function (bridge.ts
 //                                                  hostFunction)
-//   checksum.wat -> dist/src/vm/wasm/checksum.wasm the code caches' checksum
-//                                                  (src/vm/wasm-cache.ts)
 //   string.wat  ->  dist/src/vm/wasm/string.json   function bodies that
 //                                                  src/vm/wasm.ts splices into
 //                                                  wasmoon's module
@@ -180,7 +178,6 @@ async function main() {
   };
   fs.writeFileSync(path.join(OUT, 'bridge.wasm'), assemble('bridge.wat', false));
   fs.writeFileSync(path.join(OUT, 'host.wasm'), assemble('host.wat', false));
-  fs.writeFileSync(path.join(OUT, 'checksum.wasm'), assemble('checksum.wat', false));
   const spliced = splices(assemble('string.wat', true));
   fs.writeFileSync(path.join(OUT, 'string.json'), JSON.stringify(spliced, null, 1) + '\n');
   // The patched module, so that a run reads it instead of patching

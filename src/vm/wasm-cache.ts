@@ -67,28 +67,22 @@ export function openSerializer(): boolean {
 /** Whether openSerializer has opened it. */
 export const serializerOpen = (): boolean => !!natives;
 
-// The checksum module (src/vm/wasm/checksum.wat), compiled once per thread.
-let summer: object | undefined;
+// zlib's CRC-32 (Node 20.15 on), or null where this Node has none.
+let crc32: ((bytes: Uint8Array) => number) | null | undefined;
 
 /**
- * A checksum of `bytes` (64-bit FNV-1a, as hex), for the caches riff reads
- * at start: V8 checks neither the machine code nor the bytecode it is given,
- * and a cache damaged after the build (a short copy, a bad disk) crashed
- * every start or ran damaged code. Computed in WebAssembly: ~0.3 ms for
- * the Lua module's cache. An instance a call, so that its memory (the
- * bytes' copy) goes with it rather than staying for the run.
+ * A checksum of `bytes` (CRC-32, as hex), for the caches riff reads at
+ * start: V8 checks neither the machine code nor the bytecode it is given, and
+ * a cache damaged after the build (a short copy, a bad disk) crashed every
+ * start or ran damaged code. zlib's CRC-32 reads the bytes where they are:
+ * ~0.3 ms for both caches, and ~2 ms to load node:zlib, where riff's own
+ * checksum in WebAssembly took ~3 ms a cache in a fresh process (an
+ * instance, its memory, and the bytes copied into it). null on a Node
+ * without it: no cache is then written or taken.
  */
-export function checksum(bytes: Uint8Array): string {
-  const WA = (globalThis as unknown as { WebAssembly: { Module: new (b: Uint8Array) => object; Instance: new (m: object) => { exports: unknown } } }).WebAssembly;
-  summer ??= new WA.Module(fs.readFileSync(new URL('./wasm/checksum.wasm', import.meta.url)));
-  const s = new WA.Instance(summer).exports as { memory: { buffer: ArrayBuffer; grow(pages: number): number }; fnv64(len: number): bigint };
-  const len = Math.ceil(bytes.length / 8) * 8;
-  const need = Math.ceil(len / 65536) - s.memory.buffer.byteLength / 65536;
-  if (need > 0) s.memory.grow(need);
-  const mem = new Uint8Array(s.memory.buffer);
-  mem.set(bytes);
-  mem.fill(0, bytes.length, len);
-  return BigInt.asUintN(64, s.fnv64(len)).toString(16);
+export function checksum(bytes: Uint8Array): string | null {
+  crc32 ??= (createRequire(import.meta.url)('node:zlib') as { crc32?: (bytes: Uint8Array) => number }).crc32 ?? null;
+  return crc32 ? crc32(bytes).toString(16).padStart(8, '0') : null;
 }
 
 /**
@@ -116,7 +110,8 @@ export function readStamped(file: string, stamp: string): ArrayBuffer | undefine
     if (head.toString('latin1', 0, stamp.length) !== stamp || extra.length || st.size !== nl + 1 + Number(length)) return undefined;
     const body = new ArrayBuffer(Number(length));
     if (fs.readSync(fd, new Uint8Array(body), 0, body.byteLength, nl + 1) !== body.byteLength) return undefined;
-    return checksum(new Uint8Array(body)) === sum ? body : undefined;
+    const actual = checksum(new Uint8Array(body));
+    return actual !== null && actual === sum ? body : undefined;
   } catch {
     return undefined;
   } finally {
@@ -126,11 +121,13 @@ export function readStamped(file: string, stamp: string): ArrayBuffer | undefine
 
 /** Write `stamp`, the body's length and checksum, then the body: whole or not at all (a file of its own, synced, renamed). */
 export function writeStamped(file: string, stamp: string, body: Uint8Array): boolean {
+  const sum = checksum(body);
+  if (sum === null) return false;
   const tmp = `${file}.${process.pid}`;
   try {
     const fd = fs.openSync(tmp, 'w');
     try {
-      fs.writeFileSync(fd, Buffer.from(`${stamp}${body.length} ${checksum(body)}\n`, 'latin1'));
+      fs.writeFileSync(fd, Buffer.from(`${stamp}${body.length} ${sum}\n`, 'latin1'));
       fs.writeFileSync(fd, body);
       fs.fsyncSync(fd);
     } finally {
