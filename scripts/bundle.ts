@@ -259,7 +259,14 @@ async function train(capture: string): Promise<{ status: number | null; signal: 
     stderr += d;
     heard();
   });
-  const closed = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (status, signal) => resolve([status, signal])));
+  const closed = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
+    child.on('close', (status, signal) => resolve([status, signal]));
+    // Not started at all (e.g. EAGAIN): warned of as a run that failed.
+    child.on('error', (e) => {
+      stderr += `riff: ${e.message}\n`;
+      resolve([null, null]);
+    });
+  });
   let over = false;
   void closed.then(() => {
     over = true;

@@ -81,7 +81,7 @@ let crc32: ((bytes: Uint8Array) => number) | null | undefined;
  * without it: no cache is then written or taken.
  */
 export function checksum(bytes: Uint8Array): string | null {
-  crc32 ??= (createRequire(import.meta.url)('node:zlib') as { crc32?: (bytes: Uint8Array) => number }).crc32 ?? null;
+  if (crc32 === undefined) crc32 = (createRequire(import.meta.url)('node:zlib') as { crc32?: (bytes: Uint8Array) => number }).crc32 ?? null;
   return crc32 ? crc32(bytes).toString(16).padStart(8, '0') : null;
 }
 
