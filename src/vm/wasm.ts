@@ -240,10 +240,11 @@ export const TIERING_BUDGET = 360_000_000;
  * The build's training run (src/vm/wasm-cache.ts): V8 compiles lazily (its
  * default), and a function is optimized, with inlining guided by the run's
  * calls, once it has run ~20 KB of its baseline code: scripts/train.lua over
- * 20,000 packets then leaves ~0.5-0.6 MB of optimized code. Every function
- * optimized without inlining, the original riff tree ran 5-12% slower than
- * the module compiled at the start; with V8 inlining without a run's
- * guidance, 1.3-8 MB of code to read at every start (README, Start-up).
+ * 20,000 packets (reloaded ~10 times) then leaves 0.6-0.9 MB of optimized
+ * code. Every function optimized without inlining, the original riff tree
+ * ran 5-12% slower than the module compiled at the start; with V8 inlining
+ * without a run's guidance, 1.3-8 MB of code to read at every start
+ * (README, Start-up).
  */
 const TRAINING_FLAGS = ['--experimental-wasm-inlining', '--wasm-tiering-budget=20000'];
 /**
