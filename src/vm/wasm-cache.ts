@@ -39,7 +39,9 @@ interface Natives {
 }
 let natives: Natives | null | undefined;
 
-const v8 = (): typeof import('node:v8') => createRequire(import.meta.url)('node:v8') as typeof import('node:v8');
+// Node's own modules, loaded when first needed (node:v8, node:zlib), not with this one.
+const requireNode = createRequire(import.meta.url);
+const v8 = (): typeof import('node:v8') => requireNode('node:v8') as typeof import('node:v8');
 
 /**
  * Make V8's two functions, once. The flag is on for the parse alone (~0.3
@@ -81,7 +83,7 @@ let crc32: ((bytes: Uint8Array) => number) | null | undefined;
  * without it: no cache is then written or taken.
  */
 export function checksum(bytes: Uint8Array): string | null {
-  if (crc32 === undefined) crc32 = (createRequire(import.meta.url)('node:zlib') as { crc32?: (bytes: Uint8Array) => number }).crc32 ?? null;
+  if (crc32 === undefined) crc32 = (requireNode('node:zlib') as { crc32?: (bytes: Uint8Array) => number }).crc32 ?? null;
   return crc32 ? crc32(bytes).toString(16).padStart(8, '0') : null;
 }
 
