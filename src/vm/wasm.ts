@@ -254,6 +254,8 @@ const TRAINING_FLAGS = ['--experimental-wasm-inlining', '--wasm-tiering-budget=2
  * pool sets at the first reload (pool.ts fullCollection).
  */
 const TRAINING_DEFAULTS = ['--no-experimental-wasm-inlining', '--wasm-tiering-budget=1800000', '--no-expose-gc'];
+/** The knobs setWasmFlags reads: any one set says how to compile the module, so the build's cache of it is not taken (cachedLua). */
+const WASM_KNOBS = ['RIFF_WASM_INLINING', 'RIFF_WASM_LAZY', 'RIFF_WASM_TIERING_BUDGET'] as const;
 export function setWasmFlags(): void {
   if (NO_V8_FLAGS) return;
   // Required here, not imported: node:v8 is ~5 ms of a worker's start-up, and only the main thread sets flags.
@@ -472,7 +474,7 @@ let cached: WasmModule | null | undefined;
 export function cachedLua(): WasmModule | undefined {
   if (cached === undefined) {
     cached = null;
-    const knobs = ['RIFF_WASM_LAZY', 'RIFF_WASM_INLINING', 'RIFF_WASM_TIERING_BUDGET'].some((k) => process.env[k]);
+    const knobs = WASM_KNOBS.some((k) => process.env[k]);
     if (serializerOpen() && !TRAINING && !NO_V8_FLAGS && !knobs && compiling === undefined) {
       try {
         const bytes = luaModuleBytes();
