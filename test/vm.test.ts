@@ -7,7 +7,8 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Batch, stampIds } from '../src/capture/batch.js';
 import { Runtime, ScriptError, type RuntimeOptions } from '../src/vm/runtime.js';
-import { patched, setWasmFlags, type WasmMemory } from '../src/vm/wasm.js';
+import { compiledLua, patched, setWasmFlags, type WasmMemory } from '../src/vm/wasm.js';
+import { LuaVM, warmUp } from '../src/vm/vm.js';
 import { Watchdog, LS, BLOCK_SEQ, BLOCK_PHASE, PHASE_BATCH } from '../src/vm/watchdog.js';
 import { tree, FIXTURES, ROOT } from './helpers.js';
 
@@ -22,7 +23,7 @@ interface Out {
   stderr: string;
 }
 
-async function start(script: string | undefined, opts: Partial<RuntimeOptions> = {}) {
+async function start(script: string | undefined, opts: Partial<RuntimeOptions> = {}, vm?: LuaVM) {
   const chunks: Buffer[] = [];
   let err = '';
   const rt = await Runtime.create({
@@ -36,7 +37,7 @@ async function start(script: string | undefined, opts: Partial<RuntimeOptions> =
     version: 'test',
     write: (fd, b) => (fd === 1 ? chunks.push(Buffer.from(b)) : (err += Buffer.from(b).toString())),
     ...opts,
-  });
+  }, vm);
   const out = (): Out => ({ stdout: Buffer.concat(chunks), stderr: err });
   return { rt, out };
 }
@@ -522,6 +523,26 @@ test('the heap cap turns huge allocations into a Lua error for that packet, and 
   assert.match(o.stderr, /mem\.lua:4: not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(packet 3\)/);
   assert.match(o.stderr, /stack overflow/);
   assert.ok(rt.memoryUsed() < 64 << 20);
+});
+
+test('VMs of a module warmed by a throwaway instance (vm.ts warmUp, on the capture thread) run as any: output, host functions, the heap cap', async () => {
+  const module = await compiledLua();
+  warmUp(module);
+  warmUp(module);
+  const dir = tree({
+    'warm.lua': `buffer = function(p)
+        if p == 'big' then local s = string.rep('x', 300 * 1024 * 1024) end
+        io.write('alive ', p, '\\n')
+      end`,
+  });
+  for (let i = 0; i < 2; i++) {
+    const { rt, out } = await start(path.join(dir, 'warm.lua'), { memoryLimit: 64 << 20, budget: 0 }, await LuaVM.create({ memoryLimit: 0 }, module));
+    rt.open();
+    assert.equal(rt.process(batchOf(['ok1', 'big', 'ok2'].map((s) => Buffer.from(s)))), 3);
+    const o = out();
+    assert.equal(o.stdout.toString(), 'alive ok1\nalive ok2\n');
+    assert.match(o.stderr, /warm\.lua:2: not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(packet 2\)/);
+  }
 });
 
 test("a memory error names its chunk as Lua's own errors do: a long path cut to its end, a loaded string as [string ...]", async () => {

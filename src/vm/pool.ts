@@ -12,6 +12,8 @@ import type { RuntimeOptions } from './runtime.js';
 import { ScriptError, SharedCounters, type Summary } from './runtime.js';
 import type { PoolMessage, WorkerInit, WorkerMessage } from './worker.js';
 import { early, holdYoungGeneration, OWN_STDIO, sendModule, WORKER_URL, workerLimits } from './prestart.js';
+import { warmUp } from './vm.js';
+import { cachedLua } from './wasm.js';
 import { stderr, stdout } from '../outputs/fd-sink.js';
 import {
   BLOCK_BASE,
@@ -373,6 +375,10 @@ export class LuaPool {
     // the rings and the watchdog time their waits with it).
     nativeOrNull();
     performance.now();
+    // So are the wrappers for the Lua module's imports (vm.ts warmUp), when
+    // the module is here to share: from the build's cache.
+    const module = cachedLua();
+    if (module) warmUp(module);
     let msgs: Ready[];
     try {
       msgs = await Promise.all(pool.slots.map((s) => s.life.ready));

@@ -43,6 +43,30 @@ export async function loadWasm(module?: WasmModule | null): Promise<Wasm> {
   };
 }
 
+/**
+ * Instantiate the Lua module and riff's own (bridge.ts) once, and throw the
+ * instances away, on the capture thread while the workers boot: a worker's
+ * first VM then takes ~5 ms less (README, Start-up). V8 compiles a wrapper
+ * for each JavaScript function a module imports, per signature and arity,
+ * at the module's first instance, and keeps it with the compiled module,
+ * which the workers share (the Lua module is posted to them,
+ * src/vm/prestart.ts). riff's own modules the workers compile themselves,
+ * from the same bytes: V8 keeps one compiled module per bytes for the
+ * process, so theirs is this one. The imports are the ones a worker passes,
+ * or functions of the same arity. Nothing runs: no C runtime, no Lua state.
+ * A failure only leaves the work to the workers.
+ */
+export function warmUp(module: WasmModule): void {
+  try {
+    const lua = new WebAssemblyAPI.Instance(module, new Libc().imports()).exports as unknown as LuaExports & { memory: WasmMemory };
+    const js = (_p: number, _len: number) => {};
+    linkBridge({ ...lua, out_js: js, refused: (_ptr) => {} });
+    hostFunction((_L) => 0);
+  } catch {
+    // the workers compile what they need
+  }
+}
+
 /** A Lua error as a message (already formatted by the Lua side: file:line: text). */
 export class LuaError extends Error {}
 
