@@ -359,6 +359,11 @@ export class LuaPool {
   }
 
   static async start(o: PoolOptions): Promise<LuaPool> {
+    // First the wrappers for the Lua module's imports (vm.ts warmUp), when the
+    // module is here to share (from the build's cache): the early workers,
+    // booting since riff's first moment, need them within milliseconds.
+    const module = cachedLua();
+    if (module) warmUp(module);
     const pool = new LuaPool(o);
     const n = Math.max(1, o.workers);
     for (let i = 0; i < n; i++) {
@@ -375,10 +380,6 @@ export class LuaPool {
     // the rings and the watchdog time their waits with it).
     nativeOrNull();
     performance.now();
-    // So are the wrappers for the Lua module's imports (vm.ts warmUp), when
-    // the module is here to share: from the build's cache.
-    const module = cachedLua();
-    if (module) warmUp(module);
     let msgs: Ready[];
     try {
       msgs = await Promise.all(pool.slots.map((s) => s.life.ready));
