@@ -230,9 +230,13 @@ function makeCodeCache(): boolean {
     env: { ...PLAIN_ENV, RIFF_CODE_CACHE: 'make' },
     stdio: ['ignore', 'ignore', 'pipe'],
     encoding: 'utf8',
+    timeout: RUN_LIMIT_MS,
+    killSignal: 'SIGKILL',
   });
-  if (fs.existsSync(cache)) return true;
-  process.stderr.write(`bundle: warning: no code cache for cli.cjs (riff exited ${run.status}: ${(run.stderr ?? '').trim().split('\n').pop()}); riff starts slower\n`);
+  if (run.status === 0 && fs.existsSync(cache)) return true;
+  fs.rmSync(cache, { force: true });
+  const why = run.error ? `it took longer than ${RUN_LIMIT_MS / 1000} s or did not start: ${run.error.message}` : `riff exited ${run.status ?? run.signal}: ${(run.stderr ?? '').trim().split('\n').pop()}`;
+  process.stderr.write(`bundle: warning: no code cache for cli.cjs (${why}); riff starts slower\n`);
   return false;
 }
 
@@ -246,7 +250,9 @@ function makeCodeCache(): boolean {
  */
 const TRAIN_SLICES = 30;
 const TRAIN_SLICE_MS = 50;
-async function train(capture: string): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string; reloads: number }> {
+/** The longest any of the build's riff runs may take (the training run takes ~3 s): past it the run is killed and the build goes on without that cache. */
+const RUN_LIMIT_MS = 180_000;
+async function train(capture: string): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string; reloads: number; timedOut: boolean }> {
   // --verbose: its "script:" line says the run is up (a SIGHUP before Node
   // has started riff would end it).
   const child = spawn(process.execPath, [path.join(DIST, 'riff.cjs'), '-q', '--verbose', '-r', '-', '--lua', path.join(ROOT, 'scripts', 'train.lua')], {
@@ -268,8 +274,14 @@ async function train(capture: string): Promise<{ status: number | null; signal: 
     });
   });
   let over = false;
+  let timedOut = false;
+  const limit = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, RUN_LIMIT_MS);
   void closed.then(() => {
     over = true;
+    clearTimeout(limit);
     heard();
   });
   /** Until riff has said what `test` looks for (or has ended, or `ms` passed). */
@@ -293,7 +305,7 @@ async function train(capture: string): Promise<{ status: number | null; signal: 
   }
   child.stdin!.end();
   const [status, signal] = await closed;
-  return { status, signal, stderr, reloads: reloads() };
+  return { status, signal, stderr, reloads: reloads(), timedOut };
 }
 
 /**
@@ -318,9 +330,10 @@ async function makeWasmCache(): Promise<number> {
     const gen = spawnSync(process.execPath, [path.join(DIST, 'scripts', 'gen-bench-capture.js'), capture, '--packets', '20000', '--dns-rate', '0.1'], { env: PLAIN_ENV, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
     if (gen.status !== 0) return warn(`the training capture was not generated: exit ${gen.status ?? gen.signal}`);
     const run = await train(capture);
+    if (run.timedOut) return warn(`the training run took longer than ${RUN_LIMIT_MS / 1000} s and was ended`);
     if (run.status !== 0 || !fs.existsSync(cache)) return warn(`the training run exited ${run.status ?? run.signal}: ${run.stderr.trim().split('\n').find((l) => l.startsWith('riff: ')) ?? ''}`);
     if (run.reloads < 2) return warn(`the training run reloaded ${run.reloads} times, not at least twice`);
-    const check = spawnSync(process.execPath, ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); b.openSerializer(); process.stdout.write(String(!!b.cachedLua()))`], { env: PLAIN_ENV, encoding: 'utf8' });
+    const check = spawnSync(process.execPath, ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); b.openSerializer(); process.stdout.write(String(!!b.cachedLua()))`], { env: PLAIN_ENV, encoding: 'utf8', timeout: RUN_LIMIT_MS, killSignal: 'SIGKILL' });
     if (check.stdout !== 'true') return warn(`a fresh node refused it: exit ${check.status ?? check.signal}`);
     return fs.statSync(cache).size;
   } finally {

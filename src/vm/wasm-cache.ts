@@ -152,7 +152,8 @@ export function stampFor(magic: string, file: string): string {
   const st = fs.statSync(file);
   return `${magic} ${st.size} ${Math.round(st.mtimeMs)} ${process.version} ${process.arch} `;
 }
-const stamp = (wasmFile: string): string => stampFor(MAGIC, wasmFile);
+/** The first line of the Lua module's cache for `wasmFile` as it is now: taken by the training run when it reads the module, and saved with the code compiled from those bytes. */
+export const stamp = (wasmFile: string): string => stampFor(MAGIC, wasmFile);
 
 /**
  * The module compiled from `wire` (the bytes of `wasmFile`) out of the cache
@@ -172,14 +173,18 @@ export function readCache(wasmFile: string, wire: Uint8Array): object | undefine
 /**
  * The training run's end: save `module`'s code beside `wasmFile`, with V8's
  * flags put back at their defaults first (`defaults`: the flags the run
- * changed), whole or not at all (writeStamped). Returns the code's size, or
+ * changed), whole or not at all (writeStamped), under `madeFrom`: the
+ * stamp the file had when the run read the bytes it compiled (not saved
+ * when the file has changed since). Returns the code's size, or
  * 0 when nothing was saved.
  */
-export function saveCache(wasmFile: string, module: object, defaults: string[]): number {
+export function saveCache(wasmFile: string, module: object, defaults: string[], madeFrom: string): number {
   if (!openSerializer()) return 0;
   const flags = v8();
   for (const f of defaults) flags.setFlagsFromString(f);
   const code = natives!.serialize(module);
   if (!code) return 0;
-  return writeStamped(wasmFile + SUFFIX, stamp(wasmFile), new Uint8Array(code)) ? code.byteLength : 0;
+  // lua.wasm rebuilt while the run ran: this code is not the new file's.
+  if (stamp(wasmFile) !== madeFrom) return 0;
+  return writeStamped(wasmFile + SUFFIX, madeFrom, new Uint8Array(code)) ? code.byteLength : 0;
 }

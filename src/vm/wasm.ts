@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NO_V8_FLAGS } from '../bundle-cache.js';
-import { readCache, saveCache, serializerOpen, TRAINING } from './wasm-cache.js';
+import { readCache, saveCache, serializerOpen, stamp, TRAINING } from './wasm-cache.js';
 
 // The parts of the WebAssembly JS API riff touches. TypeScript declares them
 // in lib.dom, which a Node program does not load.
@@ -434,7 +434,10 @@ export function luaModuleBytes(): Uint8Array {
     const built = JSON.parse(readFileSync(new URL('./wasm/lua.json', import.meta.url), 'utf8')) as Prebuilt;
     const version = (JSON.parse(readFileSync(path.join(path.dirname(glue), '..', 'package.json'), 'utf8')) as { version: string }).version;
     if (built.wasmoon === version && built.size === statSync(glue).size && hasSimd()) {
+      const before = TRAINING ? stamp(LUA_WASM()) : null;
       const bytes = readFileSync(new URL('./wasm/lua.wasm', import.meta.url));
+      // The file as these bytes were read (unchanged across the read), for the training run's save.
+      readStamp = before !== null && stamp(LUA_WASM()) === before ? before : null;
       patched.memchr = built.memchr;
       patched.find = built.find;
       fromBuild = true;
@@ -448,6 +451,8 @@ export function luaModuleBytes(): Uint8Array {
 
 /** Whether luaModuleBytes returned the build's lua.wasm (which alone has a code cache). */
 let fromBuild = false;
+/** The training run: lua.wasm's cache stamp when its bytes were read (null: changed while read). */
+let readStamp: string | null = null;
 const LUA_WASM = (): string => fileURLToPath(new URL('./wasm/lua.wasm', import.meta.url));
 
 let compiling: Promise<WasmModule> | undefined;
@@ -493,8 +498,8 @@ export function cachedLua(): WasmModule | undefined {
 
 /** The training run's end (cli.ts exit): save the module's code as the run left it. Returns its size, 0 when not saved. */
 export function saveTrainedLua(): number {
-  if (!TRAINING || !compiled || !fromBuild) return 0;
+  if (!TRAINING || !compiled || !fromBuild || readStamp === null) return 0;
   // Optimizations V8 started in the last packets' time finish meanwhile.
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
-  return saveCache(LUA_WASM(), compiled, TRAINING_DEFAULTS);
+  return saveCache(LUA_WASM(), compiled, TRAINING_DEFAULTS, readStamp);
 }
