@@ -143,3 +143,22 @@ test("a worker's own stdout and stderr (Node's warnings, C-level writes) still r
   assert.equal(b.stdout, '');
   assert.match(b.stderr, /^from the worker\n[^]*Warning: a warning/);
 });
+
+test('under a limit on the address space (ulimit -v) riff runs as without one: the start-up warm-up, whose throwaway instance holds ~10 GiB of addresses for seconds, stands aside', () => {
+  // 16 GiB: room for riff's own VMs (it ran at 12), not for a throwaway instance's too (that needed 22).
+  const limited = spawnSync('sh', ['-c', `ulimit -v ${16 << 20} && exec "$0" "$@"`, process.execPath, path.join(DIST, 'riff.cjs'), '--workers', '1', '-r', path.join(FIXTURES, 'http.pcap')], { encoding: 'utf8', env: { ...process.env, TZ: 'UTC' } });
+  const free = riff(['--workers', '1', '-r', path.join(FIXTURES, 'http.pcap')]);
+  assert.equal(free.code, 0, free.stderr);
+  assert.equal(limited.status, 0, limited.stderr);
+  assert.equal(limited.stdout, free.stdout.toString());
+  assert.match(limited.stderr, /45 packets processed by Lua/);
+  // Whether the worker's VM meets the throwaway instance's addresses depends on when the capture thread's
+  // collector runs; that the warm-up stands aside does not.
+  const declines = (limit: string) =>
+    spawnSync('sh', ['-c', `ulimit -v ${limit} && exec "$0" "$@"`, process.execPath, '--input-type=module', '-e',
+      `import { warmUp } from ${JSON.stringify(path.join(DIST, 'src', 'vm', 'vm.js'))};
+       import { compiledLua } from ${JSON.stringify(path.join(DIST, 'src', 'vm', 'wasm.js'))};
+       process.stdout.write(String(warmUp(await compiledLua())));`], { encoding: 'utf8' });
+  assert.equal(declines(String(16 << 20)).stdout, 'false');
+  if (/^Max address space\s+unlimited\s/m.test(fs.readFileSync('/proc/self/limits', 'latin1'))) assert.equal(declines('unlimited').stdout, 'true');
+});

@@ -16,6 +16,7 @@ import {
 } from './wasm.js';
 import { hostFunction, linkBridge, SIZE_CLASSES, type Bridge } from './bridge.js';
 import { Libc, type LibcExports } from './libc.js';
+import { readFileSync } from 'node:fs';
 
 /**
  * A fresh instance of the Lua WebAssembly module, its C runtime started:
@@ -54,16 +55,24 @@ export async function loadWasm(module?: WasmModule | null): Promise<Wasm> {
  * from the same bytes: V8 keeps one compiled module per bytes for the
  * process, so theirs is this one. The imports are the ones a worker passes,
  * or functions of the same arity. Nothing runs: no C runtime, no Lua state.
- * A failure only leaves the work to the workers.
+ *
+ * Not under a limit on the address space (ulimit -v, systemd's LimitAS=),
+ * or where riff cannot tell there is none: the throwaway instance's memory
+ * holds ~10 GiB of addresses (its shared memory's maximum and V8's guard
+ * regions) until this thread's collector frees it, seconds later, and a
+ * worker's own VM would then fail for want of them. Returns whether it
+ * warmed; a failure only leaves the work to the workers.
  */
-export function warmUp(module: WasmModule): void {
+export function warmUp(module: WasmModule): boolean {
   try {
+    if (!/^Max address space\s+unlimited\s/m.test(readFileSync('/proc/self/limits', 'latin1'))) return false;
     const lua = new WebAssemblyAPI.Instance(module, new Libc().imports()).exports as unknown as LuaExports & { memory: WasmMemory };
     const js = (_p: number, _len: number) => {};
     linkBridge({ ...lua, out_js: js, refused: (_ptr) => {} });
     hostFunction((_L) => 0);
+    return true;
   } catch {
-    // the workers compile what they need
+    return false;
   }
 }
 
