@@ -49,52 +49,66 @@ function listings(args: Args): number | null {
   return null;
 }
 
-async function main(): Promise<number> {
-  const args = parseArgs(hideBin(process.argv));
-  checkRepeats(args);
-  const listed = listings(args);
-  if (listed !== null) return listed;
-  const { flags, budget, memoryLimit, timeout, workers, sensor, statsEvery } = checkArgs(args);
+type Checked = ReturnType<typeof checkArgs>;
 
-  const writeToStdout = args.w === '-';
-  // Records as JSON lines on stdout (-o json:-) own stdout as -w - does: the
-  // report lines are off and the script's own output goes to stderr, so
-  // `riff ... -o json:- | jq` reads JSON only.
-  const recordsToStdout = (args.output ?? []).some((sp) => String(sp) === 'json:-');
-  const stdoutTaken = writeToStdout || recordsToStdout;
-  const session = new CaptureSession(args, flags);
-  const { halt } = session;
-  // Records can arrive while the outputs are still being opened (setup runs at once).
-  const earlyRecords: [Uint8Array, number][] = [];
-  let recordSink: ((bytes: Uint8Array, at: number) => void) | null = null;
-  let pool: LuaPool;
+/**
+ * Who owns stdout. -w - (the pcap) and records as JSON lines on stdout
+ * (-o json:-) take it, as tcpdump's -w - does: the report lines are off and
+ * the script's own output goes to stderr, so `riff ... -o json:- | jq`
+ * reads JSON only.
+ */
+function stdoutOwner(args: Args): { pcap: boolean; taken: boolean } {
+  const pcap = args.w === '-';
+  return { pcap, taken: pcap || (args.output ?? []).some((sp) => String(sp) === 'json:-') };
+}
+
+/**
+ * riff.emit's records on their way to the outputs: a script's setup can
+ * emit before the outputs are open (they depend on config.lua, which the
+ * workers read), so records wait here until they are.
+ */
+function recordRelay() {
+  const waiting: [Uint8Array, number][] = [];
+  let sink: ((bytes: Uint8Array, at: number) => void) | null = null;
+  return {
+    take: (bytes: Uint8Array, at: number): void => void (sink ? sink(bytes, at) : waiting.push([bytes, at])),
+    open(to: (bytes: Uint8Array, at: number) => void): void {
+      sink = to;
+      for (const [b, at] of waiting.splice(0)) to(b, at);
+    },
+  };
+}
+
+/** The Lua workers, running the script (its load and setup included); a script that cannot start is riff's error line. */
+async function startLua(args: Args, c: Checked, session: CaptureSession, onRecord: (bytes: Uint8Array, at: number) => void): Promise<LuaPool> {
+  const { taken } = stdoutOwner(args);
   try {
-    pool = await LuaPool.start({
-      workers,
+    return await LuaPool.start({
+      workers: c.workers,
       runtime: {
         script: args.lua,
-        quiet: args.q || stdoutTaken,
+        quiet: args.q || taken,
         verbose: args.verbose,
         strict: args.strict,
-        budget,
-        setupBudget: budget === 0 ? 0 : Math.max(budget * 100, 1_000_000_000),
-        memoryLimit,
+        budget: c.budget,
+        setupBudget: c.budget === 0 ? 0 : Math.max(c.budget * 100, 1_000_000_000),
+        memoryLimit: c.memoryLimit,
         version: PKG.version,
       },
-      // With -w - the pcap owns stdout; the script's output goes to stderr.
-      outFd: stdoutTaken ? 2 : 1,
-      onRecord: (bytes, at) => (recordSink ? recordSink(bytes, at) : earlyRecords.push([bytes, at])),
+      // With stdout taken the script's output goes to stderr.
+      outFd: taken ? 2 : 1,
+      onRecord,
       // A file only needs enough ring to keep the worker busy; live capture
       // wants slack for bursts (the ring is bounded memory either way).
       ringBytes: (args.i !== undefined ? 64 : 16) << 20,
-      limits: { packetMs: timeout * 1000, scriptMs: timeout * 10_000 },
+      limits: { packetMs: c.timeout * 1000, scriptMs: c.timeout * 10_000 },
       onStop: (why, message) => {
         // One line, once, even when every worker's write failed.
         if (why === 'output-failed' && !session.outputFailed) {
           note(message ?? why);
           session.outputFailed = true;
         }
-        halt();
+        session.halt();
       },
       onNote: note,
     });
@@ -102,24 +116,33 @@ async function main(): Promise<number> {
     if (e instanceof ScriptError) throw new Fail(e.message, 1);
     throw e;
   }
+}
 
-  let filterExpr = (args._ as (string | number)[]).map(String).join(' ').trim();
+/** The capture filter: the command line's (or -F's file), else config.lua's; and whether it came from the command line (a reload's config.lua does not replace that one). */
+function chooseFilter(args: Args, c: Checked, pool: LuaPool): { expr: string; fromCommandLine: boolean } {
+  let expr = (args._ as (string | number)[]).map(String).join(' ').trim();
   if (args.F !== undefined) {
-    if (filterExpr) note(`-F ${args.F}: the filter on the command line is ignored, as tcpdump does`);
-    filterExpr = flags.filterFile;
+    if (expr) note(`-F ${args.F}: the filter on the command line is ignored, as tcpdump does`);
+    expr = c.flags.filterFile;
   }
-  const filterFromCommandLine = filterExpr !== '';
-  if (!filterExpr && pool.filter) {
-    filterExpr = pool.filter;
-    note(`filter from config.lua: ${filterExpr}`);
+  const fromCommandLine = expr !== '';
+  if (!expr && pool.filter) {
+    expr = pool.filter;
+    note(`filter from config.lua: ${expr}`);
   }
-  session.pool = pool;
-  session.filterExpr = filterExpr;
-  if (args.verbose) note(`script: ${args.lua ?? 'bundled default pipeline'} (${pool.rule}), ${workers} Lua worker${workers > 1 ? 's' : ''}`);
+  return { expr, fromCommandLine };
+}
 
-  // Where riff.emit records go: --output, else config.lua's outputs(), else text lines on stdout.
-  // config.lua's outputs are announced like its filter, and its relative
-  // paths are beside config.lua, as require and riff.read find files there.
+/**
+ * Where riff.emit records go: --output, else config.lua's outputs(), else
+ * text lines on stdout. config.lua's outputs are announced like its filter,
+ * and its relative paths are beside config.lua, as require and riff.read
+ * find files there. A fault in any output is one line, then riff stops as
+ * after Ctrl-C (what is in flight still reaches the other outputs), prints
+ * the summary and exits 1.
+ */
+async function openRecordOutputs(args: Args, c: Checked, pool: LuaPool, session: CaptureSession): Promise<OutputSet> {
+  const { pcap } = stdoutOwner(args);
   let specs = args.output?.length ? args.output.map(String) : pool.outputs;
   if (!args.output?.length && specs.length) {
     const dir = path.dirname(path.resolve(args.lua ?? '.'));
@@ -128,7 +151,7 @@ async function main(): Promise<number> {
   }
   let outputs: OutputSet;
   try {
-    if (writeToStdout && specs.some((sp) => /^(json|text):-$/.test(sp)))
+    if (pcap && specs.some((sp) => /^(json|text):-$/.test(sp)))
       throw new OutputSpecError('--output: standard output is taken by -w -; send records to a file, SQLite or syslog');
     // config.lua's outputs are known only once the workers run: JSON on a
     // stdout that carries report lines or the script's output would be
@@ -137,35 +160,40 @@ async function main(): Promise<number> {
       throw new OutputSpecError("config.lua's outputs(): json:- would mix records with riff's report lines on stdout; give -q, or -o json:- on the command line, or a file");
     // The registry loads every kind of output (crypto, sockets): only when one is named.
     outputs = specs.length
-      ? await (await import('./outputs/output.js')).openOutputs(specs, { sensor })
-      : new OutputSet([new TextOutput('text:-', writeToStdout ? stderr : stdout)]);
+      ? await (await import('./outputs/output.js')).openOutputs(specs, { sensor: c.sensor })
+      : new OutputSet([new TextOutput('text:-', pcap ? stderr : stdout)]);
   } catch (e) {
     if (e instanceof OutputSpecError) throw new Fail(e.message, 2);
     throw e;
   }
-  // One error path for every output: its line at once, then riff stops as
-  // after Ctrl-C (what is in flight still reaches the other outputs), prints
-  // the summary and exits 1.
   outputs.onFault = (line) => {
     note(line);
     session.outputFailed = true;
-    halt();
+    session.halt();
   };
   for (const o of outputs.outputs) o.onNotice = note;
-  recordSink = makeRecordSink(outputs);
-  for (const [b, at] of earlyRecords.splice(0)) recordSink(b, at);
+  return outputs;
+}
 
-  // A signal that came earlier (even before the workers were up) is acted on here.
+/**
+ * The signals from here on. SIGINT/SIGTERM (even one that came before the
+ * workers were up): stop, finish, summarize. SIGUSR1 (logrotate): -w and
+ * json:FILE are opened anew at their paths, between two records (both
+ * come to this thread), so none is cut or doubled. SIGHUP: the script and
+ * config.lua again, in fresh VMs (src/vm/pool.ts reload()); a changed
+ * config.lua filter applies from the batch where the new VMs take over (the
+ * session's `refilter` compiles one for the open capture). Returns how many
+ * reopens there have been.
+ */
+function handleSignals(args: Args, session: CaptureSession, pool: LuaPool, outputs: OutputSet, filterFromCommandLine: boolean): () => number {
   whenSignalled(() => {
     session.interrupted = true;
     pool.abandon();
-    halt();
+    session.halt();
   });
-  stdout.onClose = halt;
+  stdout.onClose = session.halt;
   onSecondInterrupt(() => pool.abandoning());
 
-  // SIGUSR1 (logrotate): -w and json:FILE are opened anew at their paths,
-  // between two records (both come to this thread), so none is cut or doubled.
   let reopens = 0;
   whenReopen(() => {
     reopens++;
@@ -181,9 +209,6 @@ async function main(): Promise<number> {
     }
   });
 
-  // SIGHUP: the script and config.lua again, in fresh VMs (src/vm/pool.ts
-  // reload()); a changed config.lua filter applies from the batch where the
-  // new VMs take over. The session's `refilter` compiles one for the open capture.
   const script = args.lua ?? 'the bundled pipeline';
   const prepare = (m: Ready): string | (() => void) => {
     const steps: (() => void)[] = [];
@@ -208,10 +233,30 @@ async function main(): Promise<number> {
     note(`SIGHUP: reloading ${script}`);
     void pool.reload(prepare).then((why) => why && note(why));
   });
+  return () => reopens;
+}
+
+async function main(): Promise<number> {
+  const args = parseArgs(hideBin(process.argv));
+  checkRepeats(args);
+  const listed = listings(args);
+  if (listed !== null) return listed;
+  const checked = checkArgs(args);
+
+  const session = new CaptureSession(args, checked.flags);
+  const records = recordRelay();
+  const pool = await startLua(args, checked, session, records.take);
+  const filter = chooseFilter(args, checked, pool);
+  session.pool = pool;
+  session.filterExpr = filter.expr;
+  if (args.verbose) note(`script: ${args.lua ?? 'bundled default pipeline'} (${pool.rule}), ${checked.workers} Lua worker${checked.workers > 1 ? 's' : ''}`);
+  const outputs = await openRecordOutputs(args, checked, pool, session);
+  records.open(makeRecordSink(outputs));
+  const reopens = handleSignals(args, session, pool, outputs, filter.fromCommandLine);
 
   // --stats counts records as the summary does: emitted by Lua, written by each output.
-  if (statsEvery)
-    session.startStats(statsEvery, () => {
+  if (checked.statsEvery)
+    session.startStats(checked.statsEvery, () => {
       const accounts = outputs.stats();
       if (!outputs.emitted && !accounts.some((a) => a.stats.written)) return '';
       return `${outputs.emitted} records emitted (${accounts.map((a) => `${a.spec}: ${a.stats.written} written`).join(', ')})`;
@@ -222,7 +267,7 @@ async function main(): Promise<number> {
   const s = await pool.finish();
   await outputs.close();
   const { counters, kernel, loopback, skipped, writer, writerFailed, writerMissed, outputFailed, liveFailure, interrupted, damage, named } = session;
-  return summarize({ args, counters, pool, s, outputs, kernel, loopback, skipped, reopens, writer, writerFailed, writerMissed, outputFailed, liveFailure, interrupted, damage, named });
+  return summarize({ args, counters, pool, s, outputs, kernel, loopback, skipped, reopens: reopens(), writer, writerFailed, writerMissed, outputFailed, liveFailure, interrupted, damage, named });
 }
 
 /**
