@@ -65,12 +65,21 @@ export async function loadWasm(module?: WasmModule | null): Promise<Wasm> {
  */
 export function warmUp(module: WasmModule): boolean {
   try {
-    if (!/^Max address space\s+unlimited\s/m.test(readFileSync('/proc/self/limits', 'latin1'))) return false;
+    if (!addressSpaceUnlimited()) return false;
     const lua = new WebAssemblyAPI.Instance(module, new Libc().imports()).exports as unknown as LuaExports & { memory: WasmMemory };
     const js = (_p: number, _len: number) => {};
     linkBridge({ ...lua, out_js: js, refused: (_ptr) => {} });
     hostFunction((_L) => 0);
     return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether this process may map as many addresses as it likes (no ulimit -v); false where Linux's /proc does not say. */
+export function addressSpaceUnlimited(): boolean {
+  try {
+    return /^Max address space\s+unlimited\s/m.test(readFileSync('/proc/self/limits', 'latin1'));
   } catch {
     return false;
   }
