@@ -216,6 +216,11 @@ async function main(): Promise<void> {
  */
 const PLAIN_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_OPTIONS' && !k.startsWith('RIFF_')));
 
+/** The longest any of the build's riff runs may take (the training run takes ~3 s): past it the run is killed and the build goes on without that cache. */
+const RUN_LIMIT_MS = 180_000;
+/** spawnSync's options for that limit. */
+const LIMITED = { timeout: RUN_LIMIT_MS, killSignal: 'SIGKILL' } as const;
+
 /**
  * The command line's code cache: riff run over the bundled capture with the
  * bundled pipeline, in the mode where it sets no V8 flag and saves the cache
@@ -230,8 +235,7 @@ function makeCodeCache(): boolean {
     env: { ...PLAIN_ENV, RIFF_CODE_CACHE: 'make' },
     stdio: ['ignore', 'ignore', 'pipe'],
     encoding: 'utf8',
-    timeout: RUN_LIMIT_MS,
-    killSignal: 'SIGKILL',
+    ...LIMITED,
   });
   if (run.status === 0 && fs.existsSync(cache)) return true;
   fs.rmSync(cache, { force: true });
@@ -240,6 +244,8 @@ function makeCodeCache(): boolean {
   return false;
 }
 
+const TRAIN_SLICES = 30;
+const TRAIN_SLICE_MS = 50;
 /**
  * riff's training run over `capture`, fed through a pipe in TRAIN_SLICES
  * slices, TRAIN_SLICE_MS apart (packets come while it runs, as they do
@@ -248,10 +254,6 @@ function makeCodeCache(): boolean {
  * file read at once is in the ring whole before the first reload takes.
  * Resolves to how it ended, its stderr and how many reloads took effect.
  */
-const TRAIN_SLICES = 30;
-const TRAIN_SLICE_MS = 50;
-/** The longest any of the build's riff runs may take (the training run takes ~3 s): past it the run is killed and the build goes on without that cache. */
-const RUN_LIMIT_MS = 180_000;
 async function train(capture: string): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string; reloads: number; timedOut: boolean }> {
   // --verbose: its "script:" line says the run is up (a SIGHUP before Node
   // has started riff would end it).
@@ -333,7 +335,7 @@ async function makeWasmCache(): Promise<number> {
     if (run.timedOut) return warn(`the training run took longer than ${RUN_LIMIT_MS / 1000} s and was ended`);
     if (run.status !== 0 || !fs.existsSync(cache)) return warn(`the training run exited ${run.status ?? run.signal}: ${run.stderr.trim().split('\n').find((l) => l.startsWith('riff: ')) ?? ''}`);
     if (run.reloads < 2) return warn(`the training run reloaded ${run.reloads} times, not at least twice`);
-    const check = spawnSync(process.execPath, ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); b.openSerializer(); process.stdout.write(String(!!b.cachedLua()))`], { env: PLAIN_ENV, encoding: 'utf8', timeout: RUN_LIMIT_MS, killSignal: 'SIGKILL' });
+    const check = spawnSync(process.execPath, ['-e', `const b = require(${JSON.stringify(path.join(DIST, 'boot.cjs'))}); b.openSerializer(); process.stdout.write(String(!!b.cachedLua()))`], { env: PLAIN_ENV, encoding: 'utf8', ...LIMITED });
     if (check.stdout !== 'true') return warn(`a fresh node refused it: exit ${check.status ?? check.signal}`);
     return fs.statSync(cache).size;
   } finally {
