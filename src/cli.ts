@@ -15,7 +15,7 @@ import { ScriptError } from './vm/runtime.js';
 import { LuaPool, type Ready } from './vm/pool.js';
 import { onSecondInterrupt, whenReload, whenReopen, whenSignalled } from './signals.js';
 import { Fail, PKG, checkArgs, checkRepeats, hideBin, note, parseArgs, type Args } from './cli/args.js';
-import { CaptureSession } from './cli/session.js';
+import { CaptureSession, interfaceOf } from './cli/session.js';
 import { summarize } from './cli/summary.js';
 import { saveCodeCaches } from './bundle-cache.js';
 import { saveTrainedLua } from './vm/wasm.js';
@@ -33,16 +33,15 @@ function listings(args: Args): number | null {
   }
   if (args.L) {
     if (args.i === undefined) throw new Fail('-L lists the data link types of an interface: give -i IFACE', 2);
-    const why = liveUnavailable();
-    if (why) throw new Fail(why, 1);
+    const { name } = interfaceOf(args.i);
     let dl;
     try {
-      dl = datalinks(args.i);
+      dl = datalinks(name);
     } catch (e) {
       throw new Fail(`-i ${args.i}: ${(e as Error).message}`, 1);
     }
     // tcpdump's wording, so scripts that read it keep working.
-    stdout.text(`Data link types for ${args.i} (use option -y to set):\n`);
+    stdout.text(`Data link types for ${name} (use option -y to set):\n`);
     for (const d of dl) stdout.text(d.name ? `  ${d.name} (${d.description ?? `DLT ${d.dlt}`})\n` : `  DLT ${d.dlt}\n`);
     return 0;
   }
@@ -103,6 +102,7 @@ async function startLua(args: Args, c: Checked, session: CaptureSession, onRecor
       ringBytes: (args.i !== undefined ? 64 : 16) << 20,
       limits: { packetMs: c.timeout * 1000, scriptMs: c.timeout * 10_000 },
       onStop: (why, message) => {
+        if (why === 'stdout-closed') return session.stdoutClosed();
         // One line, once, even when every worker's write failed.
         if (why === 'output-failed' && !session.outputFailed) {
           note(message ?? why);
@@ -191,7 +191,7 @@ function handleSignals(args: Args, session: CaptureSession, pool: LuaPool, outpu
     pool.abandon();
     session.halt();
   });
-  stdout.onClose = session.halt;
+  stdout.onClose = session.stdoutClosed;
   onSecondInterrupt(() => pool.abandoning());
 
   let reopens = 0;
@@ -266,8 +266,8 @@ async function main(): Promise<number> {
   session.stop();
   const s = await pool.finish();
   await outputs.close();
-  const { counters, kernel, loopback, skipped, writer, writerFailed, writerMissed, outputFailed, liveFailure, interrupted, damage, named } = session;
-  return summarize({ args, counters, pool, s, outputs, kernel, loopback, skipped, reopens: reopens(), writer, writerFailed, writerMissed, outputFailed, liveFailure, interrupted, damage, named });
+  const { counters, kernel, loopback, skipped, writer, writerFailed, writerMissed, outputFailed, liveFailure, interrupted, readerGone, endOfInput, damage, named } = session;
+  return summarize({ args, counters, pool, s, outputs, kernel, loopback, skipped, reopens: reopens(), writer, writerFailed, writerMissed, outputFailed, liveFailure, interrupted, readerGone, endOfInput, damage, named });
 }
 
 /**

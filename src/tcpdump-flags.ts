@@ -19,9 +19,9 @@ export interface TcpdumpArgs {
   i?: string;
   r?: string;
   w?: string;
-  s: number;
+  s?: number;
   p?: boolean;
-  B: number;
+  B?: number;
   Q?: string;
   y?: string;
   F?: string;
@@ -40,10 +40,14 @@ export interface Flags {
   precision: 'micro' | 'nano' | null;
   direction: number | undefined;
   snaplen: number;
+  /** -B: live capture's kernel buffer. */
+  bufferKiB: number;
   rotation: PcapWriterOptions;
 }
 
 const LIVE_ONLY: [keyof TcpdumpArgs, string][] = [
+  ['s', '-s'],
+  ['B', '-B'],
   ['p', '-p'],
   ['Q', '-Q'],
   ['y', '-y'],
@@ -63,8 +67,10 @@ export function tcpdumpFlags(a: TcpdumpArgs): Flags {
     for (const [k, name] of LIVE_ONLY)
       if (a[k] !== undefined && a[k] !== false) throw new FlagError(`${name} applies to live capture (-i IFACE), not to -r`, 2);
   }
-  if (!Number.isInteger(a.s) || a.s < 0 || a.s > 262144) throw new FlagError(`-s: '${a.s}' is not a snapshot length (0 to 262144; 0 means 262144)`, 2);
-  if (!Number.isInteger(a.B) || a.B < 1) throw new FlagError(`-B: '${a.B}' is not a buffer size in KiB`, 2);
+  const snaplen = a.s ?? 262144;
+  if (!Number.isInteger(snaplen) || snaplen < 0 || snaplen > 262144) throw new FlagError(`-s: '${a.s}' is not a snapshot length (0 to 262144; 0 means 262144)`, 2);
+  const bufferKiB = a.B ?? 32768;
+  if (!Number.isInteger(bufferKiB) || bufferKiB < 1) throw new FlagError(`-B: '${a.B}' is not a buffer size in KiB`, 2);
   let direction: number | undefined;
   if (a.Q !== undefined) {
     direction = { inout: 0, in: 1, out: 2 }[a.Q];
@@ -97,7 +103,7 @@ export function tcpdumpFlags(a: TcpdumpArgs): Flags {
   if ((a.C !== undefined || a.G !== undefined) && a.w === undefined) throw new FlagError(`${a.C !== undefined ? '-C' : '-G'} rotates -w files: give -w FILE`, 2);
   if ((a.C !== undefined || a.G !== undefined) && a.w === '-') throw new FlagError('-C and -G rotate files; -w - is standard output', 2);
   if (a.Z !== undefined) userOf(a.Z);
-  return { filterFile, precision: (tp as 'micro' | 'nano' | undefined) ?? null, direction, snaplen: a.s || 262144, rotation };
+  return { filterFile, precision: (tp as 'micro' | 'nano' | undefined) ?? null, direction, snaplen: snaplen || 262144, bufferKiB, rotation };
 }
 
 /** uid, gid of a user by name (getent: local files, LDAP, whatever NSS knows). */

@@ -84,6 +84,106 @@ test('a repeated option or an unreadable number is one line naming what was type
   }
 });
 
+test("an option's value is the next word, as with tcpdump's getopt: a missing one is refused, never skipped", () => {
+  const H = 'fixtures/http.pcap';
+  const cases: [string[], RegExp][] = [
+    // At the end of the line: named, not ignored (the run would read everything).
+    [['-r', H, '-c'], /^riff: -c needs a value/],
+    [['-r', H, '-o'], /^riff: -o needs a value/],
+    [['-r', H, '--lua-memory'], /^riff: --lua-memory needs a value/],
+    [['-r'], /^riff: -r needs a value/],
+    [['-r', H, '-qw'], /^riff: -w needs a value/],
+    // Followed by another option: that word is the value, and refused as one.
+    [['-c', '-q', '-r', H], /^riff: -c: '-q' is not a number/],
+    [['-r', H, '--lua-memory', '-5M'], /^riff: --lua-memory: '-5M' is not a size/],
+    [['-r', H, '-c', '0'], /^riff: -c: '0' is not a packet count \(a whole number >= 1\)/],
+    [['-r', H, '--lua-memory', '64k'], /^riff: --lua-memory: 64k is below riff's minimum of 1M/],
+    [['-r', H, '--lua-memory', '100G'], /^riff: --lua-memory: 100G is more than a Lua VM can hold/],
+    // Live capture's own flags say so with a file, as -p and -Q do.
+    [['-r', H, '-s', '100'], /^riff: -s applies to live capture \(-i IFACE\), not to -r$/],
+    [['-r', H, '-B', '1024'], /^riff: -B applies to live capture \(-i IFACE\), not to -r$/],
+  ];
+  for (const [args, want] of cases) {
+    const r = riff(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 1, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(lines[0], want, args.join(' '));
+  }
+  // Bundled and attached values still read as tcpdump users type them.
+  for (const args of [['-qc', '3'], ['-qc3'], ['-q', '-c3'], ['-q', '--count', '3'], ['-q', '--count=3']]) {
+    const r = riff([...args, '-r', H]);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^3 packets passed the filter$/m, args.join(' '));
+  }
+});
+
+test('RIFF_WORKERS that is not a number is named as the environment, not as --workers', () => {
+  const r = riff(['-q', '-r', 'fixtures/http.pcap'], { env: { ...process.env, RIFF_WORKERS: 'abc' } });
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(r.stderr, 'riff: RIFF_WORKERS=abc: not a number of workers from 1 to 64; fix or unset it, or give --workers N\n');
+  // --workers on the line is what riff runs with, and what a bad one names.
+  assert.equal(riff(['-q', '--workers', '1', '-r', 'fixtures/http.pcap'], { env: { ...process.env, RIFF_WORKERS: 'abc' } }).code, 0);
+  assert.match(riff(['-q', '--workers', '0', '-r', 'fixtures/http.pcap']).stderr, /^riff: --workers: '0' is not a number of workers/);
+});
+
+test('no file riff writes is one it reads or another output writes', () => {
+  const dir = tmpdir();
+  const input = path.join(dir, 'in.pcap');
+  fs.copyFileSync(path.join(ROOT, 'fixtures', 'http.pcap'), input);
+  const size = fs.statSync(input).size;
+  fs.symlinkSync(input, path.join(dir, 'link.pcap'));
+  const script = path.join(dir, 's.lua');
+  fs.copyFileSync(path.join(ROOT, 'fixtures', 'count.lua'), script);
+  const j = path.join(dir, 'a.json');
+  const cases: [string[], RegExp][] = [
+    [['-r', input, '-w', input], /^riff: -w .*in\.pcap: the same file as -r .*in\.pcap; writing it would destroy that, give another file$/],
+    // Another spelling, or a link to it, is the same file.
+    [['-r', input, '-w', path.join(dir, '.', '..', path.basename(dir), 'in.pcap')], /^riff: -w .*: the same file as -r /],
+    [['-r', path.join(dir, 'link.pcap'), '-w', input], /^riff: -w .*: the same file as -r /],
+    [['-r', input, '--lua', script, '-w', script], /^riff: -w .*s\.lua: the same file as --lua /],
+    [['-r', input, '-o', `json:${input}`], /^riff: -o json:.*in\.pcap: the same file as -r /],
+    [['-r', input, '-o', `json:${j}`, '-o', `json:${j}`], /^riff: -o json:.*a\.json and -o json:.*a\.json write the same file; give each its own$/],
+    [['-r', input, '-w', j, '-o', `sqlite:${j}`], /^riff: -w .*a\.json and -o sqlite:.*a\.json write the same file/],
+    [['-r', input, '-o', 'json:-', '-o', 'json:-'], /^riff: -o json:- and -o json:- write the same stream; give each its own$/],
+    [['-r', input, '-w', '-', '-o', 'json:-'], /^riff: -w - and -o json:- write the same stream/],
+  ];
+  for (const [args, want] of cases) {
+    const r = riff(['-q', ...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr.trimEnd(), want, args.join(' '));
+  }
+  // Nothing was opened for writing: the capture and the script are whole, no output file appeared.
+  assert.equal(fs.statSync(input).size, size);
+  assert.equal(fs.readFileSync(script, 'utf8'), fs.readFileSync(path.join(ROOT, 'fixtures', 'count.lua'), 'utf8'));
+  assert.ok(!fs.existsSync(j));
+});
+
+test("-w of a file keeps the file's snapshot length in its header, as tcpdump -w does", () => {
+  const dir = tmpdir();
+  const out = path.join(dir, 'o.pcap');
+  const src = fs.readFileSync(path.join(ROOT, 'fixtures', 'allbytes.pcap'));
+  const r = riff(['-q', '-r', 'fixtures/allbytes.pcap', '-w', out]);
+  assert.equal(r.code, 0, r.stderr);
+  const w = fs.readFileSync(out);
+  assert.equal(w.readUInt32LE(16), src.readUInt32LE(16));
+  assert.notEqual(w.readUInt32LE(16), 262144);
+});
+
+test("riff stops when standard output's reader goes away, and says so", () => {
+  // A capture with no end (-r - from a writer that keeps going): only the reader's going away ends riff.
+  const dir = tmpdir();
+  const one = fs.readFileSync(path.join(ROOT, 'fixtures', 'http.pcap'));
+  fs.writeFileSync(path.join(dir, 'head.pcap'), one);
+  fs.writeFileSync(path.join(dir, 'records'), one.subarray(24));
+  const r = spawnSync('sh', ['-c', `(cat head.pcap; while cat records; do :; done) | node ${CLI} -r - | head -1 >/dev/null`], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.signal, null, 'riff did not stop');
+  assert.match(r.stderr, /^stopped early: standard output's reader went away; the rest of the input was not read$/m, r.stderr);
+  assert.doesNotMatch(r.stderr, /EPIPE|Error|^\s+at /m);
+  assert.ok(Number(/^(\d+) packets read$/m.exec(r.stderr)?.[1]) > 0, r.stderr);
+});
+
 test('-w to a path riff cannot create is one line saying why; no internal error', () => {
   const dir = tmpdir();
   const cases: [string, RegExp][] = [
@@ -92,8 +192,10 @@ test('-w to a path riff cannot create is one line saying why; no internal error'
   ];
   for (const [target, why] of cases) {
     const r = riff(['-q', '-r', 'fixtures/http.pcap', '-w', target]);
-    assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`^riff: -w ${target.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: cannot create it: `, 'm'));
+    // Bad input, as an -o that cannot be opened: one line, exit 2, no summary of a run that did not start.
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^riff: -w ${target.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: cannot create it: `));
     assert.match(r.stderr, why);
     assert.doesNotMatch(r.stderr, /internal error|^\s+at /m);
   }

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { PcapFile, isPcapMagic } from './pcap.js';
 import { PcapngFile, PCAPNG_MAGIC } from './pcapng.js';
-import { CaptureFileError, Source, WouldBlock, type CaptureFile } from './reader.js';
+import { CaptureFileError, Source, WouldBlock, openErrorText, type CaptureFile } from './reader.js';
 
 // The shared pieces, for the modules that open a capture through this one.
 export { CaptureFileError, WouldBlock, tooLarge, plural, type CaptureFile } from './reader.js';
@@ -40,7 +40,7 @@ export async function openCaptureFileAsync(path: string, opts: OpenOptions = {})
   if (!stream) return openCaptureFile(path, opts);
   const stdin = path === '-';
   const name = stdin ? 'standard input' : path;
-  if (stdin && isTerminal(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0);
+  if (stdin && isTerminal(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0, true);
   let fd = 0;
   if (!stdin) {
     try {
@@ -48,7 +48,7 @@ export async function openCaptureFileAsync(path: string, opts: OpenOptions = {})
       // the event loop's (the socket below sees no data until one writes).
       fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     } catch (e) {
-      throw new CaptureFileError(`cannot open ${path}: ${(e as Error).message}; expected a pcap or pcapng capture file`, 0);
+      throw new CaptureFileError(`${path}: cannot open it: ${openErrorText(e)}`, 0, true);
     }
   }
   const src = new Source(fd, name, !stdin, true);
@@ -73,13 +73,13 @@ export function openCaptureFile(path: string, opts: OpenOptions = {}): CaptureFi
   let fd: number;
   if (stdin) {
     // libpcap would sit waiting for keystrokes; say what was meant instead.
-    if (isTerminal(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0);
+    if (isTerminal(0)) throw new CaptureFileError('standard input is a terminal; pipe a pcap or pcapng capture file into it', 0, true);
     fd = 0;
   } else {
     try {
       fd = fs.openSync(path, 'r');
     } catch (e) {
-      throw new CaptureFileError(`cannot open ${path}: ${(e as Error).message}; expected a pcap or pcapng capture file`, 0);
+      throw new CaptureFileError(`${path}: cannot open it: ${openErrorText(e)}`, 0, true);
     }
   }
   const src = new Source(fd, name, !stdin);

@@ -8,10 +8,19 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type { Batch } from './batch.js';
 
+/** An open or read of a capture file that failed, in words (the code kept for searches), not Node's text. */
+export function openErrorText(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  const words: Record<string, string> = { ENOENT: 'no such file', EACCES: 'permission denied', EPERM: 'permission denied', EISDIR: 'a directory', EIO: 'I/O error', ELOOP: 'too many symbolic links', ENOTDIR: 'a path through something that is not a directory', ENAMETOOLONG: 'name too long' };
+  return code && words[code] ? `${words[code]} (${code})` : String((e as Error).message).split('\n')[0];
+}
+
 export class CaptureFileError extends Error {
   constructor(
     message: string,
     readonly offset: number,
+    /** The file could not be opened or read at all (no damage at an offset to report). */
+    readonly unreadable = false,
   ) {
     super(message);
     this.name = 'CaptureFileError';
@@ -199,7 +208,7 @@ export class Source {
     }
     if (this.sockError) {
       const off = this.base + this.end;
-      throw new CaptureFileError(`cannot read ${this.name} at offset ${off}: ${this.sockError.message}; expected a pcap or pcapng capture file`, off);
+      throw new CaptureFileError(`cannot read ${this.name} at offset ${off}: ${openErrorText(this.sockError)}`, off, true);
     }
     this.eof = true;
   }
@@ -268,10 +277,8 @@ export class Source {
         }
         if (code === 'EOF') return 0; // Windows pipes report end of data this way
         const off = this.base + at;
-        throw new CaptureFileError(
-          `cannot read ${this.name} at offset ${off}: ${(e as Error).message}; expected a pcap or pcapng capture file`,
-          off,
-        );
+        if (code === 'EISDIR') throw new CaptureFileError(`${this.name}: a directory (EISDIR); give a pcap or pcapng capture file`, off, true);
+        throw new CaptureFileError(`cannot read ${this.name} at offset ${off}: ${openErrorText(e)}`, off, true);
       }
     }
   }

@@ -36,6 +36,8 @@ export function note(line: string): void {
   stderr.text(`riff: ${line}\n`);
 }
 
+const MIN_LUA_MEMORY = 1 << 20;
+
 function parseSize(v: string | number, what: string): number {
   if (typeof v === 'number') return v;
   const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)i?b?$/i.exec(v.trim());
@@ -45,7 +47,7 @@ function parseSize(v: string | number, what: string): number {
 }
 
 export function parseArgs(argv: string[]) {
-  return yargs(argv)
+  const parser = yargs()
     .scriptName('riff')
     .usage('$0 [--lua FILE] (-i IFACE | -r CAPTURE) [filter expression...]\n\nA sandboxed, Lua-scriptable packet sniffer.')
     .option('lua', { type: 'string', describe: 'Lua script: sets buffer(packet), returns a pipeline or a list of plugins (default: the bundled pipeline)' })
@@ -53,8 +55,8 @@ export function parseArgs(argv: string[]) {
     .option('r', { alias: 'read', type: 'string', describe: 'read packets from a pcap or pcapng file (- for stdin)' })
     .option('c', { alias: 'count', type: 'number', describe: 'stop after this many packets (that passed the filter)' })
     .option('w', { alias: 'write', type: 'string', describe: 'also write the packets riff read (after the filter) to this pcap file (- for stdout)' })
-    .option('B', { alias: 'buffer-size', type: 'number', default: 32768, describe: "live capture: libpcap's kernel buffer in KiB, as tcpdump -B (riff's default 32768 = 32 MiB)" })
-    .option('s', { alias: 'snapshot-length', type: 'number', default: 262144, describe: 'live capture: bytes kept of each packet (0 = 262144, as tcpdump)' })
+    .option('B', { alias: 'buffer-size', type: 'number', describe: "live capture: libpcap's kernel buffer in KiB, as tcpdump -B (riff's default 32768 = 32 MiB)" })
+    .option('s', { alias: 'snapshot-length', type: 'number', describe: 'live capture: bytes kept of each packet (0 = 262144, as tcpdump)' })
     .option('p', { alias: 'no-promiscuous-mode', type: 'boolean', describe: "live capture: don't put the interface into promiscuous mode" })
     .option('immediate-mode', { type: 'boolean', describe: "live capture: hand each packet over at once (default: within libpcap's 10 ms buffer timeout)" })
     .option('time-stamp-precision', { type: 'string', describe: 'micro or nano (default: nano where the kernel gives it; -w writes what the source has)' })
@@ -93,8 +95,50 @@ export function parseArgs(argv: string[]) {
     .fail((msg, err) => {
       throw new Fail(msg ?? err?.message ?? 'bad command line', 2);
     })
-    .wrap(Math.min(110, terminal(1)?.columns || 80))
-    .parseSync();
+    .wrap(Math.min(110, terminal(1)?.columns || 80));
+  return parser.parseSync(withValues(argv, parser));
+}
+
+/**
+ * An option that takes a value takes the next word, whatever it is, as
+ * tcpdump's getopt does: `-c -q` is a count of '-q' (refused as one), and
+ * `--lua-memory -5M` a size of '-5M', where yargs would read another option
+ * and leave -c without a value, silently. Each such pair is handed to yargs
+ * as --name=value; an option at the end of the line with no value is
+ * refused here, naming it. Short options may be bundled (`-qc 5`, `-c5`).
+ */
+function withValues(argv: string[], parser: object): string[] {
+  // yargs's own account of its options (not in its type declarations).
+  const o = (parser as { getOptions(): Record<'string' | 'number' | 'array', string[]> }).getOptions();
+  const valued = new Set([...o.string, ...o.number, ...o.array]);
+  const need = (flag: string, i: number): string => {
+    if (i >= argv.length) throw new Fail(`${flag} needs a value (riff --help says what it takes)`, 2);
+    return argv[i];
+  };
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (a.startsWith('--') && !a.includes('=') && valued.has(a.slice(2))) {
+      out.push(`${a}=${need(a, ++i)}`);
+      continue;
+    }
+    if (/^-[^-]/.test(a)) {
+      // A bundle: flags up to the first option that takes a value, which takes the bundle's rest or the next word.
+      let j = 1;
+      while (j < a.length && !valued.has(a[j])) j++;
+      if (j < a.length) {
+        if (j > 1) out.push(a.slice(0, j));
+        out.push(`--${a[j]}=${j + 1 < a.length ? a.slice(j + 1).replace(/^=/, '') : need(`-${a[j]}`, ++i)}`);
+        continue;
+      }
+    }
+    out.push(a);
+  }
+  return out;
 }
 
 /**
@@ -144,8 +188,9 @@ export function checkArgs(args: Args) {
   const flags = tcpdumpFlags(args);
   if (args.i === undefined && args.r === undefined)
     throw new Fail('nothing to read: give -i IFACE to capture live or -r FILE to read a capture (riff --help)', 2);
-  if (args.c !== undefined && (!Number.isInteger(args.c) || args.c < 0))
-    throw new Fail(`-c: '${typed(args.c, ['c', 'count'])}' is not a packet count (a whole number >= 0)`, 2);
+  // As tcpdump: -c 0 is refused, not a run that reads nothing.
+  if (args.c !== undefined && (!Number.isInteger(args.c) || args.c < 1))
+    throw new Fail(`-c: '${typed(args.c, ['c', 'count'])}' is not a packet count (a whole number >= 1)`, 2);
   if (args.lua !== undefined) {
     let st: fs.Stats;
     try {
@@ -163,15 +208,72 @@ export function checkArgs(args: Args) {
   const budget = args['lua-budget'];
   if (!Number.isInteger(budget) || budget < 0) throw new Fail(`--lua-budget: '${typed(budget, ['lua-budget'])}' is not a whole number >= 0`, 2);
   const memoryLimit = parseSize(args['lua-memory'], '--lua-memory');
+  // The runtime itself (riff's Lua modules, the driver) takes ~200 KiB; a
+  // WebAssembly VM's memory ends below 4 GiB, so a larger limit is none.
+  if (memoryLimit > 0 && memoryLimit < MIN_LUA_MEMORY)
+    throw new Fail(`--lua-memory: ${args['lua-memory']} is below riff's minimum of 1M (its Lua runtime alone takes ~200K); give 1M or more, or 0 for no limit`, 2);
+  if (memoryLimit >= 2 ** 32)
+    throw new Fail(`--lua-memory: ${args['lua-memory']} is more than a Lua VM can hold (its WebAssembly memory ends below 4G); give less, or 0 for no limit`, 2);
   const timeout = args['lua-timeout'];
   if (!(timeout >= 0) || timeout > 86400) throw new Fail(`--lua-timeout: '${timeout}' is not a number of seconds (0 = no limit)`, 2);
 
   const workers = args.workers;
-  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new Fail(`--workers: '${typed(workers, ['workers'])}' is not a number of workers from 1 to 64`, 2);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
+    // Not given on the command line: the number came from the environment.
+    if (!hideBin(process.argv).some((a) => a === '--workers' || a.startsWith('--workers='))) throw new Fail(`RIFF_WORKERS=${process.env.RIFF_WORKERS}: not a number of workers from 1 to 64; fix or unset it, or give --workers N`, 2);
+    throw new Fail(`--workers: '${typed(workers, ['workers'])}' is not a number of workers from 1 to 64`, 2);
+  }
   const sensor = args.sensor;
   if (sensor !== undefined && !/^[^\x00-\x1f\x7f]{1,64}$/u.test(sensor))
     throw new Fail(`--sensor: '${sensor}' is not a sensor name (1 to 64 characters, no control characters)`, 2);
   const statsEvery = args.stats;
   if (statsEvery !== undefined && !(statsEvery > 0)) throw new Fail(`--stats: '${typed(statsEvery, ['stats'])}' is not a number of seconds`, 2);
+  filesApart(args);
   return { flags, budget, memoryLimit, timeout, workers, sensor, statsEvery };
+}
+
+/**
+ * No file riff writes is one it reads or another output writes: `-r x -w x`
+ * would truncate the capture under the reader, `-w --lua` the script, and
+ * two outputs into one file interleave pcap and JSON or write each record
+ * twice. Files that exist are compared by device and inode (links, other
+ * spellings), new ones by their resolved path; `-` is standard output.
+ */
+function filesApart(args: Args): void {
+  const key = (file: string): string => {
+    if (file === '-') return 'standard output';
+    try {
+      const st = fs.statSync(file);
+      return `${st.dev}:${st.ino}`;
+    } catch {
+      let dir = path.dirname(path.resolve(file));
+      try {
+        dir = fs.realpathSync(dir);
+      } catch {
+        // a directory that is not there: the output's own open says so
+      }
+      return path.join(dir, path.basename(file));
+    }
+  };
+  const reads: [string, string][] = [];
+  if (args.r !== undefined && args.r !== '-') reads.push([`-r ${args.r}`, args.r]);
+  if (args.lua !== undefined) reads.push([`--lua ${args.lua}`, args.lua]);
+  if (args.F !== undefined) reads.push([`-F ${args.F}`, args.F]);
+  const writes: [string, string][] = [];
+  // A -G file name is a strftime pattern: the files it names are not known yet.
+  if (args.w !== undefined && !(args.G !== undefined && args.w.includes('%'))) writes.push([`-w ${args.w}`, args.w]);
+  for (const spec of (args.output ?? []).map(String)) {
+    const m = /^(?:json|sqlite):(.+)$/.exec(spec);
+    if (m) writes.push([`-o ${spec}`, m[1]]);
+  }
+  const seen = new Map<string, string>();
+  for (const [what, file] of reads) seen.set(key(file), what);
+  for (const [what, file] of writes) {
+    const k = key(file);
+    const other = seen.get(k);
+    if (other?.startsWith('-o ') || other?.startsWith('-w '))
+      throw new Fail(`${other} and ${what} write the same ${k === 'standard output' ? 'stream' : 'file'}; give each its own`, 2);
+    if (other) throw new Fail(`${what}: the same file as ${other}; writing it would destroy that, give another file`, 2);
+    seen.set(k, what);
+  }
 }

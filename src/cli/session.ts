@@ -62,6 +62,14 @@ function cutAt(batch: Batch, left: number): void {
 export class CaptureSession {
   stopping = false;
   interrupted = false;
+  /** Standard output's reader went away (`riff | head`): riff stopped there, quietly, as tcpdump does; the summary says so. */
+  readerGone = false;
+  /** -r: the file was read to its end. */
+  endOfInput = false;
+  readonly stdoutClosed = (): void => {
+    this.readerGone = true;
+    this.halt();
+  };
   onStop: () => void = () => {};
   private wake: () => void = () => {};
   // Resolves once riff is to stop: ends a wait on an idle pipe.
@@ -107,19 +115,21 @@ export class CaptureSession {
   private writerFault(e: PcapWriteError): void {
     // Its reader gone (`-w - | head -c 100`): riff ends quietly, as when a
     // reader closes the script's stdout; the summary counts what was not written.
-    if (e.readerClosed) return this.halt();
+    if (e.readerClosed) return this.stdoutClosed();
     this.writerFailed = true;
     this.outputFailed = true;
     note(e.message);
     this.halt();
   }
 
+  // Opened before the first packet: a -w that cannot be created is bad
+  // input, refused in one line as an -o that cannot be opened is.
   private startWriter(linktype: number, o: PcapWriterOptions): void {
     try {
       this.writer = new PcapWriter(this.args.w!, linktype, o);
     } catch (e) {
-      if (!(e instanceof PcapWriteError)) throw e;
-      this.writerFault(e);
+      if (!(e instanceof PcapWriteError) || e.readerClosed) throw e;
+      throw new Fail(this.args.Z !== undefined ? `${e.message} (riff runs as ${this.args.Z} by then, -Z)` : e.message, 2);
     }
   }
 
@@ -192,8 +202,7 @@ export class CaptureSession {
       if (!(e instanceof CaptureFileError)) throw e;
       // Damage before the first packet (header, first blocks) says where, like
       // damage further in; a file that cannot be opened or read has no offset.
-      const unreadable = /^(cannot (open|read) |standard input is a terminal)/.test(e.message);
-      throw new Fail(named(e.message) + (unreadable ? '' : ` at byte offset ${e.offset}; 0 packets before it were processed`), 1);
+      throw new Fail(named(e.message) + (e.unreadable ? '' : ` at byte offset ${e.offset}; 0 packets before it were processed`), 1);
     }
     let filter: PacketFilter | null = null;
     this.refilter = (expr) => {
@@ -214,7 +223,8 @@ export class CaptureSession {
     }
     dropPrivileges(args.Z);
     if (args.w !== undefined)
-      this.startWriter(file.linktype < 0 ? 1 : file.linktype, { ...flags.rotation, onLimit: halt, nano: flags.precision ? flags.precision === 'nano' : !microPcap(args.r!) });
+      // The file's snapshot length, as tcpdump's -w keeps it (libpcap's pcap_snapshot()).
+      this.startWriter(file.linktype < 0 ? 1 : file.linktype, { ...flags.rotation, ...(file.snaplen > 0 && { snaplen: file.snaplen }), onLimit: halt, nano: flags.precision ? flags.precision === 'nano' : !microPcap(args.r!) });
     let sinceYield = 0;
     // On a terminal (or with --progress): where the reading is, a few times a second.
     let total = 0;
@@ -260,6 +270,7 @@ export class CaptureSession {
       }
       if (got === 0) {
         pool.unreserve();
+        this.endOfInput = true;
         break;
       }
       this.account(batch, filter);
@@ -280,16 +291,9 @@ export class CaptureSession {
   /** -i: live capture straight into the ring, until riff stops or the interface fails. */
   async captureLive(): Promise<void> {
     const { args, flags, pool, limit, halt } = this;
-    const device = args.i!;
+    const { name: device, loopback } = interfaceOf(args.i!);
     this.source = device;
-    const why = liveUnavailable();
-    if (why) throw new Fail(why, 1);
-    const devices = listDevices();
-    const names = devices.map((d) => d.name);
-    this.loopback = devices.some((d) => d.name === device && d.loopback);
-    if (!names.includes(device)) {
-      throw new Fail(`-i ${device}: no such interface; riff -D lists them (${names.slice(0, 8).join(', ')})`, 2);
-    }
+    this.loopback = loopback;
     let live: LiveCapture;
     // A filter config.lua changed on reload: the device stays open with the
     // filter it was opened with, and riff applies the new one itself to what
@@ -316,7 +320,7 @@ export class CaptureSession {
           device,
           snaplen: flags.snaplen,
           promisc: !args.p,
-          bufferBytes: args.B * 1024,
+          bufferBytes: flags.bufferKiB * 1024,
           immediate: !!args['immediate-mode'],
           nano: flags.precision !== 'micro',
           linktypeName: args.y,
@@ -342,7 +346,7 @@ export class CaptureSession {
       const msg = (e as Error).message;
       const stage = (e as { stage?: string }).stage;
       if (/permission|not permitted|denied/i.test(msg))
-        throw new Fail(`-i ${device}: no permission to capture (${msg}); run as root or grant CAP_NET_RAW (setcap cap_net_raw,cap_net_admin+eip $(which node))`, 1);
+        throw new Fail(`-i ${device}: no permission to capture (${msg}); run as root (with -Z USER to give root up once the capture is open), or as a service with CAP_NET_RAW (README: Running as a service)`, 1);
       if (stage === 'filter') throw new Fail(`filter '${filterExpr}': ${msg}`, 2);
       if (stage === 'linktype') throw new Fail(`-y ${args.y}: ${msg}; riff -L -i ${device} lists the types`, 2);
       if (stage === 'direction') throw new Fail(`-Q ${args.Q}: ${msg}`, 2);
@@ -379,4 +383,19 @@ export class CaptureSession {
       }
     }
   }
+}
+
+/**
+ * -i's interface: a name, or as in tcpdump the number -D gives it (when no
+ * interface has that name). Refused in one line when there is none, or
+ * when live capture is unavailable.
+ */
+export function interfaceOf(given: string): { name: string; loopback: boolean } {
+  const why = liveUnavailable();
+  if (why) throw new Fail(why, 1);
+  const devices = listDevices();
+  let d = devices.find((x) => x.name === given);
+  if (!d && /^[1-9]\d*$/.test(given)) d = devices[Number(given) - 1];
+  if (!d) throw new Fail(`-i ${given}: no such interface; riff -D lists them (${devices.slice(0, 8).map((x) => x.name).join(', ')})`, 2);
+  return { name: d.name, loopback: !!d.loopback };
 }

@@ -34,19 +34,24 @@ export interface RunEnd {
   outputFailed: boolean;
   liveFailure: string | null;
   interrupted: boolean;
+  readerGone: boolean;
+  endOfInput: boolean;
   damage: CaptureFileError | null;
   named: (msg: string) => string;
 }
 
 /** Print the summary; returns riff's exit code. */
 export function summarize(end: RunEnd): number {
-  const { args, counters, pool, s, outputs, kernel, loopback, skipped, reopens, writer, writerFailed, writerMissed, outputFailed, liveFailure, interrupted, damage, named } = end;
+  const { args, counters, pool, s, outputs, kernel, loopback, skipped, reopens, writer, writerFailed, writerMissed, outputFailed, liveFailure, interrupted, readerGone, endOfInput, damage, named } = end;
   // passed = dropped + processed + packets that ended in an error (+ any left when --strict stopped)
   const lines = [
     `${counters.read} packets ${args.r !== undefined ? 'read' : 'captured'}`,
     `${counters.passed} packets passed the filter`,
   ];
   if (kernel) lines.splice(1, 0, ...kernelLines(kernel, counters.read, loopback));
+  // Said, not failed: a reader that stops reading (riff | head) chose to.
+  if (readerGone && !interrupted)
+    lines.push(`stopped early: standard output's reader went away${args.r !== undefined && !endOfInput && !damage ? '; the rest of the input was not read' : ''}`);
   if (args.i !== undefined) lines.push(`${pool.dropped} packets dropped at the ring (Lua could not keep up)`);
   if (pool.unheard) lines.push(`${pool.unheard} overheard copies dropped at the ring (packets on the script's overhear ports, such as DNS answers, that a worker besides their flow's did not get)`);
   lines.push(
@@ -91,7 +96,7 @@ export function summarize(end: RunEnd): number {
   const failed = outputFailed || recordsLost;
   if (interrupted) return failed ? 1 : 0;
   if (damage) {
-    note(`${named(damage.message)} at byte offset ${damage.offset}; ${counters.read} packets before it were processed`);
+    note(`${named(damage.message)}${damage.unreadable ? '' : ` at byte offset ${damage.offset}`}; ${counters.read} packets before it were processed`);
     return 1;
   }
   if (failed) return 1;
