@@ -386,7 +386,7 @@ test('tcpdump flags that cannot apply are refused in one line', () => {
     [['-r', http, '-w', '/tmp/x.pcap', '-C', '0'], /^riff: -C: '0' is not a file size/],
     [['-r', http, '-Z', 'no-such-user-riff'], /^riff: -Z no-such-user-riff: no such user$/],
     [['-r', http, '-F', '/nonexistent/filter'], /^riff: -F \/nonexistent\/filter: cannot read it \(ENOENT\)$/],
-    [['-r', http, '-s', '-5'], /^riff: -s: '-5' is not a snapshot length/],
+    [['-i', 'lo', '-s', '-5'], /^riff: -s: '-5' is not a snapshot length/],
     [['-L'], /^riff: -L lists the data link types of an interface: give -i IFACE$/],
   ];
   for (const [args, re] of cases) {
