@@ -94,6 +94,24 @@ for (const [name, src] of Object.entries(HOSTILE)) {
   }
 }
 
+for (const workers of [1, 2]) {
+  test(`what an ended VM had printed for the packets before the stuck one is written out, once (${workers} worker(s))`, async () => {
+    // Every packet prints; packet 5 is stuck in a C call (a backtracking pattern) past the limit.
+    const dir = tree({
+      'said.lua': `function buffer(p)
+  io.write("seen ", riff.packet.id, "\\n")
+  if riff.packet.id == 5 then string.find(string.rep("a", 40000), ".-.-.-.-.-.-b") end
+end`,
+    });
+    const r = await run(['-q', '--lua', path.join(dir, 'said.lua'), '--lua-timeout', '0.5', '--workers', String(workers), '-r', HTTP]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /packet 5 still running after 0\.5 s/);
+    const seen = r.stdout.toString().split('\n').filter(Boolean);
+    // All 45 lines (packet 5's own came before it got stuck), none twice; the buffer was not lost with the worker.
+    assert.deepEqual([...seen].sort(), Array.from({ length: 45 }, (_, i) => `seen ${i + 1}`).sort());
+  });
+}
+
 test('--strict: a VM ended at the limit exits 1, with the summary', async () => {
   const dir = tree({ 'pattern.lua': HOSTILE['pattern.lua'] });
   const r = await run(['-q', '--strict', '--lua', path.join(dir, 'pattern.lua'), '--lua-timeout', '0.5', '-r', HTTP]);

@@ -41,9 +41,8 @@ export interface Bridge {
   out_pending: (L: number) => number;
   /** lua_CFunction: hands the buffer to out_js and empties it. */
   out_flush: (L: number) => number;
-  /** The output buffer: address, bytes used, capacity; and 8 bytes of scratch for lua_tolstring's length. */
+  /** The output buffer: address (the bytes used are the 32-bit word below it), capacity; and 8 bytes of scratch for lua_tolstring's length. */
   out: WasmGlobal;
-  outLen: WasmGlobal;
   outCap: WasmGlobal;
   scratch: WasmGlobal;
   /** Bytes Lua holds now. */

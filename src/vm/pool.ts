@@ -430,7 +430,17 @@ export class LuaPool {
     // to its successor, which has newer packets queued already (lost, counted).
     const retired = life !== slot.life;
     this.watchdog.replace(life.id, null);
-    void life.worker.terminate();
+    const gone = life.worker.terminate();
+    const t = life.target;
+    // Once its thread has stopped (it may run on for a moment), so that
+    // nothing is written twice; finish() waits for it.
+    if (t) {
+      const salvaged: Promise<void> = gone.then(
+        () => this.salvageOutput(t),
+        () => this.salvageOutput(t),
+      ).finally(() => this.settling.splice(this.settling.indexOf(salvaged), 1));
+      this.settling.push(salvaged);
+    }
     if (!life.readyYet) {
       // Stuck loading the script: nothing ran yet; start() (or restart()) says so.
       life.rejectReady(new ScriptError(`${this.script}: loading the script ${why}`));
@@ -442,7 +452,6 @@ export class LuaPool {
     const i = slot.index;
     const at = i * 2;
     // Where the VM was, read from its memory (still ours after the thread is gone).
-    const t = life.target;
     let phase = 0;
     let inLua = false;
     let cur = -1;
@@ -501,7 +510,38 @@ export class LuaPool {
       this.lose(slot, carry);
       return;
     }
+    // The new worker boots (tens of ms) while the old thread stops and its output is written out.
     slot.restarting = this.restart(slot, carry);
+  }
+
+  /**
+   * What an ended VM still held for the script's stdout: the output of the
+   * packets it had finished, not yet flushed when it was stopped. Written
+   * out under the workers' lock, so that it does not cut into another
+   * worker's lines; the lock's holder may have been the thread just ended,
+   * so the wait for it is short. Nothing a script wrote is dropped unsaid.
+   */
+  private salvageOutput(t: WatchTarget): void {
+    if (!t.out) return;
+    const buf = t.memory.buffer;
+    if (t.out < 4 || t.out > buf.byteLength) return;
+    const len = new DataView(buf).getUint32(t.out - 4, true);
+    if (!len || t.out + len > buf.byteLength) return;
+    const bytes = new Uint8Array(buf, t.out, len).slice();
+    const lock = new Int32Array(this.lock);
+    const until = Date.now() + 1000;
+    let held = false;
+    while (!(held = Atomics.compareExchange(lock, 0, 0, 1) === 0) && Date.now() < until) Atomics.wait(lock, 0, 1, 10);
+    try {
+      (this.o.outFd === 1 ? stdout : stderr).write(bytes);
+    } catch {
+      // stdout gone or failing: its own handler has said so and stops riff
+    } finally {
+      if (held) {
+        Atomics.store(lock, 0, 0);
+        Atomics.notify(lock, 0, 1);
+      }
+    }
   }
 
   /**

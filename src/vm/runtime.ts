@@ -310,7 +310,7 @@ export class Runtime {
     });
     if (vm.wasm.memory.buffer instanceof SharedArrayBuffer) {
       this.block = block;
-      this.watch = { memory: vm.wasm.memory, L, hook: 0, tick: 0, block: block.byteOffset, ...counters };
+      this.watch = { memory: vm.wasm.memory, L, hook: 0, tick: 0, block: block.byteOffset, ...counters, out: vm.bridge.out.value };
       if (o.lazyBudget && o.budget > 0) this.lazyBudget();
     }
   }

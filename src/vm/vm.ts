@@ -149,7 +149,10 @@ export class LuaVM {
     });
     // io.write's buffer: a packet's output stays whole unless it alone
     // passes this size (then it goes out in pieces, as before).
-    this.bridge.out.value = x.malloc(STDOUT_BUFFER);
+    // A word before it counts the bytes used (bridge.wat $outLen).
+    const out = x.malloc(STDOUT_BUFFER + 4);
+    this.wasm.heap().fill(0, out, out + 4);
+    this.bridge.out.value = out + 4;
     this.bridge.outCap.value = STDOUT_BUFFER;
     // lua_tolstring's length, for JS and the bridge alike: each reads it at once.
     this.lenPtr = x.malloc(8);

@@ -51,6 +51,8 @@ export interface WatchTarget {
   cur: number;
   processed: number;
   packetErrors: number;
+  /** The VM's stdout buffer (bridge.wat): its bytes from here, their count in the word below; 0 or absent: none. */
+  out?: number;
 }
 
 // The watch block, written by the runtime (and the bridge's enter) in the VM's memory.

@@ -64,7 +64,6 @@
   (export "out_pending" (func $out_pending))
   (export "out_flush" (func $out_flush))
   (export "out" (global $out))
-  (export "outLen" (global $outLen))
   (export "outCap" (global $outCap))
   (export "scratch" (global $scratch))
   (export "heads" (global $heads))
@@ -100,8 +99,7 @@
   (global $used (mut i32) (i32.const 0))    ;; bytes Lua holds now
   (global $limit (mut i32) (i32.const 0))   ;; the cap in bytes (unsigned), 0 = none
   (global $slot (mut i32) (i32.const 0))    ;; where enter() writes; 0 = nowhere yet
-  (global $out (mut i32) (i32.const 0))     ;; stdout buffer: address
-  (global $outLen (mut i32) (i32.const 0))  ;;   bytes used
+  (global $out (mut i32) (i32.const 0))     ;; stdout buffer: address (bytes used: the word below, $outLen)
   (global $outCap (mut i32) (i32.const 0))  ;;   capacity
   (global $scratch (mut i32) (i32.const 0)) ;; 8 bytes for lua_tolstring's length
   (global $heads (mut i32) (i32.const 0))   ;; the free lists' heads
@@ -259,34 +257,43 @@
       (i64.extend_i32_u (select (i32.const 0) (local.get $i) (i32.gt_s (local.get $i) (local.get $n)))))
     (i32.const 1))
 
+  ;; The bytes buffered live in the word just below the buffer, in memory
+  ;; rather than a global: the capture thread reads it there (the memory is
+  ;; shared) to write out what a worker it had to end still held, the output
+  ;; of the packets before the one it was stuck on (src/vm/pool.ts end()).
+  (func $outLen (result i32)
+    (i32.load (i32.sub (global.get $out) (i32.const 4))))
+  (func $setOutLen (param $n i32)
+    (i32.store (i32.sub (global.get $out) (i32.const 4)) (local.get $n)))
+
   ;; out_pending(L), a lua_CFunction: pushes the number of bytes buffered.
   (func $out_pending (type $cfunction) (param $L i32) (result i32)
-    (call $lua_pushinteger (local.get $L) (i64.extend_i32_u (global.get $outLen)))
+    (call $lua_pushinteger (local.get $L) (i64.extend_i32_u (call $outLen)))
     (i32.const 1))
 
   ;; out_flush(L), a lua_CFunction: hands the buffer to out_js and empties it.
   (func $out_flush (type $cfunction) (param $L i32) (result i32)
-    (if (global.get $outLen)
+    (if (call $outLen)
       (then
-        (call $out_js (global.get $out) (global.get $outLen))
-        (global.set $outLen (i32.const 0))))
+        (call $out_js (global.get $out) (call $outLen))
+        (call $setOutLen (i32.const 0))))
     (i32.const 0))
 
   ;; Buffer bytes [p, p + len). A piece that does not fit flushes the buffer;
   ;; one larger than the whole buffer goes straight out.
   (func $append (type $write) (param $p i32) (param $len i32)
-    (if (i32.gt_u (local.get $len) (i32.sub (global.get $outCap) (global.get $outLen)))
+    (if (i32.gt_u (local.get $len) (i32.sub (global.get $outCap) (call $outLen)))
       (then
-        (if (global.get $outLen)
+        (if (call $outLen)
           (then
-            (call $out_js (global.get $out) (global.get $outLen))
-            (global.set $outLen (i32.const 0))))
+            (call $out_js (global.get $out) (call $outLen))
+            (call $setOutLen (i32.const 0))))
         (if (i32.gt_u (local.get $len) (global.get $outCap))
           (then
             (call $out_js (local.get $p) (local.get $len))
             (return)))))
-    (memory.copy (i32.add (global.get $out) (global.get $outLen)) (local.get $p) (local.get $len))
-    (global.set $outLen (i32.add (global.get $outLen) (local.get $len))))
+    (memory.copy (i32.add (global.get $out) (call $outLen)) (local.get $p) (local.get $len))
+    (call $setOutLen (i32.add (call $outLen) (local.get $len))))
 
   ;; ------------------------------------------------------------ free lists
 
