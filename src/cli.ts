@@ -14,7 +14,7 @@ import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
 import { LuaPool, type Ready } from './vm/pool.js';
 import { onSecondInterrupt, whenReload, whenReopen, whenSignalled } from './signals.js';
-import { Fail, PKG, checkArgs, checkRepeats, hideBin, note, parseArgs, type Args } from './cli/args.js';
+import { Fail, PKG, checkArgs, checkRepeats, filesApart, hideBin, note, parseArgs, type Args } from './cli/args.js';
 import { CaptureSession, interfaceOf } from './cli/session.js';
 import { summarize } from './cli/summary.js';
 import { saveCodeCaches } from './bundle-cache.js';
@@ -148,6 +148,8 @@ async function openRecordOutputs(args: Args, c: Checked, pool: LuaPool, session:
     const dir = path.dirname(path.resolve(args.lua ?? '.'));
     specs = specs.map((sp) => resolveSpec(sp, dir));
     note(`outputs from config.lua: ${specs.join(' ')}`);
+    // The command line's were checked with it; these only now.
+    filesApart(args, c.flags, specs);
   }
   let outputs: OutputSet;
   try {

@@ -93,6 +93,11 @@ test("an option's value is the next word, as with tcpdump's getopt: a missing on
     [['-r', H, '--lua-memory'], /^riff: --lua-memory needs a value/],
     [['-r'], /^riff: -r needs a value/],
     [['-r', H, '-qw'], /^riff: -w needs a value/],
+    // An empty value is none: yargs would have read '' as 0 (no limit).
+    [['-r', H, '--lua-timeout', ''], /^riff: --lua-timeout needs a value/],
+    [['-r', H, '--count='], /^riff: --count needs a value/],
+    // A bundle's value is named as typed.
+    [['-qc', 'abc', '-r', H], /^riff: -c: 'abc' is not a number/],
     // Followed by another option: that word is the value, and refused as one.
     [['-c', '-q', '-r', H], /^riff: -c: '-q' is not a number/],
     [['-r', H, '--lua-memory', '-5M'], /^riff: --lua-memory: '-5M' is not a size/],
@@ -110,6 +115,10 @@ test("an option's value is the next word, as with tcpdump's getopt: a missing on
     assert.equal(lines.length, 1, `${args.join(' ')}: ${r.stderr}`);
     assert.match(lines[0], want, args.join(' '));
   }
+  // -o takes one word: a filter after it is the filter.
+  const o = riff(['-q', '-r', H, '-o', 'json:-', 'tcp', 'port', '80']);
+  assert.equal(o.code, 0, o.stderr);
+  assert.match(o.stderr, /^39 packets passed the filter$/m);
   // Bundled and attached values still read as tcpdump users type them.
   for (const args of [['-qc', '3'], ['-qc3'], ['-q', '-c3'], ['-q', '--count', '3'], ['-q', '--count=3']]) {
     const r = riff([...args, '-r', H]);
@@ -136,6 +145,8 @@ test('no file riff writes is one it reads or another output writes', () => {
   const script = path.join(dir, 's.lua');
   fs.copyFileSync(path.join(ROOT, 'fixtures', 'count.lua'), script);
   const j = path.join(dir, 'a.json');
+  const rot1 = path.join(dir, 'rot1');
+  fs.copyFileSync(input, rot1);
   const cases: [string[], RegExp][] = [
     [['-r', input, '-w', input], /^riff: -w .*in\.pcap: the same file as -r .*in\.pcap; writing it would destroy that, give another file$/],
     // Another spelling, or a link to it, is the same file.
@@ -147,6 +158,11 @@ test('no file riff writes is one it reads or another output writes', () => {
     [['-r', input, '-w', j, '-o', `sqlite:${j}`], /^riff: -w .*a\.json and -o sqlite:.*a\.json write the same file/],
     [['-r', input, '-o', 'json:-', '-o', 'json:-'], /^riff: -o json:- and -o json:- write the same stream; give each its own$/],
     [['-r', input, '-w', '-', '-o', 'json:-'], /^riff: -w - and -o json:- write the same stream/],
+    // -C writes FILE1, FILE2...; -G a name made by strftime: each name it may make is checked.
+    [['-r', rot1, '-w', path.join(dir, 'rot'), '-C', '1k'], /^riff: -w .*rot: the same file as -r .*rot1;/],
+    [['-r', input, '-w', path.join(dir, 'i%m.pcap'), '-G', '60'], /^riff: -w .*i%m\.pcap: the same file as -r /],
+    // A -w that cannot be created is said before anything runs.
+    [['-r', input, '-w', path.join(dir, 'no', 'x.pcap')], /^riff: -w .*x\.pcap: cannot create it: no such directory \(ENOENT\); name a writable file$/],
   ];
   for (const [args, want] of cases) {
     const r = riff(['-q', ...args]);
@@ -154,6 +170,18 @@ test('no file riff writes is one it reads or another output writes', () => {
     assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
     assert.match(r.stderr.trimEnd(), want, args.join(' '));
   }
+  // A character device takes any number of writers; -C with -W writes FILE0.. only, never FILE itself.
+  assert.equal(riff(['-q', '-r', input, '-w', '/dev/null', '-o', 'json:/dev/null', '-o', 'json:/dev/null']).code, 0);
+  const ring = path.join(dir, 'ring.pcap');
+  fs.copyFileSync(input, ring);
+  const w = riff(['-q', '-r', ring, '-w', ring, '-C', '1k', '-W', '3']);
+  assert.equal(w.code, 0, w.stderr);
+  assert.equal(fs.statSync(ring).size, size);
+  // config.lua's outputs are checked as the command line's are, once the workers have read them.
+  fs.writeFileSync(path.join(dir, 'config.lua'), 'function outputs() return { "json:in.pcap" } end\n');
+  const c = riff(['-q', '--lua', script, '-r', input]);
+  assert.equal(c.code, 2, c.stderr);
+  assert.match(c.stderr, /^riff: -o json:.*in\.pcap: the same file as -r /m);
   // Nothing was opened for writing: the capture and the script are whole, no output file appeared.
   assert.equal(fs.statSync(input).size, size);
   assert.equal(fs.readFileSync(script, 'utf8'), fs.readFileSync(path.join(ROOT, 'fixtures', 'count.lua'), 'utf8'));
@@ -260,6 +288,11 @@ test('-w - whose reader goes away ends quietly: exit 0, and the summary counts w
   // What the pipe took before the reader left counts as written; what riff read after, as not.
   assert.ok(Number(m[1]) > 0 && Number(m[2]) > 0, stderr);
   assert.equal(Number(m[1]) + Number(m[2]), read);
+  // A reader gone before the file's header (`riff -w - | true`): as quiet.
+  const gone = spawnSync('bash', ['-c', 'sleep 0 | "$0" "$1" -q -r "$2" -w - 2>"$3" | true; echo "${PIPESTATUS[1]}"', process.execPath, CLI, capture, capture + '.err2'], { encoding: 'utf8' });
+  const said = fs.readFileSync(capture + '.err2', 'utf8');
+  assert.equal(gone.stdout.trim(), '0', said);
+  assert.doesNotMatch(said, /internal error|^riff: /m);
 });
 
 test('-r - from an empty or closed standard input, or -r of a device, is one line naming it; no internal error', () => {

@@ -5,7 +5,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import type yargsType from 'yargs/yargs';
-import { tcpdumpFlags } from '../tcpdump-flags.js';
+import { tcpdumpFlags, type Flags } from '../tcpdump-flags.js';
+import { namesWritten } from '../outputs/pcap-writer.js';
+import { errnoText } from '../outputs/types.js';
 import { stderr, terminal } from '../outputs/fd-sink.js';
 
 // yargs's CommonJS build: its ES module build wraps help text with a plain
@@ -75,7 +77,7 @@ export function parseArgs(argv: string[]) {
     .option('verbose', { type: 'boolean', default: false, describe: 'full Lua tracebacks for script errors' })
     .option('strict', { type: 'boolean', default: false, describe: 'stop at the first Lua error (exit 1)' })
     .option('lua-budget', { type: 'number', default: 10_000_000, describe: 'Lua instructions allowed per packet once it runs long (0 = unlimited)' })
-    .option('output', { alias: 'o', type: 'string', array: true, describe: 'where riff.emit records go, repeatable: json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT[?options], mysql://USER:PASS@HOST:PORT/DB[?options] (default: text lines on stdout)' })
+    .option('output', { alias: 'o', type: 'string', array: true, nargs: 1, describe: 'where riff.emit records go, repeatable: json:-, json:FILE, sqlite:FILE, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT[?options], mysql://USER:PASS@HOST:PORT/DB[?options] (default: text lines on stdout)' })
     .option('sensor', { type: 'string', describe: 'name of this riff in shared databases (mysql:// outputs): the sensor column (default: the host name)' })
     .option('workers', { type: 'number', default: Number(process.env.RIFF_WORKERS || 1), describe: 'Lua workers (VMs); packets are shared out by flow, both directions of a connection to the same worker' })
     .option('stats', { type: 'number', describe: 'print a counters line on stderr every SECONDS' })
@@ -111,9 +113,10 @@ function withValues(argv: string[], parser: object): string[] {
   // yargs's own account of its options (not in its type declarations).
   const o = (parser as { getOptions(): Record<'string' | 'number' | 'array', string[]> }).getOptions();
   const valued = new Set([...o.string, ...o.number, ...o.array]);
-  const need = (flag: string, i: number): string => {
-    if (i >= argv.length) throw new Fail(`${flag} needs a value (riff --help says what it takes)`, 2);
-    return argv[i];
+  // An empty value ('', or --count=) is no value either: yargs would read it as 0.
+  const need = (flag: string, i: number, v = argv[i]): string => {
+    if (i >= argv.length || v === '') throw new Fail(`${flag} needs a value (riff --help says what it takes)`, 2);
+    return v;
   };
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -122,8 +125,9 @@ function withValues(argv: string[], parser: object): string[] {
       out.push(...argv.slice(i));
       break;
     }
-    if (a.startsWith('--') && !a.includes('=') && valued.has(a.slice(2))) {
-      out.push(`${a}=${need(a, ++i)}`);
+    if (a.startsWith('--') && valued.has(a.slice(2).split('=')[0])) {
+      const eq = a.indexOf('=');
+      out.push(eq < 0 ? `${a}=${need(a, ++i)}` : `${a.slice(0, eq)}=${need(a.slice(0, eq), i, a.slice(eq + 1))}`);
       continue;
     }
     if (/^-[^-]/.test(a)) {
@@ -132,14 +136,18 @@ function withValues(argv: string[], parser: object): string[] {
       while (j < a.length && !valued.has(a[j])) j++;
       if (j < a.length) {
         if (j > 1) out.push(a.slice(0, j));
-        out.push(`--${a[j]}=${j + 1 < a.length ? a.slice(j + 1).replace(/^=/, '') : need(`-${a[j]}`, ++i)}`);
+        out.push(`--${a[j]}=${j + 1 < a.length ? need(`-${a[j]}`, i, a.slice(j + 1).replace(/^=/, '')) : need(`-${a[j]}`, ++i)}`);
         continue;
       }
     }
     out.push(a);
   }
+  given = out;
   return out;
 }
+
+/** The command line as yargs read it (withValues): every option's value as --name=value. */
+let given: string[] | null = null;
 
 /**
  * Every option is given at most once (yargs makes a repeated one an array)
@@ -164,7 +172,7 @@ export function checkRepeats(args: Record<string, unknown>): void {
 }
 
 /** What the user typed for a numeric option whose value yargs could not read. */
-export function typed(value: number, names: string[], argv: string[] = hideBin(process.argv)): string {
+export function typed(value: number, names: string[], argv: string[] = given ?? hideBin(process.argv)): string {
   if (!Number.isNaN(value)) return String(value);
   let text = String(value);
   for (let i = 0; i < argv.length; i++) {
@@ -174,6 +182,7 @@ export function typed(value: number, names: string[], argv: string[] = hideBin(p
       const flag = n.length === 1 ? `-${n}` : `--${n}`;
       if (a === flag && i + 1 < argv.length) text = argv[i + 1];
       else if (a.startsWith(flag + '=')) text = a.slice(flag.length + 1);
+      else if (a.startsWith(`--${n}=`)) text = a.slice(n.length + 3);
       else if (n.length === 1 && a.startsWith(flag) && a.length > 2 && !a.startsWith('--')) text = a.slice(2);
     }
   }
@@ -228,52 +237,115 @@ export function checkArgs(args: Args) {
     throw new Fail(`--sensor: '${sensor}' is not a sensor name (1 to 64 characters, no control characters)`, 2);
   const statsEvery = args.stats;
   if (statsEvery !== undefined && !(statsEvery > 0)) throw new Fail(`--stats: '${typed(statsEvery, ['stats'])}' is not a number of seconds`, 2);
-  filesApart(args);
+  filesApart(args, flags);
   return { flags, budget, memoryLimit, timeout, workers, sensor, statsEvery };
 }
 
 /**
  * No file riff writes is one it reads or another output writes: `-r x -w x`
- * would truncate the capture under the reader, `-w --lua` the script, and
- * two outputs into one file interleave pcap and JSON or write each record
- * twice. Files that exist are compared by device and inode (links, other
- * spellings), new ones by their resolved path; `-` is standard output.
+ * would truncate the capture under the reader (with -C, `-w x` writes x1,
+ * x2...), `-w` over --lua the script, and two outputs into one file
+ * interleave pcap and JSON or write each record twice. Files that exist are
+ * compared by device and inode (links, other spellings), new ones by their
+ * resolved path, a rotating -w by the names it will make. Character devices
+ * (/dev/null, a terminal) take any number of writers; `-` is standard
+ * output, and /dev/stdout the same file. `outputs`: the record outputs'
+ * specs, the command line's and (once the workers have read it)
+ * config.lua's, paths resolved.
  */
-function filesApart(args: Args): void {
-  const key = (file: string): string => {
-    if (file === '-') return 'standard output';
-    try {
-      const st = fs.statSync(file);
-      return `${st.dev}:${st.ino}`;
-    } catch {
-      let dir = path.dirname(path.resolve(file));
+export function filesApart(args: Args, flags: Flags, outputs: string[] = (args.output ?? []).map(String)): void {
+  interface Named {
+    what: string;
+    /** Identities: dev:ino, or a path not there yet, or 'standard output'. */
+    keys: string[];
+    /** The paths it goes by (resolved, real). */
+    paths: string[];
+    /** A rotating -w: every name it may write. */
+    names?: RegExp;
+  }
+  const identity = (st: fs.Stats): string[] => (st.isCharacterDevice() ? [] : [`${st.dev}:${st.ino}`]);
+  const named = (what: string, file: string): Named => {
+    if (file === '-') {
+      let keys: string[] = [];
       try {
-        dir = fs.realpathSync(dir);
+        keys = identity(fs.fstatSync(1));
       } catch {
-        // a directory that is not there: the output's own open says so
+        // no standard output at all
       }
-      return path.join(dir, path.basename(file));
+      return { what, keys: ['standard output', ...keys], paths: [] };
+    }
+    const abs = path.resolve(file);
+    let real = abs;
+    try {
+      real = path.join(fs.realpathSync(path.dirname(abs)), path.basename(abs));
+      real = fs.realpathSync(abs);
+    } catch {
+      // not there (yet): its directory's real path, or as given
+    }
+    try {
+      return { what, keys: identity(fs.statSync(file)), paths: [abs, real] };
+    } catch {
+      return { what, keys: [real], paths: [abs, real] };
     }
   };
-  const reads: [string, string][] = [];
-  if (args.r !== undefined && args.r !== '-') reads.push([`-r ${args.r}`, args.r]);
-  if (args.lua !== undefined) reads.push([`--lua ${args.lua}`, args.lua]);
-  if (args.F !== undefined) reads.push([`-F ${args.F}`, args.F]);
-  const writes: [string, string][] = [];
-  // A -G file name is a strftime pattern: the files it names are not known yet.
-  if (args.w !== undefined && !(args.G !== undefined && args.w.includes('%'))) writes.push([`-w ${args.w}`, args.w]);
-  for (const spec of (args.output ?? []).map(String)) {
-    const m = /^(?:json|sqlite):(.+)$/.exec(spec);
-    if (m) writes.push([`-o ${spec}`, m[1]]);
+  const reads: Named[] = [];
+  if (args.r !== undefined && args.r !== '-') reads.push(named(`-r ${args.r}`, args.r));
+  if (args.lua !== undefined) reads.push(named(`--lua ${args.lua}`, args.lua));
+  if (args.F !== undefined) reads.push(named(`-F ${args.F}`, args.F));
+  const writes: Named[] = [];
+  if (args.w !== undefined) {
+    const w = named(`-w ${args.w}`, args.w);
+    const o = flags.rotation;
+    if (o.rotateBytes || o.rotateSeconds) {
+      // The names it makes, over its real directory; the plain name only if one of them.
+      w.names = namesWritten(w.paths[1], o);
+      if (!w.names.test(w.paths[1])) w.keys = [];
+    }
+    writes.push(w);
   }
-  const seen = new Map<string, string>();
-  for (const [what, file] of reads) seen.set(key(file), what);
-  for (const [what, file] of writes) {
-    const k = key(file);
-    const other = seen.get(k);
-    if (other?.startsWith('-o ') || other?.startsWith('-w '))
-      throw new Fail(`${other} and ${what} write the same ${k === 'standard output' ? 'stream' : 'file'}; give each its own`, 2);
-    if (other) throw new Fail(`${what}: the same file as ${other}; writing it would destroy that, give another file`, 2);
-    seen.set(k, what);
+  for (const spec of outputs) {
+    const m = /^(?:json|sqlite):(.+)$/.exec(spec);
+    if (m) writes.push(named(`-o ${spec}`, m[1]));
+  }
+  const clash = (a: Named, b: Named) =>
+    a.keys.some((k) => b.keys.includes(k)) || b.paths.some((p) => a.names?.test(p)) || a.paths.some((p) => b.names?.test(p));
+  writes.forEach((w, i) => {
+    const read = reads.find((r) => clash(w, r));
+    if (read) throw new Fail(`${w.what}: the same file as ${read.what}; writing it would destroy that, give another file`, 2);
+    const other = writes.slice(0, i).find((o) => clash(w, o));
+    if (other) throw new Fail(`${other.what} and ${w.what} write the same ${w.keys[0] === 'standard output' ? 'stream' : 'file'}; give each its own`, 2);
+  });
+  if (args.w !== undefined && args.Z === undefined) creatable(args.w, flags);
+}
+
+/**
+ * -w is created once the capture is open (after -Z, as tcpdump): a
+ * directory that is not there or not writable is said now, before the
+ * script starts, in the words the writer would use.
+ */
+function creatable(w: string, flags: Flags): void {
+  if (w === '-' || (flags.rotation.rotateSeconds && w.includes('%'))) return;
+  const fail = (code: string) => {
+    throw new Fail(`-w ${w}: cannot create it: ${errnoText({ code })}; name a writable file`, 2);
+  };
+  let st: fs.Stats | null = null;
+  try {
+    st = fs.statSync(w);
+  } catch {
+    // not there yet: its directory must be
+  }
+  if (st?.isDirectory()) fail('EISDIR');
+  if (st) return;
+  const dir = path.dirname(path.resolve(w));
+  try {
+    if (!fs.statSync(dir).isDirectory()) fail('ENOTDIR');
+  } catch (e) {
+    if (e instanceof Fail) throw e;
+    fail('ENOENT');
+  }
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch {
+    fail('EACCES');
   }
 }

@@ -128,7 +128,9 @@ export class CaptureSession {
     try {
       this.writer = new PcapWriter(this.args.w!, linktype, o);
     } catch (e) {
-      if (!(e instanceof PcapWriteError) || e.readerClosed) throw e;
+      if (!(e instanceof PcapWriteError)) throw e;
+      // `-w - | true`: the reader was gone before the header; quietly, as later on.
+      if (e.readerClosed) return this.writerFault(e);
       throw new Fail(this.args.Z !== undefined ? `${e.message} (riff runs as ${this.args.Z} by then, -Z)` : e.message, 2);
     }
   }
@@ -355,13 +357,14 @@ export class CaptureSession {
     this.capture = live;
     this.refilter = liveRefilter;
     if (live.warning) note(`-i ${device}: ${live.warning}`);
+    dropPrivileges(args.Z);
+    if (args.w !== undefined)
+      this.startWriter(live.linktype, { ...flags.rotation, snaplen: live.snaplen, nano: live.nano, start: Math.floor(Date.now() / 1000), onLimit: halt });
+    // As tcpdump: said once the -w file is open too, so a -w that fails is the only line.
     note(
       `listening on ${device}, link-type ${live.dltName}, snapshot length ${live.snaplen} bytes${filterExpr ? `, filter '${filterExpr}'` : ''}` +
         ` (kernel timestamps, ${live.nano ? 'nanosecond' : 'microsecond'})`,
     );
-    dropPrivileges(args.Z);
-    if (args.w !== undefined)
-      this.startWriter(live.linktype, { ...flags.rotation, snaplen: live.snaplen, nano: live.nano, start: Math.floor(Date.now() / 1000), onLimit: halt });
     await new Promise<void>((resolve) => {
       this.onStop = resolve;
       if (limit === 0 || this.stopping) resolve();

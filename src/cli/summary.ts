@@ -50,8 +50,9 @@ export function summarize(end: RunEnd): number {
   ];
   if (kernel) lines.splice(1, 0, ...kernelLines(kernel, counters.read, loopback));
   // Said, not failed: a reader that stops reading (riff | head) chose to.
-  if (readerGone && !interrupted)
-    lines.push(`stopped early: standard output's reader went away${args.r !== undefined && !endOfInput && !damage ? '; the rest of the input was not read' : ''}`);
+  // (Only when it cut the run short: after the whole file, nothing was left unread.)
+  if (readerGone && !interrupted && (args.r === undefined || (!endOfInput && !damage)))
+    lines.push(`stopped early: standard output's reader went away${args.r !== undefined ? '; the rest of the input was not read' : ''}`);
   if (args.i !== undefined) lines.push(`${pool.dropped} packets dropped at the ring (Lua could not keep up)`);
   if (pool.unheard) lines.push(`${pool.unheard} overheard copies dropped at the ring (packets on the script's overhear ports, such as DNS answers, that a worker besides their flow's did not get)`);
   lines.push(

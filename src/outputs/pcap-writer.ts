@@ -95,6 +95,20 @@ export function strftime(fmt: string, sec: number): string {
  * readerClosed: the pipe's reader went away (`riff -w - | head -c 100`),
  * which ends the run quietly, as a closed stdout does.
  */
+/**
+ * Every file a writer of `path` with these options may create, as a pattern
+ * over `path`: the name itself, or with -G its strftime conversions as any
+ * text; then -C's numbers (FILE, FILE1, ...; with -W, FILE0... padded to
+ * -W's digits), as nameFor() makes them.
+ */
+export function namesWritten(path: string, o: PcapWriterOptions): RegExp {
+  const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const base = o.rotateSeconds ? path.split(/%./s).map(esc).join('.*') : esc(path);
+  if (!o.rotateBytes) return new RegExp(`^${base}$`, 's');
+  const digits = o.files ? wDigits(o.files) : 0;
+  return new RegExp(`^${base}${digits ? `\\d{${digits},}` : '\\d*'}$`, 's');
+}
+
 export class PcapWriteError extends Error {
   readerClosed = false;
 }

@@ -117,6 +117,9 @@ interface Slot {
  * and an early worker not needed after all (--help) must not keep riff
  * alive; what it wrote before waits in the stream.
  */
+/** The output lock's value while the capture thread writes (workers write their thread ids, >= 1). */
+const LOCK_CAPTURE_THREAD = -1;
+
 export function forwardStdio(worker: Worker, outFd: 1 | 2): void {
   const out = outFd === 1 ? stdout : stderr;
   worker.stdout.on('data', (b: Buffer) => out.write(b));
@@ -430,17 +433,17 @@ export class LuaPool {
     // to its successor, which has newer packets queued already (lost, counted).
     const retired = life !== slot.life;
     this.watchdog.replace(life.id, null);
+    const thread = life.worker.threadId;
     const gone = life.worker.terminate();
     const t = life.target;
     // Once its thread has stopped (it may run on for a moment), so that
     // nothing is written twice; finish() waits for it.
-    if (t) {
-      const salvaged: Promise<void> = gone.then(
-        () => this.salvageOutput(t),
-        () => this.salvageOutput(t),
-      ).finally(() => this.settling.splice(this.settling.indexOf(salvaged), 1));
-      this.settling.push(salvaged);
-    }
+    const after = async () => {
+      this.freeLock(thread);
+      if (t) await this.salvageOutput(t);
+    };
+    const salvaged: Promise<void> = gone.then(after, after).finally(() => this.settling.splice(this.settling.indexOf(salvaged), 1));
+    this.settling.push(salvaged);
     if (!life.readyYet) {
       // Stuck loading the script: nothing ran yet; start() (or restart()) says so.
       life.rejectReady(new ScriptError(`${this.script}: loading the script ${why}`));
@@ -521,27 +524,33 @@ export class LuaPool {
    * worker's lines; the lock's holder may have been the thread just ended,
    * so the wait for it is short. Nothing a script wrote is dropped unsaid.
    */
-  private salvageOutput(t: WatchTarget): void {
+  private async salvageOutput(t: WatchTarget): Promise<void> {
     if (!t.out) return;
     const buf = t.memory.buffer;
     if (t.out < 4 || t.out > buf.byteLength) return;
     const len = new DataView(buf).getUint32(t.out - 4, true);
     if (!len || t.out + len > buf.byteLength) return;
-    const bytes = new Uint8Array(buf, t.out, len).slice();
+    let bytes = new Uint8Array(buf, t.out, len).slice();
+    // Whole lines: the stuck packet's unfinished one would run into the next output.
+    const nl = bytes.lastIndexOf(10);
+    if (nl >= 0) bytes = bytes.subarray(0, nl + 1);
+    // Held by a live worker (one waiting on a slow reader may hold it long): wait as the workers do, without blocking this thread.
     const lock = new Int32Array(this.lock);
-    const until = Date.now() + 1000;
-    let held = false;
-    while (!(held = Atomics.compareExchange(lock, 0, 0, 1) === 0) && Date.now() < until) Atomics.wait(lock, 0, 1, 10);
+    while (Atomics.compareExchange(lock, 0, 0, LOCK_CAPTURE_THREAD) !== 0) await new Promise((r) => setTimeout(r, 5));
     try {
       (this.o.outFd === 1 ? stdout : stderr).write(bytes);
     } catch {
       // stdout gone or failing: its own handler has said so and stops riff
     } finally {
-      if (held) {
-        Atomics.store(lock, 0, 0);
-        Atomics.notify(lock, 0, 1);
-      }
+      Atomics.store(lock, 0, 0);
+      Atomics.notify(lock, 0, 1);
     }
+  }
+
+  /** The output lock, if the thread just ended held it (it died writing): else no writer would ever have it again. */
+  private freeLock(thread: number): void {
+    const lock = new Int32Array(this.lock);
+    if (thread > 0 && Atomics.compareExchange(lock, 0, thread, 0) === thread) Atomics.notify(lock, 0);
   }
 
   /**

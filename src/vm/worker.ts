@@ -3,7 +3,7 @@
 // through postMessage, counters through shared memory.
 // First: its message tells the main thread this worker has booted.
 import './worker-boot.js';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { FdSink } from '../outputs/fd-sink.js';
 import { errnoText } from '../outputs/types.js';
 import { RingConsumer, type RingShared } from './ring.js';
@@ -139,7 +139,8 @@ let outputBusy: Int32Array | null = null;
 
 function write(fd: 1 | 2, bytes: Uint8Array): void {
   if (outputBusy) Atomics.store(outputBusy, BLOCK_OUTPUT, 1);
-  while (Atomics.compareExchange(lock, 0, 0, 1) !== 0) Atomics.wait(lock, 0, 1, 10);
+  // The lock holds its holder's thread id: the pool frees it if that thread is ended holding it.
+  for (let held; (held = Atomics.compareExchange(lock, 0, 0, threadId)) !== 0; ) Atomics.wait(lock, 0, held, 10);
   try {
     sinks[fd].write(bytes);
   } catch (e) {
