@@ -111,6 +111,8 @@ async function startLua(args: Args, c: Checked, session: CaptureSession, onRecor
         session.halt();
       },
       onNote: note,
+      // SIGINT/SIGTERM while the script loads or runs setup: it is stopped within a second (handleSignals takes over once the run is up).
+      onStarting: (pool) => whenSignalled(() => stopRun(session, pool)),
     });
   } catch (e) {
     if (e instanceof ScriptError) throw new Fail(e.message, 1);
@@ -177,6 +179,13 @@ async function openRecordOutputs(args: Args, c: Checked, pool: LuaPool, session:
   return outputs;
 }
 
+/** SIGINT/SIGTERM: the capture ends, the workers skip what is queued and go to deinit. */
+function stopRun(session: CaptureSession, pool: LuaPool): void {
+  session.interrupted = true;
+  pool.abandon();
+  session.halt();
+}
+
 /**
  * The signals from here on. SIGINT/SIGTERM (even one that came before the
  * workers were up): stop, finish, summarize. SIGUSR1 (logrotate): -w and
@@ -188,11 +197,7 @@ async function openRecordOutputs(args: Args, c: Checked, pool: LuaPool, session:
  * reopens there have been.
  */
 function handleSignals(args: Args, session: CaptureSession, pool: LuaPool, outputs: OutputSet, filterFromCommandLine: boolean): () => number {
-  whenSignalled(() => {
-    session.interrupted = true;
-    pool.abandon();
-    session.halt();
-  });
+  whenSignalled(() => stopRun(session, pool));
   stdout.onClose = session.stdoutClosed;
   onSecondInterrupt(() => pool.abandoning());
 

@@ -317,3 +317,105 @@ function deinit() io.write("deinit ran\\n") end
     assert.doesNotMatch(r.stderr, /lost with|restarted|internal error|\n\s+at /);
   });
 }
+
+// ---- riff's own bookkeeping never runs the script's code, and a signal ends every phase
+
+/** riff in the background, SIGTERM after `afterMs`; how long it took to end after the signal. */
+async function terminated(args: string[], afterMs: number): Promise<Run & { msAfter: number }> {
+  const r = riffAsync(args);
+  const kill = setTimeout(() => r.child.kill('SIGKILL'), 60_000);
+  let sentAt = 0;
+  const term = setTimeout(() => {
+    sentAt = Date.now();
+    r.child.kill('SIGTERM');
+  }, afterMs);
+  const out = await r.done;
+  clearTimeout(kill);
+  clearTimeout(term);
+  assert.notEqual(out.signal, 'SIGKILL', `riff hung: ${args.join(' ')}\n${out.stderr}`);
+  return { ...out, msAfter: sentAt ? Date.now() - sentAt : 0 };
+}
+
+test("a script that replaces table.concat, table.unpack or string.gsub reaches only its own code: riff's summary, counters and error lines stay riff's", async () => {
+  const dir = tree({
+    'forge.lua': `local concat = table.concat
+table.concat = function(t, sep, ...) if sep == "\\n" then return "45\\t0\\t0" end return concat(t, sep, ...) end
+table.unpack = function() error("from table.unpack") end
+string.gsub = function() while true do end end
+math.tointeger = function() return 0 end
+local c = riff.counter("n")
+function buffer(p)
+  c:add(1)
+  io.write(riff.packet.id, "\\n")
+  if riff.packet.id % 2 == 0 then error("bad\\nline") end
+end`,
+  });
+  for (const extra of [[], ['--strict']]) {
+    const r = await run(['-q', '--lua', path.join(dir, 'forge.lua'), ...extra, '-r', HTTP]);
+    if (extra.length) {
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^1 Lua errors/m);
+      continue;
+    }
+    assert.equal(r.code, 0, r.stderr);
+    // The true account (22 even ids fail), not the script's "45 processed, 0 errors".
+    assert.match(r.stderr, /^23 packets processed by Lua$/m);
+    assert.match(r.stderr, /^22 Lua errors \(/m);
+    // No worker died of riff calling the script's table.unpack, and every line printed came out.
+    assert.doesNotMatch(r.stderr, /worker died|restarted|still running/);
+    assert.equal(r.stdout.toString().split('\n').filter(Boolean).length, 45);
+    // The error's newline is escaped by riff's own gsub, not run through the script's loop.
+    assert.match(r.stderr, /forge\.lua:\d+: bad\\nline \(packet 2\)/);
+    accountsForAll(r.stderr);
+  }
+});
+
+test('a finalizer that makes the next finalizer is held to a budget a batch, and a signal still ends riff at once', async () => {
+  const dir = tree({
+    'chain.lua': `local mt
+mt = { __gc = function() setmetatable({}, mt) collectgarbage() end }
+function buffer(p) if riff.packet.id == 5 then setmetatable({}, mt) collectgarbage() end end`,
+  });
+  const r = await run(['-q', '--lua', path.join(dir, 'chain.lua'), '--lua-timeout', '1', '-r', HTTP]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /worker died|still running|lost with/);
+  assert.match(r.stderr, /^45 packets processed by Lua$/m);
+  // With no wall-clock limit the chain would run as long as riff does: SIGTERM ends it with a summary.
+  const t = await terminated(['-q', '--lua', path.join(dir, 'chain.lua'), '--lua-timeout', '0', '--lua-budget', '0', '-r', manyPackets(20000)], 1500);
+  assert.equal(t.code, 0, t.stderr);
+  assert.match(t.stderr, /packets read$/m);
+  assert.ok(t.msAfter < 5000, `ended ${t.msAfter} ms after SIGTERM`);
+});
+
+test("coroutine.close runs a coroutine's __close handlers under the budget: one error, no worker ended", async () => {
+  const dir = tree({
+    'close.lua': `function buffer(p)
+  if riff.packet.id == 3 then
+    local co = coroutine.create(function()
+      local x <close> = setmetatable({}, { __close = function() while true do end end })
+      coroutine.yield()
+    end)
+    coroutine.resume(co)
+    coroutine.close(co)
+  end
+end`,
+  });
+  const r = await run(['-q', '--lua', path.join(dir, 'close.lua'), '--lua-timeout', '30', '-r', HTTP]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /close\.lua:4: budget exceeded .*\(packet 3\)$/m);
+  assert.doesNotMatch(r.stderr, /still running|lost with/);
+  assert.match(r.stderr, /^44 packets processed by Lua$/m);
+});
+
+for (const [phase, src, code] of [
+  ['loading the script', `("a"):rep(3000):find(".-.-.-.-.-.-x")\nfunction buffer(p) end`, 1],
+  ['setup', `function setup() ("a"):rep(3000):find(".-.-.-.-.-.-x") end\nfunction buffer(p) end`, 0],
+] as const) {
+  test(`SIGTERM while ${phase} is stuck in a C call ends riff within seconds, not at the 10x script limit`, async () => {
+    const dir = tree({ 'stuck.lua': src });
+    const t = await terminated(['-q', '--lua', path.join(dir, 'stuck.lua'), '-r', HTTP], 1500);
+    assert.equal(t.code, code, t.stderr);
+    assert.match(t.stderr, /still running after 1 s \(riff was told to stop\)/);
+    assert.ok(t.msAfter < 5000, `ended ${t.msAfter} ms after SIGTERM`);
+  });
+}

@@ -60,9 +60,9 @@ const INSTALL_PROBE = `
 // arguments: test 'every door ...' below); the driver's internals; the debug
 // library beyond traceback; every standard function the sandbox withdrew or
 // replaced (loaders, host files, processes, the real io streams), except the
-// three that wrappers hold to add the budget's bookkeeping: setmetatable
-// (finalizers), coroutine.create and coroutine.resume (the hook, the
-// watchdog). Reaching those needs debug.getupvalue, itself forbidden here;
+// four that wrappers hold to add the budget's bookkeeping: setmetatable
+// (finalizers), coroutine.create, coroutine.resume and coroutine.close (the
+// hook, the watchdog). Reaching those needs debug.getupvalue, itself forbidden here;
 // what they would give is a finalizer or a coroutine outside the
 // instruction budget, which the wall-clock limit still ends.
 //
@@ -94,7 +94,7 @@ const WALK = `
   for k, v in pairs(api) do forbid(v, "api." .. k) end
   forbid(orig.debug, "the debug library")
   for k, v in pairs(orig.debug) do if k ~= "traceback" then forbid(v, "debug." .. k) end end
-  local HELD = { ["_G.setmetatable"] = true, ["coroutine.create"] = true, ["coroutine.resume"] = true }
+  local HELD = { ["_G.setmetatable"] = true, ["coroutine.create"] = true, ["coroutine.resume"] = true, ["coroutine.close"] = true }
   for lib, t in pairs(orig) do
     local now = lib == "_G" and _G or _G[lib]
     for k, v in pairs(t) do

@@ -171,7 +171,7 @@ test('a full ring behind a worker stuck in a C call (no time limit) still hears 
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, SUMMARY);
   // After a stop the stuck VM gets a second, then it is ended: its packet is lost, counted.
-  assert.match(r.stderr, /packet 2 still running after 1 s \(stopping\)/);
+  assert.match(r.stderr, /packet 2 still running after 1 s \(riff was told to stop\)/);
   assert.match(r.stderr, /^1 packets lost with 1 Lua worker ended/m);
   assert.ok(Number(/^(\d+) packets read$/m.exec(r.stderr)?.[1]) < 40_000, 'the ring was full: reading had stopped');
   assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);

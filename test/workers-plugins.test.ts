@@ -44,7 +44,7 @@ interface Run {
 let n = 0;
 function run(lua: string, file: string, workers: number): Run {
   const out = path.join(dir, `r${n++}.json`);
-  const r = riff(['-q', '--stats', '--workers', String(workers), '--lua', lua, '-r', file, '-o', `json:${out}`], { env: { ...process.env, TZ: 'UTC', RIFF_WORKERS: '' } });
+  const r = riff(['-q', '--workers', String(workers), '--lua', lua, '-r', file, '-o', `json:${out}`], { env: { ...process.env, TZ: 'UTC', RIFF_WORKERS: '' } });
   assert.equal(r.code, 0, `${path.basename(lua)} on ${file} with ${workers} workers: ${r.stderr}`);
   const text = fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : '';
   return {

@@ -9,6 +9,15 @@ local type, pairs, ipairs, xpcall, error, tostring, select =
 local sfmt, unpack, find, match, sub, date = string.format, string.unpack, string.find, string.match, string.sub, os.date
 local flush, flush_if_big, emit, emit_err = rt.flush, rt.flush_if_big, rt.emit, rt.emit_err
 local sethook, getinfo, traceback, rawgetmeta = rt.sethook, rt.getinfo, debug.traceback, rt.getmetatable
+-- Everything riff's own bookkeeping calls later is bound here, before any
+-- script runs: the libraries (table, string, math) are tables a script
+-- shares and may change, and a script that sets table.concat must reach only
+-- its own code by it, never the summary, the counters or the handover. For
+-- the same reason riff walks a script's tables with next/rawget/rawlen,
+-- never pairs/ipairs/#, which would run its metamethods in riff's stead.
+local concat, tunpack, gsub, byte = table.concat, table.unpack, string.gsub, string.byte
+local tointeger, mathtype, huge = math.tointeger, math.type, math.huge
+local next, rawget, rawlen = next, rawget, rawlen
 local interrupted = host.interrupted
 -- "file:line" where the heap cap last refused the script memory, or nil.
 local refused = host.refused
@@ -131,8 +140,9 @@ riff.shard = function(key)
   end
   shard_key = key
 end
+local worker = { index = host.worker_index or 1, count = host.worker_count or 1 }
 riff.worker = setmetatable({}, {
-  __index = { index = host.worker_index or 1, count = host.worker_count or 1 },
+  __index = worker,
   __newindex = read_only, __metatable = false,
 })
 
@@ -166,25 +176,26 @@ do
       local c = list[i]
       args[2 * i - 1], args[2 * i] = c.slot, c.v
     end
-    publish(table.unpack(args, 1, 2 * n))
+    publish(tunpack(args, 1, 2 * n))
   end
 end
 
 -- The default merge: numbers add, booleans or, tables merge key by key (so
 -- a table of counts per port merges into the whole run's), anything else
 -- keeps the first worker's. Lists are not concatenated: give merge(a, b).
-function riff.merge(a, b)
+local function merge(a, b)
   local ta, tb = type(a), type(b)
   if a == nil then return b end
   if b == nil then return a end
   if ta == "number" and tb == "number" then return a + b end
   if ta == "boolean" and tb == "boolean" then return a or b end
   if ta == "table" and tb == "table" then
-    for k, v in pairs(b) do a[k] = riff.merge(a[k], v) end
+    for k, v in next, b do a[k] = merge(a[k], v) end
     return a
   end
   return a
 end
+riff.merge = merge
 
 ---------------------------------------------------------------------------
 -- Instruction budget. A count hook ticks every TICK instructions; the driver
@@ -305,10 +316,22 @@ do
     return resumed(prev, co_resume(co, ...))
   end
 
+  -- close runs the coroutine's pending __close handlers, in the coroutine:
+  -- entered as a resume is, so the budget reaches them there too.
+  local function close(co)
+    if type(co) ~= "thread" then return co_close(co) end -- its error
+    local prev = running
+    running = co
+    depth = depth + 1
+    chain[depth] = prev or MAIN
+    enter(co)
+    return resumed(prev, co_close(co))
+  end
+
   local function wrapped(co, ok, ...)
     if ok then return ... end
     local e = ...
-    if co_status(co) == "dead" then co_close(co) end
+    if co_status(co) == "dead" then close(co) end
     -- As coroutine.wrap does: a string error gets the caller's position.
     if type(e) == "string" then error(e, 2) end
     error(e, 0)
@@ -317,6 +340,7 @@ do
   local function create(f) return adopt(co_create(f)) end
   coroutine.create = create
   coroutine.resume = resume
+  coroutine.close = close
   coroutine.wrap = function(f)
     local co = create(f)
     return function(...) return wrapped(co, resume(co, ...)) end
@@ -351,12 +375,12 @@ local stop_requested = false
 -- so a plugin cannot forge riff's summary lines or a stack trace.
 local CONTROL = "[\0-\8\10-\31\127]"
 local ESCAPED = { ["\n"] = "\\n", ["\r"] = "\\r" }
-local function escape_control(c) return ESCAPED[c] or sfmt("\\x%02x", string.byte(c)) end
+local function escape_control(c) return ESCAPED[c] or sfmt("\\x%02x", byte(c)) end
 
 local function cut(e)
   local n = #e
   if n > MAX_ERROR then e = sub(e, 1, MAX_ERROR) .. "\u{2026}(" .. (n - MAX_ERROR) .. " bytes cut)" end
-  if find(e, CONTROL) then e = string.gsub(e, CONTROL, escape_control) end
+  if find(e, CONTROL) then e = gsub(e, CONTROL, escape_control) end
   return e
 end
 
@@ -479,7 +503,7 @@ local setup_fn, deinit_fn, setup_self
 -- riff will never call (a misspelled one, action without match).
 local function is_plugin(v)
   if type(v) ~= "table" then return false end
-  for _, f in pairs(v) do
+  for _, f in next, v do
     if type(f) == "function" then return true end
   end
   return false
@@ -619,27 +643,43 @@ function api.config_filter(src, chunkname)
     error(name .. ": outputs() must return a list of output specs such as \"json:-\", got " .. type(outs), 0)
   end
   local specs = {}
-  for i, v in ipairs(outs or {}) do
+  for i = 1, outs and rawlen(outs) or 0 do
+    local v = rawget(outs, i)
     if type(v) ~= "string" then error(name .. ": outputs() entry " .. i .. " is not a string", 0) end
     specs[i] = v
   end
-  return filter, table.concat(specs, "\n")
+  return filter, concat(specs, "\n")
 end
 
 function api.configure(quiet, verbose, strict, budget, setup_budget)
   opts.quiet, opts.verbose, opts.strict = quiet, verbose, strict
-  opts.budget, opts.setup_budget = math.tointeger(budget) or 0, math.tointeger(setup_budget) or 0
+  opts.budget, opts.setup_budget = tointeger(budget) or 0, tointeger(setup_budget) or 0
 end
 
 -- Script finalizers that came due (sandbox.lua queues them): each a protected
--- call under the packet budget, its error counted like a packet's.
+-- call, its error counted like a packet's.
+--
+-- One packet's budget for the whole pass, not one per finalizer: a
+-- finalizer that makes the next one is a chain that never ends, each link
+-- cheap. A pass cut short by the budget leaves the rest for the next pass
+-- (the next batch's end), so the chain costs a budget a batch, not the run.
 local take_due = rt.take_due
+local left_q, left_i, left_n
+local GC_MIN = 1000
 local function finalize()
-  local q, n = take_due()
+  local q, i, n = left_q, left_i, left_n
+  left_q = nil
+  if not q then
+    q, n = take_due()
+    i = 1
+  end
+  if not q then return end
+  local left = opts.budget
   while q do
-    for i = 1, n do
+    while i <= n do
       local o = q[i]
       q[i] = nil
+      i = i + 1
       local mt = rawgetmeta(o)
       local gc = type(mt) == "table" and rawget(mt, "__gc")
       if type(gc) == "function" then
@@ -647,14 +687,24 @@ local function finalize()
         -- step per finalizer, so each gets the wall-clock limit of a packet;
         -- the batch's packets were all handed over before this.
         cur = cur > -2 and -2 or cur - 1
-        arm(opts.budget)
+        -- The hook counts the finalizer only, not riff's queue work between.
+        arm(left)
         local ok, e = xpcall(gc, msgh, o)
         if not ok then report_error(e, "__gc") end
+        local over, spent = exhausted, ticks * TICK
         arm(0)
+        -- Each is charged at least GC_MIN: a chain of cheap ones still ends.
+        left = left - (spent > GC_MIN and spent or GC_MIN)
+        if opts.budget > 0 and (over or left <= 0) then
+          left_q, left_i, left_n = q, i, n
+          cur = 0
+          return
+        end
       end
     end
     -- Finalizers may make more garbage with finalizers.
     q, n = take_due()
+    i = 1
   end
   cur = 0
 end
@@ -686,7 +736,7 @@ function api.deinit(reloading)
   local out = {}
   local sok, e = pcall(serialize, v, out, 0, {})
   if not sok then report_error("deinit's hand-over: " .. tostring(e), "deinit") return nil end
-  return table.concat(out)
+  return concat(out)
 end
 
 function api.handover(text)
@@ -702,10 +752,10 @@ end
 function serialize(v, out, depth, open)
   local t = type(v)
   if t == "number" then
-    if math.type(v) == "integer" then out[#out + 1] = sfmt("%d", v)
+    if mathtype(v) == "integer" then out[#out + 1] = sfmt("%d", v)
     elseif v ~= v then out[#out + 1] = "(0/0)"
-    elseif v == math.huge then out[#out + 1] = "(1/0)"
-    elseif v == -math.huge then out[#out + 1] = "(-1/0)"
+    elseif v == huge then out[#out + 1] = "(1/0)"
+    elseif v == -huge then out[#out + 1] = "(-1/0)"
     else out[#out + 1] = sfmt("%.17g", v) end
   elseif t == "string" then out[#out + 1] = sfmt("%q", v)
   elseif t == "boolean" then out[#out + 1] = tostring(v)
@@ -714,7 +764,7 @@ function serialize(v, out, depth, open)
     if open[v] or depth > 64 then error("collect: the state holds a table inside itself (or nests over 64 deep)", 0) end
     open[v] = true
     out[#out + 1] = "{"
-    for k, x in pairs(v) do
+    for k, x in next, v do
       out[#out + 1] = "["
       serialize(k, out, depth + 1, open)
       out[#out + 1] = "]="
@@ -740,7 +790,7 @@ function api.collect()
     end
     local out = {}
     serialize(state, out, 0, {})
-    return table.concat(out)
+    return concat(out)
   end, msgh)
   arm(0)
   if not ok then report_error(res, "collect") return "nil" end
@@ -762,7 +812,7 @@ function api.report(all, n)
       if i == 1 then acc = st
       elseif merge_fn then
         if gather_self then acc = merge_fn(gather_self, acc, st) else acc = merge_fn(acc, st) end
-      else acc = riff.merge(acc, st) end
+      else acc = merge(acc, st) end
     end
     if gather_self then report_fn(gather_self, acc) else report_fn(acc) end
   end, msgh)
@@ -778,7 +828,7 @@ end
 -- still open at the second, as one worker would.
 local run_end_ts, run_end_flow_ts
 function api.run_end(ls, lns, fs, fns)
-  ls, lns, fs, fns = math.tointeger(ls), math.tointeger(lns), math.tointeger(fs), math.tointeger(fns)
+  ls, lns, fs, fns = tointeger(ls), tointeger(lns), tointeger(fs), tointeger(fns)
   if ls and ls >= 0 then
     last_sec, last_nsec = ls, lns
     run_end_ts = ls + lns / 1e9
@@ -794,11 +844,12 @@ function api.sharding()
   headroom(true) -- after the script's top level, which may have filled the heap
   local out = {}
   if overhear_fn and type(overhear_list) == "table" then
-    for _, p in ipairs(overhear_list) do
-      if math.type(p) == "integer" and p >= 0 and p < 65536 then out[#out + 1] = p end
+    for i = 1, rawlen(overhear_list) do
+      local p = rawget(overhear_list, i)
+      if mathtype(p) == "integer" and p >= 0 and p < 65536 then out[#out + 1] = p end
     end
   end
-  local plan = shard_key .. "\t" .. table.concat(out, ",")
+  local plan = shard_key .. "\t" .. concat(out, ",")
   headroom(false)
   return plan
 end
@@ -807,17 +858,19 @@ end
 -- worker's share: said once, at start, so nobody reads half a total.
 function api.note_per_worker()
   -- A script that chose its sharding (riff.shard) knows what each worker holds.
-  if riff.worker.count < 2 or riff.worker.index ~= 1 or not deinit_fn or shard_key ~= "flow" then return end
+  if worker.count < 2 or worker.index ~= 1 or not deinit_fn or shard_key ~= "flow" then return end
   local which = ""
   if unmerged_fn then
     local ok, names = pcall(unmerged_fn, unmerged_self)
-    if not ok or type(names) ~= "table" or #names == 0 then return end
-    which = " (" .. table.concat(names, ", ") .. ")"
+    if not ok or type(names) ~= "table" or rawlen(names) == 0 then return end
+    local list = {}
+    for i = 1, rawlen(names) do local v = rawget(names, i) list[i] = type(v) == "string" and v or type(v) end
+    which = " (" .. concat(list, ", ") .. ")"
   elseif report_fn then
     return
   end
   headroom(true)
-  emit_err("riff: with --workers " .. riff.worker.count .. " the script's deinit" .. which .. " runs in each worker on its share of the flows;"
+  emit_err("riff: with --workers " .. worker.count .. " the script's deinit" .. which .. " runs in each worker on its share of the flows;"
     .. " for whole-run figures give it collect/report (README: One answer from N workers)\n")
   flush()
   headroom(false)
@@ -942,7 +995,7 @@ function api.summary()
   local lines = { processed .. "\t" .. errors_total .. "\t" .. packet_errors }
   if other_errors > 0 then lines[1] = lines[1] .. "\t" .. other_errors end
   for script, n in pairs(errors_by_script) do lines[#lines + 1] = script .. "\t" .. n end
-  local text = table.concat(lines, "\n")
+  local text = concat(lines, "\n")
   headroom(false)
   return text
 end

@@ -59,6 +59,8 @@ export interface PoolOptions {
   workers: number;
   runtime: Omit<RuntimeOptions, 'write' | 'record'>;
   outFd: 1 | 2;
+  /** Called once the workers are spawned and watched, before the script has loaded: a signal from then on can stop it. */
+  onStarting?: (pool: LuaPool) => void;
   ringBytes: number;
   /** Wall-clock limits (src/vm/watchdog.ts); 0 = none. */
   limits: { packetMs: number; scriptMs: number };
@@ -377,6 +379,8 @@ export class LuaPool {
     for (const e of early.splice(0)) void e.worker.terminate();
     // Loading the script is watched too: a top level that never returns is ended.
     pool.watchdog.start();
+    // From here a signal reaches the pool, even while the script loads.
+    o.onStarting?.(pool);
     // The addon (the rings' copies, sharding) loads while the workers boot, not
     // after they are ready: dlopen and its relocations are ~4 ms. So do Node's
     // perf_hooks modules, which the first performance.now() loads (~1.7 ms;
@@ -418,7 +422,7 @@ export class LuaPool {
   private stuck(id: number, where: Stuck): void {
     const life = [...this.slots.map((s) => s.life), ...this.retired].find((l) => l.id === id);
     if (!life || life.over) return;
-    this.end(this.slots[life.index], `still running after ${where.limitMs / 1000} s (${this.abandoned && where.phase === PHASE_BATCH ? 'stopping' : '--lua-timeout'})`, life);
+    this.end(this.slots[life.index], `still running after ${where.limitMs / 1000} s (${this.abandoned ? 'riff was told to stop' : '--lua-timeout'})`, life);
   }
 
   /**

@@ -782,7 +782,8 @@ export class Runtime {
 
   /** This worker's state for the whole run's report (Lua source text), or null when the script has no report. */
   collect(): Buffer | null {
-    this.callApi('collect', () => 0, 1);
+    // The end of the run, as deinit (watchdog.ts graceAfterSignal).
+    this.callApi('collect', () => 0, 1, PHASE_DEINIT);
     const state = this.vm.toBytes(-1);
     this.vm.x.lua_settop(this.vm.L, -2);
     return state;
@@ -797,7 +798,7 @@ export class Runtime {
       this.vm.pushBytes(Buffer.concat(parts));
       this.vm.x.lua_pushnumber(this.vm.L, states.length);
       return 2;
-    });
+    }, 0, PHASE_DEINIT);
   }
 
   /** With several workers, say once if the script's totals would be per worker. */
@@ -880,7 +881,7 @@ export class Runtime {
   }
 
   summary(): Summary {
-    this.callApi('summary', () => 0, 1);
+    this.callApi('summary', () => 0, 1, PHASE_DEINIT);
     const text = this.vm.toText(-1) ?? '0\t0';
     this.vm.x.lua_settop(this.vm.L, -2);
     const [head, ...rest] = text.split('\n');

@@ -128,6 +128,9 @@ interface Watched {
   mark: number;
   markCur: number;
   since: number;
+  /** The batch sequence (odd: in Lua) and since when it has been that: how long this stay in Lua has lasted, progress or not. */
+  entrySeq: number;
+  entered: number;
   /** Reported stuck: not looked at again. */
   gone: boolean;
 }
@@ -147,11 +150,24 @@ export interface Limits {
   scriptMs: number;
 }
 
+/**
+ * How long a VM may stay in Lua once riff has been told to stop: a packet a
+ * second (as before); loading the script and setup a second too (nothing
+ * is lost by ending them); deinit, which writes the script's report, up to
+ * ten seconds (or --lua-timeout's own limit, if shorter).
+ */
+export function graceAfterSignal(phase: number, scriptMs: number): number {
+  if (phase === PHASE_DEINIT) return Math.min(scriptMs || 10_000, 10_000);
+  return 1000;
+}
+
 export class Watchdog {
   /** By key; a VM no longer watched leaves (keys grow with every restart and reload). */
   private readonly watched = new Map<number, Watched>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private urgent = false;
+  /** When hurry() was called: after it, a stay in Lua is timed from the later of its start and this. */
+  private hurriedAt = 0;
 
   /** `onStuck(i, where)`: target i has not moved for its limit; it is not watched again until replaced. */
   constructor(
@@ -177,6 +193,8 @@ export class Watchdog {
       mark: -1,
       markCur: -1,
       since: performance.now(),
+      entrySeq: -1,
+      entered: performance.now(),
       gone: false,
     });
   }
@@ -206,6 +224,25 @@ export class Watchdog {
       }
       w.last = seq;
       w.lastCur = at;
+      const writing = Atomics.load(w.i32, base + BLOCK_OUTPUT) !== 0;
+      if (seq !== w.entrySeq || writing) {
+        w.entrySeq = seq;
+        w.entered = now;
+      }
+      // After a signal the user is waiting: a VM still in Lua after its
+      // grace (from the later of the signal and its entry) is ended, however
+      // it moves: a chain of finalizers, or a packet whose error handling
+      // loops, each step progress, must not hold riff past SIGTERM.
+      if (this.urgent && seq & 1) {
+        const grace = graceAfterSignal(phase, this.limits.scriptMs);
+        const ms = now - Math.max(w.entered, this.hurriedAt);
+        if (ms > grace) {
+          w.gone = true;
+          views(w);
+          this.onStuck(i, { phase, cur: phase === PHASE_BATCH ? Math.max(readLuaInt(w.dv, w.t.cur), 0) : 0, ms, limitMs: grace });
+          continue;
+        }
+      }
       const limit = phase === PHASE_BATCH ? this.limits.packetMs : this.limits.scriptMs;
       if (!(seq & 1) || !limit) {
         w.mark = -1;
@@ -213,7 +250,7 @@ export class Watchdog {
       }
       views(w);
       const cur = readLuaInt(w.dv, w.t.cur);
-      if (seq !== w.mark || cur !== w.markCur || Atomics.load(w.i32, base + BLOCK_OUTPUT)) {
+      if (seq !== w.mark || cur !== w.markCur || writing) {
         w.mark = seq;
         w.markCur = cur;
         w.since = now;
@@ -226,6 +263,7 @@ export class Watchdog {
 
   /** Ctrl-C: arm every VM that is inside a batch now, so a long packet hears it. */
   hurry(): void {
+    if (!this.urgent) this.hurriedAt = performance.now();
     this.urgent = true;
     // The user is waiting: a packet that does not come back within a second is ended.
     this.limits = { ...this.limits, packetMs: Math.min(this.limits.packetMs || 1000, 1000) };
