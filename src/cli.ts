@@ -131,8 +131,25 @@ function chooseFilter(args: Args, c: Checked, pool: LuaPool): { expr: string; fr
   if (!expr && pool.filter) {
     expr = pool.filter;
     note(`filter from config.lua: ${expr}`);
+    const problem = scriptFilterProblem(expr);
+    if (problem) throw new Fail(problem, 2);
   }
   return { expr, fromCommandLine };
+}
+
+/**
+ * A filter from config.lua is the script's, not the user's: libpcap's
+ * optimizer takes time that grows steeply with its and/or terms (a second
+ * at 200 ports, minutes at 1000; tcpdump alike), and it runs on the capture
+ * thread, where nothing else runs meanwhile, signals included. riff takes
+ * up to SCRIPT_FILTER_TERMS from a script; the command line and -F, the
+ * user's own, have no limit.
+ */
+const SCRIPT_FILTER_TERMS = 100;
+function scriptFilterProblem(expr: string): string | null {
+  const terms = (expr.match(/\b(?:and|or)\b|&&|\|\|/g) ?? []).length + 1;
+  if (terms <= SCRIPT_FILTER_TERMS) return null;
+  return `config.lua's format() gives a filter of ${terms} and/or terms; riff takes up to ${SCRIPT_FILTER_TERMS} from a script (libpcap's optimizer takes seconds to minutes past that); give it on the command line or with -F`;
 }
 
 /**
@@ -222,6 +239,8 @@ function handleSignals(args: Args, session: CaptureSession, pool: LuaPool, outpu
     const expr = m.filter ?? '';
     const refilter = session.refilter;
     if (!filterFromCommandLine && expr !== session.filterExpr && refilter) {
+      const problem = scriptFilterProblem(expr);
+      if (problem) return problem.replace("config.lua's format() gives", "config.lua's new format() gives");
       try {
         steps.push(refilter(expr));
       } catch (e) {

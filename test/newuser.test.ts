@@ -311,3 +311,20 @@ test('-r - from an empty or closed standard input, or -r of a device, is one lin
   assert.equal(closed.status, 1, closed.stderr);
   assert.match(closed.stderr, /^riff: standard input: empty file/);
 });
+
+test("config.lua's filter is the script's: one of more than 100 and/or terms is refused before libpcap's optimizer could hold riff for minutes", () => {
+  const dir = tmpdir();
+  fs.copyFileSync(path.join(ROOT, 'fixtures', 'count.lua'), path.join(dir, 's.lua'));
+  const ports = (n: number) => Array.from({ length: n }, (_, i) => `port ${i + 1}`).join(' or ');
+  fs.writeFileSync(path.join(dir, 'config.lua'), `function format() return "${ports(600)}" end\n`);
+  const t0 = Date.now();
+  const r = riff(['-q', '--lua', path.join(dir, 's.lua'), '-r', 'fixtures/http.pcap']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /^riff: config\.lua's format\(\) gives a filter of 600 and\/or terms; riff takes up to 100 from a script/m);
+  assert.ok(Date.now() - t0 < 20_000);
+  // Up to 100 it is the filter; the same expression on the command line is the user's, and taken.
+  fs.writeFileSync(path.join(dir, 'config.lua'), `function format() return "${ports(100)}" end\n`);
+  assert.equal(riff(['-q', '--lua', path.join(dir, 's.lua'), '-r', 'fixtures/http.pcap']).code, 0);
+  const own = riff(['-q', '--lua', path.join(dir, 's.lua'), '-r', 'fixtures/http.pcap', ports(120)]);
+  assert.equal(own.code, 0, own.stderr);
+});
