@@ -345,9 +345,13 @@ describe('mysql output', { skip: why ?? false }, () => {
       assert.match(r.stderr, re);
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     }
+    // An empty name is no name (as every option's empty value); one with a control character is refused as a name.
     const r = riff(['-q', '-r', http, '--sensor', '', '-o', server.spec('t1')]);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /--sensor: '' is not a sensor name/);
+    assert.match(r.stderr, /^riff: --sensor needs a value/);
+    const c = riff(['-q', '-r', http, '--sensor', 'a\tb', '-o', server.spec('t1')]);
+    assert.equal(c.code, 2);
+    assert.match(c.stderr, /--sensor: 'a\tb' is not a sensor name/);
   });
 
   test('config.lua outputs() and a Unix socket', async () => {

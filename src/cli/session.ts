@@ -129,8 +129,8 @@ export class CaptureSession {
       this.writer = new PcapWriter(this.args.w!, linktype, o);
     } catch (e) {
       if (!(e instanceof PcapWriteError)) throw e;
-      // `-w - | true`: the reader was gone before the header; quietly, as later on.
-      if (e.readerClosed) return this.writerFault(e);
+      // A device that fails the header (`-w /dev/full`), or `-w - | true`: as a write later on.
+      if (!e.cannotCreate) return this.writerFault(e);
       throw new Fail(this.args.Z !== undefined ? `${e.message} (riff runs as ${this.args.Z} by then, -Z)` : e.message, 2);
     }
   }

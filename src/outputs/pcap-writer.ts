@@ -111,6 +111,8 @@ export function namesWritten(path: string, o: PcapWriterOptions): RegExp {
 
 export class PcapWriteError extends Error {
   readerClosed = false;
+  /** The file could not be created at all (a path, not a device, at fault). */
+  cannotCreate = false;
 }
 
 // Sleeping without a busy loop while a non-blocking stdout drains.
@@ -181,7 +183,9 @@ export class PcapWriter {
     try {
       this.fd = this.ownsFd ? fs.openSync(name, 'w') : 1;
     } catch (e) {
-      throw new PcapWriteError(`-w ${name}: cannot create it: ${errnoText(e)}; name a writable file`);
+      const err = new PcapWriteError(`-w ${name}: cannot create it: ${errnoText(e)}; name a writable file`);
+      err.cannotCreate = true;
+      throw err;
     }
     this.current = name;
     this.files.push(name);
