@@ -419,3 +419,75 @@ for (const [phase, src, code] of [
     assert.ok(t.msAfter < 5000, `ended ${t.msAfter} ms after SIGTERM`);
   });
 }
+
+test('after SIGTERM the end of the run (deinit, collect, report) shares ten seconds in all, not ten each', async () => {
+  const dir = tree({
+    'slow-end.lua': `local s = ("a"):rep(4000)
+local function burn(sec) local t0 = os.clock() while os.clock() - t0 < sec do s:find(".-b") end end
+function setup() io.stderr:write("ready\\n") end
+function buffer(p) end
+function deinit() burn(9) end
+function collect() burn(9) return 1 end
+function report(x) burn(9) end`,
+  });
+  const r = riffAsync(['-q', '--lua', path.join(dir, 'slow-end.lua'), '-r', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  r.child.stdin!.write(fs.readFileSync(HTTP));
+  const kill = setTimeout(() => r.child.kill('SIGKILL'), 60_000);
+  while (!/ready/.test(r.stderr())) await new Promise((res) => setTimeout(res, 50));
+  const t0 = Date.now();
+  r.child.kill('SIGTERM');
+  const out = await r.done;
+  clearTimeout(kill);
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stderr, /still running after 10 s \(riff was told to stop\)/);
+  assert.match(out.stderr, /^45 packets read$/m);
+  assert.ok(Date.now() - t0 < 14_000, `ended ${Date.now() - t0} ms after SIGTERM`);
+});
+
+test("a finalizer runs at the heap cap, never in riff's reserve, and a pass's budget counts its errors' __tostring", async () => {
+  const dir = tree({
+    'gcmem.lua': `local keep, n = {}, 0
+function buffer(p)
+  if n > 0 then return end
+  n = 1
+  local ok = true
+  while ok do ok = pcall(function() keep[#keep + 1] = ("x"):rep(65536, "") .. #keep end) end
+  setmetatable({}, { __gc = function() keep.extra = ("z"):rep(3 << 20) end })
+  collectgarbage("collect")
+end`,
+    'gcerr.lua': `local E = setmetatable({}, { __tostring = function() return "fin" end })
+local mt = { __gc = function() local x = 0 for i = 1, 1500000 do x = x + i end error(E) end }
+local done = false
+function buffer(p)
+  if done then return end
+  done = true
+  for i = 1, 3000 do setmetatable({}, mt) end
+  collectgarbage("collect")
+end`,
+  });
+  const m = await run(['-q', '--lua', path.join(dir, 'gcmem.lua'), '--lua-memory', '32M', '-r', HTTP]);
+  assert.equal(m.code, 0, m.stderr);
+  assert.match(m.stderr, /gcmem\.lua:7: not enough memory \(Lua heap limit reached; raise it with --lua-memory\) \(__gc\)/);
+  assert.doesNotMatch(m.stderr, /worker died|restarted/);
+  // 3000 finalizers of ~4.5M instructions each: a pass stops near one packet's budget (10^7), not at 3000 of them.
+  const e = await run(['-q', '--lua', path.join(dir, 'gcerr.lua'), '-r', HTTP]);
+  assert.equal(e.code, 0, e.stderr);
+  const errors = Number(/^(\d+) Lua errors/m.exec(e.stderr)?.[1]);
+  assert.ok(errors > 0 && errors < 200, e.stderr.slice(-400));
+});
+
+test('--workers 2: an overheard copy that hangs its worker is neither processed nor lost; the summary adds up', async () => {
+  const dir = tree({
+    'over.lua': `overhear_ports = { 80 }
+local heard = 0
+function buffer(p) end
+function overhear(p)
+  heard = heard + 1
+  if heard == 10 then local s = ("a"):rep(4000) while true do s:find(".-b") end end
+end`,
+  });
+  const r = await run(['-q', '--workers', '2', '--lua-timeout', '1', '--lua', path.join(dir, 'over.lua'), '-r', HTTP]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /still running after 1 s/);
+  accountsForAll(r.stderr);
+});

@@ -424,11 +424,14 @@ end
 -- The text of a non-string error value. A table's __tostring is script code:
 -- it runs here under the packet budget as a protected call, and what it
 -- returns is cut like any message.
+-- What the last __tostring cost (instructions), for a finalizer pass's account.
+local described = 0
 local function describe(v)
   local mt = type(v) == "table" and rawgetmeta(v)
   if type(mt) == "table" and rawget(mt, "__tostring") ~= nil then
     arm(opts.budget)
     local ok, s = pcall(tostring, v)
+    described = ticks * TICK
     arm(0)
     if ok and type(s) == "string" then return cut(s) end
     return "(error object is a table whose __tostring failed)"
@@ -666,7 +669,11 @@ end
 local take_due = rt.take_due
 local left_q, left_i, left_n
 local GC_MIN = 1000
-local function finalize()
+--
+-- Finalizers are the script's code: they run at the heap cap, never in the
+-- reserve riff lends its own bookkeeping (headroom); `reserve` is whether
+-- the caller had it lent, and gets it back.
+local function finalize(reserve)
   local q, i, n = left_q, left_i, left_n
   left_q = nil
   if not q then
@@ -674,6 +681,7 @@ local function finalize()
     i = 1
   end
   if not q then return end
+  headroom(false)
   local left = opts.budget
   while q do
     while i <= n do
@@ -690,14 +698,21 @@ local function finalize()
         -- The hook counts the finalizer only, not riff's queue work between.
         arm(left)
         local ok, e = xpcall(gc, msgh, o)
-        if not ok then report_error(e, "__gc") end
         local over, spent = exhausted, ticks * TICK
+        described = 0
+        if not ok then
+          headroom(true)
+          report_error(e, "__gc")
+          headroom(false)
+        end
         arm(0)
-        -- Each is charged at least GC_MIN: a chain of cheap ones still ends.
-        left = left - (spent > GC_MIN and spent or GC_MIN)
+        -- Each is charged at least GC_MIN (a chain of cheap ones still
+        -- ends), and what its error's __tostring cost.
+        left = left - (spent > GC_MIN and spent or GC_MIN) - described
         if opts.budget > 0 and (over or left <= 0) then
           left_q, left_i, left_n = q, i, n
           cur = 0
+          headroom(reserve)
           return
         end
       end
@@ -707,10 +722,11 @@ local function finalize()
     i = 1
   end
   cur = 0
+  headroom(reserve)
 end
 
 local function call_hook(fn, name, arg)
-  finalize()
+  finalize(false)
   if not fn then return true end
   arm(opts.setup_budget)
   local ok, e
@@ -718,7 +734,7 @@ local function call_hook(fn, name, arg)
   arm(0)
   headroom(true)
   if not ok then report_error(e, name) end
-  finalize()
+  finalize(true)
   flush()
   headroom(false)
   return ok, e
@@ -934,7 +950,7 @@ local function handed(k)
   live = false
   forget_coroutines()
   arm(0)
-  finalize()
+  finalize(true)
   flush()
   headroom(false)
   return k, packet_errors

@@ -487,8 +487,8 @@ export class LuaPool {
         // packets were all handed over (lua/riff/driver.lua finalize()).
         what = 'a __gc finalizer';
       } else if (inLua && phase === PHASE_BATCH) {
-        const { rest, lost, id } = this.unfinished(dv, i32[b + BLOCK_BASE], i32[b + BLOCK_COUNT], i32[b + BLOCK_META], cur);
-        if (cur > 0) handed += cur - 1;
+        const { rest, lost, id, copies } = this.unfinished(dv, i32[b + BLOCK_BASE], i32[b + BLOCK_COUNT], i32[b + BLOCK_META], cur);
+        if (cur > 0) handed += cur - 1 - copies;
         this.lost += lost;
         if (rest) carry.push(rest);
         what = id ? `packet ${id}` : 'a batch of packets';
@@ -563,30 +563,35 @@ export class LuaPool {
    * already run or run elsewhere flagged so it skips them). cur < 1 (not
    * known): the whole batch is lost.
    */
-  private unfinished(dv: DataView, base: number, count: number, meta: number, cur: number): { rest: Batch | null; lost: number; id: number } {
-    if (!base || count <= 0) return { rest: null, lost: 0, id: 0 };
+  private unfinished(dv: DataView, base: number, count: number, meta: number, cur: number): { rest: Batch | null; lost: number; id: number; copies: number } {
+    if (!base || count <= 0) return { rest: null, lost: 0, id: 0, copies: 0 };
     let o = base;
     for (let k = 0; k < count; k++) o += HDR + align8(dv.getUint32(o + 12, true));
     const bytes = o - base;
-    if (o > dv.byteLength) return { rest: null, lost: 0, id: 0 };
+    if (o > dv.byteLength) return { rest: null, lost: 0, id: 0, copies: 0 };
     const rest = Batch.over(Buffer.from(new Uint8Array(dv.buffer, base, bytes)));
     rest.count = count;
     rest.bytes = bytes;
     let handed = 0;
     let lost = 0;
+    // Overheard copies (another worker's flow, handed to overhear()) are
+    // neither processed nor lost: the packet itself is its owner's.
+    let copies = 0;
     for (let k = 0, r = 0; k < count; k++) {
       const f = rest.view.getUint32(r + 28, true);
       if (!(f & (FLAG_FILTERED_OUT | FLAG_ELSEWHERE))) {
         handed++;
         if (cur < 1 || handed <= cur) {
-          if (cur < 1 || handed === cur) lost++;
+          const copy = (f & FLAG_OVERHEARD) !== 0;
+          if (cur < 1 || handed === cur) lost += copy ? 0 : 1;
+          else if (copy) copies++;
           rest.view.setUint32(r + 28, f | FLAG_ELSEWHERE, true);
         }
       }
       r += HDR + align8(rest.view.getUint32(r + 12, true));
     }
     const id = cur >= 1 && meta ? dv.getUint32(meta + (cur - 1) * HDR + 32, true) : 0;
-    return { rest: handed > (cur < 1 ? handed : cur) ? rest : null, lost, id };
+    return { rest: handed > (cur < 1 ? handed : cur) ? rest : null, lost, id, copies };
   }
 
   /** Packets that will never run: counted as lost. */

@@ -153,8 +153,9 @@ export interface Limits {
 /**
  * How long a VM may stay in Lua once riff has been told to stop: a packet a
  * second (as before); loading the script and setup a second too (nothing
- * is lost by ending them); deinit, which writes the script's report, up to
- * ten seconds (or --lua-timeout's own limit, if shorter).
+ * is lost by ending them); the end of the run (deinit, collect, report:
+ * the script's report), ten seconds from the signal in all (or
+ * --lua-timeout's own limit, if shorter).
  */
 export function graceAfterSignal(phase: number, scriptMs: number): number {
   if (phase === PHASE_DEINIT) return Math.min(scriptMs || 10_000, 10_000);
@@ -235,7 +236,11 @@ export class Watchdog {
       // loops, each step progress, must not hold riff past SIGTERM.
       if (this.urgent && seq & 1) {
         const grace = graceAfterSignal(phase, this.limits.scriptMs);
-        const ms = now - Math.max(w.entered, this.hurriedAt);
+        // The end of the run (deinit, collect, report, each its own entry
+        // into Lua, and a reload's retiring VMs before the new ones) shares
+        // one grace, counted from the signal; a packet, loading or setup
+        // gets its own from its entry.
+        const ms = now - (phase === PHASE_DEINIT ? this.hurriedAt : Math.max(w.entered, this.hurriedAt));
         if (ms > grace) {
           w.gone = true;
           views(w);
