@@ -146,10 +146,10 @@ function chooseFilter(args: Args, c: Checked, pool: LuaPool): { expr: string; fr
  * user's own, have no limit.
  */
 const SCRIPT_FILTER_TERMS = 100;
-function scriptFilterProblem(expr: string): string | null {
+function scriptFilterProblem(expr: string, which = 'format()'): string | null {
   const terms = (expr.match(/\b(?:and|or)\b|&&|\|\|/g) ?? []).length + 1;
   if (terms <= SCRIPT_FILTER_TERMS) return null;
-  return `config.lua's format() gives a filter of ${terms} and/or terms; riff takes up to ${SCRIPT_FILTER_TERMS} from a script (libpcap's optimizer takes seconds to minutes past that); give it on the command line or with -F`;
+  return `config.lua's ${which} gives a filter of ${terms} and/or terms; riff takes up to ${SCRIPT_FILTER_TERMS} from a script (libpcap's optimizer takes seconds to minutes past that); give it on the command line or with -F`;
 }
 
 /**
@@ -239,8 +239,8 @@ function handleSignals(args: Args, session: CaptureSession, pool: LuaPool, outpu
     const expr = m.filter ?? '';
     const refilter = session.refilter;
     if (!filterFromCommandLine && expr !== session.filterExpr && refilter) {
-      const problem = scriptFilterProblem(expr);
-      if (problem) return problem.replace("config.lua's format() gives", "config.lua's new format() gives");
+      const problem = scriptFilterProblem(expr, 'new format()');
+      if (problem) return problem;
       try {
         steps.push(refilter(expr));
       } catch (e) {

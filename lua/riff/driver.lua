@@ -659,6 +659,11 @@ function api.configure(quiet, verbose, strict, budget, setup_budget)
   opts.budget, opts.setup_budget = tointeger(budget) or 0, tointeger(setup_budget) or 0
 end
 
+local take_due = rt.take_due
+-- A pass cut short by its budget: the queue and where it stopped.
+local left_q, left_i, left_n
+local GC_MIN = 1000
+
 -- Script finalizers that came due (sandbox.lua queues them): each a protected
 -- call, its error counted like a packet's.
 --
@@ -666,9 +671,6 @@ end
 -- finalizer that makes the next one is a chain that never ends, each link
 -- cheap. A pass cut short by the budget leaves the rest for the next pass
 -- (the next batch's end), so the chain costs a budget a batch, not the run.
-local take_due = rt.take_due
-local left_q, left_i, left_n
-local GC_MIN = 1000
 --
 -- Finalizers are the script's code: they run at the heap cap, never in the
 -- reserve riff lends its own bookkeeping (headroom); `reserve` is whether

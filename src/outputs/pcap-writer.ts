@@ -91,11 +91,6 @@ export function strftime(fmt: string, sec: number): string {
 }
 
 /**
- * -w cannot go on: the message is one line naming the file and what to do.
- * readerClosed: the pipe's reader went away (`riff -w - | head -c 100`),
- * which ends the run quietly, as a closed stdout does.
- */
-/**
  * Every file a writer of `path` with these options may create, as a pattern
  * over `path`: the name itself, or with -G its strftime conversions as any
  * text; then -C's numbers (FILE, FILE1, ...; with -W, FILE0... padded to
@@ -109,6 +104,11 @@ export function namesWritten(path: string, o: PcapWriterOptions): RegExp {
   return new RegExp(`^${base}${digits ? `\\d{${digits},}` : '\\d*'}$`, 's');
 }
 
+/**
+ * -w cannot go on: the message is one line naming the file and what to do.
+ * readerClosed: the pipe's reader went away (`riff -w - | head -c 100`),
+ * which ends the run quietly, as a closed stdout does.
+ */
 export class PcapWriteError extends Error {
   readerClosed = false;
   /** The file could not be created at all (a path, not a device, at fault). */

@@ -112,6 +112,9 @@ interface Slot {
   lost: boolean;
 }
 
+/** The output lock's value while the capture thread writes (workers write their thread ids, >= 1). */
+const LOCK_CAPTURE_THREAD = -1;
+
 /**
  * A worker's own stdout and stderr (Node's warnings, the C library's writes:
  * an abort's message) to riff's, its stdout where the script's output goes. Read
@@ -119,9 +122,6 @@ interface Slot {
  * and an early worker not needed after all (--help) must not keep riff
  * alive; what it wrote before waits in the stream.
  */
-/** The output lock's value while the capture thread writes (workers write their thread ids, >= 1). */
-const LOCK_CAPTURE_THREAD = -1;
-
 export function forwardStdio(worker: Worker, outFd: 1 | 2): void {
   const out = outFd === 1 ? stdout : stderr;
   worker.stdout.on('data', (b: Buffer) => out.write(b));
@@ -525,8 +525,8 @@ export class LuaPool {
    * What an ended VM still held for the script's stdout: the output of the
    * packets it had finished, not yet flushed when it was stopped. Written
    * out under the workers' lock, so that it does not cut into another
-   * worker's lines; the lock's holder may have been the thread just ended,
-   * so the wait for it is short. Nothing a script wrote is dropped unsaid.
+   * worker's lines (freeLock has freed it if the thread just ended held
+   * it). Nothing a script wrote is dropped unsaid.
    */
   private async salvageOutput(t: WatchTarget): Promise<void> {
     if (!t.out) return;

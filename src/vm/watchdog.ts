@@ -173,7 +173,7 @@ export class Watchdog {
   /** `onStuck(i, where)`: target i has not moved for its limit; it is not watched again until replaced. */
   constructor(
     targets: WatchTarget[],
-    private limits: Limits = { packetMs: 0, scriptMs: 0 },
+    private readonly limits: Limits = { packetMs: 0, scriptMs: 0 },
     private readonly onStuck: (i: number, where: Stuck) => void = () => {},
   ) {
     targets.forEach((t, i) => this.replace(i, t));
@@ -269,9 +269,8 @@ export class Watchdog {
   /** Ctrl-C: arm every VM that is inside a batch now, so a long packet hears it. */
   hurry(): void {
     if (!this.urgent) this.hurriedAt = performance.now();
+    // From here check() gives each VM its graceAfterSignal, whatever its progress.
     this.urgent = true;
-    // The user is waiting: a packet that does not come back within a second is ended.
-    this.limits = { ...this.limits, packetMs: Math.min(this.limits.packetMs || 1000, 1000) };
     this.check();
   }
 
