@@ -407,6 +407,31 @@ end`,
   assert.match(r.stderr, /^44 packets processed by Lua$/m);
 });
 
+test('what a script returns is read under its load budget: fields its metamethods compute, overhear_ports, a plugin list, unmerged', async () => {
+  const loop = 'function() while true do end end';
+  const dir = tree({
+    'proxy.lua': `return setmetatable({}, { __index = ${loop} })`,
+    'list.lua': `return setmetatable({ { push = function() end } }, { __index = ${loop} })`,
+    'ports.lua': `return { run = function() end, overhear = function() end, overhear_ports = ${loop} }`,
+    'unmerged.lua': `return { run = function() end, deinit = function() end, unmerged = ${loop} }`,
+    'fine.lua': `return setmetatable({}, { __index = { run = function() io.write("ran\\n") end } })`,
+  });
+  // --lua-timeout 0: no wall clock ends them; before, each of these hung riff at start.
+  for (const f of ['proxy', 'list', 'ports']) {
+    const r = await run(['-q', '--lua-timeout', '0', '--lua', path.join(dir, `${f}.lua`), '-r', HTTP]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^riff: \\S*/${f}\\.lua:1: budget exceeded`, 'm'));
+    assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+  }
+  const u = await run(['-q', '--lua-timeout', '0', '--workers', '2', '--lua', path.join(dir, 'unmerged.lua'), '-r', HTTP]);
+  assert.equal(u.code, 0, u.stderr);
+  assert.match(u.stderr, /^45 packets processed by Lua$/m);
+  // A proxy that computes its fields within the budget is still a pipeline.
+  const f = await run(['-q', '--lua', path.join(dir, 'fine.lua'), '-r', HTTP]);
+  assert.equal(f.code, 0, f.stderr);
+  assert.equal(f.stdout.toString(), 'ran\n'.repeat(45));
+});
+
 for (const [phase, src, code] of [
   ['loading the script', `("a"):rep(3000):find(".-.-.-.-.-.-x")\nfunction buffer(p) end`, 1],
   ['setup', `function setup() ("a"):rep(3000):find(".-.-.-.-.-.-x") end\nfunction buffer(p) end`, 0],

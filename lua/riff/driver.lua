@@ -18,6 +18,8 @@ local sethook, getinfo, traceback, rawgetmeta = rt.sethook, rt.getinfo, debug.tr
 local concat, tunpack, gsub, byte = table.concat, table.unpack, string.gsub, string.byte
 local tointeger, mathtype, huge = math.tointeger, math.type, math.huge
 local next, rawget, rawlen = next, rawget, rawlen
+-- sandbox.lua's require, before a script can put its own in _G.
+local require = require
 local interrupted = host.interrupted
 -- "file:line" where the heap cap last refused the script memory, or nil.
 local refused = host.refused
@@ -568,22 +570,12 @@ local function run_file(src, chunkname, path)
   return res
 end
 
--- Returns a word naming the rule that applied, or raises the reason.
-function api.open(src, chunkname, path, display)
-  if src == nil then
-    local p = require "default"
-    use_pipeline(p)
-    return "default"
-  end
-  entry_label = path
-  local before = rawget(_G, "buffer")
-  local ret = run_file(src, chunkname, path)
-  flush()
-  local b = rawget(_G, "buffer")
-  if type(b) == "function" and b ~= before then
-    use_globals()
-    return "buffer"
-  end
+-- What the script returned is read under the load budget, as its top level
+-- ran: its fields may be computed by its own metamethods (a proxy whose
+-- __index makes run, a list whose __index never ends), and pipeline:new walks
+-- its list; that is the script's code, never riff's to run unbounded.
+-- Returns the rule's word and, for an original tree, the buffer.lua to run.
+local function entry_of(ret, path, display)
   if type(ret) == "table" and type(ret.run) == "function" then
     if ret.element_list == nil and type(ret.new) == "function" then
       -- A framework with no plugins: the user pointed at the original riff's
@@ -593,14 +585,7 @@ function api.open(src, chunkname, path, display)
         error(display .. " is a pipeline framework that declares no plugins; "
           .. "point --lua at a file that calls pipeline:new{...}, or keep buffer.lua beside it", 0)
       end
-      emit_err("riff: " .. display .. " declares no plugins; running the riff tree around it as the original did ("
-        .. bpath .. " -> elements.lua)\n")
-      run_file(bsrc, "@" .. bpath, bpath)
-      if type(rawget(_G, "buffer")) ~= "function" then
-        error(bpath .. " does not define a global buffer(packet) function", 0)
-      end
-      use_globals()
-      return "tree"
+      return "tree", bsrc, bpath
     end
     use_pipeline(ret)
     return "pipeline"
@@ -620,6 +605,39 @@ function api.open(src, chunkname, path, display)
   end
   error(display .. " must set a global function buffer(packet), return a pipeline (a table with run), "
     .. "or return a list of plugins", 0)
+end
+
+-- Returns a word naming the rule that applied, or raises the reason.
+function api.open(src, chunkname, path, display)
+  if src == nil then
+    local p = require "default"
+    use_pipeline(p)
+    return "default"
+  end
+  entry_label = path
+  local before = rawget(_G, "buffer")
+  local ret = run_file(src, chunkname, path)
+  flush()
+  local b = rawget(_G, "buffer")
+  if type(b) == "function" and b ~= before then
+    use_globals()
+    return "buffer"
+  end
+  arm(opts.setup_budget)
+  local ok, rule, bsrc, bpath = xpcall(entry_of, msgh, ret, path, display)
+  local spent = exhausted
+  arm(0)
+  if not ok then error(spent and budget_msg or explain(rule), 0) end
+  if rule == "tree" then
+    emit_err("riff: " .. display .. " declares no plugins; running the riff tree around it as the original did ("
+      .. bpath .. " -> elements.lua)\n")
+    run_file(bsrc, "@" .. bpath, bpath)
+    if type(rawget(_G, "buffer")) ~= "function" then
+      error(bpath .. " does not define a global buffer(packet) function", 0)
+    end
+    use_globals()
+  end
+  return rule
 end
 
 -- config.lua beside the script: its global format() gives the capture
@@ -879,7 +897,10 @@ function api.note_per_worker()
   if worker.count < 2 or worker.index ~= 1 or not deinit_fn or shard_key ~= "flow" then return end
   local which = ""
   if unmerged_fn then
+    -- The script's code: under its budget, as every other call into it.
+    arm(opts.setup_budget)
     local ok, names = pcall(unmerged_fn, unmerged_self)
+    arm(0)
     if not ok or type(names) ~= "table" or rawlen(names) == 0 then return end
     local list = {}
     for i = 1, rawlen(names) do local v = rawget(names, i) list[i] = type(v) == "string" and v or type(v) end
@@ -1004,6 +1025,8 @@ driver_frames[run_file] = true
 driver_frames[api.config_filter] = true
 driver_frames[api.collect] = true
 driver_frames[api.report] = true
+driver_frames[api.open] = true
+driver_frames[api.note_per_worker] = true
 
 -- "handed errors packet_errors\nscript count\n..." for the exit summary.
 -- (Its upvalues `processed` and `packet_errors` are where the watchdog reads
