@@ -199,6 +199,8 @@ async function openRecordOutputs(args: Args, c: Checked, pool: LuaPool, session:
 /** SIGINT/SIGTERM: the capture ends, the workers skip what is queued and go to deinit. */
 function stopRun(session: CaptureSession, pool: LuaPool): void {
   session.interrupted = true;
+  // A reader that stopped reading holds riff no longer than a script would (watchdog.ts graceAfterSignal).
+  stdout.stallMs = stderr.stallMs = 1000;
   pool.abandon();
   session.halt();
 }

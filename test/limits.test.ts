@@ -516,3 +516,50 @@ end`,
   assert.match(r.stderr, /still running after 1 s/);
   accountsForAll(r.stderr);
 });
+
+test("--workers 2: an error in overhear is the script's, not a packet that failed; the summary adds up", async () => {
+  const dir = tree({
+    'over.lua': `overhear_ports = { 80 }
+function buffer(p) if riff.packet.id % 3 == 0 then error("own") end end
+function overhear(p) error("heard") end`,
+  });
+  const r = await run(['-q', '--workers', '2', '--lua', path.join(dir, 'over.lua'), '-r', HTTP]);
+  assert.equal(r.code, 0, r.stderr);
+  // 15 of the 45 packets fail in buffer; each one on port 80 is also overheard by the other worker.
+  assert.match(r.stderr, /^30 packets processed by Lua$/m);
+  const m = /^(\d+) Lua errors \(.*; (\d+) of them outside packets: .*overhear\)$/m.exec(r.stderr);
+  assert.ok(m && Number(m[2]) > 0 && Number(m[1]) === 15 + Number(m[2]), r.stderr);
+  assert.match(r.stderr, /heard \(overhear, packet \d+\)$/m);
+  accountsForAll(r.stderr);
+});
+
+test("riff.* is riff's own: a script's directory cannot put its riff/record.lua in riff's stead, and changing the module a script gets leaves riff.emit's records alone", async () => {
+  const dir = tree({
+    'riff/record.lua': 'io.stderr:write("the script\'s record.lua ran\\n") while true do end',
+    'main.lua': `local M = require "riff.record"
+M.encode = function() return "\\1forged" end
+M.MAX_DEPTH = 1e9
+function buffer(p) if riff.packet.id == 1 then riff.emit("hit", { t = M.array({}) }) end end`,
+  });
+  const r = await run(['-q', '--lua-timeout', '1', '--lua', path.join(dir, 'main.lua'), '-o', 'json:-', '-r', HTTP]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /record\.lua ran|still running/);
+  // The array mark made through the script's module still reaches riff's encoder.
+  assert.match(r.stdout.toString(), /^\{"ts":[\d.]+,"type":"hit","host":"[^"]*","t":\[\]\}$/m);
+});
+
+test('a chain of finalizers, each one slow C call, has one wall-clock limit for its whole pass, not one per link', async () => {
+  const dir = tree({
+    // Each link ~0.2 s here: under the limit, as a chain the old per-link limit never ended.
+    'slowchain.lua': `local s = ("a"):rep(150)
+local mt = {}
+mt.__gc = function() s:find(".-.-.-x") io.stderr:write("link\\n") setmetatable({}, mt) collectgarbage() end
+function buffer(p) if riff.packet.id == 5 then setmetatable({}, mt) collectgarbage() end end`,
+  });
+  const r = await run(['-q', '--lua-timeout', '1', '--lua', path.join(dir, 'slowchain.lua'), '-r', HTTP], 60_000);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /slowchain\.lua: a __gc finalizer still running after 1 s \(--lua-timeout\); worker 0 was restarted/);
+  assert.ok((r.stderr.match(/^link$/gm) ?? []).length >= 2, 'each link ran in less than the limit');
+  assert.ok(r.ms < 20_000, `took ${r.ms} ms`);
+  accountsForAll(r.stderr);
+});

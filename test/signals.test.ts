@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Batch } from '../src/capture/batch.js';
 import { openCaptureFile } from '../src/capture/file.js';
-import { riffAsync, tree, tmpdir, FIXTURES, pcapHeader } from './helpers.js';
+import { riffAsync, tree, tmpdir, FIXTURES, pcapHeader, CLI } from './helpers.js';
 
 const SLOW = `
 function setup() io.stderr:write("ready\\n") end
@@ -175,4 +175,34 @@ test('a full ring behind a worker stuck in a C call (no time limit) still hears 
   assert.match(r.stderr, /^1 packets lost with 1 Lua worker ended/m);
   assert.ok(Number(/^(\d+) packets read$/m.exec(r.stderr)?.[1]) < 40_000, 'the ring was full: reading had stopped');
   assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
+});
+
+test("a stdout reader that stops reading holds riff no longer than a second's grace after SIGTERM; the summary says what was not written", async () => {
+  const dir = tree({
+    'loud.lua': `local s = ("B"):rep(100 * 1024 - 1) .. "\\n"
+function setup() io.stderr:write("ready\\n") end
+function buffer(p) io.write(s) end`,
+  });
+  // The test holds riff's stdout and never reads it: the first 100 KB fill it.
+  const child = spawn(process.execPath, [CLI, '-q', '--lua', path.join(dir, 'loud.lua'), '-r', path.join(FIXTURES, 'http.pcap')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout!.pause();
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d));
+  const done = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const kill = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  await until(() => /ready/.test(err));
+  await new Promise((r) => setTimeout(r, 1000));
+  const t0 = Date.now();
+  child.kill('SIGTERM');
+  const code = await done;
+  clearTimeout(kill);
+  const ms = Date.now() - t0;
+  child.stdout!.destroy();
+  assert.equal(code, 0, err);
+  assert.ok(ms < 8000, `ended ${ms} ms after SIGTERM`);
+  assert.match(err, /loud\.lua: packet \d+ waiting 1 s to write its output after riff was told to stop \(standard output's reader is not reading; what it held is not written\); worker 0 was ended$/m);
+  assert.match(err, /^45 packets read$/m);
+  assert.match(err, /^\d+ packets not processed \(stopped early\)$/m);
 });

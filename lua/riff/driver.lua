@@ -711,10 +711,11 @@ local function finalize(reserve)
       local mt = rawgetmeta(o)
       local gc = type(mt) == "table" and rawget(mt, "__gc")
       if type(gc) == "function" then
-        -- Progress the watchdog can see (it reads `cur`): below -1, one
-        -- step per finalizer, so each gets the wall-clock limit of a packet;
-        -- the batch's packets were all handed over before this.
-        cur = cur > -2 and -2 or cur - 1
+        -- What the watchdog reads (`cur`): -2, one step for the whole pass,
+        -- which has one packet's budget and so one packet's wall-clock
+        -- limit; a step per finalizer let a chain of slow C calls run for
+        -- hours. The batch's packets were all handed over before this.
+        cur = -2
         -- The hook counts the finalizer only, not riff's queue work between.
         arm(left)
         local ok, e = xpcall(gc, msgh, o)
@@ -1003,12 +1004,16 @@ function api.batch(T, M, n, O)
     if ok then return handed(last) end
     headroom(true)
     local i = cur
-    packet_errors = packet_errors + 1
-    report_error(last, "packet " .. select(8, header(i)))
+    -- An overheard copy is another worker's packet: its owner counts it, and
+    -- an error in overhear is the script's, counted beside setup's and
+    -- deinit's, never as a packet of this worker's that failed.
+    local copy = over_at and over_at[i]
+    if not copy then packet_errors = packet_errors + 1 end
+    report_error(last, (copy and "overhear, packet " or "packet ") .. select(8, header(i)))
     forget_coroutines()
     arm(budget, lazy)
     if stop_requested then return handed(i) end
-    if not quiet and not (over_at and over_at[i]) then report_line(i) end
+    if not quiet and not copy then report_line(i) end
     if stop_now or (i & 31 == 0 and interrupted()) then
       stop_now = true
       return handed(i)

@@ -36,7 +36,10 @@ local type, next, error, pcall, tostring, setmetatable, rawget, sort =
 local pack, sfmt, find, gsub, byte, concat = string.pack, string.format, string.find, string.gsub, string.byte, table.concat
 local mtype, ulen, huge = math.type, utf8.len, math.huge
 
-local M = { VERSION = 1, MAX_DEPTH = 32 }
+-- The module table is shared with scripts (require "riff.record"), which may
+-- change it: riff.emit's encoder reads none of its fields, only these locals.
+local MAX_DEPTH = 32
+local M = { VERSION = 1, MAX_DEPTH = MAX_DEPTH }
 
 -- Tables the script marked as arrays (so that an empty one stays an array).
 local arrays = setmetatable({}, { __mode = "k" })
@@ -183,7 +186,7 @@ function encode_value(buf, nb, v, stack)
   elseif t == "table" then
     nb = nb - 1
     if stack[v] then fail("cycle: this table contains itself") end
-    if depth >= M.MAX_DEPTH then fail("nested deeper than " .. M.MAX_DEPTH .. " tables") end
+    if depth >= MAX_DEPTH then fail("nested deeper than " .. MAX_DEPTH .. " tables") end
     stack[v] = true
     local n = seqlen(v)
     if n and (n > 0 or arrays[v]) then
@@ -220,7 +223,7 @@ local function check_type(rtype)
 end
 
 -- Encode one record; `sec`/`nsec` is the packet time, or nil for wall time.
-function M.encode(rtype, fields, sec, nsec)
+local function encode(rtype, fields, sec, nsec)
   local buf = { "\1", sec and pack("<c1i8I4", "P", sec, nsec or 0) or "W", pack("<s2", rtype) }
   depth = 0
   if fields == nil then
@@ -232,6 +235,8 @@ function M.encode(rtype, fields, sec, nsec)
   end
   return concat(buf)
 end
+
+M.encode = encode
 
 -- emitter(hostfn) -> emit(type, fields): encodes and hands the record to riff.
 -- `clock` is read for the packet time; by default riff.packet (sec is nil
@@ -248,7 +253,7 @@ function M.emitter(hostfn, clock)
   return function(rtype, fields)
     check_type(rtype)
     local sec, nsec = now()
-    local ok, rec = pcall(M.encode, rtype, fields, sec, nsec)
+    local ok, rec = pcall(encode, rtype, fields, sec, nsec)
     if not ok then
       if type(rec) == "table" and rec[Fail] then error(rec.msg, 2) end
       error(rec, 0)

@@ -6,7 +6,7 @@ import type { LiveStats } from '../capture/live.js';
 import type { PcapWriter } from '../outputs/pcap-writer.js';
 import { STDOUT_CLOSED } from '../outputs/types.js';
 import type { OutputSet } from '../outputs/output-set.js';
-import { stderr } from '../outputs/fd-sink.js';
+import { stderr, stdout } from '../outputs/fd-sink.js';
 import type { LuaPool } from '../vm/pool.js';
 import { kernelLines } from '../tcpdump-flags.js';
 import { note, type Args } from './args.js';
@@ -53,13 +53,15 @@ export function summarize(end: RunEnd): number {
   // (Only when it cut the run short: after the whole file, nothing was left unread.)
   if (readerGone && !interrupted && (args.r === undefined || (!endOfInput && !damage)))
     lines.push(`stopped early: standard output's reader went away${args.r !== undefined ? '; the rest of the input was not read' : ''}`);
+  if (stdout.gaveUp)
+    lines.push(`${stdout.unwritten} bytes of output not written, besides what the ended workers held: standard output's reader took none for a second after riff was told to stop`);
   if (args.i !== undefined) lines.push(`${pool.dropped} packets dropped at the ring (Lua could not keep up)`);
   if (pool.unheard) lines.push(`${pool.unheard} overheard copies dropped at the ring (packets on the script's overhear ports, such as DNS answers, that a worker besides their flow's did not get)`);
   lines.push(
     `${s.processed - s.packetErrors} packets processed by Lua`,
     // Errors outside packets (setup, deinit, report, __gc) are said apart:
     // only packets' errors take part in the packet accounting.
-    `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')}${s.errors > s.packetErrors ? `; ${s.errors - s.packetErrors} of them outside packets: setup, deinit, report, __gc` : ''})` : ''}`,
+    `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')}${s.errors > s.packetErrors ? `; ${s.errors - s.packetErrors} of them outside packets: setup, deinit, report, __gc, overhear` : ''})` : ''}`,
   );
   if (skipped) lines.push(tooLarge(skipped, pool.maxRecord));
   if (pool.reloads) lines.push(`${pool.reloads} reload${pool.reloads > 1 ? 's' : ''} (SIGHUP): the counts above are over all ${pool.reloads + 1} generations of the script`);

@@ -11,19 +11,42 @@ export class FdSink {
   closed = false;
   bytes = 0;
   onClose: (() => void) | null = null;
+  /** Called after every write that took bytes (the watchdog's sign that output moves). */
+  onMove: (() => void) | null = null;
+  /**
+   * How long a full pipe may take no bytes before the sink gives up (0:
+   * wait for the reader as long as it takes). Set once riff has been told
+   * to stop: a reader that stopped reading must not hold riff past SIGTERM.
+   */
+  stallMs = 0;
+  /** The reader took nothing for stallMs: what came after is counted, not written. */
+  gaveUp = false;
+  unwritten = 0;
 
   constructor(readonly fd: number) {}
 
   write(buf: Uint8Array): void {
-    if (this.closed) return;
+    if (this.closed) {
+      if (this.gaveUp) this.unwritten += buf.length;
+      return;
+    }
     let off = 0;
+    let stalled = 0;
     while (off < buf.length) {
       try {
         off += fs.writeSync(this.fd, buf, off, buf.length - off);
+        stalled = 0;
+        this.onMove?.();
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'EAGAIN') {
           // A non-blocking pipe is full: wait for the reader instead of dropping output.
+          if (!stalled) stalled = Date.now();
+          else if (this.stallMs && Date.now() - stalled > this.stallMs) {
+            this.unwritten += buf.length - off;
+            this.closed = this.gaveUp = true;
+            return;
+          }
           Atomics.wait(sleeper, 0, 0, 1);
           continue;
         }

@@ -164,6 +164,8 @@ function fullCollection(): void {
  * little was freed.
  */
 const TRIM_EVERY_MS = 30_000;
+/** How long an ended worker's thread may take to stop before riff goes on without it (pool.ts end()). */
+const THREAD_STOP_MS = 2000;
 function trimMemory(): void {
   nativeOrNull()?.trimMemory?.();
 }
@@ -192,6 +194,8 @@ export class LuaPool {
   private nextId = 0;
   /** Incarnations whose rings were closed by a reload: they drain, run deinit and are done. */
   private readonly retired: Incarnation[] = [];
+  /** A reload's VMs while they load the new script: watched as the running ones are. */
+  private loadingLives: Incarnation[] = [];
   /** A reload's new VMs, all ready: they take over at the next batch boundary (swap()). */
   private next: { lives: Incarnation[]; msgs: Ready[]; onSwap: () => void } | null = null;
   private reloading = false;
@@ -420,9 +424,12 @@ export class LuaPool {
 
   /** The watchdog's report: the VM with key `id` has not moved for its limit. */
   private stuck(id: number, where: Stuck): void {
-    const life = [...this.slots.map((s) => s.life), ...this.retired].find((l) => l.id === id);
+    const life = [...this.slots.map((s) => s.life), ...this.retired, ...this.loadingLives].find((l) => l.id === id);
     if (!life || life.over) return;
-    this.end(this.slots[life.index], `still running after ${where.limitMs / 1000} s (${this.abandoned ? 'riff was told to stop' : '--lua-timeout'})`, life);
+    const why = where.writing
+      ? `waiting ${where.limitMs / 1000} s to write its output after riff was told to stop (standard output's reader is not reading; what it held is not written)`
+      : `still running after ${where.limitMs / 1000} s (${this.abandoned ? 'riff was told to stop' : '--lua-timeout'})`;
+    this.end(this.slots[life.index], why, life, !where.writing);
   }
 
   /**
@@ -430,7 +437,7 @@ export class LuaPool {
    * the packet it was on as lost, hand what was queued for it to a fresh
    * worker from the same script, and say so in one line.
    */
-  private end(slot: Slot, why: string, life = slot.life): void {
+  private end(slot: Slot, why: string, life = slot.life, salvage = true): void {
     if (life.over) return;
     life.over = true;
     // A VM retired by a reload drains its own queue: what it leaves cannot go
@@ -442,11 +449,16 @@ export class LuaPool {
     const t = life.target;
     // Once its thread has stopped (it may run on for a moment), so that
     // nothing is written twice; finish() waits for it.
-    const after = async () => {
+    // A thread blocked in the kernel (writing to a pipe whose reader stopped
+    // reading) never stops: after a while riff goes on without it (the exit
+    // does not wait for threads), freeing the output lock it holds. Output
+    // it was writing is not salvaged: part of it may be out already.
+    const after = async (stopped: boolean) => {
       this.freeLock(thread);
-      if (t) await this.salvageOutput(t);
+      if (t && stopped && salvage) await this.salvageOutput(t);
     };
-    const salvaged: Promise<void> = gone.then(after, after).finally(() => this.settling.splice(this.settling.indexOf(salvaged), 1));
+    const stoppedOrNot = Promise.race([gone.then(() => true, () => true), new Promise<boolean>((r) => setTimeout(r, THREAD_STOP_MS, false).unref())]);
+    const salvaged: Promise<void> = stoppedOrNot.then(after).finally(() => this.settling.splice(this.settling.indexOf(salvaged), 1));
     this.settling.push(salvaged);
     if (!life.readyYet) {
       // Stuck loading the script: nothing ran yet; start() (or restart()) says so.
@@ -492,7 +504,7 @@ export class LuaPool {
         this.lost += lost;
         if (rest) carry.push(rest);
         what = id ? `packet ${id}` : 'a batch of packets';
-      } else if (inLua) what = phase === PHASE_DEINIT ? 'deinit' : 'setup';
+      } else if (inLua) what = t.cur && readLuaInt(dv, t.cur) <= -2 ? 'a __gc finalizer' : phase === PHASE_DEINIT ? 'deinit' : 'setup';
     }
     this.carried[at] += handed;
     this.carried[at + 1] += errors;
@@ -500,7 +512,8 @@ export class LuaPool {
     life.counters[at + 1] = 0;
     if (life.ring) carry = carry.concat(life.ring.queued());
     // A restart would only hang again in setup, and after deinit there is nothing left to do.
-    const restart = !(inLua && phase !== PHASE_BATCH) && !retired;
+    // Nor once riff has been told to stop: nothing more is coming for it.
+    const restart = !(inLua && phase !== PHASE_BATCH) && !retired && !this.abandoned;
     this.o.onNote(
       `${this.script}: ${what} ${why}; ${restart ? `worker ${i} was restarted (its plugin state is lost)` : `worker ${i} was ended`}`,
     );
@@ -513,6 +526,11 @@ export class LuaPool {
       return;
     }
     slot.ring = null;
+    if (!restart && this.abandoned) {
+      // What it had queued is not processed, as every worker's queue after a signal.
+      slot.lost = true;
+      return;
+    }
     if (!restart) {
       this.lose(slot, carry);
       return;
@@ -836,6 +854,7 @@ export class LuaPool {
     try {
       await Promise.all(this.slots.map((s) => s.restarting));
       const lives = this.slots.map((s) => this.spawn(s.index, newRingControl(), true));
+      this.loadingLives = lives;
       const drop = () => {
         for (const l of lives) {
           l.over = true;
@@ -869,6 +888,7 @@ export class LuaPool {
       return null;
     } finally {
       this.reloading = false;
+      this.loadingLives = [];
     }
   }
 

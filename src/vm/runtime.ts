@@ -613,7 +613,10 @@ export class Runtime {
     }
     const exclude = requirer ? this.labels.get(requirer) ?? path.resolve(requirer) : null;
     const rel = name.split('.').join(path.sep);
-    const roots = this.scriptDir ? [this.scriptDir, LUA_DIR] : [LUA_DIR];
+    // riff.* is riff's own namespace (riff.record encodes every record
+    // riff.emit hands over, and the driver requires it before any script
+    // runs): found only in riff's lua/, never in a script's directory.
+    const roots = this.scriptDir && !name.startsWith('riff.') ? [this.scriptDir, LUA_DIR] : [LUA_DIR];
     const tried: string[] = [];
     for (const root of roots) {
       for (const cand of [path.join(root, rel + '.lua'), path.join(root, rel, 'init.lua')]) {

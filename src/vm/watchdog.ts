@@ -66,7 +66,7 @@ export const BLOCK_PHASE = 2;
 export const BLOCK_META = 3;
 export const BLOCK_BASE = 4;
 export const BLOCK_COUNT = 5;
-/** Non-zero while the worker waits to write output (a paused reader): not Lua's time. */
+/** Non-zero while the worker writes output (a paused reader is not Lua's time); changes with every write that took bytes. */
 export const BLOCK_OUTPUT = 6;
 export const BLOCK_WORDS = 8;
 /** Running a batch of packets. */
@@ -115,6 +115,8 @@ export interface Stuck {
   ms: number;
   /** The limit it was held to, ms. */
   limitMs: number;
+  /** After a signal: it was waiting to write output that nobody took (a reader that stopped reading). */
+  writing?: boolean;
 }
 
 interface Watched {
@@ -131,6 +133,8 @@ interface Watched {
   /** The batch sequence (odd: in Lua) and since when it has been that: how long this stay in Lua has lasted, progress or not. */
   entrySeq: number;
   entered: number;
+  /** BLOCK_OUTPUT at the last look: while output is written it changes with every write that took bytes. */
+  lastOut: number;
   /** Reported stuck: not looked at again. */
   gone: boolean;
 }
@@ -196,6 +200,7 @@ export class Watchdog {
       since: performance.now(),
       entrySeq: -1,
       entered: performance.now(),
+      lastOut: 0,
       gone: false,
     });
   }
@@ -225,8 +230,14 @@ export class Watchdog {
       }
       w.last = seq;
       w.lastCur = at;
-      const writing = Atomics.load(w.i32, base + BLOCK_OUTPUT) !== 0;
-      if (seq !== w.entrySeq || writing) {
+      const out = Atomics.load(w.i32, base + BLOCK_OUTPUT);
+      const writing = out !== 0;
+      // Output that moves is the reader's pace, never the script's. After a
+      // signal, output that has not moved is a reader that stopped reading:
+      // it holds riff no longer than Lua would (its grace).
+      const outMoved = out !== w.lastOut;
+      w.lastOut = out;
+      if (seq !== w.entrySeq || (writing && (outMoved || !this.urgent))) {
         w.entrySeq = seq;
         w.entered = now;
       }
@@ -244,7 +255,7 @@ export class Watchdog {
         if (ms > grace) {
           w.gone = true;
           views(w);
-          this.onStuck(i, { phase, cur: phase === PHASE_BATCH ? Math.max(readLuaInt(w.dv, w.t.cur), 0) : 0, ms, limitMs: grace });
+          this.onStuck(i, { phase, cur: phase === PHASE_BATCH ? Math.max(readLuaInt(w.dv, w.t.cur), 0) : 0, ms, limitMs: grace, writing });
           continue;
         }
       }

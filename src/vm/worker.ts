@@ -136,9 +136,16 @@ let stopSent = false;
 // paused its pipe, another worker holding the lock) the watchdog is told
 // that this is output, not Lua, and the wall-clock limit does not run.
 let outputBusy: Int32Array | null = null;
+// BLOCK_OUTPUT while writing: a count that moves with every write that took
+// bytes, so the watchdog tells a slow reader from one that stopped reading.
+let outMoves = 1;
+const outMoved = (): void => {
+  outMoves = (outMoves % 0x3fffffff) + 1;
+  if (outputBusy) Atomics.store(outputBusy, BLOCK_OUTPUT, outMoves);
+};
 
 function write(fd: 1 | 2, bytes: Uint8Array): void {
-  if (outputBusy) Atomics.store(outputBusy, BLOCK_OUTPUT, 1);
+  if (outputBusy) Atomics.store(outputBusy, BLOCK_OUTPUT, outMoves);
   // The lock holds its holder's thread id: the pool frees it if that thread is ended holding it.
   for (let held; (held = Atomics.compareExchange(lock, 0, 0, threadId)) !== 0; ) Atomics.wait(lock, 0, held, 10);
   try {
@@ -177,6 +184,7 @@ async function main(): Promise<void> {
   counters = new Float64Array(init.counters);
   heap = new Float64Array(init.heap);
   sinks = { 1: new FdSink(init.outFd), 2: new FdSink(2) };
+  sinks[1].onMove = sinks[2].onMove = outMoved;
   sinks[1].onClose = () => {
     if (!stopSent) post({ type: 'stop', why: 'stdout-closed' });
     stopSent = true;
