@@ -563,3 +563,20 @@ function buffer(p) if riff.packet.id == 5 then setmetatable({}, mt) collectgarba
   assert.ok(r.ms < 20_000, `took ${r.ms} ms`);
   accountsForAll(r.stderr);
 });
+
+test("an error is counted against the script that raised it, not a file its text names; error(m, 2) still names its caller", async () => {
+  const dir = tree({
+    'lib.lua': 'return { check = function(x) if x % 2 == 0 then error("even", 2) end end }',
+    'framer.lua': `local lib = require "lib"
+function buffer(p)
+  local id = riff.packet.id
+  if id % 5 == 0 then error("victim.lua:1: not me", 0) end
+  lib.check(id)
+end`,
+  });
+  const r = await run(['-q', '--lua', path.join(dir, 'framer.lua'), '-r', HTTP]);
+  assert.equal(r.code, 0, r.stderr);
+  // 9 ids divisible by 5, and the 18 other even ids that lib.check blames on its caller.
+  assert.match(r.stderr, new RegExp(`^27 Lua errors \\(${path.join(dir, 'framer.lua').replace(/[.]/g, '\\.')}: 27\\)$`, 'm'));
+  assert.match(r.stderr, /framer\.lua:5: even \(packet 2\)/);
+});

@@ -392,15 +392,39 @@ local Boxed = {}
 -- The message handler runs in the failing code's stead, possibly with the
 -- budget spent or off: it calls no script code (no __tostring) and does a
 -- bounded amount of work; report_error turns boxed values into text.
+-- Which script an error is counted against (the summary's per-script
+-- counts): the file its text names if that file is running (error(m, 2)
+-- names the caller), else the innermost running script's; never a file the
+-- text merely claims (error("other.lua:1: x", 0) must not blame other.lua).
+-- The files on the stack go in a table made once: msgh may run at the heap cap.
+local on_stack, n_on_stack = {}, 0
+for i = 1, 40 do on_stack[i] = false end
+local blamed_for
 local function msgh(e)
   local pos = ""
+  blamed_for, n_on_stack = nil, 0
+  -- riff's own work, in its reserve: at the heap cap getinfo's tables and
+  -- the message's strings would be refused, and the refusal would replace
+  -- the allocator's note of where the script's own was (explain()).
+  headroom(true)
+  for level = 2, 41 do
+    local info = getinfo(level, "S")
+    if not info then break end
+    if info.what ~= "C" and info.source ~= SANDBOX_SOURCE and info.source ~= DRIVER_SOURCE then
+      n_on_stack = n_on_stack + 1
+      on_stack[n_on_stack] = info.short_src
+    end
+    if n_on_stack == 40 then break end
+  end
   if type(e) == "string" then
     e = cut(e)
     -- A C function's error names its caller's line; when that is one of the
     -- sandbox's wrappers (setmetatable, load...), the script's line is due.
     if find(e, SANDBOX_PREFIX, 1, true) == 1 then e = match(e, "^[^\n]-:%d+: (.*)$") or e end
     if match(e, "^[^\n]-:%d+: ") then
-      if opts.verbose then return traceback(e, 2) end
+      if opts.verbose then e = traceback(e, 2) end
+      blamed_for = e
+      headroom(false)
       return e
     end
   end
@@ -417,10 +441,15 @@ local function msgh(e)
   end
   if type(e) == "string" then
     e = pos .. e
-    if opts.verbose then return traceback(e, 2) end
+    if opts.verbose then e = traceback(e, 2) end
+    blamed_for = e
+    headroom(false)
     return e
   end
-  return { [Boxed] = e, pos = pos }
+  local boxed = { [Boxed] = e, pos = pos }
+  blamed_for = boxed
+  headroom(false)
+  return boxed
 end
 
 -- The text of a non-string error value. A table's __tostring is script code:
@@ -467,9 +496,19 @@ local function explain(e)
 end
 
 local function report_error(e, where)
+  local framed = e == blamed_for and n_on_stack > 0
+  blamed_for = nil
   if exhausted then e = budget_msg else e = explain(e) end
   errors_total = errors_total + 1
-  local script = match(e, "^([^\n]-):%d+: ") or entry_label
+  local script = match(e, "^([^\n]-):%d+: ")
+  if framed then
+    local running = false
+    for i = 1, n_on_stack do if on_stack[i] == script then running = true break end end
+    if not running then script = on_stack[1] end
+  end
+  -- Without frames (not enough memory is raised without the handler), the
+  -- text's position is the allocator's own note of the script's line.
+  script = script or entry_label
   if not errors_by_script[script] then
     if nscripts >= MAX_SCRIPTS then script = "(other)" else nscripts = nscripts + 1 end
   end
