@@ -13,7 +13,7 @@ import { TextOutput } from './outputs/text-output.js';
 import { stdout, stderr } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
 import { LuaPool, type Ready } from './vm/pool.js';
-import { onSecondInterrupt, whenReload, whenReopen, whenSignalled } from './signals.js';
+import { leaveWith, onSecondInterrupt, whenReload, whenReopen, whenSignalled } from './signals.js';
 import { Fail, PKG, checkArgs, checkRepeats, filesApart, hideBin, note, parseArgs, type Args } from './cli/args.js';
 import { CaptureSession, interfaceOf } from './cli/session.js';
 import { summarize } from './cli/summary.js';
@@ -112,7 +112,7 @@ async function startLua(args: Args, c: Checked, session: CaptureSession, onRecor
       },
       onNote: note,
       // SIGINT/SIGTERM while the script loads or runs setup: it is stopped within a second (handleSignals takes over once the run is up).
-      onStarting: (pool) => whenSignalled(() => stopRun(session, pool)),
+      onStarting: (pool) => whenSignalled((sig) => stopRun(session, pool, sig)),
     });
   } catch (e) {
     if (e instanceof ScriptError) throw new Fail(e.message, 1);
@@ -197,11 +197,15 @@ async function openRecordOutputs(args: Args, c: Checked, pool: LuaPool, session:
 }
 
 /** SIGINT/SIGTERM: the capture ends, the workers skip what is queued and go to deinit. */
-function stopRun(session: CaptureSession, pool: LuaPool): void {
+function stopRun(session: CaptureSession, pool: LuaPool, sig: 'SIGINT' | 'SIGTERM'): void {
   session.interrupted = true;
-  // A reader that stopped reading holds riff no longer than a script would (watchdog.ts graceAfterSignal).
-  stdout.stallMs = stderr.stallMs = 1000;
-  pool.abandon();
+  // SIGTERM (a service manager; nobody to press twice): a reader that
+  // stopped reading holds riff no longer than a script would
+  // (graceAfterSignal). Ctrl-C (riff | less): the output waits for the
+  // reader as tcpdump's does, and a second Ctrl-C leaves at once.
+  const stalls = sig === 'SIGTERM';
+  if (stalls) stdout.stallMs = stderr.stallMs = 1000;
+  pool.abandon(stalls);
   session.halt();
 }
 
@@ -216,7 +220,7 @@ function stopRun(session: CaptureSession, pool: LuaPool): void {
  * reopens there have been.
  */
 function handleSignals(args: Args, session: CaptureSession, pool: LuaPool, outputs: OutputSet, filterFromCommandLine: boolean): () => number {
-  whenSignalled(() => stopRun(session, pool));
+  whenSignalled((sig) => stopRun(session, pool, sig));
   stdout.onClose = session.stdoutClosed;
   onSecondInterrupt(() => pool.abandoning());
 
@@ -309,12 +313,18 @@ async function main(): Promise<number> {
 function exit(code: number): never {
   saveCodeCaches();
   saveTrainedLua();
+  return leaveNow(code);
+}
+
+/** The process ends without waiting for any thread (exit()'s second half; a second interrupt's way out). */
+function leaveNow(code: number): never {
   const n = nativeOrNull();
   if (!n?.exitNow) process.exit(code);
   process.exitCode = code;
   process.emit('exit', code);
   return n.exitNow(code);
 }
+leaveWith(leaveNow);
 
 main().then(
   (code) => exit(code),

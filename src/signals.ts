@@ -9,35 +9,46 @@
 //   SIGHUP           reload the script and config.lua (src/vm/pool.ts reload()).
 //   SIGUSR1          reopen -w and json:FILE outputs (logrotate).
 let heard = 0;
-let listener: (() => void) | null = null;
+let first: 'SIGINT' | 'SIGTERM' | null = null;
+let listener: ((sig: 'SIGINT' | 'SIGTERM') => void) | null = null;
+// How to leave at once: process.exit() until the command line gives one that
+// does not wait for the workers' threads (one blocked writing to a reader
+// that stopped reading would never be joined).
+let leave: (code: number) => void = (code) => process.exit(code);
 /** What a second interrupt abandons, as one line (null: nothing worth naming). */
 let abandons: (() => string | null) | null = null;
 const early = { hup: false, usr1: false };
 let onHup: (() => void) | null = null;
 let onUsr1: (() => void) | null = null;
 
-function onSignal(): void {
+function onSignal(sig: 'SIGINT' | 'SIGTERM'): void {
   heard++;
   // A second one: the user wants out now.
   if (heard > 1) {
     const what = abandons?.();
     if (what) process.stderr.write(`riff: second interrupt: exiting now, abandoning ${what}\n`);
-    process.exit(130);
+    leave(130);
   }
-  listener?.();
+  first ??= sig;
+  listener?.(sig);
 }
 
-process.on('SIGINT', onSignal);
-process.on('SIGTERM', onSignal);
+process.on('SIGINT', () => onSignal('SIGINT'));
+process.on('SIGTERM', () => onSignal('SIGTERM'));
+
+/** How to exit at once (a second interrupt). */
+export function leaveWith(fn: (code: number) => void): void {
+  leave = fn;
+}
 // Without a listener SIGHUP would end riff (exit 129) and SIGUSR1 would
 // start Node's inspector; before the run is up they are kept for it.
 process.on('SIGHUP', () => (onHup ? onHup() : (early.hup = true)));
 process.on('SIGUSR1', () => (onUsr1 ? onUsr1() : (early.usr1 = true)));
 
-/** Call `fn` on SIGINT/SIGTERM; at once if one came already. */
-export function whenSignalled(fn: () => void): void {
+/** Call `fn` on SIGINT/SIGTERM with the first one's name; at once if one came already. */
+export function whenSignalled(fn: (sig: 'SIGINT' | 'SIGTERM') => void): void {
   listener = fn;
-  if (heard) fn();
+  if (first) fn(first);
 }
 
 export function signalled(): boolean {

@@ -177,13 +177,13 @@ test('a full ring behind a worker stuck in a C call (no time limit) still hears 
   assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
 });
 
-test("a stdout reader that stops reading holds riff no longer than a second's grace after SIGTERM; the summary says what was not written", async () => {
-  const dir = tree({
-    'loud.lua': `local s = ("B"):rep(100 * 1024 - 1) .. "\\n"
+const LOUD = `local s = ("B"):rep(100 * 1024 - 1) .. "\\n"
 function setup() io.stderr:write("ready\\n") end
-function buffer(p) io.write(s) end`,
-  });
-  // The test holds riff's stdout and never reads it: the first 100 KB fill it.
+function buffer(p) io.write(s) end`;
+
+/** riff printing 100 KB a packet to a stdout the test holds and never reads; `sig` once it is stuck. */
+async function stalled(sig: NodeJS.Signals, then?: (child: ReturnType<typeof spawn>) => Promise<void>) {
+  const dir = tree({ 'loud.lua': LOUD });
   const child = spawn(process.execPath, [CLI, '-q', '--lua', path.join(dir, 'loud.lua'), '-r', path.join(FIXTURES, 'http.pcap')], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -195,11 +195,30 @@ function buffer(p) io.write(s) end`,
   await until(() => /ready/.test(err));
   await new Promise((r) => setTimeout(r, 1000));
   const t0 = Date.now();
-  child.kill('SIGTERM');
+  child.kill(sig);
+  await then?.(child);
   const code = await done;
   clearTimeout(kill);
   const ms = Date.now() - t0;
   child.stdout!.destroy();
+  return { code, ms, err };
+}
+
+test("Ctrl-C with a stdout reader that stopped reading: riff waits for the reader as tcpdump does, and a second Ctrl-C leaves at once", async () => {
+  let alive = false;
+  const { code, ms } = await stalled('SIGINT', async (child) => {
+    await new Promise((r) => setTimeout(r, 3000));
+    alive = child.exitCode === null;
+    child.kill('SIGINT');
+  });
+  assert.ok(alive, 'riff still waiting for its reader 3 s after the first Ctrl-C');
+  // The worker is blocked in the kernel writing: leaving does not wait for its thread.
+  assert.equal(code, 130);
+  assert.ok(ms < 8000, `ended ${ms} ms after the first Ctrl-C`);
+});
+
+test("a stdout reader that stops reading holds riff no longer than a second's grace after SIGTERM; the summary says what was not written", async () => {
+  const { code, ms, err } = await stalled('SIGTERM');
   assert.equal(code, 0, err);
   assert.ok(ms < 8000, `ended ${ms} ms after SIGTERM`);
   assert.match(err, /loud\.lua: packet \d+ waiting 1 s to write its output after riff was told to stop \(standard output's reader is not reading; what it held is not written\); worker 0 was ended$/m);

@@ -743,12 +743,16 @@ export class LuaPool {
     void this.copyOut(b, 0, 0);
   }
 
-  /** Ctrl-C: workers skip what is queued and go straight to deinit; one that does not answer soon is ended. */
-  abandon(): void {
+  /**
+   * Ctrl-C or SIGTERM: workers skip what is queued and go straight to
+   * deinit; one that does not answer soon is ended, and with `stalls` one
+   * whose output a reader has stopped taking too.
+   */
+  abandon(stalls = false): void {
     this.abandoned = true;
     for (const s of this.slots) s.ring?.abandon();
     for (const l of this.retired) l.ring?.abandon();
-    this.watchdog.hurry();
+    this.watchdog.hurry(stalls);
   }
 
   /**

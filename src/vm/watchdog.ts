@@ -171,6 +171,8 @@ export class Watchdog {
   private readonly watched = new Map<number, Watched>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private urgent = false;
+  /** After SIGTERM: output that does not move is no longer exempt (hurry()). */
+  private stalls = false;
   /** When hurry() was called: after it, a stay in Lua is timed from the later of its start and this. */
   private hurriedAt = 0;
 
@@ -232,12 +234,12 @@ export class Watchdog {
       w.lastCur = at;
       const out = Atomics.load(w.i32, base + BLOCK_OUTPUT);
       const writing = out !== 0;
-      // Output that moves is the reader's pace, never the script's. After a
-      // signal, output that has not moved is a reader that stopped reading:
+      // Output that moves is the reader's pace, never the script's. After
+      // SIGTERM, output that has not moved is a reader that stopped reading:
       // it holds riff no longer than Lua would (its grace).
       const outMoved = out !== w.lastOut;
       w.lastOut = out;
-      if (seq !== w.entrySeq || (writing && (outMoved || !this.urgent))) {
+      if (seq !== w.entrySeq || (writing && (outMoved || !this.stalls))) {
         w.entrySeq = seq;
         w.entered = now;
       }
@@ -278,8 +280,9 @@ export class Watchdog {
   }
 
   /** Ctrl-C: arm every VM that is inside a batch now, so a long packet hears it. */
-  hurry(): void {
+  hurry(stalls = false): void {
     if (!this.urgent) this.hurriedAt = performance.now();
+    this.stalls ||= stalls;
     // From here check() gives each VM its graceAfterSignal, whatever its progress.
     this.urgent = true;
     this.check();
