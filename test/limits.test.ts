@@ -580,3 +580,75 @@ end`,
   assert.match(r.stderr, new RegExp(`^27 Lua errors \\(${path.join(dir, 'framer.lua').replace(/[.]/g, '\\.')}: 27\\)$`, 'm'));
   assert.match(r.stderr, /framer\.lua:5: even \(packet 2\)/);
 });
+
+test("riff's driver reads no global after loading and holds its own copies of the libraries: a script's pcall or table.concat is never riff's", async () => {
+  const dir = tree({
+    'globals.lua': `local obj = setmetatable({}, { __tostring = function() return "obj" end })
+function buffer(p)
+  if riff.packet.id == 5 then
+    pcall = function() error("riff called the script's pcall") end
+    table.unpack = pcall
+    error(obj)
+  end
+end
+function deinit() return { n = 1 } end`,
+  });
+  const r = await run(['-q', '--lua', path.join(dir, 'globals.lua'), '-r', HTTP]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /globals\.lua:\d+: obj \(packet 5\)/);
+  assert.match(r.stderr, /^44 packets processed by Lua$/m);
+  assert.doesNotMatch(r.stderr, /script's pcall|died|restarted/);
+  accountsForAll(r.stderr);
+});
+
+test("what riff keeps for a script is riff's: counters are handles, lists are read raw and bounded, names in riff's lines are escaped", async () => {
+  const dir = tree({
+    'counter.lua': `local c = riff.counter("x")
+setmetatable(c.__index, { __index = function() while true do end end })
+function buffer(p) c:add(1) if riff.packet.id == 3 then c.v, c.slot = nil, nil end end
+function deinit() io.write(c:value(), "\\n") end`,
+    // A list whose border (rawlen) is 2^40 though it holds 45 entries.
+    'ports.lua': `local names = {}
+for i = 1, 64 do names[i] = "k" .. i .. "=nil" end
+local ports = load("return {53,53,53,53," .. table.concat(names, ",") .. "}")()
+ports[5] = 53
+for k = 3, 40 do ports[1 << k] = 53 end
+assert(rawlen(ports) > 1e9)
+overhear_ports = ports
+function overhear(p) end
+function buffer(p) end`,
+    'named.lua': `local f = load("error('x')", "=other.lua")
+local g = load("error('y')", "=a\\tb\\nc")
+function buffer(p) if riff.packet.id % 2 == 0 then f() else g() end end`,
+  });
+  const c = await run(['-q', '--lua', path.join(dir, 'counter.lua'), '--lua-timeout', '1', '-r', HTTP]);
+  assert.equal(c.code, 0, c.stderr);
+  assert.equal(c.stdout.toString(), '45\n');
+  assert.doesNotMatch(c.stderr, /died|restarted|still running/);
+  const p = await run(['-q', '--lua', path.join(dir, 'ports.lua'), '--lua-timeout', '0', '--workers', '2', '-r', HTTP], 20_000);
+  assert.equal(p.code, 0, p.stderr);
+  assert.match(p.stderr, /^45 packets processed by Lua$/m);
+  // A chunk's name cannot pass for a file, nor break the summary's lines.
+  const n = await run(['-q', '--lua', path.join(dir, 'named.lua'), '-r', HTTP]);
+  const summary = /^45 Lua errors \((.*)\)$/m.exec(n.stderr)?.[1].split(', ').sort();
+  assert.deepEqual(summary, ['[load] a\\x09b\\nc: 23', '[load] other.lua: 22'], n.stderr);
+});
+
+test('an error raised while a required module loads is counted against the module; a __tostring that hangs its worker is counted once', async () => {
+  const dir = tree({
+    'badlib.lua': 'error("broken module")',
+    'main.lua': 'function buffer(p) if riff.packet.id == 3 then require "badlib" end end',
+    'slow.lua': `local subject = ("a"):rep(3000)
+local obj = setmetatable({}, { __tostring = function() return tostring(subject:find(".-.-.-.-b")) end })
+function buffer(p) if riff.packet.id % 10 == 0 then error(obj) end end`,
+  });
+  const m = await run(['-q', '--lua', path.join(dir, 'main.lua'), '-r', HTTP]);
+  assert.match(m.stderr, /badlib\.lua:1: broken module \(packet 3\)/);
+  assert.match(m.stderr, /^1 Lua errors \(\S*badlib\.lua: 1\)$/m);
+  const s = await run(['-q', '--lua', path.join(dir, 'slow.lua'), '--lua-timeout', '1', '-r', HTTP], 60_000);
+  assert.equal(s.code, 0, s.stderr);
+  assert.match(s.stderr, /^41 packets processed by Lua$/m);
+  assert.match(s.stderr, /^0 Lua errors$/m);
+  assert.match(s.stderr, /^4 packets lost with 4 Lua workers ended/m);
+  accountsForAll(s.stderr);
+});

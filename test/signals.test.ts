@@ -182,9 +182,9 @@ function setup() io.stderr:write("ready\\n") end
 function buffer(p) io.write(s) end`;
 
 /** riff printing 100 KB a packet to a stdout the test holds and never reads; `sig` once it is stuck. */
-async function stalled(sig: NodeJS.Signals, then?: (child: ReturnType<typeof spawn>) => Promise<void>) {
+async function stalled(sig: NodeJS.Signals, then?: (child: ReturnType<typeof spawn>) => Promise<void>, extra: string[] = []) {
   const dir = tree({ 'loud.lua': LOUD });
-  const child = spawn(process.execPath, [CLI, '-q', '--lua', path.join(dir, 'loud.lua'), '-r', path.join(FIXTURES, 'http.pcap')], {
+  const child = spawn(process.execPath, [CLI, '-q', ...extra, '--lua', path.join(dir, 'loud.lua'), '-r', path.join(FIXTURES, 'http.pcap')], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout!.pause();
@@ -224,4 +224,15 @@ test("a stdout reader that stops reading holds riff no longer than a second's gr
   assert.match(err, /loud\.lua: packet \d+ waiting 1 s to write its output after riff was told to stop \(standard output's reader is not reading; what it held is not written\); worker 0 was ended$/m);
   assert.match(err, /^45 packets read$/m);
   assert.match(err, /^\d+ packets not processed \(stopped early\)$/m);
+});
+
+test('--workers 2, SIGTERM, a stdout reader that stopped: every packet is counted once (processed, lost or not processed)', async () => {
+  const { code, ms, err } = await stalled('SIGTERM', undefined, ['--workers', '2']);
+  assert.equal(code, 0, err);
+  assert.ok(ms < 8000, `ended ${ms} ms after SIGTERM`);
+  const n = (re: RegExp) => Number(re.exec(err)?.[1] ?? 0);
+  const processed = n(/^(\d+) packets processed by Lua$/m);
+  const lost = n(/^(\d+) packets lost with/m);
+  const notProcessed = n(/^(\d+) packets not processed/m);
+  assert.equal(processed + lost + notProcessed, 45, err);
 });

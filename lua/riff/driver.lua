@@ -4,22 +4,36 @@
 -- budget, so a failing or looping plugin costs that packet and nothing else.
 local rt, host = ...
 
+-- Everything riff's own bookkeeping calls later is bound here, before any
+-- script runs: the globals and the libraries (table, string, math...) are
+-- tables a script shares and may change, and a script that sets pcall or
+-- table.concat must reach only its own code by them, never the summary,
+-- the counters or the handover. So the driver reads no global after this
+-- header (_ENV is nil below it: a global name in this file is an error, not
+-- a lookup a script could answer), and holds its own copies of the
+-- libraries. For the same reason riff walks a script's tables with
+-- next/rawget/rawlen, never pairs/ipairs/#, which would run its metamethods
+-- in riff's stead.
+local function own(lib)
+  local copy = {}
+  for k, v in next, lib do copy[k] = v end
+  return copy
+end
+local string, table, math, coroutine, os, debug = own(string), own(table), own(math), own(coroutine), own(os), own(debug)
+local _G, setmetatable, pcall, require = _G, setmetatable, pcall, require
 local type, pairs, ipairs, xpcall, error, tostring, select =
       type, pairs, ipairs, xpcall, error, tostring, select
+local next, rawget, rawlen = next, rawget, rawlen
+-- The table scripts know as `riff`; the driver fills it in below.
+local riff = { version = host.version }
+_G.riff = riff
+local _ENV = nil
+
 local sfmt, unpack, find, match, sub, date = string.format, string.unpack, string.find, string.match, string.sub, os.date
 local flush, flush_if_big, emit, emit_err = rt.flush, rt.flush_if_big, rt.emit, rt.emit_err
 local sethook, getinfo, traceback, rawgetmeta = rt.sethook, rt.getinfo, debug.traceback, rt.getmetatable
--- Everything riff's own bookkeeping calls later is bound here, before any
--- script runs: the libraries (table, string, math) are tables a script
--- shares and may change, and a script that sets table.concat must reach only
--- its own code by it, never the summary, the counters or the handover. For
--- the same reason riff walks a script's tables with next/rawget/rawlen,
--- never pairs/ipairs/#, which would run its metamethods in riff's stead.
 local concat, tunpack, gsub, byte = table.concat, table.unpack, string.gsub, string.byte
 local tointeger, mathtype, huge = math.tointeger, math.type, math.huge
-local next, rawget, rawlen = next, rawget, rawlen
--- sandbox.lua's require, before a script can put its own in _G.
-local require = require
 local interrupted = host.interrupted
 -- "file:line" where the heap cap last refused the script memory, or nil.
 local refused = host.refused
@@ -78,7 +92,6 @@ local fields = {
   overheard = function(s, ns, c, l, lt, ifc, fl) return fl & 8 ~= 0 end,
 }
 
-riff = { version = host.version }
 -- riff.read("file"): a data file beside the script (or in riff's lua/), read-only.
 riff.read = host.read
 -- riff.quic_initial(s, p, e[, dcid]) -> frames | nil, reason: the plaintext
@@ -151,20 +164,30 @@ riff.worker = setmetatable({}, {
 do
   local slot_of, others, publish = host.counter_slot, host.counter_others, host.counter_publish
   local by_name, list = {}, {}
+  -- A counter's value and slot live here, riff's: the object a script holds
+  -- is a handle, so the publish at every batch's end reads no field and
+  -- runs no metamethod a script could have put in its way.
+  local value, slot = {}, {}
   local Counter = {}
   Counter.__index = Counter
   Counter.__metatable = false
-  function Counter:add(n) self.v = self.v + (n or 1) end
-  function Counter:set(v) self.v = v end
-  function Counter:value() return self.v end
-  function Counter:total() return self.v + others(self.slot) end
+  local function put(c, v)
+    if value[c] == nil then error("bad self to a counter method (use c:add(n), not c.add(n))", 3) end
+    if type(v) ~= "number" then error("a counter holds a number, got " .. type(v), 3) end
+    value[c] = v
+  end
+  function Counter:add(n) put(self, (value[self] or 0) + (n or 1)) end
+  function Counter:set(v) put(self, v) end
+  function Counter:value() return value[self] end
+  function Counter:total() return value[self] + others(slot[self]) end
   riff.counter = function(name)
     if type(name) ~= "string" or name == "" then
       error("bad argument #1 to 'riff.counter' (a name expected, got " .. type(name) .. ")", 2)
     end
     local c = by_name[name]
     if c then return c end
-    c = setmetatable({ v = 0, slot = slot_of(name), name = name }, Counter)
+    c = setmetatable({ name = name }, Counter)
+    value[c], slot[c] = 0, slot_of(name)
     by_name[name] = c
     list[#list + 1] = c
     return c
@@ -176,7 +199,7 @@ do
     if n == 0 then return end
     for i = 1, n do
       local c = list[i]
-      args[2 * i - 1], args[2 * i] = c.slot, c.v
+      args[2 * i - 1], args[2 * i] = slot[c], value[c]
     end
     publish(tunpack(args, 1, 2 * n))
   end
@@ -386,6 +409,28 @@ local function cut(e)
   return e
 end
 
+-- A name a script chose (a file, a plugin) in one of riff's own lines, or a
+-- field of the summary's "name<tab>count" lines: bounded, and no control
+-- byte, tab included.
+local function label(s)
+  if #s > 200 then s = sub(s, 1, 200) .. "\u{2026}" end
+  if find(s, "[%c\127]") then s = gsub(s, "[%c\127]", escape_control) end
+  return s
+end
+
+-- The first `max` entries of a script's list, read raw: rawlen can be made
+-- to say 2^40 (a border in the hash part), so riff never loops to it.
+local function list_of(t, max)
+  local out = {}
+  if type(t) ~= "table" then return out end
+  for i = 1, max do
+    local v = rawget(t, i)
+    if v == nil then break end
+    out[i] = v
+  end
+  return out
+end
+
 -- An error value that is not a string, kept with where it was raised.
 local Boxed = {}
 
@@ -393,12 +438,14 @@ local Boxed = {}
 -- budget spent or off: it calls no script code (no __tostring) and does a
 -- bounded amount of work; report_error turns boxed values into text.
 -- Which script an error is counted against (the summary's per-script
--- counts): the file its text names if that file is running (error(m, 2)
--- names the caller), else the innermost running script's; never a file the
--- text merely claims (error("other.lua:1: x", 0) must not blame other.lua).
+-- counts): the file its text names, if that file is running (error(m, 2)
+-- names the caller) or is none riff runs as Lua (a data file a toolkit
+-- parser names); else the innermost running script's: a script cannot
+-- charge its errors to another plugin (error("other.lua:1: x", 0)).
 -- The files on the stack go in a table made once: msgh may run at the heap cap.
 local on_stack, n_on_stack = {}, 0
-for i = 1, 40 do on_stack[i] = false end
+local MAX_FRAMES = 40
+for i = 1, MAX_FRAMES do on_stack[i] = false end
 local blamed_for
 local function msgh(e)
   local pos = ""
@@ -414,7 +461,7 @@ local function msgh(e)
       n_on_stack = n_on_stack + 1
       on_stack[n_on_stack] = info.short_src
     end
-    if n_on_stack == 40 then break end
+    if n_on_stack == MAX_FRAMES then break end
   end
   if type(e) == "string" then
     e = cut(e)
@@ -504,11 +551,12 @@ local function report_error(e, where)
   if framed then
     local running = false
     for i = 1, n_on_stack do if on_stack[i] == script then running = true break end end
-    if not running then script = on_stack[1] end
+    -- Another file riff runs, not running now: the text's claim, not the truth.
+    if not running and (script == nil or rt.files[script]) then script = on_stack[1] end
   end
   -- Without frames (not enough memory is raised without the handler), the
   -- text's position is the allocator's own note of the script's line.
-  script = script or entry_label
+  script = label(script or entry_label)
   if not errors_by_script[script] then
     if nscripts >= MAX_SCRIPTS then script = "(other)" else nscripts = nscripts + 1 end
   end
@@ -599,6 +647,7 @@ end
 local function run_file(src, chunkname, path)
   local fn, msg = rt.load(src, chunkname, "t")
   if not fn then error(msg, 0) end
+  rt.files[getinfo(fn, "S").short_src] = true
   rt.loading[#rt.loading + 1] = path
   arm(opts.setup_budget)
   local ok, res = xpcall(fn, msgh)
@@ -614,6 +663,11 @@ end
 -- __index makes run, a list whose __index never ends), and pipeline:new walks
 -- its list; that is the script's code, never riff's to run unbounded.
 -- Returns the rule's word and, for an original tree, the buffer.lua to run.
+-- entry_of's own verdicts, told apart from the script's errors (which the
+-- message handler boxes or positions) by a key no script holds.
+local REFUSAL = {}
+local function refuse(msg) error({ [REFUSAL] = msg }) end
+
 local function entry_of(ret, path, display)
   if type(ret) == "table" and type(ret.run) == "function" then
     if ret.element_list == nil and type(ret.new) == "function" then
@@ -621,8 +675,8 @@ local function entry_of(ret, path, display)
       -- pipeline.lua. Run the tree around it the way the original did.
       local bsrc, bpath = host.module("buffer", path)
       if not bsrc or bpath == path then
-        error(display .. " is a pipeline framework that declares no plugins; "
-          .. "point --lua at a file that calls pipeline:new{...}, or keep buffer.lua beside it", 0)
+        refuse(display .. " is a pipeline framework that declares no plugins; "
+          .. "point --lua at a file that calls pipeline:new{...}, or keep buffer.lua beside it")
       end
       return "tree", bsrc, bpath
     end
@@ -635,15 +689,15 @@ local function entry_of(ret, path, display)
   if type(ret) == "table" and ret[1] ~= nil then
     for i, v in ipairs(ret) do
       if not is_plugin(v) then
-        error(sfmt("%s returned a list whose element %d is not a plugin (a table of phase functions: init, push, match, action, setup, deinit)", display, i), 0)
+        refuse(sfmt("%s returned a list whose element %d is not a plugin (a table of phase functions: init, push, match, action, setup, deinit)", display, i))
       end
     end
     local p = require("pipeline"):new(ret)
     use_pipeline(p)
     return "plugins"
   end
-  error(display .. " must set a global function buffer(packet), return a pipeline (a table with run), "
-    .. "or return a list of plugins", 0)
+  refuse(display .. " must set a global function buffer(packet), return a pipeline (a table with run), "
+    .. "or return a list of plugins")
 end
 
 -- Returns a word naming the rule that applied, or raises the reason.
@@ -666,7 +720,11 @@ function api.open(src, chunkname, path, display)
   local ok, rule, bsrc, bpath = xpcall(entry_of, msgh, ret, path, display)
   local spent = exhausted
   arm(0)
-  if not ok then error(spent and budget_msg or explain(rule), 0) end
+  if not ok then
+    local verdict = type(rule) == "table" and rule[Boxed]
+    if type(verdict) == "table" and verdict[REFUSAL] then error(verdict[REFUSAL], 0) end
+    error(spent and budget_msg or explain(rule), 0)
+  end
   if rule == "tree" then
     emit_err("riff: " .. display .. " declares no plugins; running the riff tree around it as the original did ("
       .. bpath .. " -> elements.lua)\n")
@@ -686,6 +744,7 @@ function api.config_filter(src, chunkname)
   local env = setmetatable({}, { __index = _G })
   local fn, msg = rt.load(src, chunkname, "t", env)
   if not fn then error(msg, 0) end
+  rt.files[getinfo(fn, "S").short_src] = true
   local name = chunkname:sub(2)
   arm(opts.setup_budget)
   local ok, res = xpcall(fn, msgh)
@@ -702,11 +761,9 @@ function api.config_filter(src, chunkname)
   if outs ~= nil and type(outs) ~= "table" then
     error(name .. ": outputs() must return a list of output specs such as \"json:-\", got " .. type(outs), 0)
   end
-  local specs = {}
-  for i = 1, outs and rawlen(outs) or 0 do
-    local v = rawget(outs, i)
-    if type(v) ~= "string" then error(name .. ": outputs() entry " .. i .. " is not a string", 0) end
-    specs[i] = v
+  local specs = list_of(outs, 256)
+  for i = 1, #specs do
+    if type(specs[i]) ~= "string" then error(name .. ": outputs() entry " .. i .. " is not a string", 0) end
   end
   return filter, concat(specs, "\n")
 end
@@ -733,6 +790,7 @@ local GC_MIN = 1000
 -- reserve riff lends its own bookkeeping (headroom); `reserve` is whether
 -- the caller had it lent, and gets it back.
 local function finalize(reserve)
+  local was = cur
   local q, i, n = left_q, left_i, left_n
   left_q = nil
   if not q then
@@ -771,7 +829,7 @@ local function finalize(reserve)
         left = left - (spent > GC_MIN and spent or GC_MIN) - described
         if opts.budget > 0 and (over or left <= 0) then
           left_q, left_i, left_n = q, i, n
-          cur = 0
+          cur = was
           headroom(reserve)
           return
         end
@@ -781,7 +839,7 @@ local function finalize(reserve)
     q, n = take_due()
     i = 1
   end
-  cur = 0
+  cur = was
   headroom(reserve)
 end
 
@@ -919,9 +977,10 @@ riff.run_end = function() return run_end_ts, run_end_flow_ts end
 function api.sharding()
   headroom(true) -- after the script's top level, which may have filled the heap
   local out = {}
-  if overhear_fn and type(overhear_list) == "table" then
-    for i = 1, rawlen(overhear_list) do
-      local p = rawget(overhear_list, i)
+  if overhear_fn then
+    local ports = list_of(overhear_list, 65536)
+    for i = 1, #ports do
+      local p = ports[i]
       if mathtype(p) == "integer" and p >= 0 and p < 65536 then out[#out + 1] = p end
     end
   end
@@ -941,9 +1000,11 @@ function api.note_per_worker()
     arm(opts.setup_budget)
     local ok, names = pcall(unmerged_fn, unmerged_self)
     arm(0)
-    if not ok or type(names) ~= "table" or rawlen(names) == 0 then return end
-    local list = {}
-    for i = 1, rawlen(names) do local v = rawget(names, i) list[i] = type(v) == "string" and v or type(v) end
+    if not ok then return end
+    headroom(true)
+    local list = list_of(names, 32)
+    if #list == 0 then headroom(false) return end
+    for i = 1, #list do local v = list[i] list[i] = type(v) == "string" and label(v) or type(v) end
     which = " (" .. concat(list, ", ") .. ")"
   elseif report_fn then
     return
@@ -1009,7 +1070,10 @@ local function handed(k)
   processed = processed + own
   publish_counters()
   if cur > 0 then last_sec, last_nsec = header(cur) end
-  cur = 0
+  -- The batch's packets are all counted: a worker ended from here on (its
+  -- finalizers, its output to a reader that stopped) loses none of them
+  -- (src/vm/watchdog.ts CUR_HANDED).
+  cur = -3
   live = false
   forget_coroutines()
   arm(0)
@@ -1027,7 +1091,7 @@ function api.batch(T, M, n, O)
   -- Only ever called from riff (no Lua frame below): riff's functions are
   -- out of a script's reach, and this keeps it so should one ever leak.
   if getinfo(2, "f") then error("riff's batch function cannot be called from a script", 0) end
-  meta, h_at = M, -1
+  meta, h_at, cur = M, -1, 0
   if O and overhear_fn then
     over_at, over_pos = {}, {}
     for j = 1, #O // 4 do
@@ -1047,8 +1111,10 @@ function api.batch(T, M, n, O)
     -- an error in overhear is the script's, counted beside setup's and
     -- deinit's, never as a packet of this worker's that failed.
     local copy = over_at and over_at[i]
-    if not copy then packet_errors = packet_errors + 1 end
+    -- Counted once described: a __tostring stuck in a C call ends the worker
+    -- there, and the watchdog then counts the packet as lost, not twice.
     report_error(last, (copy and "overhear, packet " or "packet ") .. select(8, header(i)))
+    if not copy then packet_errors = packet_errors + 1 end
     forget_coroutines()
     arm(budget, lazy)
     if stop_requested then return handed(i) end

@@ -8,7 +8,7 @@ local host = ...
 
 local type, tostring, select, error, rawget, rawset, setmetatable, pcall =
       type, tostring, select, error, rawget, rawset, setmetatable, pcall
-local concat, sfmt, byte, mtype = table.concat, string.format, string.byte, math.type
+local concat, sfmt, byte, sub, mtype = table.concat, string.format, string.byte, string.sub, math.type
 local host_write, host_module, host_load = host.write, host.module, host.load
 -- The real loader and debug library stay here and in the handles returned to
 -- the driver: no function a script can reach holds them, even as an upvalue
@@ -173,6 +173,9 @@ function load(chunk, name, mode, ...)
   if name ~= nil and type(name) ~= "string" then
     error(sfmt("bad argument #2 to 'load' (string expected, got %s)", type(name)), 2)
   end
+  -- "@file" and "=name" would let a chunk pass for a file riff loaded (the
+  -- summary counts errors per file): a loaded chunk is always named so.
+  if name ~= nil and (sub(name, 1, 1) == "@" or sub(name, 1, 1) == "=") then name = "=[load] " .. sub(name, 2) end
   if select("#", ...) > 0 then return host_load(chunk, name, (...)) end
   return host_load(chunk, name)
 end
@@ -235,6 +238,11 @@ package.searchpath = denied("package.searchpath", NO_FILES)
 package.path, package.cpath, package.searchers = "", "", {}
 local loaded, preload = package.loaded, package.preload
 local loading = {} -- stack of the files being run, innermost last
+local POP_LOADING = setmetatable({}, { __close = function() loading[#loading] = nil end })
+-- The files run as Lua (modules here, the script and config.lua in the
+-- driver), by the name errors give them: the summary counts an error against
+-- the file its message names only if that is no other file's (driver.lua).
+local files = {}
 
 local function require(name)
   if type(name) ~= "string" then
@@ -252,11 +260,13 @@ local function require(name)
     if not src then error(path, 2) end
     local fn, msg = host_load(src, "@" .. path)
     if not fn then error(msg, 0) end
+    files[real_debug.getinfo(fn, "S").short_src] = true
+    -- Not a protected call: a module's error reaches the driver's handler
+    -- with the module's frames on the stack (the summary counts it against
+    -- the module); the to-be-closed pop runs as the error unwinds.
     loading[#loading + 1] = path
-    local ok, res = pcall(fn, name, path)
-    loading[#loading] = nil
-    if not ok then error(res, 0) end
-    v = res
+    local _ <close> = POP_LOADING
+    v = fn(name, path)
   end
   if v == nil then v = rawget(loaded, name) end
   if v == nil then v = true end
@@ -347,4 +357,5 @@ return {
   getmetatable = real_getmetatable,
   take_due = take_due,
   loading = loading,
+  files = files,
 }

@@ -59,7 +59,7 @@ export function summarize(end: RunEnd): number {
   if (pool.unheard) lines.push(`${pool.unheard} overheard copies dropped at the ring (packets on the script's overhear ports, such as DNS answers, that a worker besides their flow's did not get)`);
   lines.push(
     `${s.processed - s.packetErrors} packets processed by Lua`,
-    // Errors outside packets (setup, deinit, report, __gc) are said apart:
+    // Errors outside packets (setup, deinit, report, __gc, overhear) are said apart:
     // only packets' errors take part in the packet accounting.
     `${s.errors} Lua errors${s.errors ? ` (${[...s.byScript].map(([k, v]) => `${k}: ${v}`).join(', ')}${s.errors > s.packetErrors ? `; ${s.errors - s.packetErrors} of them outside packets: setup, deinit, report, __gc, overhear` : ''})` : ''}`,
   );

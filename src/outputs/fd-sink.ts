@@ -6,6 +6,8 @@
 import fs from 'node:fs';
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
+/** At most this much per write(2): a reader taking 16 KiB a second is reading. */
+const PIECE = 16 << 10;
 
 export class FdSink {
   closed = false;
@@ -34,7 +36,9 @@ export class FdSink {
     let stalled = 0;
     while (off < buf.length) {
       try {
-        off += fs.writeSync(this.fd, buf, off, buf.length - off);
+        // In pieces: a blocking pipe's write returns only once all of it is
+        // taken, and each piece taken is a sign the reader reads (onMove).
+        off += fs.writeSync(this.fd, buf, off, Math.min(buf.length - off, PIECE));
         stalled = 0;
         this.onMove?.();
       } catch (e) {

@@ -21,6 +21,8 @@ import {
   BLOCK_META,
   BLOCK_PHASE,
   BLOCK_SEQ,
+  CUR_GC,
+  CUR_HANDED,
   PHASE_BATCH,
   PHASE_DEINIT,
   readLuaInt,
@@ -435,7 +437,9 @@ export class LuaPool {
   /**
    * End a worker's VM (over its time limit, or dead): count what it did and
    * the packet it was on as lost, hand what was queued for it to a fresh
-   * worker from the same script, and say so in one line.
+   * worker from the same script (none after a signal: what was queued is
+   * not processed), and say so in one line. `salvage`: write out what its
+   * VM held for stdout (not when it was ended writing: part is out already).
    */
   private end(slot: Slot, why: string, life = slot.life, salvage = true): void {
     if (life.over) return;
@@ -494,17 +498,20 @@ export class LuaPool {
       if (inLua && phase === PHASE_BATCH) {
         cur = t.cur && p >= 0 ? readLuaInt(dv, t.cur) : -1;
       }
-      if (inLua && phase === PHASE_BATCH && cur <= -2) {
-        // The driver's cur below -1: a script finalizer run after the batch's
-        // packets were all handed over (lua/riff/driver.lua finalize()).
+      if (inLua && phase === PHASE_BATCH && cur === CUR_GC) {
+        // A script finalizer, run after the batch's packets were all counted
+        // (lua/riff/driver.lua finalize()).
         what = 'a __gc finalizer';
+      } else if (inLua && phase === PHASE_BATCH && cur === CUR_HANDED) {
+        // Its packets are all counted processed; it was writing their output.
+        what = 'the end of a batch';
       } else if (inLua && phase === PHASE_BATCH) {
         const { rest, lost, id, copies } = this.unfinished(dv, i32[b + BLOCK_BASE], i32[b + BLOCK_COUNT], i32[b + BLOCK_META], cur);
         if (cur > 0) handed += cur - 1 - copies;
         this.lost += lost;
         if (rest) carry.push(rest);
         what = id ? `packet ${id}` : 'a batch of packets';
-      } else if (inLua) what = t.cur && readLuaInt(dv, t.cur) <= -2 ? 'a __gc finalizer' : phase === PHASE_DEINIT ? 'deinit' : 'setup';
+      } else if (inLua) what = t.cur && readLuaInt(dv, t.cur) === CUR_GC ? 'a __gc finalizer' : phase === PHASE_DEINIT ? 'deinit' : 'setup';
     }
     this.carried[at] += handed;
     this.carried[at + 1] += errors;

@@ -69,6 +69,13 @@ export const BLOCK_COUNT = 5;
 /** Non-zero while the worker writes output (a paused reader is not Lua's time); changes with every write that took bytes. */
 export const BLOCK_OUTPUT = 6;
 export const BLOCK_WORDS = 8;
+/**
+ * The driver's `cur` (the packet running, 1-based) below zero: a finalizer
+ * pass, one step for the whole pass; the batch's packets all counted
+ * processed, riff finishing the batch (its output); lua/riff/driver.lua.
+ */
+export const CUR_GC = -2;
+export const CUR_HANDED = -3;
 /** Running a batch of packets. */
 export const PHASE_BATCH = 1;
 /** Loading the script, setup, or riff's own calls. */
@@ -115,7 +122,7 @@ export interface Stuck {
   ms: number;
   /** The limit it was held to, ms. */
   limitMs: number;
-  /** After a signal: it was waiting to write output that nobody took (a reader that stopped reading). */
+  /** After SIGTERM: it was waiting to write output that did not move for its grace (a reader that stopped, or reads less than a piece a second). */
   writing?: boolean;
 }
 
@@ -247,7 +254,9 @@ export class Watchdog {
       // grace (from the later of the signal and its entry) is ended, however
       // it moves: a chain of finalizers, or a packet whose error handling
       // loops, each step progress, must not hold riff past SIGTERM.
-      if (this.urgent && seq & 1) {
+      // After Ctrl-C a VM waiting on its reader waits (riff | less): the
+      // user is there to press it again.
+      if (this.urgent && seq & 1 && !(writing && !this.stalls)) {
         const grace = graceAfterSignal(phase, this.limits.scriptMs);
         // The end of the run (deinit, collect, report, each its own entry
         // into Lua, and a reload's retiring VMs before the new ones) shares
@@ -279,7 +288,11 @@ export class Watchdog {
     }
   }
 
-  /** Ctrl-C: arm every VM that is inside a batch now, so a long packet hears it. */
+  /**
+   * Ctrl-C or SIGTERM: arm every VM that is inside a batch now, so a long
+   * packet hears it; from here each stay in Lua has its graceAfterSignal.
+   * `stalls` (SIGTERM): output that does not move counts as Lua's time too.
+   */
   hurry(stalls = false): void {
     if (!this.urgent) this.hurriedAt = performance.now();
     this.stalls ||= stalls;

@@ -134,7 +134,8 @@ let stopSent = false;
 // workers' flushes from interleaving inside a pipe.
 // Set once the VM's watch block exists: while a write waits (a reader that
 // paused its pipe, another worker holding the lock) the watchdog is told
-// that this is output, not Lua, and the wall-clock limit does not run.
+// that this is output, not Lua, and the wall-clock limit does not run;
+// after SIGTERM only while the output moves (watchdog.ts check()).
 let outputBusy: Int32Array | null = null;
 // BLOCK_OUTPUT while writing: a count that moves with every write that took
 // bytes, so the watchdog tells a slow reader from one that stopped reading.
