@@ -19,6 +19,9 @@ local function own(lib)
   for k, v in next, lib do copy[k] = v end
   return copy
 end
+-- The coroutine library scripts see: the driver puts its wrappers in it
+-- (below), which hold the budget's bookkeeping.
+local scripts_coroutine = coroutine
 local string, table, math, coroutine, os, debug = own(string), own(table), own(math), own(coroutine), own(os), own(debug)
 local _G, setmetatable, pcall, require = _G, setmetatable, pcall, require
 local type, pairs, ipairs, xpcall, error, tostring, select =
@@ -363,10 +366,10 @@ do
   end
 
   local function create(f) return adopt(co_create(f)) end
-  coroutine.create = create
-  coroutine.resume = resume
-  coroutine.close = close
-  coroutine.wrap = function(f)
+  scripts_coroutine.create = create
+  scripts_coroutine.resume = resume
+  scripts_coroutine.close = close
+  scripts_coroutine.wrap = function(f)
     local co = create(f)
     return function(...) return wrapped(co, resume(co, ...)) end
   end
@@ -439,9 +442,9 @@ local Boxed = {}
 -- bounded amount of work; report_error turns boxed values into text.
 -- Which script an error is counted against (the summary's per-script
 -- counts): the file its text names, if that file is running (error(m, 2)
--- names the caller) or is none riff runs as Lua (a data file a toolkit
--- parser names); else the innermost running script's: a script cannot
--- charge its errors to another plugin (error("other.lua:1: x", 0)).
+-- names the caller); else the innermost running script: a script cannot
+-- charge its errors to another plugin (error("other.lua:1: x", 0)), and an
+-- error a parser raises about a data file counts against the parser.
 -- The files on the stack go in a table made once: msgh may run at the heap cap.
 local on_stack, n_on_stack = {}, 0
 local MAX_FRAMES = 40
@@ -551,8 +554,7 @@ local function report_error(e, where)
   if framed then
     local running = false
     for i = 1, n_on_stack do if on_stack[i] == script then running = true break end end
-    -- Another file riff runs, not running now: the text's claim, not the truth.
-    if not running and (script == nil or rt.files[script]) then script = on_stack[1] end
+    if not running then script = on_stack[1] end
   end
   -- Without frames (not enough memory is raised without the handler), the
   -- text's position is the allocator's own note of the script's line.
@@ -647,7 +649,6 @@ end
 local function run_file(src, chunkname, path)
   local fn, msg = rt.load(src, chunkname, "t")
   if not fn then error(msg, 0) end
-  rt.files[getinfo(fn, "S").short_src] = true
   rt.loading[#rt.loading + 1] = path
   arm(opts.setup_budget)
   local ok, res = xpcall(fn, msgh)
@@ -744,7 +745,6 @@ function api.config_filter(src, chunkname)
   local env = setmetatable({}, { __index = _G })
   local fn, msg = rt.load(src, chunkname, "t", env)
   if not fn then error(msg, 0) end
-  rt.files[getinfo(fn, "S").short_src] = true
   local name = chunkname:sub(2)
   arm(opts.setup_budget)
   local ok, res = xpcall(fn, msgh)

@@ -239,10 +239,6 @@ package.path, package.cpath, package.searchers = "", "", {}
 local loaded, preload = package.loaded, package.preload
 local loading = {} -- stack of the files being run, innermost last
 local POP_LOADING = setmetatable({}, { __close = function() loading[#loading] = nil end })
--- The files run as Lua (modules here, the script and config.lua in the
--- driver), by the name errors give them: the summary counts an error against
--- the file its message names only if that is no other file's (driver.lua).
-local files = {}
 
 local function require(name)
   if type(name) ~= "string" then
@@ -260,7 +256,6 @@ local function require(name)
     if not src then error(path, 2) end
     local fn, msg = host_load(src, "@" .. path)
     if not fn then error(msg, 0) end
-    files[real_debug.getinfo(fn, "S").short_src] = true
     -- Not a protected call: a module's error reaches the driver's handler
     -- with the module's frames on the stack (the summary counts it against
     -- the module); the to-be-closed pop runs as the error unwinds.
@@ -357,5 +352,4 @@ return {
   getmetatable = real_getmetatable,
   take_due = take_due,
   loading = loading,
-  files = files,
 }
