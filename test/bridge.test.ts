@@ -29,6 +29,10 @@ async function bridge() {
     lua_type: x.lua_type,
     lua_tolstring: x.lua_tolstring,
     lua_pushinteger: x.lua_pushinteger,
+    lua_gethook: x.lua_gethook,
+    lua_gethookmask: x.lua_gethookmask,
+    lua_gethookcount: x.lua_gethookcount,
+    lua_sethook: x.lua_sethook,
     out_js: () => {},
     refused: (ptr) => void told.push(ptr),
   });

@@ -334,26 +334,33 @@ do
     return ...
   end
 
-  local function resume(co, ...)
-    if type(co) ~= "thread" then return co_resume(co, ...) end -- its error
+  -- Into co: riff notes it (the watchdog arms the running thread), and
+  -- when the budget counts now (outside a lazy batch: setup, deinit, a
+  -- packet the watchdog armed) host.enter gives co the same count, whatever
+  -- hook it was made with (one made in a batch carries the lazy count, 0).
+  local function into(co)
     local prev = running
     running = co
     depth = depth + 1
     chain[depth] = prev or MAIN
     enter(co)
-    return resumed(prev, co_resume(co, ...))
+    return prev
+  end
+
+  local function resume(co, ...)
+    -- Anything but a suspended coroutine: resume's own answer, and nothing
+    -- noted (a coroutine "resumed" into its caller would move the budget's
+    -- bookkeeping off the thread that runs).
+    if type(co) ~= "thread" or co_status(co) ~= "suspended" then return co_resume(co, ...) end
+    return resumed(into(co), co_resume(co, ...))
   end
 
   -- close runs the coroutine's pending __close handlers, in the coroutine:
-  -- entered as a resume is, so the budget reaches them there too.
+  -- entered as a resume is, so the budget reaches them there too. Closing
+  -- a running or normal coroutine raises: before any bookkeeping.
   local function close(co)
-    if type(co) ~= "thread" then return co_close(co) end -- its error
-    local prev = running
-    running = co
-    depth = depth + 1
-    chain[depth] = prev or MAIN
-    enter(co)
-    return resumed(prev, co_close(co))
+    if type(co) ~= "thread" or co_status(co) ~= "suspended" then return co_close(co) end
+    return resumed(into(co), co_close(co))
   end
 
   local function wrapped(co, ok, ...)
@@ -441,18 +448,18 @@ local Boxed = {}
 -- budget spent or off: it calls no script code (no __tostring) and does a
 -- bounded amount of work; report_error turns boxed values into text.
 -- Which script an error is counted against (the summary's per-script
--- counts): the file its text names, if that file is running (error(m, 2)
--- names the caller); else the innermost running script: a script cannot
--- charge its errors to another plugin (error("other.lua:1: x", 0)), and an
--- error a parser raises about a data file counts against the parser.
--- The files on the stack go in a table made once: msgh may run at the heap cap.
-local on_stack, n_on_stack = {}, 0
-local MAX_FRAMES = 40
-for i = 1, MAX_FRAMES do on_stack[i] = false end
-local blamed_for
+-- counts): the innermost running file that is not riff's own Lua (riff's
+-- toolkit modules count against the script that called them), or the
+-- script riff was started with when none is running (a C function as
+-- __gc or setup). Never what the error's text names: any code can raise
+-- "other.lua:2: x", from a metamethod other.lua happens to trigger too.
+local OWN_LUA = match(DRIVER_SOURCE, "^(.*/)riff/driver%.lua$") or "\0"
+-- The file msgh found, and the error it returned (report_error takes the
+-- file only for that error: one raised without the handler has none).
+local blamed, blamed_for
 local function msgh(e)
   local pos = ""
-  blamed_for, n_on_stack = nil, 0
+  blamed, blamed_for = nil, nil
   -- riff's own work, in its reserve: at the heap cap getinfo's tables and
   -- the message's strings would be refused, and the refusal would replace
   -- the allocator's note of where the script's own was (explain()).
@@ -460,11 +467,10 @@ local function msgh(e)
   for level = 2, 41 do
     local info = getinfo(level, "S")
     if not info then break end
-    if info.what ~= "C" and info.source ~= SANDBOX_SOURCE and info.source ~= DRIVER_SOURCE then
-      n_on_stack = n_on_stack + 1
-      on_stack[n_on_stack] = info.short_src
+    if info.what ~= "C" and sub(info.source, 1, #OWN_LUA) ~= OWN_LUA then
+      blamed = info.short_src
+      break
     end
-    if n_on_stack == MAX_FRAMES then break end
   end
   if type(e) == "string" then
     e = cut(e)
@@ -546,18 +552,14 @@ local function explain(e)
 end
 
 local function report_error(e, where)
-  local framed = e == blamed_for and n_on_stack > 0
+  local handled = e == blamed_for
   blamed_for = nil
   if exhausted then e = budget_msg else e = explain(e) end
   errors_total = errors_total + 1
-  local script = match(e, "^([^\n]-):%d+: ")
-  if framed then
-    local running = false
-    for i = 1, n_on_stack do if on_stack[i] == script then running = true break end end
-    if not running then script = on_stack[1] end
-  end
-  -- Without frames (not enough memory is raised without the handler), the
+  -- Without the handler (not enough memory is raised without it), the
   -- text's position is the allocator's own note of the script's line.
+  local script = match(e, "^([^\n]-):%d+: ")
+  if handled then script = blamed end
   script = label(script or entry_label)
   if not errors_by_script[script] then
     if nscripts >= MAX_SCRIPTS then script = "(other)" else nscripts = nscripts + 1 end
@@ -764,6 +766,8 @@ function api.config_filter(src, chunkname)
   local specs = list_of(outs, 256)
   for i = 1, #specs do
     if type(specs[i]) ~= "string" then error(name .. ": outputs() entry " .. i .. " is not a string", 0) end
+    -- One spec per entry: riff joins them by newlines (and the 256 would be no bound).
+    if find(specs[i], "[%c]") then error(name .. ": outputs() entry " .. i .. " holds a control character (one output spec per entry)", 0) end
   end
   return filter, concat(specs, "\n")
 end

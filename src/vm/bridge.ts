@@ -20,6 +20,10 @@ export interface BridgeImports {
   lua_type: (...a: never[]) => unknown;
   lua_tolstring: (...a: never[]) => unknown;
   lua_pushinteger: (...a: never[]) => unknown;
+  lua_gethook: (...a: never[]) => unknown;
+  lua_gethookmask: (...a: never[]) => unknown;
+  lua_gethookcount: (...a: never[]) => unknown;
+  lua_sethook: (...a: never[]) => unknown;
   /** Write bytes [p, p + len) of WebAssembly memory to stdout, now. */
   out_js: (p: number, len: number) => void;
   /** The allocator is about to refuse growing block `ptr` (0: a fresh block); called inside Lua's allocation, so it may only read memory. */
@@ -31,7 +35,7 @@ export interface Bridge {
   alloc: (ud: number, ptr: number, osize: number, nsize: number) => number;
   /** Push a batch's packets at `base` into T (stack top) as T[1..n], skipping those filtered out or sharded elsewhere; returns n. */
   fill: (L: number, base: number, count: number, meta: number) => number;
-  /** lua_CFunction: stores lua_tothread(L, 1) at the address in `slot`. */
+  /** lua_CFunction: stores lua_tothread(L, 1) at the address in `slot`, and gives it L's hook when that counts. */
   enter: (L: number) => number;
   /** Where enter() writes (an address in WebAssembly memory; 0 = nowhere yet). */
   slot: WasmGlobal;

@@ -137,6 +137,10 @@ export class LuaVM {
       lua_type: x.lua_type,
       lua_tolstring: x.lua_tolstring,
       lua_pushinteger: x.lua_pushinteger,
+      lua_gethook: x.lua_gethook,
+      lua_gethookmask: x.lua_gethookmask,
+      lua_gethookcount: x.lua_gethookcount,
+      lua_sethook: x.lua_sethook,
       out_js: (p, len) => this.onStdout(this.wasm.heap().subarray(p, p + len)),
       // A JS exception must not unwind through Lua's allocation.
       refused: (ptr) => {

@@ -79,6 +79,9 @@ export interface LuaExports {
   luaL_ref(L: LuaState, t: number): number;
   lua_error(L: LuaState): number;
   lua_sethook(L: LuaState, f: number, mask: number, count: number): void;
+  lua_gethook(L: LuaState): number;
+  lua_gethookmask(L: LuaState): number;
+  lua_gethookcount(L: LuaState): number;
   lua_tothread(L: LuaState, idx: number): LuaState;
   lua_rawget(L: LuaState, idx: number): number;
   lua_rawset(L: LuaState, idx: number): void;

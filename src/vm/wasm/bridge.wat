@@ -46,6 +46,10 @@
   (import "env" "lua_type" (func $lua_type (param $L i32) (param $idx i32) (result i32)))
   (import "env" "lua_tolstring" (func $lua_tolstring (param $L i32) (param $idx i32) (param $len i32) (result i32)))
   (import "env" "lua_pushinteger" (func $lua_pushinteger (type $pushinteger)))
+  (import "env" "lua_gethook" (func $lua_gethook (param $L i32) (result i32)))
+  (import "env" "lua_gethookmask" (func $lua_gethookmask (param $L i32) (result i32)))
+  (import "env" "lua_gethookcount" (func $lua_gethookcount (param $L i32) (result i32)))
+  (import "env" "lua_sethook" (func $lua_sethook (param $L i32) (param $f i32) (param $mask i32) (param $count i32)))
   ;; JS: write bytes [p, p + len) to stdout, now
   (import "env" "out_js" (func $out_js (type $write)))
   ;; JS: the allocator is about to refuse growing `ptr` (NULL: a fresh
@@ -229,10 +233,20 @@
 
   ;; enter(L), a lua_CFunction: store lua_tothread(L, 1) (the coroutine
   ;; resumed, or NULL) at the address in $slot, where the watchdog reads
-  ;; which Lua thread runs.
+  ;; which Lua thread runs. When the budget counts in L now (setup, deinit,
+  ;; a packet the watchdog armed: a count above 0), the coroutine gets L's
+  ;; hook, mask and count, the budget's: one made in a lazy batch carries
+  ;; count 0 and would run uncounted. Here, not in Lua, so that no function
+  ;; a script can reach holds the hook or debug.sethook.
   (func $enter (type $cfunction) (param $L i32) (result i32)
+    (local $co i32)
+    (local.set $co (call $lua_tothread (local.get $L) (i32.const 1)))
     (if (global.get $slot)
-      (then (i32.store (global.get $slot) (call $lua_tothread (local.get $L) (i32.const 1)))))
+      (then (i32.store (global.get $slot) (local.get $co))))
+    (if (i32.and (i32.ne (local.get $co) (i32.const 0))
+                 (i32.gt_s (call $lua_gethookcount (local.get $L)) (i32.const 0)))
+      (then (call $lua_sethook (local.get $co) (call $lua_gethook (local.get $L))
+                  (call $lua_gethookmask (local.get $L)) (call $lua_gethookcount (local.get $L)))))
     (i32.const 0))
 
   ;; ------------------------------------------------------------ stdout
