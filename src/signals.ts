@@ -35,15 +35,15 @@ function onSignal(sig: 'SIGINT' | 'SIGTERM'): void {
 
 process.on('SIGINT', () => onSignal('SIGINT'));
 process.on('SIGTERM', () => onSignal('SIGTERM'));
+// Without a listener SIGHUP would end riff (exit 129) and SIGUSR1 would
+// start Node's inspector; before the run is up they are kept for it.
+process.on('SIGHUP', () => (onHup ? onHup() : (early.hup = true)));
+process.on('SIGUSR1', () => (onUsr1 ? onUsr1() : (early.usr1 = true)));
 
 /** How to exit at once (a second interrupt). */
 export function leaveWith(fn: (code: number) => void): void {
   leave = fn;
 }
-// Without a listener SIGHUP would end riff (exit 129) and SIGUSR1 would
-// start Node's inspector; before the run is up they are kept for it.
-process.on('SIGHUP', () => (onHup ? onHup() : (early.hup = true)));
-process.on('SIGUSR1', () => (onUsr1 ? onUsr1() : (early.usr1 = true)));
 
 /** Call `fn` on SIGINT/SIGTERM with the first one's name; at once if one came already. */
 export function whenSignalled(fn: (sig: 'SIGINT' | 'SIGTERM') => void): void {

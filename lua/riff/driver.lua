@@ -444,9 +444,6 @@ end
 -- An error value that is not a string, kept with where it was raised.
 local Boxed = {}
 
--- The message handler runs in the failing code's stead, possibly with the
--- budget spent or off: it calls no script code (no __tostring) and does a
--- bounded amount of work; report_error turns boxed values into text.
 -- Which script an error is counted against (the summary's per-script
 -- counts): the innermost running file that is not riff's own Lua (riff's
 -- toolkit modules count against the script that called them), or the
@@ -457,6 +454,15 @@ local OWN_LUA = match(DRIVER_SOURCE, "^(.*/)riff/driver%.lua$") or "\0"
 -- The file msgh found, and the error it returned (report_error takes the
 -- file only for that error: one raised without the handler has none).
 local blamed, blamed_for
+local function handled(e)
+  blamed_for = e
+  headroom(false)
+  return e
+end
+
+-- The message handler runs in the failing code's stead, possibly with the
+-- budget spent or off: it calls no script code (no __tostring) and does a
+-- bounded amount of work; report_error turns boxed values into text.
 local function msgh(e)
   local pos = ""
   blamed, blamed_for = nil, nil
@@ -479,9 +485,7 @@ local function msgh(e)
     if find(e, SANDBOX_PREFIX, 1, true) == 1 then e = match(e, "^[^\n]-:%d+: (.*)$") or e end
     if match(e, "^[^\n]-:%d+: ") then
       if opts.verbose then e = traceback(e, 2) end
-      blamed_for = e
-      headroom(false)
-      return e
+      return handled(e)
     end
   end
   -- Errors raised without a position (out of memory, error(x, 0)) and error
@@ -498,14 +502,9 @@ local function msgh(e)
   if type(e) == "string" then
     e = pos .. e
     if opts.verbose then e = traceback(e, 2) end
-    blamed_for = e
-    headroom(false)
-    return e
+    return handled(e)
   end
-  local boxed = { [Boxed] = e, pos = pos }
-  blamed_for = boxed
-  headroom(false)
-  return boxed
+  return handled({ [Boxed] = e, pos = pos })
 end
 
 -- The text of a non-string error value. A table's __tostring is script code:
@@ -552,14 +551,14 @@ local function explain(e)
 end
 
 local function report_error(e, where)
-  local handled = e == blamed_for
+  local by_msgh = e == blamed_for
   blamed_for = nil
   if exhausted then e = budget_msg else e = explain(e) end
   errors_total = errors_total + 1
   -- Without the handler (not enough memory is raised without it), the
   -- text's position is the allocator's own note of the script's line.
   local script = match(e, "^([^\n]-):%d+: ")
-  if handled then script = blamed end
+  if by_msgh then script = blamed end
   script = label(script or entry_label)
   if not errors_by_script[script] then
     if nscripts >= MAX_SCRIPTS then script = "(other)" else nscripts = nscripts + 1 end
@@ -661,16 +660,16 @@ local function run_file(src, chunkname, path)
   return res
 end
 
--- What the script returned is read under the load budget, as its top level
--- ran: its fields may be computed by its own metamethods (a proxy whose
--- __index makes run, a list whose __index never ends), and pipeline:new walks
--- its list; that is the script's code, never riff's to run unbounded.
--- Returns the rule's word and, for an original tree, the buffer.lua to run.
 -- entry_of's own verdicts, told apart from the script's errors (which the
 -- message handler boxes or positions) by a key no script holds.
 local REFUSAL = {}
 local function refuse(msg) error({ [REFUSAL] = msg }) end
 
+-- What the script returned is read under the load budget, as its top level
+-- ran: its fields may be computed by its own metamethods (a proxy whose
+-- __index makes run, a list whose __index never ends), and pipeline:new walks
+-- its list; that is the script's code, never riff's to run unbounded.
+-- Returns the rule's word and, for an original tree, the buffer.lua to run.
 local function entry_of(ret, path, display)
   if type(ret) == "table" and type(ret.run) == "function" then
     if ret.element_list == nil and type(ret.new) == "function" then
@@ -767,7 +766,7 @@ function api.config_filter(src, chunkname)
   for i = 1, #specs do
     if type(specs[i]) ~= "string" then error(name .. ": outputs() entry " .. i .. " is not a string", 0) end
     -- One spec per entry: riff joins them by newlines (and the 256 would be no bound).
-    if find(specs[i], "[%c]") then error(name .. ": outputs() entry " .. i .. " holds a control character (one output spec per entry)", 0) end
+    if find(specs[i], "%c") then error(name .. ": outputs() entry " .. i .. " holds a control character (one output spec per entry)", 0) end
   end
   return filter, concat(specs, "\n")
 end

@@ -116,6 +116,8 @@ interface Slot {
 
 /** The output lock's value while the capture thread writes (workers write their thread ids, >= 1). */
 const LOCK_CAPTURE_THREAD = -1;
+/** How long an ended worker's thread may take to stop before riff goes on without it (end()). */
+const THREAD_STOP_MS = 2000;
 
 /**
  * A worker's own stdout and stderr (Node's warnings, the C library's writes:
@@ -166,8 +168,6 @@ function fullCollection(): void {
  * little was freed.
  */
 const TRIM_EVERY_MS = 30_000;
-/** How long an ended worker's thread may take to stop before riff goes on without it (pool.ts end()). */
-const THREAD_STOP_MS = 2000;
 function trimMemory(): void {
   nativeOrNull()?.trimMemory?.();
 }
@@ -495,12 +495,10 @@ export class LuaPool {
         handed = p;
         errors = e;
       }
-      if (inLua && phase === PHASE_BATCH) {
-        cur = t.cur && p >= 0 ? readLuaInt(dv, t.cur) : -1;
-      }
-      if (inLua && phase === PHASE_BATCH && cur === CUR_GC) {
-        // A script finalizer, run after the batch's packets were all counted
-        // (lua/riff/driver.lua finalize()).
+      if (inLua) cur = t.cur && p >= 0 ? readLuaInt(dv, t.cur) : -1;
+      if (inLua && cur === CUR_GC) {
+        // A script finalizer, run after a batch's packets were all counted,
+        // or after loading, setup or deinit (lua/riff/driver.lua finalize()).
         what = 'a __gc finalizer';
       } else if (inLua && phase === PHASE_BATCH && cur === CUR_HANDED) {
         // Its packets are all counted processed; it was writing their output.
@@ -511,7 +509,7 @@ export class LuaPool {
         this.lost += lost;
         if (rest) carry.push(rest);
         what = id ? `packet ${id}` : 'a batch of packets';
-      } else if (inLua) what = t.cur && readLuaInt(dv, t.cur) === CUR_GC ? 'a __gc finalizer' : phase === PHASE_DEINIT ? 'deinit' : 'setup';
+      } else if (inLua) what = phase === PHASE_DEINIT ? 'deinit' : 'setup';
     }
     this.carried[at] += handed;
     this.carried[at + 1] += errors;
@@ -533,13 +531,10 @@ export class LuaPool {
       return;
     }
     slot.ring = null;
-    if (!restart && this.abandoned) {
-      // What it had queued is not processed, as every worker's queue after a signal.
-      slot.lost = true;
-      return;
-    }
     if (!restart) {
-      this.lose(slot, carry);
+      // After a signal what it had queued is not processed, as every worker's queue.
+      if (this.abandoned) slot.lost = true;
+      else this.lose(slot, carry);
       return;
     }
     // The new worker boots (tens of ms) while the old thread stops and its output is written out.
