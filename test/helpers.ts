@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ETHERTYPE, IPPROTO, PcapFileWriter, ethernet, framesInTurn, ipv4, ipv6, tcp, udp } from '../scripts/lib/craft.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 // The `riff` command as installed: the build's bundle (scripts/bundle.ts).
@@ -91,4 +92,69 @@ export function pcapHeader(linktype = 1, snaplen = 65535): Buffer {
   h.writeUInt32LE(snaplen, 16);
   h.writeUInt32LE(linktype, 20);
   return h;
+}
+
+/**
+ * A capture of TCP and UDP flows (IPv4 and IPv6) whose two directions are
+ * carried differently: plain, VLAN, QinQ, MPLS, PPPoE, GRE, IP in IP (6in4),
+ * VXLAN and Geneve (a new outer source port for every packet), every other
+ * IPv6 flow with a destination options header one way. A flow is what the
+ * decoder keys it on, the innermost IP header and its ports; a switch that
+ * tags one side, labels or a tunnel one way only, a VXLAN endpoint's
+ * source port all differ outside it. Returns how many flows.
+ */
+export function writeEncapCapture(file: string): number {
+  const w = new PcapFileWriter(file);
+  const put = framesInTurn(w);
+  const M = { dst: '02:00:00:00:00:02', src: '02:00:00:00:00:01' };
+  const eth = (type: number, p: Uint8Array, vlan?: number | { id: number; tpid: number }) => ethernet({ ...M, type, vlan }, p);
+  const cat = (...p: Uint8Array[]) => Buffer.concat(p);
+  const hdr = (...b: number[]) => Buffer.from(b);
+  let outerPort = 20000;
+  // Outer headers: each takes an inner IP packet (v4 or v6) and gives an Ethernet frame.
+  const ET = (v6: boolean) => (v6 ? 0x86dd : ETHERTYPE.IPV4);
+  const wraps: Record<string, (ip: Buffer, v6: boolean) => Buffer> = {
+    plain: (ip, v6) => eth(ET(v6), ip),
+    vlan: (ip, v6) => eth(ET(v6), ip, 100),
+    qinq: (ip, v6) => eth(0x8100, cat(hdr(0, 200, ...(v6 ? [0x86, 0xdd] : [8, 0])), ip), { id: 300, tpid: 0x88a8 }),
+    mpls: (ip) => eth(0x8847, cat(hdr(0, 1, 0x00, 64, 0, 2, 0x01, 64), ip)),
+    pppoe: (ip, v6) => eth(0x8864, cat(hdr(0x11, 0, 0, 7, (ip.length + 2) >> 8, (ip.length + 2) & 255, 0, v6 ? 0x57 : 0x21), ip)),
+    gre: (ip, v6) => eth(ETHERTYPE.IPV4, ipv4({ src: '192.0.2.1', dst: '192.0.2.2', proto: 47 }, cat(hdr(0, 0, ...(v6 ? [0x86, 0xdd] : [8, 0])), ip))),
+    ipip: (ip, v6) => eth(ETHERTYPE.IPV4, ipv4({ src: '192.0.2.3', dst: '192.0.2.4', proto: v6 ? 41 : 4 }, ip)),
+    vxlan: (ip, v6) => {
+      const o = { src: '192.0.2.5', dst: '192.0.2.6', sport: outerPort++, dport: 4789 };
+      return eth(ETHERTYPE.IPV4, ipv4({ ...o, proto: IPPROTO.UDP }, udp(o, cat(hdr(8, 0, 0, 0, 0, 0, 42, 0), eth(ET(v6), ip)))));
+    },
+    geneve: (ip, v6) => {
+      const o = { src: '192.0.2.7', dst: '192.0.2.8', sport: outerPort++, dport: 6081 };
+      return eth(ETHERTYPE.IPV4, ipv4({ ...o, proto: IPPROTO.UDP }, udp(o, cat(hdr(0, 0, 0x65, 0x58, 0, 0, 43, 0), eth(ET(v6), ip)))));
+    },
+  };
+  const kinds = Object.keys(wraps);
+  let flows = 0;
+  for (const v6 of [false, true])
+    for (const there of kinds)
+      for (const back of kinds) {
+        if (there === back && there !== 'vxlan' && there !== 'geneve') continue;
+        const i = flows++;
+        const c = v6 ? `2001:db8::${(i + 1).toString(16)}` : `10.1.${i >> 8}.${i & 255}`;
+        const s = v6 ? `2001:db8:1::${(i + 1).toString(16)}` : `10.2.${i >> 8}.${i & 255}`;
+        const cp = 30000 + i;
+        const sp = i % 2 ? 80 : 53;
+        // TCP to port 80, UDP to 53; every other IPv6 flow with a destination options header one way.
+        const l4 = (src: string, dst: string, a: number, b: number) =>
+          sp === 80 ? tcp({ src, dst, sport: a, dport: b, seq: 1, flags: 0x18 }, hdr(1, 2, 3)) : udp({ src, dst, sport: a, dport: b }, hdr(1, 2, 3));
+        const ip = (src: string, dst: string, a: number, b: number, ext: boolean) => {
+          const p = l4(src, dst, a, b);
+          if (!v6) return ipv4({ src, dst, proto: sp === 80 ? IPPROTO.TCP : IPPROTO.UDP }, p);
+          if (!ext) return ipv6({ src, dst, nextHeader: sp === 80 ? IPPROTO.TCP : IPPROTO.UDP }, p);
+          return ipv6({ src, dst, nextHeader: 60 }, cat(hdr(sp === 80 ? IPPROTO.TCP : IPPROTO.UDP, 0, 1, 4, 0, 0, 0, 0), p));
+        };
+        for (let k = 0; k < 3; k++) {
+          put(wraps[there](ip(c, s, cp, sp, v6 && i % 2 === 0), v6));
+          put(wraps[back](ip(s, c, sp, cp, false), v6));
+        }
+      }
+  w.close();
+  return flows;
 }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { riff, tmpdir, ROOT } from './helpers.js';
+import { riff, tmpdir, ROOT, writeEncapCapture } from './helpers.js';
 
 const dir = tmpdir('riff-workers-');
 function script(name: string, src: string): string {
@@ -144,4 +144,39 @@ test('bundled plugins give the same records with 1 and 3 workers (traffic.lua ov
   const c = strip(path.join(dir, 't3.json'));
   assert.ok(a.length > 100);
   assert.deepEqual(c, a);
+});
+
+// (writeEncapCapture: the ways a flow's two directions may differ outside it.)
+test('every packet of a flow reaches one worker, whatever carries it each way (VLAN, QinQ, MPLS, PPPoE, GRE, IP in IP, 6in4, VXLAN, Geneve, IPv6 extension headers)', () => {
+  const dir = tmpdir();
+  const file = path.join(dir, 'encap.pcap');
+  const flows = writeEncapCapture(file);
+  const lua = path.join(dir, 'where.lua');
+  fs.writeFileSync(
+    lua,
+    `local decode = require "proto.packet"
+buffer = function(p)
+  local pkt = decode(p)
+  local t = pkt.tcp or pkt.udp
+  if not (pkt.ip and t) then print("undecoded", pkt.encap) return end
+  local a, b = pkt.ip.src .. "/" .. t.sport, pkt.ip.dst .. "/" .. t.dport
+  if a > b then a, b = b, a end
+  print(a .. " " .. b, riff.worker.index)
+end
+`,
+  );
+  const r = riff(['-q', '--workers', '3', '--lua', lua, '-r', file]);
+  assert.equal(r.code, 0, r.stderr);
+  const where = new Map<string, Set<string>>();
+  for (const line of String(r.stdout).trim().split('\n')) {
+    const [key, worker] = line.split('\t');
+    assert.notEqual(key, 'undecoded', line);
+    if (!where.has(key)) where.set(key, new Set());
+    where.get(key)!.add(worker);
+  }
+  assert.equal(where.size, flows, 'one key per flow, as crafted');
+  const split = [...where].filter(([, ws]) => ws.size > 1).map(([k, ws]) => `${k}: workers ${[...ws].join(',')}`);
+  assert.deepEqual(split, [], `${split.length} of ${flows} flows split between workers`);
+  const used = new Set([...where.values()].flatMap((ws) => [...ws]));
+  assert.equal(used.size, 3, 'the flows spread over every worker');
 });

@@ -525,10 +525,362 @@ static napi_value js_pcap_records(napi_env env, napi_callback_info info) {
 
 /*
  * Sharding by flow for --workers N, the same function as src/capture/flow.ts
- * (which the addon-less path runs): both directions of an IP 5-tuple map to
- * one worker, non-IP packets to worker 0.
+ * (which the addon-less path runs): both directions of a flow map to one
+ * worker, and a flow is what the decoder keys it on: the innermost IP
+ * header lua/proto/packet.lua's walk reaches and its TCP/UDP ports. So the
+ * walk below steps through the same link layers, shims (VLAN, PPPoE, MPLS,
+ * MACsec, NSH, bridged Ethernet, ERSPAN) and tunnels (IP in IP, GRE, VXLAN,
+ * Geneve) by the same rules: a key read from an outer header would split a
+ * flow whose directions differ outside it (a VXLAN endpoint's source port,
+ * MPLS labels on one direction only). Packets with no IP header go to
+ * worker 0. Offsets are 0-based; n is the number of bytes looked at.
  */
 static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+#define WALK_MAX_DEPTH 8
+#define WALK_MAX_EXT 16
+
+typedef struct {
+  const uint8_t *ip; /* the innermost IP header */
+  int v;             /* 4 or 6 */
+  int tp;            /* 6 or 17 when the decoder reads TCP/UDP ports there, 132 for SCTP's, else 0 */
+  const uint8_t *l4;
+} flow_key;
+
+/* VLAN tags from *o: false when one is cut short or there are more than 8. */
+static bool walk_vlans(const uint8_t *d, long n, uint32_t *et, long *o) {
+  int k = 0;
+  while (*et == 0x8100 || *et == 0x88a8 || *et == 0x9100 || *et == 0x9200) {
+    if (*o + 4 > n || k >= 8) return false;
+    *et = be16(d + *o + 2);
+    *o += 4;
+    k++;
+  }
+  return true;
+}
+
+/* An Ethernet header at o (inside a tunnel or shim). */
+static bool walk_inner_eth(const uint8_t *d, long n, long o, uint32_t *et, long *o2) {
+  if (o + 14 > n) return false;
+  *et = be16(d + o + 12);
+  *o2 = o + 14;
+  return walk_vlans(d, n, et, o2) && *et > 1500;
+}
+
+/* PPP's protocol field at q (after an optional ff 03). */
+static bool walk_ppp(const uint8_t *d, long n, long q, uint32_t *et, long *o2) {
+  if (q + 2 <= n && d[q] == 0xff && d[q + 1] == 3) q += 2;
+  if (q >= n) return false;
+  uint32_t pp = d[q];
+  if (pp & 1) q += 1;
+  else {
+    if (q + 2 > n) return false;
+    pp = be16(d + q);
+    q += 2;
+  }
+  *o2 = q;
+  if (pp == 0x21) *et = 0x0800;
+  else if (pp == 0x57) *et = 0x86dd;
+  else if (pp == 0x281 || pp == 0x283) *et = 0x8847;
+  else return false;
+  return true;
+}
+
+static bool known_et(uint32_t et) {
+  return et == 0x0800 || et == 0x86dd || et == 0x0806 || et == 0x8100 || et == 0x88a8 || et == 0x8847 || et == 0x8864;
+}
+
+/* One shim by EtherType: 1 and what it carries, 0 when it carries nothing decodable, -1 when et is no shim. */
+static int walk_shim(const uint8_t *d, long n, uint32_t et, long o, uint32_t *e2, long *o2) {
+  if (et == 0x8864) return o + 6 <= n && walk_ppp(d, n, o + 6, e2, o2);
+  if (et == 0x8847 || et == 0x8848) {
+    long q = o;
+    for (int i = 0; i < 16; i++) {
+      if (q + 4 > n) return 0;
+      int bos = d[q + 2] & 1;
+      q += 4;
+      if (bos) {
+        if (q >= n) return 0;
+        int v = d[q] >> 4;
+        *o2 = q;
+        if (v == 4) return *e2 = 0x0800, 1;
+        if (v == 6) return *e2 = 0x86dd, 1;
+        if (v == 0 && q + 18 <= n && !known_et(be16(d + q + 12)) && known_et(be16(d + q + 16))) q += 4;
+        return walk_inner_eth(d, n, q, e2, o2);
+      }
+    }
+    return 0;
+  }
+  if (et == 0x88e5) {
+    if (o + 6 > n) return 0;
+    int tci = d[o];
+    if (tci & 0x0c) return 0;
+    long q = o + 6 + (tci & 0x20 ? 8 : 0);
+    if (q + 2 > n) return 0;
+    *e2 = be16(d + q);
+    *o2 = q + 2;
+    return 1;
+  }
+  if (et == 0x894f) {
+    if (o + 8 > n) return 0;
+    long hl = (d[o + 1] & 0x3f) * 4;
+    int np = d[o + 3];
+    if (hl < 8) return 0;
+    long q = o + hl;
+    *o2 = q;
+    if (np == 1) return *e2 = 0x0800, 1;
+    if (np == 2) return *e2 = 0x86dd, 1;
+    if (np == 5) return *e2 = 0x8847, 1;
+    if (np == 4) return *e2 = 0x894f, 1;
+    if (np == 3) return walk_inner_eth(d, n, q, e2, o2);
+    return 0;
+  }
+  if (et == 0x6558) return walk_inner_eth(d, n, o, e2, o2);
+  if (et == 0x880b) return walk_ppp(d, n, o, e2, o2);
+  if (et == 0x88be || et == 0x22eb) {
+    long hl = 8;
+    if (et == 0x22eb) {
+      if (o + 12 > n) return 0;
+      hl = 12 + (d[o + 11] & 1 ? 8 : 0);
+    }
+    return walk_inner_eth(d, n, o + hl, e2, o2);
+  }
+  return -1;
+}
+
+/* The Jumbo Payload option (RFC 2675) in a hop-by-hop header at pos, or -1. */
+static long walk_jumbo(const uint8_t *d, long n, long pos) {
+  if (pos + 2 > n) return -1;
+  long e = pos + (d[pos + 1] + 1) * 8;
+  if (e > n) e = n;
+  for (long p = pos + 2; p < e;) {
+    if (d[p] == 0) {
+      p++;
+      continue;
+    }
+    if (p + 2 > e) return -1;
+    int l = d[p + 1];
+    if (d[p] == 0xc2 && l == 4 && p + 6 <= e) return be32(d + p + 2);
+    p += 2 + l;
+  }
+  return -1;
+}
+
+static bool walk_net(const uint8_t *d, long n, uint32_t et, long o, int depth, flow_key *k);
+
+/* Into a tunnel: true when an IP header is found inside (else the outer packet is the flow). */
+static bool walk_inner(const uint8_t *d, long n, uint32_t et, long o, int depth, flow_key *k) {
+  flow_key in;
+  if (!walk_net(d, n, et, o, depth + 1, &in)) return false;
+  *k = in;
+  return true;
+}
+
+static bool walk_net(const uint8_t *d, long n, uint32_t et, long o, int depth, flow_key *k) {
+  while (et != 0x0800 && et != 0x86dd) {
+    uint32_t e2;
+    long o2;
+    if (walk_shim(d, n, et, o, &e2, &o2) != 1 || depth >= WALK_MAX_DEPTH) return false;
+    et = e2, o = o2, depth++;
+  }
+  long cend, o4;
+  int proto;
+  k->ip = d + o;
+  k->tp = 0;
+  if (et == 0x0800) {
+    if (o + 20 > n || d[o] >> 4 != 4) return false;
+    k->v = 4;
+    long hl = (d[o] & 15) * 4, tlen = be16(d + o + 2);
+    proto = d[o + 9];
+    if (hl < 20) return true;
+    if (tlen == 0) cend = n; /* TSO: the capture is the length */
+    else if (tlen < hl) return true;
+    else cend = o + tlen;
+    o4 = o + hl;
+    if (o4 > n || o4 > cend) return true;
+    if (be16(d + o + 6) & 0x1fff) return true; /* a later fragment: no ports */
+  } else {
+    if (o + 40 > n || d[o] >> 4 != 6) return false;
+    k->v = 6;
+    long plen = be16(d + o + 4);
+    int nh = d[o + 6];
+    if (plen == 0 && nh != 59) {
+      long j = nh == 0 ? walk_jumbo(d, n, o + 40) : -1;
+      cend = j >= 0 ? o + 40 + j : n;
+    } else {
+      cend = o + 40 + plen;
+    }
+    /* Extension headers, as the decoder's v6chain: any damage or a later fragment leaves no ports. */
+    long pos = o + 40;
+    for (int x = 0;;) {
+      if (!(nh == 0 || nh == 43 || nh == 60 || nh == 139 || nh == 140 || nh == 253 || nh == 254 || nh == 51 || nh == 44)) break;
+      if (++x > WALK_MAX_EXT || (nh == 0 && x > 1) || pos + 2 > cend || pos + 2 > n) return true;
+      long hl = nh == 44 ? 8 : nh == 51 ? (d[pos + 1] + 2) * 4 : (d[pos + 1] + 1) * 8;
+      bool later = nh == 44 && pos + 8 <= n && pos + 8 <= cend && (be16(d + pos + 2) & 0xfff8);
+      if (pos + hl > cend || pos + hl > n) return true;
+      nh = d[pos];
+      pos += hl;
+      if (later) return true;
+    }
+    proto = nh;
+    o4 = pos;
+  }
+  long stop = cend < n ? cend : n;
+  if (depth < WALK_MAX_DEPTH && (proto == 4 || proto == 41 || proto == 47)) {
+    uint32_t e2 = 0;
+    long q = o4;
+    bool in = true;
+    if (proto == 4) e2 = 0x0800;
+    else if (proto == 41) e2 = 0x86dd;
+    else if (o4 + 4 > stop) in = false;
+    else {
+      uint32_t fl = be16(d + o4);
+      e2 = be16(d + o4 + 2);
+      q = o4 + 4;
+      if ((fl & 7) == 0) {
+        if (fl & 0x4000) in = false; /* routing present (RFC 1701): not followed */
+        if (fl & 0x8000) q += 4;
+        if (fl & 0x2000) q += 4;
+        if (fl & 0x1000) q += 4;
+        if (e2 == 0x88be && !(fl & 0x1000)) e2 = 0x6558; /* ERSPAN type I: no ERSPAN header */
+      } else if ((fl & 7) == 1) {
+        q += 4;
+        if (fl & 0x1000) q += 4;
+        if (fl & 0x0080) q += 4;
+      } else {
+        in = false;
+      }
+      if (q > stop) in = false;
+    }
+    if (in && walk_inner(d, stop, e2, q, depth, k)) return true;
+  }
+  if (proto == 6) {
+    if (o4 + 20 <= cend && o4 + 20 <= n) k->tp = 6;
+  } else if (proto == 17) {
+    if (o4 + 8 > cend || o4 + 8 > n) return true;
+    k->tp = 17;
+    long ulen = be16(d + o4 + 4), ue = o4 + ulen;
+    uint32_t dp = be16(d + o4 + 2);
+    if (ulen >= 8 && ue <= cend && ue <= n && depth < WALK_MAX_DEPTH && (dp == 4789 || dp == 6081) && o4 + 16 <= ue) {
+      long b = o4 + 8, q;
+      uint32_t e2;
+      bool in;
+      if (dp == 4789) in = d[b] & 0x08, e2 = 0x6558, q = b + 8;
+      else in = d[b] >> 6 == 0, e2 = be16(d + b + 2), q = b + 8 + (d[b] & 0x3f) * 4;
+      flow_key outer = *k;
+      if (in && walk_inner(d, ue, e2, q, depth, k)) return true;
+      *k = outer;
+    }
+  } else if (proto == 132 && o4 + 4 <= stop) {
+    k->tp = 132;
+  }
+  k->l4 = d + o4;
+  return true;
+}
+
+/* The link layer of link type lt: the EtherType (or one made up) and where the network header starts. */
+static bool walk_link(const uint8_t *d, long n, uint32_t lt, uint32_t *et, long *o) {
+  switch (lt) {
+  case 1:
+    if (n < 14) return false;
+    *et = be16(d + 12), *o = 14;
+    if (!walk_vlans(d, n, et, o)) return false;
+    if (*et <= 1500) { /* 802.3 length: IP only behind LLC/SNAP with an EtherType OUI */
+      long q = *o;
+      if (!(q + 8 <= n && d[q] == 0xaa && d[q + 1] == 0xaa && d[q + 2] == 3 && d[q + 3] == 0 && d[q + 4] == 0 && (d[q + 5] == 0 || d[q + 5] == 0xf8))) return false;
+      *et = be16(d + q + 6), *o = q + 8;
+    }
+    return true;
+  case 113:
+    if (n < 16 || be16(d + 2) == 824) return false; /* 824: netlink */
+    *et = be16(d + 14), *o = 16;
+    return walk_vlans(d, n, et, o);
+  case 276:
+    if (n < 20 || be16(d + 8) == 824) return false;
+    *et = be16(d), *o = 20;
+    return walk_vlans(d, n, et, o);
+  case 0:
+  case 108: {
+    if (n < 4) return false;
+    uint32_t fam = (uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 | (uint32_t)d[3] << 24;
+    if (fam > 0xffff) fam = be32(d);
+    *o = 4;
+    if (fam == 2) *et = 0x0800;
+    else if (fam == 24 || fam == 28 || fam == 30 || fam == 10) *et = 0x86dd;
+    else if (fam > 1500 && fam <= 0xffff) *et = fam; /* some old captures put an EtherType there */
+    else return false;
+    return true;
+  }
+  case 101:
+  case 12:
+  case 14:
+    if (n < 1) return false;
+    *o = 0;
+    if (d[0] >> 4 == 4) *et = 0x0800;
+    else if (d[0] >> 4 == 6) *et = 0x86dd;
+    else return false;
+    return true;
+  case 228: return *et = 0x0800, *o = 0, true;
+  case 229: return *et = 0x86dd, *o = 0, true;
+  case 9:
+  case 50:
+  case 166:
+  case 204: return walk_ppp(d, n, lt == 166 || lt == 204 ? 1 : 0, et, o);
+  case 51: return *et = 0x8864, *o = 0, true;
+  case 239: { /* NFLOG: TLVs in the capturing host's byte order; type 9 holds the packet */
+    if (n < 4) return false;
+    int fam = d[0];
+    for (long q = 4; q + 4 <= n;) {
+      long len = d[q] | d[q + 1] << 8, ty = d[q + 2] | d[q + 3] << 8;
+      if (len < 4 || q + len > n + 3) len = be16(d + q), ty = be16(d + q + 2);
+      if (len < 4) return false;
+      if ((ty & 0x7fff) == 9) {
+        *o = q + 4;
+        if (fam == 2) *et = 0x0800;
+        else if (fam == 10) *et = 0x86dd;
+        else if (*o < n && d[*o] >> 4 == 4) *et = 0x0800;
+        else if (*o < n && d[*o] >> 4 == 6) *et = 0x86dd;
+        else return false;
+        return true;
+      }
+      q += (len + 3) & ~3L;
+    }
+    return false;
+  }
+  case 107: { /* Frame Relay: Q.922 address, then RFC 2427 (03, NLPID) or Cisco's EtherType */
+    if (n < 4) return false;
+    long q = (d[1] & 1) ? 2 : 3;
+    if (d[q] == 3) {
+      q++;
+      if (q < n && d[q] == 0) q++;
+      if (q >= n) return false;
+      int nl = d[q];
+      if (nl == 0xcc) *et = 0x0800, *o = q + 1;
+      else if (nl == 0x8e) *et = 0x86dd, *o = q + 1;
+      else if (nl == 0x80 && q + 6 <= n) *et = be16(d + q + 4), *o = q + 6;
+      else return false;
+      return true;
+    }
+    if (q + 2 > n) return false;
+    return *et = be16(d + q), *o = q + 2, true;
+  }
+  case 104:
+    if (n < 4) return false;
+    return *et = be16(d + 2), *o = 4, true;
+  case 242: /* IP over InfiniBand */
+    if (n < 44) return false;
+    return *et = be16(d + 40), *o = 44, true;
+  case 226: /* Solaris ipnet */
+    if (n < 24) return false;
+    *o = 24;
+    if (d[1] == 2) *et = 0x0800;
+    else if (d[1] == 26) *et = 0x86dd;
+    else return false;
+    return true;
+  }
+  return false;
+}
 
 static uint32_t endpoint(const uint8_t *addr, int len, uint32_t port) {
   uint32_t h = 0x811c9dc5u;
@@ -545,69 +897,22 @@ static uint32_t endpoint(const uint8_t *addr, int len, uint32_t port) {
 static uint32_t shard_of(const uint8_t *rec, uint32_t n, uint32_t *l4ports, bool by_service) {
   *l4ports = NO_PORTS;
   if (n <= 1) return 0;
-  uint32_t caplen = rd32(rec + 12), lt = rd32(rec + 20) & 0xffffu;
-  const uint8_t *p = rec + HDR, *end = p + caplen, *l3 = NULL;
-  int v = 0;
-  uint32_t type = 0;
-  if (lt == 1) {
-    const uint8_t *at = p + 12;
-    if (at + 2 > end) return 0;
-    type = be16(at);
-    while ((type == 0x8100 || type == 0x88a8 || type == 0x9100) && at + 6 <= end) {
-      at += 4;
-      type = be16(at);
-    }
-    l3 = at + 2;
-  } else if (lt == 113) {
-    if (p + 16 > end) return 0;
-    type = be16(p + 14);
-    l3 = p + 16;
-  } else if (lt == 276) {
-    if (p + 20 > end) return 0;
-    type = be16(p);
-    l3 = p + 20;
-  } else if (lt == 0 || lt == 108) {
-    if (p + 4 > end) return 0;
-    uint32_t le = rd32(p);
-    uint32_t fam = le > 0xffff ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3] : le;
-    if (fam == 2) v = 4;
-    else if (fam == 24 || fam == 28 || fam == 30 || fam == 10) v = 6;
-    else return 0;
-    l3 = p + 4;
-  } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
-    if (p + 1 > end) return 0;
-    int ver = p[0] >> 4;
-    if (ver != 4 && ver != 6) return 0;
-    v = ver;
-    l3 = p;
-  } else {
-    return 0;
-  }
-  if (!v) {
-    if (type == 0x0800) v = 4;
-    else if (type == 0x86dd) v = 6;
-    else return 0;
-  }
-  uint32_t a, b;
-  if (v == 4) {
-    if (l3 + 20 > end) return 0;
-    uint32_t ihl = (uint32_t)(l3[0] & 15) * 4, proto = l3[9], frag = be16(l3 + 6) & 0x1fffu;
-    const uint8_t *l4 = l3 + ihl;
-    bool ports = (proto == 6 || proto == 17 || proto == 132) && frag == 0 && l4 + 4 <= end;
-    a = endpoint(l3 + 12, 4, ports ? be16(l4) : 0);
-    b = endpoint(l3 + 16, 4, ports ? be16(l4 + 2) : 0);
-    if (ports && proto != 132) *l4ports = (uint32_t)be16(l4) << 16 | be16(l4 + 2);
-    if (ports && by_service && be16(l4) != be16(l4 + 2)) return (be16(l4) < be16(l4 + 2) ? a : b) % n;
-  } else {
-    if (l3 + 40 > end) return 0;
-    uint32_t nh = l3[6];
-    const uint8_t *l4 = l3 + 40;
-    bool ports = (nh == 6 || nh == 17 || nh == 132) && l4 + 4 <= end;
-    a = endpoint(l3 + 8, 16, ports ? be16(l4) : 0);
-    b = endpoint(l3 + 24, 16, ports ? be16(l4 + 2) : 0);
-    if (ports && nh != 132) *l4ports = (uint32_t)be16(l4) << 16 | be16(l4 + 2);
-    if (ports && by_service && be16(l4) != be16(l4 + 2)) return (be16(l4) < be16(l4 + 2) ? a : b) % n;
-  }
+  uint32_t lt = rd32(rec + 20);
+  long len = rd32(rec + 12);
+  if (lt & 0x04000000u) len -= (long)(lt >> 28) * 2; /* the FCS at the end is not the packet's */
+  if (len < 0) len = 0;
+  const uint8_t *d = rec + HDR;
+  uint32_t et;
+  long o;
+  flow_key k;
+  if (!walk_link(d, len, lt & 0xffffu, &et, &o) || !walk_net(d, len, et, o, 0, &k)) return 0;
+  int alen = k.v == 4 ? 4 : 16;
+  const uint8_t *src = k.ip + (k.v == 4 ? 12 : 8), *dst = src + alen;
+  bool ports = k.tp != 0;
+  uint32_t sp = ports ? be16(k.l4) : 0, dp = ports ? be16(k.l4 + 2) : 0;
+  uint32_t a = endpoint(src, alen, sp), b = endpoint(dst, alen, dp);
+  if (k.tp == 6 || k.tp == 17) *l4ports = sp << 16 | dp;
+  if (ports && by_service && sp != dp) return (sp < dp ? a : b) % n;
   return (a + b) % n;
 }
 
