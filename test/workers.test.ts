@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { riff, tmpdir, ROOT, writeEncapCapture } from './helpers.js';
+import { ETHERTYPE, IPPROTO, PcapFileWriter, ethernet, framesInTurn, ipv4, tcp } from '../scripts/lib/craft.js';
 
 const dir = tmpdir('riff-workers-');
 function script(name: string, src: string): string {
@@ -179,4 +180,28 @@ end
   assert.deepEqual(split, [], `${split.length} of ${flows} flows split between workers`);
   const used = new Set([...where.values()].flatMap((ws) => [...ws]));
   assert.equal(used.size, 3, 'the flows spread over every worker');
+});
+
+test('connections between two hosts spread over the workers (Linux picks even client ports)', () => {
+  const dir = tmpdir();
+  const file = path.join(dir, 'pair.pcap');
+  const w = new PcapFileWriter(file);
+  const put = framesInTurn(w);
+  const M = { dst: '02:00:00:00:00:02', src: '02:00:00:00:00:01' };
+  for (let i = 0; i < 256; i++) {
+    const cp = 40000 + 2 * i;
+    put(ethernet({ ...M, type: ETHERTYPE.IPV4 }, ipv4({ src: '10.0.0.1', dst: '10.0.0.2', proto: IPPROTO.TCP }, tcp({ src: '10.0.0.1', dst: '10.0.0.2', sport: cp, dport: 8080, seq: 1, flags: 0x02 }))));
+    put(ethernet({ ...M, type: ETHERTYPE.IPV4 }, ipv4({ src: '10.0.0.2', dst: '10.0.0.1', proto: IPPROTO.TCP }, tcp({ src: '10.0.0.2', dst: '10.0.0.1', sport: 8080, dport: cp, seq: 1, flags: 0x12 }))));
+  }
+  w.close();
+  const lua = path.join(dir, 'who.lua');
+  fs.writeFileSync(lua, 'buffer = function() print(riff.worker.index) end\n');
+  for (const n of [2, 4]) {
+    const r = riff(['-q', '--workers', String(n), '--lua', lua, '-r', file]);
+    assert.equal(r.code, 0, r.stderr);
+    const per = new Array(n).fill(0);
+    for (const line of String(r.stdout).trim().split('\n')) per[Number(line) - 1]++;
+    // 512 packets, 256 flows: each worker's share at least half the fair one.
+    for (const k of per) assert.ok(k >= 512 / n / 2, `--workers ${n}: packets per worker ${per.join(', ')}`);
+  }
 });

@@ -357,6 +357,22 @@ function endpoint(d: DataView, addr: number, len: number, port: number): number 
   return h >>> 0;
 }
 
+/**
+ * A worker from a flow's hash. FNV's xor-and-multiply carries only upwards:
+ * its low k bits depend on the low k bits of each byte alone, so taken
+ * modulo 2 or 4 it put every connection between two hosts on one worker
+ * (Linux's connect() picks even ports). Murmur3's finalizer mixes the high
+ * bits down first.
+ */
+function workerOf(h: number, n: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return (h >>> 0) % n;
+}
+
 /** In a shard plan: the record goes to every worker; its owner in the low bits. */
 export const BROADCAST = 0x80;
 
@@ -387,8 +403,8 @@ export function shardOf(d: DataView, o: number, n: number, byService = false): n
   const a = endpoint(d, src, alen, sp);
   const b = endpoint(d, src + alen, alen, dp);
   if (k.tp === 6 || k.tp === 17) lastPorts = sp * 65536 + dp;
-  if (ports && byService && sp !== dp) return (sp < dp ? a : b) % n;
-  return ((a + b) >>> 0) % n;
+  if (ports && byService && sp !== dp) return workerOf(sp < dp ? a : b, n);
+  return workerOf((a + b) >>> 0, n);
 }
 
 /** A batch's record sizes, checked to lie within it before anything is touched (as the addon checks). */

@@ -888,6 +888,20 @@ static uint32_t endpoint(const uint8_t *addr, int len, uint32_t port) {
   return (h ^ port) * 0x01000193u;
 }
 
+/* A worker from a flow's hash. FNV's xor-and-multiply carries only upwards:
+ * its low k bits depend on the low k bits of each byte alone, so taken
+ * modulo 2 or 4 it put every connection between two hosts on one worker
+ * (Linux's connect() picks even ports). Murmur3's finalizer mixes the high
+ * bits down first. */
+static uint32_t worker_of(uint32_t h, uint32_t n) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h % n;
+}
+
 /* *ports: the TCP/UDP source and destination port (src << 16 | dst), or
  * NO_PORTS for anything else; read only when asked (overhearing is on). */
 #define NO_PORTS 0xffffffffu
@@ -912,8 +926,8 @@ static uint32_t shard_of(const uint8_t *rec, uint32_t n, uint32_t *l4ports, bool
   uint32_t sp = ports ? be16(k.l4) : 0, dp = ports ? be16(k.l4 + 2) : 0;
   uint32_t a = endpoint(src, alen, sp), b = endpoint(dst, alen, dp);
   if (k.tp == 6 || k.tp == 17) *l4ports = sp << 16 | dp;
-  if (ports && by_service && sp != dp) return (sp < dp ? a : b) % n;
-  return (a + b) % n;
+  if (ports && by_service && sp != dp) return worker_of(sp < dp ? a : b, n);
+  return worker_of(a + b, n);
 }
 
 /*
