@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { riff, tmpdir, ROOT, writeEncapCapture } from './helpers.js';
+import { riff, tmpdir, tree, ROOT, writeEncapCapture } from './helpers.js';
 import { ETHERTYPE, IPPROTO, PcapFileWriter, ethernet, framesInTurn, ipv4, tcp } from '../scripts/lib/craft.js';
 
 const dir = tmpdir('riff-workers-');
@@ -203,5 +203,30 @@ test('connections between two hosts spread over the workers (Linux picks even cl
     for (const line of String(r.stdout).trim().split('\n')) per[Number(line) - 1]++;
     // 512 packets, 256 flows: each worker's share at least half the fair one.
     for (const k of per) assert.ok(k >= 512 / n / 2, `--workers ${n}: packets per worker ${per.join(', ')}`);
+  }
+});
+
+test("a worker whose collect fails: its error is shown, the report runs over the other workers' shares and says whose is missing", () => {
+  const dir = tree({
+    'buf.lua': `local n = 0
+buffer = function() n = n + 1 end
+function collect() if riff.worker.index == 2 then error("no state here") end return n end
+function report(t) print("report", t) end
+`,
+    'plug.lua': `local P = { n = 0 }
+function P:push() self.n = self.n + 1 end
+function P:collect() if riff.worker.index == 2 then error("no plugin state here") end return self.n end
+function P:report(t) print("plugin report", t) end
+return { P }
+`,
+  });
+  for (const [file, msg, out] of [['buf.lua', 'no state here', /^report\t\d+$/m], ['plug.lua', 'no plugin state here', /^plugin report\t\d+$/m]] as const) {
+    const r = riff(['-q', '--workers', '2', '--lua', path.join(dir, file), '-r', path.join(ROOT, 'fixtures', 'http.pcap')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`${file}:\\d+: ${msg} \\(collect\\)`), 'the error itself, with its line');
+    assert.match(r.stderr, /the report covers 1 of 2 workers: worker 2 \(its collect failed\) left out/);
+    assert.match(String(r.stdout), out);
+    assert.doesNotMatch(r.stderr, /pipeline\.lua/, "no error of riff's own pipeline");
+    assert.match(r.stderr, /1 Lua errors/);
   }
 });

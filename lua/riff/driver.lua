@@ -916,7 +916,8 @@ function serialize(v, out, depth, open)
 end
 
 -- This worker's state for the whole run's report, as text; nil when the
--- script has no report.
+-- script has no report, "" when collect failed (the pool then says the
+-- report lacks this worker's share: one answer, or a said half).
 function api.collect()
   if not report_fn then return nil end
   arm(opts.setup_budget)
@@ -930,7 +931,7 @@ function api.collect()
     return concat(out)
   end, msgh)
   arm(0)
-  if not ok then report_error(res, "collect") return "nil" end
+  if not ok then report_error(res, "collect") flush() return "" end
   flush()
   return res
 end

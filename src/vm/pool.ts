@@ -35,6 +35,24 @@ export type Ready = Extract<WorkerMessage, { type: 'ready' }>;
 type Done = Extract<WorkerMessage, { type: 'done' }>;
 const NO_COUNTS: Done = { type: 'done', processed: 0, errors: 0, hookErrors: 0, byScript: [] };
 
+/**
+ * Which worker merges the collected states and runs the script's report
+ * (-1: none). The first that collected one and is still running: worker 1,
+ * unless it was ended or its collect failed. A report that lacks a worker's
+ * share (ended by the watchdog, its collect failed) would print part of the
+ * run as if it were all of it: it runs over the shares there are, and one
+ * line says whose are missing.
+ */
+function whoReports(lives: Incarnation[], states: (Uint8Array | null)[]): number {
+  if (!states.some((st) => st !== null)) return -1; // no report in the script (or no worker left to say)
+  const missing = states.flatMap((st, i) => (st === null || st.length === 0 ? [`worker ${i + 1} (${st === null ? 'ended' : 'its collect failed'})`] : []));
+  const reporter = states.findIndex((st, i) => st !== null && st.length > 0 && !lives[i].over);
+  if (reporter < 0) stderr.text(`riff: report not run: no worker has a state to report (${missing.join(', ')})\n`);
+  else if (missing.length)
+    stderr.text(`riff: the report covers ${states.length - missing.length} of ${states.length} workers: ${missing.join(', ')} left out, and what they saw is not in it\n`);
+  return reporter;
+}
+
 /** Records worker w owns in a shard plan (not the copies it only overhears). */
 function countShard(shards: Uint8Array, count: number, w: number): number {
   let k = 0;
@@ -91,7 +109,7 @@ interface Incarnation {
   handover: Uint8Array | null;
   ready: Promise<Ready>;
   done: Promise<Done>;
-  /** The worker's state for the whole run's report (null: the script has none, or the worker is gone or was ended). */
+  /** The worker's state for the whole run's report (null: the script has none, or the worker is gone or was ended; empty: its collect failed). */
   collected: Promise<Uint8Array | null>;
   resolveCollected(state: Uint8Array | null): void;
   /** Set once the VM is made: where the watchdog and the pool read it. */
@@ -940,9 +958,9 @@ export class LuaPool {
   /** A generation replaced by a reload ends as a run does: report once, then its counts join the run's. */
   private async retire(gen: Incarnation[]): Promise<void> {
     const states = await Promise.all(gen.map((l) => l.collected));
-    const reporting = states.some((st) => st !== null);
+    const reporter = whoReports(gen, states);
     gen.forEach((l, i) => {
-      if (!l.over) l.worker.postMessage((i === 0 && reporting ? { type: 'report', states } : { type: 'finish' }) satisfies PoolMessage);
+      if (!l.over) l.worker.postMessage((i === reporter ? { type: 'report', states } : { type: 'finish' }) satisfies PoolMessage);
     });
     const all = await Promise.all(gen.map((l) => l.done));
     all.forEach((m, i) => {
@@ -980,10 +998,10 @@ export class LuaPool {
       states = await Promise.all(lives.map((l) => l.collected));
       if (this.slots.every((s, i) => s.life === lives[i] && !s.restarting)) break;
     }
-    const reporting = states.some((st) => st !== null);
+    const reporter = whoReports(lives, states);
     lives.forEach((l, i) => {
       if (l.over) return;
-      const order: PoolMessage = i === 0 && reporting ? { type: 'report', states } : { type: 'finish' };
+      const order: PoolMessage = i === reporter ? { type: 'report', states } : { type: 'finish' };
       l.worker.postMessage(order);
     });
     const all = await Promise.all(lives.map((l) => l.done));

@@ -291,7 +291,7 @@ async function main(): Promise<void> {
   const go = nextMessage<PoolMessage>();
   post({ type: 'collected', state, handover });
   const order = await go;
-  if (order.type === 'report') rt.report(order.states.filter((st): st is Uint8Array => st !== null));
+  if (order.type === 'report') rt.report(order.states.filter((st): st is Uint8Array => st !== null && st.length > 0));
   const s = rt.summary();
   counters[at + 1] = s.packetErrors;
   post({ type: 'done', processed: s.processed, errors: s.packetErrors, hookErrors: s.errors - s.packetErrors, byScript: [...s.byScript] });
