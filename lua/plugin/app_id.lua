@@ -356,11 +356,14 @@ function app_id.names()
   return out
 end
 
-local function emit(self, conn, kind, name, master, host, dir, n, by)
+-- at: the record's time when it is not the current packet's (a flow named
+-- as it closes: its last packet's, the same whichever worker closed it and
+-- whenever its idleness was found).
+local function emit(self, conn, kind, name, master, host, dir, n, by, at)
   local u = conn.user
   u.app, u.master = name, master
   self.matched = self.matched + 1
-  local ts = current.ts()
+  local ts = at or current.ts()
   self._apps:set((conn.client_mac or conn.client_ip) .. "|" .. name, ts)
   riff.emit(self.record, {
     client_mac = conn.client_mac, client_ip = conn.client_ip, client_port = conn.client_port,
@@ -423,7 +426,7 @@ function close_guess(self, conn, kind)
   -- a flow with payload had its chance: the bytes, then the port rules
   if u.app ~= nil or u.n_c2s or u.n_s2c or not self._sigs then return end
   local name = port_guess(self._sigs[kind], conn.client_port, conn.server_port)
-  if name then emit(self, conn, kind, name, nil, nil, "none", 0, "port") end
+  if name then emit(self, conn, kind, name, nil, nil, "none", 0, "port", conn.last) end
 end
 
 -- `heard`: a packet of another worker's flow (overhear, below): the flow
