@@ -634,6 +634,23 @@ return { { push = function(_, s) local p = current(s) local t = p.tcp
     assert.deepEqual(keys, want);
     assert.match(stderr, /3 packets not decoded to TCP\/UDP\/ICMP \(ethertype 0x88cc: 1, ethertype 0x88e5: 1, ipproto 89: 1\)/);
   });
+
+  test("the not-decoded line stays one short line: the most frequent kinds first, numbers in order, the rest summed", () => {
+    const dir = tree({
+      'u.lua': `local et = {}
+for i = 1, 300 do et[string.format("0x%04x", i)] = 1 end
+et["0x9000"] = 50
+print(require("proto.current").undecoded_text { linktype = {}, ethertype = et, ipproto = { [100] = 2, [10] = 2, [9] = 2 }, truncated = 0, malformed = 0, total = 356 })
+buffer = function() end
+`,
+    });
+    const r = riff(['-q', '--lua', path.join(dir, 'u.lua'), '-r', path.join(FIXTURES, 'http.pcap')]);
+    assert.equal(r.code, 0, r.stderr);
+    const line = String(r.stdout).trim();
+    assert.ok(line.length < 400, line);
+    assert.match(line, /^356 packets not decoded to TCP\/UDP\/ICMP \(ethertype 0x9000: 50, ipproto 9: 2, ipproto 10: 2, ipproto 100: 2, ethertype 0x0001: 1, /);
+    assert.match(line, /, 292 other kinds: 292\)$/);
+  });
 });
 
 // ---------------------------------------------------------------- real captures

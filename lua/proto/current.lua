@@ -56,16 +56,33 @@ local M = { serial = 0 }
 
 function M.undecoded() return U end
 
+-- At most this many kinds are named in the line (the most frequent first):
+-- a fuzzed or foreign capture has hundreds, and the line must stay one.
+local MAX_KINDS = 12
+
 -- `u`: a table like undecoded()'s (several workers' merged); default this VM's.
 function M.undecoded_text(u)
   local U = u or U
   if U.total == 0 then return nil end
-  local parts = {}
+  local all = {}
   for _, kind in ipairs { "linktype", "ethertype", "ipproto" } do
-    local keys = {}
-    for k in pairs(U[kind]) do keys[#keys + 1] = k end
-    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-    for _, k in ipairs(keys) do parts[#parts + 1] = kind .. " " .. tostring(k) .. ": " .. U[kind][k] end
+    for k, n in pairs(U[kind]) do all[#all + 1] = { kind, k, n } end
+  end
+  -- Most packets first; ties by kind, then by number (numbers as numbers, "0x0806" as text).
+  local order = { linktype = 1, ethertype = 2, ipproto = 3 }
+  table.sort(all, function(a, b)
+    if a[3] ~= b[3] then return a[3] > b[3] end
+    if a[1] ~= b[1] then return order[a[1]] < order[b[1]] end
+    local x, y = a[2], b[2]
+    if type(x) == type(y) and (type(x) == "number" or type(x) == "string") then return x < y end
+    return tostring(x) < tostring(y)
+  end)
+  local parts = {}
+  for i = 1, math.min(#all, MAX_KINDS) do parts[i] = all[i][1] .. " " .. tostring(all[i][2]) .. ": " .. all[i][3] end
+  if #all > MAX_KINDS then
+    local rest = 0
+    for i = MAX_KINDS + 1, #all do rest = rest + all[i][3] end
+    parts[#parts + 1] = (#all - MAX_KINDS) .. " other kinds: " .. rest
   end
   if U.truncated > 0 then parts[#parts + 1] = "truncated: " .. U.truncated end
   if U.malformed > 0 then parts[#parts + 1] = "malformed: " .. U.malformed end
