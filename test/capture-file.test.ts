@@ -549,6 +549,15 @@ test('pcapng: trailing length differs from the leading one', () => {
   assertError(err, new RegExp(`trailing total length ${bad.length + 4} not equal to the leading ${bad.length}`), at);
 });
 
+test("pcapng: the first section header's trailing length is not checked (libpcap reads such a file)", () => {
+  const first = shb(true);
+  first.writeUInt32LE(first.length + 176, first.length - 4);
+  const file = write([first, idb(true, 1, 0), epb(true, 0, 1n, bytes(40, 1)), epb(true, 0, 2n, bytes(30, 2))]);
+  const { recs, err } = readAll(file);
+  assert.equal(err, null);
+  assert.equal(recs.length, 2);
+});
+
 test('pcapng: absurd block length, and a block running past the end of the file', () => {
   let t = pcapngThen([u32(6, true), u32(0x7ffffff0, true), Buffer.alloc(64)]);
   let r = readAll(t.file);

@@ -163,7 +163,7 @@ test('pcap: captured length above the snapshot length is cut to it with a warnin
   assert.match(rn.stderr, /^9 packets processed by Lua$/m);
   assert.deepEqual(
     rn.stderr.split('\n').filter((l) => l.startsWith('riff:')),
-    [`riff: ${nf}: ${cut} packets longer than the interface snapshot length 50 (truncated to it, as libpcap does)`, `riff: ${nf}: skipped 1 block of local-use type 0x80000bad`],
+    [`riff: ${nf}: ${cut} packets longer than the interface snapshot length 50 (cut to it; libpcap stops reading such a file at the first)`, `riff: ${nf}: skipped 1 block of local-use type 0x80000bad`],
   );
 });
 

@@ -242,7 +242,10 @@ export class PcapngFile implements CaptureFile {
       v = s.view;
     }
     const trail = v.getUint32(p + len - 4, le);
-    if (trail !== len) {
+    // libpcap does not check the first section header's trailing length
+    // (it reads the header's fields and skips to its end): neither does riff,
+    // so it reads every file libpcap reads.
+    if (trail !== len && !(type === BT_SHB && this.sections === 0)) {
       throw new CaptureFileError(`${what} has trailing total length ${trail} not equal to the leading ${len}`, s.offset);
     }
     this.blen = len;
@@ -402,7 +405,7 @@ export class PcapngFile implements CaptureFile {
     if (type !== BT_SPB) {
       this.warn.note(
         `over-snaplen ${ifc.snaplen}`,
-        (k) => `${plural(k, 'packet')} longer than the interface snapshot length ${ifc.snaplen} (truncated to it, as libpcap does)`,
+        (k) => `${plural(k, 'packet')} longer than the interface snapshot length ${ifc.snaplen} (cut to it; libpcap stops reading such a file at the first)`,
       );
     } else {
       this.warn.note('short spb', (k) => `${plural(k, 'simple packet block')} shorter than the packet (cut to the block)`);
