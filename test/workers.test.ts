@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { riff, tmpdir, tree, ROOT, writeEncapCapture } from './helpers.js';
-import { ETHERTYPE, IPPROTO, PcapFileWriter, ethernet, framesInTurn, ipv4, tcp } from '../scripts/lib/craft.js';
+import { ETHERTYPE, IPPROTO, PcapFileWriter, ethernet, framesInTurn, ipv4, tcp, udp } from '../scripts/lib/craft.js';
 
 const dir = tmpdir('riff-workers-');
 function script(name: string, src: string): string {
@@ -229,4 +229,35 @@ return { P }
     assert.doesNotMatch(r.stderr, /pipeline\.lua/, "no error of riff's own pipeline");
     assert.match(r.stderr, /1 Lua errors/);
   }
+});
+
+test("a capture whose times step back (merged, multi-interface) gives the same flows with any N: idleness goes by the capture's clock, and no duration is negative", () => {
+  const dir = tmpdir();
+  const file = path.join(dir, 'back.pcap');
+  const w = new PcapFileWriter(file);
+  const M = { dst: '02:00:00:00:00:02', src: '02:00:00:00:00:01' };
+  const frame = (c: string, cp: number) =>
+    ethernet({ ...M, type: ETHERTYPE.IPV4 }, ipv4({ src: c, dst: '10.9.9.9', proto: IPPROTO.UDP }, udp({ src: c, dst: '10.9.9.9', sport: cp, dport: 5353 }, Buffer.from('x'))));
+  // Forty flows at t0, one packet each; a packet ten minutes on (another
+  // interface's clock, say); then every flow again at t0 + 1 s, and once
+  // more far back. With one worker the jump found every flow idle; each
+  // worker must judge them by the same clock though it never saw the jump.
+  const t0 = 1_700_000_000;
+  for (let i = 0; i < 40; i++) w.write(t0, i * 1000, frame(`10.0.0.${i + 1}`, 1000 + i));
+  w.write(t0 + 600, 0, frame('10.0.1.1', 999));
+  for (let i = 0; i < 40; i++) w.write(t0 + 1, i * 1000, frame(`10.0.0.${i + 1}`, 1000 + i));
+  for (let i = 0; i < 40; i += 3) w.write(t0 - 5000, 0, frame(`10.0.0.${i + 1}`, 1000 + i));
+  w.close();
+  const lua = path.join(dir, 'sess.lua');
+  fs.writeFileSync(lua, 'return { require "plugin.sessions" }\n');
+  const runs = [1, 2, 3].map((n) => {
+    const r = riff(['-q', '--workers', String(n), '--lua', lua, '-r', file, '-o', 'json:-']);
+    assert.equal(r.code, 0, r.stderr);
+    return String(r.stdout).trim().split('\n').map((l) => l.replace(/"ts":[0-9.]+,/, '')).sort();
+  });
+  assert.ok(runs[0].length > 80, `${runs[0].length} records`);
+  assert.ok(runs[0].some((l) => l.includes('"reason":"timeout"')), 'the jump ended the first flows');
+  for (const l of runs[0]) assert.ok(!/"duration":-/.test(l), l);
+  assert.deepEqual(runs[1], runs[0], '2 workers');
+  assert.deepEqual(runs[2], runs[0], '3 workers');
 });

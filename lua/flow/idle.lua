@@ -1,8 +1,10 @@
 -- The lazily ordered list of live flows that flow.tcp and flow.udp share.
 -- A flow is a table whose array slots LT, N and P (3, 4, 5) belong to this
--- list: its link time and its neighbours. A packet only sets flow.last; a
+-- list: its link time and its neighbours. A packet only sets flow.seen (the
+-- capture's clock at its last packet: proto.current's clock, which never
+-- steps back, so the list stays in order when the capture's times do); a
 -- walk from the old end re-links a flow found active since it was linked
--- (its LT is behind its last), so each flow moves at most once per idle
+-- (its LT is behind its seen), so each flow moves at most once per idle
 -- timeout instead of on every packet.
 local LT <const>, N <const>, P <const> = 3, 4, 5
 local idle = { LT = LT, N = N, P = P }
@@ -35,9 +37,9 @@ function idle.oldest(live)
   while true do
     local c = live[P]
     if c == live then return nil end
-    if c.last == c[LT] then return c end
+    if c.seen == c[LT] then return c end
     idle.unlink(c)
-    c[LT] = c.last
+    c[LT] = c.seen
     idle.push_front(live, c)
   end
 end
@@ -48,11 +50,11 @@ function idle.expire(live, ts, timeout, close)
   while true do
     local c = live[P]
     if c == live or ts - c[LT] <= timeout then return end
-    if ts - c.last > timeout then
+    if ts - c.seen > timeout then
       close(c)
     else
       idle.unlink(c)
-      c[LT] = c.last
+      c[LT] = c.seen
       idle.push_front(live, c)
     end
   end

@@ -84,11 +84,11 @@ function M.packet(pkt)
   local conn, kind
   if p == 6 then
     local ts = current.ts()
-    M.now = ts
+    M.now = current.clock()
     conn, kind = (T or M.tcp()):packet(pkt, ts), "tcp"
   elseif p == 17 then
     local ts = current.ts()
-    M.now = ts
+    M.now = current.clock()
     conn, kind = (U or M.udp()):packet(pkt, ts), "udp"
   end
   if not conn then kind = nil end

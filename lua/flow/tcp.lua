@@ -20,8 +20,10 @@
 --
 -- Why it is built this way:
 -- * Time is the packet's capture time, never the wall clock, so a file gives
---   the same sessions, timeouts and evictions on every run. A connection is
---   "timed out" when ts - conn.last > idle_timeout; t:packet applies that
+--   the same sessions, timeouts and evictions on every run; idleness goes by
+--   the capture's clock (proto.current's clock: the latest time so far, the
+--   same in every worker) where a capture's times step back. A connection is
+--   "timed out" when now - conn.seen > idle_timeout; t:packet applies that
 --   rule itself to a connection it is about to update, so the outcome does
 --   not depend on how often expire runs (t:packet runs it once per second of
 --   capture time).
@@ -71,6 +73,7 @@
 local addr = require "proto.addr"
 local idle = require "flow.idle"
 local keys = require "flow.keys"
+local current = require "proto.current"
 local unlink, push_front, push_back = idle.unlink, idle.push_front, idle.push_back
 local byte, sub, setmetatable, type, remove, insert =
       string.byte, string.sub, setmetatable, type, table.remove, table.insert
@@ -331,7 +334,7 @@ local function close(self, conn, reason)
   elseif reason == "evicted" then s.evicted = s.evicted + 1 end
   conn[H_C], conn[H_S] = false, false
   if (reason == "fin" or reason == "rst") and self.linger > 0 then
-    conn[CLOSED_AT] = conn.last
+    conn[CLOSED_AT] = conn.seen
     push_back(self._tomb, conn)
     self._ntomb = self._ntomb + 1
     while self._ntomb > self.max_sessions do bury(self, self._tomb[N]) end
@@ -375,7 +378,7 @@ end
 ---------------------------------------------------------------------------
 -- Per packet
 ---------------------------------------------------------------------------
-local function new_conn(self, d, lt, o3, v6, a, b, key6, sp, dp, client_is_src, ts, syn)
+local function new_conn(self, d, lt, o3, v6, a, b, key6, sp, dp, client_is_src, ts, syn, now)
   -- (every field in the constructor: the table is sized once, never rehashed)
   local sip, dip
   if v6 then sip, dip = ip6(d, o3 + 8), ip6(d, o3 + 24) else sip, dip = ip4(d, o3 + 12), ip4(d, o3 + 16) end
@@ -387,12 +390,12 @@ local function new_conn(self, d, lt, o3, v6, a, b, key6, sp, dp, client_is_src, 
   if v6 then key = "[" .. sip .. "]:" .. cport .. "-[" .. dip .. "]:" .. sport
   else key = sip .. ":" .. cport .. "-" .. dip .. ":" .. sport end
   local c = setmetatable({
-    cep, sep, ts, false, false, false, false, false, false,
+    cep, sep, now, false, false, false, false, false, false,
     false, 0, false, false, false, false, false, false, key6 or false,
     syn and 0 or 4, false,
     key = key, client_ip = sip, client_port = cport, server_ip = dip, server_port = sport,
     client_mac = smac or false, server_mac = dmac or false,
-    id = keys.first_packet_id(), first = ts, last = ts, state = syn and "syn" or "established", dir = "c2s",
+    id = keys.first_packet_id(), first = ts, last = ts, seen = now, state = syn and "syn" or "established", dir = "c2s",
     flags_seen = { c2s = 0, s2c = 0 }, pkts = { c2s = 0, s2c = 0 },
     bytes = { c2s = 0, s2c = 0 }, retrans = { c2s = 0, s2c = 0 }, user = {},
   }, CONN)
@@ -427,8 +430,11 @@ function T:packet(pkt, ts)
   if pkt._l4 ~= 6 or not pkt.payload_offset then return nil end
   local d, o3, o4 = pkt.data, pkt.l3_offset, pkt.l4_offset
   if not ts then ts = riff.packet.ts end
+  -- Idleness by the capture's clock (proto.current's clock), not this
+  -- packet's time when the capture's times stepped back.
+  local now = ts == current.ts() and current.clock() or ts
   local nx = self._next
-  if not nx then self._next = ts + self.check_interval elseif ts >= nx then self:expire(ts) end
+  if not nx then self._next = now + self.check_interval elseif now >= nx then self:expire(now) end
 
   -- string.byte of a run is several times cheaper than string.unpack here.
   local p1, p2, p3, p4, q1, q2, q3, q4, r1, r2, r3, r4, hl, f2 = byte(d, o4, o4 + 13)
@@ -475,7 +481,7 @@ function T:packet(pkt, ts)
         conn.dir = c2s and "c2s" or "s2c"
         return conn
       end
-    elseif ts - conn.last > self.idle_timeout then
+    elseif now - conn.seen > self.idle_timeout then
       close(self, conn, idle_reason(conn))
       if conn[CLOSED_AT] then bury(self, conn) end
       conn = nil
@@ -491,7 +497,7 @@ function T:packet(pkt, ts)
     elseif dp < 1024 and sp >= 1024 then client_is_src = true
     elseif sp < 1024 and dp >= 1024 then client_is_src = false
     else client_is_src = sp >= dp end
-    conn = new_conn(self, d, pkt.linktype, o3, v6, a, b, key6, sp, dp, client_is_src, ts, syn)
+    conn = new_conn(self, d, pkt.linktype, o3, v6, a, b, key6, sp, dp, client_is_src, ts, syn, now)
     c2s = client_is_src
   end
 
@@ -499,7 +505,9 @@ function T:packet(pkt, ts)
   stats.packets = stats.packets + 1
   local dk = c2s and "c2s" or "s2c"
   conn.dir = dk
-  conn.last = ts
+  -- A capture's times may step back (merged or multi-interface captures): last never does.
+  if ts > conn.last then conn.last = ts end
+  conn.seen = now
   local t = conn.pkts
   t[dk] = t[dk] + 1
   t = conn.flags_seen

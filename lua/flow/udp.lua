@@ -22,7 +22,7 @@
 -- flow fields: key, id (riff.packet.id of its first packet), client_ip, client_port, server_ip, server_port,
 --   client_mac, server_mac (Ethernet only), first, last, state ("open",
 --   "closed"), pkts {c2s=, s2c=}, bytes {c2s=, s2c=} (UDP payload bytes as the
---   UDP length gives them), dir (of the packet just processed), reason (once
+--   UDP length gives them, or the IP payload when that length is damaged), dir (of the packet just processed), reason (once
 --   closed), user = {} (for plugins). Integer keys 1-6 are this module's
 --   (private state in the array part: about 0.8 KB of Lua heap per flow).
 -- u.count: open flows; u.stats: packets, opened, closed, evicted, timeouts.
@@ -30,6 +30,7 @@
 local addr = require "proto.addr"
 local idle = require "flow.idle"
 local keys = require "flow.keys"
+local current = require "proto.current"
 local unlink, push_front = idle.unlink, idle.push_front
 local byte, sub, setmetatable = string.byte, string.sub, setmetatable
 local mac, ip4, ip6 = addr.mac, addr.ip4, addr.ip6
@@ -90,12 +91,17 @@ function U:packet(pkt, ts)
   local po = pkt.payload_offset
   local d, o3, o4 = pkt.data, pkt.l3_offset, pkt.l4_offset
   if not ts then ts = riff.packet.ts end
+  -- Idleness by the capture's clock (proto.current's clock), not this
+  -- packet's time when the capture's times stepped back.
+  local now = ts == current.ts() and current.clock() or ts
   local nx = self._next
-  if not nx then self._next = ts + self.check_interval elseif ts >= nx then self:expire(ts) end
+  if not nx then self._next = now + self.check_interval elseif now >= nx then self:expire(now) end
 
   local p1, p2, p3, p4, u1, u2 = byte(d, o4, o4 + 5)
   local sp, dp, ulen = p1 << 8 | p2, p3 << 8 | p4, u1 << 8 | u2
-  local plen = ulen >= 8 and ulen - 8 or (pkt.payload_end - po + 1)
+  -- A UDP length below 8, or past the IP payload (malformed), is not the
+  -- datagram's: then what the IP payload holds of it, as tshark counts.
+  local plen = (ulen >= 8 and not pkt.malformed) and ulen - 8 or (pkt.payload_end - po + 1)
   local vihl, _, _, _, _, _, _, _, _, _, _, _, s1, s2, s3, s4, t1, t2, t3, t4 = byte(d, o3, o3 + 19)
   local v6 = vihl >> 4 == 6
   local f, a, b, key6
@@ -112,7 +118,7 @@ function U:packet(pkt, ts)
     local inner = self._m4[lo]
     f = inner and inner[hi]
   end
-  if f and ts - f.last > self.idle_timeout then
+  if f and now - f.seen > self.idle_timeout then
     close(self, f, "timeout")
     f = nil
   end
@@ -131,10 +137,10 @@ function U:packet(pkt, ts)
     if v6 then key = "[" .. sip .. "]:" .. cport .. "-[" .. dip .. "]:" .. sport
     else key = sip .. ":" .. cport .. "-" .. dip .. ":" .. sport end
     f = { -- every field in the constructor: sized once, never rehashed
-      cep, sep, ts, false, false, key6 or false,
+      cep, sep, now, false, false, key6 or false,
       key = key, client_ip = sip, client_port = cport, server_ip = dip, server_port = sport,
       client_mac = smac or false, server_mac = dmac or false,
-      id = keys.first_packet_id(), first = ts, last = ts, state = "open", dir = "c2s",
+      id = keys.first_packet_id(), first = ts, last = ts, seen = now, state = "open", dir = "c2s",
       pkts = { c2s = 0, s2c = 0 }, bytes = { c2s = 0, s2c = 0 }, user = {},
     }
     if not smac then f.client_mac, f.server_mac = nil, nil end
@@ -147,7 +153,10 @@ function U:packet(pkt, ts)
   end
   self.stats.packets = self.stats.packets + 1
   local dk = c2s and "c2s" or "s2c"
-  f.dir, f.last = dk, ts
+  -- A capture's times may step back (merged or multi-interface captures): last never does.
+  f.dir = dk
+  if ts > f.last then f.last = ts end
+  f.seen = now
   local t = f.pkts
   t[dk] = t[dk] + 1
   t = f.bytes

@@ -90,6 +90,7 @@ function M.undecoded_text(u)
 end
 local P -- riff.packet, looked up on first use
 local last_stream, last_id, last_pkt, last_ts, ts_serial = nil, nil, nil, nil, -1
+local last_clock, clock_serial = nil, -1
 
 local function current(x)
   local tx = type(x)
@@ -134,6 +135,19 @@ function M.ts()
     last_ts, ts_serial = P.ts, s
   end
   return last_ts
+end
+
+-- The capture's clock at the current packet: the latest time of any packet
+-- so far (riff.packet.clock), its own time when the capture is in order.
+-- Flows are judged idle by it, so a capture whose times step back ends
+-- them the same whichever worker holds them.
+function M.clock()
+  local s = M.serial
+  if s ~= clock_serial then
+    if not P then P = riff.packet end
+    last_clock, clock_serial = P.clock or P.ts, s
+  end
+  return last_clock
 end
 
 return setmetatable(M, { __call = function(_, x) return current(x) end })

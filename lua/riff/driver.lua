@@ -67,14 +67,14 @@ local publish_counters -- set below, called at the end of every batch
 -- src/capture/batch.ts) and are decoded only when a field is read.
 ---------------------------------------------------------------------------
 local meta, cur, processed = "", 0, 0
-local HDR, STRIDE = "<I4i4I4I4I4I4I4I4I4", 40
+local HDR, STRIDE = "<I4i4I4I4I4I4I4I4I4I4", 40
 
 -- Decoded once per packet, however many fields a script reads.
-local h_at, h_sec, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id = -1
+local h_at, h_sec, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id, h_lag = -1
 local function header(i)
   if i ~= h_at then
     local lo, hi
-    lo, hi, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id = unpack(HDR, meta, (i - 1) * STRIDE + 1)
+    lo, hi, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id, h_lag = unpack(HDR, meta, (i - 1) * STRIDE + 1)
     h_sec, h_at = hi * 4294967296 + lo, i
   end
   return h_sec, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id
@@ -126,6 +126,8 @@ riff.packet = setmetatable({}, {
     if cur > 0 then
       if cur ~= h_at then header(cur) end
       if k == "ts" then return h_sec + h_nsec / 1e9 elseif k == "linktype" then return h_lt end
+      -- The capture's clock: the latest time of any packet so far (batch.ts stampIds).
+      if k == "clock" then return h_sec + h_nsec / 1e9 + (h_lag < 0x80000000 and h_lag / 1e3 or h_lag - 0x80000000) end
       local f = fields[k]
       if f then return f(h_sec, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id) end
     end

@@ -12,7 +12,10 @@
 //   24 u32 interface index        28 u32 flags (FLAG_*)
 //   32 u32 packet id: its number among the packets that passed the filter,
 //          stamped by the capture thread so ids stay global across workers
-//   36 u32 reserved
+//   36 u32 clock lag: how far the packet's time lies behind the latest
+//          time of the packets before it (0 in order), rounded up: in ms
+//          below 2^31, else 2^31 + seconds; stamped with the id
+//          (riff.packet.clock, the capture's clock; lagSeconds reads it)
 
 import { CopyList, nativeOrNull } from './native.js';
 
@@ -167,11 +170,43 @@ export function countPassed(b: Batch): number {
   return n;
 }
 
-/** Number the packets that passed the filter, continuing from `next`; returns the next id. */
-export function stampIds(b: Batch, next: number): number {
+/** A clock lag with this bit set counts seconds, not ms (a capture whose times jump by years). */
+const LAG_SECONDS = 0x80000000;
+
+/** A record's clock lag (field 36) in seconds. */
+export function lagSeconds(lag: number): number {
+  return lag >= LAG_SECONDS ? lag - LAG_SECONDS : lag / 1e3;
+}
+
+/** The latest packet time so far, in capture order: the capture's clock. */
+export interface Clock {
+  sec: number;
+  nsec: number;
+}
+
+/**
+ * Number the packets that passed the filter, continuing from `next`, and
+ * stamp each with its clock lag (field 36) against `clock`, which moves on;
+ * returns the next id. A capture's times may step back (merged or
+ * multi-interface files, a clock set back): flows are judged idle by the
+ * capture's clock, and it is stamped here, in capture order, so every
+ * worker reads the same clock at the same packet whatever share it sees.
+ */
+export function stampIds(b: Batch, next: number, clock: Clock = { sec: -Infinity, nsec: 0 }): number {
   const v = b.view;
   for (let i = 0, o = 0; i < b.count; i++) {
-    if (!(v.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) v.setUint32(o + 32, next++, true);
+    if (!(v.getUint32(o + 28, true) & FLAG_FILTERED_OUT)) {
+      v.setUint32(o + 32, next++, true);
+      const sec = v.getUint32(o, true) + v.getInt32(o + 4, true) * 4294967296;
+      const nsec = v.getUint32(o + 8, true);
+      let lag = 0;
+      if (sec > clock.sec || (sec === clock.sec && nsec >= clock.nsec)) (clock.sec = sec), (clock.nsec = nsec);
+      else {
+        const ms = Math.ceil((clock.sec - sec) * 1e3 + (clock.nsec - nsec) / 1e6);
+        lag = ms < LAG_SECONDS ? ms : LAG_SECONDS + Math.min(LAG_SECONDS - 1, Math.ceil(ms / 1e3));
+      }
+      v.setUint32(o + 36, lag, true);
+    }
     o += HDR + align8(v.getUint32(o + 12, true));
   }
   return next;

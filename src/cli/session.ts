@@ -3,7 +3,7 @@
 // what the summary needs. Stopping (Ctrl-C, -c, a failed output or -w, a
 // failed interface) goes through halt(), from anywhere.
 import fs from 'node:fs';
-import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds } from '../capture/batch.js';
+import { Batch, FLAG_FILTERED_OUT, HDR, align8, stampIds, type Clock } from '../capture/batch.js';
 import { openCaptureFileAsync, CaptureFileError, WouldBlock, type CaptureFile } from '../capture/file.js';
 import { compileFilter, FilterError, FilterUnavailable, type PacketFilter } from '../capture/filter.js';
 import { LiveCapture, listDevices, liveUnavailable, type LiveStats } from '../capture/live.js';
@@ -99,6 +99,8 @@ export class CaptureSession {
   liveFailure: string | null = null;
   private readonly limit: number | undefined;
   private nextId = 1;
+  /** The capture's clock, stamped into every packet with its id (batch.ts stampIds). */
+  private readonly clock: Clock = { sec: -Infinity, nsec: 0 };
   private source = '';
 
   constructor(
@@ -146,7 +148,7 @@ export class CaptureSession {
     counters.read += batch.count;
     // Numbering the packets that passed also counts them.
     const first = this.nextId;
-    this.nextId = stampIds(batch, this.nextId);
+    this.nextId = stampIds(batch, this.nextId, this.clock);
     counters.passed += this.nextId - first;
     if (writer && !this.writerFailed) {
       const w = writer;

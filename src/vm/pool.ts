@@ -4,7 +4,7 @@
 import { Worker } from 'node:worker_threads';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8, countPassed, Batch } from '../capture/batch.js';
+import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8, countPassed, lagSeconds, Batch } from '../capture/batch.js';
 import { BROADCAST, jsSharding, type Sharding } from '../capture/flow.js';
 import { nativeOrNull } from '../capture/native.js';
 import { newRingControl, RingProducer, type RunEnd } from './ring.js';
@@ -786,7 +786,13 @@ export class LuaPool {
     const n = this.slots.length;
     const at = (o: number): [number, number] => [b.view.getUint32(o, true) + b.view.getInt32(o + 4, true) * 4294967296, b.view.getUint32(o + 8, true)];
     if (this.bytesPer[n]) this.runEnd.last = at(this.bytesPer[n] - 1);
-    if (this.bytesPer[n + 1]) this.runEnd.flow = at(this.bytesPer[n + 1] - 1);
+    // Flows still open end by the capture's clock at the last TCP/UDP packet (its time plus its stamped lag), as one worker's do.
+    if (this.bytesPer[n + 1]) {
+      const o = this.bytesPer[n + 1] - 1;
+      const [sec, nsec] = at(o);
+      const t = nsec + Math.round(lagSeconds(b.view.getUint32(o + 36, true)) * 1e9);
+      this.runEnd.flow = [sec + Math.floor(t / 1e9), t % 1e9];
+    }
   }
 
   /**
