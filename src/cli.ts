@@ -5,7 +5,7 @@
 // that accounts for every packet (cli/summary.ts).
 import path from 'node:path';
 import { datalinks, listDevices, liveUnavailable } from './capture/live.js';
-import { nativeOrNull } from './capture/native.js';
+import { nativeOrNull, notifyManager } from './capture/native.js';
 import { FlagError } from './tcpdump-flags.js';
 import { recordSink as makeRecordSink, resolveSpec, OutputSet } from './outputs/output-set.js';
 import { OutputSpecError } from './outputs/types.js';
@@ -204,6 +204,7 @@ function stopRun(session: CaptureSession, pool: LuaPool, sig: 'SIGINT' | 'SIGTER
   // (graceAfterSignal). Ctrl-C (riff | less): the output waits for the
   // reader as tcpdump's does, and a second Ctrl-C leaves at once.
   const stalls = sig === 'SIGTERM';
+  notifyManager('STOPPING=1');
   if (stalls) stdout.stallMs = stderr.stallMs = 1000;
   pool.abandon(stalls);
   session.halt();
@@ -263,7 +264,11 @@ function handleSignals(args: Args, session: CaptureSession, pool: LuaPool, outpu
   whenReload(() => {
     if (session.stopping) return;
     note(`SIGHUP: reloading ${script}`);
-    void pool.reload(prepare).then((why) => why && note(why));
+    notifyManager('RELOADING=1');
+    void pool.reload(prepare).then((why) => {
+      if (why) note(why);
+      notifyManager('READY=1');
+    });
   });
   return () => reopens;
 }
@@ -285,6 +290,7 @@ async function main(): Promise<number> {
   const outputs = await openRecordOutputs(args, checked, pool, session);
   records.open(makeRecordSink(outputs));
   const reopens = handleSignals(args, session, pool, outputs, filter.fromCommandLine);
+  notifyManager('READY=1');
 
   // --stats counts records as the summary does: emitted by Lua, written by each output.
   if (checked.statsEvery)

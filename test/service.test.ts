@@ -39,6 +39,32 @@ test('systemd accepts the unit', { skip: !hasSystemdAnalyze && 'systemd-analyze 
   assert.equal(r.stderr.trim(), '', r.stderr);
 });
 
+/** A Unix datagram socket a service manager would listen on ($NOTIFY_SOCKET): python3 prints each message it gets. */
+function notifySocket(): { path: string; messages: () => string[]; stop: () => void } {
+  const dir = tmpdir('riff-notify-');
+  const sockPath = path.join(dir, 'notify');
+  const py = spawn('python3', ['-u', '-c', `import socket,sys
+s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); print("bound", flush=True)
+while True: print(s.recv(4096).decode(), flush=True)`, sockPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let got = '';
+  py.stdout.on('data', (d) => (got += d));
+  return { path: sockPath, messages: () => got.split('\n').filter((l) => l && l !== 'bound'), stop: () => py.kill() };
+}
+
+test('under a Type=notify manager riff says READY=1 once it can take signals', async () => {
+  assert.equal(directive('Type'), 'notify');
+  const n = notifySocket();
+  for (let i = 0; i < 100 && !fs.existsSync(n.path); i++) await new Promise((r) => setTimeout(r, 20));
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'riff.cjs'), '-q', '-r', path.join(ROOT, 'fixtures', 'http.pcap'), '--lua', path.join(ROOT, 'fixtures', 'count.lua')], {
+    encoding: 'utf8',
+    env: { ...process.env, NOTIFY_SOCKET: n.path },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  await new Promise((res) => setTimeout(res, 200));
+  n.stop();
+  assert.deepEqual(n.messages(), ['READY=1']);
+});
+
 test('the unit runs riff with capabilities, not as root, and reloads by signal', () => {
   assert.match(directive('AmbientCapabilities'), /CAP_NET_RAW/);
   assert.match(directive('AmbientCapabilities'), /CAP_NET_ADMIN/);
@@ -60,7 +86,9 @@ test("the unit's ExecStart, as systemd expands it, captures, reloads on the unit
   const argv = expand(directive('ExecStart'), env);
   assert.equal(argv[0], '/usr/bin/riff');
   // /usr/bin/riff is where setup's npm link puts riff here; run this checkout's.
-  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'riff.cjs'), ...argv.slice(1)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const n = notifySocket();
+  for (let i = 0; i < 100 && !fs.existsSync(n.path); i++) await new Promise((r) => setTimeout(r, 20));
+  const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'riff.cjs'), ...argv.slice(1)], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: n.path } });
   let err = '';
   let out = '';
   child.stderr.on('data', (d) => (err += d));
@@ -90,4 +118,8 @@ test("the unit's ExecStart, as systemd expands it, captures, reloads on the unit
   assert.match(err, /^1 reload \(SIGHUP\)/m);
   assert.match(err, /packets captured/);
   assert.ok(fs.existsSync(path.join(logs, 'records.json')), 'the records file is opened in LOGS_DIRECTORY');
+  await new Promise((r) => setTimeout(r, 200));
+  n.stop();
+  // What systemd is told: started, reloading and ready again, stopping.
+  assert.deepEqual(n.messages(), ['READY=1', 'RELOADING=1', 'READY=1', 'STOPPING=1']);
 });

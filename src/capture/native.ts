@@ -44,6 +44,8 @@ export interface Native {
   liveClose(handle: unknown): void;
   /** End the process now with `code` (_exit): no wait for V8's compiler threads or the workers' teardown. Missing in an addon built before it. */
   exitNow?(code: number): never;
+  /** systemd's sd_notify: `state` to $NOTIFY_SOCKET; false when there is none. Missing in an addon built before it. */
+  notify?(state: string): boolean;
   /** The C library's free pages back to the system (malloc_trim); false where there is none. Missing in an addon built before it. */
   trimMemory?(): boolean;
   /** pcap_findalldevs. */
@@ -158,4 +160,14 @@ export class CopyList {
     loadNative().copy(dst, src, this.t, this.count);
     this.count = 0;
   }
+}
+
+/**
+ * Tell a Type=notify service manager where riff is ("READY=1" once the
+ * Lua workers and the signal handlers are up, "RELOADING=1"/"READY=1" around a
+ * reload, "STOPPING=1"): systemd then holds a `systemctl reload` until riff
+ * can take it. Nothing without $NOTIFY_SOCKET.
+ */
+export function notifyManager(state: 'READY=1' | 'RELOADING=1' | 'STOPPING=1'): void {
+  if (process.env.NOTIFY_SOCKET) nativeOrNull()?.notify?.(state);
 }

@@ -21,6 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <netinet/in.h>
 
 #define HDR 40
@@ -1524,6 +1527,42 @@ static napi_value js_devices(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * notify(state): systemd's sd_notify, without libsystemd: one datagram of
+ * `state` ("READY=1", "RELOADING=1", "STOPPING=1") to the socket
+ * $NOTIFY_SOCKET names (a path, or '@' for the abstract namespace). True if
+ * it was sent; false when riff does not run under a Type=notify service.
+ * With it, systemd counts riff started once the capture is open, so a
+ * `systemctl reload` right after a start waits for riff's SIGHUP handler
+ * instead of killing Node while it boots.
+ */
+static napi_value js_notify(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  char state[128];
+  size_t n = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], state, sizeof state, &n) != napi_ok)
+    return throw_type(env, "notify(state): state must be a string");
+  const char *path = getenv("NOTIFY_SOCKET");
+  bool sent = false;
+  struct sockaddr_un sa;
+  size_t len = path ? strlen(path) : 0;
+  if (len > 0 && len < sizeof sa.sun_path && (path[0] == '/' || path[0] == '@')) {
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, len);
+    if (sa.sun_path[0] == '@') sa.sun_path[0] = 0;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+      sent = sendto(fd, state, n, MSG_NOSIGNAL, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) == (ssize_t)n;
+      close(fd);
+    }
+  }
+  CHECK(napi_get_boolean(env, sent, &out));
+  return out;
+}
+
+/*
  * exitNow(code): end the process at once, with code. riff writes its output
  * synchronously to its own descriptors, so nothing is left to flush when it
  * is called; process.exit() would first wait for V8's compiler threads to
@@ -1579,6 +1618,7 @@ NAPI_MODULE_INIT() {
       {"liveClose", NULL, js_live_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"devices", NULL, js_devices, NULL, NULL, NULL, napi_enumerable, NULL},
       {"exitNow", NULL, js_exit_now, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"notify", NULL, js_notify, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimMemory", NULL, js_trim_memory, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
