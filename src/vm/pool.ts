@@ -690,6 +690,10 @@ export class LuaPool {
    */
   reserve(min = HDR + 65536): Batch | null {
     if (this.next) this.swap();
+    // While any worker restarts (a new thread boots: tens of ms) live
+    // capture waits with it, its packets held by the kernel's buffer as
+    // with one worker, instead of dropping that worker's share at the ring.
+    if (!this.single && this.slots.some((s) => s.restarting)) return null;
     return this.slots[0].ring?.reserve(min, 0) ?? null;
   }
 
@@ -698,11 +702,12 @@ export class LuaPool {
     this.slots[0].ring?.cancel();
   }
 
-  /** Resolves when worker 0's ring may have room again (or after a short while). */
+  /** Resolves when worker 0's ring may have room again, or a restart is over (or after a short while). */
   async room(): Promise<void> {
+    const busy = this.slots.find((s) => s.restarting);
+    if (busy) return void (await busy.restarting);
     const s = this.slots[0];
-    if (s.restarting) await s.restarting;
-    else if (s.ring) await s.ring.room(50);
+    if (s.ring) await s.ring.room(50);
     else await new Promise((r) => setTimeout(r, 50));
   }
 
