@@ -223,7 +223,15 @@ function stopRun(session: CaptureSession, pool: LuaPool, sig: 'SIGINT' | 'SIGTER
 function handleSignals(args: Args, session: CaptureSession, pool: LuaPool, outputs: OutputSet, filterFromCommandLine: boolean): () => number {
   whenSignalled((sig) => stopRun(session, pool, sig));
   stdout.onClose = session.stdoutClosed;
-  onSecondInterrupt(() => pool.abandoning());
+  // Always a line: the Lua workers still running, the records outputs still hold, and the summary.
+  onSecondInterrupt(() => {
+    const parts: string[] = [];
+    const lua = pool.abandoning();
+    if (lua) parts.push(lua);
+    for (const a of outputs.stats()) if (a.stats.queued) parts.push(`${a.stats.queued} record${a.stats.queued > 1 ? 's' : ''} queued for --output ${a.spec} (not delivered)`);
+    parts.push("the run's summary");
+    return parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1)}` : parts[0];
+  });
 
   let reopens = 0;
   whenReopen(() => {

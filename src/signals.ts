@@ -15,8 +15,8 @@ let listener: ((sig: 'SIGINT' | 'SIGTERM') => void) | null = null;
 // does not wait for the workers' threads (one blocked writing to a reader
 // that stopped reading would never be joined).
 let leave: (code: number) => void = (code) => process.exit(code);
-/** What a second interrupt abandons, as one line (null: nothing worth naming). */
-let abandons: (() => string | null) | null = null;
+/** What a second interrupt abandons, for its one line. */
+let abandons: (() => string) | null = null;
 const early = { hup: false, usr1: false };
 let onHup: (() => void) | null = null;
 let onUsr1: (() => void) | null = null;
@@ -25,8 +25,9 @@ function onSignal(sig: 'SIGINT' | 'SIGTERM'): void {
   heard++;
   // A second one: the user wants out now.
   if (heard > 1) {
-    const what = abandons?.();
-    if (what) process.stderr.write(`riff: second interrupt: exiting now, abandoning ${what}\n`);
+    // Always one line: before the run is up there is only its start to abandon.
+    const what = abandons?.() ?? 'the run, which was still starting';
+    process.stderr.write(`riff: second interrupt: exiting now, abandoning ${what}\n`);
     leave(130);
   }
   first ??= sig;
@@ -72,6 +73,6 @@ export function whenReopen(fn: () => void): void {
   }
 }
 
-export function onSecondInterrupt(fn: () => string | null): void {
+export function onSecondInterrupt(fn: () => string): void {
   abandons = fn;
 }

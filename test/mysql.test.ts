@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { CORPUS, FIXTURES, ROOT, riff, riffAsync, tmpdir, tree, pcapHeader } from './helpers.js';
@@ -364,5 +365,70 @@ describe('mysql output', { skip: why ?? false }, () => {
     assert.equal(r.code, 0, r.stderr);
     const [row] = await conn.query(`SELECT COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi FROM ${db}.hit WHERE sensor = 'cfg'`);
     assert.deepEqual([Number(row.n), Number(row.lo), Number(row.hi)], [45, 1, 45]);
+  });
+});
+
+// A server that accepts TCP and never answers (a firewall black hole, a SIGSTOPped mariadbd): no MariaDB needed.
+describe('mysql output: a server that never answers', () => {
+  let server: net.Server;
+  let port = 0;
+  const held: net.Socket[] = [];
+  before(async () => {
+    server = net.createServer((s) => held.push(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as net.AddressInfo).port;
+  });
+  after(() => {
+    for (const s of held) s.destroy();
+    server.close();
+  });
+  const ONE = 'buffer = function(p) riff.emit("one", { len = #p }) end';
+
+  /** The run's end, or a failure naming how long it has been stuck (it is killed then). */
+  async function within<T extends { child: import('node:child_process').ChildProcess; done: Promise<import('./helpers.js').Run>; stderr: () => string }>(run: T, ms: number, what: string) {
+    let t: NodeJS.Timeout | undefined;
+    const r = await Promise.race([run.done, new Promise<null>((res) => (t = setTimeout(() => res(null), ms)))]);
+    clearTimeout(t);
+    if (!r) {
+      run.child.kill('SIGKILL');
+      assert.fail(`${what}: riff still running after ${ms / 1000} s:\n${run.stderr()}`);
+    }
+    return r;
+  }
+
+  test('riff exits within timeout= and counts the records as not stored; SIGTERM is heard; a second one leaves with its line', async () => {
+    const script = path.join(tree({ 'one.lua': ONE }), 'one.lua');
+    const spec = (timeout: number) => `mysql://u:p@127.0.0.1:${port}/db?timeout=${timeout}`;
+    // A file: the 3 s first attempt, then at most timeout= at exit.
+    const t0 = Date.now();
+    const r = await within(riffAsync(['-q', '--lua', script, '-r', path.join(FIXTURES, 'http.pcap'), '-o', spec(2000)]), 20_000, 'at the end of a file');
+    assert.ok(Date.now() - t0 < 10_000, `out within 3 s + timeout + a little, not ${Date.now() - t0} ms`);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /0 records stored \(sensor .*\); not stored: 45 still queued at exit/);
+    assert.match(r.stderr, /^output mysql:.*: 0 written, 45 not written: still queued at exit$/m);
+
+    // A capture that goes on (stdin kept open): SIGTERM ends it, the exit waits timeout= at most.
+    const live = riffAsync(['-q', '--lua', script, '-r', '-', '-o', spec(2000)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    live.child.stdin!.write(fs.readFileSync(path.join(FIXTURES, 'http.pcap')));
+    await waitFor('the outage line', 20_000, () => /cannot reach the database/.test(live.stderr()));
+    const t1 = Date.now();
+    live.child.kill('SIGTERM');
+    const l = await within(live, 15_000, 'after SIGTERM');
+    live.child.stdin!.destroy();
+    assert.ok(Date.now() - t1 < 6000, `out within timeout + a little of SIGTERM, not ${Date.now() - t1} ms`);
+    assert.match(l.stderr, /^45 records emitted$/m);
+    assert.match(l.stderr, /^output mysql:.*: 0 written, 45 not written: still queued at exit$/m);
+
+    // A long timeout=: the second SIGTERM leaves at once, naming what it abandons.
+    const slow = riffAsync(['-q', '--lua', script, '-r', '-', '-o', spec(600_000)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    slow.child.stdin!.write(fs.readFileSync(path.join(FIXTURES, 'http.pcap')));
+    await waitFor('the outage line', 20_000, () => /cannot reach the database/.test(slow.stderr()));
+    slow.child.kill('SIGTERM');
+    await sleep(1000);
+    slow.child.kill('SIGTERM');
+    const s = await within(slow, 5000, 'after a second SIGTERM');
+    slow.child.stdin!.destroy();
+    assert.equal(s.code, 130, s.stderr);
+    assert.match(s.stderr, /^riff: second interrupt: exiting now, abandoning 45 records queued for --output mysql:\/\/u:\*\*\*@127\.0\.0\.1:\d+\/db\?timeout=600000 \(not delivered\) and the run's summary$/m);
   });
 });

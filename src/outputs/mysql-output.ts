@@ -321,7 +321,9 @@ export class MysqlOutput implements RecordOutput {
   private wake: (() => void) | null = null;
   private lingering = false;
   private waiters: (() => void)[] = [];
+  /** Settled once the first connection attempt is over (rejected: the server refused the settings). */
   private readonly firstAttempt: Promise<void>;
+  private firstDone: ((e?: Error) => void) | null = null;
 
   constructor(
     spec: string,
@@ -333,9 +335,17 @@ export class MysqlOutput implements RecordOutput {
     this.sensor = [...sensor].slice(0, 64).join("");
     // Two mysql outputs in one riff number records each on their own: the run tells them apart.
     this.run = ++instances === 1 ? RUN : `${RUN}-${instances}`;
-    this.firstAttempt = this.pump(true);
+    this.firstAttempt = new Promise<void>((resolve, reject) => {
+      this.firstDone = (e) => {
+        this.firstDone = null;
+        if (e) reject(e);
+        else resolve();
+      };
+    });
     // ready() reports a refusal; without a ready() call it must not be an unhandled rejection.
     this.firstAttempt.catch(() => {});
+    // The delivery loop starts with the connection attempt; it settles firstAttempt when that is over.
+    this.kick(true);
   }
 
   /**
@@ -369,8 +379,10 @@ export class MysqlOutput implements RecordOutput {
   }
 
   /** Start delivering; a fault in riff's own code here is reported, never an unhandled rejection. */
-  private kick(): void {
-    this.pump(false).catch((e) => {
+  private kick(first = false): void {
+    this.pump(first).catch((e) => {
+      // The settings the server refused at start: already told by ready() (firstAttempt).
+      if (e instanceof OutputSpecError) return;
       this.lastError = (e as Error).message;
       this.note(`delivery stopped: ${this.lastError}`);
     });
@@ -408,8 +420,20 @@ export class MysqlOutput implements RecordOutput {
     conn.on('error', () => {
       if (this.conn === conn) this.conn = null;
     });
-    const r = (await conn.query('SELECT @@max_allowed_packet AS m')) as { m: bigint | number }[];
-    this.maxPacket = Number(r[0]?.m ?? this.maxPacket);
+    // Bounded as the handshake is: a server that froze right after it is still out of reach.
+    let t: NodeJS.Timeout | undefined;
+    try {
+      const r = (await Promise.race([
+        conn.query('SELECT @@max_allowed_packet AS m'),
+        new Promise((_, reject) => (t = setTimeout(() => reject(Object.assign(new Error('no answer in 5 s'), { fatal: true })), 5000))),
+      ])) as { m: bigint | number }[];
+      this.maxPacket = Number(r[0]?.m ?? this.maxPacket);
+    } catch (e) {
+      conn.destroy();
+      throw e;
+    } finally {
+      clearTimeout(t);
+    }
     return conn;
   }
 
@@ -441,14 +465,26 @@ export class MysqlOutput implements RecordOutput {
       while (!this.closed && (first || this.queue.length)) {
         if (!this.conn) {
           try {
-            this.conn = await this.connect();
+            const conn = await this.connect();
+            if (this.closed) {
+              // Connected after close() gave up waiting: nothing is left to send.
+              conn.destroy();
+              break;
+            }
+            this.conn = conn;
+            this.firstDone?.();
             if (this.down) this.note(`connected again after: ${this.lastError}`);
             this.down = false;
           } catch (e) {
             const err = e as SqlError;
             this.lastError = describe(err);
-            if (first && SETTINGS_ERRORS.has(err.errno ?? 0))
-              throw new OutputSpecError(`--output ${this.spec}: ${this.lastError}; check the user, password and database (CREATE DATABASE, GRANT)`);
+            if (first && SETTINGS_ERRORS.has(err.errno ?? 0)) {
+              const refused = new OutputSpecError(`--output ${this.spec}: ${this.lastError}; check the user, password and database (CREATE DATABASE, GRANT)`);
+              this.firstDone?.(refused);
+              throw refused;
+            }
+            this.firstDone?.();
+            if (this.closed) break;
             if (!this.down) this.note(`cannot reach the database (${this.lastError}); retrying, records wait in a queue of up to ${this.opts.queue}`);
             this.down = true;
             first = false;
@@ -474,12 +510,15 @@ export class MysqlOutput implements RecordOutput {
         }
         try {
           await this.deliver(rows);
+          // close() gave up on this batch and counted it as not stored.
+          if (this.closed) break;
           this.queue.drop(rows.length);
           this.written += rows.length;
           if (this.down) this.note(`storing records again after: ${this.lastError}`);
           this.down = false;
           this.backoff = BACKOFF_MIN;
         } catch (e) {
+          if (this.closed) break;
           const err = e as SqlError;
           this.lastError = describe(err);
           if (err.fatal || !this.conn) {
@@ -504,6 +543,7 @@ export class MysqlOutput implements RecordOutput {
       }
     } finally {
       this.pumping = false;
+      this.firstDone?.();
       if (this.queue.length === 0) for (const w of this.waiters.splice(0)) w();
     }
   }
@@ -689,7 +729,8 @@ export class MysqlOutput implements RecordOutput {
 
   private async shutdown(): Promise<void> {
     this.closing = true;
-    await this.firstAttempt.catch(() => {});
+    // Every wait here is bounded by timeout=: a connection attempt or a query
+    // in flight (a server that accepts and never answers) is not waited for.
     if (this.queue.length && this.opts.timeout > 0) {
       // Retry at once rather than at the end of a backoff.
       this.backoff = BACKOFF_MIN;
@@ -710,7 +751,12 @@ export class MysqlOutput implements RecordOutput {
     this.leftOver += left;
     const conn = this.conn;
     this.conn = null;
-    if (conn) await Promise.race([conn.end().catch(() => conn.destroy()), new Promise((r) => setTimeout(r, 1000))]);
+    // A server that took every record gets a clean goodbye (a second at most); one that did not is not waited for.
+    if (conn && !left) {
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([conn.end().catch(() => conn.destroy()), new Promise((r) => (t = setTimeout(r, 1000)))]);
+      clearTimeout(t);
+    }
     conn?.destroy();
     const lost: string[] = [];
     if (this.leftOver) lost.push(`${this.leftOver} still queued at exit (${this.lastError ?? 'the database was too slow'})`);

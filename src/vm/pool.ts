@@ -842,7 +842,7 @@ export class LuaPool {
   abandoning(): string | null {
     const running = this.slots.filter((s) => !s.life.over).length + this.retired.filter((l) => !l.over).length;
     if (!running) return null;
-    return `${running} Lua worker${running > 1 ? 's' : ''} still in deinit or report (their output and state) and the run's summary`;
+    return `${running} Lua worker${running > 1 ? 's' : ''} still in deinit or report (their output and state)`;
   }
 
   /** Packets handed to Lua and packets that ended in an error, summed over workers (live). */
