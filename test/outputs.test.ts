@@ -16,7 +16,7 @@ import { fromJsonLine } from '../src/outputs/json-output.js';
 import { openOutput, openOutputs, recordSink, OutputSpecError, type RecordOutput } from '../src/outputs/output.js';
 import { textLine } from '../src/outputs/text-output.js';
 import { formatSyslog, parseSyslogSpec, type SyslogOutput } from '../src/outputs/syslog-output.js';
-import { ROOT, tmpdir, hasCommand, isRoot } from './helpers.js';
+import { ROOT, riff, tmpdir, hasCommand, isRoot } from './helpers.js';
 import { Rsyslog, rsyslogSkip, freePort } from './rsyslog.js';
 
 // ---------------------------------------------------------------------------
@@ -389,6 +389,46 @@ describe('--output specs', () => {
         },
       );
     }
+  });
+
+  test('malformed specs of every kind, bad percent-escapes included, are spec errors (one line), never internal errors', () => {
+    const malformed: Record<string, string[]> = {
+      text: ['text:%zz', 'text:/x', 'text:-x'],
+      json: ['json', 'json:', 'json:/nonexistent-dir/%zz'],
+      sqlite: ['sqlite', 'sqlite:', 'sqlite:/nonexistent-dir/%zz.db'],
+      syslog: ['syslog', 'syslog:', 'syslog:udp://', 'syslog:udp://%', 'syslog:udp://[zz]:5', 'syslog:udp://h:0', 'syslog:udp://h:99999', 'syslog:tcp://h:514?%', 'syslog:tcp://h:514?%zz=1', 'syslog:udp://h:514?queue=%zz', 'syslog:udp://h:514?facility=%'],
+      mysql: [
+        'mysql:', 'mysql:%', 'mysql://', 'mysql://%zz', 'mariadb://u:p@/db',
+        'mysql://riff:sec%zzret@127.0.0.1:3306/riff', 'mysql://riff:sec%@127.0.0.1:3306/riff', 'mysql://riff:%ff@127.0.0.1/riff',
+        'mysql://ri%zzff:x@127.0.0.1:3306/riff', 'mysql://riff:x@127.0.0.1:3306/ri%zzff', 'mysql://riff:x@127.0.0.1/riff%',
+        'mysql://riff:x@127.0.0.1/d%00b', 'mysql://riff:x@127.0.0.1/db?socket=/tmp/a%00b', 'mysql://riff:x@127.0.0.1:99999/riff',
+        'mysql://riff:x@[zz]/riff', 'mysql://riff:x@127.0.0.1/riff?timeout=%zz', 'mysql://riff:x@127.0.0.1/riff?%zz=1',
+      ],
+    };
+    for (const [kind, specs] of Object.entries(malformed))
+      for (const spec of specs) {
+        let thrown: unknown = null;
+        try {
+          void openOutput(spec);
+        } catch (e) {
+          thrown = e;
+        }
+        assert.ok(thrown instanceof OutputSpecError, `${kind}: ${spec}: a spec error, not ${thrown}`);
+        const msg = (thrown as Error).message;
+        assert.match(msg, /^--output \S*: \S/, `${spec}: names the output: ${msg}`);
+        assert.ok(!msg.includes('\n'), `one line: ${msg}`);
+        assert.ok(!/sec%zzret|sec%@|%ff@/.test(msg), `the password is not shown: ${msg}`);
+      }
+    // The escape is named (the password's by its place).
+    assert.throws(() => openOutput('mysql://riff:sec%zzret@127.0.0.1:3306/riff'), /^Error: --output mysql:\/\/riff:\*\*\*@127\.0\.0\.1:3306\/riff: the password has a bad percent-escape \(at character 4\)/);
+    assert.throws(() => openOutput('mysql://riff:x@127.0.0.1:3306/ri%zzff'), /the database name has a bad percent-escape \('%zz'\)/);
+  });
+
+  test('a bad percent-escape in a mysql URL: exit 2, one line', () => {
+    const r = riff(['-q', '-r', path.join(ROOT, 'fixtures', 'http.pcap'), '-o', 'mysql://riff:sec%zzret@127.0.0.1:3306/riff']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^riff: --output mysql:\/\/riff:\*\*\*@127\.0\.0\.1:3306\/riff: the password has a bad percent-escape/);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   });
 
   test('good specs open (and close) without a server', async () => {

@@ -103,7 +103,25 @@ export function parseMysqlSpec(spec: string, env: NodeJS.ProcessEnv = process.en
   } catch {
     throw specError(redact(spec), usage);
   }
-  const database = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  // A percent-escape that is not %XX (or not UTF-8) is a bad spec, named; the password's is
+  // named by its place, not its text (messages never show the password).
+  const decode = (part: string, what: string, secret = false): string => {
+    let text: string;
+    try {
+      text = decodeURIComponent(part);
+    } catch {
+      const bad = /%(?![0-9a-fA-F]{2})[^%]{0,2}/.exec(part);
+      const which = bad
+        ? secret
+          ? `at character ${bad.index + 1}`
+          : `'${bad[0]}'`
+        : 'bytes that are not UTF-8';
+      throw specError(redact(spec), `the ${what} has a bad percent-escape (${which}): write % as %25, other characters as %XX of their UTF-8 bytes`);
+    }
+    if (/[\x00-\x1f\x7f]/.test(text)) throw specError(redact(spec), `the ${what} holds a control character`);
+    return text;
+  };
+  const database = decode(u.pathname.replace(/^\//, ''), 'database name');
   if (!u.hostname && !u.searchParams.get('socket')) throw specError(redact(spec), `name the server: ${usage}`);
   if (!database || database.includes('/')) throw specError(redact(spec), `name one database after the host: ${usage}`);
   if (!u.username) throw specError(redact(spec), `name the user: ${usage}`);
@@ -111,8 +129,8 @@ export function parseMysqlSpec(spec: string, env: NodeJS.ProcessEnv = process.en
     host: u.hostname.replace(/^\[|\]$/g, '') || 'localhost',
     port: u.port ? Number(u.port) : 3306,
     socket: null,
-    user: decodeURIComponent(u.username),
-    password: u.password ? decodeURIComponent(u.password) : env.MYSQL_PWD ?? '',
+    user: decode(u.username, 'user name'),
+    password: u.password ? decode(u.password, 'password', true) : env.MYSQL_PWD ?? '',
     database,
     queue: 100_000,
     batch: 2000,
@@ -127,7 +145,10 @@ export function parseMysqlSpec(spec: string, env: NodeJS.ProcessEnv = process.en
     if (k === 'queue') o.queue = int(k, v, 1, 100_000_000);
     else if (k === 'batch') o.batch = int(k, v, 1, 100_000);
     else if (k === 'timeout') o.timeout = int(k, v, 0, 3_600_000);
-    else if (k === 'socket') o.socket = v;
+    else if (k === 'socket') {
+      if (/[\x00-\x1f\x7f]/.test(v)) throw specError(redact(spec), 'the socket path holds a control character');
+      o.socket = v;
+    }
     else throw specError(redact(spec), `unknown option '${k}'; mysql takes ${OPTION_NAMES}`);
   }
   return o;

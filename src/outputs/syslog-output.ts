@@ -90,6 +90,8 @@ export function parseSyslogSpec(spec: string, rest: string): SyslogOptions {
   }
   const transport = m[1] as 'udp' | 'tcp';
   const host = m[2].replace(/^\[|\]$/g, '');
+  // A host name or an address, nothing else (a '%' or a stray character would only fail later, as a name not found).
+  if (!m[2].startsWith('[') && !/^[A-Za-z0-9._-]+$/.test(host)) throw specError(spec, `'${host}' is not a host name or IP address`);
   const port = m[3] === undefined ? (transport === 'udp' ? 514 : 601) : Number(m[3]);
   if (!(port >= 1 && port <= 65535)) throw specError(spec, `port ${m[3]} is out of range (1-65535)`);
   const o: SyslogOptions = {
