@@ -350,6 +350,57 @@ describe('syslog: why records were not delivered, at once', () => {
     await check(`syslog:udp://127.0.0.1:${port}`, new RegExp(`connection refused by 127\\.0\\.0\\.1:${port}`), EMIT_ALL, 45);
   });
 
+  test('UDP, a closed port: the address stays unusable after the refusal, nearly every record is counted as lost (not every other one)', async () => {
+    const port = await freePort('udp');
+    const many = script(`buffer = function(p) for i = 1, 25 do riff.emit("pkt", { id = riff.packet.id, i = i }) end end`);
+    const r = riff(['-q', '--lua', many, '-r', HTTP, '-o', `syslog:udp://127.0.0.1:${port}`]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^1125 records emitted$/m);
+    const acct = /^output syslog:udp:\S+: (\d+) written, (\d+) not written: connection refused by 127\.0\.0\.1:\d+ \(nothing listening\)$/m.exec(r.stderr);
+    assert.ok(acct, r.stderr);
+    // Those sent before the answer came back (a handful at most), not half.
+    assert.ok(Number(acct[1]) <= 10, `few counted as written: ${acct[0]}`);
+    assert.equal(Number(acct[1]) + Number(acct[2]), 1125);
+  });
+
+  test('UDP: once the retry time has passed one datagram probes the address; a server that came up gets records again', async () => {
+    const port = await freePort('udp');
+    const set = await openOutputs([`syslog:udp://127.0.0.1:${port}?timeout=0`]);
+    const one = (i: number): RecordData => ({ type: 'pkt', ts: 1, sec: 1, nsec: 0, clock: 'wall', fields: { i: BigInt(i) } });
+    const pause = (ms: number) => new Promise((res) => setTimeout(res, ms));
+    try {
+      for (let i = 0; i < 3; i++) {
+        set.write(one(i));
+        await pause(50);
+      }
+      // Refused: from now on lost at once, without a send.
+      for (let i = 3; i < 100; i++) set.write(one(i));
+      await pause(50);
+      let s = set.stats()[0].stats;
+      assert.ok(s.written <= 2 && s.dropped >= 98, JSON.stringify(s));
+      const dgram = await import('node:dgram');
+      const server = dgram.createSocket('udp4');
+      const got: string[] = [];
+      server.on('message', (m) => got.push(String(m)));
+      await new Promise<void>((res) => server.bind(port, '127.0.0.1', res));
+      try {
+        await pause(5200);
+        for (let i = 100; i < 110; i++) {
+          set.write(one(i));
+          await pause(20);
+        }
+        await pause(200);
+        s = set.stats()[0].stats;
+        assert.equal(got.length, 10, `every record after the probe arrives: ${got.length}`);
+        assert.ok(s.written >= 10, JSON.stringify(s));
+      } finally {
+        server.close();
+      }
+    } finally {
+      await set.close();
+    }
+  });
+
   for (const proto of ['tcp', 'udp']) {
     test(`${proto.toUpperCase()}, a name that cannot resolve: name not found, with host and port`, async () => {
       await check(`syslog:${proto}://nonexistent.invalid:514`, /host name nonexistent\.invalid not found \(port 514\)/);

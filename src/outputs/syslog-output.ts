@@ -36,8 +36,11 @@
 // refused by 127.0.0.1:514", "host name loghost not found", "queue full").
 // UDP uses a connected socket, so the kernel's port-unreachable answers are
 // heard (a datagram sent before the answer came back counts as written: UDP
-// cannot know). While the address is unusable UDP records are lost at once
-// (a new attempt every 5 s); TCP records wait in the queue. At close, a TCP
+// cannot know). The kernel tells the answer on the next send, once: from
+// then on the address is unusable for 5 s and UDP records are lost at once
+// (counted), then one datagram probes it (written, as the first was) and the
+// next send hears whether it is still refused. A name that does not resolve
+// is looked up again every 5 s. TCP records wait in the queue. At close, a TCP
 // connection that is down gets one more attempt at once; if the server was
 // never reached in this run and that attempt fails too, close does not wait
 // out the timeout (a server reached before may be restarting: riff retries).
@@ -257,6 +260,8 @@ class Deque<T> {
 
 const BACKOFF_MIN = 200;
 const UDP_RETRY = 5000;
+// Send errors that say the address is unusable (an ICMP answer), not that one datagram was (EMSGSIZE).
+const UDP_ADDRESS_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN']);
 
 /** A network error as a reason a user can act on, naming host and port. */
 export function netReason(e: unknown, host: string, port: number): string {
@@ -308,6 +313,8 @@ export class SyslogOutput implements RecordOutput {
   private udpPending = 0;
   private udpState: 'connecting' | 'up' | 'down' = 'down';
   private udpRetryAt = 0;
+  /** Connected, but the address refused (an ICMP error): records are lost at once until then, then one probes. */
+  private udpRefusedUntil = 0;
   /** Frames written while the socket connects. */
   private udpWaiting: Buffer[] = [];
 
@@ -330,7 +337,8 @@ export class SyslogOutput implements RecordOutput {
   ) {
     if (opts.transport === 'udp') {
       this.udp = dgram.createSocket(net.isIPv6(opts.host) ? 'udp6' : 'udp4');
-      this.udp.on('error', (e) => this.problem(e));
+      // The kernel's ICMP answer comes here (recvmsg) or to the next send's callback, whichever reads it first.
+      this.udp.on('error', (e) => this.udpError(e));
       this.udp.unref();
       this.connectUdp();
     } else {
@@ -403,6 +411,13 @@ export class SyslogOutput implements RecordOutput {
     this.udp!.connect(this.opts.port, this.opts.host, done as () => void);
   }
 
+  /** A UDP error, told once; one that says the address is unusable makes it so until the retry time. */
+  private udpError(e: unknown): string {
+    const why = this.problem(e);
+    if (UDP_ADDRESS_ERRORS.has((e as NodeJS.ErrnoException)?.code ?? '')) this.udpRefusedUntil = Date.now() + UDP_RETRY;
+    return why;
+  }
+
   private sendUdp(frame: Buffer): void {
     if (this.udpState === 'down') {
       if (Date.now() < this.udpRetryAt) return this.lose(this.reason ?? 'destination unusable');
@@ -413,11 +428,19 @@ export class SyslogOutput implements RecordOutput {
       this.udpWaiting.push(frame);
       return;
     }
+    // The address answered "unusable" (the kernel hands the ICMP error to the
+    // next send, so without this every other datagram would go out and count
+    // as written): lost at once until the retry time, then one datagram probes.
+    if (Date.now() < this.udpRefusedUntil) return this.lose(this.reason ?? 'destination unusable');
     this.udpPending++;
     this.udp!.send(frame, (err) => {
       this.udpPending--;
-      if (err) this.lose(this.problem(err));
-      else this.written++;
+      if (err) {
+        this.lose(this.udpError(err));
+      } else if (Date.now() < this.udpRefusedUntil) {
+        // Handed to the kernel after the refusal came back (a send after this one's was told it): lost.
+        this.lose(this.reason ?? 'destination unusable');
+      } else this.written++;
       this.settle();
     });
   }
