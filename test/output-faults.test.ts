@@ -8,10 +8,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { riff, tmpdir, tree, hasCommand, isRoot, FIXTURES, type Run, pcapHeader } from './helpers.js';
 import { freePort } from './rsyslog.js';
 import { openOutputs, type OutputSet } from '../src/outputs/output.js';
-import { columnName, MAX_FIELD_COLUMNS } from '../src/outputs/sqlite-output.js';
+import { columnName, MAX_FIELD_COLUMNS, sqliteAdvice } from '../src/outputs/sqlite-output.js';
 import type { RecordData } from '../src/outputs/records.js';
 
 const HTTP = path.join(FIXTURES, 'http.pcap');
@@ -162,6 +163,39 @@ describe('a full file system (tmpfs mounted by the test)', { skip: isRoot ? (noS
     assert.match(back.stderr, new RegExp(`^${w[1]} packets read$`, 'm'));
     spawnSync('umount', [mnt]);
     mounted = false;
+  });
+});
+
+describe('sqlite: the advice fits the cause', () => {
+  test('a file another process holds locked: stop it or use another file, not "free space"', () => {
+    const db = path.join(tmpdir(), 'locked.db');
+    const Database = createRequire(import.meta.url)('better-sqlite3') as new (f: string) => { pragma(s: string): unknown; exec(s: string): void; close(): void };
+    const holder = new Database(db);
+    holder.pragma('journal_mode = WAL');
+    holder.exec('CREATE TABLE other (x); BEGIN EXCLUSIVE; INSERT INTO other VALUES (1)');
+    try {
+      const r = riff(['-q', '--lua', EMIT_ALL, '-r', HTTP, '-o', `sqlite:${db}`]);
+      faulted(r, /^riff: --output sqlite:/);
+      const line = r.stderr.split('\n').find((l) => l.startsWith('riff: --output sqlite:'))!;
+      assert.match(line, /the database is locked by another process \(SQLITE_BUSY\) writing .*; another process holds the file .*: stop it, or give each writer its own file$/);
+      assert.doesNotMatch(line, /free space/);
+    } finally {
+      holder.exec('ROLLBACK');
+      holder.close();
+    }
+  });
+
+  test('each SQLite fault gets advice for its cause', () => {
+    const advice = (code: string) => sqliteAdvice(Object.assign(new Error(code), { code }));
+    for (const code of ['SQLITE_BUSY', 'SQLITE_BUSY_SNAPSHOT', 'SQLITE_LOCKED', 'SQLITE_LOCKED_SHAREDCACHE']) assert.match(advice(code), /another process holds the file.*stop it, or give each writer its own file/, code);
+    for (const code of ['SQLITE_READONLY', 'SQLITE_READONLY_DBMOVED', 'SQLITE_PERM', 'EROFS', 'EACCES']) assert.match(advice(code), /writable/, code);
+    for (const code of ['SQLITE_CORRUPT', 'SQLITE_NOTADB']) assert.match(advice(code), /move the file aside .* name a new file/, code);
+    for (const code of ['SQLITE_FULL', 'ENOSPC']) assert.match(advice(code), /free space/, code);
+    assert.match(advice('SQLITE_IOERR_WRITE'), /check the device/);
+    assert.match(advice('SQLITE_NOMEM'), /free memory/);
+    assert.match(advice('SQLITE_CANTOPEN'), /check the path/);
+    for (const code of ['SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_READONLY', 'SQLITE_CORRUPT', 'SQLITE_NOTADB', 'SQLITE_NOMEM', 'SQLITE_CANTOPEN', 'SQLITE_IOERR', 'SQLITE_PERM'])
+      assert.doesNotMatch(advice(code), /free space/, code);
   });
 });
 

@@ -100,6 +100,22 @@ const SQLITE_TEXT: Record<string, string> = {
   SQLITE_LOCKED: 'the database is locked',
   SQLITE_NOMEM: 'out of memory',
 };
+/** What to do about a fault, fitting its cause (a locked file wants no free space). */
+export function sqliteAdvice(e: unknown): string {
+  const code = String((e as { code?: string })?.code ?? '');
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'))
+    return 'another process holds the file (another riff, a sqlite3 shell in a transaction): stop it, or give each writer its own file';
+  if (code.startsWith('SQLITE_READONLY') || code === 'SQLITE_PERM' || code === 'SQLITE_AUTH' || code === 'EROFS' || code === 'EACCES' || code === 'EPERM')
+    return 'make the file and its directory writable for riff (or the file system read-write), or send records elsewhere';
+  if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB')
+    return 'move the file aside (sqlite3 FILE .recover saves what it can) and name a new file';
+  if (code === 'SQLITE_NOMEM') return 'free memory, or send records elsewhere';
+  if (code.startsWith('SQLITE_CANTOPEN')) return 'check the path (not a directory, still there, readable and writable by riff) or name another file';
+  if (code === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') return 'free space or send records elsewhere';
+  if (code.startsWith('SQLITE_IOERR') || code === 'EIO') return 'check the device (dmesg) or send records elsewhere';
+  return 'fix the cause or send records elsewhere';
+}
+
 function sqliteText(e: unknown): string {
   const code = String((e as { code?: string })?.code ?? '');
   const base = SQLITE_TEXT[code] ?? (code.startsWith('SQLITE_IOERR') ? 'I/O error' : null);
@@ -178,7 +194,7 @@ export class SqliteOutput implements RecordOutput {
       // nothing measurable (README "Soak").
       this.db.pragma('cache_size = -256');
     } catch (e) {
-      throw specError(spec, `cannot open ${file} as an SQLite database: ${(e as Error).message}`);
+      throw specError(spec, `cannot open ${file} as an SQLite database: ${(e as Error).message}; ${sqliteAdvice(e)}`);
     }
     this.timer = setInterval(() => {
       try {
@@ -318,7 +334,7 @@ export class SqliteOutput implements RecordOutput {
     this.uncommitted = 0;
     this.losses.add(what, lost);
     throw new OutputFault(
-      `--output ${this.spec}: ${what} writing ${this.file}; the ${this.written} records committed before are kept, the rest are counted as lost; free space or send records elsewhere`,
+      `--output ${this.spec}: ${what} writing ${this.file}; the ${this.written} records committed before are kept, the rest are counted as lost; ${sqliteAdvice(e)}`,
       what,
     );
   }
