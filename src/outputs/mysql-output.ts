@@ -35,8 +35,10 @@
 // take rows for now (read-only, disk full, deadlock). A server that cannot be
 // reached at start is reported in one line and retried; wrong credentials or
 // an unknown database at start are a bad --output (exit 2). At close riff
-// waits up to timeout=MS (default 10000) for the queue to drain and reports
-// what it could not deliver. A row the server refuses (e.g. larger than its
+// waits up to timeout=MS (default 10000) for the queue to drain, and no
+// longer (a connect or query in flight is abandoned), and reports what it
+// could not deliver. ready() waits for the first connection attempt only
+// (at most 3 s); the delivery loop that started with it goes on apart. A row the server refuses (e.g. larger than its
 // max_allowed_packet) is dropped, counted and reported.
 //
 // Options: queue=N, batch=N, timeout=MS, socket=PATH (a Unix socket instead
