@@ -259,6 +259,38 @@ test('with --workers 2 a worker the watchdog restarts loses only the packet it h
   assert.equal(n(/^(\d+) packets dropped at the ring/m), 0, res.stderr);
   assert.equal(n(/^(\d+) packets dropped by kernel$/m), 0, res.stderr);
   assert.equal(n(/^(\d+) packets processed by Lua$/m) + n(/^(\d+) packets lost with/m), N, res.stderr);
+
+test('a link taken down and up mid-capture: riff reads on once it is up (as tcpdump), the summary adds up; an interface deleted is one line, exit 1', { skip: why ?? false }, async () => {
+  const r = inCapNs([process.execPath, CLI, '-q', '-i', 'eth1', 'udp port 9250']);
+  await r.listening();
+  flood(9250, 200, 300, 1, 'before');
+  // ENETDOWN on the packet socket: libuv sees POLLERR and stops watching it.
+  sh(['-n', NS_CAP, 'link', 'set', 'eth1', 'down']);
+  await new Promise((res) => setTimeout(res, 500));
+  sh(['-n', NS_CAP, 'link', 'set', 'eth1', 'up']);
+  await new Promise((res) => setTimeout(res, 500));
+  flood(9250, 300, 300, 1, 'after');
+  const res = await stop(r);
+  assert.equal(res.code, 0, res.stderr);
+  const n = (re: RegExp) => Number(re.exec(res.stderr)?.[1] ?? 0);
+  assert.equal(n(/^(\d+) packets received by filter$/m), 500, res.stderr);
+  assert.equal(n(/^(\d+) packets captured$/m), 500, `every packet sent after the link came up is read\n${res.stderr}`);
+  assert.equal(n(/^(\d+) packets dropped by kernel$/m), 0, res.stderr);
+  assert.doesNotMatch(res.stderr, /received but not read/);
+  assert.match(res.stderr, /^500 packets processed by Lua$/m);
+
+  // The interface deleted under riff: libpcap's error, one line, exit 1.
+  sh(['link', 'add', 'gone1', 'netns', NS_CAP, 'type', 'veth', 'peer', 'name', 'gone2', 'netns', NS_PEER]);
+  sh(['-n', NS_CAP, 'link', 'set', 'gone1', 'up']);
+  sh(['-n', NS_PEER, 'link', 'set', 'gone2', 'up']);
+  const g = inCapNs([process.execPath, CLI, '-q', '-i', 'gone1']);
+  await g.listening();
+  sh(['-n', NS_CAP, 'link', 'del', 'gone1']);
+  const gr = await Promise.race([g.done, new Promise<null>((res) => setTimeout(() => res(null), 10_000))]);
+  if (!gr) g.child.kill('SIGKILL');
+  assert.ok(gr, 'riff ends when its interface is deleted');
+  assert.equal(gr.code, 1, gr.stderr);
+  assert.match(gr.stderr, /^riff: -i gone1: The interface disappeared\n$/m);
 });
 
 test('-Q in / -Q out, -p, --immediate-mode, -n, -U and -Z USER behave as tcpdump on the same traffic; -L lists what tcpdump lists; -y picks a link type', { skip: why ?? false }, async () => {

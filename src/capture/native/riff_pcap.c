@@ -1068,6 +1068,8 @@ typedef struct {
   uv_poll_t poll;
   bool polling;
   bool closed;
+  /* liveWatch calls so far: tells live_on_poll whether JS chose a state itself. */
+  unsigned watches;
   napi_env env;
   napi_ref onready;
   uint32_t linktype; /* LINKTYPE_* of what liveRead writes */
@@ -1367,9 +1369,21 @@ static napi_value js_live_open(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * The kernel has packets, or the socket has an error. On POLLERR (a link
+ * taken down: ENETDOWN) libuv stops the handle and calls back with
+ * UV_EBADF; the read that follows lets libpcap fetch the socket's error, as
+ * pcap_dispatch does under tcpdump. When libpcap carries on (the interface
+ * is still there), so does the watch: it is started again, unless JS chose
+ * the state itself meanwhile (paused for the ring, or closed after libpcap
+ * reported a real error such as the interface deleted).
+ */
 static void live_on_poll(uv_poll_t *h, int status, int events) {
   live_t *l = h->data;
+  (void)events;
+  if (status < 0) l->polling = false; /* libuv has stopped the handle */
   if (l->closed || !l->onready) return;
+  unsigned watches = l->watches;
   napi_env env = l->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
@@ -1382,6 +1396,9 @@ static void live_on_poll(uv_poll_t *h, int status, int events) {
     }
   }
   napi_close_handle_scope(env, scope);
+  if (status < 0 && !l->closed && l->onready && !l->polling && l->watches == watches &&
+      uv_poll_start(&l->poll, UV_READABLE, live_on_poll) == 0)
+    l->polling = true;
 }
 
 /* liveWatch(handle, onready | null): call onready() whenever the kernel has packets; null pauses. */
@@ -1393,6 +1410,7 @@ static napi_value js_live_watch(napi_env env, napi_callback_info info) {
   if (!l) return NULL;
   napi_valuetype t = napi_undefined;
   if (argc > 1) napi_typeof(env, argv[1], &t);
+  l->watches++;
   if (t == napi_function) {
     if (l->onready) napi_delete_reference(env, l->onready);
     CHECK(napi_create_reference(env, argv[1], 1, &l->onready));
