@@ -398,6 +398,39 @@ test('-G rotates by packet time into strftime-named files; with -W it stops afte
   assert.match(w.stderr, /^80 packets written to /m);
 });
 
+test('-G with -C and -W: -W only names a ring of -C files in each -G period, as tcpdump (which ignores -W then); the run never stops', { skip: noTcpdump }, () => {
+  const dir = tmpdir();
+  const src = path.join(dir, 'src.pcap');
+  // 6000 packets of 1000 bytes 5 ms apart: three 10 s periods of 2000, each
+  // over two 1 MB files, so each period's ring of 2 goes round.
+  const N = 6000;
+  const SIZE = 1000;
+  makePcap(src, N, SIZE, 1_700_000_000, 5);
+  const rd = path.join(dir, 'r');
+  fs.mkdirSync(rd);
+  const r = riff(['-q', '-r', src, '-w', path.join(rd, 'g-%s.pcap'), '-G', '10', '-C', '1', '-W', '2']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`^${N} packets written to `, 'm'));
+  assert.doesNotMatch(r.stderr, /not written/);
+  const names = filesIn(rd, 'g-');
+  assert.deepEqual(names, ['1700000000', '1700000010', '1700000020'].flatMap((t) => [`g-${t}.pcap0`, `g-${t}.pcap1`]));
+  // tcpdump -r names -G files by the clock, not by packet time: its -C -W
+  // ring over each period's packets alone is what riff's files of that period must be.
+  const all = fs.readFileSync(src);
+  const rec = 16 + SIZE;
+  for (let k = 0; k < 3; k++) {
+    const sub = path.join(dir, `sub${k}.pcap`);
+    fs.writeFileSync(sub, Buffer.concat([all.subarray(0, 24), all.subarray(24 + k * 2000 * rec, 24 + (k + 1) * 2000 * rec)]));
+    const td = path.join(dir, `t${k}`);
+    fs.mkdirSync(td);
+    execFileSync('tcpdump', ['-Z', 'root', '-r', sub, '-w', path.join(td, 'out.pcap'), '-C', '1', '-W', '2'], { stdio: 'pipe' });
+    const t = 1_700_000_000 + 10 * k;
+    assert.deepEqual(filesIn(td, 'out.pcap'), ['out.pcap0', 'out.pcap1']);
+    for (const i of [0, 1])
+      assert.ok(fs.readFileSync(path.join(rd, `g-${t}.pcap${i}`)).equals(fs.readFileSync(path.join(td, `out.pcap${i}`))), `g-${t}.pcap${i} differs from tcpdump's`);
+  }
+});
+
 test('-F reads the filter from a file as tcpdump -F; -w from a nanosecond pcap writes nanoseconds (as tcpdump --time-stamp-precision nano), from a microsecond one microseconds', { skip: noTcpdump }, () => {
   const dir = tmpdir();
   const f = path.join(dir, 'filter');

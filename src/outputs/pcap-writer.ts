@@ -28,7 +28,7 @@ export interface PcapWriterOptions {
   rotateBytes?: number;
   /** -G: start a new file once a packet is this many seconds past the file's start (by packet time). */
   rotateSeconds?: number;
-  /** -W: with -C, reuse this many names in a ring; with -G alone, stop after this many files. */
+  /** -W: with -C, reuse this many names in a ring (with -G too, in each period); with -G alone, stop after this many files. */
   files?: number;
   /**
    * -G: the time (seconds) the first file's name and period start from
@@ -36,7 +36,7 @@ export interface PcapWriterOptions {
    * its time (a capture file keeps its own time).
    */
   start?: number;
-  /** -G with -W: the last file's period ended; riff stops writing (tcpdump exits). */
+  /** -G with -W (no -C): the last file's period ended; riff stops writing (tcpdump exits). */
   onLimit?: () => void;
 }
 
@@ -225,7 +225,9 @@ export class PcapWriter {
         else this.gTime = sec;
       } else if (sec - this.gTime >= o.rotateSeconds) {
         this.gCount++;
-        if (o.files && this.gCount >= o.files) {
+        // tcpdump: -W stops the capture with -G alone; with -C too, it only
+        // makes the ring of names each period's -C files go round.
+        if (o.files && !o.rotateBytes && this.gCount >= o.files) {
           this.stopped = true;
           o.onLimit?.();
           return false;
