@@ -233,19 +233,18 @@ function handleSignals(args: Args, session: CaptureSession, pool: LuaPool, outpu
     return parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1)}` : parts[0];
   });
 
+  // A SIGUSR1 counts as a reopen unless every file it tried to open anew failed.
   let reopens = 0;
   whenReopen(() => {
-    reopens++;
-    try {
-      outputs.reopen?.();
-    } catch (e) {
+    let failed = 0;
+    let opened = outputs.reopen((e) => {
+      failed++;
       note((e as Error).message);
-    }
-    try {
-      session.writer?.reopen();
-    } catch (e) {
-      note(`-w ${args.w}: cannot open it anew (${(e as Error).message}); still writing to the file opened before`);
-    }
+    });
+    const w = session.reopenWriter();
+    if (w === 'opened') opened++;
+    else if (w === 'failed') failed++;
+    if (opened || !failed) reopens++;
   });
 
   const script = args.lua ?? 'the bundled pipeline';

@@ -164,6 +164,33 @@ describe('a full file system (tmpfs mounted by the test)', { skip: isRoot ? (noS
     spawnSync('umount', [mnt]);
     mounted = false;
   });
+
+  test('-w -C on a file system that fills: the line and the summary name the file that failed, not the first', () => {
+    const src = path.join(tmpdir(), 'big.pcap');
+    const parts = [pcapHeader(1, 65535)];
+    for (let i = 0; i < 3000; i++) {
+      const rh = Buffer.alloc(16);
+      rh.writeUInt32LE(1504850400 + i, 0);
+      rh.writeUInt32LE(1000, 8);
+      rh.writeUInt32LE(1000, 12);
+      parts.push(rh, Buffer.alloc(1000, i & 0xff));
+    }
+    fs.writeFileSync(src, Buffer.concat(parts));
+    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+    assert.equal(m.status, 0, `mount: ${m.stderr}`);
+    mounted = true;
+    // Two files of 1 MB fit in 2 MiB; the third does not.
+    const out = path.join(mnt, 'c.pcap');
+    const r = riff(['-q', '-r', src, '-w', out, '-C', '1']);
+    assert.equal(r.code, 1, r.stderr);
+    const esc = (t: string) => t.replace(/[.]/g, '\\.');
+    assert.match(r.stderr, new RegExp(`^riff: -w ${esc(out)}: disk full \\(ENOSPC\\) writing ${esc(out)}2; `, 'm'));
+    const w = new RegExp(`^(\\d+) packets written to 3 files \\(${esc(out)} \\.\\.\\. ${esc(out)}2\\), (\\d+) not written: disk full \\(ENOSPC\\)$`, 'm').exec(r.stderr);
+    assert.ok(w, r.stderr);
+    assert.equal(Number(w[1]) + Number(w[2]), 3000);
+    spawnSync('umount', [mnt]);
+    mounted = false;
+  });
 });
 
 describe('sqlite: the advice fits the cause', () => {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { riffAsync, tree, tmpdir, isRoot, hasCommand, CLI } from './helpers.js';
+import { riff, riffAsync, tree, tmpdir, isRoot, hasCommand, CLI } from './helpers.js';
 import { liveUnavailable } from '../src/capture/live.js';
 import { isVmMemory, mappings } from '../scripts/lib/proc-maps.js';
 
@@ -195,6 +195,75 @@ test('SIGUSR1 reopens json:FILE and -w: ten rotations, every record and packet o
   }
   assert.equal(packets, N);
   assert.match(r.stderr, /^10 reopens of the output files \(SIGUSR1\)$/m);
+});
+
+test('SIGUSR1 never empties a -w file that was not moved: only json:FILE rotated (logrotate), or nothing with -C; a failed reopen is said and not counted; a -C file that cannot be created is counted in words', async () => {
+  const dir = tree({ 'emit.lua': 'buffer = function(p) riff.emit("pkt", { n = string.unpack(">I4", p, 43) }) end' });
+  const pkts = (f: string) => {
+    const b = fs.readFileSync(f);
+    assert.ok([0xa1b2c3d4, 0xa1b23c4d].includes(b.readUInt32LE(0)), `${f} starts with a pcap header`);
+    let n = 0;
+    let o = 24;
+    for (; o < b.length; o += 16 + b.readUInt32LE(o + 8)) n++;
+    assert.equal(o, b.length, `${f} holds whole records only (one header)`);
+    return n;
+  };
+  // logrotate's stanza names records.json only: -w stays where it is.
+  const json = path.join(dir, 'records.json');
+  const cap = path.join(dir, 'cap.pcap');
+  const N = 11_000;
+  const a = await overFifo(['-q', '--lua', path.join(dir, 'emit.lua'), '-o', `json:${json}`, '-w', cap], split(pcap(N), 4), async (k, run) => {
+    if (k === 3) return;
+    await sleep(150);
+    fs.renameSync(json, `${json}.${k}`);
+    run.child.kill('SIGUSR1');
+    await until(() => fs.existsSync(json));
+  });
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(pkts(cap), N, 'the unmoved -w file holds every packet');
+  assert.match(a.stderr, new RegExp(`^${N} packets written to `, 'm'));
+  assert.match(a.stderr, /^3 reopens of the output files \(SIGUSR1\)$/m);
+
+  // -C: whichever file is current is kept when nothing moved.
+  const rot = path.join(dir, 'rot.pcap');
+  const M = 30_000;
+  const b = await overFifo(['-q', '-w', rot, '-C', '1'], split(pcap(M), 6), async (k, run) => {
+    if (k === 5) return;
+    await sleep(150);
+    run.child.kill('SIGUSR1');
+  });
+  assert.equal(b.code, 0, b.stderr);
+  const files = fs.readdirSync(dir).filter((f) => f.startsWith('rot.pcap')).sort();
+  assert.deepEqual(files, ['rot.pcap', 'rot.pcap1', 'rot.pcap2']);
+  assert.equal(files.reduce((t, f) => t + pkts(path.join(dir, f)), 0), M);
+
+  // The -w file's directory moved away: no new file can be made there; riff says so, writes on, counts no reopen.
+  const sub = path.join(dir, 'sub');
+  fs.mkdirSync(sub);
+  const c = await overFifo(['-q', '-w', path.join(sub, 'c.pcap')], split(pcap(N), 2), async (k, run) => {
+    if (k === 1) return;
+    await sleep(150);
+    fs.renameSync(sub, `${sub}.old`);
+    run.child.kill('SIGUSR1');
+    await until(() => /still writing to the file opened before/.test(run.stderr()));
+  });
+  assert.equal(c.code, 0, c.stderr);
+  assert.match(c.stderr, new RegExp(`^riff: -w ${sub}/c\\.pcap: cannot create it: no such directory \\(ENOENT\\); still writing to the file opened before$`, 'm'));
+  assert.doesNotMatch(c.stderr, /reopen/);
+  assert.equal(pkts(path.join(`${sub}.old`, 'c.pcap')), N);
+
+  // -C's next file cannot be created (a directory has its name): the packets not written are counted with the reason, in words.
+  const gone = path.join(dir, 'gone');
+  fs.mkdirSync(path.join(gone, 'g.pcap1'), { recursive: true });
+  const src = path.join(dir, 'm.pcap');
+  fs.writeFileSync(src, pcap(M));
+  const d = riff(['-q', '-r', src, '-w', path.join(gone, 'g.pcap'), '-C', '1']);
+  assert.equal(d.code, 1, d.stderr);
+  assert.match(d.stderr, new RegExp(`^riff: -w ${gone}/g\\.pcap1: cannot create it: .*\\(EISDIR\\); name a writable file$`, 'm'));
+  const w = new RegExp(`^(\\d+) packets written to ${gone}/g\\.pcap, (\\d+) not written: cannot create ${gone}/g\\.pcap1: .*\\(EISDIR\\)$`, 'm').exec(d.stderr);
+  assert.ok(w, d.stderr);
+  assert.equal(Number(w[1]), pkts(path.join(gone, 'g.pcap')));
+  assert.equal(Number(w[1]) + Number(w[2]), Number(/^(\d+) packets passed the filter$/m.exec(d.stderr)?.[1]), d.stderr);
 });
 
 // Live: a veth pair in two namespaces this test makes; UDP sent in four parts, reloads between them.

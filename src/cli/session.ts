@@ -124,6 +124,26 @@ export class CaptureSession {
     this.halt();
   }
 
+  /**
+   * SIGUSR1: -w opens its path anew if its file was moved away ('opened'),
+   * else keeps it ('kept', also with no -w). One that cannot be created is
+   * said in one line and riff writes on to the file it has; a new file
+   * whose header cannot be written ends -w as any failed write does (both
+   * 'failed').
+   */
+  reopenWriter(): 'opened' | 'kept' | 'failed' {
+    const w = this.writer;
+    if (!w || this.writerFailed) return 'kept';
+    try {
+      return w.reopen() ? 'opened' : 'kept';
+    } catch (e) {
+      if (!(e instanceof PcapWriteError)) throw e;
+      if (!e.cannotCreate) this.writerFault(e);
+      else note(`${e.message.replace(/; name a writable file$/, '')}; still writing to the file opened before`);
+      return 'failed';
+    }
+  }
+
   // Opened before the first packet: a -w that cannot be created is bad
   // input, refused in one line as an -o that cannot be opened is.
   private startWriter(linktype: number, o: PcapWriterOptions): void {

@@ -31,7 +31,7 @@ import os from 'node:os';
 import { FdSink, stdout } from './fd-sink.js';
 import { floatText, setKey, utf8OrNull, type Fields, type RecordData, type Value } from './records.js';
 import type { OutputStats, RecordOutput } from './types.js';
-import { specError, errnoText, Losses, OutputFault, STDOUT_CLOSED } from './types.js';
+import { specError, errnoText, stillNames, Losses, OutputFault, STDOUT_CLOSED } from './types.js';
 
 const RESERVED = new Set(['ts', 'type', 'host']);
 const FLUSH_BYTES = 1 << 16;
@@ -227,11 +227,13 @@ export class JsonOutput implements RecordOutput {
   /**
    * logrotate (SIGUSR1): pending lines go to the file as it was (moved away
    * by now), later ones to a new file at the same path. Lines leave whole,
-   * so none is cut or doubled. Nothing to do for stdout.
+   * so none is cut or doubled. A file still at its path (not rotated) is
+   * kept. Nothing to do for stdout. True when a new file was opened.
    */
-  reopen(): void {
-    if (this.closed || this.fd === null) return;
+  reopen(): boolean {
+    if (this.closed || this.fd === null || this.failed) return false;
     this.flush();
+    if (stillNames(this.target, this.fd)) return false;
     let fd: number;
     try {
       fd = fs.openSync(this.target, 'a');
@@ -241,6 +243,7 @@ export class JsonOutput implements RecordOutput {
     fs.closeSync(this.fd);
     this.fd = fd;
     this.sink = new FdSink(fd);
+    return true;
   }
 
   close(): void {

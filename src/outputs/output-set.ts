@@ -48,17 +48,20 @@ export class OutputSet {
   flush(): void {
     for (const o of this.outputs) this.guard(o, () => o.flush(), 0);
   }
-  /** Every output is reopened even if one fails; the first failure is rethrown. */
-  reopen(): void {
-    let err: unknown = null;
+  /**
+   * Every output is reopened even if one fails; each failure goes to
+   * `failed`. Returns how many opened a new file.
+   */
+  reopen(failed: (e: unknown) => void): number {
+    let n = 0;
     for (const o of this.outputs) {
       try {
-        o.reopen?.();
+        if (o.reopen?.()) n++;
       } catch (e) {
-        err ??= e;
+        failed(e);
       }
     }
-    if (err) throw err;
+    return n;
   }
   async close(): Promise<void> {
     await Promise.all(

@@ -13,7 +13,7 @@
 // the writer takes no more.
 
 import fs from 'node:fs';
-import { errnoText } from './types.js';
+import { errnoText, stillNames } from './types.js';
 import { Batch, FLAG_ARRIVAL_TS, FLAG_FILTERED_OUT, HDR, align8 } from '../capture/batch.js';
 
 const FILE_HDR = 24;
@@ -113,6 +113,8 @@ export class PcapWriteError extends Error {
   readerClosed = false;
   /** The file could not be created at all (a path, not a device, at fault). */
   cannotCreate = false;
+  /** Why, in words (errno's text). */
+  reason = '';
 }
 
 // Sleeping without a busy loop while a non-blocking stdout drains.
@@ -185,6 +187,7 @@ export class PcapWriter {
     } catch (e) {
       const err = new PcapWriteError(`-w ${name}: cannot create it: ${errnoText(e)}; name a writable file`);
       err.cannotCreate = true;
+      err.reason = errnoText(e);
       throw err;
     }
     this.current = name;
@@ -207,7 +210,24 @@ export class PcapWriter {
   private next(name: string, t: number): void {
     this.flush();
     fs.closeSync(this.fd);
-    this.open(name, t);
+    this.fd = -1;
+    this.openOrStop(name, t);
+  }
+
+  /**
+   * A file of the rotation (-C, -G) that cannot be created ends the writer
+   * as a failed write does: the reason, in words, names that file.
+   */
+  private openOrStop(name: string, t: number): void {
+    try {
+      this.open(name, t);
+    } catch (e) {
+      if (e instanceof PcapWriteError && e.cannotCreate && !this.failure) {
+        this.failure = `cannot create ${name}: ${e.reason}`;
+        this.closed = true;
+      }
+      throw e;
+    }
   }
 
   /** The file being written. */
@@ -221,7 +241,7 @@ export class PcapWriter {
     const o = this.opts;
     if (o.rotateSeconds) {
       if (Number.isNaN(this.gTime)) {
-        if (this.fd < 0) this.open(this.nameFor(0, !!o.rotateBytes, sec), sec);
+        if (this.fd < 0) this.openOrStop(this.nameFor(0, !!o.rotateBytes, sec), sec);
         else this.gTime = sec;
       } else if (sec - this.gTime >= o.rotateSeconds) {
         this.gCount++;
@@ -326,15 +346,23 @@ export class PcapWriter {
    * logrotate (SIGUSR1): what is buffered goes to the file as it was (moved
    * away by now), then a new file at the same path starts with its own
    * header. Records only leave the buffer whole, so none is cut or doubled.
-   * A file that cannot be created keeps riff writing to the old one; the
-   * reason is thrown as one line.
+   * A file still at its path (same device and inode: not rotated) is kept
+   * and written on, never truncated. A file that cannot be created keeps
+   * riff writing to the old one; the reason is thrown as one line. True
+   * when a new file was opened.
    */
-  reopen(): void {
-    if (this.closed || !this.ownsFd || this.failure || this.fd < 0) return;
+  reopen(): boolean {
+    if (this.closed || !this.ownsFd || this.failure || this.fd < 0) return false;
     this.flush();
+    if (stillNames(this.current, this.fd)) return false;
     const old = this.fd;
-    this.open(this.current, this.gTime);
-    fs.closeSync(old);
+    try {
+      this.open(this.current, this.gTime);
+    } finally {
+      // Created (or its header failed, the writer then ended): the moved file is done with.
+      if (this.fd !== old) fs.closeSync(old);
+    }
+    return true;
   }
 
   /** Write out everything buffered and close the file (not stdout). Safe to call twice. */
@@ -400,7 +428,7 @@ export class PcapWriter {
           } catch {}
         }
         this.fd = -1;
-        const where = this.ownsFd ? this.path : 'standard output';
+        const where = this.ownsFd ? this.current || this.path : 'standard output';
         const err = new PcapWriteError(
           `-w ${this.path}: ${this.failure} writing ${where}; the ${this.nWritten} packets written before are kept, the rest are counted as not written; free space or write elsewhere`,
         );

@@ -2,7 +2,7 @@
 // the RecordOutput interface, its stats, how losses are counted, and the
 // errors an output throws. Both sides import this module, so the outputs
 // never import the registry that opens them.
-
+import fs from 'node:fs';
 import type { RecordData } from './records.js';
 
 export interface OutputStats {
@@ -37,10 +37,12 @@ export interface RecordOutput {
   /** Set by OutputSet: where a fault found by a timer (not by a call) goes. */
   onAsyncFault?: ((e: unknown) => void) | null;
   /**
-   * SIGUSR1 (logrotate): a file output flushes and opens its path anew.
-   * Absent where there is nothing to reopen (stdout, SQLite, syslog).
+   * SIGUSR1 (logrotate): a file output flushes and, when its file was moved
+   * or removed, opens its path anew (true); a file still at its path is
+   * kept (false). Absent where there is nothing to reopen (stdout, SQLite,
+   * syslog).
    */
-  reopen?(): void;
+  reopen?(): boolean;
 }
 
 /** Records lost, by reason. */
@@ -112,4 +114,15 @@ export class OutputSpecError extends Error {}
 
 export function specError(spec: string, what: string): OutputSpecError {
   return new OutputSpecError(`--output ${spec}: ${what}`);
+}
+
+/** `name` still names the file open at `fd` (same device and inode): nobody moved or removed it. */
+export function stillNames(name: string, fd: number): boolean {
+  try {
+    const a = fs.statSync(name, { bigint: true });
+    const b = fs.fstatSync(fd, { bigint: true });
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return false;
+  }
 }
