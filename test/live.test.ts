@@ -259,6 +259,7 @@ test('with --workers 2 a worker the watchdog restarts loses only the packet it h
   assert.equal(n(/^(\d+) packets dropped at the ring/m), 0, res.stderr);
   assert.equal(n(/^(\d+) packets dropped by kernel$/m), 0, res.stderr);
   assert.equal(n(/^(\d+) packets processed by Lua$/m) + n(/^(\d+) packets lost with/m), N, res.stderr);
+});
 
 test('a link taken down and up mid-capture: riff reads on once it is up (as tcpdump), the summary adds up; an interface deleted is one line, exit 1', { skip: why ?? false }, async () => {
   const r = inCapNs([process.execPath, CLI, '-q', '-i', 'eth1', 'udp port 9250']);
