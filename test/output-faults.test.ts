@@ -133,11 +133,10 @@ describe('a full file system (tmpfs mounted by the test)', { skip: isRoot ? (noS
     mounted = false;
   });
 
-  test('-w on a file system that fills mid-capture: one line, exit 1, the file keeps the whole packets before and reads back', () => {
-    // 3000 packets of 1000 bytes (3 MB) into 2 MiB: the writer's first 1 MiB chunks fit, then one does not.
+  /** A capture of 3000 packets of 1000 bytes (3 MB), and a 2 MiB tmpfs mounted at mnt to write it into. */
+  function bigCaptureOnSmallDisk(): string {
     const src = path.join(tmpdir(), 'big.pcap');
-    const hdr = pcapHeader(1, 65535);
-    const parts = [hdr];
+    const parts = [pcapHeader(1, 65535)];
     for (let i = 0; i < 3000; i++) {
       const rh = Buffer.alloc(16);
       rh.writeUInt32LE(1504850400 + i, 0);
@@ -149,6 +148,12 @@ describe('a full file system (tmpfs mounted by the test)', { skip: isRoot ? (noS
     const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
     assert.equal(m.status, 0, `mount: ${m.stderr}`);
     mounted = true;
+    return src;
+  }
+
+  test('-w on a file system that fills mid-capture: one line, exit 1, the file keeps the whole packets before and reads back', () => {
+    // 3000 packets of 1000 bytes (3 MB) into 2 MiB: the writer's first 1 MiB chunks fit, then one does not.
+    const src = bigCaptureOnSmallDisk();
     const out = path.join(mnt, 'out.pcap');
     const r = riff(['-q', '-r', src, '-w', out]);
     assert.equal(r.code, 1, r.stderr);
@@ -166,19 +171,7 @@ describe('a full file system (tmpfs mounted by the test)', { skip: isRoot ? (noS
   });
 
   test('-w -C on a file system that fills: the line and the summary name the file that failed, not the first', () => {
-    const src = path.join(tmpdir(), 'big.pcap');
-    const parts = [pcapHeader(1, 65535)];
-    for (let i = 0; i < 3000; i++) {
-      const rh = Buffer.alloc(16);
-      rh.writeUInt32LE(1504850400 + i, 0);
-      rh.writeUInt32LE(1000, 8);
-      rh.writeUInt32LE(1000, 12);
-      parts.push(rh, Buffer.alloc(1000, i & 0xff));
-    }
-    fs.writeFileSync(src, Buffer.concat(parts));
-    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
-    assert.equal(m.status, 0, `mount: ${m.stderr}`);
-    mounted = true;
+    const src = bigCaptureOnSmallDisk();
     // Two files of 1 MB fit in 2 MiB; the third does not.
     const out = path.join(mnt, 'c.pcap');
     const r = riff(['-q', '-r', src, '-w', out, '-C', '1']);
