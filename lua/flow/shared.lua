@@ -83,13 +83,13 @@ function M.packet(pkt)
   local p = pkt and pkt._l4 -- 6 / 17 when the whole TCP / UDP header is there
   local conn, kind
   if p == 6 then
-    local ts = current.ts()
-    M.now = current.clock()
-    conn, kind = (T or M.tcp()):packet(pkt, ts), "tcp"
+    local now = current.clock()
+    M.now = now
+    conn, kind = (T or M.tcp()):packet(pkt, current.ts(), now), "tcp"
   elseif p == 17 then
-    local ts = current.ts()
-    M.now = current.clock()
-    conn, kind = (U or M.udp()):packet(pkt, ts), "udp"
+    local now = current.clock()
+    M.now = now
+    conn, kind = (U or M.udp()):packet(pkt, current.ts(), now), "udp"
   end
   if not conn then kind = nil end
   last_conn, last_kind = conn, kind

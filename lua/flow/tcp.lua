@@ -13,7 +13,7 @@
 --     on_gap = function(conn, dir, missing) end, -- bytes that will never be delivered
 --     on_close = function(conn, reason) end,   -- "fin" | "rst" | "timeout" | "evicted" | "end" | "reused"
 --   }
---   local conn = t:packet(pkt, ts)  -- pkt from proto.packet decode(); nil when not TCP
+--   local conn = t:packet(pkt, ts[, now])  -- pkt from proto.packet decode(); nil when not TCP; ts, now default to riff.packet.ts, .clock
 --   t:expire(ts)                    -- close connections idle past idle_timeout
 --   t:flush(ts)                     -- end of run: expire(ts), then close the rest with "end"
 --   for conn in t:conns() do ... end -- live connections
@@ -73,7 +73,6 @@
 local addr = require "proto.addr"
 local idle = require "flow.idle"
 local keys = require "flow.keys"
-local current = require "proto.current"
 local unlink, push_front, push_back = idle.unlink, idle.push_front, idle.push_back
 local byte, sub, setmetatable, type, remove, insert =
       string.byte, string.sub, setmetatable, type, table.remove, table.insert
@@ -424,15 +423,21 @@ local function ack_fin(self, conn, c2s, ack)
   end
 end
 
-function T:packet(pkt, ts)
+function T:packet(pkt, ts, now)
   -- _l4 is proto.packet's "a whole TCP header is there" (nil for fragments);
   -- reading only fields that are set keeps pkt's __index out of the way.
   if pkt._l4 ~= 6 or not pkt.payload_offset then return nil end
   local d, o3, o4 = pkt.data, pkt.l3_offset, pkt.l4_offset
-  if not ts then ts = riff.packet.ts end
-  -- Idleness by the capture's clock (proto.current's clock), not this
-  -- packet's time when the capture's times stepped back.
-  local now = ts == current.ts() and current.clock() or ts
+  -- Idleness by the capture's clock (riff.packet.clock: the latest time so
+  -- far), not this packet's time when the capture's times stepped back:
+  -- `now` when the caller has it (flow.shared), else read here.
+  if not now then
+    local P = riff.packet
+    if not ts then ts = P.ts end
+    now = ts
+    local c = P.clock
+    if c and c > ts and ts == P.ts then now = c end
+  end
   local nx = self._next
   if not nx then self._next = now + self.check_interval elseif now >= nx then self:expire(now) end
 

@@ -30,7 +30,6 @@
 local addr = require "proto.addr"
 local idle = require "flow.idle"
 local keys = require "flow.keys"
-local current = require "proto.current"
 local unlink, push_front = idle.unlink, idle.push_front
 local byte, sub, setmetatable = string.byte, string.sub, setmetatable
 local mac, ip4, ip6 = addr.mac, addr.ip4, addr.ip6
@@ -86,14 +85,20 @@ function U:conns() -- in no particular order
   return idle.each(self._live)
 end
 
-function U:packet(pkt, ts)
+function U:packet(pkt, ts, now)
   if pkt._l4 ~= 17 then return nil end -- a whole UDP header (not a later fragment)
   local po = pkt.payload_offset
   local d, o3, o4 = pkt.data, pkt.l3_offset, pkt.l4_offset
-  if not ts then ts = riff.packet.ts end
-  -- Idleness by the capture's clock (proto.current's clock), not this
-  -- packet's time when the capture's times stepped back.
-  local now = ts == current.ts() and current.clock() or ts
+  -- Idleness by the capture's clock (riff.packet.clock: the latest time so
+  -- far), not this packet's time when the capture's times stepped back:
+  -- `now` when the caller has it (flow.shared), else read here.
+  if not now then
+    local P = riff.packet
+    if not ts then ts = P.ts end
+    now = ts
+    local c = P.clock
+    if c and c > ts and ts == P.ts then now = c end
+  end
   local nx = self._next
   if not nx then self._next = now + self.check_interval elseif now >= nx then self:expire(now) end
 

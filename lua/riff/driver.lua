@@ -68,6 +68,9 @@ local publish_counters -- set below, called at the end of every batch
 ---------------------------------------------------------------------------
 local meta, cur, processed = "", 0, 0
 local HDR, STRIDE = "<I4i4I4I4I4I4I4I4I4I4", 40
+-- A clock lag's units per second, by its top 2 bits (ns, us, ms; the last
+-- unit is 4 s): src/capture/batch.ts.
+local LAG_PER_SEC = { [0] = 1000000000, 1000000, 1000 }
 
 -- Decoded once per packet, however many fields a script reads.
 local h_at, h_sec, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id, h_lag = -1
@@ -127,7 +130,15 @@ riff.packet = setmetatable({}, {
       if cur ~= h_at then header(cur) end
       if k == "ts" then return h_sec + h_nsec / 1e9 elseif k == "linktype" then return h_lt end
       -- The capture's clock: the latest time of any packet so far (batch.ts stampIds).
-      if k == "clock" then return h_sec + h_nsec / 1e9 + (h_lag < 0x80000000 and h_lag / 1e3 or h_lag - 0x80000000) end
+      if k == "clock" then
+        if h_lag == 0 then return h_sec + h_nsec / 1e9 end
+        -- As src/capture/batch.ts clockOf, in integers, then one float: the same as api.run_end's.
+        local n = h_lag & 0x3fffffff
+        if h_lag >> 30 == 3 then return (h_sec + n * 4) + h_nsec / 1e9 end
+        local per = LAG_PER_SEC[h_lag >> 30]
+        local t = h_nsec + (n % per) * (1000000000 // per)
+        return (h_sec + n // per + t // 1000000000) + (t % 1000000000) / 1e9
+      end
       local f = fields[k]
       if f then return f(h_sec, h_nsec, h_caplen, h_len, h_lt, h_iface, h_flags, h_id) end
     end

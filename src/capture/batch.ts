@@ -12,10 +12,11 @@
 //   24 u32 interface index        28 u32 flags (FLAG_*)
 //   32 u32 packet id: its number among the packets that passed the filter,
 //          stamped by the capture thread so ids stay global across workers
-//   36 u32 clock lag: how far the packet's time lies behind the latest
-//          time of the packets before it (0 in order), rounded up: in ms
-//          below 2^31, else 2^31 + seconds; stamped with the id
-//          (riff.packet.clock, the capture's clock; lagSeconds reads it)
+//   36 u32 clock lag: how far the packet's time lies behind the capture's
+//          clock, the latest time so far (0 in order): the top 2 bits its
+//          unit (ns, us, ms, 4 s: the finest that holds it in 30 bits), the
+//          count rounded up, so the clock never steps back; stamped with
+//          the id (riff.packet.clock; clockOf reads it)
 
 import { CopyList, nativeOrNull } from './native.js';
 
@@ -170,12 +171,36 @@ export function countPassed(b: Batch): number {
   return n;
 }
 
-/** A clock lag with this bit set counts seconds, not ms (a capture whose times jump by years). */
-const LAG_SECONDS = 0x80000000;
+const LAG_MAX = 0x3fffffff;
+/** Units of a clock lag per second, by its top 2 bits (ns, us, ms; the last unit is 4 s: 136 years, any 32-bit time). */
+const LAG_PER_SEC = [1e9, 1e6, 1e3];
 
-/** A record's clock lag (field 36) in seconds. */
-export function lagSeconds(lag: number): number {
-  return lag >= LAG_SECONDS ? lag - LAG_SECONDS : lag / 1e3;
+/**
+ * How far (sec, nsec; nsec in [0, 1e9)) a time lies behind the clock, as
+ * field 36 holds it: exact below 2^30 ns (~1.07 s), else rounded up to the
+ * unit, so the clock the packet reads is never behind the one before.
+ */
+function lagWord(s: number, ns: number): number {
+  const n0 = s * 1e9 + ns;
+  if (n0 <= LAG_MAX) return n0;
+  const n1 = s * 1e6 + Math.ceil(ns / 1e3);
+  if (n1 <= LAG_MAX) return (0x40000000 + n1) >>> 0;
+  const n2 = s * 1e3 + Math.ceil(ns / 1e6);
+  if (n2 <= LAG_MAX) return (0x80000000 + n2) >>> 0;
+  return (0xc0000000 + Math.min(Math.ceil((s + (ns > 0 ? 1 : 0)) / 4), LAG_MAX)) >>> 0;
+}
+
+/**
+ * A record's clock, [sec, nsec]: its time plus its lag (field 36), in
+ * integers, as lua/riff/driver.lua computes riff.packet.clock, so both
+ * give the same float.
+ */
+export function clockOf(sec: number, nsec: number, lag: number): [number, number] {
+  const n = lag & LAG_MAX;
+  if (lag >>> 30 === 3) return [sec + n * 4, nsec];
+  const perSec = LAG_PER_SEC[lag >>> 30];
+  const t = nsec + (n % perSec) * (1e9 / perSec);
+  return [sec + Math.floor(n / perSec) + Math.floor(t / 1e9), t % 1e9];
 }
 
 /** The latest packet time so far, in capture order: the capture's clock. */
@@ -202,8 +227,13 @@ export function stampIds(b: Batch, next: number, clock: Clock = { sec: -Infinity
       let lag = 0;
       if (sec > clock.sec || (sec === clock.sec && nsec >= clock.nsec)) (clock.sec = sec), (clock.nsec = nsec);
       else {
-        const ms = Math.ceil((clock.sec - sec) * 1e3 + (clock.nsec - nsec) / 1e6);
-        lag = ms < LAG_SECONDS ? ms : LAG_SECONDS + Math.min(LAG_SECONDS - 1, Math.ceil(ms / 1e3));
+        let s = clock.sec - sec;
+        let ns = clock.nsec - nsec;
+        if (ns < 0) (s -= 1), (ns += 1e9);
+        lag = lagWord(s, ns);
+        // The clock is what this packet reads (past the latest time by less
+        // than a unit when the lag is over a second): so it never steps back.
+        [clock.sec, clock.nsec] = clockOf(sec, nsec, lag);
       }
       v.setUint32(o + 36, lag, true);
     }

@@ -4,7 +4,7 @@
 import { Worker } from 'node:worker_threads';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8, countPassed, lagSeconds, Batch } from '../capture/batch.js';
+import { FLAG_ELSEWHERE, FLAG_FILTERED_OUT, FLAG_OVERHEARD, HDR, align8, countPassed, clockOf, Batch } from '../capture/batch.js';
 import { BROADCAST, jsSharding, type Sharding } from '../capture/flow.js';
 import { nativeOrNull } from '../capture/native.js';
 import { newRingControl, RingProducer, type RunEnd } from './ring.js';
@@ -550,6 +550,8 @@ export class LuaPool {
     }
     slot.ring = null;
     if (!restart) {
+      // No restart to wait for (a stale one ended: finish(), reserve() and room() must not await it).
+      slot.restarting = null;
       // After a signal what it had queued is not processed, as every worker's queue.
       if (this.abandoned) slot.lost = true;
       else this.lose(slot, carry);
@@ -676,7 +678,11 @@ export class LuaPool {
         await ring.room(50);
       }
     }
-    if (life.over) return; // ended again meanwhile: that end() handled the rest
+    if (life.over) {
+      // Ended again meanwhile: that end() handled the rest (and a restart of its own, if any, is the slot's now).
+      if (slot.life === life) slot.restarting = null;
+      return;
+    }
     slot.ring = ring;
     slot.restarting = null;
     if (this.finishing) ring.close(this.single ? undefined : this.runEnd);
@@ -795,8 +801,7 @@ export class LuaPool {
     if (this.bytesPer[n + 1]) {
       const o = this.bytesPer[n + 1] - 1;
       const [sec, nsec] = at(o);
-      const t = nsec + Math.round(lagSeconds(b.view.getUint32(o + 36, true)) * 1e9);
-      this.runEnd.flow = [sec + Math.floor(t / 1e9), t % 1e9];
+      this.runEnd.flow = clockOf(sec, nsec, b.view.getUint32(o + 36, true));
     }
   }
 

@@ -1066,6 +1066,12 @@ static napi_value js_shard_copy(napi_env env, napi_callback_info info) {
 typedef struct {
   pcap_t *p;
   uv_poll_t poll;
+  /* libpcap's required select timeout (pcap_get_required_select_timeout):
+   * after the link went down no event comes for the interface being
+   * deleted; libpcap learns it only when read, so a timer reads meanwhile. */
+  uv_timer_t wake;
+  /* Handles still to close before the struct is freed. */
+  int open_handles;
   bool polling;
   bool closed;
   /* liveWatch calls so far: tells live_on_poll whether JS chose a state itself. */
@@ -1092,6 +1098,7 @@ static uint32_t dlt_to_linktype(int dlt) {
 
 static void live_free_handle(uv_handle_t *h) {
   live_t *l = h->data;
+  if (--l->open_handles > 0) return;
   if (l->p) pcap_close(l->p);
   free(l);
 }
@@ -1105,6 +1112,8 @@ static void live_close(live_t *l) {
   }
   if (l->polling) uv_poll_stop(&l->poll);
   l->polling = false;
+  uv_timer_stop(&l->wake);
+  uv_close((uv_handle_t *)&l->wake, live_free_handle);
   /* The poll handle must be closed before the fd it watches goes away. */
   uv_close((uv_handle_t *)&l->poll, live_free_handle);
 }
@@ -1355,6 +1364,9 @@ static napi_value js_live_open(napi_env env, napi_callback_info info) {
     return throw_live(env, "open", "libuv cannot watch the capture descriptor", PCAP_ERROR);
   }
   l->poll.data = l;
+  uv_timer_init(loop, &l->wake);
+  l->wake.data = l;
+  l->open_handles = 2;
 
   napi_value handle;
   CHECK(napi_create_external(env, l, live_finalize, NULL, &handle));
@@ -1378,27 +1390,38 @@ static napi_value js_live_open(napi_env env, napi_callback_info info) {
  * the state itself meanwhile (paused for the ring, or closed after libpcap
  * reported a real error such as the interface deleted).
  */
-static void live_on_poll(uv_poll_t *h, int status, int events) {
-  live_t *l = h->data;
-  (void)events;
-  if (status < 0) l->polling = false; /* libuv has stopped the handle */
-  if (l->closed || !l->onready) return;
-  unsigned watches = l->watches;
+/* onready() in JS, in a handle scope; an exception goes to Node as an event handler's would. */
+static void live_call_onready(live_t *l) {
   napi_env env = l->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value fn, global, result;
   if (napi_get_reference_value(env, l->onready, &fn) == napi_ok && fn && napi_get_global(env, &global) == napi_ok) {
     if (napi_call_function(env, global, fn, 0, NULL, &result) != napi_ok) {
-      /* An exception in the callback: hand it to Node as uncaught, as an event handler's would be. */
       napi_value exc;
       if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
     }
   }
   napi_close_handle_scope(env, scope);
+}
+
+static void live_on_poll(uv_poll_t *h, int status, int events) {
+  live_t *l = h->data;
+  (void)events;
+  if (status < 0) l->polling = false; /* libuv has stopped the handle */
+  if (l->closed || !l->onready) return;
+  unsigned watches = l->watches;
+  live_call_onready(l);
   if (status < 0 && !l->closed && l->onready && !l->polling && l->watches == watches &&
       uv_poll_start(&l->poll, UV_READABLE, live_on_poll) == 0)
     l->polling = true;
+}
+
+/* The required timeout ran out (see `wake`): read as if the descriptor were readable. */
+static void live_on_wake(uv_timer_t *t) {
+  live_t *l = t->data;
+  if (l->closed || !l->onready || !l->polling) return;
+  live_call_onready(l);
 }
 
 /* liveWatch(handle, onready | null): call onready() whenever the kernel has packets; null pauses. */
@@ -1474,6 +1497,15 @@ static napi_value js_live_read(napi_env env, napi_callback_info info) {
     n++;
   }
   io[0] = (uint32_t)db;
+  /* While libpcap needs to be read on a timer (the link went down: only a
+   * read tells it the interface is gone), a timer reads; else none runs. */
+  const struct timeval *tv = pcap_get_required_select_timeout(l->p);
+  if (tv && !l->closed) {
+    uint64_t ms = (uint64_t)tv->tv_sec * 1000u + (uint64_t)(tv->tv_usec + 999) / 1000u;
+    uv_timer_start(&l->wake, live_on_wake, ms ? ms : 1, 0);
+  } else {
+    uv_timer_stop(&l->wake);
+  }
   napi_value out;
   CHECK(napi_create_uint32(env, n, &out));
   return out;
