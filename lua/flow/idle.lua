@@ -44,6 +44,19 @@ function idle.oldest(live)
   end
 end
 
+-- A packet's time and the capture's clock, for t:packet(pkt, ts) without a
+-- clock: ts defaults to riff.packet.ts; the clock is riff.packet.clock (the
+-- latest time so far) when ts is this packet's, else ts. Idleness goes by
+-- the clock, so a capture whose times step back ends the same flows
+-- whichever worker holds them.
+function idle.clock(ts)
+  local P = riff.packet
+  if not ts then ts = P.ts end
+  local c = P.clock
+  if c and c > ts and ts == P.ts then return ts, c end
+  return ts, ts
+end
+
 -- Calls close(c) for every flow idle longer than `timeout` at time `ts`;
 -- close must take c off the list.
 function idle.expire(live, ts, timeout, close)

@@ -72,6 +72,7 @@
 
 local addr = require "proto.addr"
 local idle = require "flow.idle"
+local clock = idle.clock
 local keys = require "flow.keys"
 local unlink, push_front, push_back = idle.unlink, idle.push_front, idle.push_back
 local byte, sub, setmetatable, type, remove, insert =
@@ -428,16 +429,8 @@ function T:packet(pkt, ts, now)
   -- reading only fields that are set keeps pkt's __index out of the way.
   if pkt._l4 ~= 6 or not pkt.payload_offset then return nil end
   local d, o3, o4 = pkt.data, pkt.l3_offset, pkt.l4_offset
-  -- Idleness by the capture's clock (riff.packet.clock: the latest time so
-  -- far), not this packet's time when the capture's times stepped back:
-  -- `now` when the caller has it (flow.shared), else read here.
-  if not now then
-    local P = riff.packet
-    if not ts then ts = P.ts end
-    now = ts
-    local c = P.clock
-    if c and c > ts and ts == P.ts then now = c end
-  end
+  -- Idleness by the capture's clock, `now` (flow.shared hands it over).
+  if not now then ts, now = clock(ts) end
   local nx = self._next
   if not nx then self._next = now + self.check_interval elseif now >= nx then self:expire(now) end
 

@@ -29,6 +29,7 @@
 
 local addr = require "proto.addr"
 local idle = require "flow.idle"
+local clock = idle.clock
 local keys = require "flow.keys"
 local unlink, push_front = idle.unlink, idle.push_front
 local byte, sub, setmetatable = string.byte, string.sub, setmetatable
@@ -89,16 +90,8 @@ function U:packet(pkt, ts, now)
   if pkt._l4 ~= 17 then return nil end -- a whole UDP header (not a later fragment)
   local po = pkt.payload_offset
   local d, o3, o4 = pkt.data, pkt.l3_offset, pkt.l4_offset
-  -- Idleness by the capture's clock (riff.packet.clock: the latest time so
-  -- far), not this packet's time when the capture's times stepped back:
-  -- `now` when the caller has it (flow.shared), else read here.
-  if not now then
-    local P = riff.packet
-    if not ts then ts = P.ts end
-    now = ts
-    local c = P.clock
-    if c and c > ts and ts == P.ts then now = c end
-  end
+  -- Idleness by the capture's clock, `now` (flow.shared hands it over).
+  if not now then ts, now = clock(ts) end
   local nx = self._next
   if not nx then self._next = now + self.check_interval elseif now >= nx then self:expire(now) end
 
