@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node
+#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS MALLOC_ARENA_MAX=2 node
 // MALLOC_ARENA_MAX=2: glibc gives threads their own malloc arenas (up to 8
 // per core), and riff's threads come and go (a worker at every reload, V8's
 // compiler and GC threads, libuv's pool, the capture thread), each arena
@@ -6,6 +6,12 @@
 // C library's heap climbed 4-5 MiB over a soak's first minutes and stayed
 // (README, Soak). glibc reads it once, at process start, so it has to be in
 // the environment before node starts: env -S sets it here.
+// -u NODE_EXTRA_CA_CERTS: Node parses every certificate in that file before
+// the first line of any program (~40 ms for Debian's bundle, a third of
+// riff's start-up where shells set it for other tools); riff verifies no
+// certificate (no output speaks TLS), so it does not pay for a store it
+// never reads, nor print Node's warning when the file is missing. An output
+// that one day speaks TLS reads the CA file itself.
 // No V8 flag here: with any V8 flag off its default, Node compiles its own
 // modules without their cache (README, Start-up). The young generation is
 // held at run time instead (src/vm/prestart.ts holdYoungGeneration).

@@ -170,3 +170,17 @@ test('under a limit on the address space (ulimit -v) riff runs as without one: t
   assert.equal(declines(String(16 << 20)).stdout, 'false');
   if (addressSpaceUnlimited()) assert.equal(declines('unlimited').stdout, 'true');
 });
+
+test("riff through its #! line does not load NODE_EXTRA_CA_CERTS (Node would parse the whole file before riff's first line): no Node warning for a missing file, the run as without it", () => {
+  const bin = path.join(DIST, 'riff.cjs');
+  const env = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+  const withCa = spawnSync(bin, ['-r', path.join(FIXTURES, 'http.pcap')], { encoding: 'utf8', env: { ...env, NODE_EXTRA_CA_CERTS: '/nonexistent/ca.pem' } });
+  const without = spawnSync(bin, ['-r', path.join(FIXTURES, 'http.pcap')], { encoding: 'utf8', env });
+  assert.equal(withCa.status, 0, withCa.stderr);
+  assert.doesNotMatch(withCa.stderr, /extra certs|Warning/);
+  assert.equal(withCa.stdout, without.stdout);
+  assert.equal(withCa.stderr, without.stderr);
+  // What the line spares riff: node itself, given the same file, warns.
+  const node = spawnSync(process.execPath, ['-e', '0'], { encoding: 'utf8', env: { ...env, NODE_EXTRA_CA_CERTS: '/nonexistent/ca.pem' } });
+  assert.match(node.stderr, /Ignoring extra certs from `\/nonexistent\/ca.pem`/);
+});
