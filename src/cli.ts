@@ -10,10 +10,10 @@ import { FlagError } from './tcpdump-flags.js';
 import { recordSink as makeRecordSink, resolveSpec, OutputSet } from './outputs/output-set.js';
 import { OutputSpecError } from './outputs/types.js';
 import { TextOutput } from './outputs/text-output.js';
-import { stdout, stderr } from './outputs/fd-sink.js';
+import { stdout, stderr, stopWaitingForReaders, writeWithoutWaiting } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
 import { LuaPool, type Ready } from './vm/pool.js';
-import { leaveWith, onSecondInterrupt, whenReload, whenReopen, whenSignalled } from './signals.js';
+import { interruptsHeard, leaveWith, onSecondInterrupt, whenReload, whenReopen, whenSignalled } from './signals.js';
 import { Fail, PKG, checkArgs, checkRepeats, filesApart, hideBin, note, parseArgs, type Args } from './cli/args.js';
 import { CaptureSession, interfaceOf } from './cli/session.js';
 import { summarize } from './cli/summary.js';
@@ -205,7 +205,7 @@ function stopRun(session: CaptureSession, pool: LuaPool, sig: 'SIGINT' | 'SIGTER
   // reader as tcpdump's does, and a second Ctrl-C leaves at once.
   const stalls = sig === 'SIGTERM';
   notifyManager('STOPPING=1');
-  if (stalls) stdout.stallMs = stderr.stallMs = 1000;
+  if (stalls) stopWaitingForReaders();
   pool.abandon(stalls);
   session.halt();
 }
@@ -290,6 +290,9 @@ async function main(): Promise<number> {
   const session = new CaptureSession(args, checked.flags);
   const records = recordRelay();
   const pool = await startLua(args, checked, session, records.take);
+  // From here no write of this thread's waits in the kernel for a reader (the addon is loaded by now).
+  const n = nativeOrNull();
+  if (n?.writeNow && n.waitWritable && n.interrupts) writeWithoutWaiting({ writeNow: n.writeNow, waitWritable: n.waitWritable, interrupts: n.interrupts, heard: interruptsHeard });
   const filter = chooseFilter(args, checked, pool);
   session.pool = pool;
   session.filterExpr = filter.expr;

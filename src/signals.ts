@@ -9,6 +9,8 @@
 //   SIGHUP           reload the script and config.lua (src/vm/pool.ts reload()).
 //   SIGUSR1          reopen -w and json:FILE outputs (logrotate).
 let heard = 0;
+/** Of those, SIGTERMs. */
+let heardTerm = 0;
 let first: 'SIGINT' | 'SIGTERM' | null = null;
 let listener: ((sig: 'SIGINT' | 'SIGTERM') => void) | null = null;
 // How to leave at once: process.exit() until the command line gives one that
@@ -23,6 +25,7 @@ let onUsr1: (() => void) | null = null;
 
 function onSignal(sig: 'SIGINT' | 'SIGTERM'): void {
   heard++;
+  if (sig === 'SIGTERM') heardTerm++;
   // A second one: the user wants out now.
   if (heard > 1) {
     // Always one line: before the run is up there is only its start to abandon.
@@ -54,6 +57,11 @@ export function whenSignalled(fn: (sig: 'SIGINT' | 'SIGTERM') => void): void {
 
 export function signalled(): boolean {
   return heard > 0;
+}
+
+/** How many SIGINTs and SIGTERMs riff's handlers have acted on. */
+export function interruptsHeard(): [number, number] {
+  return [heard - heardTerm, heardTerm];
 }
 
 /** SIGHUP (reload) and SIGUSR1 (reopen): one that came before the run was up is acted on now. */

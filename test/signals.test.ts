@@ -238,3 +238,67 @@ test('--workers 2, SIGTERM, a stdout reader that stopped: every packet is counte
   const notProcessed = n(/^(\d+) packets not processed/m);
   assert.equal(processed + lost + notProcessed, 45, err);
 });
+
+/**
+ * riff's own thread writing to a reader that stopped reading: -w - or
+ * json:- records (the capture thread writes those, not a worker), stdout
+ * held by the test and never read; `sigs` sent once it is stuck.
+ */
+async function stalledCapture(sigs: NodeJS.Signals[], args: string[], gap = 300) {
+  const dir = tmpdir();
+  const file = path.join(dir, 'big.pcap');
+  const rec = Buffer.alloc(16 + 1000, 0x41);
+  rec.writeUInt32LE(1000, 8);
+  rec.writeUInt32LE(1000, 12);
+  fs.writeFileSync(file, Buffer.concat([pcapHeader(), ...Array.from({ length: 3000 }, (_, i) => (rec.writeUInt32LE(1_700_000_000 + i, 0), Buffer.from(rec)))]));
+  fs.writeFileSync(path.join(dir, 'rec.lua'), 'local s = ("R"):rep(2000)\nio.stderr:write("ready\\n")\nreturn { { push = function(self, p) riff.emit("r", { s = s }) return true end } }\n');
+  const child = spawn(process.execPath, [CLI, '-q', '--lua', path.join(dir, 'rec.lua'), '-r', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.pause();
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d));
+  const done = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const kill = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  await until(() => /ready/.test(err));
+  await new Promise((r) => setTimeout(r, 1500));
+  const t0 = Date.now();
+  let aliveAfterFirst = false;
+  for (const [i, sig] of sigs.entries()) {
+    if (i) {
+      await new Promise((r) => setTimeout(r, gap));
+      aliveAfterFirst ||= child.exitCode === null && child.signalCode === null;
+    }
+    child.kill(sig);
+  }
+  const code = await done;
+  clearTimeout(kill);
+  const ms = Date.now() - t0;
+  child.stdout!.destroy();
+  return { code, ms, err, aliveAfterFirst };
+}
+
+test("riff's own thread writing -w - to a reader that stopped reading: SIGTERM ends it a second later, the summary counts what was not written, exit 0", async () => {
+  const { code, ms, err } = await stalledCapture(['SIGTERM'], ['-w', '-']);
+  assert.equal(code, 0, err);
+  assert.ok(ms < 8000, `ended ${ms} ms after SIGTERM`);
+  assert.match(err, /^riff: -w -: its reader took nothing for 1 s after riff was told to stop writing standard output/m);
+  const m = /^(\d+) packets written to standard output, (\d+) not written: its reader took nothing for 1 s after riff was told to stop$/m.exec(err);
+  assert.ok(m, err);
+  assert.equal(Number(m[1]) + Number(m[2]), Number(/^(\d+) packets passed the filter$/m.exec(err)?.[1]), err);
+});
+
+test("riff's own thread writing json:- records to a reader that stopped reading: SIGTERM ends it a second later, the records counted as not written, exit 0", async () => {
+  const { code, ms, err } = await stalledCapture(['SIGTERM'], ['-o', 'json:-']);
+  assert.equal(code, 0, err);
+  assert.ok(ms < 8000, `ended ${ms} ms after SIGTERM`);
+  const m = /^output json:-: (\d+) written, (\d+) not written: standard output's reader took nothing after riff was told to stop$/m.exec(err);
+  assert.ok(m, err);
+  assert.equal(Number(m[1]) + Number(m[2]), Number(/^(\d+) records emitted$/m.exec(err)?.[1]), err);
+});
+
+test("riff's own thread writing -w - to a reader that stopped reading: one Ctrl-C waits for the reader as tcpdump does, a second leaves at once", async () => {
+  const { code, ms, err, aliveAfterFirst } = await stalledCapture(['SIGINT', 'SIGINT'], ['-w', '-'], 3000);
+  assert.ok(aliveAfterFirst, 'riff still waiting for its reader 3 s after the first Ctrl-C');
+  assert.equal(code, 130, err);
+  assert.ok(ms < 8000, `ended ${ms} ms after the first Ctrl-C`);
+  assert.match(err, /^riff: second interrupt: exiting now/m);
+});

@@ -48,6 +48,12 @@ export interface Native {
   notify?(state: string): boolean;
   /** The C library's free pages back to the system (malloc_trim); false where there is none. Missing in an addon built before it. */
   trimMemory?(): boolean;
+  /** SIGINT and SIGTERM received so far, counted in C as they arrive (the first call starts counting). Missing in an addon built before it. */
+  interrupts?(): [number, number];
+  /** Bytes of buffer[offset, offset+length) fd took without waiting, or -errno (-EAGAIN: no room now). */
+  writeNow?(fd: number, buffer: Uint8Array, offset: number, length: number): number;
+  /** Wait up to ms for fd to have room (or an error to report, or a signal). */
+  waitWritable?(fd: number, ms: number): void;
   /** pcap_findalldevs. */
   devices(): { name: string; description?: string; addresses: string[]; loopback: boolean; up: boolean; running: boolean }[];
 }

@@ -119,7 +119,7 @@ export class CaptureSession {
     // reader closes the script's stdout; the summary counts what was not written.
     if (e.readerClosed) return this.stdoutClosed();
     this.writerFailed = true;
-    this.outputFailed = true;
+    if (!e.stalled) this.outputFailed = true;
     note(e.message);
     this.halt();
   }

@@ -4,10 +4,136 @@
 // sink notes it and riff winds down quietly. Other errors are thrown with
 // bytesWritten: how much of this buffer went out before the error.
 import fs from 'node:fs';
+import { constants } from 'node:os';
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 /** At most this much per write(2): a reader taking 16 KiB a second is reading. */
 const PIECE = 16 << 10;
+/** After SIGTERM, a reader that takes nothing for this long is given up on (a worker's output too: pool.ts). */
+export const STALL_AFTER_SIGTERM_MS = 1000;
+
+/**
+ * How the capture thread writes (cli.ts hands it the addon's calls once the
+ * addon is loaded). Node hears SIGINT and SIGTERM on this thread's event
+ * loop, so a write(2) blocked on a reader that stopped reading held riff
+ * past SIGTERM, and past a second Ctrl-C, for as long as the reader slept.
+ * With these, no write waits in the kernel, and the wait for room counts
+ * the signals that came meanwhile. A worker's sinks never have them: a
+ * worker blocked writing is ended by the pool's watchdog, and riff leaves
+ * without joining its thread.
+ */
+export interface NoWait {
+  /** Bytes fd took without waiting, or -errno (-EAGAIN: no room now). */
+  writeNow(fd: number, buffer: Uint8Array, offset: number, length: number): number;
+  /** Wait up to ms for room (or an error to report, or a signal). */
+  waitWritable(fd: number, ms: number): void;
+  /** SIGINT and SIGTERM received so far, counted as they arrive. */
+  interrupts(): [number, number];
+  /** SIGINTs and SIGTERMs riff's handlers have acted on (src/signals.ts). */
+  heard(): [number, number];
+}
+let noWait: (NoWait & { base: [number, number] }) | null = null;
+
+export function writeWithoutWaiting(w: NoWait): void {
+  const counted = w.interrupts(); // starts the count: from here every interrupt is in it
+  const heard = w.heard();
+  noWait = { ...w, base: [heard[0] - counted[0], heard[1] - counted[1]] };
+}
+
+let errnoNames: Map<number, string> | null = null;
+/** -errno from writeNow as the error fs would have thrown. */
+function errnoError(errno: number, bytesWritten: number): NodeJS.ErrnoException {
+  errnoNames ??= new Map(Object.entries(constants.errno).map(([k, v]) => [v, k]));
+  const code = errnoNames.get(errno) ?? `E${errno}`;
+  return Object.assign(new Error(`${code}: write failed`), { code, errno: -errno, syscall: 'write', bytesWritten });
+}
+
+let short = '';
+let stallLimit = 0;
+
+/**
+ * Once riff has been told to stop by SIGTERM (a service manager; nobody to
+ * press twice), a reader that takes nothing for a second is given up on by
+ * every write of this thread: stdout, stderr, json:FILE, -w. Until then
+ * riff waits for its readers as long as they take (riff | less, Ctrl-C).
+ */
+export function stopWaitingForReaders(): void {
+  stallLimit = STALL_AFTER_SIGTERM_MS;
+}
+
+/** Why the last writeOut() took less than all: the reader, a signal; '' when it wrote all. */
+export function whyShort(): string {
+  return short;
+}
+
+/**
+ * buf[off, off + len) to fd, in pieces. All of it, unless the reader takes
+ * nothing for a second after riff was told to stop (stopWaitingForReaders,
+ * or, on the capture thread, a SIGTERM that came while it waited), or a
+ * second interrupt comes while it waits (riff's handlers then leave at
+ * once): then what it took (whyShort() says why). Errors are thrown with
+ * bytesWritten.
+ */
+export function writeOut(fd: number, buf: Uint8Array, off: number, len: number, onMove?: () => void): number {
+  short = '';
+  const stallMs = stallLimit;
+  const w = noWait;
+  let at = off;
+  let stalled = 0;
+  let termAt = 0;
+  while (at < off + len) {
+    const piece = Math.min(off + len - at, PIECE);
+    let n: number;
+    if (w) n = w.writeNow(fd, buf, at, piece);
+    else {
+      try {
+        n = fs.writeSync(fd, buf, at, piece);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') {
+          (e as { bytesWritten?: number }).bytesWritten = at - off;
+          throw e;
+        }
+        n = -constants.errno.EAGAIN;
+      }
+    }
+    if (n > 0) {
+      at += n;
+      stalled = 0;
+      onMove?.();
+      continue;
+    }
+    if (n < 0 && n !== -constants.errno.EAGAIN) throw errnoError(-n, at - off);
+    const now = Date.now();
+    stalled ||= now;
+    if (stallMs && now - stalled > stallMs) {
+      short = `its reader took nothing for ${(stallMs / 1000).toFixed(0)} s after riff was told to stop`;
+      break;
+    }
+    if (!w) {
+      // A non-blocking pipe is full (a worker's, or no addon): wait for the reader instead of dropping output.
+      Atomics.wait(sleeper, 0, 0, 1);
+      continue;
+    }
+    // Interrupts that came while this thread waited, which its handlers have not heard yet.
+    const [i, t] = w.interrupts();
+    const [hi, ht] = w.heard();
+    const ints = i + w.base[0] - hi;
+    const terms = t + w.base[1] - ht;
+    if (ints + terms > 0 && hi + ht + ints + terms >= 2) {
+      short = 'riff was interrupted a second time while its reader took nothing';
+      break; // riff's handlers leave at once
+    }
+    if (terms > 0) {
+      termAt ||= now;
+      if (now - Math.max(stalled, termAt) > STALL_AFTER_SIGTERM_MS) {
+        short = `its reader took nothing for ${(STALL_AFTER_SIGTERM_MS / 1000).toFixed(0)} s after riff was told to stop`;
+        break;
+      }
+    }
+    w.waitWritable(fd, 50);
+  }
+  return at - off;
+}
 
 export class FdSink {
   closed = false;
@@ -15,13 +141,7 @@ export class FdSink {
   onClose: (() => void) | null = null;
   /** Called after every write that took bytes (the watchdog's sign that output moves). */
   onMove: (() => void) | null = null;
-  /**
-   * How long a full pipe may take no bytes before the sink gives up (0:
-   * wait for the reader as long as it takes). Set once riff has been told
-   * to stop: a reader that stopped reading must not hold riff past SIGTERM.
-   */
-  stallMs = 0;
-  /** The reader took nothing for stallMs: what came after is counted, not written. */
+  /** The reader took nothing while riff was stopping (writeOut): what came after is counted, not written. */
   gaveUp = false;
   unwritten = 0;
 
@@ -32,37 +152,24 @@ export class FdSink {
       if (this.gaveUp) this.unwritten += buf.length;
       return;
     }
-    let off = 0;
-    let stalled = 0;
-    while (off < buf.length) {
-      try {
-        // In pieces: a blocking pipe's write returns only once all of it is
-        // taken, and each piece taken is a sign the reader reads (onMove).
-        off += fs.writeSync(this.fd, buf, off, Math.min(buf.length - off, PIECE));
-        stalled = 0;
-        this.onMove?.();
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'EAGAIN') {
-          // A non-blocking pipe is full: wait for the reader instead of dropping output.
-          if (!stalled) stalled = Date.now();
-          else if (this.stallMs && Date.now() - stalled > this.stallMs) {
-            this.unwritten += buf.length - off;
-            this.closed = this.gaveUp = true;
-            return;
-          }
-          Atomics.wait(sleeper, 0, 0, 1);
-          continue;
-        }
-        if (code === 'EPIPE' || code === 'EBADF' || code === 'ECONNRESET') {
-          this.closed = true;
-          this.onClose?.();
-          return;
-        }
-        // The caller may keep what went out whole (e.g. cut a file back to its last whole line).
-        (e as { bytesWritten?: number }).bytesWritten = off;
-        throw e;
+    let n: number;
+    try {
+      // In pieces: each piece taken is a sign the reader reads (onMove).
+      n = writeOut(this.fd, buf, 0, buf.length, this.onMove ?? undefined);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EPIPE' || code === 'EBADF' || code === 'ECONNRESET') {
+        this.closed = true;
+        this.onClose?.();
+        return;
       }
+      // The caller may keep what went out whole (e.g. cut a file back to its last whole line).
+      throw e;
+    }
+    if (n < buf.length) {
+      this.unwritten += buf.length - n;
+      this.closed = this.gaveUp = true;
+      return;
     }
     this.bytes += buf.length;
   }

@@ -31,7 +31,7 @@ import os from 'node:os';
 import { FdSink, stdout } from './fd-sink.js';
 import { floatText, setKey, utf8OrNull, type Fields, type RecordData, type Value } from './records.js';
 import type { OutputStats, RecordOutput } from './types.js';
-import { specError, errnoText, stillNames, Losses, OutputFault, STDOUT_CLOSED } from './types.js';
+import { specError, errnoText, stillNames, Losses, OutputFault, STDOUT_CLOSED, STDOUT_STALLED, READER_STALLED } from './types.js';
 
 const RESERVED = new Set(['ts', 'type', 'host']);
 const FLUSH_BYTES = 1 << 16;
@@ -195,7 +195,7 @@ export class JsonOutput implements RecordOutput {
     } catch (e) {
       this.fail(e, data, lines, start);
     }
-    if (this.sink.closed) this.losses.add(STDOUT_CLOSED, lines);
+    if (this.sink.closed) this.losses.add(this.sink.gaveUp ? (this.sink === stdout ? STDOUT_STALLED : READER_STALLED) : STDOUT_CLOSED, lines);
     else this.written += lines;
   }
 

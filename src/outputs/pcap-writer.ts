@@ -14,6 +14,7 @@
 
 import fs from 'node:fs';
 import { errnoText, stillNames } from './types.js';
+import { whyShort, writeOut } from './fd-sink.js';
 import { Batch, FLAG_ARRIVAL_TS, FLAG_FILTERED_OUT, HDR, align8 } from '../capture/batch.js';
 
 const FILE_HDR = 24;
@@ -115,10 +116,9 @@ export class PcapWriteError extends Error {
   cannotCreate = false;
   /** Why, in words (errno's text). */
   reason = '';
+  /** The reader took nothing while riff was stopping (fd-sink.ts writeOut): its choice, as a closed reader's, not a fault. */
+  stalled = false;
 }
-
-// Sleeping without a busy loop while a non-blocking stdout drains.
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 export class PcapWriter {
   readonly path: string;
@@ -396,45 +396,44 @@ export class PcapWriter {
       } catch {}
     }
     let off = 0;
-    while (off < n) {
-      try {
-        off += fs.writeSync(this.fd, b, off, n - off);
-      } catch (e) {
-        // stdout may be a non-blocking pipe shared with the event loop.
-        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
-          Atomics.wait(sleeper, 0, 0, 1);
-          continue;
-        }
-        // Cut the file back to what was whole before this write, so it stays readable.
-        if (start >= 0) {
-          try {
-            fs.ftruncateSync(this.fd, start);
-          } catch {}
-        }
-        // What went out before the error and was not cut back (a pipe) was
-        // written: the whole records in its first `off` bytes.
-        let delivered = 0;
-        for (let p = 0; start < 0 && p + REC_HDR <= off; delivered++) {
-          p += REC_HDR + b.readUInt32LE(p + 8);
-          if (p > off) break;
-        }
-        this.nWritten -= records - delivered;
-        this.nLost += records - delivered;
-        this.failure = errnoText(e);
-        this.closed = true;
-        if (this.ownsFd) {
-          try {
-            fs.closeSync(this.fd);
-          } catch {}
-        }
-        this.fd = -1;
-        const where = this.ownsFd ? this.current || this.path : 'standard output';
-        const err = new PcapWriteError(
-          `-w ${this.path}: ${this.failure} writing ${where}; the ${this.nWritten} packets written before are kept, the rest are counted as not written; free space or write elsewhere`,
-        );
-        err.readerClosed = (e as NodeJS.ErrnoException).code === 'EPIPE';
-        throw err;
+    let stalled = false;
+    try {
+      off = writeOut(this.fd, b, 0, n);
+      if (off === n) return;
+      stalled = true;
+      throw Object.assign(new Error(whyShort()), { bytesWritten: off });
+    } catch (e) {
+      off = (e as { bytesWritten?: number }).bytesWritten ?? 0;
+      // Cut the file back to what was whole before this write, so it stays readable.
+      if (start >= 0) {
+        try {
+          fs.ftruncateSync(this.fd, start);
+        } catch {}
       }
+      // What went out before the error and was not cut back (a pipe) was
+      // written: the whole records in its first `off` bytes.
+      let delivered = 0;
+      for (let p = 0; start < 0 && p + REC_HDR <= off; delivered++) {
+        p += REC_HDR + b.readUInt32LE(p + 8);
+        if (p > off) break;
+      }
+      this.nWritten -= records - delivered;
+      this.nLost += records - delivered;
+      this.failure = errnoText(e);
+      this.closed = true;
+      if (this.ownsFd) {
+        try {
+          fs.closeSync(this.fd);
+        } catch {}
+      }
+      this.fd = -1;
+      const where = this.ownsFd ? this.current || this.path : 'standard output';
+      const err = new PcapWriteError(
+        `-w ${this.path}: ${this.failure} writing ${where}; the ${this.nWritten} packets written before are kept, the rest are counted as not written${stalled ? '' : '; free space or write elsewhere'}`,
+      );
+      err.readerClosed = (e as NodeJS.ErrnoException).code === 'EPIPE';
+      err.stalled = stalled;
+      throw err;
     }
   }
 }

@@ -9,7 +9,7 @@
 // as records arrive.
 import { FdSink, stdout } from './fd-sink.js';
 import { escapeBytes, floatText, type RecordData, type Value } from './records.js';
-import { Losses, STDOUT_CLOSED, type OutputStats, type RecordOutput } from './types.js';
+import { Losses, STDOUT_CLOSED, STDOUT_STALLED, type OutputStats, type RecordOutput } from './types.js';
 
 function quote(s: string): string {
   if (s !== '' && !/[\s"=\x00-\x1f\x7f{}\[\],]/.test(s)) return s;
@@ -46,7 +46,7 @@ export class TextOutput implements RecordOutput {
   ) {}
   write(rec: RecordData): void {
     this.sink.text(textLine(rec));
-    if (this.sink.closed) this.losses.add(STDOUT_CLOSED);
+    if (this.sink.closed) this.losses.add(this.sink.gaveUp ? STDOUT_STALLED : STDOUT_CLOSED);
     else this.written++;
   }
   flush(): void {}

@@ -9,10 +9,12 @@
  *   0 sec lo, 4 sec hi, 8 nsec, 12 caplen, 16 wirelen, 20 linktype,
  *   24 iface, 28 flags, 32 packet id, 36 reserved; then caplen bytes, padded to 8.
  */
+#define _GNU_SOURCE /* pwritev2, RWF_NOWAIT */
 #include <node_api.h>
 #include <uv.h>
 #ifdef __GLIBC__
 #include <malloc.h>
+#include <limits.h>
 #endif
 #include <pcap/pcap.h>
 #include <stdint.h>
@@ -24,6 +26,12 @@
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <poll.h>
+#include <signal.h>
+#include <errno.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 
 #define HDR 40
@@ -1613,6 +1621,120 @@ static napi_value js_notify(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * The capture thread's writes (stdout, stderr, json:FILE, -w) must never
+ * block in the kernel: Node hears SIGINT and SIGTERM on that thread's event
+ * loop, and a write(2) to a reader that stopped reading would hold it, and
+ * riff, past SIGTERM (and past a second Ctrl-C) for as long as the reader
+ * sleeps. writeNow() takes what the descriptor takes without waiting;
+ * waitWritable() waits a bounded time for room; interrupts() counts the
+ * signals as they arrive, in C, so the JavaScript waiting for room knows of
+ * them before its event loop can run (src/outputs/fd-sink.ts).
+ */
+static atomic_uint interrupts_int, interrupts_term;
+static struct sigaction prior_int, prior_term;
+
+/* Counts, then hands the signal to the handler that was there (libuv's, which wakes Node's loop). */
+static void on_interrupt(int sig, siginfo_t *si, void *uc) {
+  int saved = errno;
+  atomic_fetch_add(sig == SIGINT ? &interrupts_int : &interrupts_term, 1);
+  struct sigaction *prior = sig == SIGINT ? &prior_int : &prior_term;
+  errno = saved;
+  if (prior->sa_flags & SA_SIGINFO) prior->sa_sigaction(sig, si, uc);
+  else if (prior->sa_handler != SIG_DFL && prior->sa_handler != SIG_IGN) prior->sa_handler(sig);
+}
+
+/* Put on_interrupt in front of the handler Node installed (riff's process.on, src/signals.ts); once. */
+static void watch_interrupt(int sig, struct sigaction *prior) {
+  struct sigaction now;
+  if (sigaction(sig, NULL, &now) != 0) return;
+  if ((now.sa_flags & SA_SIGINFO) && now.sa_sigaction == on_interrupt) return;
+  if (!(now.sa_flags & SA_SIGINFO) && (now.sa_handler == SIG_DFL || now.sa_handler == SIG_IGN)) return;
+  *prior = now;
+  struct sigaction sa = now;
+  sa.sa_sigaction = on_interrupt;
+  sa.sa_flags = now.sa_flags | SA_SIGINFO;
+  sigaction(sig, &sa, NULL);
+}
+
+/* interrupts() -> [SIGINT count, SIGTERM count]; the first call starts counting. */
+static napi_value js_interrupts(napi_env env, napi_callback_info info) {
+  (void)info;
+  static int watching = 0;
+  if (!watching) {
+    watching = 1;
+    watch_interrupt(SIGINT, &prior_int);
+    watch_interrupt(SIGTERM, &prior_term);
+  }
+  napi_value arr, v;
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_create_uint32(env, atomic_load(&interrupts_int), &v));
+  CHECK(napi_set_element(env, arr, 0, v));
+  CHECK(napi_create_uint32(env, atomic_load(&interrupts_term), &v));
+  CHECK(napi_set_element(env, arr, 1, v));
+  return arr;
+}
+
+/*
+ * writeNow(fd, buffer, offset, length) -> bytes written, or -errno (-EAGAIN:
+ * no room now). By what fd is: a socket, send() without waiting; a pipe,
+ * pwritev2's RWF_NOWAIT; a FIFO or terminal (no RWF_NOWAIT there), a write
+ * of at most PIPE_BUF bytes once poll() says there is room (the kernel then
+ * takes it whole without waiting, unless another writer to the same FIFO
+ * fills it in between); anything else (a file, /dev/null) a plain write,
+ * which waits for no reader.
+ */
+static napi_value js_write_now(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], out;
+  int32_t fd = -1;
+  int64_t off = 0, len = 0;
+  void *data = NULL;
+  size_t size = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_buffer_info(env, argv[1], &data, &size) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &off) != napi_ok || napi_get_value_int64(env, argv[3], &len) != napi_ok || off < 0 || len < 0 ||
+      (uint64_t)off + (uint64_t)len > size) {
+    napi_throw_type_error(env, NULL, "writeNow(fd, buffer, offset, length)");
+    return NULL;
+  }
+  const char *p = (const char *)data + off;
+  struct stat st;
+  ssize_t n;
+  if (fstat(fd, &st) != 0) n = -1;
+  else if (S_ISSOCK(st.st_mode)) n = send(fd, p, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+  else if (S_ISFIFO(st.st_mode) || (S_ISCHR(st.st_mode) && isatty(fd))) {
+    struct iovec v = {(void *)p, (size_t)len};
+    n = S_ISFIFO(st.st_mode) ? pwritev2(fd, &v, 1, -1, RWF_NOWAIT) : -1;
+    if (n < 0 && (!S_ISFIFO(st.st_mode) || errno == EOPNOTSUPP || errno == EINVAL)) {
+      struct pollfd pf = {fd, POLLOUT, 0};
+      int r = poll(&pf, 1, 0);
+      if (r > 0 && (pf.revents & POLLOUT)) n = write(fd, p, (size_t)(len < PIPE_BUF ? len : PIPE_BUF));
+      else if (r > 0) n = write(fd, p, 0 < len ? 1 : 0); /* POLLERR/POLLHUP: let write() say what it is (EPIPE) */
+      else {
+        n = -1;
+        errno = EAGAIN;
+      }
+    }
+  } else n = write(fd, p, (size_t)len);
+  if (n < 0 && errno == EWOULDBLOCK) errno = EAGAIN;
+  CHECK(napi_create_int64(env, n >= 0 ? (int64_t)n : -(int64_t)errno, &out));
+  return out;
+}
+
+/* waitWritable(fd, ms): until fd has room, an error to report, a signal, or ms have passed. */
+static napi_value js_wait_writable(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd = -1, ms = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc >= 1) napi_get_value_int32(env, argv[0], &fd);
+  if (argc >= 2) napi_get_value_int32(env, argv[1], &ms);
+  struct pollfd pf = {fd, POLLOUT, 0};
+  poll(&pf, 1, ms < 0 ? 0 : ms);
+  return NULL;
+}
+
+/*
  * exitNow(code): end the process at once, with code. riff writes its output
  * synchronously to its own descriptors, so nothing is left to flush when it
  * is called; process.exit() would first wait for V8's compiler threads to
@@ -1670,6 +1792,9 @@ NAPI_MODULE_INIT() {
       {"exitNow", NULL, js_exit_now, NULL, NULL, NULL, napi_enumerable, NULL},
       {"notify", NULL, js_notify, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimMemory", NULL, js_trim_memory, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"interrupts", NULL, js_interrupts, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"writeNow", NULL, js_write_now, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitWritable", NULL, js_wait_writable, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;
