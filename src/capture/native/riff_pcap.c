@@ -1700,6 +1700,7 @@ static napi_value js_write_now(napi_env env, napi_callback_info info) {
   const char *p = (const char *)data + off;
   struct stat st;
   ssize_t n;
+again:
   if (fstat(fd, &st) != 0) n = -1;
   else if (S_ISSOCK(st.st_mode)) n = send(fd, p, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
   else if (S_ISFIFO(st.st_mode) || (S_ISCHR(st.st_mode) && isatty(fd))) {
@@ -1716,6 +1717,7 @@ static napi_value js_write_now(napi_env env, napi_callback_info info) {
       }
     }
   } else n = write(fd, p, (size_t)len);
+  if (n < 0 && errno == EINTR) goto again; /* a signal came: it is counted; the write is not done */
   if (n < 0 && errno == EWOULDBLOCK) errno = EAGAIN;
   CHECK(napi_create_int64(env, n >= 0 ? (int64_t)n : -(int64_t)errno, &out));
   return out;
