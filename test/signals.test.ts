@@ -181,27 +181,37 @@ const LOUD = `local s = ("B"):rep(100 * 1024 - 1) .. "\\n"
 function setup() io.stderr:write("ready\\n") end
 function buffer(p) io.write(s) end`;
 
-/** riff printing 100 KB a packet to a stdout the test holds and never reads; `sig` once it is stuck. */
-async function stalled(sig: NodeJS.Signals, then?: (child: ReturnType<typeof spawn>) => Promise<void>, extra: string[] = []) {
-  const dir = tree({ 'loud.lua': LOUD });
-  const child = spawn(process.execPath, [CLI, '-q', ...extra, '--lua', path.join(dir, 'loud.lua'), '-r', path.join(FIXTURES, 'http.pcap')], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/**
+ * riff with `argv`, its stdout held by the test and never read; once the
+ * script has said "ready" on stderr and `settle` ms have passed, `then`
+ * signals it. Returns its exit code, the ms from the first signal to its
+ * end, and its stderr.
+ */
+async function stuck(argv: string[], settle: number, then: (child: ReturnType<typeof spawn>) => Promise<void>) {
+  const child = spawn(process.execPath, [CLI, '-q', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pause();
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d));
   const done = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   const kill = setTimeout(() => child.kill('SIGKILL'), 60_000);
   await until(() => /ready/.test(err));
-  await new Promise((r) => setTimeout(r, 1000));
+  await new Promise((r) => setTimeout(r, settle));
   const t0 = Date.now();
-  child.kill(sig);
-  await then?.(child);
+  await then(child);
   const code = await done;
   clearTimeout(kill);
   const ms = Date.now() - t0;
   child.stdout!.destroy();
   return { code, ms, err };
+}
+
+/** riff printing 100 KB a packet to a stdout the test holds and never reads; `sig` once it is stuck. */
+function stalled(sig: NodeJS.Signals, then?: (child: ReturnType<typeof spawn>) => Promise<void>, extra: string[] = []) {
+  const dir = tree({ 'loud.lua': LOUD });
+  return stuck([...extra, '--lua', path.join(dir, 'loud.lua'), '-r', path.join(FIXTURES, 'http.pcap')], 1000, async (child) => {
+    child.kill(sig);
+    await then?.(child);
+  });
 }
 
 test("Ctrl-C with a stdout reader that stopped reading: riff waits for the reader as tcpdump does, and a second Ctrl-C leaves at once", async () => {
@@ -252,28 +262,17 @@ async function stalledCapture(sigs: NodeJS.Signals[], args: string[], gap = 300)
   rec.writeUInt32LE(1000, 12);
   fs.writeFileSync(file, Buffer.concat([pcapHeader(), ...Array.from({ length: 3000 }, (_, i) => (rec.writeUInt32LE(1_700_000_000 + i, 0), Buffer.from(rec)))]));
   fs.writeFileSync(path.join(dir, 'rec.lua'), 'local s = ("R"):rep(2000)\nio.stderr:write("ready\\n")\nreturn { { push = function(self, p) riff.emit("r", { s = s }) return true end } }\n');
-  const child = spawn(process.execPath, [CLI, '-q', '--lua', path.join(dir, 'rec.lua'), '-r', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.pause();
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d));
-  const done = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  const kill = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  await until(() => /ready/.test(err));
-  await new Promise((r) => setTimeout(r, 1500));
-  const t0 = Date.now();
   let aliveAfterFirst = false;
-  for (const [i, sig] of sigs.entries()) {
-    if (i) {
-      await new Promise((r) => setTimeout(r, gap));
-      aliveAfterFirst ||= child.exitCode === null && child.signalCode === null;
+  const r = await stuck(['--lua', path.join(dir, 'rec.lua'), '-r', file, ...args], 1500, async (child) => {
+    for (const [i, sig] of sigs.entries()) {
+      if (i) {
+        await new Promise((res) => setTimeout(res, gap));
+        aliveAfterFirst ||= child.exitCode === null && child.signalCode === null;
+      }
+      child.kill(sig);
     }
-    child.kill(sig);
-  }
-  const code = await done;
-  clearTimeout(kill);
-  const ms = Date.now() - t0;
-  child.stdout!.destroy();
-  return { code, ms, err, aliveAfterFirst };
+  });
+  return { ...r, aliveAfterFirst };
 }
 
 test("riff's own thread writing -w - to a reader that stopped reading: SIGTERM ends it a second later, the summary counts what was not written, exit 0", async () => {
