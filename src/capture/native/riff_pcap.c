@@ -1706,7 +1706,7 @@ again:
   else if (S_ISFIFO(st.st_mode) || (S_ISCHR(st.st_mode) && isatty(fd))) {
     struct iovec v = {(void *)p, (size_t)len};
     n = S_ISFIFO(st.st_mode) ? pwritev2(fd, &v, 1, -1, RWF_NOWAIT) : -1;
-    if (n < 0 && (!S_ISFIFO(st.st_mode) || errno == EOPNOTSUPP || errno == EINVAL)) {
+    if (n < 0 && (!S_ISFIFO(st.st_mode) || errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS)) {
       struct pollfd pf = {fd, POLLOUT, 0};
       int r = poll(&pf, 1, 0);
       if (r > 0 && (pf.revents & POLLOUT)) n = write(fd, p, (size_t)(len < PIPE_BUF ? len : PIPE_BUF));
