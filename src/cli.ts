@@ -292,7 +292,8 @@ async function main(): Promise<number> {
   const pool = await startLua(args, checked, session, records.take);
   // From here no write of this thread's waits in the kernel for a reader (the addon is loaded by now).
   const n = nativeOrNull();
-  if (n?.writeNow && n.waitWritable && n.interrupts) writeWithoutWaiting({ writeNow: n.writeNow, waitWritable: n.waitWritable, interrupts: n.interrupts, heard: interruptsHeard });
+  if (n?.noWaitOpen && n.noWaitClose && n.writeNow && n.waitWritable && n.interrupts)
+    writeWithoutWaiting({ noWaitOpen: n.noWaitOpen, noWaitClose: n.noWaitClose, writeNow: n.writeNow, waitWritable: n.waitWritable, interrupts: n.interrupts, heard: interruptsHeard });
   const filter = chooseFilter(args, checked, pool);
   session.pool = pool;
   session.filterExpr = filter.expr;

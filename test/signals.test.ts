@@ -189,6 +189,9 @@ function buffer(p) io.write(s) end`;
  */
 async function stuck(argv: string[], settle: number, then: (child: ReturnType<typeof spawn>) => Promise<void>) {
   const child = spawn(process.execPath, [CLI, '-q', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // A listener from the start (Node would drain an unwatched stdout at the child's exit), paused: nothing is read until riff has ended.
+  const chunks: Buffer[] = [];
+  child.stdout!.on('data', (d: Buffer) => chunks.push(d));
   child.stdout!.pause();
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d));
@@ -201,8 +204,11 @@ async function stuck(argv: string[], settle: number, then: (child: ReturnType<ty
   const code = await done;
   clearTimeout(kill);
   const ms = Date.now() - t0;
-  child.stdout!.destroy();
-  return { code, ms, err };
+  // What riff wrote before it ended, read now.
+  const ended = new Promise((r) => child.stdout!.once('close', r));
+  child.stdout!.resume();
+  await ended;
+  return { code, ms, err, out: Buffer.concat(chunks) };
 }
 
 /** riff printing 100 KB a packet to a stdout the test holds and never reads; `sig` once it is stuck. */
@@ -276,21 +282,26 @@ async function stalledCapture(sigs: NodeJS.Signals[], args: string[], gap = 300)
 }
 
 test("riff's own thread writing -w - to a reader that stopped reading: SIGTERM ends it a second later, the summary counts what was not written, exit 0", async () => {
-  const { code, ms, err } = await stalledCapture(['SIGTERM'], ['-w', '-']);
+  const { code, ms, err, out } = await stalledCapture(['SIGTERM'], ['-w', '-']);
   assert.equal(code, 0, err);
   assert.ok(ms < 8000, `ended ${ms} ms after SIGTERM`);
-  assert.match(err, /^riff: -w -: its reader took nothing for 1 s after riff was told to stop writing standard output/m);
-  const m = /^(\d+) packets written to standard output, (\d+) not written: its reader took nothing for 1 s after riff was told to stop$/m.exec(err);
+  assert.match(err, /^riff: -w -: its reader took less than 16 KiB in a second after riff was told to stop writing standard output/m);
+  const m = /^(\d+) packets written to standard output, (\d+) not written: its reader took less than 16 KiB in a second after riff was told to stop$/m.exec(err);
   assert.ok(m, err);
+  // Written means whole in what the reader got: the header, then records, then at most part of one.
+  let whole = 0;
+  for (let p = 24; p + 16 <= out.length && p + 16 + out.readUInt32LE(p + 8) <= out.length; p += 16 + out.readUInt32LE(p + 8)) whole++;
+  assert.equal(Number(m[1]), whole);
   assert.equal(Number(m[1]) + Number(m[2]), Number(/^(\d+) packets passed the filter$/m.exec(err)?.[1]), err);
 });
 
 test("riff's own thread writing json:- records to a reader that stopped reading: SIGTERM ends it a second later, the records counted as not written, exit 0", async () => {
-  const { code, ms, err } = await stalledCapture(['SIGTERM'], ['-o', 'json:-']);
+  const { code, ms, err, out } = await stalledCapture(['SIGTERM'], ['-o', 'json:-']);
   assert.equal(code, 0, err);
   assert.ok(ms < 8000, `ended ${ms} ms after SIGTERM`);
-  const m = /^output json:-: (\d+) written, (\d+) not written: standard output's reader took nothing after riff was told to stop$/m.exec(err);
+  const m = /^output json:-: (\d+) written, (\d+) not written: standard output's reader took less than 16 KiB in a second after riff was told to stop$/m.exec(err);
   assert.ok(m, err);
+  assert.equal(Number(m[1]), out.toString('latin1').split('\n').length - 1, 'written: the whole lines the reader got');
   assert.equal(Number(m[1]) + Number(m[2]), Number(/^(\d+) records emitted$/m.exec(err)?.[1]), err);
 });
 
@@ -300,4 +311,28 @@ test("riff's own thread writing -w - to a reader that stopped reading: one Ctrl-
   assert.equal(code, 130, err);
   assert.ok(ms < 8000, `ended ${ms} ms after the first Ctrl-C`);
   assert.match(err, /^riff: second interrupt: exiting now/m);
+});
+
+test('-w to a FIFO whose reader stopped reading: SIGTERM ends riff a second later, and the packets counted as written are the whole ones the reader gets', async () => {
+  const dir = tmpdir();
+  const fifo = path.join(dir, 'out.fifo');
+  execFileSync('mkfifo', [fifo]);
+  // The reader opens the FIFO (so riff's open for writing goes through) and reads nothing until riff has ended.
+  const rfd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  try {
+    const { code, ms, err } = await stalledCapture(['SIGTERM'], ['-w', fifo]);
+    assert.equal(code, 0, err);
+    assert.ok(ms < 8000, `ended ${ms} ms after SIGTERM`);
+    const m = new RegExp(`^(\\d+) packets written to ${fifo.replace(/[.]/g, '\\.')}, (\\d+) not written: its reader took less than 16 KiB in a second after riff was told to stop$`, 'm').exec(err);
+    assert.ok(m, err);
+    const chunks: Buffer[] = [];
+    const b = Buffer.alloc(1 << 16);
+    for (let n; (n = fs.readSync(rfd, b)) > 0; ) chunks.push(Buffer.from(b.subarray(0, n)));
+    const out = Buffer.concat(chunks);
+    let whole = 0;
+    for (let p = 24; p + 16 <= out.length && p + 16 + out.readUInt32LE(p + 8) <= out.length; p += 16 + out.readUInt32LE(p + 8)) whole++;
+    assert.equal(Number(m[1]), whole);
+  } finally {
+    fs.closeSync(rfd);
+  }
 });

@@ -50,8 +50,11 @@ export interface Native {
   trimMemory?(): boolean;
   /** SIGINT and SIGTERM received so far, counted in C as they arrive (the first call starts counting). Missing in an addon built before it. */
   interrupts?(): [number, number];
-  /** Bytes of buffer[offset, offset+length) fd took without waiting, or -errno (-EAGAIN: no room now). */
-  writeNow?(fd: number, buffer: Uint8Array, offset: number, length: number): number;
+  /** How to write to fd without waiting: [how, the descriptor to write to] (fd, or a twin with O_NONBLOCK to close with noWaitClose). */
+  noWaitOpen?(fd: number): [number, number];
+  noWaitClose?(wfd: number): void;
+  /** Bytes of buffer[offset, offset+length) wfd took without waiting, or -errno (-EAGAIN: no room now). */
+  writeNow?(wfd: number, buffer: Uint8Array, offset: number, length: number, how: number): number;
   /** Wait up to ms for fd to have room (or an error to report, or a signal). */
   waitWritable?(fd: number, ms: number): void;
   /** pcap_findalldevs. */

@@ -23,8 +23,12 @@ export const STALL_AFTER_SIGTERM_MS = 1000;
  * without joining its thread.
  */
 export interface NoWait {
-  /** Bytes fd took without waiting, or -errno (-EAGAIN: no room now). */
-  writeNow(fd: number, buffer: Uint8Array, offset: number, length: number): number;
+  /** How to write to fd without waiting: [how, the descriptor to write to] (a twin with O_NONBLOCK for a pipe, FIFO or terminal). */
+  noWaitOpen(fd: number): [number, number];
+  /** A twin noWaitOpen opened. */
+  noWaitClose(wfd: number): void;
+  /** Bytes wfd took without waiting, or -errno (-EAGAIN: no room now). */
+  writeNow(wfd: number, buffer: Uint8Array, offset: number, length: number, how: number): number;
   /** Wait up to ms for room (or an error to report, or a signal). */
   waitWritable(fd: number, ms: number): void;
   /** SIGINT and SIGTERM received so far, counted as they arrive. */
@@ -48,91 +52,115 @@ function errnoError(errno: number, bytesWritten: number): NodeJS.ErrnoException 
   return Object.assign(new Error(`${code}: write failed`), { code, errno: -errno, syscall: 'write', bytesWritten });
 }
 
-let short = '';
-let stallLimit = 0;
+/** When riff was told to stop by SIGTERM, as its handler heard it (0: not yet). */
+let stoppedAt = 0;
 
 /**
  * Once riff has been told to stop by SIGTERM (a service manager; nobody to
- * press twice), a reader that takes nothing for a second is given up on by
- * every write of this thread: stdout, stderr, json:FILE, -w. Until then
+ * press twice), every writer of this thread gives up on a reader that takes
+ * less than 16 KiB in a second: stdout, stderr, json:FILE, -w. Until then
  * riff waits for its readers as long as they take (riff | less, Ctrl-C).
  */
 export function stopWaitingForReaders(): void {
-  stallLimit = STALL_AFTER_SIGTERM_MS;
-}
-
-/** Why the last writeOut() took less than all: the reader, a signal; '' when it wrote all. */
-export function whyShort(): string {
-  return short;
+  stoppedAt ||= Date.now();
 }
 
 /**
- * buf[off, off + len) to fd, in pieces. All of it, unless the reader takes
- * nothing for a second after riff was told to stop (stopWaitingForReaders,
- * or, on the capture thread, a SIGTERM that came while it waited), or a
- * second interrupt comes while it waits (riff's handlers then leave at
- * once): then what it took (whyShort() says why). Errors are thrown with
- * bytesWritten.
+ * Writes to one descriptor, for its owner (FdSink, PcapWriter), who calls
+ * release() before closing it. On the capture thread (writeWithoutWaiting)
+ * none of its writes waits in the kernel; elsewhere (a worker, no addon)
+ * they are fs.writeSync's.
  */
-export function writeOut(fd: number, buf: Uint8Array, off: number, len: number, onMove?: () => void): number {
+export class FdWriter {
+  private how = -1;
+  private wfd: number;
+  /** While the reader is slow: when riff began waiting on it without 16 KiB taken since, and how much it took meanwhile. */
+  private slowSince = 0;
+  private slowTaken = 0;
+  /** Why the last write() took less than all: the reader, a signal; '' when it wrote all. */
   short = '';
-  const stallMs = stallLimit;
-  const w = noWait;
-  let at = off;
-  let stalled = 0;
-  let termAt = 0;
-  while (at < off + len) {
-    const piece = Math.min(off + len - at, PIECE);
-    let n: number;
-    if (w) n = w.writeNow(fd, buf, at, piece);
-    else {
-      try {
-        n = fs.writeSync(fd, buf, at, piece);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') {
-          (e as { bytesWritten?: number }).bytesWritten = at - off;
-          throw e;
+
+  constructor(readonly fd: number) {
+    this.wfd = fd;
+  }
+
+  /**
+   * buf[off, off + len), in pieces. All of it, unless the reader takes less
+   * than 16 KiB in a second after riff was told to stop
+   * (stopWaitingForReaders, or, on the capture thread, a SIGTERM that came
+   * while it waited), or a second interrupt comes while it waits (riff's
+   * handlers then leave at once): then what it took (`short` says why).
+   * Errors are thrown with bytesWritten.
+   */
+  write(buf: Uint8Array, off: number, len: number, onMove?: () => void): number {
+    this.short = '';
+    const w = noWait;
+    if (w && this.how < 0) [this.how, this.wfd] = w.noWaitOpen(this.fd);
+    let at = off;
+    let waited = false;
+    let termAt = 0;
+    while (at < off + len) {
+      const piece = Math.min(off + len - at, PIECE);
+      let n: number;
+      if (w) n = w.writeNow(this.wfd, buf, at, piece, this.how);
+      else {
+        try {
+          n = fs.writeSync(this.fd, buf, at, piece);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') {
+            (e as { bytesWritten?: number }).bytesWritten = at - off;
+            throw e;
+          }
+          n = -constants.errno.EAGAIN;
         }
-        n = -constants.errno.EAGAIN;
       }
-    }
-    if (n > 0) {
-      at += n;
-      stalled = 0;
-      onMove?.();
-      continue;
-    }
-    if (n < 0 && n !== -constants.errno.EAGAIN) throw errnoError(-n, at - off);
-    const now = Date.now();
-    stalled ||= now;
-    if (stallMs && now - stalled > stallMs) {
-      short = `its reader took nothing for ${(stallMs / 1000).toFixed(0)} s after riff was told to stop`;
-      break;
-    }
-    if (!w) {
-      // A non-blocking pipe is full (a worker's, or no addon): wait for the reader instead of dropping output.
-      Atomics.wait(sleeper, 0, 0, 1);
-      continue;
-    }
-    // Interrupts that came while this thread waited, which its handlers have not heard yet.
-    const [i, t] = w.interrupts();
-    const [hi, ht] = w.heard();
-    const ints = i + w.base[0] - hi;
-    const terms = t + w.base[1] - ht;
-    if (ints + terms > 0 && hi + ht + ints + terms >= 2) {
-      short = 'riff was interrupted a second time while its reader took nothing';
-      break; // riff's handlers leave at once
-    }
-    if (terms > 0) {
-      termAt ||= now;
-      if (now - Math.max(stalled, termAt) > STALL_AFTER_SIGTERM_MS) {
-        short = `its reader took nothing for ${(STALL_AFTER_SIGTERM_MS / 1000).toFixed(0)} s after riff was told to stop`;
+      if (n > 0) {
+        at += n;
+        onMove?.();
+        if (this.slowSince && (this.slowTaken += n) >= PIECE) {
+          this.slowSince = Date.now(); // 16 KiB in this period: the reader reads
+          this.slowTaken = 0;
+        }
+        continue;
+      }
+      if (n < 0 && n !== -constants.errno.EAGAIN) throw errnoError(-n, at - off);
+      const now = Date.now();
+      waited = true;
+      this.slowSince ||= now;
+      if (!w) {
+        // A non-blocking pipe is full (a worker's, or no addon): wait for the reader instead of dropping output.
+        Atomics.wait(sleeper, 0, 0, 1);
+        continue;
+      }
+      // Interrupts that came while this thread waited, which its handlers have not heard yet.
+      const [i, t] = w.interrupts();
+      const [hi, ht] = w.heard();
+      const ints = i + w.base[0] - hi;
+      const terms = t + w.base[1] - ht;
+      if (ints + terms > 0 && hi + ht + ints + terms >= 2) {
+        this.short = 'riff was interrupted a second time while its reader took nothing';
+        break; // riff's handlers leave at once
+      }
+      // From the signal on, the reader has a second to take 16 KiB.
+      if (terms > 0) termAt ||= now;
+      const from = stoppedAt || termAt;
+      if (from && now - Math.max(this.slowSince, from) > STALL_AFTER_SIGTERM_MS) {
+        this.short = 'its reader took less than 16 KiB in a second after riff was told to stop';
         break;
       }
+      w.waitWritable(this.wfd, 50);
     }
-    w.waitWritable(fd, 50);
+    // A write that never waited: the reader keeps up.
+    if (!waited) this.slowSince = this.slowTaken = 0;
+    return at - off;
   }
-  return at - off;
+
+  /** Before the owner closes fd. */
+  release(): void {
+    if (noWait && this.wfd !== this.fd) noWait.noWaitClose(this.wfd);
+    this.wfd = this.fd;
+    this.how = -1;
+  }
 }
 
 export class FdSink {
@@ -141,27 +169,31 @@ export class FdSink {
   onClose: (() => void) | null = null;
   /** Called after every write that took bytes (the watchdog's sign that output moves). */
   onMove: (() => void) | null = null;
-  /** The reader took nothing while riff was stopping (writeOut): what came after is counted, not written. */
+  /** The reader took too little while riff was stopping (FdWriter): what came after is counted, not written. */
   gaveUp = false;
   unwritten = 0;
+  private readonly out: FdWriter;
 
-  constructor(readonly fd: number) {}
+  constructor(readonly fd: number) {
+    this.out = new FdWriter(fd);
+  }
 
-  write(buf: Uint8Array): void {
+  /** How much of buf went out: all of it, or less once the reader went away or was given up on (closed). */
+  write(buf: Uint8Array): number {
     if (this.closed) {
       if (this.gaveUp) this.unwritten += buf.length;
-      return;
+      return 0;
     }
     let n: number;
     try {
       // In pieces: each piece taken is a sign the reader reads (onMove).
-      n = writeOut(this.fd, buf, 0, buf.length, this.onMove ?? undefined);
+      n = this.out.write(buf, 0, buf.length, this.onMove ?? undefined);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EPIPE' || code === 'EBADF' || code === 'ECONNRESET') {
         this.closed = true;
         this.onClose?.();
-        return;
+        return (e as { bytesWritten?: number }).bytesWritten ?? 0;
       }
       // The caller may keep what went out whole (e.g. cut a file back to its last whole line).
       throw e;
@@ -169,13 +201,18 @@ export class FdSink {
     if (n < buf.length) {
       this.unwritten += buf.length - n;
       this.closed = this.gaveUp = true;
-      return;
     }
-    this.bytes += buf.length;
+    this.bytes += n;
+    return n;
   }
 
-  text(s: string): void {
-    this.write(Buffer.from(s, 'utf8'));
+  text(s: string): number {
+    return this.write(Buffer.from(s, 'utf8'));
+  }
+
+  /** Before the owner closes fd (a json:FILE reopened or closed). */
+  release(): void {
+    this.out.release();
   }
 }
 

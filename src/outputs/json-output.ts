@@ -190,13 +190,16 @@ export class JsonOutput implements RecordOutput {
         start = fs.fstatSync(this.fd).size;
       } catch {}
     }
+    let n = 0;
     try {
-      this.sink.write(data);
+      n = this.sink.write(data);
     } catch (e) {
       this.fail(e, data, lines, start);
     }
-    if (this.sink.closed) this.losses.add(this.sink.gaveUp ? (this.sink === stdout ? STDOUT_STALLED : READER_STALLED) : STDOUT_CLOSED, lines);
-    else this.written += lines;
+    // The lines that went out whole are written; a reader given up on or gone took only part of the rest.
+    const whole = n === data.length ? lines : wholeLines(data, n);
+    this.written += whole;
+    if (whole < lines) this.losses.add(this.sink.gaveUp ? (this.sink === stdout ? STDOUT_STALLED : READER_STALLED) : STDOUT_CLOSED, lines - whole);
   }
 
   private fail(e: unknown, data: Buffer, lines: number, start: number): never {
@@ -211,8 +214,7 @@ export class JsonOutput implements RecordOutput {
         keep = 0; // what is there stays; count nothing of it as written
       }
     }
-    let whole = 0;
-    for (let i = data.indexOf(10); i >= 0 && i < keep; i = data.indexOf(10, i + 1)) whole++;
+    const whole = wholeLines(data, keep);
     this.written += whole;
     const what = errnoText(e);
     this.failure = what;
@@ -240,6 +242,7 @@ export class JsonOutput implements RecordOutput {
     } catch (e) {
       throw specError(this.spec, `cannot reopen ${this.target} (${(e as Error).message}); still writing to the file opened before`);
     }
+    this.sink.release();
     fs.closeSync(this.fd);
     this.fd = fd;
     this.sink = new FdSink(fd);
@@ -254,11 +257,21 @@ export class JsonOutput implements RecordOutput {
       this.closed = true;
       clearInterval(this.timer);
       process.off('exit', this.onExit);
-      if (this.fd !== null) fs.closeSync(this.fd);
+      if (this.fd !== null) {
+        this.sink.release();
+        fs.closeSync(this.fd);
+      }
     }
   }
 
   stats(): OutputStats {
     return { written: this.written, dropped: this.losses.total, queued: this.pending.length, lost: this.losses.record() };
   }
+}
+
+/** The lines (each ending in \n) whole within data's first n bytes. */
+function wholeLines(data: Buffer, n: number): number {
+  let whole = 0;
+  for (let i = data.indexOf(10); i >= 0 && i < n; i = data.indexOf(10, i + 1)) whole++;
+  return whole;
 }

@@ -14,7 +14,7 @@
 
 import fs from 'node:fs';
 import { errnoText, stillNames } from './types.js';
-import { whyShort, writeOut } from './fd-sink.js';
+import { FdWriter } from './fd-sink.js';
 import { Batch, FLAG_ARRIVAL_TS, FLAG_FILTERED_OUT, HDR, align8 } from '../capture/batch.js';
 
 const FILE_HDR = 24;
@@ -116,7 +116,7 @@ export class PcapWriteError extends Error {
   cannotCreate = false;
   /** Why, in words (errno's text). */
   reason = '';
-  /** The reader took nothing while riff was stopping (fd-sink.ts writeOut): its choice, as a closed reader's, not a fault. */
+  /** The reader took too little while riff was stopping (fd-sink.ts FdWriter): its choice, as a closed reader's, not a fault. */
   stalled = false;
 }
 
@@ -136,6 +136,8 @@ export class PcapWriter {
   private nLost = 0;
   /** Why the writer stopped, once it has. */
   failure: string | null = null;
+  /** Writes to fd (stdout's, or the current file's). */
+  private out: FdWriter | null = null;
 
   /** `path` '-' writes to stdout (left open by close()). */
   constructor(path: string, linktype: number, snaplenOrOptions: number | PcapWriterOptions = {}) {
@@ -209,7 +211,7 @@ export class PcapWriter {
   /** -C/-G: the next file of the rotation. */
   private next(name: string, t: number): void {
     this.flush();
-    fs.closeSync(this.fd);
+    this.closeFd(this.fd);
     this.fd = -1;
     this.openOrStop(name, t);
   }
@@ -360,7 +362,7 @@ export class PcapWriter {
       this.open(this.current, this.gTime);
     } finally {
       // Created (or its header failed, the writer then ended): the moved file is done with.
-      if (this.fd !== old) fs.closeSync(old);
+      if (this.fd !== old) this.closeFd(old);
     }
     return true;
   }
@@ -374,7 +376,7 @@ export class PcapWriter {
     try {
       this.flush();
     } finally {
-      if (this.ownsFd && this.fd >= 0) fs.closeSync(this.fd);
+      if (this.ownsFd && this.fd >= 0) this.closeFd(this.fd);
       this.fd = -1;
     }
   }
@@ -387,21 +389,33 @@ export class PcapWriter {
     if (n > 0) this.writeAll(this.buf, n, records);
   }
 
+  /** Close one of its files (not stdout), and what writes to it. */
+  private closeFd(fd: number): void {
+    if (this.out?.fd === fd) {
+      this.out.release();
+      this.out = null;
+    }
+    fs.closeSync(fd);
+  }
+
   /** Write n bytes holding `records` whole records (the file header counts as none). */
   private writeAll(b: Buffer, n: number, records: number): void {
+    // A file is cut back to what was whole before this write on an error; a FIFO cannot be.
     let start = -1;
     if (this.ownsFd) {
       try {
-        start = fs.fstatSync(this.fd).size;
+        const st = fs.fstatSync(this.fd);
+        if (st.isFile()) start = st.size;
       } catch {}
     }
+    if (this.out?.fd !== this.fd) this.out = new FdWriter(this.fd);
     let off = 0;
     let stalled = false;
     try {
-      off = writeOut(this.fd, b, 0, n);
+      off = this.out.write(b, 0, n);
       if (off === n) return;
       stalled = true;
-      throw Object.assign(new Error(whyShort()), { bytesWritten: off });
+      throw Object.assign(new Error(this.out.short), { bytesWritten: off });
     } catch (e) {
       off = (e as { bytesWritten?: number }).bytesWritten ?? 0;
       // Cut the file back to what was whole before this write, so it stays readable.
@@ -423,7 +437,7 @@ export class PcapWriter {
       this.closed = true;
       if (this.ownsFd) {
         try {
-          fs.closeSync(this.fd);
+          this.closeFd(this.fd);
         } catch {}
       }
       this.fd = -1;

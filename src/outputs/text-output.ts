@@ -45,9 +45,9 @@ export class TextOutput implements RecordOutput {
     private readonly sink: FdSink = stdout,
   ) {}
   write(rec: RecordData): void {
-    this.sink.text(textLine(rec));
-    if (this.sink.closed) this.losses.add(this.sink.gaveUp ? STDOUT_STALLED : STDOUT_CLOSED);
-    else this.written++;
+    const line = Buffer.from(textLine(rec), 'utf8');
+    if (this.sink.write(line) === line.length) this.written++;
+    else this.losses.add(this.sink.gaveUp ? STDOUT_STALLED : STDOUT_CLOSED);
   }
   flush(): void {}
   close(): void {}

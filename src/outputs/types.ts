@@ -63,10 +63,10 @@ export class Losses {
 
 /** The loss reason when the reader of stdout went away (riff | head): counted, but the reader's choice, not a fault. */
 export const STDOUT_CLOSED = 'standard output was closed';
-/** The loss reason when stdout's reader took nothing while riff was stopping (src/outputs/fd-sink.ts writeOut): not a fault either. */
-export const STDOUT_STALLED = "standard output's reader took nothing after riff was told to stop";
+/** The loss reason when stdout's reader took too little while riff was stopping (src/outputs/fd-sink.ts FdWriter): not a fault either. */
+export const STDOUT_STALLED = "standard output's reader took less than 16 KiB in a second after riff was told to stop";
 /** The same for a FIFO named by json:FILE. */
-export const READER_STALLED = 'its reader took nothing after riff was told to stop';
+export const READER_STALLED = 'its reader took less than 16 KiB in a second after riff was told to stop';
 
 /** One record this output cannot hold; the output counted it and carries on. */
 export class RecordRefused extends Error {}

@@ -32,6 +32,7 @@
 #include <signal.h>
 #include <errno.h>
 #include <stdatomic.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 
 #define HDR 40
@@ -1675,50 +1676,98 @@ static napi_value js_interrupts(napi_env env, napi_callback_info info) {
 }
 
 /*
- * writeNow(fd, buffer, offset, length) -> bytes written, or -errno (-EAGAIN:
- * no room now). By what fd is: a socket, send() without waiting; a pipe,
- * pwritev2's RWF_NOWAIT; a FIFO or terminal (no RWF_NOWAIT there), a write
- * of at most PIPE_BUF bytes once poll() says there is room (the kernel then
- * takes it whole without waiting, unless another writer to the same FIFO
- * fills it in between); anything else (a file, /dev/null) a plain write,
- * which waits for no reader.
+ * noWaitOpen(fd) -> [how, wfd]: how to write to fd without waiting, found
+ * once per descriptor (its owner keeps the answer, src/outputs/fd-sink.ts
+ * FdWriter). A pipe, FIFO or terminal gets a description of its own with
+ * O_NONBLOCK (reopened through /proc/self/fd: the flag on the shared one
+ * would change it for the shell and the other processes that share it):
+ * how 0 and that descriptor, closed with noWaitClose. Without one (a FIFO
+ * with no reader at this moment, no /proc): a pipe or FIFO is written with
+ * pwritev2's RWF_NOWAIT (2), else, and where the kernel lacks that, a
+ * write of at most PIPE_BUF bytes once poll() says there is room (3: the
+ * kernel then takes a pipe's whole, unless another writer fills it in
+ * between). A socket: send() with MSG_DONTWAIT (1). Anything else (a file,
+ * /dev/null) waits for no reader: a plain write (0, fd itself).
  */
-static napi_value js_write_now(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4], out;
+static napi_value js_no_wait_open(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], arr, v;
   int32_t fd = -1;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc >= 1) napi_get_value_int32(env, argv[0], &fd);
+  int how = 0, wfd = fd;
+  struct stat st;
+  if (fstat(fd, &st) == 0) {
+    if (S_ISSOCK(st.st_mode)) how = 1;
+    else if (S_ISFIFO(st.st_mode) || (S_ISCHR(st.st_mode) && isatty(fd))) {
+      int fl = fcntl(fd, F_GETFL);
+      if (fl >= 0 && (fl & O_NONBLOCK)) how = 0;
+      else {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        int twin = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (twin >= 0) wfd = twin;
+        else how = S_ISFIFO(st.st_mode) ? 2 : 3;
+      }
+    }
+  }
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_create_int32(env, how, &v));
+  CHECK(napi_set_element(env, arr, 0, v));
+  CHECK(napi_create_int32(env, wfd, &v));
+  CHECK(napi_set_element(env, arr, 1, v));
+  return arr;
+}
+
+/* noWaitClose(wfd): a descriptor noWaitOpen opened. */
+static napi_value js_no_wait_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc >= 1 && napi_get_value_int32(env, argv[0], &fd) == napi_ok && fd > 2) close(fd);
+  return NULL;
+}
+
+/* writeNow(wfd, buffer, offset, length, how) -> bytes written, or -errno (-EAGAIN: no room now). */
+static napi_value js_write_now(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5], out;
+  int32_t fd = -1, how = 0;
   int64_t off = 0, len = 0;
   void *data = NULL;
   size_t size = 0;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_buffer_info(env, argv[1], &data, &size) != napi_ok ||
-      napi_get_value_int64(env, argv[2], &off) != napi_ok || napi_get_value_int64(env, argv[3], &len) != napi_ok || off < 0 || len < 0 ||
-      (uint64_t)off + (uint64_t)len > size) {
-    napi_throw_type_error(env, NULL, "writeNow(fd, buffer, offset, length)");
+  if (argc < 5 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_buffer_info(env, argv[1], &data, &size) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &off) != napi_ok || napi_get_value_int64(env, argv[3], &len) != napi_ok ||
+      napi_get_value_int32(env, argv[4], &how) != napi_ok || off < 0 || len < 0 || (uint64_t)off + (uint64_t)len > size) {
+    napi_throw_type_error(env, NULL, "writeNow(wfd, buffer, offset, length, how)");
     return NULL;
   }
   const char *p = (const char *)data + off;
-  struct stat st;
   ssize_t n;
-again:
-  if (fstat(fd, &st) != 0) n = -1;
-  else if (S_ISSOCK(st.st_mode)) n = send(fd, p, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
-  else if (S_ISFIFO(st.st_mode) || (S_ISCHR(st.st_mode) && isatty(fd))) {
-    struct iovec v = {(void *)p, (size_t)len};
-    n = S_ISFIFO(st.st_mode) ? pwritev2(fd, &v, 1, -1, RWF_NOWAIT) : -1;
-    if (n < 0 && (!S_ISFIFO(st.st_mode) || errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS)) {
+  for (;;) {
+    if (how == 1) n = send(fd, p, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    else if (how == 2) {
+      struct iovec v = {(void *)p, (size_t)len};
+      n = pwritev2(fd, &v, 1, -1, RWF_NOWAIT);
+      if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS)) how = 3;
+      else break;
+      continue;
+    } else if (how == 3) {
       struct pollfd pf = {fd, POLLOUT, 0};
       int r = poll(&pf, 1, 0);
       if (r > 0 && (pf.revents & POLLOUT)) n = write(fd, p, (size_t)(len < PIPE_BUF ? len : PIPE_BUF));
-      else if (r > 0) n = write(fd, p, 0 < len ? 1 : 0); /* POLLERR/POLLHUP: let write() say what it is (EPIPE) */
+      else if (r > 0) n = write(fd, p, len > 0 ? 1 : 0); /* POLLERR/POLLHUP: write() says what it is (EPIPE) */
       else {
         n = -1;
-        errno = EAGAIN;
+        errno = r < 0 ? errno : EAGAIN;
       }
-    }
-  } else n = write(fd, p, (size_t)len);
-  if (n < 0 && errno == EINTR) goto again; /* a signal came: it is counted; the write is not done */
-  if (n < 0 && errno == EWOULDBLOCK) errno = EAGAIN;
+    } else n = write(fd, p, (size_t)len);
+    if (n < 0 && errno == EINTR) continue; /* a signal came: it is counted; the write is not done */
+    break;
+  }
+  if (n < 0 && (errno == EWOULDBLOCK || errno == EINTR)) errno = EAGAIN;
   CHECK(napi_create_int64(env, n >= 0 ? (int64_t)n : -(int64_t)errno, &out));
   return out;
 }
@@ -1795,6 +1844,8 @@ NAPI_MODULE_INIT() {
       {"notify", NULL, js_notify, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimMemory", NULL, js_trim_memory, NULL, NULL, NULL, napi_enumerable, NULL},
       {"interrupts", NULL, js_interrupts, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"noWaitOpen", NULL, js_no_wait_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"noWaitClose", NULL, js_no_wait_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeNow", NULL, js_write_now, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitWritable", NULL, js_wait_writable, NULL, NULL, NULL, napi_enumerable, NULL},
   };
