@@ -237,7 +237,13 @@ test('every packet is accounted for when Lua cannot keep up: a slow plugin on a 
   const errors = n(/^(\d+) Lua errors/m);
   const early = n(/^(\d+) packets not processed \(stopped early\)$/m);
   assert.equal(received, N, `what was sent is what the kernel's filter received\n${res.stderr}`);
-  assert.ok(kernel > 0, `kernel drops reported\n${res.stderr}`);
+  // One worker: the capture waits for room in its ring, so the kernel's buffer fills and drops.
+  // With several (RIFF_WORKERS=2) that holds for worker 0's ring only; a flow that hashes to
+  // another worker whose ring is full is dropped at the ring (README: "Ring drops then remain
+  // only with --workers N ..."), and the kernel drops only if the capture thread itself falls
+  // behind the flood. Either way the losses are counted and add up (below).
+  if (Number(process.env.RIFF_WORKERS ?? 1) > 1) assert.ok(kernel + ring > 0, `drops reported\n${res.stderr}`);
+  else assert.ok(kernel > 0, `kernel drops reported\n${res.stderr}`);
   assert.equal(captured + kernel + unread, received, res.stderr);
   assert.equal(ring + processed + errors + early, captured, res.stderr);
 });

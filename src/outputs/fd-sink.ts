@@ -9,7 +9,7 @@ import { constants } from 'node:os';
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 /** At most this much per write(2): a reader taking 16 KiB a second is reading. */
 const PIECE = 16 << 10;
-/** After SIGTERM, a reader that takes nothing for this long is given up on (a worker's output too: pool.ts). */
+/** After SIGTERM, a reader that takes less than 16 KiB in this long is given up on (a worker's output too: pool.ts). */
 export const STALL_AFTER_SIGTERM_MS = 1000;
 
 /**
