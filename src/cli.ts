@@ -10,7 +10,7 @@ import { FlagError } from './tcpdump-flags.js';
 import { recordSink as makeRecordSink, resolveSpec, OutputSet } from './outputs/output-set.js';
 import { OutputSpecError } from './outputs/types.js';
 import { TextOutput } from './outputs/text-output.js';
-import { stdout, stderr, stopWaitingForReaders, writeWithoutWaiting } from './outputs/fd-sink.js';
+import { stdout, stderr, StoppedWaiting, stopWaitingForReaders, writeWithoutWaiting } from './outputs/fd-sink.js';
 import { ScriptError } from './vm/runtime.js';
 import { LuaPool, type Ready } from './vm/pool.js';
 import { interruptsHeard, leaveWith, onSecondInterrupt, whenReload, whenReopen, whenSignalled } from './signals.js';
@@ -185,6 +185,8 @@ async function openRecordOutputs(args: Args, c: Checked, pool: LuaPool, session:
       : new OutputSet([new TextOutput('text:-', pcap ? stderr : stdout)]);
   } catch (e) {
     if (e instanceof OutputSpecError) throw new Fail(e.message, 2);
+    // A signal while riff waited for a FIFO's reader: as one during loading.
+    if (e instanceof StoppedWaiting) throw new Fail(e.message, 1);
     throw e;
   }
   outputs.onFault = (line) => {

@@ -336,3 +336,34 @@ test('-w to a FIFO whose reader stopped reading: SIGTERM ends riff a second late
     fs.closeSync(rfd);
   }
 });
+
+test('SIGTERM while riff waits for a FIFO named by -w or json: to get a reader: one line, exit 1 (open(2) would wait deaf to it); a reader that comes gets everything', async () => {
+  for (const out of [(f: string) => ['-w', f], (f: string) => ['-o', `json:${f}`]]) {
+    const fifo = path.join(tmpdir(), 'out.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const child = spawn(process.execPath, [CLI, '-q', '-r', path.join(FIXTURES, 'http.pcap'), ...out(fifo)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d));
+    const done = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const kill = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    const t0 = Date.now();
+    child.kill('SIGTERM');
+    const code = await done;
+    clearTimeout(kill);
+    assert.equal(code, 1, err);
+    assert.ok(Date.now() - t0 < 3000, `ended ${Date.now() - t0} ms after SIGTERM`);
+    assert.match(err, new RegExp(`^riff: (-w |--output json:)${fifo.replace(/[.]/g, '\\.')}: riff was told to stop before a reader opened this FIFO$`, 'm'));
+  }
+  // A reader that opens the FIFO later gets the whole capture.
+  const fifo = path.join(tmpdir(), 'late.fifo');
+  execFileSync('mkfifo', [fifo]);
+  const child = spawn(process.execPath, [CLI, '-q', '-r', path.join(FIXTURES, 'http.pcap'), '-w', fifo], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const done = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  await new Promise((r) => setTimeout(r, 1000));
+  const got = fs.readFileSync(fifo);
+  assert.equal(await done, 0);
+  const copy = path.join(tmpdir(), 'late.pcap');
+  fs.writeFileSync(copy, got);
+  assert.equal(countPackets(copy), 45);
+});

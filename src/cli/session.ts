@@ -153,6 +153,8 @@ export class CaptureSession {
       if (!(e instanceof PcapWriteError)) throw e;
       // A device that fails the header (`-w /dev/full`), or `-w - | true`: as a write later on.
       if (!e.cannotCreate) return this.writerFault(e);
+      // A signal while riff waited for a FIFO's reader: as one during loading.
+      if (e.interrupted) throw new Fail(e.message, 1);
       throw new Fail(this.args.Z !== undefined ? `${e.message} (riff runs as ${this.args.Z} by then, -Z)` : e.message, 2);
     }
   }

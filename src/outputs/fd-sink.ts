@@ -65,6 +65,39 @@ export function stopWaitingForReaders(): void {
   stoppedAt ||= Date.now();
 }
 
+/** riff was told to stop while it waited for a FIFO's reader (openForWriting). */
+export class StoppedWaiting extends Error {}
+
+/**
+ * fs.openSync(path, flags) ('a' or 'w'), but a FIFO on the capture thread
+ * is opened without waiting in the kernel for its reader (open(2) would,
+ * deaf to SIGTERM, for as long as nobody reads): riff tries again every
+ * 50 ms, and an interrupt ends the wait (StoppedWaiting). The descriptor
+ * is then non-blocking (FdWriter writes it so anyway).
+ */
+export function openForWriting(path: string, flags: 'a' | 'w'): number {
+  const w = noWait;
+  let fifo = false;
+  try {
+    fifo = fs.statSync(path).isFIFO();
+  } catch {
+    // not there yet: a file to create
+  }
+  if (!w || !fifo) return fs.openSync(path, flags);
+  const { O_WRONLY, O_NONBLOCK, O_APPEND } = fs.constants;
+  for (;;) {
+    try {
+      return fs.openSync(path, O_WRONLY | O_NONBLOCK | (flags === 'a' ? O_APPEND : 0));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENXIO') throw e;
+    }
+    const [i, t] = w.interrupts();
+    const [hi, ht] = w.heard();
+    if (hi + ht > 0 || i + t + w.base[0] + w.base[1] - hi - ht > 0) throw new StoppedWaiting('riff was told to stop before a reader opened this FIFO');
+    Atomics.wait(sleeper, 0, 0, 50);
+  }
+}
+
 /**
  * Writes to one descriptor, for its owner (FdSink, PcapWriter), who calls
  * release() before closing it. On the capture thread (writeWithoutWaiting)

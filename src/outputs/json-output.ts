@@ -28,7 +28,7 @@
 // and no torn line, and the lines that did not make it are counted as lost.
 import fs from 'node:fs';
 import os from 'node:os';
-import { FdSink, stdout } from './fd-sink.js';
+import { FdSink, openForWriting, StoppedWaiting, stdout } from './fd-sink.js';
 import { floatText, setKey, utf8OrNull, type Fields, type RecordData, type Value } from './records.js';
 import type { OutputStats, RecordOutput } from './types.js';
 import { specError, errnoText, stillNames, Losses, OutputFault, STDOUT_CLOSED, STDOUT_STALLED, READER_STALLED } from './types.js';
@@ -143,8 +143,9 @@ export class JsonOutput implements RecordOutput {
       this.sink = stdout;
     } else {
       try {
-        this.fd = fs.openSync(target, 'a');
+        this.fd = openForWriting(target, 'a');
       } catch (e) {
+        if (e instanceof StoppedWaiting) throw new StoppedWaiting(`--output ${spec}: ${e.message}`);
         throw specError(spec, `cannot open ${target} for appending (${(e as Error).message}); check the path and permissions`);
       }
       this.sink = new FdSink(this.fd);
@@ -238,7 +239,7 @@ export class JsonOutput implements RecordOutput {
     if (stillNames(this.target, this.fd)) return false;
     let fd: number;
     try {
-      fd = fs.openSync(this.target, 'a');
+      fd = openForWriting(this.target, 'a');
     } catch (e) {
       throw specError(this.spec, `cannot reopen ${this.target} (${(e as Error).message}); still writing to the file opened before`);
     }

@@ -14,7 +14,7 @@
 
 import fs from 'node:fs';
 import { errnoText, stillNames } from './types.js';
-import { FdWriter } from './fd-sink.js';
+import { FdWriter, openForWriting, StoppedWaiting } from './fd-sink.js';
 import { Batch, FLAG_ARRIVAL_TS, FLAG_FILTERED_OUT, HDR, align8 } from '../capture/batch.js';
 
 const FILE_HDR = 24;
@@ -116,6 +116,8 @@ export class PcapWriteError extends Error {
   cannotCreate = false;
   /** Why, in words (errno's text). */
   reason = '';
+  /** riff was told to stop while it waited for a FIFO's reader to open it. */
+  interrupted = false;
   /** The reader took too little while riff was stopping (fd-sink.ts FdWriter): its choice, as a closed reader's, not a fault. */
   stalled = false;
 }
@@ -185,9 +187,10 @@ export class PcapWriter {
 
   private open(name: string, t = NaN): void {
     try {
-      this.fd = this.ownsFd ? fs.openSync(name, 'w') : 1;
+      this.fd = this.ownsFd ? openForWriting(name, 'w') : 1;
     } catch (e) {
-      const err = new PcapWriteError(`-w ${name}: cannot create it: ${errnoText(e)}; name a writable file`);
+      const err = new PcapWriteError(e instanceof StoppedWaiting ? `-w ${name}: ${e.message}` : `-w ${name}: cannot create it: ${errnoText(e)}; name a writable file`);
+      err.interrupted = e instanceof StoppedWaiting;
       err.cannotCreate = true;
       err.reason = errnoText(e);
       throw err;
