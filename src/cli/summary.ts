@@ -4,7 +4,7 @@
 import { tooLarge, type CaptureFileError } from '../capture/file.js';
 import type { LiveStats } from '../capture/live.js';
 import type { PcapWriter } from '../outputs/pcap-writer.js';
-import { READER_STALLED, STDOUT_CLOSED, STDOUT_STALLED } from '../outputs/types.js';
+import { READERS_CHOICE } from '../outputs/types.js';
 import type { OutputSet } from '../outputs/output-set.js';
 import { stderr, stdout } from '../outputs/fd-sink.js';
 import type { LuaPool } from '../vm/pool.js';
@@ -82,7 +82,7 @@ export function summarize(end: RunEnd): number {
     }
   }
   // A reader that went away (riff | head) chose to stop: counted above, not a failure.
-  const recordsLost = accounts.some((a) => a.stats.dropped > (a.stats.lost[STDOUT_CLOSED] ?? 0) + (a.stats.lost[STDOUT_STALLED] ?? 0) + (a.stats.lost[READER_STALLED] ?? 0));
+  const recordsLost = accounts.some((a) => a.stats.dropped > READERS_CHOICE.reduce((n, why) => n + (a.stats.lost[why] ?? 0), 0));
   if (args.verbose) lines.push(`peak memory ${(process.resourceUsage().maxRSS / 1024).toFixed(1)} MiB resident`);
   const w = writer as PcapWriter | null;
   if (w) {

@@ -44,6 +44,13 @@ export function writeWithoutWaiting(w: NoWait): void {
   noWait = { ...w, base: [heard[0] - counted[0], heard[1] - counted[1]] };
 }
 
+/** Interrupts that came which riff's handlers have not acted on yet (SIGINTs, SIGTERMs), and all they have (the C count starts at writeWithoutWaiting). */
+function unheard(w: NoWait & { base: [number, number] }): { ints: number; terms: number; heard: number } {
+  const [i, t] = w.interrupts();
+  const [hi, ht] = w.heard();
+  return { ints: i + w.base[0] - hi, terms: t + w.base[1] - ht, heard: hi + ht };
+}
+
 let errnoNames: Map<number, string> | null = null;
 /** -errno from writeNow as the error fs would have thrown. */
 function errnoError(errno: number, bytesWritten: number): NodeJS.ErrnoException {
@@ -91,9 +98,8 @@ export function openForWriting(path: string, flags: 'a' | 'w'): number {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENXIO') throw e;
     }
-    const [i, t] = w.interrupts();
-    const [hi, ht] = w.heard();
-    if (hi + ht > 0 || i + t + w.base[0] + w.base[1] - hi - ht > 0) throw new StoppedWaiting('riff was told to stop before a reader opened this FIFO');
+    const u = unheard(w);
+    if (u.heard + u.ints + u.terms > 0) throw new StoppedWaiting('riff was told to stop before a reader opened this FIFO');
     Atomics.wait(sleeper, 0, 0, 50);
   }
 }
@@ -166,11 +172,8 @@ export class FdWriter {
         continue;
       }
       // Interrupts that came while this thread waited, which its handlers have not heard yet.
-      const [i, t] = w.interrupts();
-      const [hi, ht] = w.heard();
-      const ints = i + w.base[0] - hi;
-      const terms = t + w.base[1] - ht;
-      if (ints + terms > 0 && hi + ht + ints + terms >= 2) {
+      const { ints, terms, heard } = unheard(w);
+      if (ints + terms > 0 && heard + ints + terms >= 2) {
         this.short = 'riff was interrupted a second time while its reader took nothing';
         break; // riff's handlers leave at once
       }

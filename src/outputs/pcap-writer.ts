@@ -412,15 +412,17 @@ export class PcapWriter {
       } catch {}
     }
     if (this.out?.fd !== this.fd) this.out = new FdWriter(this.fd);
-    let off = 0;
-    let stalled = false;
+    let off: number;
+    let error: NodeJS.ErrnoException | null = null;
     try {
       off = this.out.write(b, 0, n);
-      if (off === n) return;
-      stalled = true;
-      throw Object.assign(new Error(this.out.short), { bytesWritten: off });
     } catch (e) {
+      error = e as NodeJS.ErrnoException;
       off = (e as { bytesWritten?: number }).bytesWritten ?? 0;
+    }
+    if (error || off < n) {
+      // Without an error the reader was given up on while riff was stopping (out.short says why).
+      const stalled = !error;
       // Cut the file back to what was whole before this write, so it stays readable.
       if (start >= 0) {
         try {
@@ -436,7 +438,7 @@ export class PcapWriter {
       }
       this.nWritten -= records - delivered;
       this.nLost += records - delivered;
-      this.failure = errnoText(e);
+      this.failure = error ? errnoText(error) : this.out.short;
       this.closed = true;
       if (this.ownsFd) {
         try {
@@ -448,7 +450,7 @@ export class PcapWriter {
       const err = new PcapWriteError(
         `-w ${this.path}: ${this.failure} writing ${where}; the ${this.nWritten} packets written before are kept, the rest are counted as not written${stalled ? '' : '; free space or write elsewhere'}`,
       );
-      err.readerClosed = (e as NodeJS.ErrnoException).code === 'EPIPE';
+      err.readerClosed = error?.code === 'EPIPE';
       err.stalled = stalled;
       throw err;
     }

@@ -67,6 +67,8 @@ export const STDOUT_CLOSED = 'standard output was closed';
 export const STDOUT_STALLED = "standard output's reader took less than 16 KiB in a second after riff was told to stop";
 /** The same for a FIFO named by json:FILE. */
 export const READER_STALLED = 'its reader took less than 16 KiB in a second after riff was told to stop';
+/** Losses that are the reader's choice, not riff's fault (the exit code ignores them). */
+export const READERS_CHOICE = [STDOUT_CLOSED, STDOUT_STALLED, READER_STALLED];
 
 /** One record this output cannot hold; the output counted it and carries on. */
 export class RecordRefused extends Error {}
